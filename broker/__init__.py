@@ -1,0 +1,31 @@
+"""MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher."""
+
+from broker.acl import MONITOR_USER, STREAM_USER, acl_text, hash_password, password_file_text
+from broker.embedded import EmbeddedBroker
+from broker.errors import (
+    BrokerError,
+    BrokerStartError,
+    BrokerURLError,
+    MosquittoNotFound,
+)
+from broker.mosquitto import Mosquitto, MosquittoConfig, find_mosquitto
+from broker.url import BrokerURL, free_port, parse_broker_url
+
+__all__ = [
+    "MONITOR_USER",
+    "STREAM_USER",
+    "BrokerError",
+    "BrokerStartError",
+    "BrokerURL",
+    "BrokerURLError",
+    "EmbeddedBroker",
+    "Mosquitto",
+    "MosquittoConfig",
+    "MosquittoNotFound",
+    "acl_text",
+    "find_mosquitto",
+    "free_port",
+    "hash_password",
+    "parse_broker_url",
+    "password_file_text",
+]

@@ -1,0 +1,141 @@
+"""Broker URLs: ``mqtt://[user:pass@]host:port`` and ``mqtts://`` (TLS).
+
+Every command parses its ``--broker`` option here and nowhere else. Credentials may come from
+the URL or from the environment (``VEGA_EMU_MQTT_USERNAME`` / ``VEGA_EMU_MQTT_PASSWORD``); the
+password never appears in ``str()`` or ``repr()``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from broker.errors import BrokerURLError
+
+ENV_USERNAME = "VEGA_EMU_MQTT_USERNAME"
+ENV_PASSWORD = "VEGA_EMU_MQTT_PASSWORD"
+ENV_CA_FILE = "VEGA_EMU_MQTT_CA_FILE"
+
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerURL:
+    """Where and how to reach an MQTT broker."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise BrokerURLError("broker URL has no host")
+        if not 0 < self.port < 65536:
+            raise BrokerURLError(f"broker port {self.port} is outside 1..65535")
+        if self.password is not None and self.username is None:
+            raise BrokerURLError("broker URL has a password but no user name")
+        if self.ca_file is not None and not self.tls:
+            raise BrokerURLError("a CA file only makes sense with mqtts://")
+
+    @property
+    def scheme(self) -> str:
+        return "mqtts" if self.tls else "mqtt"
+
+    def __str__(self) -> str:
+        """The URL with the password masked: safe to print and log."""
+        user = ""
+        if self.username is not None:
+            user = self.username + (":***" if self.password is not None else "") + "@"
+        return f"{self.scheme}://{user}{self.host}:{self.port}"
+
+    def with_credentials(self, username: str | None, password: str | None) -> BrokerURL:
+        return BrokerURL(self.host, self.port, self.tls, username, password, self.ca_file)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        return context
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`aiomqtt.Client` (hostname, port, credentials, TLS)."""
+        kwargs: dict[str, Any] = {"hostname": self.host, "port": self.port}
+        if self.username is not None:
+            kwargs["username"] = self.username
+            kwargs["password"] = self.password
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["tls_context"] = context
+        return kwargs
+
+
+def parse_broker_url(
+    url: str,
+    *,
+    ca_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BrokerURL:
+    """Parse ``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``.
+
+    User name and password missing from the URL are taken from ``VEGA_EMU_MQTT_USERNAME`` and
+    ``VEGA_EMU_MQTT_PASSWORD``; the CA file from ``ca_file`` or ``VEGA_EMU_MQTT_CA_FILE``.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BrokerURLError(f"cannot parse broker URL {_mask(url)!r}: {exc}") from exc
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise BrokerURLError(
+            f"broker URL {_mask(url)!r} must start with mqtt:// or mqtts://, not {parts.scheme!r}"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BrokerURLError(f"broker URL {_mask(url)!r} must not have a path, query or fragment")
+    if not parts.hostname:
+        raise BrokerURLError(f"broker URL {_mask(url)!r} has no host")
+    username = unquote(parts.username) if parts.username is not None else env.get(ENV_USERNAME)
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is None and username is not None:
+        password = env.get(ENV_PASSWORD)
+    tls = parts.scheme == "mqtts"
+    ca = ca_file if ca_file is not None else env.get(ENV_CA_FILE) if tls else None
+    ca_path = Path(ca) if ca else None
+    if ca_path is not None and not ca_path.is_file():
+        raise BrokerURLError(f"CA file {ca_path} does not exist")
+    return BrokerURL(
+        host=parts.hostname,
+        port=port if port is not None else _DEFAULT_PORTS[parts.scheme],
+        tls=tls,
+        username=username or None,
+        password=password,
+        ca_file=ca_path,
+    )
+
+
+def _mask(url: str) -> str:
+    """Hide a password in a URL that is about to appear in an error message."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}" if ":" in userinfo else url
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,39 @@
+"""The ``vega-emu`` command line.
+
+This package is the composition root of the project: it is the one place that wires the producer
+side (:mod:`dataset_stream`), the brokers (:mod:`broker`) and the nodes (:mod:`device`) together.
+Sub-command modules import their heavy dependencies inside the command functions so that
+``vega-emu --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from device.cli import broker_cmd
+
+app = typer.Typer(
+    name="vega-emu",
+    help=(
+        "Emulate fleets of VEGA continual-learning nodes: MQTT brokers, data streams, INT8 frozen "
+        "stages with quantized latent replays, energy and lifetime."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Emulate fleets of VEGA continual-learning nodes."""
+
+
+broker_cmd.register(app)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

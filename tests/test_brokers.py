@@ -1,0 +1,134 @@
+"""Both brokers, through real aiomqtt clients on random loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from broker import (
+    BrokerStartError,
+    BrokerURL,
+    Mosquitto,
+    MosquittoConfig,
+    MosquittoNotFound,
+    find_mosquitto,
+    password_file_text,
+)
+from tests.conftest import require_mosquitto
+
+
+def client(url: BrokerURL, ident: str | None = None, **kw: object) -> aiomqtt.Client:
+    return aiomqtt.Client(**url.client_kwargs(), identifier=ident, **kw)  # type: ignore[arg-type]
+
+
+async def next_message(c: aiomqtt.Client) -> aiomqtt.Message:
+    async with asyncio.timeout(5):
+        async for message in c.messages:
+            return message
+    raise AssertionError("message stream ended")
+
+
+async def test_round_trip(any_broker: object) -> None:
+    url: BrokerURL = any_broker.url  # type: ignore[attr-defined]
+    async with client(url) as sub:
+        await sub.subscribe("vega/node-0000/telemetry", qos=1)
+        async with client(url) as pub:
+            await pub.publish("vega/node-0000/telemetry", b'{"seq": 1}', qos=1)
+        message = await next_message(sub)
+    assert message.payload == b'{"seq": 1}'
+    assert message.qos == 1
+
+
+async def test_qos1_waits_for_a_persistent_session(any_broker: object) -> None:
+    url: BrokerURL = any_broker.url  # type: ignore[attr-defined]
+    async with client(url, "node-0001", clean_session=False) as sub:
+        await sub.subscribe("vega/node-0001/batch", qos=1)
+    async with client(url) as pub:
+        for i in range(3):
+            await pub.publish("vega/node-0001/batch", f"b{i}".encode(), qos=1)
+    async with client(url, "node-0001", clean_session=False) as sub:
+        got = [(await next_message(sub)).payload for _ in range(3)]
+    assert got == [b"b0", b"b1", b"b2"]
+
+
+async def test_mosquitto_keeps_queued_messages_across_a_restart(mosquitto: Mosquitto) -> None:
+    url = mosquitto.url
+    async with client(url, "node-0002", clean_session=False) as sub:
+        await sub.subscribe("vega/node-0002/batch", qos=1)
+    async with client(url) as pub:
+        await pub.publish("vega/node-0002/batch", b"kept", qos=1)
+    await mosquitto.restart()
+    assert mosquitto.url == url
+    async with client(url, "node-0002", clean_session=False) as sub:
+        message = await next_message(sub)
+    assert message.payload == b"kept"
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> Mosquitto:  # type: ignore[misc]
+    require_mosquitto()
+    users = {"node-0000": "p0", "node-0001": "p1", "stream": "ps", "monitor": "pm"}
+    passwords = tmp_path / "users.txt"
+    passwords.write_text(password_file_text(users))
+    config = MosquittoConfig(
+        data_dir=tmp_path / "mq",
+        password_file=passwords,
+        acl_devices=("node-0000", "node-0001"),
+    )
+    async with Mosquitto(config) as m:
+        yield m
+
+
+async def test_acl_device_cannot_read_another_devices_batch(secured: Mosquitto) -> None:
+    base = secured.url
+    as_node0 = base.with_credentials("node-0000", "p0")
+    as_stream = base.with_credentials("stream", "ps")
+    async with client(as_node0) as spy:
+        await spy.subscribe("vega/node-0001/batch", qos=1)  # denied: nothing is delivered
+        await spy.subscribe("vega/node-0000/batch", qos=1)
+        async with client(as_stream) as stream:
+            await stream.publish("vega/node-0001/batch", b"secret", qos=1)
+            await stream.publish("vega/node-0000/batch", b"mine", qos=1)
+        message = await next_message(spy)
+    assert (str(message.topic), message.payload) == ("vega/node-0000/batch", b"mine")
+
+
+async def test_acl_device_cannot_publish_another_devices_telemetry(secured: Mosquitto) -> None:
+    base = secured.url
+    async with client(base.with_credentials("monitor", "pm")) as monitor:
+        await monitor.subscribe("vega/+/telemetry", qos=1)
+        async with client(base.with_credentials("node-0000", "p0")) as node0:
+            await node0.publish("vega/node-0001/telemetry", b"forged", qos=1)
+            await node0.publish("vega/node-0000/telemetry", b"real", qos=1)
+        message = await next_message(monitor)
+    assert (str(message.topic), message.payload) == ("vega/node-0000/telemetry", b"real")
+
+
+async def test_wrong_password_is_refused(secured: Mosquitto) -> None:
+    with pytest.raises(aiomqtt.MqttError):
+        async with client(secured.url.with_credentials("node-0000", "wrong")):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with client(secured.url):  # anonymous
+            pass
+
+
+async def test_missing_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VEGA_EMU_MOSQUITTO", str(tmp_path / "no-such-mosquitto"))
+    with pytest.raises(MosquittoNotFound, match="install the Debian package mosquitto"):
+        find_mosquitto()
+    with pytest.raises(MosquittoNotFound):
+        async with Mosquitto(MosquittoConfig(data_dir=tmp_path)):
+            pass
+
+
+async def test_port_in_use_is_reported(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    clash = MosquittoConfig(data_dir=tmp_path / "other", port=mosquitto.port)
+    with pytest.raises(BrokerStartError, match="mosquitto"):
+        async with Mosquitto(clash):
+            pass
