@@ -1,0 +1,244 @@
+"""``vega-emu energy`` and ``vega-emu plan``: analytical latency, energy, memory and lifetime."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from device.cli._runtime import fail
+
+if TYPE_CHECKING:
+    from device.energy import CostConfig, EventCost, PlanRow, Profile
+    from device.model.costs import LayerInfo
+
+ModelDir = Annotated[
+    Path | None,
+    typer.Option("--model", help="Model bundle directory (its layers and LR layer)."),
+]
+MobileNet = Annotated[
+    bool,
+    typer.Option("--mobilenet-v1", help="Analytical MobileNet-V1 (the default without --model)."),
+]
+Res = Annotated[int, typer.Option(help="MobileNet-V1 input resolution.")]
+Width = Annotated[float, typer.Option(help="MobileNet-V1 width multiplier.")]
+Classes = Annotated[int, typer.Option(help="Classifier outputs.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="vega, stm32l4 or a profile TOML file.")]
+NewPerEvent = Annotated[int, typer.Option(help="New samples per learning event.")]
+MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
+NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
+Epochs = Annotated[int, typer.Option(help="Epochs per learning event.")]
+
+
+def _layers_for(
+    model: Path | None, mobilenet: bool, res: int, width: float, classes: int
+) -> Callable[[int | None], list[LayerInfo]]:
+    """A function LR layer -> layers (``None``: the bundle's own / the default 27)."""
+    if model is not None and mobilenet:
+        raise fail("give either --model DIR or --mobilenet-v1, not both", code=2)
+    if model is not None:
+        from device.model.bundle import ModelBundle
+
+        bundle_layers = list(ModelBundle.load(model).layers())
+
+        def from_bundle(lr_layer: int | None) -> list[LayerInfo]:
+            if lr_layer is not None and lr_layer != _lr_layer_of(bundle_layers):
+                raise fail(f"--model {model} is cut at one LR layer; drop --lr-layer(s)", code=2)
+            return bundle_layers
+
+        return from_bundle
+    from device.model.mobilenet import mobilenet_v1_layers
+
+    def analytical(lr_layer: int | None) -> list[LayerInfo]:
+        layer = 27 if lr_layer is None else lr_layer
+        return mobilenet_v1_layers(res=res, width=width, classes=classes, lr_layer=layer)
+
+    return analytical
+
+
+def _lr_layer_of(layers: Sequence[LayerInfo]) -> int:
+    """The LR layer's number: trailing digits of the first adaptive layer's name, else its index."""
+    for index, layer in enumerate(layers):
+        if layer.adaptive:
+            digits = re.search(r"(\d+)$", layer.name)
+            return int(digits.group(1)) if digits else index
+    return len(layers)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _config(**values: Any) -> CostConfig:
+    from device.energy import CostConfig
+
+    return CostConfig(**values)
+
+
+def _report(cost: EventCost, profile: Profile, rate: float) -> dict[str, Any]:
+    from device.energy import average_power_w, lifetime_hours, max_events_per_hour
+
+    latency, energy = cost.latency_s, cost.energy_j
+    power = average_power_w(
+        energy_per_event_j=energy["total"],
+        latency_s=latency["total"],
+        events_per_hour=rate,
+        sleep_w=profile.sleep_w,
+    )
+    limit = max_events_per_hour(latency["total"])
+    return {
+        "profile": profile.name,
+        "event": cost.as_dict(),
+        "events_per_hour": rate,
+        "sustainable": rate <= limit,
+        "power_w": power,
+        "battery_j": profile.battery_j,
+        "lifetime_h": _finite(lifetime_hours(profile.battery_j, power)),
+        "max_events_per_hour": _finite(limit),
+        "memory": cost.memory.as_dict(),
+        "layers": [layer.as_dict() for layer in cost.layers],
+    }
+
+
+def energy(
+    model: ModelDir = None,
+    mobilenet_v1: MobileNet = False,
+    res: Res = 128,
+    width: Width = 1.0,
+    classes: Classes = 50,
+    lr_layer: Annotated[
+        int | None, typer.Option(help="MobileNet-V1 LR layer, 19..27 in the paper (default 27).")
+    ] = None,
+    profile: ProfileOpt = "vega",
+    lr_size: Annotated[int, typer.Option(help="LRs in memory (assumed full).")] = 1500,
+    lr_bits: Annotated[int, typer.Option(help="Bits per stored LR value (32 = FP32).")] = 8,
+    new_per_event: NewPerEvent = 300,
+    mb: MbSize = 128,
+    new_per_mb: NewPerMb = 21,
+    epochs: Epochs = 4,
+    events_per_hour: Annotated[float, typer.Option(help="Learning events per hour.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Latency, energy, memory map and battery lifetime of one learning event."""
+    from device.energy import EnergyError, event_cost, load_profile
+    from device.model.errors import ModelError
+
+    try:
+        prof = load_profile(profile)
+        config = _config(
+            lr_size=lr_size,
+            lr_bits=lr_bits,
+            new_per_event=new_per_event,
+            mb_size=mb,
+            new_per_mb=new_per_mb,
+            epochs=epochs,
+            events_per_hour=events_per_hour,
+        )
+        layers = _layers_for(model, mobilenet_v1, res, width, classes)(lr_layer)
+        cost = event_cost(layers, prof, config, n_new=new_per_event, n_replay=lr_size)
+    except (EnergyError, ModelError, ValueError, OSError) as exc:
+        raise fail(str(exc), code=2) from exc
+    report = _report(cost, prof, events_per_hour)
+    report["config"] = {"lr_layer": _lr_layer_of(layers), **config.as_dict()}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    from device.cli import _energy_view
+
+    _energy_view.show_energy(cost, report)
+
+
+def _numbers(text: str, kind: type[int] | type[float], option: str) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise fail(f"{option}: expected comma-separated numbers, got {text!r}", code=2) from None
+    if not values:
+        raise fail(f"{option}: no values", code=2)
+    return values
+
+
+def plan(
+    model: ModelDir = None,
+    mobilenet_v1: MobileNet = False,
+    res: Res = 128,
+    width: Width = 1.0,
+    classes: Classes = 50,
+    profile: ProfileOpt = "vega",
+    lr_layers: Annotated[
+        str | None, typer.Option(help="MobileNet-V1 LR layers to sweep (default 19,21,23,25,27).")
+    ] = None,
+    lr_sizes: Annotated[str, typer.Option(help="LR counts to sweep.")] = "375,750,1500,3000",
+    lr_bits: Annotated[str, typer.Option(help="LR bits to sweep (32 = FP32).")] = "6,7,8,32",
+    rates: Annotated[str, typer.Option(help="Learning events per hour to sweep.")] = "0.25,1,4",
+    new_per_event: NewPerEvent = 300,
+    mb: MbSize = 128,
+    new_per_mb: NewPerMb = 21,
+    epochs: Epochs = 4,
+    summary: Annotated[
+        list[Path] | None,
+        typer.Option("--summary", help="Run summary JSON with measured accuracy (repeatable)."),
+    ] = None,
+    csv_path: Annotated[Path, typer.Option("--csv", help="CSV output.")] = Path("plan.csv"),
+    plot_path: Annotated[Path, typer.Option("--plot", help="PNG output.")] = Path("plan.png"),
+) -> None:
+    """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG)."""
+    from device.energy import EnergyError, attach_accuracy, load_profile, sweep
+    from device.model.errors import ModelError
+
+    summaries: list[dict[str, Any]] = []
+    for path in summary or []:
+        try:
+            loaded = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise fail(f"--summary {path}: {exc}", code=2) from exc
+        if not isinstance(loaded, dict):
+            raise fail(f"--summary {path}: expected a JSON object", code=2)
+        summaries.append(loaded)
+    try:
+        prof = load_profile(profile)
+        base = _config(
+            new_per_event=new_per_event, mb_size=mb, new_per_mb=new_per_mb, epochs=epochs
+        )
+        layers_for = _layers_for(model, mobilenet_v1, res, width, classes)
+        fixed: list[LayerInfo] | None = None  # a bundle is cut at one LR layer
+        if model is not None:
+            if lr_layers is not None:
+                raise fail(f"--model {model} is cut at one LR layer; drop --lr-layers", code=2)
+            fixed = layers_for(None)
+            layer_list = [_lr_layer_of(fixed)]
+        else:
+            layer_list = _numbers(lr_layers or "19,21,23,25,27", int, "--lr-layers")
+        rows: list[PlanRow] = sweep(
+            lambda layer: fixed if fixed is not None else layers_for(layer),
+            prof,
+            base,
+            lr_layers=layer_list,
+            lr_sizes=_numbers(lr_sizes, int, "--lr-sizes"),
+            lr_bits=_numbers(lr_bits, int, "--lr-bits"),
+            rates=_numbers(rates, float, "--rates"),
+        )
+        rows = attach_accuracy(rows, summaries)
+    except (EnergyError, ModelError, ValueError, OSError) as exc:
+        raise fail(str(exc), code=2) from exc
+    from device.cli import _energy_view
+
+    try:
+        _energy_view.write_csv(rows, csv_path)
+        _energy_view.write_plot(rows, plot_path, prof.name)
+    except OSError as exc:
+        raise fail(f"cannot write output: {exc}") from exc
+    _energy_view.show_plan(rows, prof.name, csv_path, plot_path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("energy")(energy)
+    app.command("plan")(plan)
+
+
+__all__ = ["energy", "plan", "register"]

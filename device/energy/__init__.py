@@ -1,0 +1,84 @@
+"""Energy and lifetime of a VEGA (or other) continual-learning node: pure, analytical.
+
+- :func:`load_profile` reads a hardware profile (``vega``, ``stm32l4`` or a TOML file);
+- :func:`event_cost` charges one learning event, per layer and phase, from the same AR1* plan the
+  node trains (:func:`device.ar1.plan_event`);
+- :func:`memory_map` places weights, activations and LRs on the device's memories;
+- :class:`Battery` and :class:`LifetimeEstimator` follow the energy over simulated time.
+
+The equations and every profile number are in ``docs/energy-model.md``.
+"""
+
+from device.energy.battery import Battery
+from device.energy.config import CostConfig
+from device.energy.cost import (
+    FROZEN_PHASE,
+    EventCost,
+    LayerCost,
+    MemoryTraffic,
+    PhaseCost,
+    event_cost,
+)
+from device.energy.errors import BatteryStateError, CostConfigError, EnergyError, ProfileError
+from device.energy.lifetime import (
+    LifetimeEstimator,
+    average_power_w,
+    lifetime_hours,
+    max_events_per_hour,
+)
+from device.energy.memory import (
+    MemoryMap,
+    Placement,
+    RegionUse,
+    item_sizes,
+    lr_elements,
+    memory_map,
+)
+from device.energy.plan import PlanRow, attach_accuracy, summary_accuracy, sweep
+from device.energy.profile import (
+    BUILTIN,
+    PHASES,
+    PRIMITIVES,
+    MemoryRegion,
+    Profile,
+    Rates,
+    load_profile,
+    parse_profile,
+)
+
+__all__ = [
+    "BUILTIN",
+    "FROZEN_PHASE",
+    "PHASES",
+    "PRIMITIVES",
+    "Battery",
+    "BatteryStateError",
+    "CostConfig",
+    "CostConfigError",
+    "EnergyError",
+    "EventCost",
+    "LayerCost",
+    "LifetimeEstimator",
+    "MemoryMap",
+    "MemoryRegion",
+    "MemoryTraffic",
+    "PhaseCost",
+    "Placement",
+    "PlanRow",
+    "Profile",
+    "ProfileError",
+    "Rates",
+    "RegionUse",
+    "attach_accuracy",
+    "average_power_w",
+    "event_cost",
+    "item_sizes",
+    "lifetime_hours",
+    "load_profile",
+    "lr_elements",
+    "max_events_per_hour",
+    "memory_map",
+    "parse_profile",
+    "summary_accuracy",
+    "sweep",
+]

@@ -1,0 +1,147 @@
+"""Planning sweeps: LR layer x LR count x LR bits x event rate -> memory, energy, lifetime.
+
+Pure: the caller supplies the layers of each LR layer and parsed run summaries; writing the CSV
+and the plot is the command line's job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from device.energy.battery import Battery
+from device.energy.config import CostConfig
+from device.energy.cost import event_cost
+from device.energy.lifetime import average_power_w, lifetime_hours, max_events_per_hour
+from device.energy.profile import Profile
+from device.model.costs import LayerInfo
+
+MATCH_KEYS: tuple[str, ...] = ("lr_layer", "lr_size", "lr_bits", "events_per_hour")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    """One configuration of a sweep and what it costs."""
+
+    lr_layer: int
+    lr_size: int
+    lr_bits: int
+    events_per_hour: float
+    lr_memory_bytes: int
+    total_memory_bytes: int
+    fits: bool
+    latency_s: float
+    energy_j: float
+    lifetime_h: float
+    max_events_per_hour: float
+    sustainable: bool  # the rate is at most the largest sustainable one
+    accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.accuracy is not None and not 0.0 <= self.accuracy <= 1.0:
+            raise ValueError(f"accuracy must be in 0..1, got {self.accuracy!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sweep(
+    layers_for: Callable[[int], Sequence[LayerInfo]],
+    profile: Profile,
+    base: CostConfig,
+    *,
+    lr_layers: Iterable[int],
+    lr_sizes: Iterable[int],
+    lr_bits: Iterable[int],
+    rates: Iterable[float],
+) -> list[PlanRow]:
+    """Cost every combination, with a full LR memory (``n_replay = lr_size``) and a full battery."""
+    battery_j = Battery.from_profile(profile).remaining_j
+    rate_list = list(rates)
+    rows: list[PlanRow] = []
+    for layer in lr_layers:
+        layers = layers_for(layer)
+        for size in lr_sizes:
+            for bits in lr_bits:
+                config = replace(base, lr_size=size, lr_bits=bits)
+                cost = event_cost(
+                    layers, profile, config, n_new=config.new_per_event, n_replay=size
+                )
+                latency = cost.latency_s["total"]
+                energy = cost.energy_j["total"]
+                limit = max_events_per_hour(latency)
+                for rate in rate_list:
+                    power = average_power_w(
+                        energy_per_event_j=energy,
+                        latency_s=latency,
+                        events_per_hour=rate,
+                        sleep_w=profile.sleep_w,
+                    )
+                    rows.append(
+                        PlanRow(
+                            lr_layer=layer,
+                            lr_size=size,
+                            lr_bits=bits,
+                            events_per_hour=rate,
+                            lr_memory_bytes=cost.memory.bytes_of("lr_memory"),
+                            total_memory_bytes=sum(p.bytes for p in cost.memory.placements),
+                            fits=cost.memory.fits,
+                            latency_s=latency,
+                            energy_j=energy,
+                            lifetime_h=lifetime_hours(battery_j, power),
+                            max_events_per_hour=limit,
+                            sustainable=rate <= limit,
+                        )
+                    )
+    return rows
+
+
+def summary_accuracy(summary: Mapping[str, Any]) -> tuple[dict[str, float], float] | None:
+    """``(config keys to match, mean final accuracy over devices)`` of one run summary.
+
+    Summaries look like ``{"devices": [{"device", "accuracy", ...}], "config": {"lr_size",
+    "lr_bits", ...}}``; devices without an accuracy are skipped; ``None`` if none has one.
+    """
+    config = summary.get("config")
+    devices = summary.get("devices")
+    if not isinstance(config, Mapping) or not isinstance(devices, list):
+        raise ValueError("a run summary needs a 'config' object and a 'devices' list")
+    accuracies = [
+        float(d["accuracy"])
+        for d in devices
+        if isinstance(d, Mapping) and isinstance(d.get("accuracy"), int | float)
+    ]
+    if not accuracies:
+        return None
+    keys = {
+        key: float(config[key])
+        for key in MATCH_KEYS
+        if isinstance(config.get(key), int | float) and not isinstance(config.get(key), bool)
+    }
+    return keys, math.fsum(accuracies) / len(accuracies)
+
+
+def attach_accuracy(
+    rows: Sequence[PlanRow], summaries: Iterable[Mapping[str, Any]]
+) -> list[PlanRow]:
+    """Give each row the mean accuracy of the summaries whose config matches it.
+
+    A summary matches a row when every sweep key it names (lr_layer, lr_size, lr_bits,
+    events_per_hour) equals the row's value; keys it does not name match anything.
+    """
+    measured = [found for s in summaries if (found := summary_accuracy(s)) is not None]
+    out: list[PlanRow] = []
+    for row in rows:
+        values = [
+            accuracy
+            for keys, accuracy in measured
+            if all(math.isclose(getattr(row, k), v) for k, v in keys.items())
+        ]
+        accuracy = math.fsum(values) / len(values) if values else None
+        out.append(replace(row, accuracy=accuracy))
+    return out
+
+
+__all__ = ["MATCH_KEYS", "PlanRow", "attach_accuracy", "summary_accuracy", "sweep"]

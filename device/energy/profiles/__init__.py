@@ -1,0 +1,1 @@
+"""Shipped hardware profiles (TOML data); load them with :func:`device.energy.load_profile`."""

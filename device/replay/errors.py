@@ -1,0 +1,28 @@
+"""Exceptions of the latent-replay memory.
+
+::
+
+    ReplayError                      every error raised by ``device.replay``
+    ├── QuantizationError (ValueError)   bad latents, codes or bit width
+    ├── ReplayConfigError (ValueError)   a memory opened with another capacity/bits/shape
+    └── ReplayStateError                 misuse: update outside a transaction, sampling nothing,
+                                         a table that does not hold what the memory wrote
+"""
+
+from __future__ import annotations
+
+
+class ReplayError(Exception):
+    """Base class of every error raised by :mod:`device.replay`."""
+
+
+class QuantizationError(ReplayError, ValueError):
+    """Latents, codes or a bit width that cannot be quantized, packed or unpacked."""
+
+
+class ReplayConfigError(ReplayError, ValueError):
+    """The stored memory was created with another capacity, bit width or latent shape."""
+
+
+class ReplayStateError(ReplayError):
+    """The memory was used in a way its state does not allow, or its table is inconsistent."""
