@@ -1,0 +1,123 @@
+"""Options shared by ``vega-emu node`` and ``vega-emu up``: the model and the learning settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from device.cli._runtime import fail
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from device.model.bundle import ModelBundle
+    from device.settings import NodeSettings
+
+DEFAULT_LR = 0.001  # the paper's SGD learning rate, for models that recommend none
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Model bundle directory (vega-emu model ...). Default: the cached default digits "
+        "model, built on first use.",
+        file_okay=False,
+    ),
+]
+LrSizeOpt = Annotated[int, typer.Option("--lr-size", help="Latent replays kept (N_LR).", min=0)]
+LrBitsOpt = Annotated[
+    int, typer.Option("--lr-bits", help="Bits per stored LR value: 32 (FP32), 8, 7, 6, 5 or 4.")
+]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Epochs per learning event.", min=1)]
+MbOpt = Annotated[int, typer.Option("--mb", help="Mini-batch size (new + replays).", min=1)]
+NewPerMbOpt = Annotated[
+    int, typer.Option("--new-per-mb", help="New latents per mini-batch; the rest are replays.")
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help="SGD learning rate (momentum 0.9, weight decay 5e-4). Default: the model's "
+        f"recommended rate ([train] lr in model.toml), else {DEFAULT_LR}.",
+    ),
+]
+ProfileOpt = Annotated[
+    str, typer.Option("--profile", help="Energy profile: vega, stm32l4 or a TOML file.")
+]
+BalancedOpt = Annotated[
+    bool,
+    typer.Option("--class-balanced", help="Replace replays of the most represented class first."),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LearningOptions:
+    """The learning flags as typed on the command line."""
+
+    lr_size: int = 1500
+    lr_bits: int = 8
+    epochs: int = 4
+    mb: int = 128
+    new_per_mb: int = 21
+    lr: float | None = None
+    profile: str = "vega"
+    class_balanced: bool = False
+
+    def settings(
+        self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
+    ) -> NodeSettings:
+        """Checked :class:`NodeSettings`; a bad flag exits with status 2 and names it."""
+        from device.energy import EnergyError, load_profile
+        from device.learner import TrainConfig
+        from device.nn import SGDConfig
+        from device.settings import NodeSettings, ReplaySettings
+
+        try:
+            load_profile(self.profile)
+            return NodeSettings(
+                device_id=device_id,
+                state_dir=state_dir,
+                replay=ReplaySettings(self.lr_size, self.lr_bits, self.class_balanced),
+                train=TrainConfig(epochs=self.epochs, mb_size=self.mb, new_per_mb=self.new_per_mb),
+                sgd=SGDConfig(lr=self.lr if self.lr is not None else recommended_lr(bundle)),
+                profile=self.profile,
+                seed=seed,
+            )
+        except (ValueError, EnergyError) as exc:
+            raise fail(str(exc), code=2) from exc
+
+
+def recommended_lr(bundle: ModelBundle) -> float:
+    train = bundle.meta.get("train", {})
+    value = train.get("lr") if isinstance(train, dict) else None
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LR
+
+
+def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
+    """The bundle at ``path``, or the cached default model (built on first use, ~30 s)."""
+    from device.model.bundle import ModelBundle
+    from device.model.default import default_bundle_path, default_cache_dir
+    from device.model.errors import ModelError
+
+    try:
+        if path is not None:
+            return ModelBundle.load(path)
+        cache = default_cache_dir()
+        if seed:
+            cache = cache.with_name(cache.name.replace("seed0", f"seed{seed}"))
+        if not (cache / "model.toml").is_file():
+            from device.cli._runtime import console
+
+            console.print(f"building the default model into {cache} (once) ...")
+        return ModelBundle.load(default_bundle_path(cache, factory=lambda: _factory(seed)))
+    except ModelError as exc:
+        raise fail(str(exc), code=2) from exc
+
+
+def _factory(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from dataset_stream.scenarios import factory_split
+
+    return factory_split("digits", "nic", seed)

@@ -1,0 +1,83 @@
+"""``vega-emu node``: run one emulated device against a broker until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from device.cli._nodeopts import (
+    BalancedOpt,
+    EpochsOpt,
+    LearningOptions,
+    LrBitsOpt,
+    LrOpt,
+    LrSizeOpt,
+    MbOpt,
+    ModelOpt,
+    NewPerMbOpt,
+    ProfileOpt,
+    load_model,
+)
+from device.cli._runtime import console, fail, run_async, until_stopped
+
+
+def node(
+    device_id: Annotated[str, typer.Option("--id", help="Device id, [A-Za-z0-9_-]{1,64}.")],
+    state_dir: Annotated[
+        Path, typer.Option(help="Directory of the node's SQLite state file.", file_okay=False)
+    ],
+    broker: Annotated[
+        str, typer.Option(help="MQTT broker URL, mqtt://[user:pass@]host:port or mqtts://...")
+    ] = "mqtt://127.0.0.1:1883",
+    model: ModelOpt = None,
+    lr_size: LrSizeOpt = 1500,
+    lr_bits: LrBitsOpt = 8,
+    epochs: EpochsOpt = 4,
+    mb: MbOpt = 128,
+    new_per_mb: NewPerMbOpt = 21,
+    lr: LrOpt = None,
+    profile: ProfileOpt = "vega",
+    class_balanced: BalancedOpt = False,
+    prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
+    seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
+) -> None:
+    """Run one VEGA node: learn from every batch on {prefix}/{id}/batch, publish telemetry."""
+    from dataclasses import replace
+
+    from broker import BrokerError, parse_broker_url
+    from device.node import Node
+    from device.store import StoreError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        url = parse_broker_url(broker)
+    except BrokerError as exc:
+        raise fail(str(exc), code=2) from exc
+    bundle = load_model(model)
+    options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
+    settings = replace(options.settings(device_id, state_dir, bundle, seed=seed), prefix=prefix)
+
+    def show(telemetry: dict[str, object]) -> None:
+        console.print(
+            f"seq {telemetry['seq']}: accuracy {telemetry['accuracy']}, "
+            f"energy {telemetry['energy_j']}, lifetime {telemetry['lifetime_h']} h"
+        )
+
+    async def main(stop: asyncio.Event) -> None:
+        async with Node(settings, bundle, url, on_telemetry=show) as n:
+            console.print(f"node {device_id} on {url}, state in {state_dir}; Ctrl-C stops it")
+            await until_stopped(asyncio.Event().wait(), stop)
+            del n
+
+    try:
+        run_async(main)
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+
+
+def register(app: typer.Typer) -> None:
+    app.command("node")(node)

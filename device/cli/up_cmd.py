@@ -1,0 +1,281 @@
+"""``vega-emu up``: the zero-setup main job -- broker, stream and a fleet in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from device.cli._nodeopts import (
+    BalancedOpt,
+    EpochsOpt,
+    LearningOptions,
+    LrBitsOpt,
+    LrOpt,
+    LrSizeOpt,
+    MbOpt,
+    ModelOpt,
+    NewPerMbOpt,
+    ProfileOpt,
+    load_model,
+)
+from device.cli._runtime import console, fail, run_async, until_stopped
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from device.monitor import DeviceRecord
+
+
+def up(
+    devices: Annotated[int, typer.Option(help="Number of nodes (node-0000, ...).", min=1)] = 4,
+    dataset: Annotated[
+        str, typer.Option(help="Data source: digits (bundled) or another source with --model.")
+    ] = "digits",
+    scenario: Annotated[str, typer.Option(help="nic, nc or ni.")] = "nic",
+    events: Annotated[
+        int | None, typer.Option(help="Learning events per device (default: all).", min=1)
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="max: as fast as the fleet learns; X: X times real time.")
+    ] = "max",
+    cadence: Annotated[float, typer.Option(help="Simulated seconds between events.")] = 60.0,
+    model: ModelOpt = None,
+    lr_size: LrSizeOpt = 1500,
+    lr_bits: LrBitsOpt = 8,
+    epochs: EpochsOpt = 4,
+    mb: MbOpt = 128,
+    new_per_mb: NewPerMbOpt = 21,
+    lr: LrOpt = None,
+    profile: ProfileOpt = "vega",
+    class_balanced: BalancedOpt = False,
+    seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
+    same_order: Annotated[
+        bool, typer.Option("--same-order", help="All devices get the same event order.")
+    ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the nodes' SQLite files here (default: a temporary directory)."),
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Write the end-of-run summary as JSON here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live table.")] = False,
+) -> None:
+    """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
+    from dataset_stream import PublishError, ScenarioError, SourceError, build_scenario
+    from dataset_stream.protocol import fleet_ids
+    from device.cli.stream_cmd import parse_speed
+
+    pace = parse_speed(speed)
+    bundle = load_model(model, seed=seed)
+    try:
+        plan = build_scenario(dataset, scenario, seed=seed)
+    except (ScenarioError, SourceError) as exc:
+        raise fail(str(exc), code=2) from exc
+    if plan.sample_shape != bundle.input_shape:
+        raise fail(
+            f"dataset {dataset} gives samples of shape {plan.sample_shape}, the model takes "
+            f"{bundle.input_shape}: pass a matching --model",
+            code=2,
+        )
+    ids = fleet_ids(devices)
+    options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    with tempfile.TemporaryDirectory(prefix="vega-emu-up-") as tmp:
+        where = state_dir or Path(tmp)
+        settings = {d: options.settings(d, where, bundle, seed=seed) for d in ids}
+        try:
+            summary = run_async(
+                lambda stop: _run(
+                    stop, plan, bundle, settings, pace, events, cadence, same_order, quiet
+                )
+            )
+        except PublishError as exc:
+            raise fail(str(exc)) from exc
+    if summary is None:
+        console.print("stopped")
+        return
+    summary["config"] = {
+        "devices": devices,
+        "dataset": dataset,
+        "scenario": scenario,
+        "events": events,
+        "speed": speed,
+        "cadence": cadence,
+        "model": bundle.name,
+        **next(iter(settings.values())).learning_config(),
+    }
+    _print_summary(summary)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        console.print(f"summary written to {summary_json}")
+
+
+async def _run(
+    stop: asyncio.Event,
+    plan: Any,
+    bundle: Any,
+    settings: dict[str, Any],
+    pace: float | None,
+    events: int | None,
+    cadence: float,
+    same_order: bool,
+    quiet: bool,
+) -> dict[str, Any] | None:
+    from rich.live import Live
+
+    from broker import EmbeddedBroker
+    from dataset_stream import StreamPublisher
+    from device.fleet import Fleet
+    from device.monitor import FleetMonitor
+
+    ids = list(settings)
+    factory_classes = sorted({int(c) for c in plan.factory[1]})
+    started = time.monotonic()
+    async with (
+        EmbeddedBroker(port=0) as broker,
+        FleetMonitor(broker.url) as monitor,
+        Fleet(ids, settings.__getitem__, bundle, broker.url),
+        StreamPublisher(
+            broker.url,
+            plan,
+            ids,
+            cadence=cadence,
+            speed=pace,
+            events=events,
+            same_order=same_order,
+        ) as stream,
+    ):
+        console.print(
+            f"[green]up[/]: {len(ids)} nodes on {broker.url}, model {bundle.name}, "
+            f"{stream.per_device} events each"
+        )
+        work = stream.run()
+        if quiet:
+            stats = await until_stopped(work, stop)
+        else:
+            with Live(
+                _table(monitor.devices, stream), console=console, refresh_per_second=4
+            ) as live:
+                task = asyncio.ensure_future(until_stopped(work, stop))
+                while not task.done():
+                    live.update(_table(monitor.devices, stream))
+                    await asyncio.wait({task}, timeout=0.25)
+                live.update(_table(monitor.devices, stream))
+                stats = task.result()
+        if stats is None:
+            return None
+        await asyncio.sleep(0.2)  # let the last status messages land
+        records = [monitor.record(d) for d in ids]
+    return {
+        "devices": [_device_summary(r, factory_classes) for r in records],
+        "stream": {
+            "sent": stats.sent,
+            "acked": stats.acked,
+            "rejected": stats.rejected,
+            "stalled": list(stats.stalled),
+            "wall_s": round(time.monotonic() - started, 3),
+        },
+        "factory_classes": factory_classes,
+    }
+
+
+def _device_summary(rec: DeviceRecord, factory_classes: list[int]) -> dict[str, Any]:
+    last = rec.telemetry or {}
+    first = rec.first or {}
+    by_class = {int(k): v for k, v in (last.get("accuracy_by_class") or {}).items()}
+    seen_factory = [v for k, v in by_class.items() if k in factory_classes]
+    seen_new = [v for k, v in by_class.items() if k not in factory_classes]
+    return {
+        "device": rec.device,
+        "events": rec.events,
+        "accuracy": last.get("accuracy"),
+        "accuracy_first_event": first.get("accuracy"),
+        "accuracy_factory_classes": _mean(seen_factory),
+        "accuracy_new_classes": _mean(seen_new),
+        "energy_j": rec.energy_j,
+        "lifetime_h": last.get("lifetime_h"),
+        "soc": (last.get("battery") or {}).get("soc"),
+        "state": rec.state,
+        "replay": last.get("replay"),
+        "errors": len(rec.errors),
+        "host_s_mean": last.get("host_s"),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title=f"vega-emu fleet: {stream.acked}/{stream.total} events learned", title_justify="left"
+    )
+    for name in ("device", "state", "events", "accuracy", "energy J", "SoC", "lifetime h", "LRs"):
+        table.add_column(name, justify="left" if name in ("device", "state") else "right")
+    for dev in sorted(devices):
+        rec = devices[dev]
+        tel = rec.telemetry or {}
+        table.add_row(
+            dev,
+            rec.state,
+            str(rec.events),
+            _fmt(tel.get("accuracy"), ".3f"),
+            _fmt(rec.energy_j, ".3f"),
+            _fmt((tel.get("battery") or {}).get("soc"), ".6f"),
+            _fmt(tel.get("lifetime_h"), ",.0f"),
+            str((tel.get("replay") or {}).get("size", "-")),
+        )
+    return table
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="summary", title_justify="left")
+    cols = (
+        "device",
+        "events",
+        "accuracy",
+        "first",
+        "factory cls",
+        "new cls",
+        "energy J",
+        "lifetime h",
+    )
+    for name in cols:
+        table.add_column(name, justify="left" if name == "device" else "right")
+    for d in summary["devices"]:
+        table.add_row(
+            d["device"],
+            str(d["events"]),
+            _fmt(d["accuracy"], ".3f"),
+            _fmt(d["accuracy_first_event"], ".3f"),
+            _fmt(d["accuracy_factory_classes"], ".3f"),
+            _fmt(d["accuracy_new_classes"], ".3f"),
+            _fmt(d["energy_j"], ".3f"),
+            _fmt(d["lifetime_h"], ",.0f"),
+        )
+    console.print(table)
+    s = summary["stream"]
+    console.print(
+        f"{s['acked']} events learned, {s['rejected']} rejected, in {s['wall_s']:.1f} s wall time"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)

@@ -1,0 +1,286 @@
+"""The learning engine of one node: blocking, numeric, transactional -- no MQTT, no asyncio.
+
+:class:`NodeEngine` turns a validated batch into one committed learning event: frozen stage ->
+AR1* training with dequantized replays -> LR memory update -> battery charge -> evaluation ->
+ONE SQLite transaction (weights, optimizer state, LR memory, battery, last ``seq``, event log)
+-> the telemetry dict. It is used from one worker thread at a time (the node serialises events).
+If anything fails before the commit, the in-memory state is reloaded from the last commit, so
+memory and disk never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataset_stream.protocol import Batch, EvalSet
+from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
+from device.learner import Evaluation, evaluate, train_event
+from device.model.bundle import ModelBundle
+from device.model.frozen import FrozenStage
+from device.nn import SGD
+from device.replay import ReplayConfig, ReplayMemory
+from device.settings import NodeSettings
+from device.store import EventRecord, NodeState, NodeStore
+
+OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
+
+
+def model_id(bundle: ModelBundle) -> str:
+    """Content hash of a bundle: a state file belongs to exactly one model."""
+    digest = hashlib.sha256()
+    for name in ("model.toml", "frozen.onnx", "adaptive.safetensors"):
+        digest.update((bundle.path / name).read_bytes())
+    return f"{bundle.name}-{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What one batch did: the telemetry to publish and whether it changed the node."""
+
+    telemetry: dict[str, Any]
+    learned: bool
+
+
+class NodeEngine:
+    """One node's model, LR memory, battery and state file."""
+
+    def __init__(self, settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.frozen = frozen
+        self.profile = load_profile(settings.profile)
+        self.layers = bundle.layers()
+        self.cost_config = CostConfig(
+            lr_size=settings.replay.size,
+            lr_bits=settings.replay.bits,
+            mb_size=settings.train.mb_size,
+            new_per_mb=settings.train.new_per_mb,
+            epochs=settings.train.epochs,
+            events_per_hour=settings.events_per_hour,
+        )
+        self.store = NodeStore.open(
+            settings.state_dir,
+            settings.device_id,
+            model_id(bundle),
+            config=settings.learning_config(),
+        )
+        try:
+            self.memory: ReplayMemory = self.store.open_replay(
+                ReplayConfig(
+                    capacity=settings.replay.size,
+                    bits=settings.replay.bits,
+                    shape=bundle.lr_shape,
+                    class_balanced=settings.replay.class_balanced,
+                )
+            )
+            self._load()
+        except BaseException:
+            self.store.close()
+            raise
+        self._eval: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """(Re)build the in-memory model, optimizer, battery and lifetime from the last commit."""
+        self.head = self.bundle.build_head()
+        self.optimizer = SGD(self.settings.sgd)
+        stored = self.store.load_weights()
+        if stored is not None:
+            velocity = {
+                k[len(OPT_PREFIX) :]: v for k, v in stored.items() if k.startswith(OPT_PREFIX)
+            }
+            self.head.load_params({k: v for k, v in stored.items() if not k.startswith(OPT_PREFIX)})
+            self.optimizer.load_state(velocity)
+        self.state = self.store.state()
+        self.battery = (
+            Battery.from_dict(self.state.battery)
+            if self.state.battery
+            else Battery.from_profile(self.profile)
+        )
+        energy = dict(self.state.energy)
+        if "lifetime" in energy:
+            self.lifetime = LifetimeEstimator.from_dict(energy["lifetime"])
+        else:
+            nominal = event_cost(
+                self.layers,
+                self.profile,
+                self.cost_config,
+                n_new=self.cost_config.new_per_event,
+                n_replay=self.cost_config.lr_size,
+            )
+            self.lifetime = LifetimeEstimator(
+                nominal_events_per_hour=self.settings.events_per_hour,
+                nominal_energy_j=nominal.energy_j["total"],
+                nominal_latency_s=nominal.latency_s["total"],
+            )
+        self.totals: dict[str, float] = dict(energy.get("totals", {}))
+        self.last_latency_s = float(energy.get("last_latency_s", 0.0))
+
+    @property
+    def last_seq(self) -> int | None:
+        return self.state.last_seq
+
+    @property
+    def depleted(self) -> bool:
+        return self.battery.depleted
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def set_eval(self, eval_set: EvalSet) -> None:
+        """Keep the latents of the held-out set (the emulator's own measurement, not charged)."""
+        self._eval = (self.frozen.run(eval_set.x), eval_set.y.astype(np.int64))
+
+    @property
+    def has_eval(self) -> bool:
+        return self._eval is not None
+
+    def evaluate(self) -> Evaluation | None:
+        return None if self._eval is None else evaluate(self.head, *self._eval)
+
+    def apply(self, batch: Batch) -> EventOutcome:
+        """Learn from one validated batch (its ``seq`` is new) and commit it."""
+        started = time.perf_counter()
+        try:
+            return self._apply(batch, started)
+        except BaseException:
+            self._load()  # the transaction rolled back (or never began): forget partial work
+            raise
+
+    def _apply(self, batch: Batch, started: float) -> EventOutcome:
+        n_new = len(batch.y)
+        n_replay = self.memory.size
+        prev_t = self.state.sim_time
+        idle_s = 0.0 if prev_t is None else max(0.0, batch.t - prev_t - self.last_latency_s)
+        cost = event_cost(
+            self.layers, self.profile, self.cost_config, n_new=n_new, n_replay=n_replay
+        )
+        energy = {**cost.energy_j, "idle": self.profile.sleep_w * idle_s}
+        energy["total"] = energy["total"] + energy["idle"]
+        learned = not self.battery.depleted and self.battery.remaining_j >= energy["total"]
+        if learned:
+            rng = self._rng(batch.seq)
+            latents = self.frozen.run(batch.x)
+            train_event(
+                self.head,
+                self.optimizer,
+                latents,
+                batch.y,
+                replay=self.memory.sample,
+                n_replay=n_replay,
+                config=self.settings.train,
+                rng=rng,
+            )
+            self.battery.charge(energy["total"])
+            # active energy only: the estimator adds sleep power between events itself
+            self.lifetime.observe(batch.t, cost.energy_j["total"], cost.latency_s["total"])
+            latency = cost.latency_s
+        else:  # not enough energy left: the node browns out and stops learning for good
+            self.battery.charge(self.battery.remaining_j)
+            energy = dict.fromkeys(energy, 0.0)
+            latency = dict.fromkeys(cost.latency_s, 0.0)
+            latents = None
+        evaluation = self.evaluate()
+        host_s = time.perf_counter() - started
+        for key, value in energy.items():
+            self.totals[key] = self.totals.get(key, 0.0) + value
+        new_state = NodeState(
+            last_seq=batch.seq,
+            events_applied=self.state.events_applied + int(learned),
+            sim_time=batch.t,
+            battery=self.battery.to_dict(),
+            energy={
+                "lifetime": self.lifetime.to_dict(),
+                "totals": self.totals,
+                "last_latency_s": latency["total"],
+            },
+        )
+        with self.store.event_transaction() as tx:
+            if learned:
+                assert latents is not None
+                self.memory.update(latents, batch.y, self._rng(batch.seq, stream=1))
+                params = {k: v.copy() for k, v in self.head.params().items()}
+                velocity = {OPT_PREFIX + k: v for k, v in self.optimizer.state().items()}
+                tx.save_weights(params | velocity)
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=n_new if learned else 0,
+                    accuracy=None if evaluation is None else evaluation.accuracy,
+                    energy=energy,
+                    host_s=host_s,
+                )
+            )
+        self.state = new_state
+        self.last_latency_s = latency["total"]
+        telemetry = self._telemetry(batch, learned, n_new, evaluation, latency, energy, host_s)
+        return EventOutcome(telemetry=telemetry, learned=learned)
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def _telemetry(
+        self,
+        batch: Batch,
+        learned: bool,
+        n_new: int,
+        evaluation: Evaluation | None,
+        latency: dict[str, float],
+        energy: dict[str, float],
+        host_s: float,
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "device": self.settings.device_id,
+            "seq": batch.seq,
+            "t": batch.t,
+            "state": "learning" if learned else "depleted",
+            "samples": n_new if learned else 0,
+            "accuracy": None if evaluation is None else evaluation.accuracy,
+            "latency_s": latency,
+            "energy_j": energy,
+            "battery": {"soc": self.battery.soc, "remaining_j": self.battery.remaining_j},
+            "lifetime_h": self.lifetime.lifetime_h(self.battery),
+            "replay": self.memory.stats(),
+            "host_s": host_s,
+            "events": self.state.events_applied,
+        }
+        if evaluation is not None:
+            message["accuracy_by_class"] = {str(k): v for k, v in evaluation.per_class.items()}
+        return message
+
+    def status(self, state: str) -> dict[str, Any]:
+        """The retained ``status`` message."""
+        return {
+            "device": self.settings.device_id,
+            "state": "depleted" if self.battery.depleted else state,
+            "t": self.state.sim_time if self.state.sim_time is not None else time.time(),
+            "last_seq": self.state.last_seq,
+            "events": self.state.events_applied,
+            "battery": {"soc": self.battery.soc, "remaining_j": self.battery.remaining_j},
+            "lifetime_h": self.lifetime.lifetime_h(self.battery),
+            "replay": self.memory.stats(),
+            "model": self.store.meta.model_id,
+        }
+
+    def _rng(self, seq: int, stream: int = 0) -> np.random.Generator:
+        """Reproducible randomness per (seed, device, seq): a restart replays the same draws."""
+        key = zlib.crc32(self.settings.device_id.encode())
+        return np.random.default_rng([self.settings.seed, key, seq, stream])
+
+
+def state_path(state_dir: Path, device_id: str) -> Path:
+    return NodeStore.path_for(state_dir, device_id)
+
+
+__all__ = ["EventOutcome", "NodeEngine", "model_id", "state_path"]

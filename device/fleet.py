@@ -1,0 +1,72 @@
+"""A fleet: many nodes in one process, sharing one read-only model and one onnxruntime session.
+
+A fleet is data plus a factory: the device ids and a function that gives each id its settings;
+nodes are built on entry and own their state files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+from broker.url import BrokerURL
+from device.model.bundle import ModelBundle
+from device.model.frozen import FrozenStage
+from device.node import Node, TelemetryHook
+from device.settings import NodeSettings
+
+CONNECT_TIMEOUT_S = 30.0
+
+
+class Fleet:
+    """``async with Fleet(ids, settings_for, bundle, broker) as fleet``: every node connected."""
+
+    def __init__(
+        self,
+        device_ids: Sequence[str],
+        settings_for: Callable[[str], NodeSettings],
+        bundle: ModelBundle,
+        broker: BrokerURL,
+        *,
+        on_telemetry: TelemetryHook | None = None,
+    ) -> None:
+        if not device_ids or len(set(device_ids)) != len(device_ids):
+            raise ValueError("a fleet needs distinct device ids")
+        self.device_ids = list(device_ids)
+        self.settings_for = settings_for
+        self.bundle = bundle
+        self.broker = broker
+        self.on_telemetry = on_telemetry
+        self.nodes: dict[str, Node] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        frozen = FrozenStage.shared(self.bundle)
+        async with contextlib.AsyncExitStack() as stack:
+            for device_id in self.device_ids:
+                node = Node(
+                    self.settings_for(device_id),
+                    self.bundle,
+                    self.broker,
+                    frozen=frozen,
+                    on_telemetry=self.on_telemetry,
+                )
+                self.nodes[device_id] = await stack.enter_async_context(node)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await asyncio.gather(*(n.connected.wait() for n in self.nodes.values()))
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+
+__all__ = ["Fleet"]
