@@ -11,6 +11,7 @@ memory and disk never disagree.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dataset_stream.protocol import Batch, EvalSet
+from dataset_stream.protocol import Batch, EvalSet, ProtocolError, decode_eval
 from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
 from device.learner import Evaluation, evaluate, train_event
 from device.model.bundle import ModelBundle
@@ -85,6 +86,7 @@ class NodeEngine:
             self.store.close()
             raise
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        self._load_eval()
 
     # -- state -------------------------------------------------------------------------------
 
@@ -137,9 +139,36 @@ class NodeEngine:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def set_eval(self, eval_set: EvalSet) -> None:
-        """Keep the latents of the held-out set (the emulator's own measurement, not charged)."""
+    def set_eval(self, eval_set: EvalSet, payload: bytes | None = None) -> None:
+        """Keep the latents of the held-out set (the emulator's own measurement, not charged).
+
+        With ``payload`` (the wire bytes), the set is also kept next to the state file, so that
+        a restarted node measures accuracy from its first event on, before the broker resends
+        the retained eval message.
+        """
         self._eval = (self.frozen.run(eval_set.x), eval_set.y.astype(np.int64))
+        if payload is not None:
+            tmp = self.eval_path.with_suffix(".tmp")
+            tmp.write_bytes(payload)
+            os.replace(tmp, self.eval_path)
+
+    @property
+    def eval_path(self) -> Path:
+        return self.store.path.with_suffix(".eval.safetensors")
+
+    def _load_eval(self) -> None:
+        if not self.eval_path.is_file():
+            return
+        try:
+            eval_set = decode_eval(
+                self.eval_path.read_bytes(),
+                sample_shape=self.bundle.input_shape,
+                dtype=self.bundle.input_dtype,
+                num_classes=self.bundle.num_classes,
+            )
+        except ProtocolError:  # written by us, so only a damaged disk gets here: wait for the broker
+            return
+        self.set_eval(eval_set)
 
     @property
     def has_eval(self) -> bool:

@@ -190,7 +190,7 @@ class Node:
             dtype=model.input_dtype,
             num_classes=model.num_classes,
         )
-        await asyncio.to_thread(engine.set_eval, eval_set)
+        await asyncio.to_thread(engine.set_eval, eval_set, payload)
 
     async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
         assert self.engine is not None

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
+from dataset_stream import Scenario
+from device.model.bundle import ModelBundle
 
 REQUIRE_MOSQUITTO = os.environ.get("VEGA_EMU_REQUIRE_MOSQUITTO") == "1"
 
@@ -50,3 +52,21 @@ async def any_broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         require_mosquitto()
         async with Mosquitto(MosquittoConfig(data_dir=tmp_path / "mosquitto")) as m:
             yield m
+
+
+@pytest.fixture(scope="session")
+def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
+    """The real default model (cached in $VEGA_EMU_CACHE when set, else built once per run)."""
+    from dataset_stream.scenarios import factory_split
+    from device.model.default import default_bundle_path, default_cache_dir
+
+    cache = default_cache_dir() if os.environ.get("VEGA_EMU_CACHE") else None
+    target = cache or tmp_path_factory.mktemp("models") / "default"
+    return ModelBundle.load(default_bundle_path(target, factory=factory_split))
+
+
+@pytest.fixture(scope="session")
+def digits_nic() -> Scenario:
+    from dataset_stream import build_scenario
+
+    return build_scenario("digits", "nic", seed=0)

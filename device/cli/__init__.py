@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from device.cli import broker_cmd
+from device.cli import broker_cmd, energy_cmd, model_cmd, node_cmd, stream_cmd, up_cmd
 
 app = typer.Typer(
     name="vega-emu",
@@ -30,6 +30,11 @@ def _root() -> None:
 
 
 broker_cmd.register(app)
+model_cmd.register(app)
+energy_cmd.register(app)
+stream_cmd.register(app)
+node_cmd.register(app)
+up_cmd.register(app)
 
 
 def main() -> None:

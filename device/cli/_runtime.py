@@ -25,9 +25,8 @@ async def until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
         waiter.cancel()
         if not task.done():
             task.cancel()
-        await asyncio.gather(waiter, return_exceptions=True)
+        await asyncio.gather(waiter, task, return_exceptions=True)
     if task.cancelled():
-        await asyncio.gather(task, return_exceptions=True)
         return None
     return task.result()
 

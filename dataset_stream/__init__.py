@@ -1,0 +1,36 @@
+"""Producer side of vega-emu: sources -> continual-learning scenario -> wire codec -> publisher.
+
+A node imports :mod:`dataset_stream.protocol` and nothing else; this package's own imports stay
+light (scikit-learn, SciPy, Pillow and aiomqtt are imported where they are used).
+"""
+
+from dataset_stream.dump import dump_stream
+from dataset_stream.errors import (
+    DatasetStreamError,
+    ProtocolError,
+    PublishError,
+    ScenarioError,
+    SourceError,
+)
+from dataset_stream.payloads import StreamStats
+from dataset_stream.publisher import StreamPublisher
+from dataset_stream.scenarios import SCENARIOS, Event, Scenario, build_scenario, factory_split
+from dataset_stream.sources import Dataset, load_source
+
+__all__ = [
+    "SCENARIOS",
+    "Dataset",
+    "DatasetStreamError",
+    "Event",
+    "ProtocolError",
+    "PublishError",
+    "Scenario",
+    "ScenarioError",
+    "SourceError",
+    "StreamPublisher",
+    "StreamStats",
+    "build_scenario",
+    "dump_stream",
+    "factory_split",
+    "load_source",
+]

@@ -1,0 +1,79 @@
+"""Exceptions of the :mod:`dataset_stream` package.
+
+    DatasetStreamError
+     ├── ProtocolError     a payload or message that breaks wire contract v1 (has ``.code``)
+     ├── SourceError       a data source that cannot be loaded (bad spec, missing or bad files)
+     ├── ScenarioError     a scenario that cannot be built from a source
+     └── PublishError      the broker cannot be reached, or a device stopped acknowledging
+
+``ProtocolError``, ``SourceError`` and ``ScenarioError`` are also ``ValueError``: they describe a
+bad value, and callers that only know that much can catch ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Every ``ProtocolError.code``; the codes are part of the wire contract (``error`` messages).
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_format",
+        "bad_shape",
+        "bad_dtype",
+        "bad_label",
+        "non_finite",
+        "too_large",
+        "bad_metadata",
+        "stale_seq",
+    }
+)
+
+
+class DatasetStreamError(Exception):
+    """Base class of every error raised by :mod:`dataset_stream`."""
+
+
+class ProtocolError(DatasetStreamError, ValueError):
+    """A payload or message that breaks the wire contract.
+
+    ``code`` is one of :data:`ERROR_CODES`; ``seq`` is the batch sequence number when it could be
+    read from the payload (a node reports it in its ``error`` message and, for ``stale_seq``,
+    acknowledges that ``seq`` without applying it again).
+    """
+
+    def __init__(self, code: str, message: str, *, seq: int | None = None) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown protocol error code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.seq = seq
+
+    def to_message(self, device: str) -> dict[str, object]:
+        """The ``error`` message a node publishes for this failure (see ``schemas/error.json``)."""
+        out: dict[str, object] = {"device": device, "code": self.code, "message": self.message}
+        if self.seq is not None:
+            out["seq"] = self.seq
+        return out
+
+
+class SourceError(DatasetStreamError, ValueError):
+    """A data source that cannot be loaded."""
+
+
+class ScenarioError(DatasetStreamError, ValueError):
+    """A continual-learning scenario that cannot be built."""
+
+
+class PublishError(DatasetStreamError):
+    """The stream could not be delivered: broker unreachable or a device not acknowledging."""
+
+
+__all__ = [
+    "ERROR_CODES",
+    "DatasetStreamError",
+    "ProtocolError",
+    "PublishError",
+    "ScenarioError",
+    "SourceError",
+]

@@ -1,0 +1,75 @@
+"""Wire contract v1 (see ``docs/protocol.md``): the only part of :mod:`dataset_stream` a node uses.
+
+- batches and eval sets: safetensors bytes, :func:`encode_batch` / :func:`decode_batch`,
+  :func:`encode_eval` / :func:`decode_eval`, bounded by :class:`Limits`;
+- node messages: JSON, checked by :func:`validate_telemetry`, :func:`validate_status`,
+  :func:`validate_error` against the schemas shipped in ``dataset_stream/schemas``;
+- topics: :func:`topic`, :func:`parse_topic`, :func:`fleet_ids`, device-id validation.
+
+Every failure is a :class:`ProtocolError` with a stable ``code``.
+"""
+
+from dataset_stream.errors import ERROR_CODES, ProtocolError
+from dataset_stream.protocol.codec import (
+    EVAL_LIMITS,
+    RESERVED_KEYS,
+    WIRE_VERSION,
+    Batch,
+    EvalSet,
+    Limits,
+    decode_batch,
+    decode_eval,
+    encode_batch,
+    encode_eval,
+)
+from dataset_stream.protocol.messages import (
+    SCHEMA_NAMES,
+    load_schema,
+    validate_error,
+    validate_message,
+    validate_status,
+    validate_telemetry,
+)
+from dataset_stream.protocol.topics import (
+    DEFAULT_PREFIX,
+    FLEET_PREFIX,
+    KINDS,
+    fleet_ids,
+    is_device_id,
+    parse_topic,
+    topic,
+    topic_filter,
+    validate_device_id,
+    validate_prefix,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "ERROR_CODES",
+    "EVAL_LIMITS",
+    "FLEET_PREFIX",
+    "KINDS",
+    "RESERVED_KEYS",
+    "SCHEMA_NAMES",
+    "WIRE_VERSION",
+    "Batch",
+    "EvalSet",
+    "Limits",
+    "ProtocolError",
+    "decode_batch",
+    "decode_eval",
+    "encode_batch",
+    "encode_eval",
+    "fleet_ids",
+    "is_device_id",
+    "load_schema",
+    "parse_topic",
+    "topic",
+    "topic_filter",
+    "validate_device_id",
+    "validate_error",
+    "validate_message",
+    "validate_prefix",
+    "validate_status",
+    "validate_telemetry",
+]

@@ -1,0 +1,94 @@
+"""Validators for the node's JSON messages (telemetry, status, error).
+
+The schemas ship as package data in ``dataset_stream/schemas/*.json`` so that consumers in other
+languages can use the very same files. Each validator accepts a parsed object or the raw JSON text
+(``str`` / ``bytes``), returns the object, and raises ``ProtocolError("bad_format")`` whose message
+names the offending field.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from dataset_stream.errors import ProtocolError
+
+SCHEMA_NAMES = ("telemetry", "status", "error")
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``name`` (one of :data:`SCHEMA_NAMES`) as a dict."""
+    if name not in SCHEMA_NAMES:
+        raise ValueError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+    text = resources.files("dataset_stream.schemas").joinpath(f"{name}.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def validate_message(name: str, obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+    """Validate ``obj`` against schema ``name``; see the module docstring."""
+    if isinstance(obj, str | bytes | bytearray):
+        if len(obj) > MAX_MESSAGE_BYTES:
+            raise ProtocolError("bad_format", f"{name} message larger than {MAX_MESSAGE_BYTES} B")
+        try:
+            obj = json.loads(obj)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ProtocolError("bad_format", f"{name} message is not JSON: {exc}") from None
+    if not isinstance(obj, Mapping):
+        raise ProtocolError("bad_format", f"{name} message must be a JSON object")
+    data = dict(obj)
+    error = best_match(_validator(name).iter_errors(data))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(message)"
+        raise ProtocolError("bad_format", f"{name} field {where}: {error.message}")
+    path = _non_finite(data)
+    if path is not None:
+        raise ProtocolError("bad_format", f"{name} field {path}: NaN or infinite number")
+    return data
+
+
+def validate_telemetry(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+    """Validate a telemetry message (``schemas/telemetry.json``)."""
+    return validate_message("telemetry", obj)
+
+
+def validate_status(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+    """Validate a status message (``schemas/status.json``)."""
+    return validate_message("status", obj)
+
+
+def validate_error(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+    """Validate an error message (``schemas/error.json``)."""
+    return validate_message("error", obj)
+
+
+def _non_finite(value: object, path: str = "") -> str | None:
+    """The path of the first NaN/infinite float inside ``value`` (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(message)"
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, item in items:
+        found = _non_finite(item, f"{path}/{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

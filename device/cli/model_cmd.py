@@ -1,0 +1,149 @@
+"""``vega-emu model ...``: build, split and inspect model bundles."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from device.cli._runtime import console, fail
+
+model_app = typer.Typer(
+    help="Model bundles: the default CNN, MobileNet-V1, splitting ONNX models, per-layer costs.",
+    no_args_is_help=True,
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Bundle directory to create (must be new).")]
+
+
+def _digits_factory() -> tuple[object, object]:
+    from dataset_stream.scenarios import factory_split
+
+    return factory_split(dataset="digits", scenario="nic", seed=0)
+
+
+@model_app.command("build-default")
+def build_default_cmd(
+    out: OutOpt,
+    lr_layer: Annotated[
+        str | None, typer.Option(help="Layer whose output is the LR (default p2: 32x4x4).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and training.")] = 0,
+) -> None:
+    """Train the default CNN on the digits factory split and write its bundle."""
+    from device.model.default import build_default
+    from device.model.errors import ModelError
+
+    start = time.perf_counter()
+    try:
+        x, y = _digits_factory()
+        bundle = build_default(x, y, out, lr_layer=lr_layer, seed=seed)  # type: ignore[arg-type]
+    except ModelError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"[green]default bundle[/] {out} (LR {bundle.lr_shape}) in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+
+
+@model_app.command("mobilenet-v1")
+def mobilenet_cmd(
+    out: OutOpt,
+    res: Annotated[int, typer.Option(help="Input resolution.")] = 128,
+    width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
+    lr_layer: Annotated[int, typer.Option(help="Paper layer whose input is the LR (1..27).")] = 27,
+    classes: Annotated[int, typer.Option(help="Output classes.")] = 50,
+    weights: Annotated[
+        Path | None, typer.Option(help="ONNX MobileNet-V1 to take weights from.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the He initialisation.")] = 0,
+) -> None:
+    """Write a MobileNet-V1 bundle (He-initialised unless --weights) split at --lr-layer."""
+    from device.model.errors import ModelError
+    from device.model.mobilenet_build import build_mobilenet_v1
+
+    try:
+        bundle = build_mobilenet_v1(
+            out, res=res, width=width, lr_layer=lr_layer, classes=classes, seed=seed,
+            weights=weights,
+        )  # fmt: skip
+    except (ModelError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"[green]MobileNet-V1 bundle[/] {out} (LR {bundle.lr_shape})")
+
+
+@model_app.command("split")
+def split_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", exists=True, dir_okay=False)],
+    at: Annotated[str, typer.Option("--at", help="Tensor whose value is the LR.")],
+    out: OutOpt,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help=".npz whose first array is float32 calibration input [N, ...]."),
+    ] = None,
+) -> None:
+    """Split an ONNX model at a tensor into an INT8 frozen stage and a numpy head."""
+    import numpy as np
+
+    from device.model.errors import ModelError
+    from device.model.split import split_onnx
+
+    data = None
+    if calib is not None:
+        try:
+            with np.load(calib, allow_pickle=False) as npz:
+                data = np.asarray(npz[npz.files[0]], np.float32)
+        except (OSError, ValueError, IndexError) as exc:
+            raise fail(f"--calib {calib}: cannot read: {exc}") from exc
+    try:
+        bundle = split_onnx(model, at, out, calibration=data)
+    except ModelError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"[green]bundle[/] {out} (LR {bundle.lr_shape}, {bundle.num_classes} classes)")
+
+
+@model_app.command("info")
+def info_cmd(
+    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+) -> None:
+    """Per-layer kind, output shape, params, forward MACs/sample and stage; LR sizes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from device.model.bundle import ModelBundle
+    from device.model.errors import ModelError
+    from device.model.info import bundle_report
+
+    try:
+        report = bundle_report(ModelBundle.load(bundle_dir))
+    except ModelError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{report['name']} ({bundle_dir})")
+    for col in ("layer", "kind", "output", "params", "MACs", "stage"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for la in report["layers"]:
+        shape = "x".join(str(d) for d in la["out_shape"])
+        table.add_row(la["name"], la["kind"], shape, f"{la['params']:,}", f"{la['macs']:,}",
+                      la["stage"])  # fmt: skip
+    t = report["totals"]
+    table.add_row("total", "", "", f"{t['params']:,}", f"{t['macs']:,}", "")
+    out = Console()
+    out.print(table)
+    lr = report["lr"]
+    sizes = ", ".join(f"{b} bit: {n:,} B" for b, n in lr["bytes"].items())
+    out.print(f"LR {lr['tensor']!r} shape {lr['shape']} ({lr['numel']} values): {sizes}")
+    out.print(f"({lr['overhead']}: {lr['overhead_bytes']} B)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(model_app, name="model")
+
+
+__all__ = ["register"]

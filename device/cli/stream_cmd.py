@@ -1,0 +1,270 @@
+"""``vega-emu stream``: publish a continual-learning scenario to a fleet (or dump it to files)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from device.cli._runtime import console, fail, run_async
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
+    from rich.progress import Progress, TaskID
+
+    from broker.url import BrokerURL
+    from dataset_stream import Scenario, StreamStats
+
+
+class ScenarioName(StrEnum):
+    nic = "nic"
+    nc = "nc"
+    ni = "ni"
+
+
+def stream(
+    broker: Annotated[
+        str, typer.Option(help="MQTT broker URL, mqtt://[user:pass@]host:port or mqtts://...")
+    ] = "mqtt://127.0.0.1:1883",
+    devices: Annotated[
+        str,
+        typer.Option(help="N fleet devices ({prefix}0000, ...) or a comma-separated list of ids."),
+    ] = "1",
+    prefix: Annotated[str, typer.Option(help="Device id prefix used with --devices N.")] = "node-",
+    dataset: Annotated[
+        str,
+        typer.Option(help="digits | synthetic-sensor | core50:PATH | core50-cat:PATH | npz:PATH"),
+    ] = "digits",
+    scenario: Annotated[
+        ScenarioName,
+        typer.Option(help="nic: new instances and classes; nc: new classes; ni: new instances."),
+    ] = ScenarioName.nic,
+    cadence: Annotated[
+        float, typer.Option(help="Simulated seconds between two learning events of a device.")
+    ] = 60.0,
+    speed: Annotated[
+        str,
+        typer.Option(
+            help="1: real time; X: X times faster; max: closed loop (wait for telemetry)."
+        ),
+    ] = "1",
+    events: Annotated[
+        int | None, typer.Option(help="Learning events per device (default: all).", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Scenario seed: factory split, events, order.")] = 0,
+    same_order: Annotated[
+        bool, typer.Option("--same-order", help="Every device gets the events in the same order.")
+    ] = False,
+    dump: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write DIR/{device}/{seq:06d}.safetensors and eval.safetensors; no broker.",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Stream a dataset as continual-learning events to a fleet of devices over MQTT."""
+    from broker.errors import BrokerURLError
+    from broker.url import parse_broker_url
+    from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
+
+    device_ids = parse_devices(devices, prefix)
+    pace = parse_speed(speed)
+    if not (math.isfinite(cadence) and cadence > 0):
+        raise typer.BadParameter(
+            f"{cadence} is not a positive number of seconds", param_hint="--cadence"
+        )
+    try:
+        url = parse_broker_url(broker)
+    except BrokerURLError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--broker") from exc
+    try:
+        built = build_scenario(dataset, scenario.value, seed=seed)
+    except (SourceError, ScenarioError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dataset") from exc
+    per_device = min(built.num_events, events or built.num_events)
+    if events is not None and events > built.num_events:
+        console.print(f"[yellow]note:[/] {dataset}/{scenario.value} has {built.num_events} events")
+    console.print(
+        f"{dataset} / {scenario.value}: {len(built.classes)} classes, sample "
+        f"{list(built.sample_shape)} {built.dtype}, "
+        f"{per_device} events x {len(device_ids)} devices",
+        highlight=False,
+    )
+    try:
+        if dump is not None:
+            stats = _run_dump(built, device_ids, dump, events, same_order, cadence)
+        else:
+            stats = _run_publish(url, built, device_ids, pace, events, same_order, cadence)
+    except (DatasetStreamError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    if stats is None:
+        console.print("stopped")
+        return
+    _report(stats, dump)
+    if stats.stalled:
+        raise fail(f"{len(stats.stalled)} device(s) stopped answering: {', '.join(stats.stalled)}")
+
+
+def parse_devices(value: str, prefix: str) -> list[str]:
+    """``--devices``: a count N (fleet ids ``{prefix}0000``..) or ``id,id,...``."""
+    from dataset_stream.protocol import fleet_ids, is_device_id
+
+    text = value.strip()
+    if text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise typer.BadParameter("needs at least one device", param_hint="--devices")
+        try:
+            return fleet_ids(n, prefix)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
+    ids = [part.strip() for part in text.split(",")]
+    bad = [i for i in ids if not is_device_id(i)]
+    if bad:
+        raise typer.BadParameter(
+            f"{bad[0]!r} is not a device id ([A-Za-z0-9_-]{{1,64}})", param_hint="--devices"
+        )
+    if len(set(ids)) != len(ids):
+        raise typer.BadParameter("device ids must be distinct", param_hint="--devices")
+    return ids
+
+
+def parse_speed(value: str) -> float | None:
+    """``--speed``: a positive factor over real time, or ``max`` (closed loop: ``None``)."""
+    if value.strip().lower() == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and speed > 0):
+        raise typer.BadParameter(
+            f"{value!r} is not a positive number or 'max'", param_hint="--speed"
+        )
+    return speed
+
+
+async def _until_stopped(
+    work: Coroutine[Any, Any, StreamStats], stop: asyncio.Event
+) -> StreamStats | None:
+    """Await ``work`` unless ``stop`` is set first; then cancel it, await it, return None."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        task.cancel()  # no-op when it is done
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+def _progress() -> tuple[Progress, TaskID, TaskID]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    return progress, progress.add_task("sent", total=None), progress.add_task("acked", total=None)
+
+
+def _run_dump(
+    built: Scenario,
+    device_ids: list[str],
+    directory: Path,
+    events: int | None,
+    same: bool,
+    cadence: float,
+) -> StreamStats | None:
+    from dataset_stream import dump_stream
+
+    progress, sent_task, acked_task = _progress()
+    progress.remove_task(acked_task)
+    total = min(built.num_events, events or built.num_events) * len(device_ids)
+    progress.update(sent_task, total=total, description="written")
+
+    async def main(stop: asyncio.Event) -> StreamStats | None:
+        work = dump_stream(
+            built,
+            device_ids,
+            directory,
+            events=events,
+            same_order=same,
+            cadence=cadence,
+            on_progress=lambda sent, _: progress.update(sent_task, completed=sent),
+        )
+        return await _until_stopped(work, stop)
+
+    with progress:
+        return run_async(main)
+
+
+def _run_publish(
+    broker: BrokerURL,
+    built: Scenario,
+    device_ids: list[str],
+    speed: float | None,
+    events: int | None,
+    same: bool,
+    cadence: float,
+) -> StreamStats | None:
+    from dataset_stream import StreamPublisher
+
+    progress, sent_task, acked_task = _progress()
+
+    def on_progress(sent: int, acked: int) -> None:
+        progress.update(sent_task, completed=sent)
+        progress.update(acked_task, completed=acked)
+
+    publisher = StreamPublisher(
+        broker,
+        built,
+        device_ids,
+        cadence=cadence,
+        speed=speed,
+        events=events,
+        same_order=same,
+        on_progress=on_progress,
+    )
+    for task in (sent_task, acked_task):
+        progress.update(task, total=publisher.total)
+
+    async def session() -> StreamStats:
+        async with publisher:
+            return await publisher.run()
+
+    async def main(stop: asyncio.Event) -> StreamStats | None:
+        return await _until_stopped(session(), stop)
+
+    with progress:
+        return run_async(main)
+
+
+def _report(stats: StreamStats, dump: Path | None) -> None:
+    if dump is not None:
+        console.print(
+            f"wrote {stats.sent} events and {stats.eval_sent} eval sets under {dump} "
+            f"in {stats.elapsed_s:.1f} s",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices, "
+        f"{stats.acked} acknowledged, {stats.rejected} rejected, in {stats.elapsed_s:.1f} s",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stream")(stream)

@@ -1,0 +1,193 @@
+"""The default model: a small CNN for 1x32x32 uint8 digit images, trained in numpy.
+
+::
+
+    frozen   c0  conv 3x3 1->16 pad 1, ReLU, avgpool 2      -> 16x16x16
+             c1  conv 3x3 16->32 pad 1, ReLU, avgpool 2     -> 32x8x8
+             c2  conv 3x3 32->32 pad 1, ReLU, avgpool 2     -> 32x4x4   = the LR (512 values)
+    adaptive dw3 depthwise 3x3 pad 1, ReLU
+             pw4 pointwise 32->64, ReLU, avgpool 2 (-> 64x2x2), flatten, fc5 linear 256->10
+
+It is trained on the factory split (a few classes only) with strong augmentation so that the
+frozen features also serve the classes the devices learn later. The head keeps a 2x2 spatial
+layout before the classifier: with global average pooling instead, accuracy on all ten classes
+dropped from ~0.82 to ~0.59 (digits test sessions, head trained on frozen latents).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from device.model.bundle import MANIFEST, InputSpec, ModelBundle
+from device.model.errors import BundleError, ModelError
+from device.model.export import write_bundle
+from device.model.onnx_build import layers_to_onnx
+from device.model.train import Augment, FitConfig, fit
+from device.nn import (
+    AvgPool,
+    Conv2d,
+    DepthwiseConv2d,
+    Flatten,
+    Linear,
+    PointwiseConv2d,
+    ReLU,
+    Sequential,
+)
+
+INPUT_SHAPE = (1, 32, 32)
+NUM_CLASSES = 10
+DEFAULT_LR_LAYER = "p2"
+CACHE_NAME = "default-v1-seed0"
+
+
+RECOMMENDED_LR = 0.05
+
+
+def default_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) -> Sequential:
+    """The untrained default CNN (input ``[N, 1, 32, 32]`` float32, output logits)."""
+    return Sequential(
+        [
+            Conv2d(1, 16, 3, padding=1, name="c0", rng=rng),
+            ReLU(name="r0"),
+            AvgPool(2, name="p0"),
+            Conv2d(16, 32, 3, padding=1, name="c1", rng=rng),
+            ReLU(name="r1"),
+            AvgPool(2, name="p1"),
+            Conv2d(32, 32, 3, padding=1, name="c2", rng=rng),
+            ReLU(name="r2"),
+            AvgPool(2, name="p2"),
+            DepthwiseConv2d(32, 3, padding=1, name="dw3", rng=rng),
+            ReLU(name="r3"),
+            PointwiseConv2d(32, 64, name="pw4", rng=rng),
+            ReLU(name="r4"),
+            AvgPool(2, name="p4"),
+            Flatten(name="flat"),
+            Linear(256, num_classes, name="fc5", rng=rng),
+        ]
+    )
+
+
+def split_index(net: Sequential, lr_layer: str) -> int:
+    """Index of the first adaptive layer: the one after ``lr_layer`` (whose output is the LR)."""
+    names = [layer.name for layer in net.layers]
+    if lr_layer not in names[:-1]:
+        raise ModelError(f"LR layer {lr_layer!r} is not one of {names[:-1]}")
+    return names.index(lr_layer) + 1
+
+
+def build_default(
+    x: np.ndarray,
+    y: np.ndarray,
+    out_dir: Path,
+    *,
+    lr_layer: str | None = None,
+    seed: int = 0,
+    fit_config: FitConfig | None = None,
+    augment: Augment | None = None,
+) -> ModelBundle:
+    """Train the default CNN on ``x`` uint8 ``[N, 1, 32, 32]`` / ``y`` int64 ``[N]`` and write a
+    bundle split after ``lr_layer`` (default ``p2``: LR = 32x4x4) into ``out_dir``."""
+    if x.dtype != np.uint8 or x.shape[1:] != INPUT_SHAPE or y.shape != (len(x),):
+        raise ModelError(
+            f"want x uint8 [N, 1, 32, 32] and y [N], got {x.dtype} {x.shape}, {y.shape}"
+        )
+    if len(x) == 0 or y.min() < 0 or y.max() >= NUM_CLASSES:
+        raise ModelError(f"labels must be in 0..{NUM_CLASSES - 1} and N > 0")
+    rng = np.random.default_rng(seed)
+    net = default_network(rng)
+    cut = split_index(net, lr_layer or DEFAULT_LR_LAYER)
+    if not any(layer.trainable for layer in net.layers[cut:]):
+        raise ModelError("the adaptive stage must contain a trainable layer")
+    mean, std = float(np.round(x.mean(), 1)), float(np.round(x.std() + 1e-3, 1))
+    start = time.perf_counter()
+    losses = fit(
+        net,
+        x,
+        y.astype(np.int64),
+        fit_config or FitConfig(),
+        rng,
+        augment=augment or Augment(),
+        normalize=(mean, std),
+    )
+    frozen = Sequential(net.layers[:cut])
+    head = Sequential(net.layers[cut:])
+    input_spec = InputSpec(INPUT_SHAPE, "uint8", (mean,), (std,))
+    model = layers_to_onnx(
+        frozen.specs(), frozen.params(), INPUT_SHAPE, output_name="lr", graph_name="default-frozen"
+    )
+    calib = x[rng.permutation(len(x))[:256]]
+    return write_bundle(
+        out_dir,
+        name="default-v1",
+        input_spec=input_spec,
+        frozen_fp32=model,
+        calibration=calib,
+        frozen_layers=frozen.layer_infos(INPUT_SHAPE, adaptive=False),
+        head=head,
+        num_classes=NUM_CLASSES,
+        meta={
+            "description": "default CNN for 1x32x32 digits, trained in numpy on the factory split",
+            "source": f"build-default seed={seed} samples={len(x)} "
+            f"classes={sorted(int(c) for c in np.unique(y))} "
+            f"final_loss={losses[-1]:.4f} train_s={time.perf_counter() - start:.1f}",
+            "factory_classes": sorted(int(c) for c in np.unique(y)),
+            # on-device SGD rate for this head; measured with benchmarks/accuracy.py
+            "train": {"lr": RECOMMENDED_LR},
+        },
+    )
+
+
+def default_cache_dir() -> Path:
+    """``$VEGA_EMU_CACHE/default-v1-seed0`` or ``~/.cache/vega-emu/models/default-v1-seed0``."""
+    root = os.environ.get("VEGA_EMU_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "vega-emu" / "models"
+    return base / CACHE_NAME
+
+
+def default_bundle_path(
+    cache_dir: Path | None = None,
+    *,
+    factory: Callable[[], tuple[np.ndarray, np.ndarray]],
+) -> Path:
+    """The cached default bundle, built from ``factory()`` data on first use.
+
+    Built in a temporary sibling directory and renamed into place, so a crash never leaves a
+    half bundle and two racing processes both end up with one complete bundle.
+    """
+    target = cache_dir or default_cache_dir()
+    if (target / MANIFEST).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    x, y = factory()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build_default(x, y, tmp / "bundle")
+        try:
+            os.rename(tmp / "bundle", target)
+        except OSError:  # somebody else finished first (target exists and is not empty)
+            if not (target / MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ModelBundle.load(target)
+    except BundleError as exc:
+        raise BundleError(f"cached default model {target} is broken; delete it: {exc}") from exc
+    return target
+
+
+__all__ = [
+    "DEFAULT_LR_LAYER",
+    "build_default",
+    "default_bundle_path",
+    "default_cache_dir",
+    "default_network",
+    "split_index",
+]

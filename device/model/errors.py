@@ -1,0 +1,34 @@
+"""Errors of the model tools. Outside errors (onnx, onnxruntime, safetensors, TOML, files) are
+converted where they enter, with ``raise ... from exc``::
+
+    ModelError                      base of everything below
+    ├── BundleError                 a bundle directory, file or key is missing or wrong
+    ├── UnsupportedModelError       an ONNX operator / attribute the tools cannot handle
+    ├── ModelInputError (ValueError) input to the frozen stage has the wrong shape or dtype
+    └── ExportError                 building, quantizing or running an ONNX model failed
+"""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base class of the model tools' errors."""
+
+
+class BundleError(ModelError):
+    """A model bundle is missing a file or key, or holds a wrong value (the message names it)."""
+
+
+class UnsupportedModelError(ModelError):
+    """An ONNX model uses an operator or attribute that the tools cannot split or train."""
+
+
+class ModelInputError(ModelError, ValueError):
+    """Data given to a model does not match its input shape or dtype."""
+
+
+class ExportError(ModelError):
+    """Building, quantizing or checking an ONNX model failed."""
+
+
+__all__ = ["BundleError", "ExportError", "ModelError", "ModelInputError", "UnsupportedModelError"]

@@ -1,0 +1,217 @@
+"""The publisher against a real embedded broker, with real aiomqtt subscribers and fake devices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections import defaultdict
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from broker import EmbeddedBroker
+from broker.url import BrokerURL
+from dataset_stream import PublishError, StreamPublisher, build_scenario
+from dataset_stream.protocol import decode_batch, decode_eval, parse_topic, validate_telemetry
+from dataset_stream.scenarios import Scenario
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    return build_scenario("digits", "nic", seed=0)
+
+
+async def drain(client: aiomqtt.Client, count: int) -> list[aiomqtt.Message]:
+    """The next ``count`` messages of ``client`` (fails after 10 seconds)."""
+    out: list[aiomqtt.Message] = []
+    async with asyncio.timeout(10):
+        async for message in client.messages:
+            out.append(message)
+            if len(out) == count:
+                break
+    return out
+
+
+def telemetry(device: str, seq: int) -> bytes:
+    return json.dumps(
+        {
+            "device": device,
+            "seq": seq,
+            "t": T0,
+            "state": "learning",
+            "samples": 140,
+            "accuracy": None,
+            "latency_s": {"frozen": 0.5, "adaptive": 0.1, "total": 0.6},
+            "energy_j": {
+                "frozen": 0.03,
+                "adaptive": 0.01,
+                "memory": 0.0,
+                "idle": 0.0,
+                "total": 0.04,
+            },
+            "battery": {"soc": 1.0, "remaining_j": 39000.0},
+            "lifetime_h": 1000.0,
+            "replay": {"size": 0, "capacity": 1500, "bits": 8, "bytes": 0},
+            "host_s": 0.01,
+        }
+    ).encode()
+
+
+async def test_paced_stream_reaches_every_device_in_order(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    devices = ["node-0000", "node-0001", "node-0002"]
+    progress: list[tuple[int, int]] = []
+    async with aiomqtt.Client(**url.client_kwargs()) as sub:
+        await sub.subscribe("vega/+/batch", qos=1)
+        # cadence 60 s at 300x: one event every 0.2 s of wall time
+        async with StreamPublisher(
+            url,
+            scenario,
+            devices,
+            speed=300,
+            events=3,
+            t0=T0,
+            on_progress=lambda *a: progress.append(a),
+        ) as publisher:
+            started = time.monotonic()
+            stats = await publisher.run()
+            elapsed = time.monotonic() - started
+        messages = await drain(sub, 9)
+    assert 0.4 <= elapsed < 5.0
+    assert (stats.sent, stats.total, stats.eval_sent, stats.devices) == (9, 9, 3, 3)
+    assert progress[-1][0] == 9
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        device, kind = parse_topic("vega", message.topic.value)
+        assert kind == "batch" and message.qos == 1
+        assert isinstance(message.payload, bytes)
+        batch = decode_batch(
+            message.payload, sample_shape=(1, 32, 32), dtype="uint8", num_classes=10
+        )
+        assert batch.t == T0 + 60.0 * batch.seq
+        assert batch.source == "digits" and batch.meta["scenario"] == "nic"
+        expected = scenario.events(device)[batch.seq - 1]
+        np.testing.assert_array_equal(batch.y, expected.y)
+        seqs[device].append(batch.seq)
+    assert seqs == {d: [1, 2, 3] for d in devices}
+
+
+async def test_eval_set_is_retained_per_device(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    devices = ["cam_a", "cam_b"]
+    async with StreamPublisher(url, scenario, devices, speed=1e6, events=1, t0=T0) as publisher:
+        await publisher.run()
+    # a device that connects later still finds its eval set
+    async with aiomqtt.Client(**url.client_kwargs()) as late:
+        await late.subscribe("vega/+/eval", qos=1)
+        messages = await drain(late, 2)
+    assert {parse_topic("vega", m.topic.value)[0] for m in messages} == set(devices)
+    for message in messages:
+        assert message.retain
+        assert isinstance(message.payload, bytes)
+        ev = decode_eval(message.payload, sample_shape=(1, 32, 32), num_classes=10)
+        np.testing.assert_array_equal(ev.y, scenario.eval_set[1])
+
+
+async def fake_device(
+    url: BrokerURL, device: str, reject: int | None, ready: asyncio.Event
+) -> None:
+    """Answer each batch with telemetry (or an error for seq ``reject``) after a short delay."""
+    async with aiomqtt.Client(**url.client_kwargs()) as client:
+        await client.subscribe(f"vega/{device}/batch", qos=1)
+        ready.set()
+        last = 0
+        async for message in client.messages:
+            assert isinstance(message.payload, bytes)
+            batch = decode_batch(message.payload, last_seq=last)
+            assert batch.seq == last + 1
+            await asyncio.sleep(0.02)
+            last = batch.seq
+            if batch.seq == reject:
+                error = {"device": device, "seq": batch.seq, "code": "bad_label", "message": "x"}
+                await client.publish(f"vega/{device}/error", json.dumps(error), qos=1)
+            else:
+                answer = telemetry(device, batch.seq)
+                validate_telemetry(answer)
+                await client.publish(f"vega/{device}/telemetry", answer, qos=1)
+
+
+async def test_closed_loop_waits_for_each_devices_telemetry(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    devices = ["node-0000", "node-0001"]
+    ready = {d: asyncio.Event() for d in devices}
+    async with aiomqtt.Client(**url.client_kwargs()) as observer:
+        await observer.subscribe("vega/+/+", qos=1)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(fake_device(url, d, 3 if d == devices[1] else None, ready[d]))
+                for d in devices
+            ]
+            async with asyncio.timeout(10):
+                for event in ready.values():
+                    await event.wait()
+            async with StreamPublisher(
+                url, scenario, devices, speed=None, events=5, t0=T0
+            ) as publisher:
+                stats = await publisher.run()
+            for task in tasks:
+                task.cancel()
+        seen = await drain(observer, 2 + 10 + 10)
+    assert (stats.sent, stats.acked, stats.rejected, stats.stalled) == (10, 9, 1, ())
+    # as the broker saw it: each device's next batch only after its answer to the previous one
+    flow: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for message in seen:
+        device, kind = parse_topic("vega", message.topic.value)
+        assert isinstance(message.payload, bytes)
+        if kind == "batch":
+            flow[device].append(("batch", decode_batch(message.payload).seq))
+        elif kind != "eval":
+            flow[device].append(("answer", json.loads(message.payload)["seq"]))
+    for device in devices:
+        expected = [(kind, seq) for seq in range(1, 6) for kind in ("batch", "answer")]
+        assert flow[device] == expected
+
+
+async def test_closed_loop_gives_up_on_a_silent_device(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    devices = ["node-0000", "node-0001"]
+    async with StreamPublisher(
+        embedded_broker.url, scenario, devices, speed=None, events=5, ack_timeout=0.3
+    ) as publisher:
+        stats = await publisher.run()
+    assert stats.sent == 2 and stats.stalled == tuple(devices)
+
+
+async def test_unreachable_broker_is_a_clear_error(scenario: Scenario) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        with pytest.raises(PublishError, match=f"127.0.0.1:{port}"):
+            async with StreamPublisher(BrokerURL("127.0.0.1", port), scenario, ["a"], timeout=2):
+                pytest.fail("connected to nothing")
+
+
+def test_arguments_are_checked(scenario: Scenario) -> None:
+    url = BrokerURL("127.0.0.1", 9)
+    for kwargs in ({"speed": 0}, {"cadence": -1}, {"events": 0}, {"prefix": "a/#"}):
+        with pytest.raises(ValueError):
+            StreamPublisher(url, scenario, ["a"], **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        StreamPublisher(url, scenario, [])
+    with pytest.raises(ValueError):
+        StreamPublisher(url, scenario, ["a", "a"])
+    with pytest.raises(ValueError):
+        StreamPublisher(url, scenario, ["a b"])
+    assert StreamPublisher(url, scenario, ["a"], events=10**6).per_device == scenario.num_events
