@@ -17,15 +17,17 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dataset_stream import build_scenario
 from dataset_stream.protocol import Batch, EvalSet
+from device.cli._nodeopts import load_model, recommended_lr
 from device.engine import NodeEngine
 from device.model.bundle import ModelBundle
-from device.model.default import default_bundle_path, default_cache_dir
 from device.model.frozen import FrozenStage
+from device.nn import SGDConfig
 from device.settings import NodeSettings, ReplaySettings
 
 T0 = 1_764_000_000.0
@@ -36,10 +38,11 @@ def run_one(bundle: ModelBundle, seed: int, size: int, bits: int, events: int | 
     device = "node-0000"
     with tempfile.TemporaryDirectory() as tmp:
         settings = NodeSettings(
-            device, Path(tmp), replay=ReplaySettings(size, bits), seed=seed,
-            sgd=__import__("device.nn", fromlist=["SGDConfig"]).SGDConfig(
-                lr=float(bundle.meta["train"]["lr"])  # type: ignore[index]
-            ),
+            device,
+            Path(tmp),
+            replay=ReplaySettings(size, bits),
+            seed=seed,
+            sgd=SGDConfig(lr=recommended_lr(bundle)),  # what `vega-emu up` uses
         )
         engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
         ex, ey = scenario.eval_set
@@ -62,31 +65,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    results: list[dict[str, object]] = []
+    results: list[dict[str, Any]] = []
     for seed in args.seeds:
-        cache = default_cache_dir()
-        cache = cache.with_name(cache.name.replace("seed0", f"seed{seed}"))
-        from dataset_stream.scenarios import factory_split
-
-        bundle = ModelBundle.load(
-            default_bundle_path(cache, factory=lambda s=seed: factory_split("digits", "nic", s))
-        )
+        bundle = load_model(None, seed=seed)  # the cached default model of `vega-emu up --seed`
         for size in args.sizes:
             for bits in args.bits if size else [8]:
                 start = time.perf_counter()
                 acc = run_one(bundle, seed, size, bits, args.events)
                 took = time.perf_counter() - start
-                print(f"seed {seed} size {size:5d} bits {bits:2d}: {acc:.4f} ({took:.1f} s)", flush=True)
+                print(f"seed {seed} size {size:5d} bits {bits:2d}: {acc:.4f} ({took:.1f} s)")
                 results.append({"seed": seed, "lr_size": size, "lr_bits": bits, "accuracy": acc})
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": results}, indent=1))
+        meta = vars(args) | {"out": str(args.out)}
+        args.out.write_text(json.dumps({"args": meta, "runs": results}, indent=1))
     print("\n| LR size | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
     print("|---|" + "---|" * len(args.bits))
     for size in args.sizes:
         cells = []
         for bits in args.bits:
-            accs = [r["accuracy"] for r in results if r["lr_size"] == size and r["lr_bits"] == (bits if size else 8)]
+            want = bits if size else 8
+            accs = [r["accuracy"] for r in results if (r["lr_size"], r["lr_bits"]) == (size, want)]
             cells.append(f"{100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f}" if accs else "-")
         print(f"| {size} | " + " | ".join(cells) + " |")
 

@@ -20,6 +20,7 @@ from broker.errors import BrokerStartError
 from broker.url import BrokerURL, free_port
 
 log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 class OpenAuthPlugin(BaseAuthPlugin):
@@ -99,4 +100,8 @@ class EmbeddedBroker:
         broker, self._broker = self._broker, None
         self._port = None
         if broker is not None:
-            await asyncio.shield(broker.shutdown())
+            try:
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                    await asyncio.shield(broker.shutdown())
+            except TimeoutError:
+                log.warning("embedded broker did not shut down within %.0f s", SHUTDOWN_TIMEOUT_S)

@@ -166,7 +166,7 @@ class NodeEngine:
                 dtype=self.bundle.input_dtype,
                 num_classes=self.bundle.num_classes,
             )
-        except ProtocolError:  # written by us, so only a damaged disk gets here: wait for the broker
+        except ProtocolError:  # we wrote it: only a damaged disk gets here; the broker resends
             return
         self.set_eval(eval_set)
 

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 
@@ -34,6 +34,7 @@ from device.store import StoreError
 log = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT_S = 10.0
+T = TypeVar("T")
 TelemetryHook = Callable[[dict[str, Any]], None]
 
 
@@ -172,7 +173,7 @@ class Node:
             num_classes=model.num_classes,
             last_seq=engine.last_seq,
         )
-        outcome = await asyncio.to_thread(engine.apply, batch)
+        outcome = await _finish_in_thread(engine.apply, batch)
         telemetry = outcome.telemetry
         await client.publish(self._topic("telemetry"), json.dumps(telemetry), qos=1)
         if not outcome.learned:
@@ -190,7 +191,7 @@ class Node:
             dtype=model.input_dtype,
             num_classes=model.num_classes,
         )
-        await asyncio.to_thread(engine.set_eval, eval_set, payload)
+        await _finish_in_thread(engine.set_eval, eval_set, payload)
 
     async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
         assert self.engine is not None
@@ -205,6 +206,20 @@ class Node:
             error["seq"] = seq
         log.warning("%s: rejected input: %s: %s", self.device_id, code, message)
         await client.publish(self._topic("error"), json.dumps(error), qos=1)
+
+
+async def _finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in a worker thread; if cancelled, wait for it before propagating.
+
+    A thread cannot be interrupted: returning early would let the node close its state file
+    while the event is still being written.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        raise
 
 
 __all__ = ["Node", "NodeError", "TelemetryHook"]

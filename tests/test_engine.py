@@ -8,8 +8,8 @@ import numpy as np
 
 from dataset_stream import Scenario
 from dataset_stream.protocol import Batch, EvalSet
-from device.engine import NodeEngine
 from device.energy import CostConfig, event_cost, load_profile
+from device.engine import NodeEngine
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.nn import SGDConfig
@@ -52,7 +52,11 @@ def test_replays_prevent_forgetting_of_early_classes(
         eng = engine(default_bundle, tmp_path / str(size), lr_size=size)
         eng.set_eval(EvalSet(ex, ey, "digits"))
         telemetry = run(eng, digits_nic, 30)
-        results[size] = (telemetry[0]["accuracy"], telemetry[-1]["accuracy"], factory_accuracy(eng, digits_nic))
+        results[size] = (
+            telemetry[0]["accuracy"],
+            telemetry[-1]["accuracy"],
+            factory_accuracy(eng, digits_nic),
+        )
         eng.close()
     first, last, factory = results[1500]
     assert last > first + 0.2  # it learns the classes it meets

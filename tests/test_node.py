@@ -99,9 +99,11 @@ async def test_bad_payloads_are_rejected_and_change_nothing(
             # still serving: the next good batch is learned
             nxt = digits_nic.events(device)[1]
             await watcher.publish(
-                f"vega/{device}/batch", encode_batch(nxt.x, nxt.y, seq=2, t=T0 + 60, source="t"), qos=1
+                f"vega/{device}/batch",
+                encode_batch(nxt.x, nxt.y, seq=2, t=T0 + 60, source="t"),
+                qos=1,
             )
-            (kind, telemetry), = await collect(watcher, 1)
+            ((kind, telemetry),) = await collect(watcher, 1)
     assert [kind for kind, _ in errors] == ["error"] * len(bad)
     assert [e["code"] for _, e in errors] == list(bad)
     assert all(e["device"] == device and e["message"] for _, e in errors)
@@ -121,7 +123,9 @@ async def test_restart_resumes_and_never_applies_a_seq_twice(
     async with aiomqtt.Client(**url.client_kwargs()) as peer:
         await peer.subscribe(f"vega/{device}/telemetry", qos=1)
         await peer.subscribe(f"vega/{device}/error", qos=1)
-        await peer.publish(f"vega/{device}/eval", encode_eval(ex, ey, source="t"), qos=1, retain=True)
+        await peer.publish(
+            f"vega/{device}/eval", encode_eval(ex, ey, source="t"), qos=1, retain=True
+        )
         async with Node(settings(device, tmp_path), default_bundle, url) as node:
             await asyncio.wait_for(node.connected.wait(), 10)
             for payload in payloads[:2]:
@@ -156,6 +160,6 @@ async def test_status_is_retained_and_offline_on_clean_stop(
         await node.connected.wait()
     async with aiomqtt.Client(**url.client_kwargs()) as peer:
         await peer.subscribe(f"vega/{device}/status", qos=1)
-        (kind, status), = await collect(peer, 1)
+        ((kind, status),) = await collect(peer, 1)
     assert status["state"] == "offline" and status["device"] == device
     del seq, kind

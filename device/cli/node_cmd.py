@@ -22,7 +22,7 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, fail, run_async, until_stopped
+from device.cli._runtime import console, fail, run_async
 
 
 def node(
@@ -68,10 +68,9 @@ def node(
         )
 
     async def main(stop: asyncio.Event) -> None:
-        async with Node(settings, bundle, url, on_telemetry=show) as n:
+        async with Node(settings, bundle, url, on_telemetry=show):
             console.print(f"node {device_id} on {url}, state in {state_dir}; Ctrl-C stops it")
-            await until_stopped(asyncio.Event().wait(), stop)
-            del n
+            await stop.wait()
 
     try:
         run_async(main)

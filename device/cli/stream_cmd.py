@@ -10,12 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device.cli._runtime import console, fail, run_async
+from device.cli._runtime import console, fail, run_async, until_stopped
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-    from typing import Any
-
     from rich.progress import Progress, TaskID
 
     from broker.url import BrokerURL
@@ -151,21 +148,6 @@ def parse_speed(value: str) -> float | None:
     return speed
 
 
-async def _until_stopped(
-    work: Coroutine[Any, Any, StreamStats], stop: asyncio.Event
-) -> StreamStats | None:
-    """Await ``work`` unless ``stop`` is set first; then cancel it, await it, return None."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        task.cancel()  # no-op when it is done
-        await asyncio.gather(task, waiter, return_exceptions=True)
-    return None if task.cancelled() else task.result()
-
-
 def _progress() -> tuple[Progress, TaskID, TaskID]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -204,7 +186,7 @@ def _run_dump(
             cadence=cadence,
             on_progress=lambda sent, _: progress.update(sent_task, completed=sent),
         )
-        return await _until_stopped(work, stop)
+        return await until_stopped(work, stop)
 
     with progress:
         return run_async(main)
@@ -245,7 +227,7 @@ def _run_publish(
             return await publisher.run()
 
     async def main(stop: asyncio.Event) -> StreamStats | None:
-        return await _until_stopped(session(), stop)
+        return await until_stopped(session(), stop)
 
     with progress:
         return run_async(main)
