@@ -8,7 +8,6 @@ schemas, and keeps per-device records for tables and summaries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from dataset_stream.protocol import (
     validate_status,
     validate_telemetry,
 )
+from device.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,7 @@ class FleetMonitor:
     ) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def record(self, device: str) -> DeviceRecord:
         return self.devices.setdefault(device, DeviceRecord(device))

@@ -22,6 +22,7 @@ import aiomqtt
 
 from broker.url import BrokerURL
 from dataset_stream.protocol import ProtocolError, decode_batch, decode_eval, topic
+from device.aio import cancel_and_wait
 from device.energy import EnergyError
 from device.engine import NodeEngine
 from device.model.bundle import ModelBundle
@@ -66,6 +67,7 @@ class Node:
         self.connections = 0
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one event at a time
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -81,10 +83,9 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
+        self._stopping = True
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         engine, self.engine = self.engine, None
         if engine is not None:
             async with self._lock:
@@ -118,6 +119,10 @@ class Node:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                if self._stopping:
+                    # leaving the client after a cancel can fail with MqttError, which would
+                    # replace the CancelledError: the stop must still win over a reconnect
+                    raise asyncio.CancelledError from exc
                 delay = self.backoff.next_delay()
                 log.warning("%s: MQTT %s; reconnecting in %.1f s", self.device_id, exc, delay)
                 await asyncio.sleep(delay)

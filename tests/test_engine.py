@@ -115,3 +115,28 @@ def test_telemetry_energy_equals_the_analytical_model(
     assert abs((capacity - battery["remaining_j"]) - spent) < 1e-9 * capacity
     assert 0 < battery["soc"] < 1
     assert 0 < telemetry[-1]["lifetime_h"] < float("inf")  # type: ignore[operator]
+
+
+def test_a_depleted_node_stops_learning_and_reports_zero_lifetime(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    vega = (Path(__file__).parent.parent / "device/energy/profiles/vega.toml").read_text()
+    tiny = tmp_path / "tiny.toml"  # a battery for about two events of the default model
+    tiny.write_text(vega.replace("capacity_mah = 3300", "capacity_mah = 0.012"))
+    settings = NodeSettings(
+        "n0", tmp_path, replay=ReplaySettings(100, 8), sgd=SGDConfig(lr=LR), profile=str(tiny)
+    )
+    eng = NodeEngine(settings, default_bundle, FrozenStage.shared(default_bundle))
+    telemetry = run(eng, digits_nic, 6)
+    states = [t["state"] for t in telemetry]
+    assert states[0] == "learning" and states[-1] == "depleted"
+    assert states == sorted(states, key=lambda s: s == "depleted")  # never learns again
+    params = {k: v.copy() for k, v in eng.head.params().items()}
+    last = telemetry[-1]
+    assert last["lifetime_h"] == 0 and last["battery"]["soc"] == 0  # type: ignore[index]
+    assert last["samples"] == 0 and eng.status("idle")["state"] == "depleted"
+    run(eng, digits_nic, 1, start=6)  # still answers, changes no weight
+    for key, value in eng.head.params().items():
+        np.testing.assert_array_equal(value, params[key])
+    assert eng.last_seq == 7
+    eng.close()
