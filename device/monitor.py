@@ -41,6 +41,7 @@ class DeviceRecord:
     events: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     energy_j: float = 0.0  # summed over the telemetry seen
+    host_s: float = 0.0  # wall time the emulator spent, summed over the telemetry seen
 
     @property
     def state(self) -> str:
@@ -106,6 +107,7 @@ class FleetMonitor:
                 rec.first = rec.first or rec.telemetry
                 rec.events += 1
                 rec.energy_j += float(rec.telemetry["energy_j"]["total"])
+                rec.host_s += float(rec.telemetry["host_s"])
             elif kind == "status":
                 rec.status = validate_status(obj)
             elif kind == "error":

@@ -173,10 +173,10 @@ async def _run(
                 stats = task.result()
         if stats is None:
             return None
-        await asyncio.sleep(0.2)  # let the last status messages land
-        records = [monitor.record(d) for d in ids]
+        await asyncio.sleep(0.2)  # let the last messages land
+        devices = [_device_summary(monitor.record(d), factory_classes) for d in ids]
     return {
-        "devices": [_device_summary(r, factory_classes) for r in records],
+        "devices": devices,
         "stream": {
             "sent": stats.sent,
             "acked": stats.acked,
@@ -207,7 +207,7 @@ def _device_summary(rec: DeviceRecord, factory_classes: list[int]) -> dict[str, 
         "state": rec.state,
         "replay": last.get("replay"),
         "errors": len(rec.errors),
-        "host_s_mean": last.get("host_s"),
+        "host_s_mean": rec.host_s / rec.events if rec.events else None,
     }
 
 
@@ -225,8 +225,11 @@ def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
     table = Table(
         title=f"vega-emu fleet: {stream.acked}/{stream.total} events learned", title_justify="left"
     )
-    for name in ("device", "state", "events", "accuracy", "energy J", "SoC", "lifetime h", "LRs"):
-        table.add_column(name, justify="left" if name in ("device", "state") else "right")
+    for name in ("device", "state", "events", "acc", "J", "SoC", "life h", "LRs"):
+        left = name in ("device", "state")
+        table.add_column(
+            name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
+        )
     for dev in sorted(devices):
         rec = devices[dev]
         tel = rec.telemetry or {}
@@ -236,7 +239,7 @@ def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
             str(rec.events),
             _fmt(tel.get("accuracy"), ".3f"),
             _fmt(rec.energy_j, ".3f"),
-            _fmt((tel.get("battery") or {}).get("soc"), ".6f"),
+            _fmt((tel.get("battery") or {}).get("soc"), ".4%"),
             _fmt(tel.get("lifetime_h"), ",.0f"),
             str((tel.get("replay") or {}).get("size", "-")),
         )
@@ -246,19 +249,18 @@ def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="summary", title_justify="left")
-    cols = (
-        "device",
-        "events",
-        "accuracy",
-        "first",
-        "factory cls",
-        "new cls",
-        "energy J",
-        "lifetime h",
+    console.print()
+    table = Table(
+        title="summary (acc: final accuracy; 1st: after the first event; factory / new cls: on "
+        "the factory classes / the classes learned on the device)",
+        title_justify="left",
     )
+    cols = ("device", "events", "acc", "acc 1st", "factory", "new cls", "J", "life h")
     for name in cols:
-        table.add_column(name, justify="left" if name == "device" else "right")
+        left = name == "device"
+        table.add_column(
+            name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
+        )
     for d in summary["devices"]:
         table.add_row(
             d["device"],

@@ -9,7 +9,7 @@ from device.model.bundle import ModelBundle
 from device.model.costs import total_macs
 
 LR_BITS = (32, 8, 7, 6)
-LR_OVERHEAD_BYTES = 8  # per quantized LR: one float32 scale + one int32 zero point
+LR_OVERHEAD_BYTES = 8  # per quantized LR: one float32 scale + one float32 zero point
 
 
 def lr_bytes(numel: int, bits: int, overhead: int = LR_OVERHEAD_BYTES) -> int:
@@ -40,7 +40,7 @@ def bundle_report(bundle: ModelBundle) -> dict[str, Any]:
             "numel": numel,
             "bytes": {str(b): lr_bytes(numel, b) for b in LR_BITS},
             "overhead_bytes": LR_OVERHEAD_BYTES,
-            "overhead": "per LR below 32 bits: float32 scale + int32 zero point",
+            "overhead": "per LR below 32 bits: float32 scale + float32 zero point",
         },
         "layers": [
             {
