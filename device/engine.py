@@ -192,7 +192,12 @@ class NodeEngine:
         prev_t = self.state.sim_time
         idle_s = 0.0 if prev_t is None else max(0.0, batch.t - prev_t - self.last_latency_s)
         cost = event_cost(
-            self.layers, self.profile, self.cost_config, n_new=n_new, n_replay=n_replay
+            self.layers,
+            self.profile,
+            self.cost_config,
+            n_new=n_new,
+            n_replay=n_replay,
+            n_written=self.memory.writes_for(n_new),
         )
         energy = {**cost.energy_j, "idle": self.profile.sleep_w * idle_s}
         energy["total"] = energy["total"] + energy["idle"]

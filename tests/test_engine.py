@@ -99,8 +99,14 @@ def test_telemetry_energy_equals_the_analytical_model(
     assert isinstance(n_new, int) and isinstance(before, dict)
     config = CostConfig(lr_size=500, lr_bits=6, events_per_hour=60.0)
     n_replay_before = before["size"]
+    written = third["replay"]["size"] - n_replay_before  # type: ignore[index]
     expected = event_cost(
-        default_bundle.layers(), load_profile("vega"), config, n_new=n_new, n_replay=n_replay_before
+        default_bundle.layers(),
+        load_profile("vega"),
+        config,
+        n_new=n_new,
+        n_replay=n_replay_before,
+        n_written=written,
     )
     energy = third["energy_j"]
     assert isinstance(energy, dict)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from device.replay.errors import ReplayConfigError, ReplayError, ReplayStateError
-from device.replay.policy import plan_placement
+from device.replay.policy import ar1_writes, plan_placement
 from device.replay.quant import SUPPORTED_BITS, QuantizedLR, dequantize, quantize, row_bytes
 from device.replay.schema import MIGRATIONS
 
@@ -170,6 +170,10 @@ class ReplayMemory:
     def bytes(self) -> int:
         """Bytes of all stored LRs (codes + scales + zero points)."""
         return self._size * self.bytes_per_lr
+
+    def writes_for(self, n_new: int) -> int:
+        """How many of ``n_new`` latents the next :meth:`update` will store."""
+        return ar1_writes(self.capacity, self.size, self.updates, n_new)
 
     def stats(self) -> dict[str, int]:
         """The telemetry's ``"replay"`` object."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Placement", "ar1_quota", "plan_placement"]
+__all__ = ["Placement", "ar1_quota", "ar1_writes", "plan_placement"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -40,6 +40,11 @@ def ar1_quota(capacity: int, events_before: int, n_new: int) -> int:
             "must be >= 0"
         )
     return min(capacity // (events_before + 1), n_new)
+
+
+def ar1_writes(capacity: int, size: int, events_before: int, n_new: int) -> int:
+    """New latents an event stores: the AR1* quota, or more while free slots remain."""
+    return max(ar1_quota(capacity, events_before, n_new), min(capacity - size, n_new))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -85,8 +90,7 @@ def plan_placement(
     if size > capacity:
         raise ValueError(f"{size} occupied slots exceed the capacity {capacity}")
     free = capacity - size
-    h = ar1_quota(capacity, events_before, n_new)
-    k = max(h, min(free, n_new))
+    k = ar1_writes(capacity, size, events_before, n_new)
     n_fill = min(k, free)
     n_replace = k - n_fill
     fill_slots = np.arange(size, size + n_fill, dtype=np.int64)
