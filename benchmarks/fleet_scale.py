@@ -101,9 +101,7 @@ def main() -> None:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": rows}))
     print("\n| nodes | connect s | events/s | peak RSS MiB |\n|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['devices']} | {r['connect_s']} | {r['events_per_s']} | {r['peak_rss_mib']} |"
-        )
+        print(f"| {r['devices']} | {r['connect_s']} | {r['events_per_s']} | {r['peak_rss_mib']} |")
 
 
 if __name__ == "__main__":
