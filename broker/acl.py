@@ -4,7 +4,8 @@ Rules (wire contract v1, topic prefix ``vega`` by default):
 
 - device ``{id}``: read ``{prefix}/{id}/batch`` and ``{prefix}/{id}/eval``; write
   ``{prefix}/{id}/telemetry``, ``status`` and ``error`` -- its own topics only;
-- user ``stream``: write every device's ``batch`` and ``eval``;
+- user ``stream``: write every device's ``batch`` and ``eval``; read ``telemetry`` and ``error``,
+  which the closed-loop stream waits for;
 - user ``monitor``: read every device's ``telemetry``, ``status`` and ``error``.
 """
 
@@ -33,6 +34,8 @@ def acl_text(device_ids: Iterable[str], prefix: str = "vega") -> str:
         f"user {STREAM_USER}",
         f"topic write {prefix}/+/batch",
         f"topic write {prefix}/+/eval",
+        f"topic read {prefix}/+/telemetry",  # the closed loop (--speed max) paces on these
+        f"topic read {prefix}/+/error",
         "",
         f"user {MONITOR_USER}",
         f"topic read {prefix}/+/telemetry",

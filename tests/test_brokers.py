@@ -107,6 +107,16 @@ async def test_acl_device_cannot_publish_another_devices_telemetry(secured: Mosq
     assert (str(message.topic), message.payload) == ("vega/node-0000/telemetry", b"real")
 
 
+async def test_acl_stream_reads_the_answers_it_paces_on(secured: Mosquitto) -> None:
+    base = secured.url
+    async with client(base.with_credentials("stream", "ps")) as stream:
+        await stream.subscribe("vega/+/telemetry", qos=1)
+        async with client(base.with_credentials("node-0001", "p1")) as node1:
+            await node1.publish("vega/node-0001/telemetry", b"{}", qos=1)
+        message = await next_message(stream)
+    assert str(message.topic) == "vega/node-0001/telemetry"
+
+
 async def test_wrong_password_is_refused(secured: Mosquitto) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with client(secured.url.with_credentials("node-0000", "wrong")):

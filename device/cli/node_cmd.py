@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,10 +61,13 @@ def node(
     options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
     settings = replace(options.settings(device_id, state_dir, bundle, seed=seed), prefix=prefix)
 
-    def show(telemetry: dict[str, object]) -> None:
+    def show(t: dict[str, Any]) -> None:
+        accuracy = "-" if t["accuracy"] is None else f"{t['accuracy']:.3f}"
         console.print(
-            f"seq {telemetry['seq']}: accuracy {telemetry['accuracy']}, "
-            f"energy {telemetry['energy_j']}, lifetime {telemetry['lifetime_h']} h"
+            f"seq {t['seq']}: {t['state']}, {t['samples']} samples, accuracy {accuracy}, "
+            f"{t['energy_j']['total']:.4f} J in {t['latency_s']['total']:.3f} s (emulated), "
+            f"SoC {t['battery']['soc']:.4%}, lifetime {t['lifetime_h']:,.0f} h, "
+            f"{t['replay']['size']} LRs, host {t['host_s']:.3f} s"
         )
 
     async def main(stop: asyncio.Event) -> None:
