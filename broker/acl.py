@@ -4,8 +4,8 @@ Rules (wire contract v1, topic prefix ``vega`` by default):
 
 - device ``{id}``: read ``{prefix}/{id}/batch`` and ``{prefix}/{id}/eval``; write
   ``{prefix}/{id}/telemetry``, ``status`` and ``error`` -- its own topics only;
-- user ``stream``: write every device's ``batch`` and ``eval``; read ``telemetry`` and ``error``,
-  which the closed-loop stream waits for;
+- user ``stream``: write every device's ``batch`` and ``eval``; read ``telemetry``, ``error``
+  and ``status``, which the closed-loop stream waits for;
 - user ``monitor``: read every device's ``telemetry``, ``status`` and ``error``.
 """
 
@@ -36,6 +36,7 @@ def acl_text(device_ids: Iterable[str], prefix: str = "vega") -> str:
         f"topic write {prefix}/+/eval",
         f"topic read {prefix}/+/telemetry",  # the closed loop (--speed max) paces on these
         f"topic read {prefix}/+/error",
+        f"topic read {prefix}/+/status",
         "",
         f"user {MONITOR_USER}",
         f"topic read {prefix}/+/telemetry",

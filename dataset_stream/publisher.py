@@ -7,9 +7,11 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
 
 - paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;
-- closed loop (``speed=None``): a device's next event is published once its ``telemetry`` (or an
-  ``error`` rejecting it) for the previous ``seq`` has arrived; each device has at most one event
-  in flight, so nothing queues up anywhere.
+- closed loop (``speed=None``): a device's first event is published once the device is online
+  (its retained ``status`` is there and not ``offline``: a batch sent to a device that never
+  connected would be dropped by the broker, as it holds no session for it yet); its next event
+  once its ``telemetry`` (or an ``error`` rejecting it) for the previous ``seq`` has arrived; each
+  device has at most one event in flight, so nothing queues up anywhere.
 
 Telemetry and error messages of the fleet are counted in both modes (``acked``/``rejected``).
 """
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from broker.url import BrokerURL
 
 log = logging.getLogger(__name__)
+
+ANSWERS_AND_STATUS = ("telemetry", "error", "status")
 
 
 class StreamPublisher:
@@ -95,6 +99,7 @@ class StreamPublisher:
         self._sent_seq = dict.fromkeys(self.device_ids, 0)
         self._done_seq = dict.fromkeys(self.device_ids, 0)
         self._answered = {d: asyncio.Event() for d in self.device_ids}
+        self._online = {d: asyncio.Event() for d in self.device_ids}
         self._client: aiomqtt.Client | None = None
 
     async def __aenter__(self) -> Self:
@@ -111,7 +116,8 @@ class StreamPublisher:
             raise PublishError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
         self._client = client
         try:
-            for kind in ("telemetry", "error"):
+            kinds = ("telemetry", "error") if self.speed is not None else ANSWERS_AND_STATUS
+            for kind in kinds:
                 await client.subscribe(topic_filter(self.prefix, kind), qos=1)
         except aiomqtt.MqttError as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
@@ -228,6 +234,17 @@ class StreamPublisher:
 
     async def _closed_loop(self, client: aiomqtt.Client, device_id: str, t0: float) -> None:
         answered = self._answered[device_id]
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                await self._online[device_id].wait()
+        except TimeoutError:
+            log.warning(
+                "%s did not come online within %.0f s; not streaming to it",
+                device_id,
+                self.ack_timeout,
+            )
+            self.stalled.append(device_id)
+            return
         for event in self._events(device_id):
             await self._send(client, device_id, event, t0)
             try:
@@ -255,6 +272,10 @@ class StreamPublisher:
                 continue
             if device_id not in self._sent_seq or not isinstance(message.payload, bytes):
                 continue
+            if kind == "status":
+                online = _state_of(message.payload) not in (None, "offline")
+                (self._online[device_id].set if online else self._online[device_id].clear)()
+                continue
             seq, code = _answer_of(message.payload)
             if seq is None or not self._done_seq[device_id] < seq <= self._sent_seq[device_id]:
                 continue
@@ -281,6 +302,15 @@ def _answer_of(payload: bytes) -> tuple[int | None, str | None]:
     if not isinstance(seq, int) or isinstance(seq, bool):
         return None, None
     return seq, code if isinstance(code, str) else None
+
+
+def _state_of(payload: bytes) -> str | None:
+    """The ``state`` of a status message, ``None`` when unreadable."""
+    try:
+        state = json.loads(payload).get("state")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return state if isinstance(state, str) else None
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -128,6 +129,8 @@ async def fake_device(
     """Answer each batch with telemetry (or an error for seq ``reject``) after a short delay."""
     async with aiomqtt.Client(**url.client_kwargs()) as client:
         await client.subscribe(f"vega/{device}/batch", qos=1)
+        status = json.dumps({"device": device, "state": "idle"})
+        await client.publish(f"vega/{device}/status", status, qos=1, retain=True)
         ready.set()
         last = 0
         async for message in client.messages:
@@ -167,7 +170,7 @@ async def test_closed_loop_waits_for_each_devices_telemetry(
                 stats = await publisher.run()
             for task in tasks:
                 task.cancel()
-        seen = await drain(observer, 2 + 10 + 10)
+        seen = await drain(observer, 2 + 2 + 10 + 10)
     assert (stats.sent, stats.acked, stats.rejected, stats.stalled) == (10, 9, 1, ())
     # as the broker saw it: each device's next batch only after its answer to the previous one
     flow: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -176,7 +179,7 @@ async def test_closed_loop_waits_for_each_devices_telemetry(
         assert isinstance(message.payload, bytes)
         if kind == "batch":
             flow[device].append(("batch", decode_batch(message.payload).seq))
-        elif kind != "eval":
+        elif kind not in ("eval", "status"):
             flow[device].append(("answer", json.loads(message.payload)["seq"]))
     for device in devices:
         expected = [(kind, seq) for seq in range(1, 6) for kind in ("batch", "answer")]
@@ -191,7 +194,26 @@ async def test_closed_loop_gives_up_on_a_silent_device(
         embedded_broker.url, scenario, devices, speed=None, events=5, ack_timeout=0.3
     ) as publisher:
         stats = await publisher.run()
-    assert stats.sent == 2 and stats.stalled == tuple(devices)
+    assert stats.sent == 0 and sorted(stats.stalled) == devices
+
+
+async def test_closed_loop_waits_for_a_device_to_come_online(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    """A batch sent before a device's first connection would be lost: the stream waits."""
+    url = embedded_broker.url
+    async with StreamPublisher(url, scenario, ["node-0004"], speed=None, events=3) as publisher:
+        run = asyncio.create_task(publisher.run())
+        await asyncio.sleep(0.3)  # the stream is up; the device is not
+        assert publisher.sent == 0
+        ready = asyncio.Event()
+        device = asyncio.create_task(fake_device(url, "node-0004", None, ready))
+        async with asyncio.timeout(10):
+            stats = await run
+        device.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await device
+    assert (stats.sent, stats.acked, stats.stalled) == (3, 3, ())
 
 
 async def test_unreachable_broker_is_a_clear_error(scenario: Scenario) -> None:
