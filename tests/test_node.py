@@ -10,7 +10,6 @@ from typing import Any
 
 import aiomqtt
 import numpy as np
-import pytest
 
 from broker import BrokerURL
 from dataset_stream import Scenario, StreamPublisher
@@ -150,9 +149,8 @@ async def test_restart_resumes_and_never_applies_a_seq_twice(
     assert later[2][1]["accuracy"] is not None
 
 
-@pytest.mark.parametrize("seq", [0])
 async def test_status_is_retained_and_offline_on_clean_stop(
-    seq: int, embedded_broker: Any, default_bundle: ModelBundle, tmp_path: Path
+    embedded_broker: Any, default_bundle: ModelBundle, tmp_path: Path
 ) -> None:
     url: BrokerURL = embedded_broker.url
     device = "node-0009"
@@ -161,5 +159,33 @@ async def test_status_is_retained_and_offline_on_clean_stop(
     async with aiomqtt.Client(**url.client_kwargs()) as peer:
         await peer.subscribe(f"vega/{device}/status", qos=1)
         ((kind, status),) = await collect(peer, 1)
+    assert kind == "status"
     assert status["state"] == "offline" and status["device"] == device
-    del seq, kind
+
+
+async def test_node_reconnects_after_the_broker_restarts(
+    mosquitto: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = mosquitto.url
+    device = "node-0005"
+    events = digits_nic.events(device)[:3]
+    payloads = [
+        encode_batch(e.x, e.y, seq=i, t=T0 + 60 * i, source="t") for i, e in enumerate(events, 1)
+    ]
+    async with Node(settings(device, tmp_path), default_bundle, url) as node:
+        await asyncio.wait_for(node.connected.wait(), 10)
+        async with aiomqtt.Client(
+            **url.client_kwargs(), identifier="peer", clean_session=False
+        ) as peer:
+            await peer.subscribe(f"vega/{device}/telemetry", qos=1)
+            await peer.publish(f"vega/{device}/batch", payloads[0], qos=1)
+            assert [m["seq"] for _, m in await collect(peer, 1)] == [1]
+        await mosquitto.restart()  # the node's connection drops; it must come back by itself
+        async with aiomqtt.Client(
+            **url.client_kwargs(), identifier="peer", clean_session=False
+        ) as peer:
+            await peer.publish(f"vega/{device}/batch", payloads[1], qos=1)
+            await peer.publish(f"vega/{device}/batch", payloads[2], qos=1)
+            got = [m["seq"] for _, m in await collect(peer, 2)]
+        assert node.connections >= 2
+    assert got == [2, 3]
