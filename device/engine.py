@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from dataset_stream.protocol import Batch, EvalSet, ProtocolError, decode_eval
 from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
+from device.evalcache import shared_eval_latents
 from device.learner import Evaluation, evaluate, train_event
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -147,7 +147,7 @@ class NodeEngine:
         a restarted node measures accuracy from its first event on, before the broker resends
         the retained eval message.
         """
-        self._eval = _eval_latents(self.frozen, eval_set)
+        self._eval = shared_eval_latents(self.frozen, eval_set)
         if payload is not None:
             tmp = self.eval_path.with_suffix(".tmp")
             tmp.write_bytes(payload)
@@ -312,33 +312,6 @@ class NodeEngine:
         """Reproducible randomness per (seed, device, seq): a restart replays the same draws."""
         key = zlib.crc32(self.settings.device_id.encode())
         return np.random.default_rng([self.settings.seed, key, seq, stream])
-
-
-_EVAL_CACHE: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-_EVAL_CACHE_SIZE = 8
-_EVAL_LOCK = threading.Lock()
-
-
-def _eval_latents(frozen: FrozenStage, eval_set: EvalSet) -> tuple[np.ndarray, np.ndarray]:
-    """Latents of an eval set, shared (read-only) by every node of the process that got it.
-
-    A fleet usually receives one eval set for all its devices: computing and holding its
-    latents once per process instead of once per node saves memory and start-up time.
-    """
-    digest = hashlib.sha256(eval_set.x.tobytes())
-    digest.update(eval_set.y.astype(np.int64).tobytes())
-    key = (id(frozen), digest.hexdigest())
-    with _EVAL_LOCK:
-        cached = _EVAL_CACHE.get(key)
-    if cached is not None:
-        return cached
-    latents = frozen.run(eval_set.x)
-    labels = eval_set.y.astype(np.int64)
-    latents.flags.writeable = labels.flags.writeable = False
-    with _EVAL_LOCK:
-        while len(_EVAL_CACHE) >= _EVAL_CACHE_SIZE:
-            _EVAL_CACHE.pop(next(iter(_EVAL_CACHE)))
-        return _EVAL_CACHE.setdefault(key, (latents, labels))
 
 
 def state_path(state_dir: Path, device_id: str) -> Path:
