@@ -14,7 +14,7 @@ import numpy as np
 from dataset_stream.protocol import EvalSet
 from device.model.frozen import FrozenStage
 
-_EVAL_CACHE: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+_EVAL_CACHE: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
 _EVAL_CACHE_SIZE = 8
 _EVAL_LOCK = threading.Lock()
 
@@ -27,7 +27,8 @@ def shared_eval_latents(frozen: FrozenStage, eval_set: EvalSet) -> tuple[np.ndar
     """
     digest = hashlib.sha256(eval_set.x.tobytes())
     digest.update(eval_set.y.astype(np.int64).tobytes())
-    key = (id(frozen), digest.hexdigest())
+    model = frozen.bundle.frozen_path.resolve()
+    key = (str(model), model.stat().st_mtime_ns, digest.hexdigest())
     with _EVAL_LOCK:
         cached = _EVAL_CACHE.get(key)
     if cached is not None:
