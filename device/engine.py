@@ -220,9 +220,10 @@ class NodeEngine:
             # active energy only: the estimator adds sleep power between events itself
             self.lifetime.observe(batch.t, cost.energy_j["total"], cost.latency_s["total"])
             latency = cost.latency_s
-        else:  # not enough energy left: the node browns out and stops learning for good
-            self.battery.charge(self.battery.remaining_j)
-            energy = dict.fromkeys(energy, 0.0)
+        else:  # not enough energy left: the node browns out and stops learning for good;
+            # what was left is spent on the failed attempt and reported as such
+            drained = self.battery.charge(self.battery.remaining_j)
+            energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
             latency = dict.fromkeys(cost.latency_s, 0.0)
             latents = None
         evaluation = self.evaluate()

@@ -138,6 +138,8 @@ def test_a_depleted_node_stops_learning_and_reports_zero_lifetime(
     assert states[0] == "learning" and states[-1] == "depleted"
     assert states == sorted(states, key=lambda s: s == "depleted")  # never learns again
     params = {k: v.copy() for k, v in eng.head.params().items()}
+    spent = sum(t["energy_j"]["total"] for t in telemetry)  # type: ignore[index]
+    assert abs(spent - load_profile(str(tiny)).battery_j) < 1e-12  # all of it, accounted for
     last = telemetry[-1]
     assert last["lifetime_h"] == 0 and last["battery"]["soc"] == 0  # type: ignore[index]
     assert last["samples"] == 0 and eng.status("idle")["state"] == "depleted"
