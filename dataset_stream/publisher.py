@@ -14,6 +14,8 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
   device has at most one event in flight, so nothing queues up anywhere.
 
 Telemetry and error messages of the fleet are counted in both modes (``acked``/``rejected``).
+In paced mode ``run()`` returns after the last publish, or, with ``wait_for_answers``, once every
+event has been answered (or ``ack_timeout`` has passed).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class StreamPublisher:
         timeout: float = 10.0,
         ack_timeout: float = 300.0,
         max_in_flight: int = 32,
+        wait_for_answers: bool = False,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -95,6 +98,7 @@ class StreamPublisher:
         self.sent = self.acked = self.rejected = self.eval_sent = 0
         self.stalled: list[str] = []
         self._max_in_flight = max_in_flight
+        self.wait_for_answers = wait_for_answers
         self._sem = asyncio.Semaphore(max_in_flight)
         self._sent_seq = dict.fromkeys(self.device_ids, 0)
         self._done_seq = dict.fromkeys(self.device_ids, 0)
@@ -158,6 +162,8 @@ class StreamPublisher:
                                 devices.create_task(self._closed_loop(client, device_id, t0))
                     else:
                         await self._paced(client, t0, self.cadence / self.speed)
+                        if self.wait_for_answers:
+                            await self._await_answers()
                 finally:
                     reader.cancel()
         except ExceptionGroup as group:
@@ -231,6 +237,20 @@ class StreamPublisher:
             async with asyncio.TaskGroup() as group:
                 for device_id, events in streams.items():
                     group.create_task(self._send(client, device_id, events[k], t0, cache))
+
+    async def _await_answers(self) -> None:
+        """Paced mode: wait (up to ``ack_timeout``) until every sent event has been answered."""
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                for device_id in self.device_ids:
+                    answered = self._answered[device_id]
+                    while self._done_seq[device_id] < self._sent_seq[device_id]:
+                        answered.clear()
+                        await answered.wait()
+        except TimeoutError:
+            late = [d for d in self.device_ids if self._done_seq[d] < self._sent_seq[d]]
+            log.warning("no answer within %.0f s from %s", self.ack_timeout, ", ".join(late))
+            self.stalled.extend(late)
 
     async def _closed_loop(self, client: aiomqtt.Client, device_id: str, t0: float) -> None:
         answered = self._answered[device_id]

@@ -237,3 +237,21 @@ def test_arguments_are_checked(scenario: Scenario) -> None:
     with pytest.raises(ValueError):
         StreamPublisher(url, scenario, ["a b"])
     assert StreamPublisher(url, scenario, ["a"], events=10**6).per_device == scenario.num_events
+
+
+async def test_paced_stream_can_wait_for_every_answer(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    ready = asyncio.Event()
+    device = asyncio.create_task(fake_device(url, "node-0006", None, ready))
+    async with asyncio.timeout(10):
+        await ready.wait()
+    async with StreamPublisher(
+        url, scenario, ["node-0006"], speed=1e6, events=4, wait_for_answers=True
+    ) as publisher:
+        stats = await publisher.run()
+    device.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await device
+    assert (stats.sent, stats.acked, stats.stalled) == (4, 4, ())

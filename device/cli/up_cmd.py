@@ -152,6 +152,7 @@ async def _run(
             speed=pace,
             events=events,
             same_order=same_order,
+            wait_for_answers=True,
         ) as stream,
     ):
         console.print(
