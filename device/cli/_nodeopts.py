@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device.cli._runtime import fail
+from device.cli._runtime import console, fail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,7 +97,7 @@ def recommended_lr(bundle: ModelBundle) -> float:
 
 
 def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
-    """The bundle at ``path``, or the cached default model (built on first use, ~30 s)."""
+    """The bundle at ``path``, or the cached default model (built on first use, about 10 s)."""
     from device.model.bundle import ModelBundle
     from device.model.default import default_bundle_path, default_cache_dir
     from device.model.errors import ModelError
@@ -105,12 +105,8 @@ def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
     try:
         if path is not None:
             return ModelBundle.load(path)
-        cache = default_cache_dir()
-        if seed:
-            cache = cache.with_name(cache.name.replace("seed0", f"seed{seed}"))
+        cache = default_cache_dir(seed)
         if not (cache / "model.toml").is_file():
-            from device.cli._runtime import console
-
             console.print(f"building the default model into {cache} (once) ...")
         return ModelBundle.load(default_bundle_path(cache, factory=lambda: _factory(seed)))
     except ModelError as exc:

@@ -44,7 +44,7 @@ from device.nn import (
 INPUT_SHAPE = (1, 32, 32)
 NUM_CLASSES = 10
 DEFAULT_LR_LAYER = "p2"
-CACHE_NAME = "default-v1-seed0"
+CACHE_NAME = "default-v1-seed{seed}"
 
 
 RECOMMENDED_LR = 0.05
@@ -144,11 +144,14 @@ def build_default(
     )
 
 
-def default_cache_dir() -> Path:
-    """``$VEGA_EMU_CACHE/default-v1-seed0`` or ``~/.cache/vega-emu/models/default-v1-seed0``."""
+def default_cache_dir(seed: int = 0) -> Path:
+    """``$VEGA_EMU_CACHE/default-v1-seed{seed}``, else under ``~/.cache/vega-emu/models``.
+
+    The seed is the scenario seed: it picks the factory split the model is trained on.
+    """
     root = os.environ.get("VEGA_EMU_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "vega-emu" / "models"
-    return base / CACHE_NAME
+    return base / CACHE_NAME.format(seed=seed)
 
 
 def default_bundle_path(
