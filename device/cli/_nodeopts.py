@@ -41,7 +41,7 @@ LrOpt = Annotated[
     typer.Option(
         "--lr",
         help="SGD learning rate (momentum 0.9, weight decay 5e-4). Default: the model's "
-        f"recommended rate ([train] lr in model.toml), else {DEFAULT_LR}.",
+        f"recommended rate (\\[train] lr in model.toml), else {DEFAULT_LR}.",
     ),
 ]
 ProfileOpt = Annotated[
