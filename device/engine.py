@@ -10,6 +10,7 @@ memory and disk never disagree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -34,12 +35,25 @@ from device.store import EventRecord, NodeState, NodeStore
 OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
 
 
+BUNDLE_FILES = ("model.toml", "frozen.onnx", "adaptive.safetensors")
+
+
 def model_id(bundle: ModelBundle) -> str:
-    """Content hash of a bundle: a state file belongs to exactly one model."""
+    """Content hash of a bundle: a state file belongs to exactly one model.
+
+    Hashed once per process for each version of the files (a fleet's nodes share the bundle).
+    """
+    root = bundle.path.resolve()
+    stamps = tuple((root / name).stat().st_mtime_ns for name in BUNDLE_FILES)
+    return _content_id(bundle.name, str(root), stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _content_id(name: str, root: str, stamps: tuple[int, ...]) -> str:  # stamps: cache key
     digest = hashlib.sha256()
-    for name in ("model.toml", "frozen.onnx", "adaptive.safetensors"):
-        digest.update((bundle.path / name).read_bytes())
-    return f"{bundle.name}-{digest.hexdigest()[:16]}"
+    for file in BUNDLE_FILES:
+        digest.update((Path(root) / file).read_bytes())
+    return f"{name}-{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +184,6 @@ class NodeEngine:
         except ProtocolError:  # we wrote it: only a damaged disk gets here; the broker resends
             return
         self.set_eval(eval_set)
-
-    @property
-    def has_eval(self) -> bool:
-        return self._eval is not None
 
     def evaluate(self) -> Evaluation | None:
         return None if self._eval is None else evaluate(self.head, *self._eval)
@@ -315,8 +325,4 @@ class NodeEngine:
         return np.random.default_rng([self.settings.seed, key, seq, stream])
 
 
-def state_path(state_dir: Path, device_id: str) -> Path:
-    return NodeStore.path_for(state_dir, device_id)
-
-
-__all__ = ["EventOutcome", "NodeEngine", "model_id", "state_path"]
+__all__ = ["EventOutcome", "NodeEngine", "model_id"]

@@ -51,9 +51,9 @@ def enable_manual_ack(client: aiomqtt.Client) -> bool:
 
 
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    """Send the PUBACK of ``message`` (no-op for QoS 0 or when manual ack is off)."""
+    """Send the PUBACK of ``message`` (paho makes it a no-op for QoS 0 or without manual ack)."""
     paho: Any = getattr(client, "_client", None)
-    if message.qos > 0 and paho is not None and getattr(paho, "_manual_ack", False):
+    if paho is not None:
         paho.ack(message.mid, message.qos)
 
 

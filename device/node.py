@@ -39,10 +39,6 @@ T = TypeVar("T")
 TelemetryHook = Callable[[dict[str, Any]], None]
 
 
-class NodeError(Exception):
-    """A node that could not start (bad state file, bad model, ...)."""
-
-
 class Node:
     """An emulated device: receives batches, learns, reports (``async with Node(...)``)."""
 
@@ -159,10 +155,11 @@ class Node:
                 elif kind == "eval":
                     await self._on_eval(bytes(payload))
             except ProtocolError as exc:
-                await self._publish_error(client, exc.code, exc.message, exc.seq)
+                await self._publish_error(client, exc.to_message(self.device_id))
             except (StoreError, ModelError, EnergyError) as exc:
                 # the event rolled back; report it and keep serving the next batches
-                await self._publish_error(client, "node_error", str(exc), None)
+                error = {"device": self.device_id, "code": "node_error", "message": str(exc)}
+                await self._publish_error(client, error)
         ack(client, message)
 
     async def _on_batch(self, client: aiomqtt.Client, payload: bytes) -> None:
@@ -203,13 +200,8 @@ class Node:
         status = self.engine.status(state)
         await client.publish(self._topic("status"), json.dumps(status), qos=1, retain=True)
 
-    async def _publish_error(
-        self, client: aiomqtt.Client, code: str, message: str, seq: int | None
-    ) -> None:
-        error: dict[str, Any] = {"device": self.device_id, "code": code, "message": message}
-        if seq is not None:
-            error["seq"] = seq
-        log.warning("%s: rejected input: %s: %s", self.device_id, code, message)
+    async def _publish_error(self, client: aiomqtt.Client, error: dict[str, Any]) -> None:
+        log.warning("%s: rejected input: %s: %s", self.device_id, error["code"], error["message"])
         await client.publish(self._topic("error"), json.dumps(error), qos=1)
 
 
@@ -227,4 +219,4 @@ async def _finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
-__all__ = ["Node", "NodeError", "TelemetryHook"]
+__all__ = ["Node", "TelemetryHook"]

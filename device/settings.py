@@ -10,8 +10,7 @@ from typing import Any
 from dataset_stream.protocol import Limits, validate_device_id, validate_prefix
 from device.learner import TrainConfig
 from device.nn import SGDConfig
-
-REPLAY_BITS = (32, 8, 7, 6, 5, 4)
+from device.replay import SUPPORTED_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +24,8 @@ class ReplaySettings:
     def __post_init__(self) -> None:
         if self.size < 0:
             raise ValueError(f"replay size must be >= 0, got {self.size}")
-        if self.bits not in REPLAY_BITS:
-            raise ValueError(f"replay bits must be one of {REPLAY_BITS}, got {self.bits}")
+        if self.bits not in SUPPORTED_BITS:
+            raise ValueError(f"replay bits must be one of {SUPPORTED_BITS}, got {self.bits}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,4 +62,4 @@ class NodeSettings:
         }
 
 
-__all__ = ["REPLAY_BITS", "NodeSettings", "ReplaySettings"]
+__all__ = ["NodeSettings", "ReplaySettings"]

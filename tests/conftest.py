@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
+from broker import EmbeddedBroker, Mosquitto, MosquittoConfig, MosquittoNotFound, find_mosquitto
 from dataset_stream import Scenario
 from device.model.bundle import ModelBundle
 
 REQUIRE_MOSQUITTO = os.environ.get("VEGA_EMU_REQUIRE_MOSQUITTO") == "1"
 
 
-def mosquitto_available() -> bool:
-    return shutil.which("mosquitto") is not None or os.access("/usr/sbin/mosquitto", os.X_OK)
-
-
 def require_mosquitto() -> None:
     """Skip without Mosquitto -- unless CI says it must be there, then fail."""
-    if mosquitto_available():
+    try:
+        find_mosquitto()
         return
+    except MosquittoNotFound:
+        pass
     if REQUIRE_MOSQUITTO:
         pytest.fail("VEGA_EMU_REQUIRE_MOSQUITTO=1 but the mosquitto binary is missing")
     pytest.skip("mosquitto is not installed (apt-get install mosquitto)")

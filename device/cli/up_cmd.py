@@ -30,7 +30,10 @@ from device.cli._runtime import console, fail, run_async, until_stopped
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from dataset_stream import Scenario
+    from device.model.bundle import ModelBundle
     from device.monitor import DeviceRecord
+    from device.settings import NodeSettings
 
 
 def up(
@@ -121,9 +124,9 @@ def up(
 
 async def _run(
     stop: asyncio.Event,
-    plan: Any,
-    bundle: Any,
-    settings: dict[str, Any],
+    plan: Scenario,
+    bundle: ModelBundle,
+    settings: dict[str, NodeSettings],
     pace: float | None,
     events: int | None,
     cadence: float,

@@ -100,11 +100,6 @@ class Layer:
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
-    def _dtype(self, default: np.dtype[Any] | None = None) -> np.dtype[Any]:
-        for value in self.params.values():
-            return value.dtype
-        return default if default is not None else np.dtype(np.float32)
-
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())
         return f"{type(self).__name__}({self.name!r}, {args})"
