@@ -88,11 +88,20 @@ def main() -> None:
         result = asyncio.run(one_run(args.one, args.events, args.lr_size, args.engine))
         print(json.dumps(result))
         return
+    if args.engine == "mosquitto":
+        from broker import MosquittoNotFound, find_mosquitto
+
+        try:
+            find_mosquitto()
+        except MosquittoNotFound as exc:
+            sys.exit(f"error: {exc}")
     rows = []
     for n in args.devices:
         cmd = [sys.executable, __file__, "--one", str(n), "--events", str(args.events)]
         cmd += ["--lr-size", str(args.lr_size), "--engine", args.engine]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"error: the run with {n} nodes failed:\n{out.stderr.strip()}")
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(row, flush=True)
         rows.append(row)

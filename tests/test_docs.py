@@ -48,3 +48,24 @@ def test_every_readme_figure_names_its_command() -> None:
 def test_docs_links_exist() -> None:
     for link in re.findall(r"\]\((docs/[^)]+)\)", README):
         assert (ROOT / link).is_file(), link
+
+
+def test_lock_file_pins_every_dependency_within_its_range() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock_text = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    regenerate = re.search(r"^#\s+(uv pip compile .*)$", lock_text, flags=re.M)
+    assert regenerate and regenerate.group(1) in README, "README must say how to regenerate"
+    pins = {}
+    for line in lock_text.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in requirements.lock"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {text}"

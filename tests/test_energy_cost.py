@@ -19,7 +19,7 @@ from device.energy import (
     load_profile,
     memory_map,
 )
-from device.model.costs import LayerInfo
+from device.layerinfo import LayerInfo
 from device.model.mobilenet import mobilenet_v1_layers
 
 VEGA = load_profile("vega")

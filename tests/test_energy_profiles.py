@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from device.energy import PHASES, PRIMITIVES, ProfileError, load_profile, parse_profile
-from device.model.costs import total_macs
+from device.layerinfo import total_macs
 from device.model.mobilenet import mobilenet_v1_layers
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from device.model.costs import total_macs
+from device.layerinfo import total_macs
 from device.model.info import lr_bytes
 from device.model.mobilenet import mobilenet_v1_layers
 from device.model.mobilenet_build import lr_cut, mobilenet_v1_network

@@ -107,7 +107,10 @@ def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
             return ModelBundle.load(path)
         cache = default_cache_dir(seed)
         if not (cache / "model.toml").is_file():
-            console.print(f"building the default model into {cache} (once) ...")
+            console.print(
+                "first run: training the default model (digits CNN, about 10 s on 2 cores) "
+                f"and caching it in {cache}; later runs start at once"
+            )
         return ModelBundle.load(default_bundle_path(cache, factory=lambda: _factory(seed)))
     except ModelError as exc:
         raise fail(str(exc), code=2) from exc

@@ -15,7 +15,7 @@ from device.cli._runtime import fail
 
 if TYPE_CHECKING:
     from device.energy import CostConfig, EventCost, PlanRow, Profile
-    from device.model.costs import LayerInfo
+    from device.layerinfo import LayerInfo
 
 ModelDir = Annotated[
     Path | None,

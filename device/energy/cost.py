@@ -19,7 +19,7 @@ from device.energy.config import CostConfig
 from device.energy.errors import CostConfigError
 from device.energy.memory import MemoryMap, lr_elements, memory_map
 from device.energy.profile import PHASES, Profile
-from device.model.costs import LayerInfo
+from device.layerinfo import LayerInfo
 
 FROZEN_PHASE = "forward_int8"
 

@@ -16,7 +16,7 @@ from device.energy.config import CostConfig
 from device.energy.cost import event_cost
 from device.energy.lifetime import average_power_w, lifetime_hours, max_events_per_hour
 from device.energy.profile import Profile
-from device.model.costs import LayerInfo
+from device.layerinfo import LayerInfo
 
 MATCH_KEYS: tuple[str, ...] = ("lr_layer", "lr_size", "lr_bits", "events_per_hour")
 

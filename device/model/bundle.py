@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from device.model.costs import KINDS, LayerInfo
+from device.layerinfo import KINDS, LayerInfo
 from device.model.errors import BundleError
 from device.nn.base import LayerSpec
 from device.nn.sequential import Sequential, build_sequential

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from device.layerinfo import LayerInfo
 from device.model.bundle import (
     ADAPTIVE,
     FORMAT,
@@ -19,7 +20,6 @@ from device.model.bundle import (
     ModelBundle,
     layer_info_table,
 )
-from device.model.costs import LayerInfo
 from device.model.errors import ExportError
 from device.model.quantize import quantize_int8
 from device.model.toml_out import dumps

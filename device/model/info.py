@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from device.layerinfo import total_macs
 from device.model.bundle import ModelBundle
-from device.model.costs import total_macs
 
 LR_BITS = (32, 8, 7, 6)
 LR_OVERHEAD_BYTES = 8  # per quantized LR: one float32 scale + one float32 zero point

@@ -11,7 +11,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from device.model.costs import LayerInfo, LayerKind
+from device.layerinfo import LayerInfo, LayerKind
 from device.model.errors import ExportError, UnsupportedModelError
 
 _KINDS: dict[str, LayerKind] = {

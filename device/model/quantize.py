@@ -2,6 +2,11 @@
 
 Format QOperator (``QLinearConv``, ``QGemm``, ``QLinearAveragePool``, ...): int8 weights
 (per output channel), uint8 activations, MinMax calibration on the data given.
+
+Pre-processing runs the graph optimizer and ONNX's own shape inference, not onnxruntime's
+symbolic shape inference: that one needs sympy (no longer installed with onnxruntime since 1.32)
+and only adds something for graphs whose shapes depend on symbolic dimensions (transformers);
+a frozen CNN stage has fixed C, H, W and a batch dimension, which ONNX's inference types fully.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray, out_path: Pat
         pre = Path(tmp) / "pre.onnx"
         onnx.save(model, str(fp32))
         try:
-            quant_pre_process(str(fp32), str(pre))
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             quantize_static(
                 str(pre),
                 str(out_path),

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from device.model.costs import LayerKind
+from device.layerinfo import LayerKind
 
 AttrValue = int | float | bool
 

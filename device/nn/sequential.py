@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from device.model.costs import LayerInfo
+from device.layerinfo import LayerInfo
 from device.nn.base import Layer, LayerSpec
 from device.nn.conv import Conv2d, DepthwiseConv2d, PointwiseConv2d
 from device.nn.dense import BatchNorm, Flatten, Linear, ReLU, ReLU6

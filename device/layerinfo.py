@@ -1,4 +1,6 @@
-"""Per-layer work of a model: the common currency of the model tools and the energy model.
+"""Per-layer work of a model: the common currency of layers, model tools and the energy model.
+
+It imports nothing from the project, so :mod:`device.nn` and :mod:`device.model` both build on it.
 
 Shapes are per sample, channels first (``(C, H, W)`` for feature maps, ``(F,)`` for vectors).
 MACs count multiply-accumulates of the forward pass for one sample.
