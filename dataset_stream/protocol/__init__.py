@@ -2,8 +2,9 @@
 
 - batches and eval sets: safetensors bytes, :func:`encode_batch` / :func:`decode_batch`,
   :func:`encode_eval` / :func:`decode_eval`, bounded by :class:`Limits`;
-- node messages: JSON, checked by :func:`validate_telemetry`, :func:`validate_status`,
-  :func:`validate_error` against the schemas shipped in ``dataset_stream/schemas``;
+- node messages: typed :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage` (JSON on the
+  wire, validated against the schemas shipped in ``dataset_stream/schemas``); the end-of-run
+  :class:`RunSummary`;
 - topics: :func:`topic`, :func:`parse_topic`, :func:`fleet_ids`, device-id validation.
 
 Every failure is a :class:`ProtocolError` with a stable ``code``.
@@ -30,6 +31,17 @@ from dataset_stream.protocol.messages import (
     validate_status,
     validate_telemetry,
 )
+from dataset_stream.protocol.node_messages import (
+    NODE_ERROR_CODES,
+    STATUS_STATES,
+    TELEMETRY_STATES,
+    BatteryState,
+    ErrorMessage,
+    ReplayStats,
+    Status,
+    Telemetry,
+)
+from dataset_stream.protocol.summary import DeviceSummary, RunSummary, StreamSummary
 from dataset_stream.protocol.topics import (
     DEFAULT_PREFIX,
     FLEET_PREFIX,
@@ -49,13 +61,24 @@ __all__ = [
     "EVAL_LIMITS",
     "FLEET_PREFIX",
     "KINDS",
+    "NODE_ERROR_CODES",
     "RESERVED_KEYS",
     "SCHEMA_NAMES",
+    "STATUS_STATES",
+    "TELEMETRY_STATES",
     "WIRE_VERSION",
     "Batch",
+    "BatteryState",
+    "DeviceSummary",
+    "ErrorMessage",
     "EvalSet",
     "Limits",
     "ProtocolError",
+    "ReplayStats",
+    "RunSummary",
+    "Status",
+    "StreamSummary",
+    "Telemetry",
     "decode_batch",
     "decode_eval",
     "encode_batch",

@@ -1,0 +1,334 @@
+"""The node's JSON messages as types: :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`.
+
+They are serialised only at the MQTT edge: a producer builds the dataclass and calls
+``to_json()``; a consumer calls ``from_json(payload)``, which validates the JSON against the
+shipped schema (``ProtocolError("bad_format")`` naming the field) and returns the dataclass.
+Fields a producer adds beyond these are kept in ``extra`` and written back unchanged, so the
+contract's "add fields freely, never rename these" holds through a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self
+
+from dataset_stream.errors import ProtocolError
+from dataset_stream.protocol.messages import validate_message
+from dataset_stream.protocol.topics import validate_device_id
+
+#: Telemetry ``state`` values.
+TELEMETRY_STATES: Final = ("learning", "idle", "depleted")
+#: Status ``state`` values; ``error``: the node is up but its loop failed (``reason`` says why).
+STATUS_STATES: Final = ("idle", "learning", "depleted", "offline", "error")
+
+#: ``code`` of an ``error`` message that is not a :class:`ProtocolError` code (the node's own).
+NODE_ERROR_CODES: Final = frozenset(
+    {
+        "duplicate",  # seq already learned: acknowledged, answered, not applied again
+        "gap",  # seqs that never arrived within the hold time were skipped (no seq: see gap_*)
+        "store_failed",  # the event could not be committed; not acknowledged, retried
+        "internal",  # an unexpected failure while handling the input; the node goes on
+        "foreign_topic",  # a message on a topic that is not this node's
+    }
+)
+
+PHASES: Final = ("frozen", "adaptive", "memory", "idle", "total")
+LATENCY_PARTS: Final = ("frozen", "adaptive", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryState:
+    """State of charge (0..1) and energy left (J)."""
+
+    soc: float
+    remaining_j: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.soc <= 1.0 or self.remaining_j < 0:
+            raise ValueError(f"battery state out of range: soc={self.soc}, J={self.remaining_j}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {"soc": self.soc, "remaining_j": self.remaining_j}
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(soc=float(obj["soc"]), remaining_j=float(obj["remaining_j"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStats:
+    """The LR memory: LRs held, capacity, bits per value, bytes stored."""
+
+    size: int
+    capacity: int
+    bits: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"size": self.size, "capacity": self.capacity, "bits": self.bits, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(
+            size=int(obj["size"]),
+            capacity=int(obj["capacity"]),
+            bits=int(obj["bits"]),
+            bytes=int(obj["bytes"]),
+        )
+
+
+def _extra(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+def _dump(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One learning event, published on ``{prefix}/{device}/telemetry`` (``schemas/telemetry.json``).
+
+    ``latency_s`` (seconds on the emulated hardware) maps ``frozen``, ``adaptive``, ``total``;
+    ``energy_j`` maps ``frozen``, ``adaptive``, ``memory``, ``idle``, ``total`` (more phases may
+    follow). ``events``: events learned so far; ``gaps``: seqs skipped so far.
+    """
+
+    SCHEMA: ClassVar[str] = "telemetry"
+    KNOWN: ClassVar[frozenset[str]] = frozenset(
+        "device seq t state samples accuracy latency_s energy_j battery lifetime_h replay host_s "
+        "events gaps accuracy_by_class".split()
+    )
+
+    device: str
+    seq: int
+    t: float
+    state: str
+    samples: int
+    accuracy: float | None
+    latency_s: Mapping[str, float]
+    energy_j: Mapping[str, float]
+    battery: BatteryState
+    lifetime_h: float | None
+    replay: ReplayStats
+    host_s: float
+    events: int = 0
+    gaps: int = 0
+    accuracy_by_class: Mapping[int, float] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device)
+        if self.state not in TELEMETRY_STATES:
+            raise ValueError(f"telemetry state {self.state!r} is not one of {TELEMETRY_STATES}")
+        if self.seq < 0 or self.samples < 0 or self.events < 0 or self.gaps < 0:
+            raise ValueError(f"telemetry counts must be >= 0 (seq={self.seq})")
+        missing = [p for p in PHASES if p not in self.energy_j]
+        missing += [p for p in LATENCY_PARTS if p not in self.latency_s]
+        if missing:
+            raise ValueError(f"telemetry misses energy/latency parts {missing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.extra,
+            "device": self.device,
+            "seq": self.seq,
+            "t": self.t,
+            "state": self.state,
+            "samples": self.samples,
+            "accuracy": self.accuracy,
+            "latency_s": dict(self.latency_s),
+            "energy_j": dict(self.energy_j),
+            "battery": self.battery.to_dict(),
+            "lifetime_h": self.lifetime_h,
+            "replay": self.replay.to_dict(),
+            "host_s": self.host_s,
+            "events": self.events,
+            "gaps": self.gaps,
+        }
+        if self.accuracy_by_class is not None:
+            out["accuracy_by_class"] = {str(k): v for k, v in self.accuracy_by_class.items()}
+        return out
+
+    def to_json(self) -> bytes:
+        return _dump(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
+        """Validate ``payload`` against the schema and build the message."""
+        obj = validate_message(cls.SCHEMA, payload)
+        by_class = obj.get("accuracy_by_class")
+        try:
+            return cls(
+                device=obj["device"],
+                seq=obj["seq"],
+                t=float(obj["t"]),
+                state=obj["state"],
+                samples=obj["samples"],
+                accuracy=obj["accuracy"],
+                latency_s={k: float(v) for k, v in obj["latency_s"].items()},
+                energy_j={k: float(v) for k, v in obj["energy_j"].items()},
+                battery=BatteryState.from_dict(obj["battery"]),
+                lifetime_h=obj["lifetime_h"],
+                replay=ReplayStats.from_dict(obj["replay"]),
+                host_s=float(obj["host_s"]),
+                events=int(obj.get("events", 0)),
+                gaps=int(obj.get("gaps", 0)),
+                accuracy_by_class=None
+                if by_class is None
+                else {int(k): float(v) for k, v in by_class.items()},
+                extra=_extra(obj, cls.KNOWN),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _bad(cls.SCHEMA, exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The retained ``{prefix}/{device}/status`` (``schemas/status.json``).
+
+    The last will is ``{"state": "offline"}`` alone, so everything but ``state`` is optional.
+    ``reason`` says why a node is in state ``error``.
+    """
+
+    SCHEMA: ClassVar[str] = "status"
+    KNOWN: ClassVar[frozenset[str]] = frozenset(
+        "device state t last_seq events gaps battery lifetime_h replay model reason".split()
+    )
+
+    state: str
+    device: str | None = None
+    t: float | None = None
+    last_seq: int | None = None
+    events: int | None = None
+    gaps: int | None = None
+    battery: BatteryState | None = None
+    lifetime_h: float | None = None
+    replay: ReplayStats | None = None
+    model: str | None = None
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in STATUS_STATES:
+            raise ValueError(f"status state {self.state!r} is not one of {STATUS_STATES}")
+        if self.device is not None:
+            validate_device_id(self.device)
+
+    @property
+    def online(self) -> bool:
+        return self.state != "offline"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.extra, "state": self.state}
+        for name in ("device", "t", "last_seq", "events", "gaps", "lifetime_h", "model", "reason"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.battery is not None:
+            out["battery"] = self.battery.to_dict()
+        if self.replay is not None:
+            out["replay"] = self.replay.to_dict()
+        return out
+
+    def to_json(self) -> bytes:
+        return _dump(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
+        obj = validate_message(cls.SCHEMA, payload)
+        try:
+            return cls(
+                state=obj["state"],
+                device=obj.get("device"),
+                t=None if obj.get("t") is None else float(obj["t"]),
+                last_seq=obj.get("last_seq"),
+                events=obj.get("events"),
+                gaps=obj.get("gaps"),
+                battery=None if "battery" not in obj else BatteryState.from_dict(obj["battery"]),
+                lifetime_h=obj.get("lifetime_h"),
+                replay=None if "replay" not in obj else ReplayStats.from_dict(obj["replay"]),
+                model=obj.get("model"),
+                reason=obj.get("reason"),
+                extra=_extra(obj, cls.KNOWN),
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise _bad(cls.SCHEMA, exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage:
+    """An input a node refused or could not handle, on ``{prefix}/{device}/error``.
+
+    ``code`` is a :class:`ProtocolError` code or one of :data:`NODE_ERROR_CODES`. ``seq`` is the
+    batch the message answers (absent only when the input had no readable seq). A ``gap`` names
+    the skipped range ``gap_first..gap_last`` and the seq learned next (``next_seq``).
+    """
+
+    SCHEMA: ClassVar[str] = "error"
+    KNOWN: ClassVar[frozenset[str]] = frozenset(
+        "device seq code message gap_first gap_last next_seq".split()
+    )
+
+    device: str
+    code: str
+    message: str
+    seq: int | None = None
+    gap_first: int | None = None
+    gap_last: int | None = None
+    next_seq: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device)
+        if self.seq is not None and self.seq < 0:
+            raise ValueError(f"error seq must be >= 0, not {self.seq}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.extra, "device": self.device, "code": self.code}
+        out["message"] = self.message[:4096]
+        for name in ("seq", "gap_first", "gap_last", "next_seq"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def to_json(self) -> bytes:
+        return _dump(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
+        obj = validate_message(cls.SCHEMA, payload)
+        try:
+            return cls(
+                device=obj["device"],
+                code=obj["code"],
+                message=obj["message"],
+                seq=obj.get("seq"),
+                gap_first=obj.get("gap_first"),
+                gap_last=obj.get("gap_last"),
+                next_seq=obj.get("next_seq"),
+                extra=_extra(obj, cls.KNOWN),
+            )
+        except (TypeError, ValueError) as exc:
+            raise _bad(cls.SCHEMA, exc) from None
+
+
+def _bad(schema: str, exc: Exception) -> ProtocolError:
+    return ProtocolError("bad_format", f"{schema} message: {exc}")
+
+
+__all__ = [
+    "LATENCY_PARTS",
+    "NODE_ERROR_CODES",
+    "PHASES",
+    "STATUS_STATES",
+    "TELEMETRY_STATES",
+    "BatteryState",
+    "ErrorMessage",
+    "ReplayStats",
+    "Status",
+    "Telemetry",
+]
