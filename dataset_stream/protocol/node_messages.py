@@ -67,7 +67,12 @@ class ReplayStats:
     bytes: int
 
     def to_dict(self) -> dict[str, int]:
-        return {"size": self.size, "capacity": self.capacity, "bits": self.bits, "bytes": self.bytes}
+        return {
+            "size": self.size,
+            "capacity": self.capacity,
+            "bits": self.bits,
+            "bytes": self.bytes,
+        }
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Self:
@@ -89,7 +94,7 @@ def _dump(obj: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Telemetry:
-    """One learning event, published on ``{prefix}/{device}/telemetry`` (``schemas/telemetry.json``).
+    """One learning event, on ``{prefix}/{device}/telemetry`` (``schemas/telemetry.json``).
 
     ``latency_s`` (seconds on the emulated hardware) maps ``frozen``, ``adaptive``, ``total``;
     ``energy_j`` maps ``frozen``, ``adaptive``, ``memory``, ``idle``, ``total`` (more phases may
@@ -98,8 +103,23 @@ class Telemetry:
 
     SCHEMA: ClassVar[str] = "telemetry"
     KNOWN: ClassVar[frozenset[str]] = frozenset(
-        "device seq t state samples accuracy latency_s energy_j battery lifetime_h replay host_s "
-        "events gaps accuracy_by_class".split()
+        [
+            "device",
+            "seq",
+            "t",
+            "state",
+            "samples",
+            "accuracy",
+            "latency_s",
+            "energy_j",
+            "battery",
+            "lifetime_h",
+            "replay",
+            "host_s",
+            "events",
+            "gaps",
+            "accuracy_by_class",
+        ]
     )
 
     device: str
@@ -195,7 +215,19 @@ class Status:
 
     SCHEMA: ClassVar[str] = "status"
     KNOWN: ClassVar[frozenset[str]] = frozenset(
-        "device state t last_seq events gaps battery lifetime_h replay model reason".split()
+        [
+            "device",
+            "state",
+            "t",
+            "last_seq",
+            "events",
+            "gaps",
+            "battery",
+            "lifetime_h",
+            "replay",
+            "model",
+            "reason",
+        ]
     )
 
     state: str
@@ -269,7 +301,7 @@ class ErrorMessage:
 
     SCHEMA: ClassVar[str] = "error"
     KNOWN: ClassVar[frozenset[str]] = frozenset(
-        "device seq code message gap_first gap_last next_seq".split()
+        ["device", "seq", "code", "message", "gap_first", "gap_last", "next_seq"]
     )
 
     device: str
