@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from dataset_stream.protocol import Batch, EvalSet, ProtocolError, decode_eval
+from dataset_stream.protocol import (
+    Batch,
+    BatteryState,
+    EvalSet,
+    ProtocolError,
+    ReplayStats,
+    Status,
+    Telemetry,
+    decode_eval,
+)
 from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
 from device.evalcache import shared_eval_latents
 from device.learner import Evaluation, evaluate, train_event
@@ -30,7 +39,7 @@ from device.model.frozen import FrozenStage
 from device.nn import SGD
 from device.replay import ReplayConfig, ReplayMemory
 from device.settings import NodeSettings
-from device.store import EventRecord, NodeState, NodeStore
+from device.store import EventRecord, NodeState, NodeStore, StoreError
 
 OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
 
@@ -60,7 +69,7 @@ def _content_id(name: str, root: str, stamps: tuple[int, ...]) -> str:  # stamps
 class EventOutcome:
     """What one batch did: the telemetry to publish and whether it changed the node."""
 
-    telemetry: dict[str, Any]
+    telemetry: Telemetry
     learned: bool
 
 
@@ -145,6 +154,10 @@ class NodeEngine:
     def last_seq(self) -> int | None:
         return self.state.last_seq
 
+    def has_event(self, seq: int) -> bool:
+        """Whether ``seq`` was handled (learned, depleted or failed), as opposed to skipped."""
+        return self.store.has_event(seq)
+
     @property
     def depleted(self) -> bool:
         return self.battery.depleted
@@ -164,8 +177,12 @@ class NodeEngine:
         self._eval = shared_eval_latents(self.frozen, eval_set)
         if payload is not None:
             tmp = self.eval_path.with_suffix(".tmp")
-            tmp.write_bytes(payload)
-            os.replace(tmp, self.eval_path)
+            try:
+                tmp.write_bytes(payload)
+                os.replace(tmp, self.eval_path)
+            except OSError as exc:  # kept in memory all the same; the broker keeps it retained
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"cannot save the eval set to {self.eval_path}: {exc}") from exc
 
     @property
     def eval_path(self) -> Path:
@@ -201,7 +218,9 @@ class NodeEngine:
         n_new = len(batch.y)
         n_replay = self.memory.size
         prev_t = self.state.sim_time
-        idle_s = 0.0 if prev_t is None else max(0.0, batch.t - prev_t - self.last_latency_s)
+        # a producer whose clock went backwards: the batch is learned as if captured now
+        t = batch.t if prev_t is None else max(batch.t, prev_t)
+        idle_s = 0.0 if prev_t is None else max(0.0, t - prev_t - self.last_latency_s)
         cost = event_cost(
             self.layers,
             self.profile,
@@ -228,7 +247,7 @@ class NodeEngine:
             )
             self.battery.charge(energy["total"])
             # active energy only: the estimator adds sleep power between events itself
-            self.lifetime.observe(batch.t, cost.energy_j["total"], cost.latency_s["total"])
+            self.lifetime.observe(t, cost.energy_j["total"], cost.latency_s["total"])
             latency = cost.latency_s
         else:  # not enough energy left: the node browns out and stops learning for good;
             # what was left is spent on the failed attempt and reported as such
@@ -243,13 +262,14 @@ class NodeEngine:
         new_state = NodeState(
             last_seq=batch.seq,
             events_applied=self.state.events_applied + int(learned),
-            sim_time=batch.t,
+            sim_time=t,
             battery=self.battery.to_dict(),
             energy={
                 "lifetime": self.lifetime.to_dict(),
                 "totals": self.totals,
                 "last_latency_s": latency["total"],
             },
+            gaps=self.state.gaps,
         )
         with self.store.event_transaction() as tx:
             if learned:
@@ -267,12 +287,42 @@ class NodeEngine:
                     accuracy=None if evaluation is None else evaluation.accuracy,
                     energy=energy,
                     host_s=host_s,
+                    outcome="learned" if learned else "depleted",
                 )
             )
         self.state = new_state
         self.last_latency_s = latency["total"]
         telemetry = self._telemetry(batch, learned, n_new, evaluation, latency, energy, host_s)
         return EventOutcome(telemetry=telemetry, learned=learned)
+
+    def skip(self, seq: int, t: float) -> None:
+        """Commit that ``seq`` was handled but not learned (the node failed on it): the event log
+        says ``failed``, ``last_seq`` moves on, nothing else changes."""
+        self._load()  # whatever the failed attempt left in memory is gone
+        new_state = replace(self.state, last_seq=seq)
+        with self.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=seq,
+                    t=t,
+                    samples=0,
+                    accuracy=None,
+                    energy={},
+                    host_s=0.0,
+                    outcome="failed",
+                )
+            )
+        self.state = new_state
+
+    def record_gap(self, first: int, last: int) -> None:
+        """Commit that seqs ``first..last`` never arrived and are skipped for good."""
+        if not (self.state.last_seq is None or first == self.state.last_seq + 1) or last < first:
+            raise ValueError(f"gap {first}..{last} does not follow seq {self.state.last_seq}")
+        new_state = replace(self.state, last_seq=last, gaps=self.state.gaps + last - first + 1)
+        with self.store.event_transaction() as tx:
+            tx.set_state(new_state)
+        self.state = new_state
 
     # -- reports -----------------------------------------------------------------------------
 
@@ -285,39 +335,49 @@ class NodeEngine:
         latency: dict[str, float],
         energy: dict[str, float],
         host_s: float,
-    ) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "device": self.settings.device_id,
-            "seq": batch.seq,
-            "t": batch.t,
-            "state": "learning" if learned else "depleted",
-            "samples": n_new if learned else 0,
-            "accuracy": None if evaluation is None else evaluation.accuracy,
-            "latency_s": latency,
-            "energy_j": energy,
-            "battery": {"soc": self.battery.soc, "remaining_j": self.battery.remaining_j},
-            "lifetime_h": self.lifetime.lifetime_h(self.battery),
-            "replay": self.memory.stats(),
-            "host_s": host_s,
-            "events": self.state.events_applied,
-        }
-        if evaluation is not None:
-            message["accuracy_by_class"] = {str(k): v for k, v in evaluation.per_class.items()}
-        return message
+    ) -> Telemetry:
+        return Telemetry(
+            device=self.settings.device_id,
+            seq=batch.seq,
+            t=batch.t,
+            state="learning" if learned else "depleted",
+            samples=n_new if learned else 0,
+            accuracy=None if evaluation is None else evaluation.accuracy,
+            latency_s=latency,
+            energy_j=energy,
+            battery=self._battery_state(),
+            lifetime_h=self._lifetime_h(),
+            replay=ReplayStats.from_dict(self.memory.stats()),
+            host_s=host_s,
+            events=self.state.events_applied,
+            gaps=self.state.gaps,
+            accuracy_by_class=None if evaluation is None else dict(evaluation.per_class),
+        )
 
-    def status(self, state: str) -> dict[str, Any]:
-        """The retained ``status`` message."""
-        return {
-            "device": self.settings.device_id,
-            "state": "depleted" if self.battery.depleted else state,
-            "t": self.state.sim_time if self.state.sim_time is not None else time.time(),
-            "last_seq": self.state.last_seq,
-            "events": self.state.events_applied,
-            "battery": {"soc": self.battery.soc, "remaining_j": self.battery.remaining_j},
-            "lifetime_h": self.lifetime.lifetime_h(self.battery),
-            "replay": self.memory.stats(),
-            "model": self.store.meta.model_id,
-        }
+    def _lifetime_h(self) -> float | None:
+        hours = self.lifetime.lifetime_h(self.battery)
+        return hours if math.isfinite(hours) else None  # JSON has no infinity
+
+    def _battery_state(self) -> BatteryState:
+        return BatteryState(soc=self.battery.soc, remaining_j=self.battery.remaining_j)
+
+    def status(self, state: str, reason: str | None = None) -> Status:
+        """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
+        if self.battery.depleted and state in ("idle", "learning"):
+            state = "depleted"
+        return Status(
+            state=state,
+            device=self.settings.device_id,
+            t=self.state.sim_time if self.state.sim_time is not None else time.time(),
+            last_seq=self.state.last_seq,
+            events=self.state.events_applied,
+            gaps=self.state.gaps,
+            battery=self._battery_state(),
+            lifetime_h=self._lifetime_h(),
+            replay=ReplayStats.from_dict(self.memory.stats()),
+            model=self.store.meta.model_id,
+            reason=reason,
+        )
 
     def _rng(self, seq: int, stream: int = 0) -> np.random.Generator:
         """Reproducible randomness per (seed, device, seq): a restart replays the same draws."""

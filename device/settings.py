@@ -29,6 +29,33 @@ class ReplaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How a node keeps batches in ``seq`` order (see docs/protocol.md, "Delivery guarantees").
+
+    hold_s: how long (wall seconds) a batch that arrived early is held, unacknowledged, waiting
+    for the missing seqs before they are skipped as a gap; max_held: early batches held at most
+    (one more forces the gap at once); max_seq_ahead: a seq further than this past the last one
+    is refused (``bad_metadata``) instead of making every later batch look stale;
+    retry_initial_s / retry_cap_s: backoff between attempts to commit an event the store
+    refused (disk full, read-only): the batch is kept and retried, never dropped.
+    """
+
+    hold_s: float = 30.0
+    max_held: int = 64
+    max_seq_ahead: int = 1_000_000
+    retry_initial_s: float = 0.5
+    retry_cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.hold_s) and self.hold_s >= 0):
+            raise ValueError(f"hold_s must be a number >= 0, got {self.hold_s}")
+        if self.max_held < 1 or self.max_seq_ahead < 1:
+            raise ValueError(f"max_held and max_seq_ahead must be >= 1, got {self.max_held}")
+        if not 0 < self.retry_initial_s <= self.retry_cap_s:
+            raise ValueError("need 0 < retry_initial_s <= retry_cap_s")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSettings:
     """Everything one node needs besides its model and its broker."""
 
@@ -42,6 +69,7 @@ class NodeSettings:
     prefix: str = "vega"
     seed: int = 0
     limits: Limits = field(default_factory=Limits)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -62,4 +90,4 @@ class NodeSettings:
         }
 
 
-__all__ = ["NodeSettings", "ReplaySettings"]
+__all__ = ["DeliverySettings", "NodeSettings", "ReplaySettings"]

@@ -32,7 +32,7 @@ def run(eng: NodeEngine, scenario: Scenario, k: int, start: int = 0) -> list[dic
     out = []
     for i, event in enumerate(scenario.events("node-0000", True)[start : start + k], start + 1):
         batch = Batch(event.x, event.y, seq=i, t=T0 + 60 * i, source="digits")
-        out.append(eng.apply(batch).telemetry)
+        out.append(eng.apply(batch).telemetry.to_dict())
     return out
 
 
@@ -142,7 +142,7 @@ def test_a_depleted_node_stops_learning_and_reports_zero_lifetime(
     assert abs(spent - load_profile(str(tiny)).battery_j) < 1e-12  # all of it, accounted for
     last = telemetry[-1]
     assert last["lifetime_h"] == 0 and last["battery"]["soc"] == 0  # type: ignore[index]
-    assert last["samples"] == 0 and eng.status("idle")["state"] == "depleted"
+    assert last["samples"] == 0 and eng.status("idle").state == "depleted"
     run(eng, digits_nic, 1, start=6)  # still answers, changes no weight
     for key, value in eng.head.params().items():
         np.testing.assert_array_equal(value, params[key])

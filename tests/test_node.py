@@ -145,7 +145,7 @@ async def test_restart_resumes_and_never_applies_a_seq_twice(
             assert node.engine.state.events_applied == 4
     assert [(k, m["seq"]) for k, m in first] == [("telemetry", 1), ("telemetry", 2)]
     assert [(k, m["seq"]) for k, m in later] == [("error", 2), ("telemetry", 3), ("telemetry", 4)]
-    assert later[0][1]["code"] == "stale_seq"
+    assert later[0][1]["code"] == "duplicate"
     assert later[2][1]["accuracy"] is not None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from device.cli._nodeopts import (
     load_model,
 )
 from device.cli._runtime import console, fail, run_async
+
+if TYPE_CHECKING:
+    from dataset_stream.protocol import Telemetry
 
 
 def node(
@@ -44,13 +47,22 @@ def node(
     class_balanced: BalancedOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
+    hold: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a batch that arrived early waits for the missing seqs before they are "
+            "skipped as a gap (reported on {prefix}/{id}/error).",
+            min=0,
+        ),
+    ] = 30.0,
 ) -> None:
     """Run one VEGA node: learn from every batch on {prefix}/{id}/batch, publish telemetry."""
     from dataclasses import replace
 
     from broker import BrokerError, parse_broker_url
+    from device.errors import DeviceError
     from device.node import Node
-    from device.store import StoreError
+    from device.settings import DeliverySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -59,15 +71,24 @@ def node(
         raise fail(str(exc), code=2) from exc
     bundle = load_model(model)
     options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
-    settings = replace(options.settings(device_id, state_dir, bundle, seed=seed), prefix=prefix)
+    try:
+        settings = replace(
+            options.settings(device_id, state_dir, bundle, seed=seed),
+            prefix=prefix,
+            delivery=DeliverySettings(hold_s=hold),
+        )
+    except ValueError as exc:
+        raise fail(str(exc), code=2) from exc
 
-    def show(t: dict[str, Any]) -> None:
-        accuracy = "-" if t["accuracy"] is None else f"{t['accuracy']:.3f}"
+    def show(t: Telemetry) -> None:
+        accuracy = "-" if t.accuracy is None else f"{t.accuracy:.3f}"
+        lifetime = "-" if t.lifetime_h is None else f"{t.lifetime_h:,.0f}"
+        gaps = f", {t.gaps} seqs skipped" if t.gaps else ""
         console.print(
-            f"seq {t['seq']}: {t['state']}, {t['samples']} samples, accuracy {accuracy}, "
-            f"{t['energy_j']['total']:.4f} J in {t['latency_s']['total']:.3f} s (emulated), "
-            f"SoC {t['battery']['soc']:.4%}, lifetime {t['lifetime_h']:,.0f} h, "
-            f"{t['replay']['size']} LRs, host {t['host_s']:.3f} s"
+            f"seq {t.seq}: {t.state}, {t.samples} samples, accuracy {accuracy}, "
+            f"{t.energy_j['total']:.4f} J in {t.latency_s['total']:.3f} s (emulated), "
+            f"SoC {t.battery.soc:.4%}, lifetime {lifetime} h, "
+            f"{t.replay.size} LRs, host {t.host_s:.3f} s{gaps}"
         )
 
     async def main(stop: asyncio.Event) -> None:
@@ -77,7 +98,7 @@ def node(
 
     try:
         run_async(main)
-    except StoreError as exc:
+    except (DeviceError, BrokerError) as exc:
         raise fail(str(exc)) from exc
 
 

@@ -8,8 +8,10 @@ EnergyError
 
 from __future__ import annotations
 
+from device.errors import DeviceError
 
-class EnergyError(Exception):
+
+class EnergyError(DeviceError):
     """Base class of every error raised by :mod:`device.energy`."""
 
 

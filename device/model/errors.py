@@ -10,8 +10,10 @@ converted where they enter, with ``raise ... from exc``::
 
 from __future__ import annotations
 
+from device.errors import DeviceError
 
-class ModelError(Exception):
+
+class ModelError(DeviceError):
     """Base class of the model tools' errors."""
 
 

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+from device.errors import DeviceError
 
-class ReplayError(Exception):
+
+class ReplayError(DeviceError):
     """Base class of every error raised by :mod:`device.replay`."""
 
 

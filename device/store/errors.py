@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from device.errors import DeviceError
 
-class StoreError(Exception):
+
+class StoreError(DeviceError):
     """Base class of every error raised by :mod:`device.store`."""
 
 

@@ -175,21 +175,33 @@ class NodeStore:
     def state(self) -> NodeState:
         """The node's counters as of the last commit (or inside a transaction, its writes)."""
         rows = self._read(
-            "SELECT last_seq, events_applied, sim_time, battery, energy FROM state WHERE id = 1"
+            "SELECT last_seq, events_applied, sim_time, battery, energy, gaps FROM state"
+            " WHERE id = 1"
         )
         if not rows:
             raise StoreCorruptError(f"{self._path} has no state row")
-        last_seq, events, sim_time, battery, energy = rows[0]
+        last_seq, events, sim_time, battery, energy, gaps = rows[0]
         return _build(
-            NodeState, last_seq, events, sim_time, json.loads(battery), json.loads(energy)
+            NodeState, last_seq, events, sim_time, json.loads(battery), json.loads(energy), gaps
         )
 
     def events(self) -> list[EventRecord]:
         """The event log, by ``seq``."""
         rows = self._read(
-            "SELECT seq, t, samples, accuracy, energy, host_s FROM events ORDER BY seq"
+            "SELECT seq, t, samples, accuracy, energy, host_s, outcome FROM events ORDER BY seq"
         )
-        return [_build(EventRecord, r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+        return [
+            _build(EventRecord, r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
+        ]
+
+    def has_event(self, seq: int) -> bool:
+        """Whether ``seq`` is in the event log (the node handled it: learned, depleted, failed)."""
+        self._check_open()
+        try:
+            row = self._db.execute("SELECT 1 FROM events WHERE seq = ?", [seq]).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self._path}: {exc}") from exc
+        return row is not None
 
     def _read(self, sql: str) -> list[Any]:
         self._check_open()

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["EventRecord", "NodeState", "StoreMeta"]
+__all__ = ["OUTCOMES", "EventRecord", "NodeState", "StoreMeta"]
+
+OUTCOMES = ("learned", "depleted", "failed")
 
 
 def _frozen_json(owner: object, name: str, value: Mapping[str, Any]) -> None:
@@ -43,7 +45,8 @@ class NodeState:
 
     last_seq: the last applied batch ``seq`` (None before the first event);
     events_applied: learning events applied; sim_time: simulated unix time of the last event;
-    battery / energy: JSON objects owned by the node (e.g. ``{"remaining_j": ..}``).
+    battery / energy: JSON objects owned by the node (e.g. ``{"remaining_j": ..}``);
+    gaps: seqs skipped because they never arrived.
     """
 
     last_seq: int | None = None
@@ -51,10 +54,12 @@ class NodeState:
     sim_time: float | None = None
     battery: Mapping[str, Any] = field(default_factory=dict)
     energy: Mapping[str, Any] = field(default_factory=dict)
+    gaps: int = 0
 
     def __post_init__(self) -> None:
         _check_int("last_seq", self.last_seq, optional=True)
         _check_int("events_applied", self.events_applied)
+        _check_int("gaps", self.gaps)
         _check_float("sim_time", self.sim_time, optional=True)
         _frozen_json(self, "battery", self.battery)
         _frozen_json(self, "energy", self.energy)
@@ -62,7 +67,11 @@ class NodeState:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One line of the append-only event log (one per applied learning event)."""
+    """One line of the append-only event log: one per batch the node handled.
+
+    outcome: ``learned``; ``depleted`` (too little energy left, nothing learned); ``failed``
+    (the node could not handle the batch and skipped it; its error message says why).
+    """
 
     seq: int
     t: float
@@ -70,8 +79,11 @@ class EventRecord:
     accuracy: float | None
     energy: Mapping[str, Any]
     host_s: float
+    outcome: str = "learned"
 
     def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
         _check_int("seq", self.seq)
         _check_float("t", self.t)
         _check_int("samples", self.samples)

@@ -3,9 +3,11 @@
 ``meta``     one row (id 1): device_id, model_id, config (JSON), created (ISO 8601 UTC)
 ``weights``  name, dtype (numpy ``dtype.str``, little-endian), shape (JSON list), data (raw BLOB):
              the adaptive stage's FP32 parameters and optimizer buffers, one snapshot
-``state``    one row (id 1): last_seq, events_applied, sim_time, battery and energy (JSON)
-``events``   append-only log, one row per applied event: seq (primary key, so a ``seq`` can never
-             be logged twice), t, samples, accuracy, energy (JSON), host_s
+``state``    one row (id 1): last_seq, events_applied, sim_time, battery and energy (JSON), gaps
+             (seqs skipped because they never arrived; migration 0002)
+``events``   append-only log, one row per batch the node handled: seq (primary key, so a ``seq``
+             can never be logged twice), t, samples, accuracy, energy (JSON), host_s, outcome
+             (``learned``, ``depleted`` or ``failed``; migration 0002)
 
 The replay tables belong to :mod:`device.replay.schema` (migration set ``vega-replay``).
 """
@@ -59,3 +61,10 @@ def _create_node(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"t", "samples", "energy", "host_s"},
     )
+
+
+@MIGRATIONS(name="0002_gaps_and_outcomes")
+def _gaps_and_outcomes(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE state ADD COLUMN gaps INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE events ADD COLUMN outcome TEXT NOT NULL DEFAULT 'learned'")
+    db.execute("UPDATE events SET outcome = 'depleted' WHERE samples = 0")

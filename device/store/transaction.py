@@ -55,13 +55,14 @@ class EventTransaction:
         """Replace the node's counters."""
         self._execute(
             "UPDATE state SET last_seq = ?, events_applied = ?, sim_time = ?, battery = ?,"
-            " energy = ? WHERE id = 1",
+            " energy = ?, gaps = ? WHERE id = 1",
             (
                 state.last_seq,
                 state.events_applied,
                 state.sim_time,
                 json.dumps(dict(state.battery)),
                 json.dumps(dict(state.energy)),
+                state.gaps,
             ),
         )
 
@@ -70,8 +71,8 @@ class EventTransaction:
         if self._db.execute("SELECT 1 FROM events WHERE seq = ?", [record.seq]).fetchone():
             raise StoreError(f"seq {record.seq} is already in the event log")
         self._execute(
-            "INSERT INTO events (seq, t, samples, accuracy, energy, host_s)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq, t, samples, accuracy, energy, host_s, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.seq,
                 record.t,
@@ -79,5 +80,6 @@ class EventTransaction:
                 record.accuracy,
                 json.dumps(dict(record.energy)),
                 record.host_s,
+                record.outcome,
             ),
         )
