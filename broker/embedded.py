@@ -2,7 +2,9 @@
 
 ``EmbeddedBroker(port=0)`` binds a free port on loopback and exposes it as ``.port``. It speaks
 MQTT 3.1.1 with QoS 0/1/2, retained messages and persistent sessions (kept in memory: they
-survive a client going away, not the broker process).
+survive a client going away, not the broker process). It runs
+:class:`~broker.amqtt_fix.ScopedRetainBroker`: amqtt's ``Broker`` with a bug fixed that sent a
+connecting client other clients' retained messages.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
+def amqtt_config(host: str, port: int, max_connections: int = -1) -> dict[str, Any]:
+    """amqtt's broker configuration: one TCP listener on ``host:port``, open authentication."""
+    return {
+        "listeners": {
+            "default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}
+        },
+        "plugins": {"broker.embedded.OpenAuthPlugin": {}},
+    }
+
+
 class EmbeddedBroker:
     """amqtt broker as an async context manager.
 
@@ -66,20 +78,10 @@ class EmbeddedBroker:
         return BrokerURL(host=self.host, port=self.port)
 
     async def __aenter__(self) -> Self:
-        from amqtt.broker import Broker  # imported here: amqtt is slow to import
+        from broker.amqtt_fix import ScopedRetainBroker  # imported here: amqtt is slow to import
 
         port = self._requested_port or free_port(self.host)  # amqtt cannot report a port-0 bind
-        config = {
-            "listeners": {
-                "default": {
-                    "type": "tcp",
-                    "bind": f"{self.host}:{port}",
-                    "max_connections": self._max_connections,
-                }
-            },
-            "plugins": {"broker.embedded.OpenAuthPlugin": {}},
-        }
-        broker = Broker(config)
+        broker = ScopedRetainBroker(amqtt_config(self.host, port, self._max_connections))
         try:
             await broker.start()
         except Exception as exc:  # amqtt raises its own BrokerError wrapping OSError
