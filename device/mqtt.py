@@ -41,7 +41,8 @@ def enable_manual_ack(client: aiomqtt.Client) -> bool:
     aiomqtt 2.x has no public switch for this; paho-mqtt, which it wraps, has. Without it a
     message is acknowledged on receipt and a crash before the commit would lose it; with it the
     broker redelivers an unacknowledged batch after a reconnect and the node's ``seq`` check
-    makes the redelivery harmless. Returns False (auto-ack) if the wrapped client is not there.
+    makes the redelivery harmless. Call it *before* connecting: a persistent session's queued
+    messages arrive right after CONNACK. Returns False if the wrapped client has no such switch.
     """
     paho: Any = getattr(client, "_client", None)
     if paho is None or not hasattr(paho, "manual_ack_set"):

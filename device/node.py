@@ -45,6 +45,7 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.engine import NodeEngine
+from device.errors import NodeError
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.mqtt import Backoff, ack, enable_manual_ack
@@ -152,14 +153,19 @@ class Node:
             retain=True,
         )
         while True:
+            client = aiomqtt.Client(
+                **self.broker.client_kwargs(),
+                identifier=self.device_id,
+                clean_session=False,
+                will=will,
+                timeout=NETWORK_TIMEOUT_S,
+            )
+            # before connecting: a resumed session's queued batches arrive right after CONNACK,
+            # and paho acknowledges on receipt until told otherwise -- a kill then loses them
+            if not enable_manual_ack(client):
+                raise NodeError("this paho-mqtt cannot acknowledge manually: no exactly-once")
             try:
-                async with aiomqtt.Client(
-                    **self.broker.client_kwargs(),
-                    identifier=self.device_id,
-                    clean_session=False,
-                    will=will,
-                    timeout=NETWORK_TIMEOUT_S,
-                ) as client:
+                async with client:
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
@@ -172,7 +178,6 @@ class Node:
                 await asyncio.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        enable_manual_ack(client)
         # held batches belong to the last connection; unacknowledged, they come again
         self._held.clear()
         self._hold_deadline = None
