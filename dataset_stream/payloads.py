@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from dataset_stream.answers import IgnoredMessages
 from dataset_stream.protocol import encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
 
@@ -12,8 +13,30 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
+class LinkStats:
+    """The stream's broker connection over a run.
+
+    ``reconnects``: connections made after the first; ``outage_s``: seconds spent without one;
+    ``late``: events whose time passed while the stream had no broker, published at once when
+    it came back (``max_late_s``: the latest of them, seconds after its time); ``republished``:
+    batches published again after a reconnect because they had no answer yet.
+    """
+
+    reconnects: int = 0
+    outage_s: float = 0.0
+    late: int = 0
+    max_late_s: float = 0.0
+    republished: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStats:
-    """What a stream run delivered."""
+    """What a stream run delivered.
+
+    ``sent``: distinct batches published; ``acked``: learned; ``rejected``: refused or skipped,
+    ``lost`` of them skipped in a gap (they never reached the node in time); ``stalled``:
+    devices that stopped answering; ``ignored``: messages received but not acted on.
+    """
 
     devices: int
     total: int
@@ -23,6 +46,9 @@ class StreamStats:
     eval_sent: int
     elapsed_s: float
     stalled: tuple[str, ...] = ()
+    lost: int = 0
+    link: LinkStats = field(default_factory=LinkStats)
+    ignored: IgnoredMessages = field(default_factory=IgnoredMessages)
 
 
 def batch_payload(scenario: Scenario, event: Event, *, t0: float, cadence: float) -> bytes:

@@ -1,4 +1,4 @@
-"""The paced publisher: a scenario's events for a fleet of devices, over MQTT.
+"""The paced publisher: a scenario's events for a fleet of devices, over MQTT, through outages.
 
 ``StreamPublisher`` connects on ``__aenter__`` and disconnects on ``__aexit__``; ``run()`` first
 publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then the
@@ -10,30 +10,47 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
 - closed loop (``speed=None``): a device's first event is published once the device is online
   (its retained ``status`` is there and not ``offline``: a batch sent to a device that never
   connected would be dropped by the broker, as it holds no session for it yet); its next event
-  once its ``telemetry`` (or an ``error`` rejecting it) for the previous ``seq`` has arrived; each
-  device has at most one event in flight, so nothing queues up anywhere.
+  once the previous one is answered; each device has at most one event in flight.
 
-Telemetry and error messages of the fleet are counted in both modes (``acked``/``rejected``).
-In paced mode ``run()`` returns after the last publish, or, with ``wait_for_answers``, once every
-event has been answered (or ``ack_timeout`` has passed).
+The fleet's answers are accounted by an :class:`~dataset_stream.answers.AnswerLedger` (learned,
+rejected, lost in a gap; foreign and invalid messages counted, never acted on). In paced mode
+``run()`` returns after the last publish, or, with ``wait_for_answers``, once every event has been
+answered (or ``ack_timeout`` has passed).
+
+Broker outages (``docs/protocol.md``, "Stream and monitor through broker outages"): the session
+is persistent (clean session off, a client id of its own per run unless one is given), so the
+broker keeps the stream's subscriptions and queues the answers sent while it is away. When the
+connection drops, ``run()`` reconnects in a loop with backoff (:class:`ReconnectPolicy`),
+subscribes again, re-publishes every batch that has no answer yet (a node ignores a seq it has
+seen), and goes on where it was: a paced stream keeps its schedule, and the events whose time
+passed meanwhile are published at once and counted as ``late``; a closed loop waits and resumes.
+An outage longer than ``max_outage_s`` ends the run with a :class:`PublishError`. On exit the
+persistent session is ended, so nothing is left queued at the broker for this client id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
-from dataset_stream.errors import ProtocolError, PublishError
-from dataset_stream.payloads import ProgressCallback, StreamStats, batch_payload, eval_payload
-from dataset_stream.protocol import parse_topic, topic, topic_filter
+from dataset_stream.answers import AnswerLedger
+from dataset_stream.errors import PublishError
+from dataset_stream.payloads import (
+    LinkStats,
+    ProgressCallback,
+    StreamStats,
+    batch_payload,
+    eval_payload,
+)
+from dataset_stream.protocol import topic
 from dataset_stream.protocol.topics import DEFAULT_PREFIX, validate_device_id
+from dataset_stream.reconnect import STABLE_AFTER_S, ReconnectPolicy, new_client_id
 from dataset_stream.scenarios import Event, Scenario
 
 if TYPE_CHECKING:
@@ -43,7 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANSWERS_AND_STATUS = ("telemetry", "error", "status")
+#: Topic filters per SUBSCRIBE packet (three per device).
+SUBSCRIBE_CHUNK: Final = 300
 
 
 class StreamPublisher:
@@ -67,6 +85,7 @@ class StreamPublisher:
         ack_timeout: float = 300.0,
         max_in_flight: int = 32,
         wait_for_answers: bool = False,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -81,6 +100,8 @@ class StreamPublisher:
             raise ValueError(f"events must be >= 1, not {events!r}")
         if timeout <= 0 or ack_timeout <= 0 or max_in_flight < 1:
             raise ValueError("timeout, ack_timeout and max_in_flight must be positive")
+        if client_id is not None and not client_id:
+            raise ValueError("client_id must not be empty (None: one of its own per run)")
         self.broker = broker
         self.scenario = scenario
         self.device_ids = list(device_ids)
@@ -89,43 +110,63 @@ class StreamPublisher:
         self.speed = speed
         self.same_order = same_order
         self.t0 = t0
-        self.client_id = client_id
+        self.client_id = client_id or new_client_id("stream")
         self.on_progress = on_progress
         self.timeout = timeout
         self.ack_timeout = ack_timeout
+        self.reconnect = reconnect or ReconnectPolicy()
+        self.wait_for_answers = wait_for_answers
         self.per_device = min(scenario.num_events, events or scenario.num_events)
         self.total = self.per_device * len(self.device_ids)
-        self.sent = self.acked = self.rejected = self.eval_sent = 0
+        self.answers = AnswerLedger(prefix, self.device_ids, on_answer=self._progress)
+        self.sent = self.eval_sent = 0
         self.stalled: list[str] = []
+        self._given_id = client_id is not None
         self._max_in_flight = max_in_flight
-        self.wait_for_answers = wait_for_answers
         self._sem = asyncio.Semaphore(max_in_flight)
-        self._sent_seq = dict.fromkeys(self.device_ids, 0)
-        self._done_seq = dict.fromkeys(self.device_ids, 0)
-        self._answered = {d: asyncio.Event() for d in self.device_ids}
-        self._online = {d: asyncio.Event() for d in self.device_ids}
+        self._streams: dict[str, list[Event]] = {}
+        self._evals_done: set[str] = set()
+        self._next_tick = 0  # paced: index of the next event to publish to every device
+        self._start = 0.0  # paced: loop time of event 1
+        self._t0 = 0.0
         self._client: aiomqtt.Client | None = None
+        self._connected_at = 0.0  # loop time the current connection was made
+        self._down_since: float | None = None
+        self._backoff = self.reconnect.backoff()
+        self._reconnects = self._late = self._republished = 0
+        self._outage_s = self._max_late_s = 0.0
+
+    @property
+    def acked(self) -> int:
+        return self.answers.acked
+
+    @property
+    def rejected(self) -> int:
+        return self.answers.rejected
+
+    @property
+    def link(self) -> LinkStats:
+        return LinkStats(
+            reconnects=self._reconnects,
+            outage_s=self._outage_s,
+            late=self._late,
+            max_late_s=self._max_late_s,
+            republished=self._republished,
+        )
+
+    # -- connection ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         import aiomqtt
 
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(), identifier=self.client_id, timeout=self.timeout
-        )
-        client.pending_calls_threshold = self._max_in_flight + 1  # we bound them ourselves
         try:
-            async with asyncio.timeout(self.timeout):
-                await client.__aenter__()
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-            raise PublishError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
-        self._client = client
-        try:
-            kinds = ("telemetry", "error") if self.speed is not None else ANSWERS_AND_STATUS
-            for kind in kinds:
-                await client.subscribe(topic_filter(self.prefix, kind), qos=1)
-        except aiomqtt.MqttError as exc:
-            await self.__aexit__(type(exc), exc, exc.__traceback__)
-            raise PublishError(f"cannot subscribe on {self.broker}: {exc}") from exc
+            if self._given_id:  # a session an earlier run left under this id holds old answers
+                await self._end_session()
+            self._client = await self._connect()
+        except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
+            raise PublishError(
+                f"cannot connect to the broker at {self.broker}: {_describe(exc)}"
+            ) from exc
         return self
 
     async def __aexit__(
@@ -138,9 +179,97 @@ class StreamPublisher:
 
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await _close(client, self.timeout)
+        with contextlib.suppress(aiomqtt.MqttError, OSError):
+            await self._end_session()
+
+    async def _connect(self) -> aiomqtt.Client:
+        """A connected client on the stream's persistent session, subscribed to its answers."""
+        import aiomqtt
+
+        client = aiomqtt.Client(
+            **self.broker.client_kwargs(),
+            identifier=self.client_id,
+            clean_session=False,
+            timeout=self.timeout,
+        )
+        client.pending_calls_threshold = self._max_in_flight + 1  # we bound them ourselves
+        async with asyncio.timeout(self.timeout):
+            await client.__aenter__()
+        try:
+            wanted = self.answers.subscriptions(with_status=self.speed is None)
+            for i in range(0, len(wanted), SUBSCRIBE_CHUNK):
+                chunk = wanted[i : i + SUBSCRIBE_CHUNK]
                 async with asyncio.timeout(self.timeout):
-                    await client.__aexit__(exc_type, exc, tb)
+                    granted = await client.subscribe(chunk)
+                refused = [
+                    where
+                    for (where, _), code in zip(chunk, granted, strict=False)
+                    if _refused(code)
+                ]
+                if refused:
+                    raise PublishError(
+                        f"the broker at {self.broker} refused the subscription to {refused[0]} "
+                        f"(and {len(refused) - 1} more): does the ACL let this user read it?"
+                    )
+        except BaseException:
+            await _close(client, self.timeout)
+            raise
+        self._connected_at = asyncio.get_running_loop().time()
+        return client
+
+    async def _end_session(self) -> None:
+        """Connect once with a clean session: the broker drops this client id's session."""
+        import aiomqtt
+
+        client = aiomqtt.Client(
+            **self.broker.client_kwargs(),
+            identifier=self.client_id,
+            clean_session=True,
+            timeout=self.timeout,
+        )
+        async with asyncio.timeout(self.timeout), client:
+            pass
+
+    async def _reconnect(self, cause: BaseException) -> aiomqtt.Client:
+        """Connect again, with backoff, until it works or the outage passes ``max_outage_s``."""
+        import aiomqtt
+
+        loop = asyncio.get_running_loop()
+        lost_at = loop.time()
+        if self._down_since is None or lost_at - self._connected_at >= STABLE_AFTER_S:
+            self._down_since = lost_at
+            self._backoff.reset()
+        else:
+            log.warning(
+                "the connection to %s ended %.1f s after it was made (is another client "
+                "using the client id %r?)",
+                self.broker,
+                lost_at - self._connected_at,
+                self.client_id,
+            )
+        log.warning("lost the broker at %s (%s); reconnecting", self.broker, _describe(cause))
+        limit = self.reconnect.max_outage_s
+        while True:
+            waited = loop.time() - self._down_since
+            if waited >= limit:
+                raise PublishError(
+                    f"no broker at {self.broker} for {waited:.0f} s (max outage {limit:g} s): "
+                    f"{_describe(cause)}"
+                ) from cause
+            await asyncio.sleep(min(self._backoff.next_delay(), limit - waited))
+            try:
+                client = await self._connect()
+            except (aiomqtt.MqttError, OSError) as exc:  # the broker is still away
+                log.debug("reconnecting to %s: %s", self.broker, _describe(exc))
+                cause = exc
+                continue
+            self._reconnects += 1
+            self._outage_s += loop.time() - lost_at
+            log.warning("reconnected to %s after %.1f s", self.broker, loop.time() - lost_at)
+            return client
+
+    # -- the run ---------------------------------------------------------------------------------
 
     async def run(self) -> StreamStats:
         """Publish the eval sets, then every device's events; return what was delivered."""
@@ -148,189 +277,240 @@ class StreamPublisher:
 
         if self._client is None:
             raise RuntimeError("use 'async with StreamPublisher(...)' before run()")
-        client = self._client
         started = time.monotonic()
-        t0 = time.time() if self.t0 is None else self.t0
-        try:
-            async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._read_answers(client))
-                try:
-                    await self._publish_evals(client)
-                    if self.speed is None:
-                        async with asyncio.TaskGroup() as devices:
-                            for device_id in self.device_ids:
-                                devices.create_task(self._closed_loop(client, device_id, t0))
-                    else:
-                        await self._paced(client, t0, self.cadence / self.speed)
-                        if self.wait_for_answers:
-                            await self._await_answers()
-                finally:
-                    reader.cancel()
-        except ExceptionGroup as group:
-            leaves = _leaves(group)
-            lost = [e for e in leaves if isinstance(e, aiomqtt.MqttError)]
-            if lost:
-                raise PublishError(f"lost the broker at {self.broker}: {lost[0]}") from lost[0]
-            if len(leaves) == 1:
-                raise leaves[0] from None
-            raise
+        self._t0 = time.time() if self.t0 is None else self.t0
+        self._start = asyncio.get_running_loop().time()
+        while True:
+            client = self._client
+            try:
+                await self._session(client)
+                break
+            except aiomqtt.MqttError as exc:
+                self._client = None
+                await _close(client, self.timeout)
+                self._client = await self._reconnect(exc)
         return StreamStats(
             devices=len(self.device_ids),
             total=self.total,
             sent=self.sent,
-            acked=self.acked,
-            rejected=self.rejected,
+            acked=self.answers.acked,
+            rejected=self.answers.rejected,
             eval_sent=self.eval_sent,
             elapsed_s=time.monotonic() - started,
-            stalled=tuple(sorted(self.stalled)),
+            stalled=tuple(sorted(set(self.stalled))),
+            lost=self.answers.lost,
+            link=self.link,
+            ignored=self.answers.ignored,
         )
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """The run on one connection; raises ``MqttError`` when the connection is lost."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._read_answers(client))
+                await self._work(client)
+                reader.cancel()
+        except BaseExceptionGroup as group:
+            essential = _essential(group)
+            raise essential from essential.__cause__  # keeps aiomqtt's reason as the cause
+
+    async def _read_answers(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.answers.handle(message.topic.value, message.payload)
+
+    async def _work(self, client: aiomqtt.Client) -> None:
+        await self._publish_evals(client)
+        await self._republish(client)
+        if self.speed is None:
+            async with asyncio.TaskGroup() as devices:
+                for device_id in self.device_ids:
+                    if device_id not in self.stalled:
+                        devices.create_task(self._closed_loop(client, device_id))
+        else:
+            await self._paced(client, self.cadence / self.speed)
+            if self.wait_for_answers:
+                await self._await_answers()
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _events(self, device_id: str) -> list[Event]:
-        return self.scenario.events(device_id, self.same_order)[: self.per_device]
+    def _event(self, device_id: str, seq: int) -> Event:
+        stream = self._streams.get(device_id)
+        if stream is None:
+            stream = self.scenario.events(device_id, self.same_order)[: self.per_device]
+            self._streams[device_id] = stream
+        return stream[seq - 1]
 
     async def _publish_evals(self, client: aiomqtt.Client) -> None:
+        todo = [d for d in self.device_ids if d not in self._evals_done]
+        if not todo:
+            return
         payload = await asyncio.to_thread(eval_payload, self.scenario)
 
         async def one(device_id: str) -> None:
             async with self._sem:
                 where = topic(self.prefix, device_id, "eval")
                 await client.publish(where, payload, qos=1, retain=True, timeout=self.timeout)
+            self._evals_done.add(device_id)
             self.eval_sent += 1
 
         async with asyncio.TaskGroup() as group:
-            for device_id in self.device_ids:
+            for device_id in todo:
                 group.create_task(one(device_id))
 
-    async def _send(
+    async def _publish_batch(
         self,
         client: aiomqtt.Client,
         device_id: str,
         event: Event,
-        t0: float,
         cache: dict[int, bytes] | None = None,
+        due: float | None = None,
     ) -> None:
-        """Encode and publish one event; the semaphore bounds payloads held in memory."""
+        """Encode and publish one batch; the semaphore bounds payloads held in memory.
+
+        ``due``: the loop time the event was scheduled for (paced mode), to account it as late.
+        """
         async with self._sem:
             key = id(event.indices)
             payload = cache.get(key) if cache is not None else None
             if payload is None:
                 payload = await asyncio.to_thread(
-                    batch_payload, self.scenario, event, t0=t0, cadence=self.cadence
+                    batch_payload, self.scenario, event, t0=self._t0, cadence=self.cadence
                 )
                 if cache is not None:
                     cache[key] = payload
-            self._sent_seq[device_id] = event.seq  # before publishing: the answer may beat PUBACK
+            rec = self.answers.devices[device_id]
+            if event.seq > rec.sent_seq:
+                self.sent += 1
+                if due is not None and self._reconnects and due < self._connected_at:
+                    self._late += 1  # its time passed while the stream had no broker
+                    late_s = asyncio.get_running_loop().time() - due
+                    self._max_late_s = max(self._max_late_s, late_s)
+            self.answers.handing_over(device_id, event.seq)  # before: the answer may beat PUBACK
             where = topic(self.prefix, device_id, "batch")
             await client.publish(where, payload, qos=1, timeout=self.timeout)
-        self.sent += 1
         self._progress()
 
-    async def _paced(self, client: aiomqtt.Client, t0: float, period: float) -> None:
+    async def _republish(self, client: aiomqtt.Client) -> None:
+        """After a reconnect: publish again every batch that has no answer (the node de-dups)."""
+        pending = {
+            d: seqs for d, seqs in self.answers.unanswered().items() if d not in self.stalled
+        }
+        if not pending:
+            return
+        count = sum(map(len, pending.values()))
+        log.warning("re-publishing %d unanswered batch(es) to %d device(s)", count, len(pending))
+
+        async def one(device_id: str, seqs: list[int]) -> None:
+            for seq in seqs:  # in order, so a node need not hold any of them
+                await self._publish_batch(client, device_id, self._event(device_id, seq))
+                self._republished += 1
+
+        async with asyncio.TaskGroup() as group:
+            for device_id, seqs in pending.items():
+                group.create_task(one(device_id, seqs))
+
+    async def _paced(self, client: aiomqtt.Client, period: float) -> None:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        streams = {d: self._events(d) for d in self.device_ids}
-        for k in range(self.per_device):
-            await asyncio.sleep(max(0.0, start + k * period - loop.time()))
+        while self._next_tick < self.per_device:
+            seq = self._next_tick + 1
+            due = self._start + self._next_tick * period
+            await asyncio.sleep(max(0.0, due - loop.time()))
             cache: dict[int, bytes] = {}  # devices sharing an event (--same-order) share its bytes
             async with asyncio.TaskGroup() as group:
-                for device_id, events in streams.items():
-                    group.create_task(self._send(client, device_id, events[k], t0, cache))
+                for device_id in self.device_ids:
+                    if self.answers.devices[device_id].sent_seq < seq:  # else: re-published
+                        event = self._event(device_id, seq)
+                        group.create_task(self._publish_batch(client, device_id, event, cache, due))
+            self._next_tick = seq
 
     async def _await_answers(self) -> None:
         """Paced mode: wait (up to ``ack_timeout``) until every sent event has been answered."""
         try:
             async with asyncio.timeout(self.ack_timeout):
                 for device_id in self.device_ids:
-                    answered = self._answered[device_id]
-                    while self._done_seq[device_id] < self._sent_seq[device_id]:
-                        answered.clear()
-                        await answered.wait()
+                    await self._answered(device_id)
         except TimeoutError:
-            late = [d for d in self.device_ids if self._done_seq[d] < self._sent_seq[d]]
+            late = sorted(self.answers.unanswered())
             log.warning("no answer within %.0f s from %s", self.ack_timeout, ", ".join(late))
             self.stalled.extend(late)
 
-    async def _closed_loop(self, client: aiomqtt.Client, device_id: str, t0: float) -> None:
-        answered = self._answered[device_id]
-        try:
-            async with asyncio.timeout(self.ack_timeout):
-                await self._online[device_id].wait()
-        except TimeoutError:
-            log.warning(
-                "%s did not come online within %.0f s; not streaming to it",
-                device_id,
-                self.ack_timeout,
-            )
-            self.stalled.append(device_id)
-            return
-        for event in self._events(device_id):
-            await self._send(client, device_id, event, t0)
+    async def _answered(self, device_id: str) -> None:
+        """Until ``device_id`` has no unanswered batch."""
+        rec = self.answers.devices[device_id]
+        while rec.outstanding:
+            rec.answered.clear()
+            await rec.answered.wait()
+
+    async def _closed_loop(self, client: aiomqtt.Client, device_id: str) -> None:
+        rec = self.answers.devices[device_id]
+        if rec.sent_seq == 0:
             try:
                 async with asyncio.timeout(self.ack_timeout):
-                    while self._done_seq[device_id] < event.seq:
-                        answered.clear()
-                        await answered.wait()
+                    await rec.online.wait()
             except TimeoutError:
                 log.warning(
-                    "%s did not answer seq %d within %.0f s; stopping its stream",
+                    "%s did not come online within %.0f s; not streaming to it",
                     device_id,
-                    event.seq,
                     self.ack_timeout,
                 )
                 self.stalled.append(device_id)
                 return
-
-    # -- answers ---------------------------------------------------------------------------------
-
-    async def _read_answers(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+        while True:
             try:
-                device_id, kind = parse_topic(self.prefix, message.topic.value)
-            except ProtocolError:
-                continue
-            if device_id not in self._sent_seq or not isinstance(message.payload, bytes):
-                continue
-            if kind == "status":
-                online = _state_of(message.payload) not in (None, "offline")
-                (self._online[device_id].set if online else self._online[device_id].clear)()
-                continue
-            seq, code = _answer_of(message.payload)
-            if seq is None or not self._done_seq[device_id] < seq <= self._sent_seq[device_id]:
-                continue
-            self._done_seq[device_id] = seq
-            if kind == "telemetry" or code == "stale_seq":  # stale: applied before, so learnt
-                self.acked += 1
-            else:
-                self.rejected += 1
-            self._answered[device_id].set()
-            self._progress()
+                async with asyncio.timeout(self.ack_timeout):
+                    await self._answered(device_id)
+            except TimeoutError:
+                log.warning(
+                    "%s did not answer seq %s within %.0f s; stopping its stream",
+                    device_id,
+                    ", ".join(map(str, sorted(rec.outstanding))),
+                    self.ack_timeout,
+                )
+                self.stalled.append(device_id)
+                return
+            if rec.sent_seq >= self.per_device:
+                return
+            await self._publish_batch(client, device_id, self._event(device_id, rec.sent_seq + 1))
 
     def _progress(self) -> None:
         if self.on_progress is not None:
-            self.on_progress(self.sent, self.acked + self.rejected)
+            self.on_progress(self.sent, self.answers.acked + self.answers.rejected)
 
 
-def _answer_of(payload: bytes) -> tuple[int | None, str | None]:
-    """``(seq, code)`` of a telemetry or error message; ``seq`` is ``None`` when missing."""
-    try:
-        obj: Any = json.loads(payload)
-        seq, code = obj.get("seq"), obj.get("code")
-    except (ValueError, AttributeError, RecursionError):
-        return None, None
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        return None, None
-    return seq, code if isinstance(code, str) else None
+async def _close(client: aiomqtt.Client, within_s: float) -> None:
+    """Disconnect ``client`` if it still is connected; never raises for a dead connection."""
+    import aiomqtt
+
+    with contextlib.suppress(aiomqtt.MqttError, OSError):
+        async with asyncio.timeout(within_s):
+            await client.__aexit__(None, None, None)
 
 
-def _state_of(payload: bytes) -> str | None:
-    """The ``state`` of a status message, ``None`` when unreadable."""
-    try:
-        state = json.loads(payload).get("state")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return state if isinstance(state, str) else None
+def _refused(code: Any) -> bool:
+    """A SUBACK failure: 0x80 (MQTT 3.1.1) or a reason code of 0x80 and above (MQTT 5)."""
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
+
+
+def _describe(exc: BaseException) -> str:
+    """``exc`` and its cause in one line (aiomqtt's "Disconnected during message iteration"
+    says more with the paho error behind it)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f": {cause}"
+    return text
+
+
+def _essential(group: BaseExceptionGroup[Any]) -> BaseException:
+    """What a task group's failure means: a lost connection first, else its only error."""
+    import aiomqtt
+
+    leaves = _leaves(group)
+    lost = [e for e in leaves if isinstance(e, aiomqtt.MqttError)]
+    if lost:
+        return lost[0]
+    return leaves[0] if len(leaves) == 1 else group
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

@@ -36,7 +36,13 @@ class DeviceSummary:
 
 @dataclass(frozen=True, slots=True)
 class StreamSummary:
-    """What the stream delivered: batches sent, learned (acked), rejected; devices stalled."""
+    """What the stream delivered: batches sent, learned (acked), rejected; devices stalled.
+
+    ``lost``: rejected because the node skipped them in a gap; ``reconnects``, ``outage_s``:
+    broker outages the stream rode out; ``late``: events published late because of one;
+    ``republished``: batches published again after a reconnect; ``invalid``, ``foreign``:
+    messages the stream received and ignored.
+    """
 
     sent: int
     acked: int
@@ -44,6 +50,12 @@ class StreamSummary:
     wall_s: float
     stalled: tuple[str, ...] = ()
     reconnects: int = 0
+    lost: int = 0
+    outage_s: float = 0.0
+    late: int = 0
+    republished: int = 0
+    invalid: int = 0
+    foreign: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,6 @@ def run_async(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error in red and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print an error in red, on one line however long, and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

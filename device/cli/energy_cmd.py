@@ -188,18 +188,16 @@ def plan(
     plot_path: Annotated[Path, typer.Option("--plot", help="PNG output.")] = Path("plan.png"),
 ) -> None:
     """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG)."""
+    from dataset_stream.protocol import ProtocolError, RunSummary
     from device.energy import EnergyError, attach_accuracy, load_profile, sweep
     from device.model.errors import ModelError
 
-    summaries: list[dict[str, Any]] = []
+    summaries: list[RunSummary] = []
     for path in summary or []:
         try:
-            loaded = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
+            summaries.append(RunSummary.from_json(path.read_text("utf-8")))
+        except (OSError, ProtocolError) as exc:
             raise fail(f"--summary {path}: {exc}", code=2) from exc
-        if not isinstance(loaded, dict):
-            raise fail(f"--summary {path}: expected a JSON object", code=2)
-        summaries.append(loaded)
     try:
         prof = load_profile(profile)
         base = _config(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 
     from broker.url import BrokerURL
     from dataset_stream import Scenario, StreamStats
+    from dataset_stream.reconnect import ReconnectPolicy
 
 
 class ScenarioName(StrEnum):
@@ -65,11 +68,20 @@ def stream(
             file_okay=False,
         ),
     ] = None,
+    max_outage: Annotated[
+        float,
+        typer.Option(help="Seconds without a broker the stream waits through before it fails."),
+    ] = 300.0,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="MQTT client id (default: one of its own per run; must be unique)."),
+    ] = None,
 ) -> None:
     """Stream a dataset as continual-learning events to a fleet of devices over MQTT."""
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
     from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
+    from dataset_stream.reconnect import ReconnectPolicy
 
     device_ids = parse_devices(devices, prefix)
     pace = parse_speed(speed)
@@ -77,6 +89,13 @@ def stream(
         raise typer.BadParameter(
             f"{cadence} is not a positive number of seconds", param_hint="--cadence"
         )
+    if not (math.isfinite(max_outage) and max_outage > 0):
+        raise typer.BadParameter(
+            f"{max_outage} is not a positive number of seconds", param_hint="--max-outage"
+        )
+    if client_id is not None and not client_id.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--client-id")
+    link = _Link(ReconnectPolicy(max_outage_s=max_outage), client_id)
     try:
         url = parse_broker_url(broker)
     except BrokerURLError as exc:
@@ -98,7 +117,8 @@ def stream(
         if dump is not None:
             stats = _run_dump(built, device_ids, dump, events, same_order, cadence)
         else:
-            stats = _run_publish(url, built, device_ids, pace, events, same_order, cadence)
+            _log_to_console()
+            stats = _run_publish(url, built, device_ids, pace, events, same_order, cadence, link)
     except (DatasetStreamError, OSError) as exc:
         raise fail(str(exc)) from exc
     if stats is None:
@@ -107,6 +127,22 @@ def stream(
     _report(stats, dump)
     if stats.stalled:
         raise fail(f"{len(stats.stalled)} device(s) stopped answering: {', '.join(stats.stalled)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """How the stream talks to its broker: reconnect policy and client id."""
+
+    policy: ReconnectPolicy
+    client_id: str | None
+
+
+def _log_to_console() -> None:
+    """Warnings (lost broker, reconnects, rejected batches) above the progress bars."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
 
 
 def parse_devices(value: str, prefix: str) -> list[str]:
@@ -200,6 +236,7 @@ def _run_publish(
     events: int | None,
     same: bool,
     cadence: float,
+    link: _Link,
 ) -> StreamStats | None:
     from dataset_stream import StreamPublisher
 
@@ -218,6 +255,8 @@ def _run_publish(
         events=events,
         same_order=same,
         on_progress=on_progress,
+        client_id=link.client_id,
+        reconnect=link.policy,
     )
     for task in (sent_task, acked_task):
         progress.update(task, total=publisher.total)
@@ -241,11 +280,28 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
             highlight=False,
         )
         return
+    lost = f" ({stats.lost} lost in gaps)" if stats.lost else ""
     console.print(
         f"sent {stats.sent}/{stats.total} events to {stats.devices} devices, "
-        f"{stats.acked} acknowledged, {stats.rejected} rejected, in {stats.elapsed_s:.1f} s",
+        f"{stats.acked} acknowledged, {stats.rejected} rejected{lost}, "
+        f"in {stats.elapsed_s:.1f} s",
         highlight=False,
     )
+    link = stats.link
+    if link.reconnects:
+        console.print(
+            f"broker outages: {link.reconnects} reconnect(s), {link.outage_s:.1f} s without a "
+            f"broker; {link.late} event(s) published late (up to {link.max_late_s:.1f} s), "
+            f"{link.republished} re-published",
+            highlight=False,
+        )
+    ignored = stats.ignored
+    if ignored.total:
+        parts = [f"{getattr(ignored, n)} {n}" for n in _IGNORED if getattr(ignored, n)]
+        console.print(f"messages ignored: {', '.join(parts)}", highlight=False)
+
+
+_IGNORED = ("invalid", "foreign", "repeated", "unattributed", "store_failed")
 
 
 def register(app: typer.Typer) -> None:

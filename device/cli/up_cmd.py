@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,7 +29,8 @@ from device.cli._runtime import console, fail, run_async, until_stopped
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dataset_stream import Scenario
+    from dataset_stream import Scenario, StreamPublisher, StreamStats
+    from dataset_stream.protocol import DeviceSummary, RunSummary, StreamSummary
     from device.model.bundle import ModelBundle
     from device.monitor import DeviceRecord
     from device.settings import NodeSettings
@@ -72,9 +72,11 @@ def up(
     quiet: Annotated[bool, typer.Option("--quiet", help="No live table.")] = False,
 ) -> None:
     """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
-    from dataset_stream import PublishError, ScenarioError, SourceError, build_scenario
+    from broker.errors import BrokerError
+    from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
     from dataset_stream.protocol import fleet_ids
     from device.cli.stream_cmd import parse_speed
+    from device.errors import DeviceError
 
     pace = parse_speed(speed)
     bundle = load_model(model, seed=seed)
@@ -101,24 +103,31 @@ def up(
                     stop, plan, bundle, settings, pace, events, cadence, same_order, quiet
                 )
             )
-        except PublishError as exc:
-            raise fail(str(exc)) from exc
+        except TimeoutError as exc:  # e.g. the fleet did not connect in time
+            raise fail(str(exc) or "timed out waiting for the broker or the fleet") from exc
+        except (DatasetStreamError, BrokerError, DeviceError, OSError) as exc:
+            raise fail(str(exc) or type(exc).__name__) from exc
     if summary is None:
         console.print("stopped")
         return
-    summary["config"] = {
-        "devices": devices,
-        "dataset": dataset,
-        "scenario": scenario,
-        "events": events,
-        "speed": speed,
-        "cadence": cadence,
-        "model": bundle.name,
-        **next(iter(settings.values())).learning_config(),
-    }
+    summary = summary.with_config(
+        {
+            "devices": devices,
+            "dataset": dataset,
+            "scenario": scenario,
+            "events": events,
+            "speed": speed,
+            "cadence": cadence,
+            "model": bundle.name,
+            **next(iter(settings.values())).learning_config(),
+        }
+    )
     _print_summary(summary)
     if summary_json is not None:
-        summary_json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        try:
+            summary_json.write_text(summary.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"cannot write the summary to {summary_json}: {exc}") from exc
         console.print(f"summary written to {summary_json}")
 
 
@@ -132,11 +141,12 @@ async def _run(
     cadence: float,
     same_order: bool,
     quiet: bool,
-) -> dict[str, Any] | None:
+) -> RunSummary | None:
     from rich.live import Live
 
     from broker import EmbeddedBroker
     from dataset_stream import StreamPublisher
+    from dataset_stream.protocol import RunSummary
     from device.fleet import Fleet
     from device.monitor import FleetMonitor
 
@@ -179,40 +189,55 @@ async def _run(
             return None
         await asyncio.sleep(0.2)  # let the last messages land
         devices = [_device_summary(monitor.record(d), factory_classes) for d in ids]
-    return {
-        "devices": devices,
-        "stream": {
-            "sent": stats.sent,
-            "acked": stats.acked,
-            "rejected": stats.rejected,
-            "stalled": list(stats.stalled),
-            "wall_s": round(time.monotonic() - started, 3),
-        },
-        "factory_classes": factory_classes,
-    }
+    return RunSummary(
+        devices=tuple(devices),
+        stream=_stream_summary(stats, round(time.monotonic() - started, 3)),
+        factory_classes=tuple(factory_classes),
+    )
 
 
-def _device_summary(rec: DeviceRecord, factory_classes: list[int]) -> dict[str, Any]:
-    last = rec.telemetry or {}
-    first = rec.first or {}
-    by_class = {int(k): v for k, v in (last.get("accuracy_by_class") or {}).items()}
+def _stream_summary(stats: StreamStats, wall_s: float) -> StreamSummary:
+    from dataset_stream.protocol import StreamSummary
+
+    return StreamSummary(
+        sent=stats.sent,
+        acked=stats.acked,
+        rejected=stats.rejected,
+        wall_s=wall_s,
+        stalled=stats.stalled,
+        reconnects=stats.link.reconnects,
+        lost=stats.lost,
+        outage_s=round(stats.link.outage_s, 3),
+        late=stats.link.late,
+        republished=stats.link.republished,
+        invalid=stats.ignored.invalid,
+        foreign=stats.ignored.foreign,
+    )
+
+
+def _device_summary(rec: DeviceRecord, factory_classes: list[int]) -> DeviceSummary:
+    from dataset_stream.protocol import DeviceSummary
+
+    last, first = rec.telemetry, rec.first
+    by_class = (last.accuracy_by_class if last is not None else None) or {}
     seen_factory = [v for k, v in by_class.items() if k in factory_classes]
     seen_new = [v for k, v in by_class.items() if k not in factory_classes]
-    return {
-        "device": rec.device,
-        "events": rec.events,
-        "accuracy": last.get("accuracy"),
-        "accuracy_first_event": first.get("accuracy"),
-        "accuracy_factory_classes": _mean(seen_factory),
-        "accuracy_new_classes": _mean(seen_new),
-        "energy_j": rec.energy_j,
-        "lifetime_h": last.get("lifetime_h"),
-        "soc": (last.get("battery") or {}).get("soc"),
-        "state": rec.state,
-        "replay": last.get("replay"),
-        "errors": len(rec.errors),
-        "host_s_mean": rec.host_s / rec.events if rec.events else None,
-    }
+    return DeviceSummary(
+        device=rec.device,
+        events=rec.events,
+        accuracy=last.accuracy if last is not None else None,
+        accuracy_first_event=first.accuracy if first is not None else None,
+        accuracy_factory_classes=_mean(seen_factory),
+        accuracy_new_classes=_mean(seen_new),
+        energy_j=rec.energy_j,
+        lifetime_h=last.lifetime_h if last is not None else None,
+        soc=last.battery.soc if last is not None else None,
+        state=rec.state,
+        errors=len(rec.errors),
+        gaps=last.gaps if last is not None else 0,
+        host_s_mean=rec.host_s / rec.events if rec.events else None,
+        replay=last.replay.to_dict() if last is not None else None,
+    )
 
 
 def _mean(values: list[float]) -> float | None:
@@ -223,7 +248,7 @@ def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
+def _table(devices: dict[str, DeviceRecord], stream: StreamPublisher) -> Table:
     from rich.table import Table
 
     table = Table(
@@ -236,21 +261,21 @@ def _table(devices: dict[str, DeviceRecord], stream: Any) -> Table:
         )
     for dev in sorted(devices):
         rec = devices[dev]
-        tel = rec.telemetry or {}
+        tel = rec.telemetry
         table.add_row(
             dev,
             rec.state,
             str(rec.events),
-            _fmt(tel.get("accuracy"), ".3f"),
+            _fmt(tel.accuracy if tel is not None else None, ".3f"),
             _fmt(rec.energy_j, ".3f"),
-            _fmt((tel.get("battery") or {}).get("soc"), ".4%"),
-            _fmt(tel.get("lifetime_h"), ",.0f"),
-            str((tel.get("replay") or {}).get("size", "-")),
+            _fmt(tel.battery.soc if tel is not None else None, ".4%"),
+            _fmt(tel.lifetime_h if tel is not None else None, ",.0f"),
+            str(tel.replay.size) if tel is not None else "-",
         )
     return table
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: RunSummary) -> None:
     from rich.table import Table
 
     console.print()
@@ -265,22 +290,28 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_column(
             name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
         )
-    for d in summary["devices"]:
+    for d in summary.devices:
         table.add_row(
-            d["device"],
-            str(d["events"]),
-            _fmt(d["accuracy"], ".3f"),
-            _fmt(d["accuracy_first_event"], ".3f"),
-            _fmt(d["accuracy_factory_classes"], ".3f"),
-            _fmt(d["accuracy_new_classes"], ".3f"),
-            _fmt(d["energy_j"], ".3f"),
-            _fmt(d["lifetime_h"], ",.0f"),
+            d.device,
+            str(d.events),
+            _fmt(d.accuracy, ".3f"),
+            _fmt(d.accuracy_first_event, ".3f"),
+            _fmt(d.accuracy_factory_classes, ".3f"),
+            _fmt(d.accuracy_new_classes, ".3f"),
+            _fmt(d.energy_j, ".3f"),
+            _fmt(d.lifetime_h, ",.0f"),
         )
     console.print(table)
-    s = summary["stream"]
+    s = summary.stream
+    lost = f" ({s.lost} lost in gaps)" if s.lost else ""
     console.print(
-        f"{s['acked']} events learned, {s['rejected']} rejected, in {s['wall_s']:.1f} s wall time"
+        f"{s.acked} events learned, {s.rejected} rejected{lost}, in {s.wall_s:.1f} s wall time"
     )
+    if s.reconnects:
+        console.print(
+            f"the stream rode out {s.reconnects} broker outage(s): {s.late} event(s) late, "
+            f"{s.republished} re-published"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,15 +1,16 @@
 """Planning sweeps: LR layer x LR count x LR bits x event rate -> memory, energy, lifetime.
 
-Pure: the caller supplies the layers of each LR layer and parsed run summaries; writing the CSV
+Pure: the caller supplies the layers of each LR layer and parsed run summaries
+(:class:`~dataset_stream.protocol.RunSummary`, ``RunSummary.from_json``); writing the CSV
 and the plot is the command line's job.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.energy.battery import Battery
 from device.energy.config import CostConfig
@@ -17,6 +18,9 @@ from device.energy.cost import event_cost
 from device.energy.lifetime import average_power_w, lifetime_hours, max_events_per_hour
 from device.energy.profile import Profile
 from device.layerinfo import LayerInfo
+
+if TYPE_CHECKING:
+    from dataset_stream.protocol import RunSummary
 
 MATCH_KEYS: tuple[str, ...] = ("lr_layer", "lr_size", "lr_bits", "events_per_hour")
 
@@ -98,34 +102,28 @@ def sweep(
     return rows
 
 
-def summary_accuracy(summary: Mapping[str, Any]) -> tuple[dict[str, float], float] | None:
+def summary_accuracy(summary: RunSummary) -> tuple[dict[str, float], float] | None:
     """``(config keys to match, mean final accuracy over devices)`` of one run summary.
 
-    Summaries look like ``{"devices": [{"device", "accuracy", ...}], "config": {"lr_size",
-    "lr_bits", ...}}``; devices without an accuracy are skipped; ``None`` if none has one.
+    The keys are the :data:`MATCH_KEYS` the summary's ``config`` names (``vega-emu up`` records
+    ``lr_size`` and ``lr_bits``); devices without an accuracy are skipped; ``None`` if none has
+    one. A matching key that is not a number is a ``ValueError``.
     """
-    config = summary.get("config")
-    devices = summary.get("devices")
-    if not isinstance(config, Mapping) or not isinstance(devices, list):
-        raise ValueError("a run summary needs a 'config' object and a 'devices' list")
-    accuracies = [
-        float(d["accuracy"])
-        for d in devices
-        if isinstance(d, Mapping) and isinstance(d.get("accuracy"), int | float)
-    ]
+    accuracies = [d.accuracy for d in summary.devices if d.accuracy is not None]
     if not accuracies:
         return None
-    keys = {
-        key: float(config[key])
-        for key in MATCH_KEYS
-        if isinstance(config.get(key), int | float) and not isinstance(config.get(key), bool)
-    }
+    keys: dict[str, float] = {}
+    for key in MATCH_KEYS:
+        if key not in summary.config:
+            continue
+        value = summary.config[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"run summary: config {key} = {value!r} is not a number")
+        keys[key] = float(value)
     return keys, math.fsum(accuracies) / len(accuracies)
 
 
-def attach_accuracy(
-    rows: Sequence[PlanRow], summaries: Iterable[Mapping[str, Any]]
-) -> list[PlanRow]:
+def attach_accuracy(rows: Sequence[PlanRow], summaries: Iterable[RunSummary]) -> list[PlanRow]:
     """Give each row the mean accuracy of the summaries whose config matches it.
 
     A summary matches a row when every sweep key it names (lr_layer, lr_size, lr_bits,

@@ -1,0 +1,244 @@
+"""What a fleet answered to the stream's batches: decoded, checked, accounted.
+
+The stream subscribes to the ``telemetry``, ``error`` and ``status`` topics of the devices it
+streams to; :meth:`AnswerLedger.handle` takes each message as it arrives. A message is acted on
+only if its topic is ``{prefix}/{device}/{kind}`` for one of those devices, it decodes into the
+typed message of its kind (:class:`Telemetry`, :class:`ErrorMessage`, :class:`Status`) and its
+``device`` field names the device of its topic; anything else is counted and logged, never
+acted on. What an answer means (``docs/protocol.md``, "Stream and monitor through broker
+outages"):
+
+- ``telemetry`` for seq N, or an ``error`` ``duplicate`` for N: N was learned (``acked``);
+- an ``error`` with a protocol code, ``stale_seq`` or ``internal`` (or any other node code) for
+  N: N was rejected;
+- an ``error`` ``gap``: the seqs ``gap_first..gap_last`` never reached the node in time and were
+  skipped: answered, counted as ``lost`` (a kind of rejection);
+- an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
+- a ``status``: whether the device is online; state ``error`` (its loop failed and is being
+  restarted) is logged once per change.
+
+Each seq is accounted once: a second answer to it (a redelivery, or the ``duplicate`` answer to a
+batch the stream re-published) only counts as ``repeated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from dataset_stream.errors import ERROR_CODES, ProtocolError
+from dataset_stream.protocol import (
+    NODE_ERROR_CODES,
+    ErrorMessage,
+    Status,
+    Telemetry,
+    parse_topic,
+    topic,
+)
+
+log = logging.getLogger(__name__)
+
+ANSWER_KINDS: Final = ("telemetry", "error")
+STATUS_KIND: Final = "status"
+LEARNED_CODES: Final = frozenset({"duplicate"})
+NOT_AN_ANSWER_CODES: Final = frozenset({"store_failed"})
+GAP_CODE: Final = "gap"
+#: Warnings per kind of ignored message before the rest are logged at debug level only.
+WARNINGS_PER_KIND: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredMessages:
+    """Messages the stream received but did not act on.
+
+    ``invalid``: not a valid message of its kind (JSON, schema); ``foreign``: not this stream's
+    (a topic or ``device`` field of another device, an answer to a seq it never sent);
+    ``repeated``: a second answer to a seq already answered; ``unattributed``: an ``error``
+    naming no seq (the node could not read one); ``store_failed``: the node could not commit a
+    batch and will retry it.
+    """
+
+    invalid: int = 0
+    foreign: int = 0
+    repeated: int = 0
+    unattributed: int = 0
+    store_failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.invalid + self.foreign + self.repeated + self.unattributed + self.store_failed
+
+
+@dataclass(slots=True)
+class DeviceLedger:
+    """One device: the highest seq handed to the broker, and the seqs still unanswered."""
+
+    device: str
+    sent_seq: int = 0
+    outstanding: set[int] = field(default_factory=set)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # set at every answer
+    online: asyncio.Event = field(default_factory=asyncio.Event)
+    status: Status | None = None
+
+
+class AnswerLedger:
+    """The answers of ``device_ids`` under ``prefix``; see the module docstring."""
+
+    def __init__(
+        self,
+        prefix: str,
+        device_ids: Sequence[str],
+        *,
+        on_answer: Callable[[], None] | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.devices = {d: DeviceLedger(d) for d in device_ids}
+        self.on_answer = on_answer
+        self.acked = self.rejected = self.lost = 0
+        self._ignored = dict.fromkeys(IgnoredMessages.__dataclass_fields__, 0)
+        self._unknown_codes: set[str] = set()
+
+    # -- what the stream sent ----------------------------------------------------------------
+
+    def subscriptions(self, *, with_status: bool) -> list[tuple[str, int]]:
+        """``(topic, qos)`` of every topic the stream reads: only its own devices'."""
+        kinds = (*ANSWER_KINDS, STATUS_KIND) if with_status else ANSWER_KINDS
+        return [(topic(self.prefix, d, kind), 1) for d in self.devices for kind in kinds]
+
+    def handing_over(self, device: str, seq: int) -> None:
+        """``seq`` is about to be published to ``device`` (its answer may beat the PUBACK)."""
+        rec = self.devices[device]
+        rec.sent_seq = max(rec.sent_seq, seq)
+        rec.outstanding.add(seq)
+
+    def unanswered(self) -> dict[str, list[int]]:
+        """Every device's published but unanswered seqs, in order."""
+        return {d: sorted(rec.outstanding) for d, rec in self.devices.items() if rec.outstanding}
+
+    @property
+    def ignored(self) -> IgnoredMessages:
+        return IgnoredMessages(**self._ignored)
+
+    # -- what the fleet answered -------------------------------------------------------------
+
+    def handle(self, where: str, payload: object) -> None:
+        """Account one received message (see the module docstring); never raises on bad input."""
+        try:
+            device, kind = parse_topic(self.prefix, where)
+        except ProtocolError as exc:
+            self._ignore("foreign", f"a message on {where!r}: {exc}")
+            return
+        rec = self.devices.get(device)
+        if rec is None or kind not in (*ANSWER_KINDS, STATUS_KIND):
+            self._ignore("foreign", f"a message on {where}, not a topic this stream reads")
+            return
+        if not isinstance(payload, bytes | bytearray):
+            self._ignore("invalid", f"{where}: payload is not bytes")
+            return
+        try:
+            if kind == "telemetry":
+                self._telemetry(rec, Telemetry.from_json(bytes(payload)))
+            elif kind == "error":
+                self._error(rec, ErrorMessage.from_json(bytes(payload)))
+            else:
+                self._status(rec, Status.from_json(bytes(payload)))
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where}: {exc}")
+
+    def _telemetry(self, rec: DeviceLedger, msg: Telemetry) -> None:
+        if self._same_device(rec, msg.device, "telemetry"):
+            self._account(rec, msg.seq, learned=True)
+
+    def _error(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
+        if not self._same_device(rec, msg.device, "error"):
+            return
+        if msg.code == GAP_CODE:
+            self._gap(rec, msg)
+        elif msg.code in NOT_AN_ANSWER_CODES:
+            self._ignore(
+                "store_failed",
+                f"{rec.device} could not store seq {msg.seq} ({msg.message}); it will retry",
+            )
+        elif msg.seq is None:
+            self._ignore("unattributed", f"{rec.device}: {msg.code} without a seq: {msg.message}")
+        else:
+            learned = msg.code in LEARNED_CODES
+            if not learned and msg.seq in rec.outstanding:
+                self._note_code(msg.code)
+                log.info("%s rejected seq %d: %s: %s", rec.device, msg.seq, msg.code, msg.message)
+            self._account(rec, msg.seq, learned=learned)
+
+    def _gap(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
+        first, last = msg.gap_first, msg.gap_last
+        if first is None or last is None or first > last:
+            self._ignore("invalid", f"{rec.device}: a gap without a range ({first}..{last})")
+            return
+        skipped = sorted(s for s in rec.outstanding if first <= s <= last)
+        if not skipped:
+            kind = "repeated" if last <= rec.sent_seq else "foreign"
+            self._ignore(kind, f"{rec.device}: gap {first}..{last} answers nothing outstanding")
+            return
+        log.warning(
+            "%s skipped seqs %d..%d (they did not arrive within its hold time): %d lost",
+            rec.device,
+            first,
+            last,
+            len(skipped),
+        )
+        for seq in skipped:
+            rec.outstanding.discard(seq)
+        self.rejected += len(skipped)
+        self.lost += len(skipped)
+        self._answered(rec)
+
+    def _status(self, rec: DeviceLedger, msg: Status) -> None:
+        if msg.device is not None and not self._same_device(rec, msg.device, "status"):
+            return
+        before = rec.status
+        rec.status = msg
+        (rec.online.set if msg.online else rec.online.clear)()
+        changed = before is None or (before.state, before.reason) != (msg.state, msg.reason)
+        if msg.state == "error" and changed:
+            log.warning("%s reports its loop failed and restarts: %s", rec.device, msg.reason)
+
+    def _account(self, rec: DeviceLedger, seq: int, *, learned: bool) -> None:
+        if seq in rec.outstanding:
+            rec.outstanding.discard(seq)
+            if learned:
+                self.acked += 1
+            else:
+                self.rejected += 1
+            self._answered(rec)
+        elif 0 < seq <= rec.sent_seq:
+            self._ignore("repeated", f"{rec.device}: another answer to seq {seq}")
+        else:
+            self._ignore("foreign", f"{rec.device}: an answer to seq {seq}, never sent by us")
+
+    def _answered(self, rec: DeviceLedger) -> None:
+        rec.answered.set()
+        if self.on_answer is not None:
+            self.on_answer()
+
+    def _same_device(self, rec: DeviceLedger, named: str, kind: str) -> bool:
+        if named == rec.device:
+            return True
+        self._ignore("foreign", f"{kind} of device {named!r} on the topic of {rec.device}")
+        return False
+
+    def _note_code(self, code: str) -> None:
+        if code not in ERROR_CODES | NODE_ERROR_CODES and code not in self._unknown_codes:
+            self._unknown_codes.add(code)
+            log.warning("error code %r is not in the contract; counted as a rejection", code)
+
+    def _ignore(self, kind: str, text: str) -> None:
+        self._ignored[kind] += 1
+        quiet = kind == "repeated" or self._ignored[kind] > WARNINGS_PER_KIND
+        log.log(logging.DEBUG if quiet else logging.WARNING, "stream: ignoring %s", text)
+        if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind != "repeated":
+            log.warning("stream: further %s messages are counted, not logged", kind)
+
+
+__all__ = ["AnswerLedger", "DeviceLedger", "IgnoredMessages"]
