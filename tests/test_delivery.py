@@ -49,9 +49,9 @@ class Peer:
         payload = encode_batch(event.x, event.y, seq=seq, t=when, source="test")
         await self.client.publish(f"vega/{DEVICE}/batch", payload, qos=1)
 
-    async def answers(self, n: int, timeout: float = 30.0) -> list[Answer]:
+    async def answers(self, n: int, within_s: float = 30.0) -> list[Answer]:
         out: list[Answer] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             async for message in self.client.messages:
                 assert isinstance(message.payload, bytes)
                 kind = str(message.topic).rsplit("/", 1)[-1]
@@ -93,9 +93,7 @@ def state_row(state_dir: Path) -> tuple[int, int, int]:
 
 
 def kinds(answers: Sequence[Answer]) -> list[tuple[str, int | None]]:
-    return [
-        ("telemetry", a.seq) if isinstance(a, Telemetry) else (a.code, a.seq) for a in answers
-    ]
+    return [("telemetry", a.seq) if isinstance(a, Telemetry) else (a.code, a.seq) for a in answers]
 
 
 async def test_early_batches_wait_for_the_missing_one(
