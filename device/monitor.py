@@ -114,7 +114,7 @@ class FleetMonitor:
         self.reconnects = 0
         self.connected = asyncio.Event()
         self.activity = asyncio.Event()  # set after each message handled
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or Backoff(initial_s=0.2, cap_s=5.0)
         self._warned: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
