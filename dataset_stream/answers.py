@@ -1,7 +1,8 @@
 """What a fleet answered to the stream's batches: decoded, checked, accounted.
 
 The stream subscribes to the ``telemetry``, ``error`` and ``status`` topics of the devices it
-streams to; :meth:`AnswerLedger.handle` takes each message as it arrives. A message is acted on
+streams to (:meth:`AnswerLedger.subscriptions`); :meth:`AnswerLedger.handle` takes each message
+as it arrives. A message is acted on
 only if its topic is ``{prefix}/{device}/{kind}`` for one of those devices, it decodes into the
 typed message of its kind (:class:`Telemetry`, :class:`ErrorMessage`, :class:`Status`) and its
 ``device`` field names the device of its topic; anything else is counted and logged, never
@@ -37,6 +38,7 @@ from dataset_stream.protocol import (
     Telemetry,
     parse_topic,
     topic,
+    topic_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ NOT_AN_ANSWER_CODES: Final = frozenset({"store_failed"})
 GAP_CODE: Final = "gap"
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
+#: Up to this many devices the stream subscribes to each one's topics, past it to wildcards.
+PER_DEVICE_UP_TO: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +108,13 @@ class AnswerLedger:
     # -- what the stream sent ----------------------------------------------------------------
 
     def subscriptions(self, *, with_status: bool) -> list[tuple[str, int]]:
-        """``(topic, qos)`` of every topic the stream reads: only its own devices'."""
+        """``(topic filter, qos)`` of what the stream reads: its own devices' topics, or, for
+        more than :data:`PER_DEVICE_UP_TO` devices, one ``{prefix}/+/{kind}`` filter per kind
+        (a broker such as amqtt matches every message against every filter, one by one); a
+        message of another device is then counted as ``foreign``."""
         kinds = (*ANSWER_KINDS, STATUS_KIND) if with_status else ANSWER_KINDS
+        if len(self.devices) > PER_DEVICE_UP_TO:
+            return [(topic_filter(self.prefix, kind), 1) for kind in kinds]
         return [(topic(self.prefix, d, kind), 1) for d in self.devices for kind in kinds]
 
     def handing_over(self, device: str, seq: int) -> None:
@@ -241,4 +250,4 @@ class AnswerLedger:
             log.warning("stream: further %s messages are counted, not logged", kind)
 
 
-__all__ = ["AnswerLedger", "DeviceLedger", "IgnoredMessages"]
+__all__ = ["PER_DEVICE_UP_TO", "AnswerLedger", "DeviceLedger", "IgnoredMessages"]

@@ -17,8 +17,8 @@ import pytest
 from broker import EmbeddedBroker
 from broker.url import BrokerURL
 from dataset_stream import StreamPublisher, build_scenario
-from dataset_stream.answers import AnswerLedger, IgnoredMessages
-from dataset_stream.protocol import ErrorMessage, Status, decode_batch
+from dataset_stream.answers import PER_DEVICE_UP_TO, AnswerLedger, IgnoredMessages
+from dataset_stream.protocol import ErrorMessage, Status, decode_batch, fleet_ids
 from dataset_stream.reconnect import Backoff, ReconnectPolicy, new_client_id
 from dataset_stream.scenarios import Scenario
 from tests.test_publisher import T0, telemetry
@@ -129,6 +129,22 @@ def test_status_error_is_logged_once_per_change(caplog: pytest.LogCaptureFixture
     assert len(logged) == 2 and "disk I/O error" in logged[0].getMessage()
     assert not ledger.devices[DEVICE].online.is_set()
     assert ledger.ignored.total == 0
+
+
+def test_subscriptions_name_the_streams_devices_or_wildcards_for_many() -> None:
+    few = AnswerLedger("vega", ["a", "b"]).subscriptions(with_status=False)
+    assert few == [
+        ("vega/a/telemetry", 1),
+        ("vega/a/error", 1),
+        ("vega/b/telemetry", 1),
+        ("vega/b/error", 1),
+    ]
+    many = AnswerLedger("vega", fleet_ids(PER_DEVICE_UP_TO + 1))
+    assert many.subscriptions(with_status=True) == [
+        ("vega/+/telemetry", 1),
+        ("vega/+/error", 1),
+        ("vega/+/status", 1),
+    ]
 
 
 def test_reconnect_policy_and_backoff() -> None:
