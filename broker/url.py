@@ -63,10 +63,12 @@ class BrokerURL:
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
-        context = ssl.create_default_context(
-            cafile=str(self.ca_file) if self.ca_file is not None else None
-        )
-        return context
+        try:
+            return ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+        except (OSError, ssl.SSLError) as exc:  # ssl's FileNotFoundError does not name the file
+            raise BrokerURLError(f"cannot use the CA file {self.ca_file}: {exc}") from exc
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`aiomqtt.Client` (hostname, port, credentials, TLS)."""
