@@ -38,7 +38,20 @@ up_cmd.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the command line; an error of the project's own trees is one line and exit status 1.
+
+    Commands turn the errors they expect into messages themselves; this is the net under them,
+    so that no project error ever reaches the user as a traceback.
+    """
+    from broker.errors import BrokerError
+    from dataset_stream.errors import DatasetStreamError
+    from device.cli._runtime import fail
+    from device.errors import DeviceError
+
+    try:
+        app()
+    except (DeviceError, DatasetStreamError, BrokerError) as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from exc
 
 
 __all__ = ["app", "main"]

@@ -67,6 +67,7 @@ def node(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         url = parse_broker_url(broker)
+        url.ssl_context()  # a CA file that cannot be used fails here, not in every reconnect
     except BrokerError as exc:
         raise fail(str(exc), code=2) from exc
     bundle = load_model(model)
