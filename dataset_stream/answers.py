@@ -16,7 +16,8 @@ outages"):
   skipped: answered, counted as ``lost`` (a kind of rejection);
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
 - a ``status``: whether the device is online; state ``error`` (its loop failed and is being
-  restarted) is logged once per change.
+  restarted) is logged once per change. A live (not retained) online status of a device with
+  unanswered batches calls ``on_back``: the stream re-publishes them.
 
 Each seq is accounted once: a second answer to it (a redelivery, or the ``duplicate`` answer to a
 batch the stream re-published) only counts as ``repeated``.
@@ -97,10 +98,12 @@ class AnswerLedger:
         device_ids: Sequence[str],
         *,
         on_answer: Callable[[], None] | None = None,
+        on_back: Callable[[str], None] | None = None,
     ) -> None:
         self.prefix = prefix
         self.devices = {d: DeviceLedger(d) for d in device_ids}
         self.on_answer = on_answer
+        self.on_back = on_back
         self.acked = self.rejected = self.lost = 0
         self._ignored = dict.fromkeys(IgnoredMessages.__dataclass_fields__, 0)
         self._unknown_codes: set[str] = set()
@@ -133,8 +136,11 @@ class AnswerLedger:
 
     # -- what the fleet answered -------------------------------------------------------------
 
-    def handle(self, where: str, payload: object) -> None:
-        """Account one received message (see the module docstring); never raises on bad input."""
+    def handle(self, where: str, payload: object, *, retained: bool = False) -> None:
+        """Account one received message (see the module docstring); never raises on bad input.
+
+        ``retained``: the broker sent a stored message (on subscribing), not a live one.
+        """
         try:
             device, kind = parse_topic(self.prefix, where)
         except ProtocolError as exc:
@@ -153,7 +159,7 @@ class AnswerLedger:
             elif kind == "error":
                 self._error(rec, ErrorMessage.from_json(bytes(payload)))
             else:
-                self._status(rec, Status.from_json(bytes(payload)))
+                self._status(rec, Status.from_json(bytes(payload)), retained=retained)
         except ProtocolError as exc:
             self._ignore("invalid", f"{where}: {exc}")
 
@@ -203,9 +209,13 @@ class AnswerLedger:
         self.lost += len(skipped)
         self._answered(rec)
 
-    def _status(self, rec: DeviceLedger, msg: Status) -> None:
+    def _status(self, rec: DeviceLedger, msg: Status, *, retained: bool) -> None:
         if msg.device is not None and not self._same_device(rec, msg.device, "status"):
             return
+        if msg.online and not retained and rec.outstanding and self.on_back is not None:
+            # a node publishes its status when it (re)connects: a batch sent while it had no
+            # subscription (a broker restarted without persistence) never reached it
+            self.on_back(rec.device)
         before = rec.status
         rec.status = msg
         (rec.online.set if msg.online else rec.online.clear)()

@@ -22,8 +22,10 @@ is persistent (clean session off, a client id of its own per run unless one is g
 broker keeps the stream's subscriptions and queues the answers sent while it is away. When the
 connection drops, ``run()`` reconnects in a loop with backoff (:class:`ReconnectPolicy`),
 subscribes again, re-publishes every batch that has no answer yet (a node ignores a seq it has
-seen), and goes on where it was: a paced stream keeps its schedule, and the events whose time
-passed meanwhile are published at once and counted as ``late``; a closed loop waits and resumes.
+seen; a device that announces itself online again gets its unanswered batches once more, in
+case it lost its subscription), and goes on where it was: a paced stream keeps its schedule,
+and the events whose time passed meanwhile are published at once and counted as ``late``; a
+closed loop waits and resumes.
 An outage longer than ``max_outage_s`` ends the run with a :class:`PublishError`. On exit the
 persistent session is ended, so nothing is left queued at the broker for this client id.
 """
@@ -118,7 +120,10 @@ class StreamPublisher:
         self.wait_for_answers = wait_for_answers
         self.per_device = min(scenario.num_events, events or scenario.num_events)
         self.total = self.per_device * len(self.device_ids)
-        self.answers = AnswerLedger(prefix, self.device_ids, on_answer=self._progress)
+        self.answers = AnswerLedger(
+            prefix, self.device_ids, on_answer=self._progress, on_back=self._came_back
+        )
+        self._back: asyncio.Queue[str] = asyncio.Queue()  # devices to re-publish to
         self.sent = self.eval_sent = 0
         self.stalled: list[str] = []
         self._given_id = client_id is not None
@@ -197,7 +202,7 @@ class StreamPublisher:
         async with asyncio.timeout(self.timeout):
             await client.__aenter__()
         try:
-            wanted = self.answers.subscriptions(with_status=self.speed is None)
+            wanted = self.answers.subscriptions(with_status=True)
             for i in range(0, len(wanted), SUBSCRIBE_CHUNK):
                 chunk = wanted[i : i + SUBSCRIBE_CHUNK]
                 async with asyncio.timeout(self.timeout):
@@ -305,18 +310,22 @@ class StreamPublisher:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """The run on one connection; raises ``MqttError`` when the connection is lost."""
+        while not self._back.empty():  # _republish covers them
+            self._back.get_nowait()
         try:
             async with asyncio.TaskGroup() as group:
                 reader = group.create_task(self._read_answers(client))
+                resender = group.create_task(self._resend_to_returning(client))
                 await self._work(client)
                 reader.cancel()
+                resender.cancel()
         except BaseExceptionGroup as group:
             essential = _essential(group)
             raise essential from essential.__cause__  # keeps aiomqtt's reason as the cause
 
     async def _read_answers(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            self.answers.handle(message.topic.value, message.payload)
+            self.answers.handle(message.topic.value, message.payload, retained=message.retain)
 
     async def _work(self, client: aiomqtt.Client) -> None:
         await self._publish_evals(client)
@@ -408,6 +417,22 @@ class StreamPublisher:
         async with asyncio.TaskGroup() as group:
             for device_id, seqs in pending.items():
                 group.create_task(one(device_id, seqs))
+
+    def _came_back(self, device_id: str) -> None:
+        self._back.put_nowait(device_id)
+
+    async def _resend_to_returning(self, client: aiomqtt.Client) -> None:
+        """A device announced itself online with batches unanswered: it may have missed them
+        (a broker without persistence forgets its subscription), so publish them again."""
+        while True:
+            device_id = await self._back.get()
+            seqs = sorted(self.answers.devices[device_id].outstanding)
+            if device_id in self.stalled or not seqs:
+                continue
+            log.warning("%s is back: re-publishing %d unanswered batch(es)", device_id, len(seqs))
+            for seq in seqs:
+                await self._publish_batch(client, device_id, self._event(device_id, seq))
+                self._republished += 1
 
     async def _paced(self, client: aiomqtt.Client, period: float) -> None:
         loop = asyncio.get_running_loop()

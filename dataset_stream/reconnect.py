@@ -60,12 +60,13 @@ class Backoff:
 
 
 def new_client_id(role: str) -> str:
-    """A client id of its own for each run, e.g. ``vega-stream-3f9c0a1b2c4d``.
+    """A client id of its own for each run, e.g. ``vega-stream-3f9c0a1b2c`` (at most 23
+    characters for ``stream`` and ``monitor``: what every MQTT 3.1.1 broker must accept).
 
     A persistent session is keyed by the client id, and a broker drops the older of two
     connections that share one: two streams (or a stream and a monitor) must never collide.
     """
-    return f"vega-{role}-{secrets.token_hex(6)}"
+    return f"vega-{role}-{secrets.token_hex(5)}"
 
 
 __all__ = ["STABLE_AFTER_S", "Backoff", "ReconnectPolicy", "new_client_id"]

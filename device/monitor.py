@@ -107,7 +107,7 @@ class FleetMonitor:
         self.broker = broker
         self.prefix = validate_prefix(prefix)
         self.timeout = timeout
-        self.client_id = client_id or f"vega-monitor-{secrets.token_hex(6)}"
+        self.client_id = client_id or f"vega-monitor-{secrets.token_hex(5)}"  # 23 characters
         self.devices: dict[str, DeviceRecord] = {}
         self.invalid = self.foreign = self.repeated = 0
         self.handled = 0  # messages handled, whatever they were

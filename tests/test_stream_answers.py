@@ -131,6 +131,19 @@ def test_status_error_is_logged_once_per_change(caplog: pytest.LogCaptureFixture
     assert ledger.ignored.total == 0
 
 
+def test_a_device_back_online_with_batches_unanswered_is_reported() -> None:
+    back: list[str] = []
+    ledger = AnswerLedger("vega", [DEVICE, "node-0001"], on_back=back.append)
+    idle = Status("idle", device=DEVICE).to_json()
+    ledger.handle(f"vega/{DEVICE}/status", idle)  # nothing unanswered: nothing to re-send
+    ledger.handing_over(DEVICE, 1)
+    ledger.handle(f"vega/{DEVICE}/status", idle, retained=True)  # stored, not a (re)connect
+    ledger.handle(f"vega/{DEVICE}/status", b'{"state": "offline"}')
+    assert back == []
+    ledger.handle(f"vega/{DEVICE}/status", idle)
+    assert back == [DEVICE]
+
+
 def test_subscriptions_name_the_streams_devices_or_wildcards_for_many() -> None:
     few = AnswerLedger("vega", ["a", "b"]).subscriptions(with_status=False)
     assert few == [

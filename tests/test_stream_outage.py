@@ -50,10 +50,18 @@ class EchoDevice:
     reconnect loop) and answers each batch like a node: telemetry the first time a seq arrives,
     an ``error`` ``duplicate`` when it arrives again."""
 
-    def __init__(self, url: BrokerURL, device: str, *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: BrokerURL,
+        device: str,
+        *,
+        delay_s: float = 0.0,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         self.url = url
         self.device = device
         self.delay_s = delay_s
+        self.gate = gate  # connect only while it is set
         self.learned: list[int] = []
         self.deliveries: list[int] = []
         self.connections = 0
@@ -67,6 +75,8 @@ class EchoDevice:
                 await asyncio.sleep(0.05)
 
     async def _session(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
         client = aiomqtt.Client(
             **self.url.client_kwargs(), identifier=self.device, clean_session=False, timeout=2
         )
@@ -161,6 +171,55 @@ async def test_stream_survives_a_broker_restart(
         assert 5 <= stats.link.late <= events - 8
         assert stats.link.max_late_s >= 2.0
     assert device.connections >= 2
+
+
+@pytest.mark.parametrize("speed", [300.0, None], ids=["paced", "closed-loop"])
+async def test_a_device_that_lost_its_session_gets_its_batches_again(
+    tmp_path: Path, scenario: Scenario, speed: float | None
+) -> None:
+    """Mosquitto without persistence forgets every session in a restart: what the stream
+    re-publishes before the device has subscribed again is lost, so the stream publishes its
+    unanswered batches once more when the device announces itself online."""
+    require_mosquitto()
+    broker = Mosquitto(MosquittoConfig(data_dir=tmp_path / "mosquitto", persistence=False))
+    gate = asyncio.Event()
+    gate.set()
+    events = 20
+    async with asyncio.timeout(30):
+        await broker.start()
+        device = EchoDevice(broker.url, "node-0000", delay_s=0.0 if speed else 0.08, gate=gate)
+        node = asyncio.create_task(device.run())
+        try:
+            await device.ready.wait()
+            async with StreamPublisher(
+                broker.url,
+                scenario,
+                [device.device],
+                speed=speed,
+                events=events,
+                t0=T0,
+                wait_for_answers=True,
+                ack_timeout=20,
+                reconnect=FAST,
+                on_progress=(sent := Sent(6)),
+            ) as stream:
+                run = asyncio.create_task(stream.run())
+                await sent.reached(run)
+                gate.clear()
+                await broker.stop()
+                await asyncio.sleep(1.0)
+                await broker.start()
+                await asyncio.sleep(1.5)  # the stream is back (backoff cap 0.5 s), the device not
+                assert stream.link.reconnects == 1
+                gate.set()
+                stats = await run
+        finally:
+            await stop(node)
+            await broker.stop()
+    every = list(range(1, events + 1))
+    assert sorted(device.learned) == every
+    assert (stats.sent, stats.acked, stats.rejected, stats.stalled) == (events, events, 0, ())
+    assert stats.link.republished >= 1
 
 
 async def test_an_outage_longer_than_max_outage_fails_clearly(
