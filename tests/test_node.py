@@ -43,11 +43,13 @@ async def test_fleet_learns_over_the_broker(
     assert stats.acked == 40 and stats.rejected == 0
     for device in ids:
         rec = monitor.devices[device]
-        assert rec.events == 20 and rec.telemetry is not None and rec.first is not None
-        validate_telemetry(rec.telemetry)
-        assert rec.telemetry["accuracy"] > rec.first["accuracy"] + 0.15
-        assert rec.telemetry["battery"]["soc"] < rec.first["battery"]["soc"] < 1.0
-        assert 0 < rec.telemetry["lifetime_h"] < float("inf")
+        last, first = rec.telemetry, rec.first
+        assert rec.events == 20 and last is not None and first is not None
+        validate_telemetry(last.to_dict())
+        assert last.accuracy is not None and first.accuracy is not None
+        assert last.accuracy > first.accuracy + 0.15
+        assert last.battery.soc < first.battery.soc < 1.0
+        assert last.lifetime_h is not None and 0 < last.lifetime_h < float("inf")
     assert monitor.invalid == 0
 
 
@@ -65,6 +67,21 @@ async def collect(client: aiomqtt.Client, n: int) -> list[tuple[str, dict[str, A
             assert isinstance(message.payload, bytes)
             out.append((message.topic.value.rsplit("/", 1)[-1], json.loads(message.payload)))
             if len(out) == n:
+                return out
+    raise AssertionError("stream ended")
+
+
+async def collect_until_telemetry(
+    client: aiomqtt.Client, seq: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every answer up to and including the telemetry of ``seq``."""
+    out = []
+    async with asyncio.timeout(30):
+        async for message in client.messages:
+            assert isinstance(message.payload, bytes)
+            kind = message.topic.value.rsplit("/", 1)[-1]
+            out.append((kind, json.loads(message.payload)))
+            if kind == "telemetry" and out[-1][1]["seq"] == seq:
                 return out
     raise AssertionError("stream ended")
 
@@ -141,12 +158,18 @@ async def test_restart_resumes_and_never_applies_a_seq_twice(
             for key, value in node.engine.head.params().items():
                 np.testing.assert_array_equal(value, weights[key])
             np.testing.assert_array_equal(node.engine.memory.contents()[0], lrs[0])
-            later = await collect(peer, 3)
+            later = await collect_until_telemetry(peer, seq=4)
             assert node.engine.state.events_applied == 4
     assert [(k, m["seq"]) for k, m in first] == [("telemetry", 1), ("telemetry", 2)]
-    assert [(k, m["seq"]) for k, m in later] == [("error", 2), ("telemetry", 3), ("telemetry", 4)]
-    assert later[0][1]["code"] == "duplicate"
-    assert later[2][1]["accuracy"] is not None
+    # seq 2 comes back at least once (published again) and maybe twice: a clean stop can land
+    # after the telemetry of seq 2 left and before its batch was acknowledged (the node answers
+    # first, then acknowledges, so that a crash never leaves a batch unanswered); the broker
+    # then redelivers it. Each delivery is answered `duplicate`, none is learned again.
+    duplicates = [m for k, m in later if k == "error"]
+    assert 1 <= len(duplicates) <= 2
+    assert all((m["code"], m["seq"]) == ("duplicate", 2) for m in duplicates)
+    assert [m["seq"] for k, m in later if k == "telemetry"] == [3, 4]
+    assert later[-1][1]["accuracy"] is not None
 
 
 async def test_status_is_retained_and_offline_on_clean_stop(
