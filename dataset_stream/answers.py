@@ -120,11 +120,18 @@ class AnswerLedger:
             return [(topic_filter(self.prefix, kind), 1) for kind in kinds]
         return [(topic(self.prefix, d, kind), 1) for d in self.devices for kind in kinds]
 
-    def handing_over(self, device: str, seq: int) -> None:
-        """``seq`` is about to be published to ``device`` (its answer may beat the PUBACK)."""
+    def handing_over(self, device: str, seq: int) -> bool:
+        """``seq`` is about to be published to ``device`` (its answer may beat the PUBACK).
+
+        True the first time: ``seq`` is then unanswered until its answer comes. Publishing it
+        again (after a reconnect) changes nothing here: an answered seq stays answered.
+        """
         rec = self.devices[device]
-        rec.sent_seq = max(rec.sent_seq, seq)
+        if seq <= rec.sent_seq:
+            return False
+        rec.sent_seq = seq
         rec.outstanding.add(seq)
+        return True
 
     def unanswered(self) -> dict[str, list[int]]:
         """Every device's published but unanswered seqs, in order."""

@@ -373,10 +373,12 @@ class StreamPublisher:
         event: Event,
         cache: dict[int, bytes] | None = None,
         due: float | None = None,
-    ) -> None:
+    ) -> bool:
         """Encode and publish one batch; the semaphore bounds payloads held in memory.
 
-        ``due``: the loop time the event was scheduled for (paced mode), to account it as late.
+        A batch published before is published again only while it has no answer (False if it
+        got one meanwhile). ``due``: the loop time the event was scheduled for (paced mode), to
+        account it as late.
         """
         async with self._sem:
             key = id(event.indices)
@@ -387,17 +389,19 @@ class StreamPublisher:
                 )
                 if cache is not None:
                     cache[key] = payload
-            rec = self.answers.devices[device_id]
-            if event.seq > rec.sent_seq:
+            # before publishing: the answer may beat the PUBACK
+            if self.answers.handing_over(device_id, event.seq):
                 self.sent += 1
                 if due is not None and self._reconnects and due < self._connected_at:
                     self._late += 1  # its time passed while the stream had no broker
                     late_s = asyncio.get_running_loop().time() - due
                     self._max_late_s = max(self._max_late_s, late_s)
-            self.answers.handing_over(device_id, event.seq)  # before: the answer may beat PUBACK
+            elif event.seq not in self.answers.devices[device_id].outstanding:
+                return False  # answered while it waited here
             where = topic(self.prefix, device_id, "batch")
             await client.publish(where, payload, qos=1, timeout=self.timeout)
         self._progress()
+        return True
 
     async def _republish(self, client: aiomqtt.Client) -> None:
         """After a reconnect: publish again every batch that has no answer (the node de-dups)."""
@@ -411,8 +415,8 @@ class StreamPublisher:
 
         async def one(device_id: str, seqs: list[int]) -> None:
             for seq in seqs:  # in order, so a node need not hold any of them
-                await self._publish_batch(client, device_id, self._event(device_id, seq))
-                self._republished += 1
+                if await self._publish_batch(client, device_id, self._event(device_id, seq)):
+                    self._republished += 1
 
         async with asyncio.TaskGroup() as group:
             for device_id, seqs in pending.items():
@@ -431,8 +435,8 @@ class StreamPublisher:
                 continue
             log.warning("%s is back: re-publishing %d unanswered batch(es)", device_id, len(seqs))
             for seq in seqs:
-                await self._publish_batch(client, device_id, self._event(device_id, seq))
-                self._republished += 1
+                if await self._publish_batch(client, device_id, self._event(device_id, seq)):
+                    self._republished += 1
 
     async def _paced(self, client: aiomqtt.Client, period: float) -> None:
         loop = asyncio.get_running_loop()

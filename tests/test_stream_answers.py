@@ -75,6 +75,17 @@ def test_each_seq_is_accounted_once() -> None:
     assert ledger.ignored == IgnoredMessages(repeated=5)
 
 
+def test_publishing_an_answered_seq_again_leaves_it_answered() -> None:
+    ledger = ledger_with(2)
+    ledger.handle(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, 1))
+    assert ledger.handing_over(DEVICE, 1) is False  # re-published after a reconnect
+    assert ledger.handing_over(DEVICE, 2) is False
+    assert ledger.handing_over(DEVICE, 3) is True
+    assert ledger.unanswered() == {DEVICE: [2, 3]}
+    ledger.handle(f"vega/{DEVICE}/error", error("duplicate", 1))  # its answer
+    assert (ledger.acked, ledger.ignored.repeated) == (1, 1)
+
+
 def test_foreign_and_invalid_messages_are_counted_not_acted_on() -> None:
     ledger = ledger_with(2)
     other = "node-0001"
