@@ -55,6 +55,7 @@ from device.store import StoreError
 log = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT_S = 10.0
+STOP_GRACE_S = 5.0  # a clean stop waits this long for the message in hand
 T = TypeVar("T")
 TelemetryHook = Callable[[Telemetry], None]
 
@@ -106,12 +107,33 @@ class Node:
     ) -> None:
         task, self._task = self._task, None
         self._stopping = True
-        if task is not None:
-            await cancel_and_wait(task)
-        engine, self.engine = self.engine, None
-        if engine is not None:
-            async with self._lock:
-                await asyncio.to_thread(engine.close)
+        # a clean stop lets the message in hand finish: answered *and* acknowledged, so that
+        # the broker does not hand it over again (holding the lock, no new one starts)
+        in_hand_done = False
+        if task is not None and not task.done():
+            try:
+                async with asyncio.timeout(STOP_GRACE_S):
+                    await self._lock.acquire()
+                in_hand_done = True
+            except TimeoutError:
+                log.warning(
+                    "%s: the message in hand did not finish within %.0f s; stopping anyway",
+                    self.device_id,
+                    STOP_GRACE_S,
+                )
+        try:
+            if task is not None:
+                await cancel_and_wait(task)
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                if in_hand_done:
+                    await asyncio.to_thread(engine.close)
+                else:
+                    async with self._lock:
+                        await asyncio.to_thread(engine.close)
+        finally:
+            if in_hand_done:
+                self._lock.release()
 
     @property
     def device_id(self) -> str:
@@ -268,6 +290,9 @@ class Node:
             )
         expected = 1 if last is None else last + 1
         if seq > expected:  # early: hold it, unacknowledged, until the gap fills or times out
+            if seq in self._held:  # a second copy (a producer re-publishing): one is enough
+                ack(client, message)
+                return
             self._held[seq] = (message, batch)
             if self._hold_deadline is None:
                 loop = asyncio.get_running_loop()

@@ -218,3 +218,28 @@ async def test_a_new_node_waits_for_seq_one_then_starts_where_the_stream_does(
 def test_error_messages_are_json_objects() -> None:
     error = ErrorMessage(DEVICE, "gap", "x", gap_first=2, gap_last=3, next_seq=4)
     assert json.loads(error.to_json())["gap_first"] == 2
+
+
+async def test_a_second_copy_of_a_held_batch_is_acknowledged_not_left_in_flight(
+    mosquitto: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    # Mosquitto: it resends a resumed session's unacknowledged messages (amqtt 0.12 does not)
+    url: BrokerURL = mosquitto.url
+    async with aiomqtt.Client(**url.client_kwargs()) as client:
+        await client.subscribe(f"vega/{DEVICE}/telemetry", qos=1)
+        await client.subscribe(f"vega/{DEVICE}/error", qos=1)
+        peer = Peer(client, digits_nic)
+        async with Node(node_settings(tmp_path), default_bundle, url) as node:
+            await asyncio.wait_for(node.connected.wait(), 10)
+            await peer.send(1)
+            await peer.answers(1)
+            await peer.send(3)
+            await peer.send(3)  # a producer re-publishing while 3 is held
+            await peer.send(2)
+            assert kinds(await peer.answers(2)) == [("telemetry", 2), ("telemetry", 3)]
+        # a copy left unacknowledged would come back now and be answered `duplicate`
+        async with Node(node_settings(tmp_path), default_bundle, url) as node:
+            await asyncio.wait_for(node.connected.wait(), 10)
+            await peer.send(4)
+            assert kinds(await peer.answers(1)) == [("telemetry", 4)]
+    assert logged(tmp_path) == [(s, "learned") for s in (1, 2, 3, 4)]

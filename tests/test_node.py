@@ -161,13 +161,12 @@ async def test_restart_resumes_and_never_applies_a_seq_twice(
             later = await collect_until_telemetry(peer, seq=4)
             assert node.engine.state.events_applied == 4
     assert [(k, m["seq"]) for k, m in first] == [("telemetry", 1), ("telemetry", 2)]
-    # seq 2 comes back at least once (published again) and maybe twice: a clean stop can land
-    # after the telemetry of seq 2 left and before its batch was acknowledged (the node answers
-    # first, then acknowledges, so that a crash never leaves a batch unanswered); the broker
-    # then redelivers it. Each delivery is answered `duplicate`, none is learned again.
+    # seq 2 comes back once (published again), answered `duplicate`, not learned again. (Once
+    # it came back twice, 1 run in 6: a stop landed after the telemetry of seq 2 had left and
+    # before the batch was acknowledged, and the broker rightly redelivered it; a clean stop
+    # now lets the message in hand finish.)
     duplicates = [m for k, m in later if k == "error"]
-    assert 1 <= len(duplicates) <= 2
-    assert all((m["code"], m["seq"]) == ("duplicate", 2) for m in duplicates)
+    assert [(m["code"], m["seq"]) for m in duplicates] == [("duplicate", 2)]
     assert [m["seq"] for k, m in later if k == "telemetry"] == [3, 4]
     assert later[-1][1]["accuracy"] is not None
 
