@@ -170,6 +170,14 @@ class Mosquitto:
             process.kill()
             await process.wait()
 
+    async def kill(self) -> None:
+        """Kill the broker (SIGKILL), as a crash would: what it had not saved is gone."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.kill()
+        await process.wait()
+
     async def restart(self) -> None:
         """Stop and start again on the same port (persistence survives)."""
         await self.stop()
