@@ -172,6 +172,10 @@ class StreamPublisher:
             raise PublishError(
                 f"cannot connect to the broker at {self.broker}: {_describe(exc)}"
             ) from exc
+        except PublishError:  # connected but refused: leave no session behind
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await self._end_session()
+            raise
         return self
 
     async def __aexit__(
@@ -214,8 +218,8 @@ class StreamPublisher:
                 ]
                 if refused:
                     raise PublishError(
-                        f"the broker at {self.broker} refused the subscription to {refused[0]} "
-                        f"(and {len(refused) - 1} more): does the ACL let this user read it?"
+                        f"the broker at {self.broker} refused {len(refused)} subscription(s), "
+                        f"e.g. {refused[0]}: does its ACL let this user read them?"
                     )
         except BaseException:
             await _close(client, self.timeout)
