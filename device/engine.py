@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from device.nn import SGD
 from device.replay import ReplayConfig, ReplayMemory
 from device.settings import NodeSettings
 from device.store import EventRecord, NodeState, NodeStore, StoreError
+from device.store.private import write_private
 
 OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
 
@@ -176,12 +176,9 @@ class NodeEngine:
         """
         self._eval = shared_eval_latents(self.frozen, eval_set)
         if payload is not None:
-            tmp = self.eval_path.with_suffix(".tmp")
             try:
-                tmp.write_bytes(payload)
-                os.replace(tmp, self.eval_path)
+                write_private(self.eval_path, payload)
             except OSError as exc:  # kept in memory all the same; the broker keeps it retained
-                tmp.unlink(missing_ok=True)
                 raise StoreError(f"cannot save the eval set to {self.eval_path}: {exc}") from exc
 
     @property

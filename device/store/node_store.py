@@ -44,6 +44,7 @@ from device.replay import ReplayConfig, ReplayMemory
 from device.replay.schema import MIGRATIONS as REPLAY_MIGRATIONS
 from device.store.arrays import decode_array
 from device.store.errors import ModelMismatchError, StoreCorruptError, StoreError
+from device.store.private import private_database, private_dir
 from device.store.records import EventRecord, NodeState, StoreMeta
 from device.store.schema import MIGRATIONS
 from device.store.transaction import EventTransaction
@@ -94,7 +95,8 @@ class NodeStore:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            private_database(path)  # before SQLite: its -wal and -shm take the file's mode
             conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open state file {path}: {exc}") from exc
