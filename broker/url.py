@@ -1,8 +1,8 @@
 """Broker URLs: ``mqtt://[user:pass@]host:port`` and ``mqtts://`` (TLS).
 
 Every command parses its ``--broker`` option here and nowhere else. Credentials may come from
-the URL or from the environment (``VEGA_EMU_MQTT_USERNAME`` / ``VEGA_EMU_MQTT_PASSWORD``); the
-password never appears in ``str()`` or ``repr()``.
+the URL, a password file, or the environment (``VEGA_EMU_MQTT_USERNAME`` /
+``VEGA_EMU_MQTT_PASSWORD``); the password never appears in ``str()``, ``repr()`` or an error.
 """
 
 from __future__ import annotations
@@ -86,39 +86,51 @@ def parse_broker_url(
     url: str,
     *,
     ca_file: str | Path | None = None,
+    password_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> BrokerURL:
-    """Parse ``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``.
+    """Parse ``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...``.
 
-    User name and password missing from the URL are taken from ``VEGA_EMU_MQTT_USERNAME`` and
-    ``VEGA_EMU_MQTT_PASSWORD``; the CA file from ``ca_file`` or ``VEGA_EMU_MQTT_CA_FILE``.
+    The password comes from the URL, else from ``password_file`` (its first line), else from
+    ``VEGA_EMU_MQTT_PASSWORD``; a user name missing from the URL from ``VEGA_EMU_MQTT_USERNAME``;
+    the CA file from ``ca_file`` or ``VEGA_EMU_MQTT_CA_FILE``. The user part ends at the last
+    ``@``, so a password may hold ``/``, ``?``, ``#`` or ``@`` as typed (percent-encoding works
+    too). No error message ever holds any part of the password.
     """
     env = os.environ if environ is None else environ
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    shown = f"{scheme}{sep}{_mask_userinfo(userinfo)}{at}{hostpart}"  # safe to print
+    if not sep or scheme not in _DEFAULT_PORTS:
+        raise BrokerURLError(f"broker URL {shown!r} must start with mqtt:// or mqtts://")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(f"{scheme}://{hostpart}")
         port = parts.port
-    except ValueError as exc:
-        raise BrokerURLError(f"cannot parse broker URL {_mask(url)!r}: {exc}") from exc
-    if parts.scheme not in _DEFAULT_PORTS:
+    except ValueError:
         raise BrokerURLError(
-            f"broker URL {_mask(url)!r} must start with mqtt:// or mqtts://, not {parts.scheme!r}"
-        )
+            f"cannot parse broker URL {shown!r}: want host or host:port with a port in 1..65535"
+        ) from None
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise BrokerURLError(f"broker URL {_mask(url)!r} must not have a path, query or fragment")
+        raise BrokerURLError(f"broker URL {shown!r} must not have a path, query or fragment")
     if not parts.hostname:
-        raise BrokerURLError(f"broker URL {_mask(url)!r} has no host")
-    username = unquote(parts.username) if parts.username is not None else env.get(ENV_USERNAME)
-    password = unquote(parts.password) if parts.password is not None else None
+        raise BrokerURLError(f"broker URL {shown!r} has no host")
+    user_text, colon, password_text = userinfo.partition(":")
+    username = unquote(user_text) if at and user_text else env.get(ENV_USERNAME)
+    password = unquote(password_text) if colon else None
+    if password is not None and password_file is not None:
+        raise BrokerURLError("give the password once: in the URL or in --password-file, not both")
+    if password is None and password_file is not None:
+        password = _read_password(Path(password_file))
     if password is None and username is not None:
         password = env.get(ENV_PASSWORD)
-    tls = parts.scheme == "mqtts"
+    tls = scheme == "mqtts"
     ca = ca_file if ca_file is not None else env.get(ENV_CA_FILE) if tls else None
     ca_path = Path(ca) if ca else None
     if ca_path is not None and not ca_path.is_file():
         raise BrokerURLError(f"CA file {ca_path} does not exist")
     return BrokerURL(
         host=parts.hostname,
-        port=port if port is not None else _DEFAULT_PORTS[parts.scheme],
+        port=port if port is not None else _DEFAULT_PORTS[scheme],
         tls=tls,
         username=username or None,
         password=password,
@@ -126,14 +138,23 @@ def parse_broker_url(
     )
 
 
-def _mask(url: str) -> str:
-    """Hide a password in a URL that is about to appear in an error message."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, hostpart = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostpart}" if ":" in userinfo else url
+def _read_password(path: Path) -> str:
+    """The first line of a password file (errors name the file, never its content)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise BrokerURLError(f"cannot read password file {path}: {reason}") from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise BrokerURLError(f"password file {path} is empty")
+    return password
+
+
+def _mask_userinfo(userinfo: str) -> str:
+    """``user:***`` for ``user:password``; a user name alone is shown as it is."""
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:***" if colon else user
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,6 +8,7 @@
     ├── ModelError                  model bundles and tools (device.model)
     ├── EnergyError                 profiles, costs, battery (device.energy)
     └── NodeError                   the node itself: a message it cannot handle, a failed loop
+        └── NodeGaveUp              the broker refused it for good (credentials, host, certificate)
 
 It imports nothing from the project, so every sub-package can derive from it. Errors of the
 other packages have their own roots: :class:`dataset_stream.DatasetStreamError` and
@@ -25,4 +26,8 @@ class NodeError(DeviceError):
     """The node could not handle a message or keep its loop running."""
 
 
-__all__ = ["DeviceError", "NodeError"]
+class NodeGaveUp(NodeError):
+    """The broker refused the node for longer than its ``give_up_s``: retrying cannot help."""
+
+
+__all__ = ["DeviceError", "NodeError", "NodeGaveUp"]

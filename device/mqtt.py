@@ -58,4 +58,39 @@ def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         paho.ack(message.mid, message.qos)
 
 
-__all__ = ["Backoff", "ack", "enable_manual_ack"]
+#: CONNACK refusals that retrying cannot fix (MQTT 3.1.1 codes and their MQTT 5 reason codes).
+_PERMANENT_CONNACK = {
+    1: "the broker does not speak this MQTT version",
+    2: "the broker refused the client id",
+    4: "the broker refused the user name or password",
+    5: "the broker refused the login (not authorized)",
+    132: "the broker does not speak this MQTT version",
+    133: "the broker refused the client id",
+    134: "the broker refused the user name or password",
+    135: "the broker refused the login (not authorized)",
+    138: "the broker has banned this client",
+    140: "the broker refused the authentication method",
+}
+#: Socket and TLS failures that retrying cannot fix, by the text aiomqtt keeps of them (it
+#: re-raises connection errors as ``MqttError(str(exc))``, dropping their type).
+_PERMANENT_TEXT = {
+    "Name or service not known": "the broker's host name does not exist",
+    "No address associated with hostname": "the broker's host name has no address",
+    "CERTIFICATE_VERIFY_FAILED": "the broker's TLS certificate was rejected",
+    "WRONG_VERSION_NUMBER": "the broker does not speak TLS on this port (mqtts:// to mqtt?)",
+    "certificate verify failed": "the broker's TLS certificate was rejected",
+}
+
+
+def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
+    """Why connecting can never succeed as configured (wrong password, unknown host, rejected
+    certificate, ...), or ``None`` for a failure that may pass (broker down, network, timeout)."""
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(code, int):
+        return _PERMANENT_CONNACK.get(code)
+    text = str(exc)
+    return next((why for marker, why in _PERMANENT_TEXT.items() if marker in text), None)
+
+
+__all__ = ["Backoff", "ack", "enable_manual_ack", "permanent_failure"]

@@ -45,10 +45,10 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.engine import NodeEngine
-from device.errors import NodeError
+from device.errors import NodeError, NodeGaveUp
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
-from device.mqtt import Backoff, ack, enable_manual_ack
+from device.mqtt import Backoff, ack, enable_manual_ack, permanent_failure
 from device.settings import NodeSettings
 from device.store import StoreError
 
@@ -91,6 +91,9 @@ class Node:
         self._hold_deadline: float | None = None
         self._hold_changed = asyncio.Event()
         self._state = "idle"  # the last status published
+        self._refused_since: float | None = None  # first of the failures retrying cannot fix
+        self.gave_up: NodeGaveUp | None = None
+        self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,6 +154,11 @@ class Node:
             connections = self.connections
             try:
                 await self._session_loop()
+            except NodeGaveUp as exc:  # refused for good: the owner decides what happens
+                log.error("%s", exc)
+                self.gave_up = exc
+                self.stopped.set()
+                return
             except Exception as exc:  # the supervisor is the one place that sees everything
                 self.failures += 1
                 self.failure = f"{type(exc).__name__}: {exc}"[:1000]
@@ -196,10 +204,36 @@ class Node:
                     # replace the CancelledError: the stop must still win over a reconnect
                     raise asyncio.CancelledError from exc
                 delay = self.backoff.next_delay()
-                log.warning("%s: MQTT %s; reconnecting in %.1f s", self.device_id, exc, delay)
+                why = permanent_failure(exc)
+                if why is None:
+                    self._refused_since = None
+                    log.warning("%s: MQTT %s; reconnecting in %.1f s", self.device_id, exc, delay)
+                else:
+                    self._refused(why, exc)
                 await asyncio.sleep(delay)
 
+    def _refused(self, why: str, exc: aiomqtt.MqttError) -> None:
+        """A failure retrying cannot fix: say so once, give up after ``give_up_s``."""
+        now = asyncio.get_running_loop().time()
+        give_up_s = self.settings.connect.give_up_s
+        if self._refused_since is None:
+            self._refused_since = now
+            log.error(
+                "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
+                self.device_id,
+                self.broker,
+                why,
+                exc,
+                give_up_s,
+            )
+        if now - self._refused_since >= give_up_s:
+            raise NodeGaveUp(
+                f"{self.device_id}: gave up connecting to {self.broker} after "
+                f"{now - self._refused_since:.0f} s: {why} ({exc})"
+            )
+
     async def _serve(self, client: aiomqtt.Client) -> None:
+        self._refused_since = None
         # held batches belong to the last connection; unacknowledged, they come again
         self._held.clear()
         self._hold_deadline = None

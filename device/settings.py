@@ -56,6 +56,19 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectSettings:
+    """give_up_s: how long a node keeps trying when the broker refuses it for good (wrong
+    password, unknown host, rejected certificate) before it stops with an error; failures
+    that may pass (broker down, network) are retried forever."""
+
+    give_up_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.give_up_s) and self.give_up_s >= 0):
+            raise ValueError(f"give_up_s must be a number of seconds >= 0, got {self.give_up_s}")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSettings:
     """Everything one node needs besides its model and its broker."""
 
@@ -70,6 +83,7 @@ class NodeSettings:
     seed: int = 0
     limits: Limits = field(default_factory=Limits)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    connect: ConnectSettings = field(default_factory=ConnectSettings)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -90,4 +104,4 @@ class NodeSettings:
         }
 
 
-__all__ = ["DeliverySettings", "NodeSettings", "ReplaySettings"]
+__all__ = ["ConnectSettings", "DeliverySettings", "NodeSettings", "ReplaySettings"]

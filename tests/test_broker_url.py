@@ -67,3 +67,52 @@ def test_error_never_shows_the_password() -> None:
 def test_arbitrary_text_parses_or_raises_url_error(text: str) -> None:
     with contextlib.suppress(BrokerURLError):
         parse_broker_url(text, environ={})
+
+
+URL_SPECIAL = "/?#@:%&=+;,[]! $'\"\\"
+
+
+@pytest.mark.parametrize("password", ["s3cr/t", "a#b?c", "p@ss:w0rd", URL_SPECIAL, "x" * 3 + "%2F"])
+def test_any_password_parses_and_never_shows(password: str) -> None:
+    from urllib.parse import quote
+
+    for text, expected in (
+        (f"mqtt://alice:{quote(password, safe='')}@h:1884", password),  # percent-encoded
+        (f"mqtt://alice:{password}@h:1884", None),  # as typed
+    ):
+        url = parse_broker_url(text, environ={})
+        assert (url.host, url.port, url.username) == ("h", 1884, "alice"), text
+        if expected is not None:
+            assert url.password == expected
+        assert url.password and url.password not in str(url) + repr(url)
+
+
+@pytest.mark.parametrize("password", ["s3cr/t", "a#b?c", "p@ss:w0rd", URL_SPECIAL])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "mqtt://alice:{pw}@h:notaport",
+        "mqtt://alice:{pw}@h:99999",
+        "http://alice:{pw}@h:1",
+        "mqtt://alice:{pw}@",
+        "mqtt://alice:{pw}@h:1/path",
+    ],
+)
+def test_errors_never_hold_any_part_of_the_password(password: str, template: str) -> None:
+    with pytest.raises(BrokerURLError) as info:
+        parse_broker_url(template.format(pw=password), environ={})
+    message = str(info.value)
+    pieces = [password[i : i + 3] for i in range(len(password) - 2)]
+    leaked = [p for p in pieces if p in message and p not in template]
+    assert not leaked, message
+
+
+def test_password_file_and_its_errors(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr/t#?\nignored\n")
+    url = parse_broker_url("mqtt://alice@h:1", password_file=secret, environ={})
+    assert url.password == "s3cr/t#?"
+    with pytest.raises(BrokerURLError, match="once"):
+        parse_broker_url("mqtt://alice:x@h:1", password_file=secret, environ={})
+    with pytest.raises(BrokerURLError, match="missing"):
+        parse_broker_url("mqtt://alice@h:1", password_file=tmp_path / "missing", environ={})

@@ -22,10 +22,11 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, fail, run_async
+from device.cli._runtime import console, fail, run_async, until_stopped
 
 if TYPE_CHECKING:
     from dataset_stream.protocol import Telemetry
+    from device.errors import NodeGaveUp
 
 
 def node(
@@ -34,8 +35,17 @@ def node(
         Path, typer.Option(help="Directory of the node's SQLite state file.", file_okay=False)
     ],
     broker: Annotated[
-        str, typer.Option(help="MQTT broker URL, mqtt://[user:pass@]host:port or mqtts://...")
+        str,
+        typer.Option(
+            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
+            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
+            "to every user of the machine in the process list)."
+        ),
     ] = "mqtt://127.0.0.1:1883",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the MQTT password from the first line of this file."),
+    ] = None,
     model: ModelOpt = None,
     lr_size: LrSizeOpt = 1500,
     lr_bits: LrBitsOpt = 8,
@@ -55,6 +65,14 @@ def node(
             min=0,
         ),
     ] = 30.0,
+    give_up_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to keep trying when the broker refuses the node for good (wrong "
+            "password, unknown host, rejected certificate) before exiting with an error.",
+            min=0,
+        ),
+    ] = 180.0,
 ) -> None:
     """Run one VEGA node: learn from every batch on {prefix}/{id}/batch, publish telemetry."""
     from dataclasses import replace
@@ -62,11 +80,11 @@ def node(
     from broker import BrokerError, parse_broker_url
     from device.errors import DeviceError
     from device.node import Node
-    from device.settings import DeliverySettings
+    from device.settings import ConnectSettings, DeliverySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        url = parse_broker_url(broker)
+        url = parse_broker_url(broker, password_file=password_file)
         url.ssl_context()  # a CA file that cannot be used fails here, not in every reconnect
     except BrokerError as exc:
         raise fail(str(exc), code=2) from exc
@@ -77,6 +95,7 @@ def node(
             options.settings(device_id, state_dir, bundle, seed=seed),
             prefix=prefix,
             delivery=DeliverySettings(hold_s=hold),
+            connect=ConnectSettings(give_up_s=give_up_after),
         )
     except ValueError as exc:
         raise fail(str(exc), code=2) from exc
@@ -92,13 +111,16 @@ def node(
             f"{t.replay.size} LRs, host {t.host_s:.3f} s{gaps}"
         )
 
-    async def main(stop: asyncio.Event) -> None:
-        async with Node(settings, bundle, url, on_telemetry=show):
+    async def main(stop: asyncio.Event) -> NodeGaveUp | None:
+        async with Node(settings, bundle, url, on_telemetry=show) as node:
             console.print(f"node {device_id} on {url}, state in {state_dir}; Ctrl-C stops it")
-            await stop.wait()
+            await until_stopped(node.stopped.wait(), stop)
+            return node.gave_up
 
     try:
-        run_async(main)
+        gave_up = run_async(main)
+        if gave_up is not None:
+            raise gave_up
     except (DeviceError, BrokerError) as exc:
         raise fail(str(exc)) from exc
 
