@@ -1,6 +1,13 @@
 """MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher."""
 
-from broker.acl import MONITOR_USER, STREAM_USER, acl_text, hash_password, password_file_text
+from broker.acl import (
+    MONITOR_USER,
+    STREAM_USER,
+    acl_text,
+    hash_password,
+    password_file_text,
+    service_role,
+)
 from broker.embedded import EmbeddedBroker
 from broker.errors import (
     BrokerError,
@@ -8,7 +15,7 @@ from broker.errors import (
     BrokerURLError,
     MosquittoNotFound,
 )
-from broker.mosquitto import Mosquitto, MosquittoConfig, find_mosquitto
+from broker.mosquitto import Mosquitto, MosquittoConfig, MosquittoTLS, find_mosquitto
 from broker.url import BrokerURL, free_port, parse_broker_url
 
 __all__ = [
@@ -22,10 +29,12 @@ __all__ = [
     "Mosquitto",
     "MosquittoConfig",
     "MosquittoNotFound",
+    "MosquittoTLS",
     "acl_text",
     "find_mosquitto",
     "free_port",
     "hash_password",
     "parse_broker_url",
     "password_file_text",
+    "service_role",
 ]
