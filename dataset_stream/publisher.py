@@ -126,7 +126,6 @@ class StreamPublisher:
         self._back: asyncio.Queue[str] = asyncio.Queue()  # devices to re-publish to
         self.sent = self.eval_sent = 0
         self.stalled: list[str] = []
-        self._given_id = client_id is not None
         self._max_in_flight = max_in_flight
         self._sem = asyncio.Semaphore(max_in_flight)
         self._streams: dict[str, list[Event]] = {}
@@ -165,8 +164,9 @@ class StreamPublisher:
         import aiomqtt
 
         try:
-            if self._given_id:  # a session an earlier run left under this id holds old answers
-                await self._end_session()
+            # a session left under this id (a run killed outright; a broker that makes the user
+            # name the client id) would hand over its old answers: start from a clean one
+            await self._end_session()
             self._client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
             raise PublishError(

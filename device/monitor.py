@@ -120,6 +120,7 @@ class FleetMonitor:
 
     async def __aenter__(self) -> Self:
         try:
+            await self._end_session()  # what a session left under this id queued is stale
             client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
             raise MonitorError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
