@@ -9,14 +9,18 @@ import aiomqtt
 import pytest
 
 from broker import (
+    BrokerError,
     BrokerStartError,
     BrokerURL,
     Mosquitto,
     MosquittoConfig,
     MosquittoNotFound,
+    acl_text,
     find_mosquitto,
     password_file_text,
+    service_role,
 )
+from broker.mosquitto import render_config
 from tests.conftest import require_mosquitto
 
 
@@ -142,3 +146,60 @@ async def test_port_in_use_is_reported(mosquitto: Mosquitto, tmp_path: Path) -> 
     with pytest.raises(BrokerStartError, match="mosquitto"):
         async with Mosquitto(clash):
             pass
+
+
+def test_a_password_file_binds_the_client_id_to_the_user(tmp_path: Path) -> None:
+    passwords = tmp_path / "users.txt"
+    passwords.write_text("node-0000:p0\n")
+    bound = render_config(MosquittoConfig(data_dir=tmp_path, password_file=passwords), 1884)
+    assert "use_username_as_clientid true" in bound.splitlines()
+    assert "allow_anonymous false" in bound.splitlines()
+    open_broker = render_config(MosquittoConfig(data_dir=tmp_path), 1884)
+    assert "use_username_as_clientid" not in open_broker
+    with pytest.raises(ValueError, match="allow_anonymous"):
+        MosquittoConfig(
+            data_dir=tmp_path, password_file=passwords, bind_client_id=True, allow_anonymous=True
+        )
+    # anonymous clients have no user name to bind: explicit anonymous access leaves ids free
+    mixed = MosquittoConfig(data_dir=tmp_path, password_file=passwords, allow_anonymous=True)
+    assert "use_username_as_clientid" not in render_config(mixed, 1884)
+
+
+def test_acl_gives_service_users_their_role() -> None:
+    text = acl_text(["node-0000"], service_users=["stream-2", "monitor-lab", "stream"])
+    rules = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    stanzas = {block.split("\n", 1)[0]: block for block in rules.strip().split("\n\n")}
+    assert stanzas["user stream-2"].replace("stream-2", "stream") == stanzas["user stream"]
+    assert stanzas["user monitor-lab"].replace("monitor-lab", "monitor") == stanzas["user monitor"]
+    assert text.count("user stream\n") == 1
+    assert service_role("stream-2") == "stream" and service_role("monitor") == "monitor"
+    for bad in ("streamer", "stream-", "node-0000", "stream-a b"):
+        with pytest.raises(BrokerError, match="service user"):
+            service_role(bad)
+    with pytest.raises(BrokerError, match="reserved"):
+        acl_text(["stream-7"])
+
+
+async def test_password_file_service_users_get_the_acl(tmp_path: Path) -> None:
+    require_mosquitto()
+    passwords = tmp_path / "users.txt"
+    passwords.write_text("node-0000:p0\nmonitor-2:pm2\nstranger:px\n")
+    config = MosquittoConfig(
+        data_dir=tmp_path / "mq", password_file=passwords, acl_devices=("node-0000",)
+    )
+    async with Mosquitto(config) as m:
+        acl = (tmp_path / "mq" / "acl").read_text()
+        assert "user monitor-2\n" in acl and "stranger" not in acl
+        async with (
+            client(m.url.with_credentials("monitor-2", "pm2")) as monitor,
+            client(m.url.with_credentials("stranger", "px")) as stranger,
+        ):
+            await monitor.subscribe("vega/+/telemetry", qos=1)
+            await stranger.subscribe("vega/+/telemetry", qos=1)  # no rules: nothing delivered
+            async with client(m.url.with_credentials("node-0000", "p0")) as node0:
+                await node0.publish("vega/node-0000/telemetry", b"{}", qos=1)
+            message = await next_message(monitor)
+            assert str(message.topic) == "vega/node-0000/telemetry"
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await anext(aiter(stranger.messages))
