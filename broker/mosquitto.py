@@ -201,7 +201,7 @@ class Mosquitto:
     async def start(self) -> None:
         binary = find_mosquitto()
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # new: private
         port = self._port or config.port or free_port(config.host)
         _check_port_free(config.host, port)
         users: list[str] = []

@@ -190,6 +190,11 @@ async def test_password_file_service_users_get_the_acl(tmp_path: Path) -> None:
     async with Mosquitto(config) as m:
         acl = (tmp_path / "mq" / "acl").read_text()
         assert "user monitor-2\n" in acl and "stranger" not in acl
+        modes = {
+            p.name: p.stat().st_mode & 0o777
+            for p in [tmp_path / "mq", *(tmp_path / "mq").iterdir()]
+        }
+        assert modes["mq"] == 0o700 and modes["passwords"] == modes["acl"] == 0o600
         async with (
             client(m.url.with_credentials("monitor-2", "pm2")) as monitor,
             client(m.url.with_credentials("stranger", "px")) as stranger,
