@@ -46,7 +46,7 @@ def test_every_readme_figure_names_its_command() -> None:
 
 
 def test_docs_links_exist() -> None:
-    for link in re.findall(r"\]\((docs/[^)]+)\)", README):
+    for link in re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", README):
         assert (ROOT / link).is_file(), link
 
 

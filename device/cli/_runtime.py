@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -50,6 +53,29 @@ def run_async(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
                 loop.remove_signal_handler(sig)
 
     return asyncio.run(runner())
+
+
+def creatable(path: Path, option: str) -> Path:
+    """Check at the edge that ``path`` can be created: its parent directory exists (it is made
+    if missing) and is writable; so a long run does not fail at its very end. Exit 2 naming
+    ``option`` otherwise."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(
+            f"{option} {path}: cannot create {parent}: {exc.strerror or exc}", code=2
+        ) from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(f"{option} {path}: {parent} is not writable", code=2)
+    return path
+
+
+def positive(value: float, option: str) -> float:
+    """``value`` if it is a finite number > 0; else exit 2 naming ``option``."""
+    if not (math.isfinite(value) and value > 0):
+        raise fail(f"{option} must be a positive number, not {value!r}", code=2)
+    return value
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from device.cli._runtime import console, fail
+from device.cli._runtime import console, creatable, fail
 
 model_app = typer.Typer(
     help="Model bundles: the default CNN, MobileNet-V1, splitting ONNX models, per-layer costs.",
@@ -37,6 +37,7 @@ def build_default_cmd(
     from device.model.default import build_default
     from device.model.errors import ModelError
 
+    creatable(out, "--out")
     start = time.perf_counter()
     try:
         x, y = _digits_factory()
@@ -65,6 +66,7 @@ def mobilenet_cmd(
     from device.model.errors import ModelError
     from device.model.mobilenet_build import build_mobilenet_v1
 
+    creatable(out, "--out")
     try:
         bundle = build_mobilenet_v1(
             out, res=res, width=width, lr_layer=lr_layer, classes=classes, seed=seed,
@@ -91,6 +93,7 @@ def split_cmd(
     from device.model.errors import ModelError
     from device.model.split import split_onnx
 
+    creatable(out, "--out")
     data = None
     if calib is not None:
         try:

@@ -22,7 +22,7 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, fail, run_async, until_stopped
+from device.cli._runtime import console, creatable, fail, run_async, until_stopped
 
 if TYPE_CHECKING:
     from dataset_stream.protocol import Telemetry
@@ -88,6 +88,7 @@ def node(
         url.ssl_context()  # a CA file that cannot be used fails here, not in every reconnect
     except BrokerError as exc:
         raise fail(str(exc), code=2) from exc
+    creatable(state_dir, "--state-dir")
     bundle = load_model(model)
     options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
     try:

@@ -24,7 +24,7 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, fail, run_async, until_stopped
+from device.cli._runtime import console, creatable, fail, positive, run_async, until_stopped
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -79,6 +79,11 @@ def up(
     from device.errors import DeviceError
 
     pace = parse_speed(speed)
+    positive(cadence, "--cadence")
+    if summary_json is not None:
+        creatable(summary_json, "--summary-json")
+    if state_dir is not None:
+        creatable(state_dir, "--state-dir")
     bundle = load_model(model, seed=seed)
     try:
         plan = build_scenario(dataset, scenario, seed=seed)
