@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device.cli._runtime import console, fail, run_async, until_stopped
+from device.cli._runtime import console, creatable, fail, run_async, until_stopped
+
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what every broker takes, and safe to print
+NUMBER = re.compile(r"[+-]?\d+")
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -30,8 +34,17 @@ class ScenarioName(StrEnum):
 
 def stream(
     broker: Annotated[
-        str, typer.Option(help="MQTT broker URL, mqtt://[user:pass@]host:port or mqtts://...")
+        str,
+        typer.Option(
+            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
+            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
+            "to every user of the machine in the process list)."
+        ),
     ] = "mqtt://127.0.0.1:1883",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the MQTT password from the first line of this file."),
+    ] = None,
     devices: Annotated[
         str,
         typer.Option(help="N fleet devices ({prefix}0000, ...) or a comma-separated list of ids."),
@@ -93,11 +106,16 @@ def stream(
         raise typer.BadParameter(
             f"{max_outage} is not a positive number of seconds", param_hint="--max-outage"
         )
-    if client_id is not None and not client_id.strip():
-        raise typer.BadParameter("must not be empty", param_hint="--client-id")
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
+        raise typer.BadParameter(
+            f"{client_id!r} is not a client id ([A-Za-z0-9_.-]{{1,64}})", param_hint="--client-id"
+        )
+    if dump is not None:
+        creatable(dump, "--dump")
+    url = None
     link = _Link(ReconnectPolicy(max_outage_s=max_outage), client_id)
     try:
-        url = parse_broker_url(broker)
+        url = parse_broker_url(broker, password_file=password_file)
     except BrokerURLError as exc:
         raise typer.BadParameter(str(exc), param_hint="--broker") from exc
     try:
@@ -119,7 +137,10 @@ def stream(
         else:
             _log_to_console()
             stats = _run_publish(url, built, device_ids, pace, events, same_order, cadence, link)
-    except (DatasetStreamError, OSError) as exc:
+    except OSError as exc:
+        where = f"--dump {dump}: " if dump is not None else ""
+        raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+    except DatasetStreamError as exc:
         raise fail(str(exc)) from exc
     if stats is None:
         console.print("stopped")
@@ -150,10 +171,10 @@ def parse_devices(value: str, prefix: str) -> list[str]:
     from dataset_stream.protocol import fleet_ids, is_device_id
 
     text = value.strip()
-    if text.isdigit():
+    if NUMBER.fullmatch(text):  # "-3" is a count gone wrong, not a device id
         n = int(text)
         if n < 1:
-            raise typer.BadParameter("needs at least one device", param_hint="--devices")
+            raise typer.BadParameter(f"needs at least one device, not {n}", param_hint="--devices")
         try:
             return fleet_ids(n, prefix)
         except ValueError as exc:
