@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from broker import EmbeddedBroker, Mosquitto, MosquittoConfig, MosquittoNotFound, find_mosquitto
 from dataset_stream import Scenario
@@ -68,3 +69,11 @@ def digits_nic() -> Scenario:
     from dataset_stream import build_scenario
 
     return build_scenario("digits", "nic", seed=0)
+
+
+# Hypothesis profiles, picked by VEGA_EMU_HYPOTHESIS: "ci" (the default; hypothesis's own
+# defaults) or "long", 10,000 examples for every property that does not pin its count, e.g.
+# VEGA_EMU_HYPOTHESIS=long pytest tests/test_hostile_input.py (see that module's docstring).
+settings.register_profile("ci", max_examples=100)
+settings.register_profile("long", max_examples=10_000, print_blob=True)
+settings.load_profile(os.environ.get("VEGA_EMU_HYPOTHESIS", "ci"))
