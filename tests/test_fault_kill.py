@@ -100,6 +100,24 @@ def last_seq(db_path: Path) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
+async def caught_up(state: Path, stall_s: float = 90.0) -> None:
+    """Until every node has learned every event; TimeoutError if none moves for ``stall_s``
+    (a slow machine only makes this take longer, a stuck node fails it)."""
+    loop = asyncio.get_running_loop()
+    seen: list[int | None] = []
+    moved = loop.time()
+    while True:
+        now = [last_seq(state / f"{d}.db") for d in DEVICES]
+        if all(seq == EVENTS for seq in now):
+            return
+        if now != seen:
+            seen, moved = now, loop.time()
+        if loop.time() - moved > stall_s:
+            raise TimeoutError
+        # other processes' databases: nothing to wait on but the files themselves
+        await asyncio.sleep(0.5)
+
+
 async def stream(url: BrokerURL, batches: dict[str, list[bytes]]) -> None:
     async with aiomqtt.Client(**url.client_kwargs(), identifier="fault-stream") as client:
         for k in range(EVENTS):
@@ -191,10 +209,7 @@ async def test_twenty_kill_9_lose_nothing_and_repeat_nothing(
             victim.start()
         async with asyncio.timeout(60):
             await publisher
-        async with asyncio.timeout(180):  # every node catches up with what queued at the broker
-            # other processes' databases: nothing to wait on but the files themselves
-            while any(last_seq(state / f"{d}.db") != EVENTS for d in DEVICES):  # noqa: ASYNC110
-                await asyncio.sleep(0.5)
+        await caught_up(state)  # every node works through what queued at the broker
     except TimeoutError:
         report = {d: last_seq(state / f"{d}.db") for d in DEVICES}
         tail = "\n".join(n.log.read_text()[-3000:] for n in nodes.values())
