@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 T = TypeVar("T")
 
@@ -80,5 +81,6 @@ def positive(value: float, option: str) -> float:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error in red, on one line however long, and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages hold brackets ("[code:135]", "[Errno 2]") that are not markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
