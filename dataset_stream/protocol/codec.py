@@ -202,7 +202,8 @@ def _read_header(
         raise ProtocolError("bad_format", f"header of {header_len} bytes is truncated")
     try:
         header = json.loads(bytes(payload[8 : 8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError: also an integer literal longer than Python converts (int max_str_digits)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("bad_format", f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("bad_format", "header is not a JSON object")
