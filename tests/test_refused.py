@@ -101,3 +101,36 @@ async def test_node_command_exits_with_one_line_and_no_password(
     assert "gave up connecting" in output and "error:" in result.stderr
     for piece in ("pa/ss", "wo?rd", SECRET):
         assert piece not in output
+
+
+@pytest.mark.parametrize("command", ["node", "stream"])
+@pytest.mark.parametrize("how", ["url", "file", "env"])
+async def test_a_refused_password_never_shows_in_any_output(
+    guarded: Mosquitto, default_bundle: ModelBundle, tmp_path: Path, command: str, how: str
+) -> None:
+    from urllib.parse import quote
+
+    url, env = guarded.url, dict(os.environ) | {"COLUMNS": "200"}
+    broker = f"mqtt://{DEVICE}@{url.host}:{url.port}"
+    extra: list[str] = []
+    if how == "url":
+        broker = f"mqtt://{DEVICE}:{quote(SECRET, safe='')}@{url.host}:{url.port}"
+    elif how == "file":
+        (tmp_path / "pw").write_text(SECRET + "\n")
+        extra = ["--password-file", str(tmp_path / "pw")]
+    else:
+        env["VEGA_EMU_MQTT_PASSWORD"] = SECRET
+    args = [sys.executable, "-m", "device.cli", command, "--broker", broker, *extra]
+    if command == "node":
+        args += ["--id", DEVICE, "--state-dir", str(tmp_path / "s")]
+        args += ["--model", str(default_bundle.path), "--give-up-after", "0"]
+    else:
+        args += ["--devices", "1", "--speed", "max", "--events", "1"]
+    result = await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=120, env=env
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    pieces = {SECRET[i : i + 4] for i in range(len(SECRET) - 3)} | {quote(SECRET, safe="")}
+    assert not [p for p in pieces if p in output], output
