@@ -82,6 +82,8 @@ DEVICE: Final = "node-0099"
 #: A decode of a payload of at most a few hundred KiB never takes this long, even on a busy CI.
 DECODE_DEADLINE: Final = timedelta(seconds=2)
 MISSING: Final = object()  # a header field left out
+#: a header value that Draft.header() replaces by an integer literal too long for Python's int
+LONG_LITERAL: Final = "\x00an integer literal\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ class Draft:
     last_seq: int | None = None  # what the decoder is told was applied last
     payload_limit_short_by: int = 0  # decode with max_payload_bytes this far below the size
     shadowed: tuple[str, Any] | None = None  # a first copy of a header key, before the real one
+    literal_digits: int = 0  # digits of the literal that replaces LONG_LITERAL
     faults: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -264,6 +267,9 @@ class Draft:
         ]
         header = {k: fields[k] for k in order if fields[k] is not MISSING}
         raw = json.dumps(header, indent=self.indent, ensure_ascii=self.ensure_ascii).encode()
+        if self.literal_digits:  # json.dumps cannot write it: Python cannot even str() it
+            literal = b"7" * self.literal_digits
+            raw = raw.replace(json.dumps(LONG_LITERAL).encode(), literal)
         if self.shadowed is not None:  # JSON allows a key twice; json.dumps never writes that
             key, value = self.shadowed
             raw = b"{" + json.dumps({key: value})[1:-1].encode() + b", " + raw[1:]
@@ -627,6 +633,16 @@ def header_not_a_json_object(draw: st.DrawFn, d: Draft) -> None:
             ]
         )
     )
+
+
+@fault("bad_format", seq_known=False)
+def integer_literal_too_long(draw: st.DrawFn, d: Draft) -> None:
+    """More digits than Python converts to an int (4300), as a metadata value or a size."""
+    d.literal_digits = draw(st.integers(4301, 20000))
+    if draw(st.booleans()):
+        _set_meta(d, "note", LONG_LITERAL)
+    elif entry := d.entry("y"):
+        entry["shape"] = [LONG_LITERAL]
 
 
 @fault("bad_format", seq_known=False)
