@@ -28,8 +28,8 @@ must be learned; it also fences the input: a node handles and answers its batche
 second answer to the input would arrive before the fence's telemetry.
 
 **Profiles** (tests/conftest.py): by default each property runs 100 examples (the whole file in
-about 40 s on 2 cores); ``VEGA_EMU_HYPOTHESIS=long pytest tests/test_hostile_input.py`` runs
-10,000 per property (about an hour, most of it the node test).
+about 25 s on 2 cores, once the default model is built); ``VEGA_EMU_HYPOTHESIS=long pytest
+tests/test_hostile_input.py`` runs 10,000 per property (about an hour, most of it the node test).
 """
 
 from __future__ import annotations
