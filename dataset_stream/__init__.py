@@ -7,6 +7,7 @@ light (scikit-learn, SciPy, Pillow and aiomqtt are imported where they are used)
 from dataset_stream.dump import dump_stream
 from dataset_stream.errors import (
     DatasetStreamError,
+    ForeignMessage,
     ProtocolError,
     PublishError,
     ScenarioError,
@@ -22,6 +23,7 @@ __all__ = [
     "Dataset",
     "DatasetStreamError",
     "Event",
+    "ForeignMessage",
     "ProtocolError",
     "PublishError",
     "Scenario",

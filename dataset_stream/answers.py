@@ -31,13 +31,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from dataset_stream.errors import ERROR_CODES, ProtocolError
+from dataset_stream.errors import ERROR_CODES, ForeignMessage, ProtocolError
 from dataset_stream.protocol import (
     NODE_ERROR_CODES,
     ErrorMessage,
     Status,
     Telemetry,
-    parse_topic,
+    read_node_message,
     topic,
     topic_filter,
 )
@@ -149,34 +149,24 @@ class AnswerLedger:
         ``retained``: the broker sent a stored message (on subscribing), not a live one.
         """
         try:
-            device, kind = parse_topic(self.prefix, where)
-        except ProtocolError as exc:
-            self._ignore("foreign", f"a message on {where!r}: {exc}")
+            device, message = read_node_message(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
             return
-        rec = self.devices.get(device)
-        if rec is None or kind not in (*ANSWER_KINDS, STATUS_KIND):
-            self._ignore("foreign", f"a message on {where}, not a topic this stream reads")
-            return
-        if not isinstance(payload, bytes | bytearray):
-            self._ignore("invalid", f"{where}: payload is not bytes")
-            return
-        try:
-            if kind == "telemetry":
-                self._telemetry(rec, Telemetry.from_json(bytes(payload)))
-            elif kind == "error":
-                self._error(rec, ErrorMessage.from_json(bytes(payload)))
-            else:
-                self._status(rec, Status.from_json(bytes(payload)), retained=retained)
         except ProtocolError as exc:
             self._ignore("invalid", f"{where}: {exc}")
-
-    def _telemetry(self, rec: DeviceLedger, msg: Telemetry) -> None:
-        if self._same_device(rec, msg.device, "telemetry"):
-            self._account(rec, msg.seq, learned=True)
+            return
+        rec = self.devices.get(device)
+        if rec is None:
+            self._ignore("foreign", f"a message on {where}, not a device this stream feeds")
+        elif isinstance(message, Telemetry):
+            self._account(rec, message.seq, learned=True)
+        elif isinstance(message, ErrorMessage):
+            self._error(rec, message)
+        else:
+            self._status(rec, message, retained=retained)
 
     def _error(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
-        if not self._same_device(rec, msg.device, "error"):
-            return
         if msg.code == GAP_CODE:
             self._gap(rec, msg)
         elif msg.code in NOT_AN_ANSWER_CODES:
@@ -217,8 +207,6 @@ class AnswerLedger:
         self._answered(rec)
 
     def _status(self, rec: DeviceLedger, msg: Status, *, retained: bool) -> None:
-        if msg.device is not None and not self._same_device(rec, msg.device, "status"):
-            return
         if msg.online and not retained and rec.outstanding and self.on_back is not None:
             # a node publishes its status when it (re)connects: a batch sent while it had no
             # subscription (a broker restarted without persistence) never reached it
@@ -247,12 +235,6 @@ class AnswerLedger:
         rec.answered.set()
         if self.on_answer is not None:
             self.on_answer()
-
-    def _same_device(self, rec: DeviceLedger, named: str, kind: str) -> bool:
-        if named == rec.device:
-            return True
-        self._ignore("foreign", f"{kind} of device {named!r} on the topic of {rec.device}")
-        return False
 
     def _note_code(self, code: str) -> None:
         if code not in ERROR_CODES | NODE_ERROR_CODES and code not in self._unknown_codes:

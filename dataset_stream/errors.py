@@ -4,7 +4,8 @@
      ├── ProtocolError     a payload or message that breaks wire contract v1 (has ``.code``)
      ├── SourceError       a data source that cannot be loaded (bad spec, missing or bad files)
      ├── ScenarioError     a scenario that cannot be built from a source
-     └── PublishError      the broker cannot be reached, or a device stopped acknowledging
+     ├── PublishError      the broker cannot be reached, or a device stopped acknowledging
+     └── ForeignMessage    a message that is not a node's report (another topic, another device)
 
 ``ProtocolError``, ``SourceError`` and ``ScenarioError`` are also ``ValueError``: they describe a
 bad value, and callers that only know that much can catch ``ValueError``.
@@ -69,9 +70,15 @@ class PublishError(DatasetStreamError):
     """The stream could not be delivered: broker unreachable or a device not acknowledging."""
 
 
+class ForeignMessage(DatasetStreamError):
+    """A message that is not one node's report: not a node's telemetry, status or error topic,
+    or a report naming another device than its topic."""
+
+
 __all__ = [
     "ERROR_CODES",
     "DatasetStreamError",
+    "ForeignMessage",
     "ProtocolError",
     "PublishError",
     "ScenarioError",

@@ -28,11 +28,13 @@ import aiomqtt
 
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
+    REPORT_KINDS,
     ErrorMessage,
+    ForeignMessage,
     ProtocolError,
     Status,
     Telemetry,
-    parse_topic,
+    read_node_message,
     topic_filter,
     validate_prefix,
 )
@@ -42,7 +44,7 @@ from device.mqtt import Backoff
 
 log = logging.getLogger(__name__)
 
-WATCHED: Final = ("telemetry", "status", "error")
+WATCHED: Final = REPORT_KINDS
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 
@@ -216,38 +218,21 @@ class FleetMonitor:
 
     def _handle(self, where: str, payload: object) -> None:
         try:
-            device, kind = parse_topic(self.prefix, where)
-        except ProtocolError as exc:
-            self._ignore("foreign", f"{where}: {exc}")
+            device, message = read_node_message(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
             return
-        if kind not in WATCHED:
-            self._ignore("foreign", f"{where}: not a topic the monitor watches")
-            return
-        if not isinstance(payload, bytes | bytearray):
-            self._ignore("invalid", f"{where}: payload is not bytes")
-            return
-        try:
-            if kind == "telemetry":
-                telemetry = Telemetry.from_json(bytes(payload))
-                mine = self._mine(device, telemetry.device, where)
-                if mine and not self.record(device).add_telemetry(telemetry):
-                    self.repeated += 1
-            elif kind == "status":
-                status = Status.from_json(bytes(payload))
-                if status.device is None or self._mine(device, status.device, where):
-                    self.record(device).status = status
-            else:
-                error = ErrorMessage.from_json(bytes(payload))
-                if self._mine(device, error.device, where):
-                    self.record(device).errors.append(error)
         except ProtocolError as exc:
             self._ignore("invalid", f"{where}: {exc}")
-
-    def _mine(self, device: str, named: str, where: str) -> bool:
-        if named == device:
-            return True
-        self._ignore("foreign", f"{where}: a message of device {named!r}")
-        return False
+            return
+        record = self.record(device)
+        if isinstance(message, Telemetry):
+            if not record.add_telemetry(message):
+                self.repeated += 1
+        elif isinstance(message, Status):
+            record.status = message
+        else:
+            record.errors.append(message)
 
     def _ignore(self, kind: str, text: str) -> None:
         if kind == "invalid":

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,32 +140,18 @@ async def wait_online(url: BrokerURL) -> None:
                 return
 
 
-def reference_state(
-    bundle: ModelBundle, device: str, events: list[Batch], where: Path
+def node_state(
+    bundle: ModelBundle, device: str, state: Path, learn: Sequence[Batch] = ()
 ) -> dict[str, Any]:
-    """What a node that was never killed holds after learning ``events``."""
-    settings = LearningOptions(1500, 8, 4, 128, 21, None, "vega", False).settings(
-        device, where, bundle
-    )
-    engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
-    try:
-        for batch in events:
-            engine.apply(batch)
-        return {
-            "weights": {k: v.copy() for k, v in engine.head.params().items()},
-            "lrs": engine.memory.contents(),
-            "remaining_j": engine.battery.remaining_j,
-        }
-    finally:
-        engine.close()
-
-
-def stored_state(bundle: ModelBundle, device: str, state: Path) -> dict[str, Any]:
+    """Weights, LR memory and battery of the node stored in ``state``, after learning ``learn``
+    (a node that was never killed, when ``state`` starts empty)."""
     settings = LearningOptions(1500, 8, 4, 128, 21, None, "vega", False).settings(
         device, state, bundle
     )
     engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
     try:
+        for batch in learn:
+            engine.apply(batch)
         return {
             "weights": {k: v.copy() for k, v in engine.head.params().items()},
             "lrs": engine.memory.contents(),
@@ -227,8 +214,8 @@ async def test_twenty_kill_9_lose_nothing_and_repeat_nothing(
             counters = db.execute("SELECT last_seq, events_applied, gaps FROM state").fetchone()
         assert rows == [(s, "learned") for s in range(1, EVENTS + 1)], device
         assert counters == (EVENTS, EVENTS, 0), device
-        expected = reference_state(default_bundle, device, events[device], tmp_path / "ref")
-        got = stored_state(default_bundle, device, state)
+        expected = node_state(default_bundle, device, tmp_path / "ref", events[device])
+        got = node_state(default_bundle, device, state)
         for name, value in expected["weights"].items():
             np.testing.assert_allclose(got["weights"][name], value, rtol=1e-5, atol=1e-6)
         for stored, reference in zip(got["lrs"], expected["lrs"], strict=True):

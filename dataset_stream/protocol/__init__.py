@@ -10,7 +10,7 @@
 Every failure is a :class:`ProtocolError` with a stable ``code``.
 """
 
-from dataset_stream.errors import ERROR_CODES, ProtocolError
+from dataset_stream.errors import ERROR_CODES, ForeignMessage, ProtocolError
 from dataset_stream.protocol.codec import (
     EVAL_LIMITS,
     RESERVED_KEYS,
@@ -33,13 +33,16 @@ from dataset_stream.protocol.messages import (
 )
 from dataset_stream.protocol.node_messages import (
     NODE_ERROR_CODES,
+    REPORT_KINDS,
     STATUS_STATES,
     TELEMETRY_STATES,
     BatteryState,
     ErrorMessage,
+    NodeMessage,
     ReplayStats,
     Status,
     Telemetry,
+    read_node_message,
 )
 from dataset_stream.protocol.summary import DeviceSummary, RunSummary, StreamSummary
 from dataset_stream.protocol.topics import (
@@ -62,6 +65,7 @@ __all__ = [
     "FLEET_PREFIX",
     "KINDS",
     "NODE_ERROR_CODES",
+    "REPORT_KINDS",
     "RESERVED_KEYS",
     "SCHEMA_NAMES",
     "STATUS_STATES",
@@ -72,7 +76,9 @@ __all__ = [
     "DeviceSummary",
     "ErrorMessage",
     "EvalSet",
+    "ForeignMessage",
     "Limits",
+    "NodeMessage",
     "ProtocolError",
     "ReplayStats",
     "RunSummary",
@@ -87,6 +93,7 @@ __all__ = [
     "is_device_id",
     "load_schema",
     "parse_topic",
+    "read_node_message",
     "topic",
     "topic_filter",
     "validate_device_id",

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
-from dataset_stream.errors import ProtocolError
+from dataset_stream.errors import ForeignMessage, ProtocolError
 from dataset_stream.protocol.messages import validate_message
-from dataset_stream.protocol.topics import validate_device_id
+from dataset_stream.protocol.topics import parse_topic, validate_device_id
 
 #: Telemetry ``state`` values.
 TELEMETRY_STATES: Final = ("learning", "idle", "depleted")
@@ -348,6 +348,38 @@ class ErrorMessage:
             raise _bad(cls.SCHEMA, exc) from None
 
 
+NodeMessage = Telemetry | Status | ErrorMessage
+REPORT_KINDS: Final = ("telemetry", "status", "error")
+
+
+def read_node_message(prefix: str, where: str, payload: object) -> tuple[str, NodeMessage]:
+    """``(device, message)`` of a report a node published on topic ``where``.
+
+    Raises :class:`ForeignMessage` for a topic that is not a node's telemetry, status or error
+    under ``prefix``, or a report that names another device than its topic (a status without a
+    ``device``, such as the last will, belongs to its topic); ``ProtocolError("bad_format")``
+    for a payload that is not a valid report. Stream and monitor read their messages here.
+    """
+    try:
+        device, kind = parse_topic(prefix, where)
+    except ProtocolError as exc:
+        raise ForeignMessage(f"a message on {where[:200]!r}: {exc.message}") from None
+    if kind not in REPORT_KINDS:
+        raise ForeignMessage(f"a message on {where}, not a node's report")
+    if not isinstance(payload, bytes | bytearray):
+        raise ProtocolError("bad_format", f"{where}: payload is not bytes")
+    message: NodeMessage
+    if kind == "telemetry":
+        message = Telemetry.from_json(bytes(payload))
+    elif kind == "status":
+        message = Status.from_json(bytes(payload))
+    else:
+        message = ErrorMessage.from_json(bytes(payload))
+    if message.device is not None and message.device != device:
+        raise ForeignMessage(f"{kind} of device {message.device!r} on the topic of {device}")
+    return device, message
+
+
 def _bad(schema: str, exc: Exception) -> ProtocolError:
     return ProtocolError("bad_format", f"{schema} message: {exc}")
 
@@ -356,11 +388,14 @@ __all__ = [
     "LATENCY_PARTS",
     "NODE_ERROR_CODES",
     "PHASES",
+    "REPORT_KINDS",
     "STATUS_STATES",
     "TELEMETRY_STATES",
     "BatteryState",
     "ErrorMessage",
+    "NodeMessage",
     "ReplayStats",
     "Status",
     "Telemetry",
+    "read_node_message",
 ]
