@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import numpy as np
 
 from dataset_stream import build_scenario
 from dataset_stream.protocol import Batch, EvalSet
-from device.cli._nodeopts import load_model, recommended_lr
+from dataset_stream.scenarios import factory_split
 from device.engine import NodeEngine
 from device.model.bundle import ModelBundle
+from device.model.default import load_default
 from device.model.frozen import FrozenStage
 from device.nn import SGDConfig
 from device.settings import NodeSettings, ReplaySettings
@@ -42,7 +44,7 @@ def run_one(bundle: ModelBundle, seed: int, size: int, bits: int, events: int | 
             Path(tmp),
             replay=ReplaySettings(size, bits),
             seed=seed,
-            sgd=SGDConfig(lr=recommended_lr(bundle)),  # what `vega-emu up` uses
+            sgd=SGDConfig(lr=bundle.recommended_lr),  # what `vega-emu up` uses
         )
         engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
         ex, ey = scenario.eval_set
@@ -67,7 +69,8 @@ def main() -> None:
 
     results: list[dict[str, Any]] = []
     for seed in args.seeds:
-        bundle = load_model(None, seed=seed)  # the cached default model of `vega-emu up --seed`
+        # the cached default model of `vega-emu up --seed`
+        bundle = load_default(seed, factory=partial(factory_split, "digits", "nic", seed))
         for size in args.sizes:
             for bits in args.bits if size else [8]:
                 start = time.perf_counter()

@@ -23,7 +23,6 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from dataset_stream import build_scenario
-from device.cli._nodeopts import recommended_lr
 from device.model.bundle import ModelBundle
 from device.model.default import build_default
 from device.model.export import FROZEN_FP32, run_onnx
@@ -50,7 +49,7 @@ def main() -> None:
     z = frozen.run(x)
     zt = frozen.run(ex)
     head = bundle.build_head()
-    opt = SGD(SGDConfig(lr=recommended_lr(bundle)))
+    opt = SGD(SGDConfig(lr=bundle.recommended_lr))
     rng = np.random.default_rng(0)
     for _ in range(10):
         order = rng.permutation(len(z))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
     from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.protocol import fleet_ids
-    from device.cli._nodeopts import load_model, recommended_lr
+    from dataset_stream.scenarios import factory_split
     from device.fleet import Fleet
+    from device.model.default import load_default
     from device.nn import SGDConfig
     from device.settings import NodeSettings, ReplaySettings
 
-    bundle = load_model(None)
+    bundle = load_default(0, factory=partial(factory_split, "digits", "nic", 0))
     scenario = build_scenario("digits", "nic", seed=0)
     ids = fleet_ids(n)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -42,7 +44,7 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
                 device,
                 Path(tmp) / "state",
                 replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(lr=recommended_lr(bundle)),
+                sgd=SGDConfig(lr=bundle.recommended_lr),
             )
 
         broker: Any = (

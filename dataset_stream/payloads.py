@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dataset_stream.answers import IgnoredMessages
-from dataset_stream.protocol import encode_batch, encode_eval
+from dataset_stream.protocol import StreamSummary, encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
 
 ProgressCallback = Callable[[int, int], None]
@@ -49,6 +49,23 @@ class StreamStats:
     lost: int = 0
     link: LinkStats = field(default_factory=LinkStats)
     ignored: IgnoredMessages = field(default_factory=IgnoredMessages)
+
+    def summary(self, wall_s: float) -> StreamSummary:
+        """The stream's part of a run summary, for a run of ``wall_s`` seconds."""
+        return StreamSummary(
+            sent=self.sent,
+            acked=self.acked,
+            rejected=self.rejected,
+            wall_s=round(wall_s, 3),
+            stalled=self.stalled,
+            reconnects=self.link.reconnects,
+            lost=self.lost,
+            outage_s=round(self.link.outage_s, 3),
+            late=self.link.late,
+            republished=self.link.republished,
+            invalid=self.ignored.invalid,
+            foreign=self.ignored.foreign,
+        )
 
 
 def batch_payload(scenario: Scenario, event: Event, *, t0: float, cadence: float) -> bytes:

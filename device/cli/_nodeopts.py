@@ -11,12 +11,9 @@ import typer
 from device.cli._runtime import console, fail
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from device.model.bundle import ModelBundle
     from device.settings import NodeSettings
 
-DEFAULT_LR = 0.001  # the paper's SGD learning rate, for models that recommend none
 
 ModelOpt = Annotated[
     Path | None,
@@ -41,7 +38,7 @@ LrOpt = Annotated[
     typer.Option(
         "--lr",
         help="SGD learning rate (momentum 0.9, weight decay 5e-4). Default: the model's "
-        f"recommended rate (\\[train] lr in model.toml), else {DEFAULT_LR}.",
+        "recommended rate (\\[train] lr in model.toml), else the paper's 0.001.",
     ),
 ]
 ProfileOpt = Annotated[
@@ -82,7 +79,7 @@ class LearningOptions:
                 state_dir=state_dir,
                 replay=ReplaySettings(self.lr_size, self.lr_bits, self.class_balanced),
                 train=TrainConfig(epochs=self.epochs, mb_size=self.mb, new_per_mb=self.new_per_mb),
-                sgd=SGDConfig(lr=self.lr if self.lr is not None else recommended_lr(bundle)),
+                sgd=SGDConfig(lr=self.lr if self.lr is not None else bundle.recommended_lr),
                 profile=self.profile,
                 seed=seed,
             )
@@ -90,33 +87,20 @@ class LearningOptions:
             raise fail(str(exc), code=2) from exc
 
 
-def recommended_lr(bundle: ModelBundle) -> float:
-    train = bundle.meta.get("train", {})
-    value = train.get("lr") if isinstance(train, dict) else None
-    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LR
-
-
 def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
     """The bundle at ``path``, or the cached default model (built on first use, about 10 s)."""
+    from functools import partial
+
+    from dataset_stream.scenarios import factory_split
     from device.model.bundle import ModelBundle
-    from device.model.default import default_bundle_path, default_cache_dir
+    from device.model.default import load_default
     from device.model.errors import ModelError
 
     try:
         if path is not None:
             return ModelBundle.load(path)
-        cache = default_cache_dir(seed)
-        if not (cache / "model.toml").is_file():
-            console.print(
-                "first run: training the default model (digits CNN, about 10 s on 2 cores) "
-                f"and caching it in {cache}; later runs start at once"
-            )
-        return ModelBundle.load(default_bundle_path(cache, factory=lambda: _factory(seed)))
+        return load_default(
+            seed, factory=partial(factory_split, "digits", "nic", seed), announce=console.print
+        )
     except ModelError as exc:
         raise fail(str(exc), code=2) from exc
-
-
-def _factory(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from dataset_stream.scenarios import factory_split
-
-    return factory_split("digits", "nic", seed)

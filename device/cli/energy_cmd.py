@@ -81,25 +81,24 @@ def _config(**values: Any) -> CostConfig:
 
 
 def _report(cost: EventCost, profile: Profile, rate: float) -> dict[str, Any]:
-    from device.energy import average_power_w, lifetime_hours, max_events_per_hour
+    from device.energy import Duty
 
-    latency, energy = cost.latency_s, cost.energy_j
-    power = average_power_w(
-        energy_per_event_j=energy["total"],
-        latency_s=latency["total"],
+    duty = Duty.of(
+        energy_per_event_j=cost.energy_j["total"],
+        latency_s=cost.latency_s["total"],
         events_per_hour=rate,
         sleep_w=profile.sleep_w,
+        battery_j=profile.battery_j,
     )
-    limit = max_events_per_hour(latency["total"])
     return {
         "profile": profile.name,
         "event": cost.as_dict(),
         "events_per_hour": rate,
-        "sustainable": rate <= limit,
-        "power_w": power,
+        "sustainable": duty.sustainable,
+        "power_w": duty.power_w,
         "battery_j": profile.battery_j,
-        "lifetime_h": _finite(lifetime_hours(profile.battery_j, power)),
-        "max_events_per_hour": _finite(limit),
+        "lifetime_h": _finite(duty.lifetime_h),
+        "max_events_per_hour": _finite(duty.max_events_per_hour),
         "memory": cost.memory.as_dict(),
         "layers": [layer.as_dict() for layer in cost.layers],
     }

@@ -29,8 +29,8 @@ from device.cli._runtime import console, creatable, fail, positive, run_async, u
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dataset_stream import Scenario, StreamPublisher, StreamStats
-    from dataset_stream.protocol import DeviceSummary, RunSummary, StreamSummary
+    from dataset_stream import Scenario, StreamPublisher
+    from dataset_stream.protocol import RunSummary
     from device.model.bundle import ModelBundle
     from device.monitor import DeviceRecord
     from device.settings import NodeSettings
@@ -154,6 +154,7 @@ async def _run(
     from dataset_stream.protocol import RunSummary
     from device.fleet import Fleet
     from device.monitor import FleetMonitor
+    from device.runsummary import device_summary
 
     ids = list(settings)
     factory_classes = sorted({int(c) for c in plan.factory[1]})
@@ -193,60 +194,12 @@ async def _run(
         if stats is None:
             return None
         await asyncio.sleep(0.2)  # let the last messages land
-        devices = [_device_summary(monitor.record(d), factory_classes) for d in ids]
+        devices = [device_summary(monitor.record(d), factory_classes) for d in ids]
     return RunSummary(
         devices=tuple(devices),
-        stream=_stream_summary(stats, round(time.monotonic() - started, 3)),
+        stream=stats.summary(time.monotonic() - started),
         factory_classes=tuple(factory_classes),
     )
-
-
-def _stream_summary(stats: StreamStats, wall_s: float) -> StreamSummary:
-    from dataset_stream.protocol import StreamSummary
-
-    return StreamSummary(
-        sent=stats.sent,
-        acked=stats.acked,
-        rejected=stats.rejected,
-        wall_s=wall_s,
-        stalled=stats.stalled,
-        reconnects=stats.link.reconnects,
-        lost=stats.lost,
-        outage_s=round(stats.link.outage_s, 3),
-        late=stats.link.late,
-        republished=stats.link.republished,
-        invalid=stats.ignored.invalid,
-        foreign=stats.ignored.foreign,
-    )
-
-
-def _device_summary(rec: DeviceRecord, factory_classes: list[int]) -> DeviceSummary:
-    from dataset_stream.protocol import DeviceSummary
-
-    last, first = rec.telemetry, rec.first
-    by_class = (last.accuracy_by_class if last is not None else None) or {}
-    seen_factory = [v for k, v in by_class.items() if k in factory_classes]
-    seen_new = [v for k, v in by_class.items() if k not in factory_classes]
-    return DeviceSummary(
-        device=rec.device,
-        events=rec.events,
-        accuracy=last.accuracy if last is not None else None,
-        accuracy_first_event=first.accuracy if first is not None else None,
-        accuracy_factory_classes=_mean(seen_factory),
-        accuracy_new_classes=_mean(seen_new),
-        energy_j=rec.energy_j,
-        lifetime_h=last.lifetime_h if last is not None else None,
-        soc=last.battery.soc if last is not None else None,
-        state=rec.state,
-        errors=len(rec.errors),
-        gaps=last.gaps if last is not None else 0,
-        host_s_mean=rec.host_s / rec.events if rec.events else None,
-        replay=last.replay.to_dict() if last is not None else None,
-    )
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def _fmt(value: object, spec: str) -> str:

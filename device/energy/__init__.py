@@ -21,6 +21,7 @@ from device.energy.cost import (
 )
 from device.energy.errors import BatteryStateError, CostConfigError, EnergyError, ProfileError
 from device.energy.lifetime import (
+    Duty,
     LifetimeEstimator,
     average_power_w,
     lifetime_hours,
@@ -55,6 +56,7 @@ __all__ = [
     "BatteryStateError",
     "CostConfig",
     "CostConfigError",
+    "Duty",
     "EnergyError",
     "EventCost",
     "LayerCost",

@@ -41,6 +41,47 @@ def lifetime_hours(remaining_j: float, power_w: float) -> float:
     return math.inf if power_w <= 0 else remaining_j / power_w / HOUR_S
 
 
+@dataclass(frozen=True, slots=True)
+class Duty:
+    """A node that learns ``events_per_hour`` events of one cost, asleep in between.
+
+    ``lifetime_h`` is for a battery holding ``battery_j`` (inf at zero power); a rate above
+    ``max_events_per_hour`` is not ``sustainable`` and is costed at that maximum.
+    """
+
+    events_per_hour: float
+    power_w: float
+    lifetime_h: float
+    max_events_per_hour: float
+
+    @property
+    def sustainable(self) -> bool:
+        return self.events_per_hour <= self.max_events_per_hour
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        energy_per_event_j: float,
+        latency_s: float,
+        events_per_hour: float,
+        sleep_w: float,
+        battery_j: float,
+    ) -> Duty:
+        power = average_power_w(
+            energy_per_event_j=energy_per_event_j,
+            latency_s=latency_s,
+            events_per_hour=events_per_hour,
+            sleep_w=sleep_w,
+        )
+        return cls(
+            events_per_hour=events_per_hour,
+            power_w=power,
+            lifetime_h=lifetime_hours(battery_j, power),
+            max_events_per_hour=max_events_per_hour(latency_s),
+        )
+
+
 @dataclass(slots=True)
 class LifetimeEstimator:
     """Observed event rate and mean event cost over simulated time, for the lifetime projection.
@@ -130,6 +171,7 @@ def _fields() -> tuple[str, ...]:
 
 __all__ = [
     "HOUR_S",
+    "Duty",
     "LifetimeEstimator",
     "average_power_w",
     "lifetime_hours",

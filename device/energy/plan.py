@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from device.energy.battery import Battery
 from device.energy.config import CostConfig
 from device.energy.cost import event_cost
-from device.energy.lifetime import average_power_w, lifetime_hours, max_events_per_hour
+from device.energy.lifetime import Duty
 from device.energy.profile import Profile
 from device.layerinfo import LayerInfo
 
@@ -75,13 +75,13 @@ def sweep(
                 )
                 latency = cost.latency_s["total"]
                 energy = cost.energy_j["total"]
-                limit = max_events_per_hour(latency)
                 for rate in rate_list:
-                    power = average_power_w(
+                    duty = Duty.of(
                         energy_per_event_j=energy,
                         latency_s=latency,
                         events_per_hour=rate,
                         sleep_w=profile.sleep_w,
+                        battery_j=battery_j,
                     )
                     rows.append(
                         PlanRow(
@@ -94,9 +94,9 @@ def sweep(
                             fits=cost.memory.fits,
                             latency_s=latency,
                             energy_j=energy,
-                            lifetime_h=lifetime_hours(battery_j, power),
-                            max_events_per_hour=limit,
-                            sustainable=rate <= limit,
+                            lifetime_h=duty.lifetime_h,
+                            max_events_per_hour=duty.max_events_per_hour,
+                            sustainable=duty.sustainable,
                         )
                     )
     return rows

@@ -113,6 +113,8 @@ def layer_info_table(info: LayerInfo) -> dict[str, Any]:
 #: Optional top-level keys of model.toml kept in ``ModelBundle.meta``: ``train.lr`` is the model's
 #: recommended on-device learning rate, ``factory_classes`` the classes it was trained on.
 META_KEYS = ("description", "source", "calibration", "train", "factory_classes")
+#: The paper's SGD learning rate, for bundles that recommend none.
+DEFAULT_LR = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,13 @@ class ModelBundle:
     @property
     def frozen_path(self) -> Path:
         return self.path / FROZEN
+
+    @property
+    def recommended_lr(self) -> float:
+        """The on-device SGD rate of ``[train] lr`` in model.toml, else :data:`DEFAULT_LR`."""
+        train = self.meta.get("train", {})
+        value = train.get("lr") if isinstance(train, dict) else None
+        return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LR
 
     def build_head(self, rng: np.random.Generator | None = None) -> Sequential:
         """A fresh adaptive stage holding the bundle's FP32 weights (a copy: train it freely)."""

@@ -154,6 +154,27 @@ def default_cache_dir(seed: int = 0) -> Path:
     return base / CACHE_NAME.format(seed=seed)
 
 
+def load_default(
+    seed: int = 0,
+    *,
+    factory: Callable[[], tuple[np.ndarray, np.ndarray]],
+    announce: Callable[[str], None] | None = None,
+) -> ModelBundle:
+    """The cached default model for ``seed``, built from ``factory()`` on first use (~10 s).
+
+    ``factory`` gives the factory-split training data (``dataset_stream.scenarios.factory_split``
+    for the digits scenarios: the data lives with the producer side, the model here). ``announce``
+    is told, before a build, what is about to happen and where the bundle will be cached.
+    """
+    cache = default_cache_dir(seed)
+    if announce is not None and not (cache / MANIFEST).is_file():
+        announce(
+            "first run: training the default model (digits CNN, about 10 s on 2 cores) "
+            f"and caching it in {cache}; later runs start at once"
+        )
+    return ModelBundle.load(default_bundle_path(cache, factory=factory))
+
+
 def default_bundle_path(
     cache_dir: Path | None = None,
     *,
@@ -192,5 +213,6 @@ __all__ = [
     "default_bundle_path",
     "default_cache_dir",
     "default_network",
+    "load_default",
     "split_index",
 ]
