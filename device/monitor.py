@@ -12,6 +12,17 @@ after that a lost connection is retried forever, in an explicit loop with backof
 persistent session (clean session off, a client id of its own), so the broker queues what the
 fleet publishes while the monitor is away. A telemetry seq already counted (a QoS 1
 redelivery) is not counted twice. Leaving the context ends the session at the broker.
+
+Delivery accounting (gaps, duplicates, rejected inputs, event lag) is kept per device in a
+:class:`~device.accounting.DeviceRecord` and for the fleet in :attr:`FleetMonitor.lag`, all in
+bounded memory. The event lag of a telemetry is the wall time it was handled here minus its
+``t``, the scheduled *simulated* time of the batch it answers: it measures delivery plus learning
+time only when the stream runs at ``--speed 1`` (at 10x, or closed loop, ``t`` runs ahead of or
+behind the wall clock and the lag says how far).
+
+``on_message(device, message, received)`` is called once per accepted message (a telemetry seq
+already counted is not passed again) with its arrival wall time; a run recorder plugs in there.
+What it raises ends the watch (``stopped`` is set) and is raised again on leaving the context.
 """
 
 from __future__ import annotations
@@ -20,9 +31,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeAlias
 
 import aiomqtt
 
@@ -38,6 +50,7 @@ from dataset_stream.protocol import (
     topic_filter,
     validate_prefix,
 )
+from device.accounting import DeviceRecord, LagStats
 from device.aio import cancel_and_wait
 from device.errors import DeviceError
 from device.mqtt import Backoff
@@ -48,50 +61,12 @@ WATCHED: Final = REPORT_KINDS
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 
+#: ``on_message(device, message, received)``: ``received`` is the arrival wall time (unix s).
+OnMessage: TypeAlias = Callable[[str, Telemetry | Status | ErrorMessage, float], None]
+
 
 class MonitorError(DeviceError):
     """The monitor could not make its first connection to the broker."""
-
-
-@dataclass(slots=True)
-class DeviceRecord:
-    """What the monitor knows of one device.
-
-    ``telemetry``: the one with the highest seq; ``first``: the one with the lowest; ``events``,
-    ``energy_j`` and ``host_s`` count each telemetry seq once.
-    """
-
-    device: str
-    telemetry: Telemetry | None = None
-    first: Telemetry | None = None
-    status: Status | None = None
-    events: int = 0
-    errors: list[ErrorMessage] = field(default_factory=list)
-    energy_j: float = 0.0  # summed over the telemetry seen
-    host_s: float = 0.0  # wall time the emulator spent, summed over the telemetry seen
-    seqs: set[int] = field(default_factory=set)
-
-    @property
-    def state(self) -> str:
-        if self.status is not None and self.status.state in ("offline", "depleted", "error"):
-            return self.status.state
-        if self.telemetry is not None:
-            return self.telemetry.state
-        return self.status.state if self.status is not None else "unknown"
-
-    def add_telemetry(self, msg: Telemetry) -> bool:
-        """Account ``msg``; False if its seq was counted before."""
-        if msg.seq in self.seqs:
-            return False
-        self.seqs.add(msg.seq)
-        self.events += 1
-        self.energy_j += msg.energy_j["total"]
-        self.host_s += msg.host_s
-        if self.telemetry is None or msg.seq > self.telemetry.seq:
-            self.telemetry = msg
-        if self.first is None or msg.seq < self.first.seq:
-            self.first = msg
-        return True
 
 
 class FleetMonitor:
@@ -105,6 +80,8 @@ class FleetMonitor:
         timeout: float = 10.0,
         client_id: str | None = None,
         backoff: Backoff | None = None,
+        on_message: OnMessage | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
         self.prefix = validate_prefix(prefix)
@@ -113,9 +90,14 @@ class FleetMonitor:
         self.devices: dict[str, DeviceRecord] = {}
         self.invalid = self.foreign = self.repeated = 0
         self.handled = 0  # messages handled, whatever they were
+        self.accepted: dict[str, int] = dict.fromkeys(WATCHED, 0)  # by kind
+        self.lag = LagStats()
+        self.on_message = on_message
+        self._clock = clock
         self.reconnects = 0
         self.connected = asyncio.Event()
         self.activity = asyncio.Event()  # set after each message handled
+        self.stopped = asyncio.Event()  # the watch ended: an on_message hook raised (see aexit)
         self._backoff = backoff or Backoff(initial_s=0.2, cap_s=5.0)
         self._warned: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -127,6 +109,7 @@ class FleetMonitor:
         except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
             raise MonitorError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
         self._task = asyncio.create_task(self._watch(client), name="fleet monitor")
+        self._task.add_done_callback(lambda _: self.stopped.set())
         return self
 
     async def __aexit__(
@@ -225,14 +208,23 @@ class FleetMonitor:
         except ProtocolError as exc:
             self._ignore("invalid", f"{where}: {exc}")
             return
+        received = self._clock()
         record = self.record(device)
         if isinstance(message, Telemetry):
-            if not record.add_telemetry(message):
+            if not record.add_telemetry(message, received):
                 self.repeated += 1
+                return
+            self.lag.add(received - message.t)
+            kind = "telemetry"
         elif isinstance(message, Status):
             record.status = message
+            kind = "status"
         else:
-            record.errors.append(message)
+            record.add_error(message)
+            kind = "error"
+        self.accepted[kind] += 1
+        if self.on_message is not None:
+            self.on_message(device, message, received)
 
     def _ignore(self, kind: str, text: str) -> None:
         if kind == "invalid":
@@ -251,4 +243,4 @@ async def _close(client: aiomqtt.Client, within_s: float) -> None:
             await client.__aexit__(None, None, None)
 
 
-__all__ = ["DeviceRecord", "FleetMonitor", "MonitorError"]
+__all__ = ["DeviceRecord", "FleetMonitor", "MonitorError", "OnMessage"]

@@ -29,7 +29,7 @@ def device_summary(record: DeviceRecord, factory_classes: Collection[int]) -> De
         lifetime_h=last.lifetime_h if last is not None else None,
         soc=last.battery.soc if last is not None else None,
         state=record.state,
-        errors=len(record.errors),
+        errors=record.errors,
         gaps=last.gaps if last is not None else 0,
         host_s_mean=record.host_s / record.events if record.events else None,
         replay=last.replay.to_dict() if last is not None else None,

@@ -40,7 +40,7 @@ async def test_records_hold_typed_messages(embedded_broker: EmbeddedBroker) -> N
     assert isinstance(rec.telemetry, Telemetry) and isinstance(rec.first, Telemetry)
     assert (rec.telemetry.seq, rec.first.seq, rec.events, monitor.repeated) == (2, 1, 2, 1)
     assert rec.energy_j == pytest.approx(2 * rec.telemetry.energy_j["total"])
-    assert rec.status == status and rec.errors == [error]
+    assert rec.status == status and list(rec.recent_errors) == [error] and rec.errors == 1
     assert rec.state == "learning"
     assert (monitor.invalid, monitor.foreign) == (0, 0)
 
