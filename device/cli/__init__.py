@@ -10,17 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from device.cli import (
-    broker_cmd,
-    energy_cmd,
-    fleet_cmd,
-    model_cmd,
-    monitor_cmd,
-    node_cmd,
-    report_cmd,
-    stream_cmd,
-    up_cmd,
-)
+from device.cli import broker_cmd, energy_cmd, model_cmd, node_cmd, report_cmd, stream_cmd, up_cmd
 
 app = typer.Typer(
     name="vega-emu",
@@ -44,8 +34,6 @@ model_cmd.register(app)
 energy_cmd.register(app)
 stream_cmd.register(app)
 node_cmd.register(app)
-monitor_cmd.register(app)
-fleet_cmd.register(app)
 up_cmd.register(app)
 report_cmd.register(app)
 
