@@ -112,7 +112,7 @@ class DeviceRecord:
     ``gaps`` (seqs skipped, the larger of the node's own count in its telemetry and the ranges
     of its ``gap`` errors), ``duplicates`` (``duplicate`` errors), ``rejected`` (errors with a
     protocol error code, by code). ``lag_s``: event lag of the newest telemetry (see
-    :meth:`add_telemetry`).
+    :meth:`add_telemetry`); ``received``: when a new telemetry seq last arrived.
     """
 
     device: str
@@ -129,6 +129,7 @@ class DeviceRecord:
     recent_errors: deque[ErrorMessage] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
     gap_seqs_reported: int = 0  # seqs named by gap errors
     lag_s: float | None = None
+    received: float | None = None  # wall time the newest telemetry seq was accepted
 
     @property
     def state(self) -> str:
@@ -166,6 +167,8 @@ class DeviceRecord:
             if phase != "total":
                 self.energy_by_phase_j[phase] = self.energy_by_phase_j.get(phase, 0.0) + joules
         self.host_s += msg.host_s
+        if received is not None:
+            self.received = received
         if self.telemetry is None or msg.seq > self.telemetry.seq:
             self.telemetry = msg
             if received is not None:

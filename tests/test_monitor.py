@@ -9,10 +9,13 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
 from broker.url import BrokerURL
 from dataset_stream.protocol import ErrorMessage, Status, Telemetry
+from device.accounting import LAG_WINDOW, SEQ_WINDOW, DeviceRecord, LagStats, SeqWindow
 from device.monitor import FleetMonitor, MonitorError
 from device.mqtt import Backoff
 from tests.conftest import require_mosquitto
@@ -106,3 +109,69 @@ async def test_monitor_survives_a_broker_restart(mosquitto_restartable: Mosquitt
     rec = monitor.devices[DEVICE]
     assert rec.events == 2 and rec.telemetry is not None and rec.telemetry.seq == 2
     assert reconnects == 1
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=300))
+def test_seq_window_is_a_set_within_the_window(seqs: list[int]) -> None:
+    window, seen = SeqWindow(), set[int]()
+    for seq in seqs:
+        high = max(seen, default=-1)
+        new = window.add(seq)
+        if seq > high - SEQ_WINDOW:  # within the window: exactly a set
+            assert new == (seq not in seen)
+        else:  # too old to tell: taken for a redelivery
+            assert not new
+        seen.add(seq)
+    assert window.high == max(seen, default=-1)
+    assert window.mask < 1 << SEQ_WINDOW  # bounded: memory does not grow with the seqs
+
+
+def test_lag_percentiles_use_the_last_window_only() -> None:
+    lag = LagStats()
+    for i in range(LAG_WINDOW):
+        lag.add(1000.0 + i)  # pushed out by the next ones
+    for i in range(1, LAG_WINDOW + 1):
+        lag.add(i / 1000)
+    assert lag.percentile(0.5) == pytest.approx(0.5)
+    assert lag.percentile(0.99) == pytest.approx(0.99)
+    assert lag.count == 2 * LAG_WINDOW and lag.cumulative()[-1] == ("+Inf", 2 * LAG_WINDOW)
+
+
+def test_device_memory_is_bounded_by_codes_not_messages() -> None:
+    rec = DeviceRecord(DEVICE)
+    for i in range(5000):
+        rec.add_error(ErrorMessage(DEVICE, "bad_label" if i % 2 else f"x{i % 7}", "m", seq=i))
+    assert rec.errors == 5000 and len(rec.recent_errors) == 5
+    assert rec.errors_by_code == {"bad_label": 2500, "other": 2500}
+    assert rec.rejected == {"bad_label": 2500}
+
+
+async def test_on_message_sees_each_accepted_message_once(embedded_broker: EmbeddedBroker) -> None:
+    url = embedded_broker.url
+    seen: list[tuple[str, str, float]] = []
+    status = Status("idle", device=DEVICE)
+    error = ErrorMessage(DEVICE, "duplicate", "seq 1 again", seq=1)
+
+    def hook(device: str, message: Telemetry | Status | ErrorMessage, received: float) -> None:
+        seen.append((device, type(message).__name__, received))
+
+    async with (
+        FleetMonitor(url, on_message=hook, clock=lambda: 42.0) as monitor,
+        aiomqtt.Client(**url.client_kwargs()) as node,
+    ):
+        for kind, payload in [
+            ("telemetry", telemetry(DEVICE, 1)),
+            ("telemetry", telemetry(DEVICE, 1)),  # repeated: not passed on
+            ("telemetry", b"{"),  # invalid: not passed on
+            ("status", status.to_json()),
+            ("error", error.to_json()),
+        ]:
+            await node.publish(f"vega/{DEVICE}/{kind}", payload, qos=1)
+        await settle(monitor, 5)
+    assert seen == [
+        (DEVICE, "Telemetry", 42.0),
+        (DEVICE, "Status", 42.0),
+        (DEVICE, "ErrorMessage", 42.0),
+    ]
+    assert monitor.accepted == {"telemetry": 1, "status": 1, "error": 1}
+    assert monitor.record(DEVICE).duplicates == 1
