@@ -255,26 +255,42 @@ def _telemetry_row(n: int, received: float, device: str, msg: Telemetry) -> tupl
 
 def _is_recording(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-    except OSError:
+        _open(path).close()
+    except NotARecording:
         return False
-    # the SQLite header: magic string, then the application id at offset 68 (big-endian)
-    return header[:16] == b"SQLite format 3\x00" and int.from_bytes(header[68:72]) == APPLICATION_ID
+    except RecordError:  # a recording we cannot read (locked, newer format)
+        return True
+    return True
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the recording at ``path``."""
+    """A read-only connection to the recording at ``path``.
+
+    A recording is told by its ``application_id``, read through SQL: in WAL mode the database
+    file's own header may not hold it yet (it is in the ``-wal`` file until a checkpoint)."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such recording")
-    if not _is_recording(path):
-        raise NotARecording(f"{path} is not a vega-emu recording")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(16)
+    except OSError as exc:
+        raise RecordError(f"cannot read the recording {path}: {exc.strerror or exc}") from exc
+    if magic != b"SQLite format 3\x00":
+        raise NotARecording(f"{path} is not a vega-emu recording (not an SQLite file)")
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as exc:
         raise RecordError(f"cannot read the recording {path}: {exc}") from exc
+    try:
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise NotARecording(f"{path} is not a vega-emu recording ({exc})") from exc
+    if application_id != APPLICATION_ID:
+        db.close()
+        raise NotARecording(f"{path} is not a vega-emu recording (another SQLite database)")
     if version != SCHEMA_VERSION:
         db.close()
         raise RecordError(
