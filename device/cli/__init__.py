@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import typer
 
-from device.cli import broker_cmd, energy_cmd, model_cmd, node_cmd, report_cmd, stream_cmd, up_cmd
+from device.cli import (
+    broker_cmd,
+    energy_cmd,
+    model_cmd,
+    monitor_cmd,
+    node_cmd,
+    report_cmd,
+    stream_cmd,
+    up_cmd,
+)
 
 app = typer.Typer(
     name="vega-emu",
@@ -34,6 +43,7 @@ model_cmd.register(app)
 energy_cmd.register(app)
 stream_cmd.register(app)
 node_cmd.register(app)
+monitor_cmd.register(app)
 up_cmd.register(app)
 report_cmd.register(app)
 

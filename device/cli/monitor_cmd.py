@@ -1,0 +1,199 @@
+"""``vega-emu monitor``: watch a fleet through its broker; a live table, Prometheus, a recording."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from device.cli._runtime import console, creatable, fail, positive, run_async
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from broker.url import BrokerURL
+    from device.monitor import FleetMonitor
+
+REFRESH_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorRun:
+    """What ``vega-emu monitor`` was asked to do, checked at the edge."""
+
+    broker: BrokerURL
+    prefix: str
+    prometheus_port: int | None
+    prometheus_addr: str
+    record: Path | None
+    stop_after_s: float | None  # --duration or --once-after
+    once: bool  # --once-after: no live table, one table at the end
+    quiet: bool
+
+
+def monitor(
+    broker: Annotated[
+        str,
+        typer.Option(
+            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
+            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
+            "to every user of the machine in the process list)."
+        ),
+    ] = "mqtt://127.0.0.1:1883",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the MQTT password from the first line of this file."),
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
+    prometheus_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (/metrics; 0: any free port).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    prometheus_addr: Annotated[
+        str, typer.Option(help="Address the metrics server listens on (0.0.0.0: every one).")
+    ] = "127.0.0.1",
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record every report to this new SQLite file (vega-emu report reads it)."
+        ),
+    ] = None,
+    once_after: Annotated[
+        float | None,
+        typer.Option(help="Watch this many seconds without a live table, print it once, exit."),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: SIGINT/SIGTERM).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No table; metrics and recording only.")
+    ] = (False),
+) -> None:
+    """Watch a fleet's telemetry, status and errors: live table, Prometheus metrics, recording."""
+    from broker import BrokerError, parse_broker_url
+    from dataset_stream.protocol import validate_prefix
+
+    if once_after is not None and duration is not None:
+        raise fail("--once-after and --duration exclude each other", code=2)
+    for value, option in ((once_after, "--once-after"), (duration, "--duration")):
+        if value is not None:
+            positive(value, option)
+    try:
+        validate_prefix(prefix)
+    except ValueError as exc:
+        raise fail(f"--prefix: {exc}", code=2) from exc
+    try:
+        url = parse_broker_url(broker, password_file=password_file)
+        url.ssl_context()  # a CA file that cannot be used fails here
+    except BrokerError as exc:
+        raise fail(str(exc), code=2) from exc
+    if record is not None:
+        creatable(record, "--record")
+    run = MonitorRun(
+        url,
+        prefix,
+        prometheus_port,
+        prometheus_addr,
+        record,
+        stop_after_s=once_after if once_after is not None else duration,
+        once=once_after is not None,
+        quiet=quiet,
+    )
+    _log_to_console()
+    from device.errors import DeviceError
+
+    try:
+        run_async(lambda stop: _watch(run, stop))
+    except DeviceError as exc:  # no broker, port in use, recording refused
+        raise fail(str(exc)) from exc
+
+
+def _log_to_console() -> None:
+    """Warnings (lost broker, ignored messages) above the live table."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+
+
+async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
+    from device.exporter import MetricsServer
+    from device.monitor import FleetMonitor
+    from device.record import RunRecorder
+
+    async with contextlib.AsyncExitStack() as stack:
+        on_message = None
+        if run.record is not None:
+            meta = {"command": "monitor", "broker": str(run.broker), "prefix": run.prefix}
+            recorder = stack.enter_context(RunRecorder(run.record, meta=meta))
+            on_message = recorder.add
+        monitor = FleetMonitor(run.broker, prefix=run.prefix, on_message=on_message)
+        if run.prometheus_port is not None:
+            server = MetricsServer(monitor, run.prometheus_port, run.prometheus_addr)
+            await stack.enter_async_context(server)
+            console.print(f"metrics on {server.url}", highlight=False)
+        await stack.enter_async_context(monitor)
+        console.print(f"watching {run.prefix}/+ on {run.broker}; Ctrl-C stops", highlight=False)
+        deadline = None if run.stop_after_s is None else time.monotonic() + run.stop_after_s
+        if run.quiet or run.once:
+            await _until_done(monitor, stop, deadline)
+        else:
+            await _live(monitor, stop, deadline)
+        if run.once and not run.quiet:
+            console.print(_table(monitor, every_device=True))
+    if run.quiet or run.once:
+        from device.cli._monitor_view import fleet_line
+
+        console.print(fleet_line(monitor), highlight=False)
+
+
+async def _until_done(monitor: FleetMonitor, stop: asyncio.Event, deadline: float | None) -> bool:
+    """Wait for SIGINT/SIGTERM, the deadline or the end of the monitor; False on the deadline
+    when it comes first."""
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(monitor.stopped.wait())}
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return bool(done)
+
+
+async def _live(monitor: FleetMonitor, stop: asyncio.Event, deadline: float | None) -> None:
+    from rich.live import Live
+
+    with Live(_table(monitor), console=console, auto_refresh=False) as live:
+        while True:
+            next_s = time.monotonic() + REFRESH_S
+            if deadline is not None:
+                next_s = min(next_s, deadline)
+            if await _until_done(monitor, stop, next_s):
+                break
+            live.update(_table(monitor), refresh=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        live.update(_table(monitor), refresh=True)
+
+
+def _table(monitor: FleetMonitor, *, every_device: bool = False) -> Table:
+    """The table; live, as many rows as the terminal has lines, the rest counted."""
+    from device.cli._monitor_view import OVERHEAD_LINES, monitor_table
+
+    rows = len(monitor.devices) if every_device else console.size.height - OVERHEAD_LINES
+    return monitor_table(monitor, max_rows=rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
