@@ -7,15 +7,13 @@ only over the k x k kernel offsets, never over samples, pixels or channels.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from device.nn.base import AttrValue, Layer, he_normal
-
-
-def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output height/width of a convolution or pooling window."""
-    return (size + 2 * padding - kernel) // stride + 1
+from device.nn.planar import is_small, out_size, window_selection
 
 
 def pad2d(x: np.ndarray, padding: int) -> np.ndarray:
@@ -23,6 +21,17 @@ def pad2d(x: np.ndarray, padding: int) -> np.ndarray:
     if padding == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def channel_sum(x: np.ndarray) -> np.ndarray:
+    """``x [N, C, H, W]`` summed over everything but the channel axis: ``[C]``.
+
+    Summing the contiguous sample axis first is an order of magnitude faster in numpy than
+    ``x.sum(axis=(0, 2, 3))`` on small maps.
+    """
+    n, c = x.shape[:2]
+    total: np.ndarray = x.reshape(n, -1).sum(axis=0).reshape(c, -1).sum(axis=1)
+    return total
 
 
 def offset_slice(i: int, j: int, stride: int, oh: int, ow: int) -> tuple[slice, ...]:
@@ -137,7 +146,8 @@ class Conv2d(_ConvBase):
 class PointwiseConv2d(_ConvBase):
     """1x1 convolution (stride 1, no padding): ``[N, C, H, W]`` -> ``[N, O, H, W]``.
 
-    Weight ``[O, C, 1, 1]``; computed as one GEMM over all samples and pixels.
+    Weight ``[O, C, 1, 1]``; computed as one (broadcast) matrix product per pass, in the
+    ``[N, C, H*W]`` layout of the input, so that nothing is transposed or copied.
     """
 
     op = "pointwise"
@@ -151,8 +161,7 @@ class PointwiseConv2d(_ConvBase):
             "weight": he_normal(rng, (out_channels, in_channels, 1, 1), in_channels),
             "bias": np.zeros(out_channels, np.float32),
         }
-        self._xt: np.ndarray | None = None
-        self._xshape: tuple[int, ...] = ()
+        self._x: np.ndarray | None = None
 
     def attrs(self) -> dict[str, AttrValue]:
         return {"in_channels": self.in_ch, "out_channels": self.out_ch}
@@ -160,30 +169,37 @@ class PointwiseConv2d(_ConvBase):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         n, c, h, w = x.shape
         self.out_shape((c, h, w))
-        xt = x.transpose(1, 0, 2, 3).reshape(c, -1)  # [C, N*H*W]
-        y = self.params["weight"].reshape(self.out_ch, c) @ xt + self.params["bias"][:, None]
+        y = np.empty((n, self.out_ch, h * w), x.dtype)
+        # one weight matrix against every sample's [C, H*W] pixels, written in y's layout
+        np.matmul(self.params["weight"].reshape(self.out_ch, c), x.reshape(n, c, h * w), out=y)
+        y += self.params["bias"][:, None]
         if train:
-            self._xt, self._xshape = xt, x.shape
-        return np.ascontiguousarray(y.reshape(self.out_ch, n, h, w).transpose(1, 0, 2, 3))
+            self._x = x
+        return y.reshape(n, self.out_ch, h, w)
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        xt = self._xt
-        if xt is None:
+        x = self._x
+        if x is None:
             raise RuntimeError(f"{self.name}: backward without a training forward")
-        n, c, h, w = self._xshape
-        gt = grad.transpose(1, 0, 2, 3).reshape(self.out_ch, -1)  # [O, N*H*W]
+        n, c, h, w = x.shape
+        g3 = grad.reshape(n, self.out_ch, h * w)
         weight = self.params["weight"]
-        self.grads = {"weight": (gt @ xt.T).reshape(weight.shape), "bias": gt.sum(axis=1)}
+        gw = np.tensordot(g3, x.reshape(n, c, h * w), axes=([0, 2], [0, 2]))  # [O, C]
+        self.grads = {"weight": gw.reshape(weight.shape), "bias": channel_sum(grad)}
         if not need_input_grad:
             return None
-        gx = weight.reshape(self.out_ch, c).T @ gt
-        return np.ascontiguousarray(gx.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+        gx: np.ndarray = np.matmul(weight.reshape(self.out_ch, c).T, g3)
+        return gx.reshape(n, c, h, w)
 
 
 class DepthwiseConv2d(_ConvBase):
     """k x k convolution per channel (groups = C): ``[N, C, H, W]`` -> ``[N, C, OH, OW]``.
 
-    Weight ``[C, 1, k, k]``.
+    Weight ``[C, 1, k, k]``. On small maps (:func:`device.nn.planar.is_small`) each channel's
+    convolution is a ``[OH*OW, H*W]`` matrix ``T_c`` built from its k x k weights, and a batch is
+    one stacked matrix product per pass (forward ``y = T x``, backward ``gx = T^T g`` and
+    ``gT = g x^T``, folded back onto the weights). On large maps it runs k x k multiply-adds over
+    a zero-padded buffer that is reused while the batch shape stays the same.
     """
 
     op = "depthwise"
@@ -204,8 +220,10 @@ class DepthwiseConv2d(_ConvBase):
             "weight": he_normal(rng, (channels, 1, kernel, kernel), kernel * kernel),
             "bias": np.zeros(channels, np.float32),
         }
-        self._xp: np.ndarray | None = None
+        self._x: np.ndarray | None = None  # the input (small maps) or its padded copy (large)
+        self._plane: np.ndarray | None = None  # T [C, OH*OW, H*W] of the last training forward
         self._xshape: tuple[int, ...] = ()
+        self._pad_buf: dict[tuple[bool, tuple[int, ...], np.dtype[np.floating]], np.ndarray] = {}
 
     def attrs(self) -> dict[str, AttrValue]:
         return {
@@ -215,36 +233,80 @@ class DepthwiseConv2d(_ConvBase):
             "padding": self.padding,
         }
 
-    def _offsets(self) -> list[tuple[int, int]]:
-        return [(i, j) for i in range(self.kernel) for j in range(self.kernel)]
+    def _selection(self, h: int, w: int, dtype: np.dtype[np.floating]) -> np.ndarray:
+        return window_selection(h, w, self.kernel, self.stride, self.padding, dtype)
+
+    def _padded(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """``x`` zero-padded into a buffer kept per (train, shape, dtype): only the interior is
+        ever written, so the border stays zero. Training and inference use separate buffers, so
+        an inference pass between a training forward and its backward changes nothing."""
+        p = self.padding
+        if p == 0:
+            return x
+        n, c, h, w = x.shape
+        key = (train, x.shape, x.dtype)
+        buf = self._pad_buf.get(key)
+        if buf is None:
+            buf = self._pad_buf[key] = np.zeros((n, c, h + 2 * p, w + 2 * p), x.dtype)
+        buf[:, :, p : p + h, p : p + w] = x
+        return buf
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         n, c, h, w = x.shape
         _, oh, ow = self.out_shape((c, h, w))
-        xp = pad2d(x, self.padding)
-        weight = self.params["weight"]
+        weight, bias = self.params["weight"], self.params["bias"]
         y = np.empty((n, c, oh, ow), x.dtype)
-        y[...] = self.params["bias"][None, :, None, None]
-        for i, j in self._offsets():
-            y += xp[offset_slice(i, j, self.stride, oh, ow)] * weight[None, :, 0, i, j, None, None]
+        if is_small(h, w, self.kernel, self.stride, self.padding):
+            sel = self._selection(h, w, weight.dtype)
+            kk = self.kernel * self.kernel
+            plane = (weight.reshape(c, kk) @ sel.reshape(kk, -1)).reshape(c, oh * ow, h * w)
+            # per channel: y[:, c] = x[:, c] @ T_c^T, written straight into y's layout
+            x3 = x.reshape(n, c, h * w).transpose(1, 0, 2)
+            np.matmul(x3, plane.transpose(0, 2, 1), out=y.reshape(n, c, oh * ow).transpose(1, 0, 2))
+            y += bias[:, None, None]
+            if train:
+                self._x, self._plane, self._xshape = x, plane, x.shape
+            return y
+        xp = self._padded(x, train)
+        y[...] = bias[None, :, None, None]
+        tmp = np.empty_like(y)
+        for i, j in itertools.product(range(self.kernel), repeat=2):
+            idx = offset_slice(i, j, self.stride, oh, ow)
+            np.multiply(xp[idx], weight[None, :, 0, i, j, None, None], out=tmp)
+            y += tmp
         if train:
-            self._xp, self._xshape = xp, x.shape
+            self._x, self._plane, self._xshape = xp, None, x.shape
         return y
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        xp = self._xp
-        if xp is None:
+        x = self._x
+        if x is None:
             raise RuntimeError(f"{self.name}: backward without a training forward")
-        _, _, oh, ow = grad.shape
+        n, c, oh, ow = grad.shape
         weight = self.params["weight"]
+        bias_grad = channel_sum(grad)
+        plane = self._plane
+        if plane is not None:
+            _, _, h, w = self._xshape
+            kk = self.kernel * self.kernel
+            g3 = grad.reshape(n, c, oh * ow).transpose(1, 0, 2)  # [C, N, OH*OW]
+            plane_grad = g3.transpose(0, 2, 1) @ x.reshape(n, c, h * w).transpose(1, 0, 2)
+            sel = self._selection(h, w, weight.dtype)
+            gw = (plane_grad.reshape(c, -1) @ sel.reshape(kk, -1).T).reshape(weight.shape)
+            self.grads = {"weight": gw, "bias": bias_grad}
+            if not need_input_grad:
+                return None
+            gx = np.empty((n, c, h, w), grad.dtype)
+            np.matmul(g3, plane, out=gx.reshape(n, c, h * w).transpose(1, 0, 2))
+            return gx
         gw = np.empty_like(weight)
-        gxp = np.zeros_like(xp) if need_input_grad else None
-        for i, j in self._offsets():
+        gxp = np.zeros_like(x) if need_input_grad else None
+        for i, j in itertools.product(range(self.kernel), repeat=2):
             idx = offset_slice(i, j, self.stride, oh, ow)
-            gw[:, 0, i, j] = np.einsum("nchw,nchw->c", grad, xp[idx])
+            gw[:, 0, i, j] = np.einsum("nchw,nchw->c", grad, x[idx])
             if gxp is not None:
                 gxp[idx] += grad * weight[None, :, 0, i, j, None, None]
-        self.grads = {"weight": gw, "bias": grad.sum(axis=(0, 2, 3))}
+        self.grads = {"weight": gw, "bias": bias_grad}
         if gxp is None:
             return None
         p = self.padding
@@ -252,4 +314,11 @@ class DepthwiseConv2d(_ConvBase):
         return gxp[:, :, p : p + h, p : p + w] if p else gxp
 
 
-__all__ = ["Conv2d", "DepthwiseConv2d", "PointwiseConv2d", "out_size", "pad2d"]
+__all__ = [
+    "Conv2d",
+    "DepthwiseConv2d",
+    "PointwiseConv2d",
+    "channel_sum",
+    "out_size",
+    "pad2d",
+]

@@ -1,11 +1,19 @@
-"""Average pooling (k x k windows, no padding) and global average pooling."""
+"""Average pooling (k x k windows, no padding) and global average pooling.
+
+On small maps (:func:`device.nn.planar.is_small`) average pooling is one matrix product of the
+``[N*C, H*W]`` planes with the ``[H*W, OH*OW]`` mean matrix (and its transpose backward); on
+large maps it sums the k x k strided views.
+"""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
 from device.nn.base import AttrValue, Layer
-from device.nn.conv import offset_slice, out_size
+from device.nn.conv import offset_slice
+from device.nn.planar import is_small, out_size, pool_matrix
 
 
 class AvgPool(Layer):
@@ -37,24 +45,32 @@ class AvgPool(Layer):
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         n, c, h, w = x.shape
         _, oh, ow = self.out_shape((c, h, w))
-        k = self.kernel
-        y = np.zeros((n, c, oh, ow), x.dtype)
-        for i in range(k):
-            for j in range(k):
-                y += x[offset_slice(i, j, self.stride, oh, ow)]
+        k, s = self.kernel, self.stride
         self._xshape = x.shape
-        return y * np.asarray(1.0 / (k * k), x.dtype)
+        if is_small(h, w, k, s, 0):  # one GEMM: every plane times the [H*W, OH*OW] mean matrix
+            pooled: np.ndarray = x.reshape(n * c, h * w) @ pool_matrix(h, w, k, s, x.dtype)
+            return pooled.reshape(n, c, oh, ow)
+        y = np.zeros((n, c, oh, ow), x.dtype)
+        for i, j in itertools.product(range(k), repeat=2):
+            y += x[offset_slice(i, j, s, oh, ow)]
+        y *= np.asarray(1.0 / (k * k), x.dtype)
+        return y
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if not need_input_grad:
             return None
-        _, _, oh, ow = grad.shape
-        k = self.kernel
+        n, c, oh, ow = grad.shape
+        _, _, h, w = self._xshape
+        k, s = self.kernel, self.stride
+        if is_small(h, w, k, s, 0):
+            spread: np.ndarray = (
+                grad.reshape(n * c, oh * ow) @ pool_matrix(h, w, k, s, grad.dtype).T
+            )
+            return spread.reshape(n, c, h, w)
         gx = np.zeros(self._xshape, grad.dtype)
         g = grad * np.asarray(1.0 / (k * k), grad.dtype)
-        for i in range(k):
-            for j in range(k):
-                gx[offset_slice(i, j, self.stride, oh, ow)] += g
+        for i, j in itertools.product(range(k), repeat=2):
+            gx[offset_slice(i, j, s, oh, ow)] += g
         return gx
 
 
