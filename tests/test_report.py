@@ -21,8 +21,15 @@ import pytest
 from PIL import Image
 
 from dataset_stream.protocol import BatteryState, ErrorMessage, ReplayStats, Status, Telemetry
-from device import record
-from device.record import NotARecording, RecordError, RunRecorder, iter_messages, load_run
+from device.record import (
+    NotARecording,
+    RecordError,
+    RunRecorder,
+    UnsupportedRecording,
+    iter_messages,
+    load_run,
+    writer,
+)
 from device.report import MAX_NODE_LINES, render_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +221,7 @@ async def test_rows_are_committed_within_a_second_on_a_running_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No flush() call: the loop's timer commits; a reader sees the rows while it records."""
-    monkeypatch.setattr(record, "FLUSH_EVERY_S", 0.2)
+    monkeypatch.setattr(writer, "FLUSH_EVERY_S", 0.2)
     path = tmp_path / "run.sqlite"
     with RunRecorder(path) as recorder:
         recorder.add("node-0000", telemetry("node-0000", 0), T0)
@@ -376,3 +383,17 @@ def test_cli_report_on_a_file_that_is_not_a_recording(tmp_path: Path, case: str)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert ("no such recording" if case == "missing" else "not a vega-emu recording") in lines[0]
+
+
+def test_a_recording_of_another_format_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    RunRecorder(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(UnsupportedRecording, match="recording format 99"):
+        load_run(path)
+    with pytest.raises(RecordError, match="exists \\(a recording\\)"):
+        RunRecorder(path)
+    with pytest.raises(RecordError, match="exists \\(not a recording\\)"):
+        RunRecorder(tmp_path)  # a directory
