@@ -37,7 +37,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -72,7 +72,7 @@ class StreamPublisher:
     def __init__(
         self,
         broker: BrokerURL,
-        scenario: Scenario,
+        scenario: Scenario | Mapping[str, Scenario],
         device_ids: Sequence[str],
         *,
         prefix: str = DEFAULT_PREFIX,
@@ -105,7 +105,14 @@ class StreamPublisher:
         if client_id is not None and not client_id:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
         self.broker = broker
-        self.scenario = scenario
+        if isinstance(scenario, Mapping):  # a mixed fleet: each device its own scenario
+            missing = [d for d in device_ids if d not in scenario]
+            if missing:
+                raise ValueError(f"no scenario for device {missing[0]!r}")
+            self._scenario_of = {d: scenario[d] for d in device_ids}
+        else:
+            self._scenario_of = dict.fromkeys(device_ids, scenario)
+        self.scenario = self._scenario_of[device_ids[0]]
         self.device_ids = list(device_ids)
         self.prefix = prefix
         self.cadence = float(cadence)
@@ -118,7 +125,8 @@ class StreamPublisher:
         self.ack_timeout = ack_timeout
         self.reconnect = reconnect or ReconnectPolicy()
         self.wait_for_answers = wait_for_answers
-        self.per_device = min(scenario.num_events, events or scenario.num_events)
+        fewest = min(s.num_events for s in self._scenario_of.values())
+        self.per_device = min(fewest, events or fewest)
         self.total = self.per_device * len(self.device_ids)
         self.answers = AnswerLedger(
             prefix, self.device_ids, on_answer=self._progress, on_back=self._came_back
@@ -349,7 +357,8 @@ class StreamPublisher:
     def _event(self, device_id: str, seq: int) -> Event:
         stream = self._streams.get(device_id)
         if stream is None:
-            stream = self.scenario.events(device_id, self.same_order)[: self.per_device]
+            scenario = self._scenario_of[device_id]
+            stream = scenario.events(device_id, self.same_order)[: self.per_device]
             self._streams[device_id] = stream
         return stream[seq - 1]
 
@@ -357,9 +366,14 @@ class StreamPublisher:
         todo = [d for d in self.device_ids if d not in self._evals_done]
         if not todo:
             return
-        payload = await asyncio.to_thread(eval_payload, self.scenario)
+        payloads: dict[int, bytes] = {}
+        for device_id in todo:
+            scenario = self._scenario_of[device_id]
+            if id(scenario) not in payloads:
+                payloads[id(scenario)] = await asyncio.to_thread(eval_payload, scenario)
 
         async def one(device_id: str) -> None:
+            payload = payloads[id(self._scenario_of[device_id])]
             async with self._sem:
                 where = topic(self.prefix, device_id, "eval")
                 await client.publish(where, payload, qos=1, retain=True, timeout=self.timeout)
@@ -389,7 +403,11 @@ class StreamPublisher:
             payload = cache.get(key) if cache is not None else None
             if payload is None:
                 payload = await asyncio.to_thread(
-                    batch_payload, self.scenario, event, t0=self._t0, cadence=self.cadence
+                    batch_payload,
+                    self._scenario_of[device_id],
+                    event,
+                    t0=self._t0,
+                    cadence=self.cadence,
                 )
                 if cache is not None:
                     cache[key] = payload

@@ -34,6 +34,7 @@ class Fleet:
         broker: BrokerURL,
         *,
         on_telemetry: TelemetryHook | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("a fleet needs distinct device ids")
@@ -42,6 +43,7 @@ class Fleet:
         self.bundle = bundle
         self.broker = broker
         self.on_telemetry = on_telemetry
+        self.connect_timeout = connect_timeout
         self.nodes: dict[str, Node] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -61,7 +63,7 @@ class Fleet:
                     on_telemetry=self.on_telemetry,
                 )
                 self.nodes[device_id] = await stack.enter_async_context(node)
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(self.connect_timeout):
                 await asyncio.gather(*(n.connected.wait() for n in self.nodes.values()))
             self._stack = stack.pop_all()
         return self

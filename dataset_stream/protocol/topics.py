@@ -63,11 +63,13 @@ def parse_topic(prefix: str, value: str) -> tuple[str, str]:
     return validate_device_id(device_id), kind
 
 
-def fleet_ids(n: int, prefix: str = FLEET_PREFIX) -> list[str]:
-    """``fleet_ids(2)`` -> ``["node-0000", "node-0001"]``."""
+def fleet_ids(n: int, prefix: str = FLEET_PREFIX, *, start: int = 0) -> list[str]:
+    """``fleet_ids(2)`` -> ``["node-0000", "node-0001"]``; ``start`` is the first index."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"fleet size must be a non-negative int, not {n!r}")
-    ids = [f"{prefix}{i:04d}" for i in range(n)]
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"fleet start index must be a non-negative int, not {start!r}")
+    ids = [f"{prefix}{i:04d}" for i in range(start, start + n)]
     for device_id in ids[:1] + ids[-1:]:
         if not is_device_id(device_id):
             raise ValueError(f"fleet prefix {prefix!r} makes invalid device id {device_id!r}")

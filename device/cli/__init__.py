@@ -13,6 +13,7 @@ import typer
 from device.cli import (
     broker_cmd,
     energy_cmd,
+    fleet_cmd,
     model_cmd,
     monitor_cmd,
     node_cmd,
@@ -44,6 +45,7 @@ energy_cmd.register(app)
 stream_cmd.register(app)
 node_cmd.register(app)
 monitor_cmd.register(app)
+fleet_cmd.register(app)
 up_cmd.register(app)
 report_cmd.register(app)
 

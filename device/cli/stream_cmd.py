@@ -19,6 +19,8 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what every broker takes, and 
 NUMBER = re.compile(r"[+-]?\d+")
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rich.progress import Progress, TaskID
 
     from broker.url import BrokerURL
@@ -50,6 +52,17 @@ def stream(
         typer.Option(help="N fleet devices ({prefix}0000, ...) or a comma-separated list of ids."),
     ] = "1",
     prefix: Annotated[str, typer.Option(help="Device id prefix used with --devices N.")] = "node-",
+    start_index: Annotated[
+        int, typer.Option(help="Index of the first device id with --devices N.", min=0)
+    ] = 0,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fleet spec TOML (as given to vega-emu fleet): the devices and each class's "
+            "dataset and scenario, in place of the device, dataset and scenario options.",
+            dir_okay=False,
+        ),
+    ] = None,
     dataset: Annotated[
         str,
         typer.Option(help="digits | synthetic-sensor | core50:PATH | core50-cat:PATH | npz:PATH"),
@@ -93,10 +106,16 @@ def stream(
     """Stream a dataset as continual-learning events to a fleet of devices over MQTT."""
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
-    from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
+    from dataset_stream import (
+        DatasetStreamError,
+        Scenario,
+        ScenarioError,
+        SourceError,
+        build_scenario,
+    )
     from dataset_stream.reconnect import ReconnectPolicy
 
-    device_ids = parse_devices(devices, prefix)
+    device_ids = parse_devices(devices, prefix, start_index)
     pace = parse_speed(speed)
     if not (math.isfinite(cadence) and cadence > 0):
         raise typer.BadParameter(
@@ -118,25 +137,40 @@ def stream(
         url = parse_broker_url(broker, password_file=password_file)
     except BrokerURLError as exc:
         raise typer.BadParameter(str(exc), param_hint="--broker") from exc
+    plan: Scenario | dict[str, Scenario]
     try:
-        built = build_scenario(dataset, scenario.value, seed=seed)
+        if spec is not None:
+            device_ids, plan = _spec_scenarios(spec, seed)
+        else:
+            plan = build_scenario(dataset, scenario.value, seed=seed)
     except (SourceError, ScenarioError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--dataset") from exc
-    per_device = min(built.num_events, events or built.num_events)
-    if events is not None and events > built.num_events:
-        console.print(f"[yellow]note:[/] {dataset}/{scenario.value} has {built.num_events} events")
-    console.print(
-        f"{dataset} / {scenario.value}: {len(built.classes)} classes, sample "
-        f"{list(built.sample_shape)} {built.dtype}, "
-        f"{per_device} events x {len(device_ids)} devices",
-        highlight=False,
-    )
+        raise typer.BadParameter(str(exc), param_hint="--spec" if spec else "--dataset") from exc
+    if isinstance(plan, Scenario):
+        built: Scenario | None = plan
+        scenarios = [plan]
+    else:
+        built = None
+        scenarios = list({id(s): s for s in plan.values()}.values())
+    fewest = min(s.num_events for s in scenarios)
+    per_device = min(fewest, events or fewest)
+    if events is not None and events > fewest:
+        console.print(f"[yellow]note:[/] the scenario has {fewest} events")
+    for one in scenarios:
+        console.print(
+            f"{one.source} / {one.name}: {len(one.classes)} classes, sample "
+            f"{list(one.sample_shape)} {one.dtype}",
+            highlight=False,
+        )
+    console.print(f"{per_device} events x {len(device_ids)} devices")
+    if dump is not None and built is None:
+        raise fail("--dump writes one scenario; this fleet spec has several", code=2)
     try:
         if dump is not None:
+            assert built is not None
             stats = _run_dump(built, device_ids, dump, events, same_order, cadence)
         else:
             _log_to_console()
-            stats = _run_publish(url, built, device_ids, pace, events, same_order, cadence, link)
+            stats = _run_publish(url, plan, device_ids, pace, events, same_order, cadence, link)
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
         raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
@@ -166,8 +200,27 @@ def _log_to_console() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
 
 
-def parse_devices(value: str, prefix: str) -> list[str]:
-    """``--devices``: a count N (fleet ids ``{prefix}0000``..) or ``id,id,...``."""
+def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:
+    """The devices of a fleet spec and each one's scenario (one object per distinct scenario)."""
+    from dataset_stream import build_scenario
+    from device.fleetspec import FleetSpec, FleetSpecError
+
+    try:
+        spec = FleetSpec.load(path)
+    except FleetSpecError as exc:
+        raise fail(str(exc), code=2) from exc
+    built: dict[tuple[str, str], Scenario] = {}
+    out: dict[str, Scenario] = {}
+    for device_class, ids in spec.by_class():
+        key = (device_class.dataset, device_class.scenario)
+        if key not in built:
+            built[key] = build_scenario(*key, seed=seed)
+        out.update(dict.fromkeys(ids, built[key]))
+    return list(out), out
+
+
+def parse_devices(value: str, prefix: str, start: int = 0) -> list[str]:
+    """``--devices``: a count N (fleet ids ``{prefix}{start:04d}``..) or ``id,id,...``."""
     from dataset_stream.protocol import fleet_ids, is_device_id
 
     text = value.strip()
@@ -176,7 +229,7 @@ def parse_devices(value: str, prefix: str) -> list[str]:
         if n < 1:
             raise typer.BadParameter(f"needs at least one device, not {n}", param_hint="--devices")
         try:
-            return fleet_ids(n, prefix)
+            return fleet_ids(n, prefix, start=start)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
     ids = [part.strip() for part in text.split(",")]
@@ -251,7 +304,7 @@ def _run_dump(
 
 def _run_publish(
     broker: BrokerURL,
-    built: Scenario,
+    built: Scenario | Mapping[str, Scenario],
     device_ids: list[str],
     speed: float | None,
     events: int | None,

@@ -1,0 +1,209 @@
+"""``vega-emu fleet``: N nodes (or a mixed fleet spec) in worker processes, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from device.cli._nodeopts import (
+    BalancedOpt,
+    EpochsOpt,
+    LrBitsOpt,
+    LrOpt,
+    LrSizeOpt,
+    MbOpt,
+    ModelOpt,
+    NewPerMbOpt,
+    ProfileOpt,
+    load_model,
+)
+from device.cli._runtime import console, creatable, fail, run_async
+
+if TYPE_CHECKING:
+    from device.fleetspec import FleetSpec
+    from device.shard import ShardPlan
+
+
+def fleet(
+    state_dir: Annotated[
+        Path,
+        typer.Option(help="Directory of the nodes' SQLite state files.", file_okay=False),
+    ],
+    devices: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--devices",
+            help="Number of nodes, ids {prefix}{start-index:04d}, ... (or use --spec).",
+            min=1,
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fleet spec TOML: device classes with count, model, profile and learning "
+            "settings (docs/fleet.md). Replaces -n and the learning flags.",
+            dir_okay=False,
+        ),
+    ] = None,
+    broker: Annotated[
+        str,
+        typer.Option(
+            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
+            "with --password-file or VEGA_EMU_MQTT_PASSWORD."
+        ),
+    ] = "mqtt://127.0.0.1:1883",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the MQTT password from the first line of this file."),
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Device id prefix.")] = "node-",
+    start_index: Annotated[int, typer.Option(help="Index of the first device id.", min=0)] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (default: the number of cores).", min=1),
+    ] = None,
+    model: ModelOpt = None,
+    lr_size: LrSizeOpt = 1500,
+    lr_bits: LrBitsOpt = 8,
+    epochs: EpochsOpt = 4,
+    mb: MbOpt = 128,
+    new_per_mb: NewPerMbOpt = 21,
+    lr: LrOpt = None,
+    profile: ProfileOpt = "vega",
+    class_balanced: BalancedOpt = False,
+    topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
+    seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
+    hold: Annotated[
+        float,
+        typer.Option(help="Seconds a batch that arrived early waits for the missing seqs.", min=0),
+    ] = 30.0,
+    give_up_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a node keeps trying when the broker refuses it for good.", min=0
+        ),
+    ] = 180.0,
+) -> None:
+    """Run a fleet of learning nodes in worker processes; restart a worker that dies.
+
+    Every node has its own MQTT connection (the broker sees a real fleet); the nodes of a worker
+    share one onnxruntime session per model. SIGINT or SIGTERM stops every node cleanly.
+    """
+    from broker import BrokerError, parse_broker_url
+    from device.fleetspec import DeviceClass, FleetSpec, FleetSpecError
+
+    if (devices is None) == (spec is None):
+        raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
+    try:
+        url = parse_broker_url(broker, password_file=password_file)
+        url.ssl_context()
+    except BrokerError as exc:
+        raise fail(str(exc), code=2) from exc
+    creatable(state_dir, "--state-dir")
+    try:
+        if spec is not None:
+            plan = FleetSpec.load(spec)
+        else:
+            assert devices is not None
+            one = DeviceClass(
+                name="default",
+                count=devices,
+                model=model,
+                profile=profile,
+                lr_size=lr_size,
+                lr_bits=lr_bits,
+                epochs=epochs,
+                mb=mb,
+                new_per_mb=new_per_mb,
+                lr=lr,
+                class_balanced=class_balanced,
+            )
+            plan = FleetSpec((one,), prefix, start_index)
+        plans = shard_plans(
+            plan,
+            workers or os.cpu_count() or 1,
+            broker=url,
+            state_dir=state_dir,
+            topic_prefix=topic_prefix,
+            seed=seed,
+            hold_s=hold,
+            give_up_s=give_up_after,
+        )
+    except (FleetSpecError, ValueError) as exc:
+        raise fail(str(exc), code=2) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_async(lambda stop: _run(stop, plans, url.password, plan.size))
+
+
+def shard_plans(
+    spec: FleetSpec,
+    workers: int,
+    *,
+    broker: object,
+    state_dir: Path,
+    topic_prefix: str,
+    seed: int,
+    hold_s: float,
+    give_up_s: float,
+) -> list[ShardPlan]:
+    """One plan per worker: contiguous id ranges, every model resolved (the default one built
+    here, once, before any worker starts), every class's settings checked."""
+    from dataclasses import replace
+
+    from broker.url import BrokerURL
+    from device.fleetspec import shard
+    from device.shard import ShardPlan
+
+    assert isinstance(broker, BrokerURL)
+    resolved = []
+    for c in spec.classes:
+        bundle = load_model(c.model, seed=0)
+        c.settings("check", state_dir, bundle)  # a bad class fails here, not in every worker
+        resolved.append(replace(c, model=bundle.path.resolve()))
+    classes = tuple(resolved)
+    members = replace(spec, classes=classes).members()
+    no_password = broker.with_credentials(broker.username, None)
+    return [
+        ShardPlan(
+            worker=w,
+            broker=str(no_password),
+            ca_file=str(broker.ca_file) if broker.ca_file is not None else None,
+            state_dir=state_dir,
+            devices=tuple((m.device_id, m.device_class.name) for m in part),
+            classes=classes,
+            topic_prefix=topic_prefix,
+            seed=seed,
+            hold_s=hold_s,
+            give_up_s=give_up_s,
+        )
+        for w, part in enumerate(shard(members, workers))
+    ]
+
+
+async def _run(stop: asyncio.Event, plans: list[ShardPlan], password: str | None, n: int) -> None:
+    from device.cli._runtime import until_stopped
+    from device.supervisor import FleetError, FleetSupervisor
+
+    console.print(f"starting {n} nodes in {len(plans)} worker(s) ...")
+    try:
+        async with FleetSupervisor(plans, password=password) as sup:
+            console.print(
+                f"[green]fleet[/]: {n} nodes in {len(plans)} worker(s) on {plans[0].broker}; "
+                "Ctrl-C stops them"
+            )
+            await until_stopped(sup.failed.wait(), stop)
+            if sup.failed.is_set():
+                raise fail(sup.failure or "a fleet worker failed")
+    except FleetError as exc:
+        raise fail(str(exc)) from exc
+    console.print("fleet stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fleet")(fleet)
