@@ -30,6 +30,8 @@ def test_up_runs_a_fleet_and_writes_a_summary(default_bundle: ModelBundle, tmp_p
             str(tmp_path / "state"),
             "--summary-json",
             str(summary),
+            "--out",
+            str(tmp_path / "run"),
         ],
         capture_output=True,
         text=True,
@@ -49,6 +51,11 @@ def test_up_runs_a_fleet_and_writes_a_summary(default_bundle: ModelBundle, tmp_p
     assert data["stream"]["acked"] == 12
     assert sorted(Path(tmp_path / "state").glob("*.db")) != []
     assert "summary" in result.stdout + result.stderr
+    page = tmp_path / "run" / "report" / "index.html"
+    assert f"report: {page}" in " ".join((result.stdout + result.stderr).split())
+    html = page.read_text()
+    assert "node-0000" in html and "accuracy.png" in html
+    assert (tmp_path / "run" / "report" / "accuracy.png").stat().st_size > 0
 
 
 def test_up_rejects_bad_flags_with_their_names(default_bundle: ModelBundle, tmp_path: Path) -> None:
@@ -64,6 +71,8 @@ def test_up_rejects_bad_flags_with_their_names(default_bundle: ModelBundle, tmp_
             text=True,
             timeout=120,
             env=os.environ | {"COLUMNS": "200"},
+            cwd=tmp_path,
         )
         assert result.returncode == 2, (args, result.stderr)
         assert named in result.stderr, (args, result.stderr)
+        assert not (tmp_path / "vega-emu-runs").exists()  # a refused run leaves nothing behind

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -69,6 +71,17 @@ def up(
     summary_json: Annotated[
         Path | None, typer.Option(help="Write the end-of-run summary as JSON here.")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the run's recording (run.sqlite) and HTML report (report/); "
+            "default: vega-emu-runs/<date-time> in the current directory.",
+            file_okay=False,
+        ),
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Record the run and write its report.")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="No live table.")] = False,
 ) -> None:
     """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
@@ -84,6 +97,11 @@ def up(
         creatable(summary_json, "--summary-json")
     if state_dir is not None:
         creatable(state_dir, "--state-dir")
+    run_dir = None
+    if report:
+        run_dir = out or Path("vega-emu-runs") / time.strftime("%Y%m%d-%H%M%S")
+        if (run_dir / "run.sqlite").exists():
+            raise fail(f"{run_dir / 'run.sqlite'} exists: give another --out", code=2)
     bundle = load_model(model, seed=seed)
     try:
         plan = build_scenario(dataset, scenario, seed=seed)
@@ -99,41 +117,66 @@ def up(
     options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    config = {
+        "devices": devices,
+        "dataset": dataset,
+        "scenario": scenario,
+        "events": events,
+        "speed": speed,
+        "cadence": cadence,
+        "model": bundle.name,
+    }
     with tempfile.TemporaryDirectory(prefix="vega-emu-up-") as tmp:
         where = state_dir or Path(tmp)
         settings = {d: options.settings(d, where, bundle, seed=seed) for d in ids}
+        config |= next(iter(settings.values())).learning_config()
+        recording = None if run_dir is None else run_dir / "run.sqlite"
+        if recording is not None:  # made now that every flag is known to be good
+            creatable(recording, "--out")
         try:
             summary = run_async(
                 lambda stop: _run(
-                    stop, plan, bundle, settings, pace, events, cadence, same_order, quiet
+                    stop,
+                    plan,
+                    bundle,
+                    settings,
+                    Pacing(pace, events, cadence, same_order),
+                    quiet,
+                    recording,
+                    config,
                 )
             )
         except TimeoutError as exc:  # e.g. the fleet did not connect in time
             raise fail(str(exc) or "timed out waiting for the broker or the fleet") from exc
         except (DatasetStreamError, BrokerError, DeviceError, OSError) as exc:
             raise fail(str(exc) or type(exc).__name__) from exc
+    page = None
+    if recording is not None and run_dir is not None:
+        page = _write_report(recording, run_dir / "report")
     if summary is None:
         console.print("stopped")
-        return
-    summary = summary.with_config(
-        {
-            "devices": devices,
-            "dataset": dataset,
-            "scenario": scenario,
-            "events": events,
-            "speed": speed,
-            "cadence": cadence,
-            "model": bundle.name,
-            **next(iter(settings.values())).learning_config(),
-        }
-    )
-    _print_summary(summary)
-    if summary_json is not None:
-        try:
-            summary_json.write_text(summary.to_json(), encoding="utf-8")
-        except OSError as exc:
-            raise fail(f"cannot write the summary to {summary_json}: {exc}") from exc
-        console.print(f"summary written to {summary_json}")
+    else:
+        summary = summary.with_config(config)
+        _print_summary(summary)
+        if summary_json is not None:
+            try:
+                summary_json.write_text(summary.to_json(), encoding="utf-8")
+            except OSError as exc:
+                raise fail(f"cannot write the summary to {summary_json}: {exc}") from exc
+            console.print(f"summary written to {summary_json}")
+    if page is not None:
+        console.print(f"run recorded in {recording}")
+        console.print(f"report: {page}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How the stream feeds the fleet: speed (None: closed loop), events, cadence, order."""
+
+    speed: float | None
+    events: int | None
+    cadence: float
+    same_order: bool
 
 
 async def _run(
@@ -141,11 +184,10 @@ async def _run(
     plan: Scenario,
     bundle: ModelBundle,
     settings: dict[str, NodeSettings],
-    pace: float | None,
-    events: int | None,
-    cadence: float,
-    same_order: bool,
+    pacing: Pacing,
     quiet: bool,
+    recording: Path | None,
+    config: dict[str, Any],
 ) -> RunSummary | None:
     from rich.live import Live
 
@@ -154,26 +196,35 @@ async def _run(
     from dataset_stream.protocol import RunSummary
     from device.fleet import Fleet
     from device.monitor import FleetMonitor
+    from device.record import RunRecorder
     from device.runsummary import device_summary
 
     ids = list(settings)
     factory_classes = sorted({int(c) for c in plan.factory[1]})
     started = time.monotonic()
-    async with (
-        EmbeddedBroker(port=0) as broker,
-        FleetMonitor(broker.url) as monitor,
-        Fleet(ids, settings.__getitem__, bundle, broker.url),
-        StreamPublisher(
-            broker.url,
-            plan,
-            ids,
-            cadence=cadence,
-            speed=pace,
-            events=events,
-            same_order=same_order,
-            wait_for_answers=True,
-        ) as stream,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        recorder = None
+        if recording is not None:
+            recorder = stack.enter_context(
+                RunRecorder(recording, meta={"command": "up", "config": config})
+            )
+        broker = await stack.enter_async_context(EmbeddedBroker(port=0))
+        monitor = await stack.enter_async_context(
+            FleetMonitor(broker.url, on_message=recorder.add if recorder is not None else None)
+        )
+        await stack.enter_async_context(Fleet(ids, settings.__getitem__, bundle, broker.url))
+        stream = await stack.enter_async_context(
+            StreamPublisher(
+                broker.url,
+                plan,
+                ids,
+                cadence=pacing.cadence,
+                speed=pacing.speed,
+                events=pacing.events,
+                same_order=pacing.same_order,
+                wait_for_answers=True,
+            )
+        )
         console.print(
             f"[green]up[/]: {len(ids)} nodes on {broker.url}, model {bundle.name}, "
             f"{stream.per_device} events each"
@@ -200,6 +251,17 @@ async def _run(
         stream=stats.summary(time.monotonic() - started),
         factory_classes=tuple(factory_classes),
     )
+
+
+def _write_report(recording: Path, where: Path) -> Path:
+    from device.record import RecordError
+    from device.report import render_report
+
+    try:
+        page = render_report(recording, where)
+    except (RecordError, OSError) as exc:
+        raise fail(f"the run is recorded in {recording}, but its report failed: {exc}") from exc
+    return page
 
 
 def _fmt(value: object, spec: str) -> str:
