@@ -3,7 +3,7 @@
 ``StreamPublisher`` connects on ``__aenter__`` and disconnects on ``__aexit__``; ``run()`` first
 publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then the
 learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulated capture time
-``t = t0 + seq * cadence``:
+``t = t0 + (seq - 1) * cadence`` (at ``speed=1`` that is the wall time it is sent at):
 
 - paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;

@@ -96,7 +96,7 @@ async def test_paced_stream_reaches_every_device_in_order(
         batch = decode_batch(
             message.payload, sample_shape=(1, 32, 32), dtype="uint8", num_classes=10
         )
-        assert batch.t == T0 + 60.0 * batch.seq
+        assert batch.t == T0 + 60.0 * (batch.seq - 1)
         assert batch.source == "digits" and batch.meta["scenario"] == "nic"
         expected = scenario.events(device)[batch.seq - 1]
         np.testing.assert_array_equal(batch.y, expected.y)
