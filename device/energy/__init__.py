@@ -2,7 +2,8 @@
 
 - :func:`load_profile` reads a hardware profile (``vega``, ``stm32l4`` or a TOML file);
 - :func:`event_cost` charges one learning event, per layer and phase, from the same AR1* plan the
-  node trains (:func:`device.ar1.plan_event`);
+  node trains (:func:`device.ar1.plan_event`); :func:`inference_cost` charges classifying samples
+  (frozen stage plus the adaptive stage's forward pass);
 - :func:`memory_map` places weights, activations and LRs on the device's memories;
 - :class:`Battery` and :class:`LifetimeEstimator` follow the energy over simulated time.
 
@@ -14,10 +15,12 @@ from device.energy.config import CostConfig
 from device.energy.cost import (
     FROZEN_PHASE,
     EventCost,
+    InferenceCost,
     LayerCost,
     MemoryTraffic,
     PhaseCost,
     event_cost,
+    inference_cost,
 )
 from device.energy.errors import BatteryStateError, CostConfigError, EnergyError, ProfileError
 from device.energy.lifetime import (
@@ -59,6 +62,7 @@ __all__ = [
     "Duty",
     "EnergyError",
     "EventCost",
+    "InferenceCost",
     "LayerCost",
     "LifetimeEstimator",
     "MemoryMap",
@@ -74,6 +78,7 @@ __all__ = [
     "attach_accuracy",
     "average_power_w",
     "event_cost",
+    "inference_cost",
     "item_sizes",
     "lifetime_hours",
     "load_profile",

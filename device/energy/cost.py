@@ -1,4 +1,4 @@
-"""Latency and energy of one learning event, per layer and phase (pure arithmetic).
+"""Latency and energy of a learning event or an inference, per layer and phase (pure arithmetic).
 
 For every layer and phase: cycles = MACs / (MAC/cycle of that primitive and phase) x (1 + tiling
 overhead); seconds = cycles / f; joules = P_active x seconds. The frozen stage runs once per new
@@ -6,6 +6,9 @@ sample at the profile's INT8 MAC/cycle. The adaptive stage runs forward, backwar
 backward-gradient passes over every latent the AR1* plan trains (:func:`device.ar1.plan_event`);
 the first trained layer needs no backward-error pass. LR memory traffic costs bytes x the energy
 per byte of the memory holding the LRs. Sleep between events is the battery's business.
+
+An inference (:func:`inference_cost`) is the same frozen stage once per sample plus the adaptive
+stage's forward pass only, with the same per-layer arithmetic; it touches no LR memory.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from device.energy.config import CostConfig
 from device.energy.errors import CostConfigError
 from device.energy.memory import MemoryMap, lr_elements, memory_map
 from device.energy.profile import PHASES, Profile
-from device.layerinfo import LayerInfo
+from device.layerinfo import LayerInfo, with_lr_layer
 
 FROZEN_PHASE = "forward_int8"
 
@@ -87,6 +90,17 @@ class MemoryTraffic:
         }
 
 
+def _stage_sum(layers: Sequence[LayerCost], adaptive: bool, field: str) -> float:
+    chosen = (layer for layer in layers if layer.adaptive == adaptive)
+    return math.fsum(getattr(layer, field) for layer in chosen)
+
+
+def _stages(layers: Sequence[LayerCost], field: str) -> dict[str, float]:
+    """``{"frozen", "adaptive", "total"}`` sums of ``field`` (``seconds`` or ``joules``)."""
+    frozen, adaptive = _stage_sum(layers, False, field), _stage_sum(layers, True, field)
+    return {"frozen": frozen, "adaptive": adaptive, "total": frozen + adaptive}
+
+
 @dataclass(frozen=True, slots=True)
 class EventCost:
     """Latency and energy of one learning event on one profile."""
@@ -97,21 +111,21 @@ class EventCost:
     traffic: MemoryTraffic
     memory: MemoryMap
 
-    def _sum(self, adaptive: bool, field: str) -> float:
-        chosen = (layer for layer in self.layers if layer.adaptive == adaptive)
-        return math.fsum(getattr(layer, field) for layer in chosen)
-
     @property
     def latency_s(self) -> dict[str, float]:
-        frozen, adaptive = self._sum(False, "seconds"), self._sum(True, "seconds")
-        return {"frozen": frozen, "adaptive": adaptive, "total": frozen + adaptive}
+        return _stages(self.layers, "seconds")
 
     @property
     def energy_j(self) -> dict[str, float]:
-        frozen, adaptive = self._sum(False, "joules"), self._sum(True, "joules")
+        stages = _stages(self.layers, "joules")
         memory = self.traffic.joules
-        total = frozen + adaptive + memory
-        return {"frozen": frozen, "adaptive": adaptive, "memory": memory, "total": total}
+        total = stages["frozen"] + stages["adaptive"] + memory
+        return {
+            "frozen": stages["frozen"],
+            "adaptive": stages["adaptive"],
+            "memory": memory,
+            "total": total,
+        }
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -133,6 +147,36 @@ def _phase(macs: int, mac_per_cycle: float, profile: Profile) -> PhaseCost:
     cycles = macs / mac_per_cycle * (1.0 + profile.tiling_overhead)
     seconds = cycles / profile.freq_hz
     return PhaseCost(macs=macs, cycles=cycles, seconds=seconds, joules=profile.active_w * seconds)
+
+
+def _layer_costs(
+    layers: Sequence[LayerInfo],
+    profile: Profile,
+    *,
+    n_frozen: int,
+    n_adaptive: int,
+    phases: Sequence[str],
+) -> tuple[LayerCost, ...]:
+    """Each layer's cost: a frozen layer runs INT8 forward over ``n_frozen`` samples, an adaptive
+    one runs ``phases`` over ``n_adaptive`` samples (the first trained layer skips
+    ``backward_error``); kinds without FP32 rates (pooling, ReLU, ...) cost nothing."""
+    costs: list[LayerCost] = []
+    first_trained = True
+    for layer in layers:
+        charged: dict[str, PhaseCost] = {}
+        rates = profile.rates(layer.kind)
+        if not layer.adaptive:
+            charged[FROZEN_PHASE] = _phase(
+                layer.macs * n_frozen, profile.int8_mac_per_cycle, profile
+            )
+        elif rates is not None:
+            for phase in phases:
+                if phase == "backward_error" and first_trained:
+                    continue
+                charged[phase] = _phase(layer.macs * n_adaptive, rates.of(phase), profile)
+            first_trained = False
+        costs.append(LayerCost(layer.name, layer.kind, layer.adaptive, layer.macs, charged))
+    return tuple(costs)
 
 
 def event_cost(
@@ -158,21 +202,9 @@ def event_cost(
     plan = plan_event(
         n_new, n_replay, mb_size=config.mb_size, new_per_mb=config.new_per_mb, epochs=config.epochs
     )
-    costs: list[LayerCost] = []
-    first_trained = True
-    for layer in layers:
-        phases: dict[str, PhaseCost] = {}
-        rates = profile.rates(layer.kind)
-        if not layer.adaptive:
-            phases[FROZEN_PHASE] = _phase(layer.macs * n_new, profile.int8_mac_per_cycle, profile)
-        elif rates is not None:
-            for phase in PHASES:
-                if phase == "backward_error" and first_trained:
-                    continue
-                macs = layer.macs * plan.samples_trained
-                phases[phase] = _phase(macs, rates.of(phase), profile)
-            first_trained = False
-        costs.append(LayerCost(layer.name, layer.kind, layer.adaptive, layer.macs, phases))
+    costs = _layer_costs(
+        layers, profile, n_frozen=n_new, n_adaptive=plan.samples_trained, phases=PHASES
+    )
     mmap = memory_map(layers, profile, config)
     region = mmap.region_of("lr_memory")
     regions = {r.name: r for r in profile.memory}
@@ -184,7 +216,93 @@ def event_cost(
     read = plan.epochs * plan.minibatches * plan.replays_per_mb * lr_bytes
     wrote = written * lr_bytes
     traffic = MemoryTraffic(lr_bytes, read, wrote, region, (read + wrote) * pj * 1e-12)
-    return EventCost(profile.name, plan, tuple(costs), traffic, mmap)
+    return EventCost(profile.name, plan, costs, traffic, mmap)
 
 
-__all__ = ["FROZEN_PHASE", "EventCost", "LayerCost", "MemoryTraffic", "PhaseCost", "event_cost"]
+@dataclass(frozen=True, slots=True)
+class InferenceCost:
+    """Latency and energy of classifying ``n_samples`` samples on one profile.
+
+    ``layers`` holds each layer's cost over all the samples (frozen layers: phase
+    :data:`FROZEN_PHASE`; adaptive layers: ``forward`` only). ``latency_s`` and ``energy_j`` are
+    ``{"frozen", "adaptive", "total"}``; :meth:`per_sample` is the cost of one sample (the cost
+    is linear in the number of samples).
+    """
+
+    profile: str
+    n_samples: int
+    layers: tuple[LayerCost, ...]
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise CostConfigError(f"n_samples must be >= 1, got {self.n_samples!r}")
+
+    @property
+    def latency_s(self) -> dict[str, float]:
+        return _stages(self.layers, "seconds")
+
+    @property
+    def energy_j(self) -> dict[str, float]:
+        return _stages(self.layers, "joules")
+
+    def per_sample(self) -> InferenceCost:
+        """The cost of one of the samples: every layer's MACs, cycles, seconds and joules / n."""
+        n = self.n_samples
+        layers = tuple(
+            LayerCost(
+                layer.name,
+                layer.kind,
+                layer.adaptive,
+                layer.macs_per_sample,
+                {
+                    name: PhaseCost(p.macs // n, p.cycles / n, p.seconds / n, p.joules / n)
+                    for name, p in layer.phases.items()
+                },
+            )
+            for layer in self.layers
+        )
+        return InferenceCost(self.profile, 1, layers)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "profile": self.profile,
+            "n_samples": self.n_samples,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+        }
+
+
+def inference_cost(
+    layers: Sequence[LayerInfo], profile: Profile, n_samples: int, *, lr_layer: int | None = None
+) -> InferenceCost:
+    """Cost of classifying ``n_samples`` (>= 1) samples: the frozen stage at the profile's INT8
+    MAC/cycle, exactly as an event's new samples, plus the adaptive stage's FP32 ``forward`` pass
+    (same tiling overhead), all at ``P_active``. No LR memory traffic.
+
+    The frozen/adaptive split is the layers' ``adaptive`` flags, or with ``lr_layer`` the split
+    at that LR layer (:func:`device.layerinfo.with_lr_layer`: MobileNet-V1 27 = ``fc27``).
+    A bad ``n_samples`` or ``lr_layer`` is a :class:`CostConfigError`.
+    """
+    if n_samples < 1:
+        raise CostConfigError(f"n_samples must be >= 1, got {n_samples!r}")
+    if lr_layer is not None:
+        try:
+            layers = with_lr_layer(layers, lr_layer)
+        except ValueError as exc:
+            raise CostConfigError(f"lr_layer: {exc}") from exc
+    costs = _layer_costs(
+        layers, profile, n_frozen=n_samples, n_adaptive=n_samples, phases=("forward",)
+    )
+    return InferenceCost(profile.name, n_samples, costs)
+
+
+__all__ = [
+    "FROZEN_PHASE",
+    "EventCost",
+    "InferenceCost",
+    "LayerCost",
+    "MemoryTraffic",
+    "PhaseCost",
+    "event_cost",
+    "inference_cost",
+]
