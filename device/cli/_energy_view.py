@@ -92,15 +92,37 @@ def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
     out.print(memory)
     for warning in cost.memory.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    rate = report["events_per_hour"]
+    inference = report["inference"]
+    per_sample = inference["per_sample"]
+    infer = Table(title="one inference (one sample: frozen INT8 + adaptive forward)")
+    infer.add_column("part")
+    infer.add_column("latency", justify="right")
+    infer.add_column("energy", justify="right")
+    for part in ("frozen", "adaptive", "total"):
+        infer.add_row(
+            part, _si(per_sample["latency_s"][part], "s"), _si(per_sample["energy_j"][part], "J")
+        )
+    out.print(infer)
+    rate, inference_rate = report["events_per_hour"], inference["per_s"]
     limit = report["max_events_per_hour"]
-    note = "" if report["sustainable"] else " [bold red](not sustainable: capped at the max)[/]"
+    note = (
+        "" if report["sustainable"] else " [bold red](not sustainable: rates scaled down to fit)[/]"
+    )
+    duty = f"{rate:g} events/h" + (f" + {inference_rate:g} inferences/s" if inference_rate else "")
     out.print(
-        f"lifetime at {rate:g} events/h: [bold]{_hours(report['lifetime_h'])}[/] "
+        f"lifetime at {duty}: [bold]{_hours(report['lifetime_h'])}[/] "
         f"(mean power {_si(report['power_w'], 'W')}, battery {report['battery_j']:,.0f} J){note}"
     )
+    if inference_rate:
+        out.print(
+            f"inference: {_si(inference['power_w'], 'W')}, "
+            f"{inference['power_share']:.1%} of the mean power, "
+            f"busy {inference['busy']:.2%} of the time"
+        )
     shown = f"{limit:.4g} events/h" if limit is not None else "no limit"
-    out.print(f"largest sustainable rate: {shown} (events cannot overlap)")
+    out.print(
+        f"largest sustainable rate: {shown} (events overlap neither each other nor inferences)"
+    )
 
 
 def write_csv(rows: Sequence[PlanRow], path: Path) -> None:
@@ -118,7 +140,9 @@ def show_plan(rows: Sequence[PlanRow], profile: str, csv_path: Path, plot_path: 
     groups: dict[tuple[int, int, int], dict[float, PlanRow]] = {}
     for row in rows:
         groups.setdefault((row.lr_layer, row.lr_size, row.lr_bits), {})[row.events_per_hour] = row
-    table = Table(title=f"plan on {profile}: lifetime of a full battery per events/h")
+    inference = {row.inference_per_s for row in rows}
+    extra = "".join(f" + {r:g} inferences/s" for r in inference if r)
+    table = Table(title=f"plan on {profile}: lifetime of a full battery per events/h{extra}")
     for column in ("LR", "LRs", "bits", "LR mem", "fits", "latency", "J/event", "max/h"):
         table.add_column(column, justify="right")
     for rate in rates:

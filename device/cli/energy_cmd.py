@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from device.cli._runtime import fail
+from device.layerinfo import lr_layer_of
 
 if TYPE_CHECKING:
-    from device.energy import CostConfig, EventCost, PlanRow, Profile
+    from device.energy import CostConfig, EventCost, InferenceCost, PlanRow, Profile
     from device.layerinfo import LayerInfo
 
 ModelDir = Annotated[
@@ -33,6 +33,14 @@ NewPerEvent = Annotated[int, typer.Option(help="New samples per learning event."
 MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
 NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
 Epochs = Annotated[int, typer.Option(help="Epochs per learning event.")]
+InferenceRate = Annotated[
+    float,
+    typer.Option(
+        "--inference-rate",
+        help="Samples classified per second between learning events (each: the frozen stage "
+        "at INT8 + the adaptive stage's forward pass), included in the lifetime. Default 0.",
+    ),
+]
 
 
 def _layers_for(
@@ -47,7 +55,7 @@ def _layers_for(
         bundle_layers = list(ModelBundle.load(model).layers())
 
         def from_bundle(lr_layer: int | None) -> list[LayerInfo]:
-            if lr_layer is not None and lr_layer != _lr_layer_of(bundle_layers):
+            if lr_layer is not None and lr_layer != lr_layer_of(bundle_layers):
                 raise fail(f"--model {model} is cut at one LR layer; drop --lr-layer(s)", code=2)
             return bundle_layers
 
@@ -61,15 +69,6 @@ def _layers_for(
     return analytical
 
 
-def _lr_layer_of(layers: Sequence[LayerInfo]) -> int:
-    """The LR layer's number: trailing digits of the first adaptive layer's name, else its index."""
-    for index, layer in enumerate(layers):
-        if layer.adaptive:
-            digits = re.search(r"(\d+)$", layer.name)
-            return int(digits.group(1)) if digits else index
-    return len(layers)
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -80,7 +79,10 @@ def _config(**values: Any) -> CostConfig:
     return CostConfig(**values)
 
 
-def _report(cost: EventCost, profile: Profile, rate: float) -> dict[str, Any]:
+def _report(
+    cost: EventCost, inference: InferenceCost, profile: Profile, rate: float, inference_rate: float
+) -> dict[str, Any]:
+    """The JSON of ``vega-emu energy``; ``inference`` is the cost of one sample."""
     from device.energy import Duty
 
     duty = Duty.of(
@@ -89,7 +91,11 @@ def _report(cost: EventCost, profile: Profile, rate: float) -> dict[str, Any]:
         events_per_hour=rate,
         sleep_w=profile.sleep_w,
         battery_j=profile.battery_j,
+        inference_per_s=inference_rate,
+        energy_per_inference_j=inference.energy_j["total"],
+        latency_per_inference_s=inference.latency_s["total"],
     )
+    share = duty.inference_power_w / duty.power_w if duty.power_w > 0 else 0.0
     return {
         "profile": profile.name,
         "event": cost.as_dict(),
@@ -99,6 +105,13 @@ def _report(cost: EventCost, profile: Profile, rate: float) -> dict[str, Any]:
         "battery_j": profile.battery_j,
         "lifetime_h": _finite(duty.lifetime_h),
         "max_events_per_hour": _finite(duty.max_events_per_hour),
+        "inference": {
+            "per_s": inference_rate,
+            "per_sample": {"latency_s": inference.latency_s, "energy_j": inference.energy_j},
+            "power_w": duty.inference_power_w,
+            "power_share": share,
+            "busy": duty.inference_busy,
+        },
         "memory": cost.memory.as_dict(),
         "layers": [layer.as_dict() for layer in cost.layers],
     }
@@ -121,10 +134,12 @@ def energy(
     new_per_mb: NewPerMb = 21,
     epochs: Epochs = 4,
     events_per_hour: Annotated[float, typer.Option(help="Learning events per hour.")] = 1.0,
+    inference_rate: InferenceRate = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Latency, energy, memory map and battery lifetime of one learning event."""
-    from device.energy import EnergyError, event_cost, load_profile
+    """Latency, energy, memory map and battery lifetime of one learning event (and of one
+    inference, with --inference-rate in the lifetime)."""
+    from device.energy import EnergyError, event_cost, inference_cost, load_profile
     from device.model.errors import ModelError
 
     try:
@@ -140,16 +155,23 @@ def energy(
         )
         layers = _layers_for(model, mobilenet_v1, res, width, classes)(lr_layer)
         cost = event_cost(layers, prof, config, n_new=new_per_event, n_replay=lr_size)
+        inference = inference_cost(layers, prof, 1)
+        report = _report(cost, inference, prof, events_per_hour, _rate(inference_rate))
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
-    report = _report(cost, prof, events_per_hour)
-    report["config"] = {"lr_layer": _lr_layer_of(layers), **config.as_dict()}
+    report["config"] = {"lr_layer": lr_layer_of(layers), **config.as_dict()}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     from device.cli import _energy_view
 
     _energy_view.show_energy(cost, report)
+
+
+def _rate(inference_rate: float) -> float:
+    if not (math.isfinite(inference_rate) and inference_rate >= 0):
+        raise ValueError(f"--inference-rate must be a finite number >= 0, got {inference_rate!r}")
+    return inference_rate
 
 
 def _numbers(text: str, kind: type[int] | type[float], option: str) -> list[Any]:
@@ -183,10 +205,12 @@ def plan(
         list[Path] | None,
         typer.Option("--summary", help="Run summary JSON with measured accuracy (repeatable)."),
     ] = None,
+    inference_rate: InferenceRate = 0.0,
     csv_path: Annotated[Path, typer.Option("--csv", help="CSV output.")] = Path("plan.csv"),
     plot_path: Annotated[Path, typer.Option("--plot", help="PNG output.")] = Path("plan.png"),
 ) -> None:
-    """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG)."""
+    """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG);
+    every lifetime includes --inference-rate samples classified per second."""
     from dataset_stream.protocol import ProtocolError, RunSummary
     from device.energy import EnergyError, attach_accuracy, load_profile, sweep
     from device.model.errors import ModelError
@@ -208,7 +232,7 @@ def plan(
             if lr_layers is not None:
                 raise fail(f"--model {model} is cut at one LR layer; drop --lr-layers", code=2)
             fixed = layers_for(None)
-            layer_list = [_lr_layer_of(fixed)]
+            layer_list = [lr_layer_of(fixed)]
         else:
             layer_list = _numbers(lr_layers or "19,21,23,25,27", int, "--lr-layers")
         rows: list[PlanRow] = sweep(
@@ -219,6 +243,7 @@ def plan(
             lr_sizes=_numbers(lr_sizes, int, "--lr-sizes"),
             lr_bits=_numbers(lr_bits, int, "--lr-bits"),
             rates=_numbers(rates, float, "--rates"),
+            inference_per_s=_rate(inference_rate),
         )
         rows = attach_accuracy(rows, summaries)
     except (EnergyError, ModelError, ValueError, OSError) as exc:

@@ -1,5 +1,8 @@
 """Planning sweeps: LR layer x LR count x LR bits x event rate -> memory, energy, lifetime.
 
+Every row's lifetime includes an inference duty (``inference_per_s``, default none) at the
+cost :func:`~device.energy.inference_cost` gives for the row's LR layer.
+
 Pure: the caller supplies the layers of each LR layer and parsed run summaries
 (:class:`~dataset_stream.protocol.RunSummary`, ``RunSummary.from_json``); writing the CSV
 and the plot is the command line's job.
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from device.energy.battery import Battery
 from device.energy.config import CostConfig
-from device.energy.cost import event_cost
+from device.energy.cost import event_cost, inference_cost
 from device.energy.lifetime import Duty
 from device.energy.profile import Profile
 from device.layerinfo import LayerInfo
@@ -40,7 +43,9 @@ class PlanRow:
     energy_j: float
     lifetime_h: float
     max_events_per_hour: float
-    sustainable: bool  # the rate is at most the largest sustainable one
+    sustainable: bool  # the rates fit in the time there is
+    inference_per_s: float = 0.0  # samples classified per second, in the lifetime
+    energy_per_inference_j: float = 0.0  # one sample
     accuracy: float | None = None
 
     def __post_init__(self) -> None:
@@ -60,13 +65,17 @@ def sweep(
     lr_sizes: Iterable[int],
     lr_bits: Iterable[int],
     rates: Iterable[float],
+    inference_per_s: float = 0.0,
 ) -> list[PlanRow]:
-    """Cost every combination, with a full LR memory (``n_replay = lr_size``) and a full battery."""
+    """Cost every combination, with a full LR memory (``n_replay = lr_size``) and a full battery,
+    classifying ``inference_per_s`` samples per second besides learning."""
     battery_j = Battery.from_profile(profile).remaining_j
     rate_list = list(rates)
     rows: list[PlanRow] = []
     for layer in lr_layers:
         layers = layers_for(layer)
+        inference = inference_cost(layers, profile, 1)
+        inference_j = inference.energy_j["total"]
         for size in lr_sizes:
             for bits in lr_bits:
                 config = replace(base, lr_size=size, lr_bits=bits)
@@ -82,6 +91,9 @@ def sweep(
                         events_per_hour=rate,
                         sleep_w=profile.sleep_w,
                         battery_j=battery_j,
+                        inference_per_s=inference_per_s,
+                        energy_per_inference_j=inference_j,
+                        latency_per_inference_s=inference.latency_s["total"],
                     )
                     rows.append(
                         PlanRow(
@@ -97,6 +109,8 @@ def sweep(
                             lifetime_h=duty.lifetime_h,
                             max_events_per_hour=duty.max_events_per_hour,
                             sustainable=duty.sustainable,
+                            inference_per_s=inference_per_s,
+                            energy_per_inference_j=inference_j,
                         )
                     )
     return rows
