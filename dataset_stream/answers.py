@@ -15,6 +15,8 @@ outages"):
 - an ``error`` ``gap``: the seqs ``gap_first..gap_last`` never reached the node in time and were
   skipped: answered, counted as ``lost`` (a kind of rejection);
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
+- an ``error`` with an ``infer_seq`` (or a ``prediction``) answers an inference request, not a
+  batch: inference is at most once and not accounted here (counted as ``infer``);
 - a ``status``: whether the device is online; state ``error`` (its loop failed and is being
   restarted) is logged once per change. A live (not retained) online status of a device with
   unanswered batches calls ``on_back``: the stream re-publishes them.
@@ -63,7 +65,7 @@ class IgnoredMessages:
     (a topic or ``device`` field of another device, an answer to a seq it never sent);
     ``repeated``: a second answer to a seq already answered; ``unattributed``: an ``error``
     naming no seq (the node could not read one); ``store_failed``: the node could not commit a
-    batch and will retry it.
+    batch and will retry it; ``infer``: an answer to an inference request, not to a batch.
     """
 
     invalid: int = 0
@@ -71,10 +73,18 @@ class IgnoredMessages:
     repeated: int = 0
     unattributed: int = 0
     store_failed: int = 0
+    infer: int = 0
 
     @property
     def total(self) -> int:
-        return self.invalid + self.foreign + self.repeated + self.unattributed + self.store_failed
+        return (
+            self.invalid
+            + self.foreign
+            + self.repeated
+            + self.unattributed
+            + self.store_failed
+            + self.infer
+        )
 
 
 @dataclass(slots=True)
@@ -163,11 +173,17 @@ class AnswerLedger:
             self._account(rec, message.seq, learned=True)
         elif isinstance(message, ErrorMessage):
             self._error(rec, message)
-        else:
+        elif isinstance(message, Status):
             self._status(rec, message, retained=retained)
+        else:
+            self._ignore("infer", f"{device}: prediction for inference request {message.seq}")
 
     def _error(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
-        if msg.code == GAP_CODE:
+        if msg.answers_infer:
+            self._ignore(
+                "infer", f"{rec.device} refused inference request {msg.infer_seq}: {msg.code}"
+            )
+        elif msg.code == GAP_CODE:
             self._gap(rec, msg)
         elif msg.code in NOT_AN_ANSWER_CODES:
             self._ignore(
@@ -243,9 +259,9 @@ class AnswerLedger:
 
     def _ignore(self, kind: str, text: str) -> None:
         self._ignored[kind] += 1
-        quiet = kind == "repeated" or self._ignored[kind] > WARNINGS_PER_KIND
+        quiet = kind in ("repeated", "infer") or self._ignored[kind] > WARNINGS_PER_KIND
         log.log(logging.DEBUG if quiet else logging.WARNING, "stream: ignoring %s", text)
-        if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind != "repeated":
+        if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind not in ("repeated", "infer"):
             log.warning("stream: further %s messages are counted, not logged", kind)
 
 

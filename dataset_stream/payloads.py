@@ -69,7 +69,7 @@ class StreamStats:
 
 
 def batch_payload(scenario: Scenario, event: Event, *, t0: float, cadence: float) -> bytes:
-    """The wire payload of ``event``: ``seq`` and ``t = t0 + (seq - 1) * cadence`` in the metadata."""
+    """The wire payload of ``event``: ``seq``, ``t = t0 + (seq - 1) * cadence`` in the metadata."""
     extra = {
         "scenario": scenario.name,
         "classes": ",".join(map(str, event.classes)),

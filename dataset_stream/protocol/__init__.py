@@ -1,10 +1,11 @@
 """Wire contract v1 (see ``docs/protocol.md``): the only part of :mod:`dataset_stream` a node uses.
 
-- batches and eval sets: safetensors bytes, :func:`encode_batch` / :func:`decode_batch`,
-  :func:`encode_eval` / :func:`decode_eval`, bounded by :class:`Limits`;
-- node messages: typed :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage` (JSON on the
-  wire, validated against the schemas shipped in ``dataset_stream/schemas``); the end-of-run
-  :class:`RunSummary`;
+- batches, eval sets and inference requests: safetensors bytes, :func:`encode_batch` /
+  :func:`decode_batch`, :func:`encode_eval` / :func:`decode_eval`, :func:`encode_infer` /
+  :func:`decode_infer` (:class:`InferRequest`), bounded by :class:`Limits`;
+- node messages: typed :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`,
+  :class:`Prediction` (JSON on the wire, validated against the schemas shipped in
+  ``dataset_stream/schemas``); the end-of-run :class:`RunSummary`;
 - topics: :func:`topic`, :func:`parse_topic`, :func:`fleet_ids`, device-id validation.
 
 Every failure is a :class:`ProtocolError` with a stable ``code``.
@@ -17,33 +18,40 @@ from dataset_stream.protocol.codec import (
     WIRE_VERSION,
     Batch,
     EvalSet,
+    InferRequest,
     Limits,
     decode_batch,
     decode_eval,
+    decode_infer,
     encode_batch,
     encode_eval,
+    encode_infer,
 )
 from dataset_stream.protocol.messages import (
     SCHEMA_NAMES,
     load_schema,
     validate_error,
     validate_message,
+    validate_prediction,
     validate_status,
     validate_telemetry,
 )
 from dataset_stream.protocol.node_messages import (
     NODE_ERROR_CODES,
+    NODE_MESSAGE_KINDS,
     REPORT_KINDS,
     STATUS_STATES,
     TELEMETRY_STATES,
     BatteryState,
     ErrorMessage,
     NodeMessage,
+    Prediction,
     ReplayStats,
     Status,
     Telemetry,
     read_node_message,
 )
+from dataset_stream.protocol.prediction import INFERENCE_PARTS
 from dataset_stream.protocol.summary import DeviceSummary, RunSummary, StreamSummary
 from dataset_stream.protocol.topics import (
     DEFAULT_PREFIX,
@@ -63,8 +71,10 @@ __all__ = [
     "ERROR_CODES",
     "EVAL_LIMITS",
     "FLEET_PREFIX",
+    "INFERENCE_PARTS",
     "KINDS",
     "NODE_ERROR_CODES",
+    "NODE_MESSAGE_KINDS",
     "REPORT_KINDS",
     "RESERVED_KEYS",
     "SCHEMA_NAMES",
@@ -77,8 +87,10 @@ __all__ = [
     "ErrorMessage",
     "EvalSet",
     "ForeignMessage",
+    "InferRequest",
     "Limits",
     "NodeMessage",
+    "Prediction",
     "ProtocolError",
     "ReplayStats",
     "RunSummary",
@@ -87,8 +99,10 @@ __all__ = [
     "Telemetry",
     "decode_batch",
     "decode_eval",
+    "decode_infer",
     "encode_batch",
     "encode_eval",
+    "encode_infer",
     "fleet_ids",
     "is_device_id",
     "load_schema",
@@ -99,6 +113,7 @@ __all__ = [
     "validate_device_id",
     "validate_error",
     "validate_message",
+    "validate_prediction",
     "validate_prefix",
     "validate_status",
     "validate_telemetry",

@@ -1,4 +1,4 @@
-"""Validators for the node's JSON messages (telemetry, status, error).
+"""Validators for the node's JSON messages (telemetry, status, error, prediction).
 
 The schemas ship as package data in ``dataset_stream/schemas/*.json`` so that consumers in other
 languages can use the very same files. Each validator accepts a parsed object or the raw JSON text
@@ -20,7 +20,7 @@ from jsonschema.exceptions import best_match
 
 from dataset_stream.errors import ProtocolError
 
-SCHEMA_NAMES = ("telemetry", "status", "error")
+SCHEMA_NAMES = ("telemetry", "status", "error", "prediction")
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 
@@ -76,6 +76,26 @@ def validate_status(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
 def validate_error(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
     """Validate an error message (``schemas/error.json``)."""
     return validate_message("error", obj)
+
+
+def validate_prediction(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+    """Validate a prediction message (``schemas/prediction.json``)."""
+    return validate_message("prediction", obj)
+
+
+def extra_fields(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The fields of ``obj`` a message type does not know (kept and written back unchanged)."""
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+def dump_json(obj: Mapping[str, Any]) -> bytes:
+    """Compact JSON bytes; NaN and infinities are refused (JSON has none)."""
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+
+def bad_message(schema: str, exc: Exception) -> ProtocolError:
+    """A message that passed its schema but still does not build its type."""
+    return ProtocolError("bad_format", f"{schema} message: {exc}")
 
 
 def _non_finite(value: object, path: str = "") -> str | None:

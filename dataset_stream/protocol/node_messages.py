@@ -1,4 +1,5 @@
-"""The node's JSON messages as types: :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`.
+"""The node's JSON messages as types: :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`
+(and :class:`~dataset_stream.protocol.prediction.Prediction`, in its own module).
 
 They are serialised only at the MQTT edge: a producer builds the dataclass and calls
 ``to_json()``; a consumer calls ``from_json(payload)``, which validates the JSON against the
@@ -9,14 +10,18 @@ contract's "add fields freely, never rename these" holds through a round trip.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
 from dataset_stream.errors import ForeignMessage, ProtocolError
+from dataset_stream.protocol.messages import bad_message as _bad
+from dataset_stream.protocol.messages import dump_json as _dump
+from dataset_stream.protocol.messages import extra_fields as _extra
 from dataset_stream.protocol.messages import validate_message
+from dataset_stream.protocol.prediction import Prediction
 from dataset_stream.protocol.topics import parse_topic, validate_device_id
+from dataset_stream.protocol.values import BatteryState
 
 #: Telemetry ``state`` values.
 TELEMETRY_STATES: Final = ("learning", "idle", "depleted")
@@ -31,30 +36,12 @@ NODE_ERROR_CODES: Final = frozenset(
         "store_failed",  # the event could not be committed; not acknowledged, retried
         "internal",  # an unexpected failure while handling the input; the node goes on
         "foreign_topic",  # a message on a topic that is not this node's
+        "depleted",  # an inference request the battery cannot pay for: nothing classified
     }
 )
 
 PHASES: Final = ("frozen", "adaptive", "memory", "idle", "total")
 LATENCY_PARTS: Final = ("frozen", "adaptive", "total")
-
-
-@dataclass(frozen=True, slots=True)
-class BatteryState:
-    """State of charge (0..1) and energy left (J)."""
-
-    soc: float
-    remaining_j: float
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.soc <= 1.0 or self.remaining_j < 0:
-            raise ValueError(f"battery state out of range: soc={self.soc}, J={self.remaining_j}")
-
-    def to_dict(self) -> dict[str, float]:
-        return {"soc": self.soc, "remaining_j": self.remaining_j}
-
-    @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> Self:
-        return cls(soc=float(obj["soc"]), remaining_j=float(obj["remaining_j"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +71,6 @@ class ReplayStats:
         )
 
 
-def _extra(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in known}
-
-
-def _dump(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
-
-
 @dataclass(frozen=True, slots=True)
 class Telemetry:
     """One learning event, on ``{prefix}/{device}/telemetry`` (``schemas/telemetry.json``).
@@ -99,6 +78,11 @@ class Telemetry:
     ``latency_s`` (seconds on the emulated hardware) maps ``frozen``, ``adaptive``, ``total``;
     ``energy_j`` maps ``frozen``, ``adaptive``, ``memory``, ``idle``, ``total`` (more phases may
     follow). ``events``: events learned so far; ``gaps``: seqs skipped so far.
+
+    Optional (absent from the JSON when None): ``inferences`` and ``inference_energy_j``, the
+    inference requests answered and their energy since the previous telemetry;
+    ``prequential_accuracy`` over the ``prequential_n`` predictions scored so far
+    (test-then-train: a prediction scored when its sample's label arrives in a batch).
     """
 
     SCHEMA: ClassVar[str] = "telemetry"
@@ -119,6 +103,10 @@ class Telemetry:
             "events",
             "gaps",
             "accuracy_by_class",
+            "inferences",
+            "inference_energy_j",
+            "prequential_accuracy",
+            "prequential_n",
         ]
     )
 
@@ -137,6 +125,10 @@ class Telemetry:
     events: int = 0
     gaps: int = 0
     accuracy_by_class: Mapping[int, float] | None = None
+    inferences: int | None = None
+    inference_energy_j: float | None = None
+    prequential_accuracy: float | None = None
+    prequential_n: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,6 +162,10 @@ class Telemetry:
         }
         if self.accuracy_by_class is not None:
             out["accuracy_by_class"] = {str(k): v for k, v in self.accuracy_by_class.items()}
+        for name in ("inferences", "inference_energy_j", "prequential_accuracy", "prequential_n"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
     def to_json(self) -> bytes:
@@ -199,6 +195,10 @@ class Telemetry:
                 accuracy_by_class=None
                 if by_class is None
                 else {int(k): float(v) for k, v in by_class.items()},
+                inferences=obj.get("inferences"),
+                inference_energy_j=_optional_float(obj.get("inference_energy_j")),
+                prequential_accuracy=_optional_float(obj.get("prequential_accuracy")),
+                prequential_n=obj.get("prequential_n"),
                 extra=_extra(obj, cls.KNOWN),
             )
         except (TypeError, ValueError, AttributeError) as exc:
@@ -296,12 +296,14 @@ class ErrorMessage:
 
     ``code`` is a :class:`ProtocolError` code or one of :data:`NODE_ERROR_CODES`. ``seq`` is the
     batch the message answers (absent only when the input had no readable seq). A ``gap`` names
-    the skipped range ``gap_first..gap_last`` and the seq learned next (``next_seq``).
+    the skipped range ``gap_first..gap_last`` and the seq learned next (``next_seq``). An error
+    that answers an inference request carries its seq as ``infer_seq``, never as ``seq`` (the two
+    sequences are independent).
     """
 
     SCHEMA: ClassVar[str] = "error"
     KNOWN: ClassVar[frozenset[str]] = frozenset(
-        ["device", "seq", "code", "message", "gap_first", "gap_last", "next_seq"]
+        ["device", "seq", "code", "message", "gap_first", "gap_last", "next_seq", "infer_seq"]
     )
 
     device: str
@@ -311,17 +313,25 @@ class ErrorMessage:
     gap_first: int | None = None
     gap_last: int | None = None
     next_seq: int | None = None
+    infer_seq: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device)
         if self.seq is not None and self.seq < 0:
             raise ValueError(f"error seq must be >= 0, not {self.seq}")
+        if self.infer_seq is not None and (self.infer_seq < 0 or self.seq is not None):
+            raise ValueError(f"error infer_seq {self.infer_seq}: >= 0, and never with a seq")
+
+    @property
+    def answers_infer(self) -> bool:
+        """Whether this error answers an inference request rather than a batch."""
+        return self.infer_seq is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "device": self.device, "code": self.code}
         out["message"] = self.message[:4096]
-        for name in ("seq", "gap_first", "gap_last", "next_seq"):
+        for name in ("seq", "gap_first", "gap_last", "next_seq", "infer_seq"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -342,37 +352,49 @@ class ErrorMessage:
                 gap_first=obj.get("gap_first"),
                 gap_last=obj.get("gap_last"),
                 next_seq=obj.get("next_seq"),
+                infer_seq=obj.get("infer_seq"),
                 extra=_extra(obj, cls.KNOWN),
             )
         except (TypeError, ValueError) as exc:
             raise _bad(cls.SCHEMA, exc) from None
 
 
+#: A node's report (what :data:`REPORT_KINDS` carry).
 NodeMessage = Telemetry | Status | ErrorMessage
+#: What a node reports about its learning and health (the stream and the monitor subscribe to
+#: these). Predictions (one per inference request, a fleet at 1 Hz sends thousands a second)
+#: are not among them: a consumer subscribes to ``prediction`` on purpose.
 REPORT_KINDS: Final = ("telemetry", "status", "error")
+#: Every kind :func:`read_node_message` reads.
+NODE_MESSAGE_KINDS: Final = (*REPORT_KINDS, "prediction")
 
 
-def read_node_message(prefix: str, where: str, payload: object) -> tuple[str, NodeMessage]:
-    """``(device, message)`` of a report a node published on topic ``where``.
+def read_node_message(
+    prefix: str, where: str, payload: object
+) -> tuple[str, NodeMessage | Prediction]:
+    """``(device, message)`` of a message a node published on topic ``where``.
 
-    Raises :class:`ForeignMessage` for a topic that is not a node's telemetry, status or error
-    under ``prefix``, or a report that names another device than its topic (a status without a
-    ``device``, such as the last will, belongs to its topic); ``ProtocolError("bad_format")``
-    for a payload that is not a valid report. Stream and monitor read their messages here.
+    Raises :class:`ForeignMessage` for a topic that is not a node's telemetry, status, error or
+    prediction under ``prefix``, or a message that names another device than its topic (a status
+    without a ``device``, such as the last will, belongs to its topic);
+    ``ProtocolError("bad_format")`` for a payload that is not a valid message. Stream and monitor
+    read their messages here.
     """
     try:
         device, kind = parse_topic(prefix, where)
     except ProtocolError as exc:
         raise ForeignMessage(f"a message on {where[:200]!r}: {exc.message}") from None
-    if kind not in REPORT_KINDS:
+    if kind not in NODE_MESSAGE_KINDS:
         raise ForeignMessage(f"a message on {where}, not a node's report")
     if not isinstance(payload, bytes | bytearray):
         raise ProtocolError("bad_format", f"{where}: payload is not bytes")
-    message: NodeMessage
+    message: NodeMessage | Prediction
     if kind == "telemetry":
         message = Telemetry.from_json(bytes(payload))
     elif kind == "status":
         message = Status.from_json(bytes(payload))
+    elif kind == "prediction":
+        message = Prediction.from_json(bytes(payload))
     else:
         message = ErrorMessage.from_json(bytes(payload))
     if message.device is not None and message.device != device:
@@ -380,13 +402,14 @@ def read_node_message(prefix: str, where: str, payload: object) -> tuple[str, No
     return device, message
 
 
-def _bad(schema: str, exc: Exception) -> ProtocolError:
-    return ProtocolError("bad_format", f"{schema} message: {exc}")
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 __all__ = [
     "LATENCY_PARTS",
     "NODE_ERROR_CODES",
+    "NODE_MESSAGE_KINDS",
     "PHASES",
     "REPORT_KINDS",
     "STATUS_STATES",
@@ -394,6 +417,7 @@ __all__ = [
     "BatteryState",
     "ErrorMessage",
     "NodeMessage",
+    "Prediction",
     "ReplayStats",
     "Status",
     "Telemetry",

@@ -11,7 +11,7 @@ from typing import Final
 
 from dataset_stream.errors import ProtocolError
 
-KINDS: Final = ("batch", "eval", "telemetry", "status", "error")
+KINDS: Final = ("batch", "eval", "telemetry", "status", "error", "infer", "prediction")
 DEFAULT_PREFIX: Final = "vega"
 FLEET_PREFIX: Final = "node-"
 

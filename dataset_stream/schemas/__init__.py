@@ -1,1 +1,2 @@
-"""JSON Schemas (draft 2020-12) of the node's JSON messages: telemetry, status, error."""
+"""JSON Schemas (draft 2020-12) of the node's JSON messages: telemetry, status, error and
+prediction."""
