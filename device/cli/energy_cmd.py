@@ -85,15 +85,8 @@ def _report(
     """The JSON of ``vega-emu energy``; ``inference`` is the cost of one sample."""
     from device.energy import Duty
 
-    duty = Duty.of(
-        energy_per_event_j=cost.energy_j["total"],
-        latency_s=cost.latency_s["total"],
-        events_per_hour=rate,
-        sleep_w=profile.sleep_w,
-        battery_j=profile.battery_j,
-        inference_per_s=inference_rate,
-        energy_per_inference_j=inference.energy_j["total"],
-        latency_per_inference_s=inference.latency_s["total"],
+    duty = Duty.of_costs(
+        cost, inference, profile, events_per_hour=rate, inference_per_s=inference_rate
     )
     share = duty.inference_power_w / duty.power_w if duty.power_w > 0 else 0.0
     return {

@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.energy.battery import Battery
 from device.energy.errors import BatteryStateError, CostConfigError
+
+if TYPE_CHECKING:
+    from device.energy.cost import EventCost, InferenceCost
+    from device.energy.profile import Profile
 
 HOUR_S = 3600.0
 
@@ -154,6 +158,30 @@ class Duty:
             inference_per_s=inference_per_s,
             inference_power_w=inference_w,
             inference_busy=inference_busy,
+        )
+
+    @classmethod
+    def of_costs(
+        cls,
+        event: EventCost,
+        inference: InferenceCost,
+        profile: Profile,
+        *,
+        events_per_hour: float,
+        inference_per_s: float = 0.0,
+    ) -> Duty:
+        """:meth:`of` for ``event`` (one learning event) and ``inference`` (of any number of
+        samples: its per-sample cost is used) on a full battery of ``profile``."""
+        one = inference.per_sample() if inference.n_samples != 1 else inference
+        return cls.of(
+            energy_per_event_j=event.energy_j["total"],
+            latency_s=event.latency_s["total"],
+            events_per_hour=events_per_hour,
+            sleep_w=profile.sleep_w,
+            battery_j=profile.battery_j,
+            inference_per_s=inference_per_s,
+            energy_per_inference_j=one.energy_j["total"],
+            latency_per_inference_s=one.latency_s["total"],
         )
 
 

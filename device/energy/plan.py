@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from device.energy.battery import Battery
 from device.energy.config import CostConfig
 from device.energy.cost import event_cost, inference_cost
 from device.energy.lifetime import Duty
@@ -69,7 +68,6 @@ def sweep(
 ) -> list[PlanRow]:
     """Cost every combination, with a full LR memory (``n_replay = lr_size``) and a full battery,
     classifying ``inference_per_s`` samples per second besides learning."""
-    battery_j = Battery.from_profile(profile).remaining_j
     rate_list = list(rates)
     rows: list[PlanRow] = []
     for layer in lr_layers:
@@ -85,15 +83,12 @@ def sweep(
                 latency = cost.latency_s["total"]
                 energy = cost.energy_j["total"]
                 for rate in rate_list:
-                    duty = Duty.of(
-                        energy_per_event_j=energy,
-                        latency_s=latency,
+                    duty = Duty.of_costs(
+                        cost,
+                        inference,
+                        profile,
                         events_per_hour=rate,
-                        sleep_w=profile.sleep_w,
-                        battery_j=battery_j,
                         inference_per_s=inference_per_s,
-                        energy_per_inference_j=inference_j,
-                        latency_per_inference_s=inference.latency_s["total"],
                     )
                     rows.append(
                         PlanRow(
