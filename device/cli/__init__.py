@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from device.cli import (
+    bridge_cmd,
     broker_cmd,
     energy_cmd,
     fleet_cmd,
@@ -48,6 +49,7 @@ monitor_cmd.register(app)
 fleet_cmd.register(app)
 up_cmd.register(app)
 report_cmd.register(app)
+bridge_cmd.register(app)
 
 
 def main() -> None:

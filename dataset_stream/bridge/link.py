@@ -1,0 +1,248 @@
+"""The bridge's side of the fleet's broker: publishing with reconnects, and where each device's
+sequence numbers continue from.
+
+:class:`SeqBook` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
+batch gets ``last_seq + 1``, so a bridge follows a stream or its own earlier run. The bridge waits
+for the retained statuses at most ``wait_s`` after it subscribed; a device with none by then
+starts at seq 1 (with a warning: no node has announced itself under that id). Inference requests
+have a sequence of their own; it continues from the status's ``last_infer_seq`` when a node
+reports one, else it starts at 1.
+
+:class:`TargetLink` is the connection: it subscribes to the statuses and re-subscribes after each
+reconnect (backoff with jitter and a cap, :class:`~dataset_stream.reconnect.ReconnectPolicy`);
+:meth:`TargetLink.publish` publishes at QoS 1 and, when the connection is lost, publishes again
+on the next one. A node ignores a batch seq it has seen, so a message published twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError
+from dataset_stream.protocol import Status, read_node_message, topic, topic_filter
+from dataset_stream.reconnect import STABLE_AFTER_S, ReconnectPolicy, new_client_id
+
+if TYPE_CHECKING:
+    import aiomqtt
+
+    from broker.url import BrokerURL
+
+log = logging.getLogger(__name__)
+
+
+class SeqBook:
+    """Next batch and inference seq of every device; see the module docstring."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self._status: dict[str, Status] = {}
+        self._arrived: dict[str, asyncio.Event] = {}
+        self._next: dict[str, int] = {}
+        self._next_infer: dict[str, int] = {}
+        self._deadline: float | None = None
+
+    def listening(self) -> None:
+        """The status subscription is in place: retained statuses arrive from now on."""
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self.wait_s
+
+    def on_status(self, device: str, status: Status) -> None:
+        self._status[device] = status
+        self._event(device).set()
+        last = status.last_seq
+        if device in self._next and last is not None and last >= self._next[device]:
+            log.warning("%s has learned up to seq %d (another producer?): going on from there",
+                        device, last)  # fmt: skip
+            self._next[device] = last + 1
+
+    async def batch_seq(self, device: str) -> int:
+        """The seq of ``device``'s next batch (not used up until :meth:`used`)."""
+        if device not in self._next:
+            status = await self._status_of(device)
+            last = status.last_seq if status is not None else None
+            self._next[device] = (last or 0) + 1
+            if status is None:
+                log.warning(
+                    "%s: no retained status within %.1f s (is its node running?); "
+                    "starting at seq 1",
+                    device,
+                    self.wait_s,
+                )
+        return self._next[device]
+
+    def used(self, device: str, seq: int) -> None:
+        self._next[device] = max(self._next.get(device, 0), seq + 1)
+
+    async def infer_seq(self, device: str) -> int:
+        if device not in self._next_infer:
+            status = await self._status_of(device)
+            last = status.extra.get("last_infer_seq") if status is not None else None
+            ok = isinstance(last, int) and not isinstance(last, bool) and last >= 0
+            self._next_infer[device] = (last if ok else 0) + 1  # type: ignore[operator]
+        return self._next_infer[device]
+
+    def infer_used(self, device: str, seq: int) -> None:
+        self._next_infer[device] = max(self._next_infer.get(device, 0), seq + 1)
+
+    async def _status_of(self, device: str) -> Status | None:
+        if device not in self._status and self._deadline is not None:
+            remaining = self._deadline - asyncio.get_running_loop().time()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._event(device).wait()
+        return self._status.get(device)
+
+    def _event(self, device: str) -> asyncio.Event:
+        event = self._arrived.get(device)
+        if event is None:
+            event = self._arrived[device] = asyncio.Event()
+        return event
+
+
+class TargetLink:
+    """The connection to the fleet's broker; see the module docstring.
+
+    ``devices``: the ids whose statuses to read, or None for all (``{prefix}/+/status``).
+    Enter it, run :meth:`maintain` in a task for as long as it is used, then leave it.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerURL,
+        seqs: SeqBook,
+        *,
+        prefix: str,
+        devices: Sequence[str] | None,
+        reconnect: ReconnectPolicy,
+        timeout: float = 10.0,
+    ) -> None:
+        self.broker = broker
+        self.seqs = seqs
+        self.prefix = prefix
+        self.reconnect = reconnect
+        self.timeout = timeout
+        self.client_id = new_client_id("bridge")
+        if devices is None:
+            self._filters = [topic_filter(prefix, "status")]
+        else:
+            self._filters = [topic(prefix, d, "status") for d in devices]
+        self._client: aiomqtt.Client | None = None
+        self._next_connection = asyncio.Event()  # set when the next connection is made
+        self.reconnects = 0
+
+    async def __aenter__(self) -> Self:
+        import aiomqtt
+
+        try:
+            self._client = await self._connect()
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise PublishError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await _close(client, self.timeout)
+
+    async def _connect(self) -> aiomqtt.Client:
+        import aiomqtt
+
+        client = aiomqtt.Client(
+            **self.broker.client_kwargs(), identifier=self.client_id, timeout=self.timeout
+        )
+        async with asyncio.timeout(self.timeout):
+            await client.__aenter__()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.subscribe([(f, 1) for f in self._filters])
+        except BaseException:
+            await _close(client, self.timeout)
+            raise
+        self.seqs.listening()
+        return client
+
+    async def maintain(self) -> None:
+        """Read statuses; reconnect when the connection is lost (forever, or PublishError
+        after ``max_outage_s`` without a broker)."""
+        import aiomqtt
+
+        loop = asyncio.get_running_loop()
+        backoff = self.reconnect.backoff()
+        down_since: float | None = None
+        while True:
+            client = self._client
+            assert client is not None, "enter the link before maintain()"
+            connected_at = loop.time()
+            cause: BaseException = PublishError("the connection ended")
+            try:
+                async for message in client.messages:
+                    self._on_message(message)
+            except aiomqtt.MqttError as exc:
+                cause = exc
+            log.warning("lost the broker at %s (%s); reconnecting", self.broker, cause)
+            await _close(client, self.timeout)
+            if down_since is None or loop.time() - connected_at >= STABLE_AFTER_S:
+                down_since = loop.time()
+                backoff.reset()
+            while True:
+                waited = loop.time() - down_since
+                if waited >= self.reconnect.max_outage_s:
+                    raise PublishError(
+                        f"no broker at {self.broker} for {waited:.0f} s: {cause}"
+                    ) from cause
+                await asyncio.sleep(min(backoff.next_delay(), self.reconnect.max_outage_s - waited))
+                try:
+                    self._client = await self._connect()
+                    break
+                except (aiomqtt.MqttError, OSError) as exc:
+                    cause = exc
+            self.reconnects += 1
+            log.warning("reconnected to %s", self.broker)
+            made, self._next_connection = self._next_connection, asyncio.Event()
+            made.set()
+
+    async def publish(self, where: str, payload: bytes) -> None:
+        """Publish at QoS 1 until the broker acknowledges it (again after a reconnect)."""
+        import aiomqtt
+
+        while True:
+            client, made = self._client, self._next_connection
+            if client is not None:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await client.publish(where, payload, qos=1)
+                    return
+                except (aiomqtt.MqttError, TimeoutError) as exc:
+                    log.debug("publishing to %s: %s; waiting for the next connection", where, exc)
+            await made.wait()  # maintain() raises PublishError if it never comes
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        try:
+            device, report = read_node_message(self.prefix, message.topic.value, message.payload)
+        except (ForeignMessage, ProtocolError) as exc:
+            log.debug("bridge: ignoring %s: %s", message.topic.value[:200], exc)
+            return
+        if isinstance(report, Status):
+            self.seqs.on_status(device, report)
+
+
+async def _close(client: aiomqtt.Client, within_s: float) -> None:
+    import aiomqtt
+
+    with contextlib.suppress(aiomqtt.MqttError, OSError):
+        async with asyncio.timeout(within_s):
+            await client.__aexit__(None, None, None)
+
+
+__all__ = ["SeqBook", "TargetLink"]

@@ -1,0 +1,137 @@
+"""What the bridge did per device: sent (batches, inference requests, samples), dropped by
+reason; counters while it runs, a frozen :class:`BridgeReport` at the end."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataset_stream.bridge.samples import REASONS
+
+
+@dataclass(slots=True)
+class DeviceCount:
+    """One device's counters (mutable; the bridge's own)."""
+
+    batches: int = 0
+    learn_samples: int = 0
+    infers: int = 0
+    infer_samples: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> DeviceReport:
+        return DeviceReport(
+            batches=self.batches,
+            learn_samples=self.learn_samples,
+            infers=self.infers,
+            infer_samples=self.infer_samples,
+            first_seq=self.first_seq,
+            last_seq=self.last_seq,
+            dropped={r: self.dropped[r] for r in REASONS if self.dropped[r]},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReport:
+    """What the bridge sent one device and what it dropped, by reason."""
+
+    batches: int
+    learn_samples: int
+    infers: int
+    infer_samples: int
+    first_seq: int | None
+    last_seq: int | None
+    dropped: Mapping[str, int]
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "learn_samples": self.learn_samples,
+            "infers": self.infers,
+            "infer_samples": self.infer_samples,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "dropped": dict(self.dropped),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeReport:
+    """The whole run: ``devices`` by id (``(none)``: records that named no usable device),
+    ``records`` read, ``elapsed_s`` of wall time."""
+
+    devices: Mapping[str, DeviceReport]
+    records: int
+    elapsed_s: float
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for device in self.devices.values():
+            total.update(device.dropped)
+        return {r: total[r] for r in REASONS if total[r]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "dropped": self.dropped,
+            "devices": {d: r.to_dict() for d, r in sorted(self.devices.items())},
+        }
+
+
+class Tally:
+    """Counters of every device, and a since-last-look delta for periodic log lines."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceCount] = {}
+        self.records = 0
+        self._seen: dict[str, DeviceReport] = {}
+
+    def of(self, device: str) -> DeviceCount:
+        count = self.devices.get(device)
+        if count is None:
+            count = self.devices[device] = DeviceCount()
+        return count
+
+    def drop(self, device: str, reason: str, n: int = 1) -> None:
+        self.of(device).dropped[reason] += n
+
+    def report(self, elapsed_s: float) -> BridgeReport:
+        devices = {d: c.snapshot() for d, c in self.devices.items()}
+        return BridgeReport(devices=devices, records=self.records, elapsed_s=elapsed_s)
+
+    def progress_lines(self) -> list[str]:
+        """One line per device with something new since the last call."""
+        lines = []
+        for device, count in sorted(self.devices.items()):
+            now = count.snapshot()
+            before = self._seen.get(device)
+            if before == now:
+                continue
+            self._seen[device] = now
+            b = before or DeviceReport(0, 0, 0, 0, None, None, {})
+            dropped = {r: n - b.dropped.get(r, 0) for r, n in now.dropped.items()}
+            dropped = {r: n for r, n in dropped.items() if n}
+            text = (
+                f"{device}: +{now.batches - b.batches} batches "
+                f"({now.learn_samples - b.learn_samples} samples"
+                + (f", last seq {now.last_seq}" if now.last_seq is not None else "")
+                + f"), +{now.infers - b.infers} inference requests "
+                f"({now.infer_samples - b.infer_samples} samples)"
+            )
+            if dropped:
+                text += ", dropped " + ", ".join(f"{n} {r}" for r, n in dropped.items())
+            lines.append(text)
+        return lines
+
+
+__all__ = ["BridgeReport", "DeviceCount", "DeviceReport", "Tally"]

@@ -1,0 +1,254 @@
+"""``vega-emu bridge``: live samples (a file, standard input, an MQTT topic) -> batches and
+inference requests for the fleet's devices (``docs/live-data.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from device.cli._nodeopts import ModelOpt, load_model
+from device.cli._runtime import console, fail, run_async
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from dataset_stream.bridge import BridgeReport, Fields, Format, Record, SampleSpec, Source
+    from dataset_stream.reconnect import ReconnectPolicy
+
+BROKER_HELP = (
+    "MQTT broker of the fleet, mqtt://[user@]host:port or mqtts://...; give the password with "
+    "--password-file or VEGA_EMU_MQTT_PASSWORD."
+)
+FROM_HELP = (
+    "Where samples come from: a file (JSON lines, or CSV with a header: .csv or --format csv), "
+    "'-' for standard input, or an MQTT topic filter of your broker, "
+    "mqtt://host:port/sensors/+/reading (JSON or raw float32 payloads; the level under the "
+    "first '+' names the device)."
+)
+
+
+def bridge(
+    source: Annotated[str, typer.Option("--from", help=FROM_HELP, show_default=False)],
+    broker: Annotated[str, typer.Option(help=BROKER_HELP)] = "mqtt://127.0.0.1:1883",
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the fleet broker's password from this file.")
+    ] = None,
+    source_password_file: Annotated[
+        Path | None, typer.Option(help="Read the source broker's password from this file.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Send every sample to this one device id.")
+    ] = None,
+    device_field: Annotated[
+        str | None, typer.Option(help="The field (CSV: column) holding each sample's device id.")
+    ] = None,
+    window: Annotated[
+        float, typer.Option(help="Seconds per learning window: one batch per device each.")
+    ] = 60.0,
+    x_field: Annotated[
+        str, typer.Option(help="The sample's field; CSV: the prefix of columns x0, x1, ...")
+    ] = "x",
+    label_field: Annotated[
+        str, typer.Option(help="The label's field (absent, null or empty: unlabelled).")
+    ] = "y",
+    time_field: Annotated[
+        str, typer.Option(help="The capture time's field, unix seconds (optional).")
+    ] = "t",
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto | json | csv (files) | raw (MQTT float32).")
+    ] = "auto",
+    model: ModelOpt = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep reading the file as it grows (tail -f).")
+    ] = False,
+    prefix: Annotated[str, typer.Option(help="Topic prefix of the fleet.")] = "vega",
+    status_wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the devices' retained status (last seq).")
+    ] = 2.0,
+    max_outage: Annotated[
+        float, typer.Option(help="Seconds without a broker the bridge waits through.")
+    ] = 300.0,
+    report_every: Annotated[
+        float, typer.Option(help="Seconds between progress lines (one per active device).")
+    ] = 60.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final summary as JSON to stdout.")
+    ] = False,
+) -> None:
+    """Forward live samples to devices: labelled ones as one learning batch per device per
+    window, unlabelled ones as inference requests (one per device per second)."""
+    from broker.errors import BrokerURLError
+    from broker.url import parse_broker_url
+    from dataset_stream.bridge import Bridge, BridgeSettings, Format
+    from dataset_stream.errors import DatasetStreamError
+    from dataset_stream.protocol import ProtocolError
+    from dataset_stream.reconnect import ReconnectPolicy
+
+    for value, option in ((window, "--window"), (max_outage, "--max-outage")):
+        if not (math.isfinite(value) and value > 0):
+            raise typer.BadParameter(f"{value} is not a positive number", param_hint=option)
+    if not (math.isfinite(report_every) and report_every > 0):
+        raise typer.BadParameter(f"{report_every} is not positive", param_hint="--report-every")
+    if not (math.isfinite(status_wait) and status_wait >= 0):
+        raise typer.BadParameter(f"{status_wait} is not >= 0", param_hint="--status-wait")
+    try:
+        form = Format(fmt)
+    except ValueError:
+        text = f"{fmt!r} is not auto, json, csv or raw"
+        raise typer.BadParameter(text, param_hint="--format") from None
+    try:
+        url = parse_broker_url(broker, password_file=password_file)
+    except BrokerURLError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--broker") from exc
+    where = _source(source, follow, source_password_file)
+    fields = _fields(where, device, device_field, x_field, label_field, time_field)
+    try:
+        settings = BridgeSettings(
+            prefix=prefix,
+            window_s=window,
+            status_wait_s=status_wait,
+            report_every_s=report_every,
+            reconnect=ReconnectPolicy(max_outage_s=max_outage),
+            source=f"bridge:{type(where).__name__.removesuffix('Source').lower()}",
+        )
+    except (ValueError, ProtocolError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
+    spec = _spec(model)
+    console.print(
+        f"bridge: samples {list(spec.shape)} {spec.dtype}, {spec.num_classes} classes; "
+        f"{window:g} s windows -> {url} under {prefix}/",
+        highlight=False,
+    )
+    _log_to_console()
+
+    async def main(stop: asyncio.Event) -> BridgeReport:
+        records = _records(where, form, spec, fields, settings.reconnect)
+        async with Bridge(url, spec, fields, settings) as running:
+            return await running.run(records, replay=_replays(where), stop=stop)
+
+    try:
+        report = run_async(main)
+    except DatasetStreamError as exc:
+        raise fail(str(exc)) from exc
+    _print_report(report)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+
+
+def _source(text: str, follow: bool, password_file: Path | None) -> Source:
+    from broker.errors import BrokerURLError
+    from broker.url import parse_broker_url
+    from dataset_stream.bridge import FileSource, MqttSource, StdinSource, split_source_url
+
+    if text.startswith(("mqtt://", "mqtts://")):
+        if follow:
+            raise typer.BadParameter("--follow is for files", param_hint="--follow")
+        try:
+            head, topic_filter = split_source_url(text)
+            return MqttSource(parse_broker_url(head, password_file=password_file), topic_filter)
+        except (ValueError, BrokerURLError) as exc:  # BrokerURLError is a ValueError too
+            raise typer.BadParameter(str(exc), param_hint="--from") from exc
+    if password_file is not None:
+        raise typer.BadParameter("only an MQTT source has a password", param_hint="--from")
+    if text == "-":
+        if follow:
+            raise typer.BadParameter(
+                "standard input is read until it closes", param_hint="--follow"
+            )
+        return StdinSource()
+    path = Path(text)
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file", param_hint="--from")
+    return FileSource(path, follow=follow)
+
+
+def _fields(
+    where: Source,
+    device: str | None,
+    device_field: str | None,
+    x_field: str,
+    label_field: str,
+    time_field: str,
+) -> Fields:
+    from dataset_stream.bridge import Fields, MqttSource
+
+    by_topic = isinstance(where, MqttSource) and where.device_level is not None
+    if device is not None and device_field is not None:
+        raise typer.BadParameter("give --device or --device-field, not both", param_hint="--device")
+    if device is None and device_field is None and not by_topic:
+        raise typer.BadParameter(
+            "say which device each sample is for: --device ID or --device-field FIELD "
+            "(or an MQTT filter with a '+' level)",
+            param_hint="--device",
+        )
+    try:
+        return Fields(x_field, label_field, time_field, device_field, device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from exc
+
+
+def _spec(model: Path | None) -> SampleSpec:
+    from dataset_stream.bridge import SampleSpec
+
+    bundle = load_model(model)
+    return SampleSpec(tuple(bundle.input_shape), bundle.input.dtype, bundle.num_classes)
+
+
+def _replays(where: Source) -> bool:
+    """A file read once is windowed by its samples' own time; everything else is live."""
+    from dataset_stream.bridge import FileSource
+
+    return isinstance(where, FileSource) and not where.follow
+
+
+def _records(
+    where: Source, form: Format, spec: SampleSpec, fields: Fields, policy: ReconnectPolicy
+) -> AsyncGenerator[Record, None]:
+    from dataset_stream.bridge import MqttSource, check_csv_header, file_records, mqtt_records
+
+    if isinstance(where, MqttSource):
+        return mqtt_records(where, form, policy=policy)
+    return file_records(where, form, on_header=lambda cols: check_csv_header(cols, spec, fields))
+
+
+def _log_to_console() -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=True, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    logging.getLogger("dataset_stream.bridge").setLevel(logging.INFO)
+
+
+def _print_report(report: BridgeReport) -> None:
+    from rich.table import Table
+
+    from dataset_stream.bridge import NO_DEVICE
+
+    table = Table(title=f"bridge: {report.records} records in {report.elapsed_s:.1f} s")
+    for name in ("device", "batches", "samples", "seqs", "infer", "infer samples", "dropped"):
+        table.add_column(name, justify="left" if name == "device" else "right")
+    table.add_column("why dropped")
+    for device, row in sorted(report.devices.items(), key=lambda i: (i[0] == NO_DEVICE, i[0])):
+        seqs = "-" if row.first_seq is None else f"{row.first_seq}..{row.last_seq}"
+        why = ", ".join(f"{r} {n}" for r, n in row.dropped.items())
+        table.add_row(
+            device,
+            str(row.batches),
+            str(row.learn_samples),
+            seqs,
+            str(row.infers),
+            str(row.infer_samples),
+            str(row.dropped_total),
+            why,
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bridge")(bridge)
