@@ -113,6 +113,8 @@ class DeviceRecord:
     of its ``gap`` errors), ``duplicates`` (``duplicate`` errors), ``rejected`` (errors with a
     protocol error code, by code). ``lag_s``: event lag of the newest telemetry (see
     :meth:`add_telemetry`); ``received``: when a new telemetry seq last arrived.
+    ``predictions``: prediction messages seen (counted, not decoded); ``prediction_received``:
+    when the last one arrived.
     """
 
     device: str
@@ -130,6 +132,8 @@ class DeviceRecord:
     gap_seqs_reported: int = 0  # seqs named by gap errors
     lag_s: float | None = None
     received: float | None = None  # wall time the newest telemetry seq was accepted
+    predictions: int = 0
+    prediction_received: float | None = None
 
     @property
     def state(self) -> str:

@@ -6,6 +6,12 @@ ONE SQLite transaction (weights, optimizer state, LR memory, battery, last ``seq
 -> the telemetry dict. It is used from one worker thread at a time (the node serialises events).
 If anything fails before the commit, the in-memory state is reloaded from the last commit, so
 memory and disk never disagree.
+
+:meth:`NodeEngine.infer` answers an inference request: frozen stage -> the head's forward pass ->
+battery charge, committed (without fsync) before the prediction is returned; it changes nothing
+else. A request among the last charged ones is answered again and not charged (docs/protocol.md,
+"Inference"). A batch with sample ``ids`` first scores the predictions made for them
+(prequential accuracy), committed with its event.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import math
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,19 +30,32 @@ import numpy as np
 from dataset_stream.protocol import (
     Batch,
     BatteryState,
+    ErrorMessage,
     EvalSet,
+    InferRequest,
+    Prediction,
     ProtocolError,
     ReplayStats,
     Status,
     Telemetry,
     decode_eval,
 )
-from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
+from device.energy import (
+    Battery,
+    CostConfig,
+    InferenceCost,
+    LifetimeEstimator,
+    event_cost,
+    inference_cost,
+    load_profile,
+)
 from device.evalcache import shared_eval_latents
+from device.inference import SEQ_WINDOW, SYNC_EVERY_S, InferenceCounters, classify
 from device.learner import Evaluation, evaluate, train_event
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.nn import SGD
+from device.prequential import PrequentialScore
 from device.replay import ReplayConfig, ReplayMemory
 from device.settings import NodeSettings
 from device.store import EventRecord, NodeState, NodeStore, StoreError
@@ -96,6 +116,10 @@ class NodeEngine:
             model_id(bundle),
             config=settings.learning_config(),
         )
+        self.prequential = PrequentialScore()
+        self._answers: OrderedDict[int, Prediction] = OrderedDict()  # the last SEQ_WINDOW
+        self._inference_costs: dict[int, InferenceCost] = {}
+        self._synced = time.monotonic()  # when the last commit flushed the log to disk
         try:
             self.memory: ReplayMemory = self.store.open_replay(
                 ReplayConfig(
@@ -149,6 +173,9 @@ class NodeEngine:
             )
         self.totals: dict[str, float] = dict(energy.get("totals", {}))
         self.last_latency_s = float(energy.get("last_latency_s", 0.0))
+        self.inference = InferenceCounters.from_dict(self.state.inference)
+        self.prequential.right = self.inference.preq_right
+        self.prequential.n = self.inference.preq_n
 
     @property
     def last_seq(self) -> int | None:
@@ -215,9 +242,12 @@ class NodeEngine:
         n_new = len(batch.y)
         n_replay = self.memory.size
         prev_t = self.state.sim_time
+        # test, then train: score the predictions made for these samples before learning them
+        tally = self.prequential.tally(batch.ids, batch.y)
         # a producer whose clock went backwards: the batch is learned as if captured now
         t = batch.t if prev_t is None else max(batch.t, prev_t)
-        idle_s = 0.0 if prev_t is None else max(0.0, t - prev_t - self.last_latency_s)
+        busy_s = self.last_latency_s + self.inference.since_latency_s
+        idle_s = 0.0 if prev_t is None else max(0.0, t - prev_t - busy_s)
         cost = event_cost(
             self.layers,
             self.profile,
@@ -267,6 +297,7 @@ class NodeEngine:
                 "last_latency_s": latency["total"],
             },
             gaps=self.state.gaps,
+            inference=self.inference.reported(tally.right, tally.n).to_dict(),
         )
         with self.store.event_transaction() as tx:
             if learned:
@@ -287,10 +318,131 @@ class NodeEngine:
                     outcome="learned" if learned else "depleted",
                 )
             )
+        self._synced = time.monotonic()
         self.state = new_state
         self.last_latency_s = latency["total"]
-        telemetry = self._telemetry(batch, learned, n_new, evaluation, latency, energy, host_s)
+        since = self.inference
+        self.inference = InferenceCounters.from_dict(new_state.inference)
+        self.prequential.apply(tally)
+        telemetry = self._telemetry(
+            batch, learned, n_new, evaluation, latency, energy, host_s, since
+        )
         return EventOutcome(telemetry=telemetry, learned=learned)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def inference_cost(self, n_samples: int) -> InferenceCost:
+        """The modelled cost of classifying ``n_samples`` on this node's profile."""
+        cost = self._inference_costs.get(n_samples)
+        if cost is None:
+            cost = inference_cost(self.layers, self.profile, n_samples)
+            if len(self._inference_costs) < 64:
+                self._inference_costs[n_samples] = cost
+        return cost
+
+    def infer(self, request: InferRequest) -> Prediction | ErrorMessage:
+        """Classify ``request``'s samples, charge the battery, commit; nothing else changes.
+
+        A request among the last :data:`SEQ_WINDOW` charged is answered again, ``repeated`` and
+        not charged. A battery that cannot pay gets an ``error`` ``depleted`` (what was left is
+        spent on the attempt). Store failures raise :class:`StoreError` with nothing charged.
+        """
+        charged = self.store.inference_samples(request.seq)
+        if charged is not None:
+            return self._repeat(request, charged)
+        n = len(request.x)
+        cost = self.inference_cost(n)
+        energy_j, latency_s = cost.energy_j["total"], cost.latency_s["total"]
+        if self.battery.remaining_j < energy_j or self.battery.depleted:
+            return self._brown_out(request, energy_j)
+        classes, confidence = classify(self.head, self.frozen.run(request.x))
+        counters = self.inference.charged(energy_j, latency_s)
+        try:
+            self.battery.charge(energy_j)
+            # a producer clock going backwards is taken as "now", as for batches
+            t = (
+                max(request.t, self.lifetime.inference_last_t)
+                if self.lifetime.inferences
+                else request.t
+            )
+            self.lifetime.observe_inference(t, energy_j, latency_s)
+            durable = time.monotonic() - self._synced >= SYNC_EVERY_S
+            new_state = replace(
+                self.state,
+                battery=self.battery.to_dict(),
+                energy={**self.state.energy, "lifetime": self.lifetime.to_dict()},
+                inference=counters.to_dict(),
+            )
+            with self.store.event_transaction(durable=durable) as tx:
+                tx.set_state(new_state)
+                tx.log_inference(request.seq, counters.count, n, window=SEQ_WINDOW)
+        except BaseException:
+            self._load()  # rolled back: the battery and lifetime as committed
+            raise
+        if durable:
+            self._synced = time.monotonic()
+        self.state = new_state
+        self.inference = counters
+        if request.ids is not None:
+            self.prequential.predicted(request.ids, classes)
+        prediction = Prediction(
+            device=self.settings.device_id,
+            seq=request.seq,
+            t=request.t,
+            classes=tuple(classes.tolist()),
+            confidence=tuple(confidence.tolist()),
+            latency_s=cost.latency_s,
+            energy_j=cost.energy_j,
+            ids=None if request.ids is None else tuple(request.ids.tolist()),
+            battery=self._battery_state(),
+        )
+        self._answers[request.seq] = prediction
+        while len(self._answers) > SEQ_WINDOW:
+            self._answers.popitem(last=False)
+        return prediction
+
+    def _repeat(self, request: InferRequest, samples: int) -> Prediction:
+        """The answer to a request charged before: the first answer when it is still at hand,
+        else the samples classified again with the current head; never charged."""
+        first = self._answers.get(request.seq)
+        if first is not None:
+            return replace(first, repeated=True, battery=self._battery_state())
+        classes, confidence = classify(self.head, self.frozen.run(request.x))
+        cost = self.inference_cost(samples)
+        return Prediction(
+            device=self.settings.device_id,
+            seq=request.seq,
+            t=request.t,
+            classes=tuple(classes.tolist()),
+            confidence=tuple(confidence.tolist()),
+            latency_s=cost.latency_s,
+            energy_j=cost.energy_j,
+            ids=None if request.ids is None else tuple(request.ids.tolist()),
+            battery=self._battery_state(),
+            repeated=True,
+        )
+
+    def _brown_out(self, request: InferRequest, energy_j: float) -> ErrorMessage:
+        """Too little energy for the inference: spend what is left on the attempt, commit."""
+        left = self.battery.remaining_j
+        if left > 0:
+            try:
+                self.battery.charge(left)
+                self.totals["idle"] = self.totals.get("idle", 0.0) + left
+                new_state = replace(
+                    self.state,
+                    battery=self.battery.to_dict(),
+                    energy={**self.state.energy, "totals": self.totals},
+                )
+                with self.store.event_transaction() as tx:
+                    tx.set_state(new_state)
+            except BaseException:
+                self._load()
+                raise
+            self._synced = time.monotonic()
+            self.state = new_state
+        text = f"the battery holds {left:.6g} J, the inference needs {energy_j:.6g} J"
+        return ErrorMessage(self.settings.device_id, "depleted", text, infer_seq=request.seq)
 
     def skip(self, seq: int, t: float) -> None:
         """Commit that ``seq`` was handled but not learned (the node failed on it): the event log
@@ -332,7 +484,9 @@ class NodeEngine:
         latency: dict[str, float],
         energy: dict[str, float],
         host_s: float,
+        since: InferenceCounters,
     ) -> Telemetry:
+        """``since``: the inference counters before this event (what it reports)."""
         return Telemetry(
             device=self.settings.device_id,
             seq=batch.seq,
@@ -349,6 +503,10 @@ class NodeEngine:
             events=self.state.events_applied,
             gaps=self.state.gaps,
             accuracy_by_class=None if evaluation is None else dict(evaluation.per_class),
+            inferences=since.since_count,
+            inference_energy_j=since.since_energy_j,
+            prequential_accuracy=self.prequential.accuracy,
+            prequential_n=self.prequential.n,
         )
 
     def _lifetime_h(self) -> float | None:

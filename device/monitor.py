@@ -1,11 +1,12 @@
 """Watch a fleet through the broker: the latest telemetry, status and errors of every device.
 
 ``FleetMonitor`` is what an operator's dashboard does: it subscribes to ``{prefix}/+/telemetry``,
-``status`` and ``error`` like any other MQTT client, decodes each message into its type
-(:class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`, checked against the wire schemas)
-and keeps per-device records for tables and summaries. A message that does not decode, or whose
-``device`` field is not the device of its topic, is counted (``invalid``, ``foreign``) and
-logged, never recorded.
+``status``, ``error`` and ``prediction`` like any other MQTT client, decodes each report into its
+type (:class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`, checked against the wire
+schemas) and keeps per-device records for tables and summaries. A report that does not decode,
+or whose ``device`` field is not the device of its topic, is counted (``invalid``, ``foreign``)
+and logged, never recorded. Predictions (one per inference request: a fleet at 1 Hz sends
+thousands a second) are only counted per device, from their topic, without decoding their JSON.
 
 It rides out broker outages. The first connection must work (:class:`MonitorError` otherwise);
 after that a lost connection is retried forever, in an explicit loop with backoff, on a
@@ -46,6 +47,7 @@ from dataset_stream.protocol import (
     ProtocolError,
     Status,
     Telemetry,
+    parse_topic,
     read_node_message,
     topic_filter,
     validate_prefix,
@@ -57,7 +59,7 @@ from device.mqtt import Backoff
 
 log = logging.getLogger(__name__)
 
-WATCHED: Final = REPORT_KINDS
+WATCHED: Final = (*REPORT_KINDS, "prediction")
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 
@@ -200,6 +202,9 @@ class FleetMonitor:
             await self.activity.wait()
 
     def _handle(self, where: str, payload: object) -> None:
+        if where.endswith("/prediction"):
+            self._prediction(where)
+            return
         try:
             device, message = read_node_message(self.prefix, where, payload)
         except ForeignMessage as exc:
@@ -219,12 +224,26 @@ class FleetMonitor:
         elif isinstance(message, Status):
             record.status = message
             kind = "status"
-        else:
+        elif isinstance(message, ErrorMessage):
             record.add_error(message)
             kind = "error"
+        else:  # pragma: no cover - predictions are counted by _prediction
+            return
         self.accepted[kind] += 1
         if self.on_message is not None:
             self.on_message(device, message, received)
+
+    def _prediction(self, where: str) -> None:
+        """Count a prediction for the device of its topic (its payload is not decoded)."""
+        try:
+            device, _ = parse_topic(self.prefix, where)
+        except ProtocolError as exc:
+            self._ignore("foreign", f"{where[:200]!r}: {exc.message}")
+            return
+        record = self.record(device)
+        record.predictions += 1
+        record.prediction_received = self._clock()
+        self.accepted["prediction"] += 1
 
     def _ignore(self, kind: str, text: str) -> None:
         if kind == "invalid":

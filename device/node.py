@@ -15,6 +15,11 @@ once its event is committed: a node killed at any moment gets every unacknowledg
 - any other failure on a batch is reported (``internal``, with its seq), committed as a
   ``failed`` event so the seq is never applied later, and the node goes on.
 
+Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in turn with the
+batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
+classified, charged and committed by the engine, answered on ``prediction`` (or ``error`` with
+``infer_seq``), then acknowledged. A repeat of a charged request is answered, not charged.
+
 Supervision: anything that still ends the session loop is logged at once with its traceback,
 published as a retained status ``error`` with the reason on the next connection, and the loop
 is restarted with backoff. Numeric work runs in a worker thread.
@@ -36,10 +41,12 @@ from broker.url import BrokerURL
 from dataset_stream.protocol import (
     Batch,
     ErrorMessage,
+    Prediction,
     ProtocolError,
     Telemetry,
     decode_batch,
     decode_eval,
+    decode_infer,
     parse_topic,
     topic,
 )
@@ -56,6 +63,7 @@ log = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT_S = 10.0
 STOP_GRACE_S = 5.0  # a clean stop waits this long for the message in hand
+INPUT_KINDS = ("batch", "eval", "infer")
 T = TypeVar("T")
 TelemetryHook = Callable[[Telemetry], None]
 
@@ -237,7 +245,7 @@ class Node:
         # held batches belong to the last connection; unacknowledged, they come again
         self._held.clear()
         self._hold_deadline = None
-        await client.subscribe([(self._topic("batch"), 1), (self._topic("eval"), 1)])
+        await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
         self.backoff.reset()
         self.connections += 1
         reason, self.failure = self.failure, None
@@ -272,8 +280,10 @@ class Node:
             device, kind = parse_topic(self.settings.prefix, where)
         except ProtocolError:
             device, kind = None, None
-        if device != self.device_id or kind not in ("batch", "eval"):
-            text = f"message on {where[:200]!r}, which is not this node's batch or eval topic"
+        if device != self.device_id or kind not in INPUT_KINDS:
+            text = (
+                f"message on {where[:200]!r}, which is not this node's batch, eval or infer topic"
+            )
             await self._publish_error(client, ErrorMessage(self.device_id, "foreign_topic", text))
             ack(client, message)
             return
@@ -283,9 +293,17 @@ class Node:
                 if kind == "batch":
                     await self._on_batch(client, message, bytes(payload))
                     return  # _on_batch acknowledges (or holds) it
-                await self._on_eval(client, bytes(payload))
+                if kind == "infer":
+                    await self._on_infer(client, bytes(payload))
+                else:
+                    await self._on_eval(client, bytes(payload))
             except ProtocolError as exc:
-                rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
+                if kind == "infer":  # its seq is an inference seq, never a batch's
+                    rejected = ErrorMessage(
+                        self.device_id, exc.code, exc.message, infer_seq=exc.seq
+                    )
+                else:
+                    rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
                 await self._publish_error(client, rejected)
             except (aiomqtt.MqttError, asyncio.CancelledError):
                 raise  # the connection is gone or we stop: the message comes again
@@ -451,6 +469,35 @@ class Node:
         message, batch = self._held.pop(first_held)
         await self._learn(client, message, batch)
         await self._drain(client)
+
+    async def _on_infer(self, client: aiomqtt.Client, raw: bytes) -> None:
+        """Classify, charge and commit (the engine), then answer; the caller acknowledges.
+
+        A charge the store cannot commit is not retried: nothing was charged or classified, the
+        request is answered ``store_failed`` (with its ``infer_seq``) and dropped.
+        """
+        engine = self.engine
+        assert engine is not None
+        model = self.bundle
+        request = decode_infer(
+            raw,
+            limits=self.settings.limits,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+        )
+        try:
+            answer = await _finish_in_thread(engine.infer, request)
+        except StoreError as exc:
+            text = f"{exc}; the inference was not charged nor answered"
+            error = ErrorMessage(self.device_id, "store_failed", text, infer_seq=request.seq)
+            await self._publish_error(client, error)
+            return
+        if isinstance(answer, Prediction):
+            await client.publish(self._topic("prediction"), answer.to_json(), qos=1)
+            return
+        await self._publish_error(client, answer)
+        if self._state != "depleted" and engine.depleted:
+            await self._publish_status(client, "depleted")
 
     async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
         engine = self.engine

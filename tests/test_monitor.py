@@ -165,13 +165,16 @@ async def test_on_message_sees_each_accepted_message_once(embedded_broker: Embed
             ("telemetry", b"{"),  # invalid: not passed on
             ("status", status.to_json()),
             ("error", error.to_json()),
+            ("prediction", b"counted, never decoded"),
         ]:
             await node.publish(f"vega/{DEVICE}/{kind}", payload, qos=1)
-        await settle(monitor, 5)
+        await settle(monitor, 6)
     assert seen == [
         (DEVICE, "Telemetry", 42.0),
         (DEVICE, "Status", 42.0),
         (DEVICE, "ErrorMessage", 42.0),
     ]
-    assert monitor.accepted == {"telemetry": 1, "status": 1, "error": 1}
+    assert monitor.accepted == {"telemetry": 1, "status": 1, "error": 1, "prediction": 1}
     assert monitor.record(DEVICE).duplicates == 1
+    assert monitor.record(DEVICE).predictions == 1
+    assert monitor.record(DEVICE).prediction_received == 42.0

@@ -60,10 +60,17 @@ CACHE_KIB = 256
 class NodeStore:
     """A node's state file; build it with :meth:`open`, close it (or use ``with``)."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path, meta: StoreMeta) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        meta: StoreMeta,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
         self._db = db
         self._path = path
         self._meta = meta
+        self._synchronous = synchronous
         self._replay: ReplayMemory | None = None
         self._closed = False
 
@@ -119,7 +126,7 @@ class NodeStore:
         except BaseException:
             conn.close()
             raise
-        return cls(db, path, meta)
+        return cls(db, path, meta, synchronous)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -177,14 +184,21 @@ class NodeStore:
     def state(self) -> NodeState:
         """The node's counters as of the last commit (or inside a transaction, its writes)."""
         rows = self._read(
-            "SELECT last_seq, events_applied, sim_time, battery, energy, gaps FROM state"
-            " WHERE id = 1"
+            "SELECT last_seq, events_applied, sim_time, battery, energy, gaps, inference"
+            " FROM state WHERE id = 1"
         )
         if not rows:
             raise StoreCorruptError(f"{self._path} has no state row")
-        last_seq, events, sim_time, battery, energy, gaps = rows[0]
+        last_seq, events, sim_time, battery, energy, gaps, inference = rows[0]
         return _build(
-            NodeState, last_seq, events, sim_time, json.loads(battery), json.loads(energy), gaps
+            NodeState,
+            last_seq,
+            events,
+            sim_time,
+            json.loads(battery),
+            json.loads(energy),
+            gaps,
+            json.loads(inference),
         )
 
     def events(self) -> list[EventRecord]:
@@ -205,6 +219,16 @@ class NodeStore:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return row is not None
 
+    def inference_samples(self, seq: int) -> int | None:
+        """How many samples inference request ``seq`` had, if it is among the charged ones kept
+        (:meth:`EventTransaction.log_inference`); None otherwise."""
+        self._check_open()
+        try:
+            row = self._db.execute("SELECT samples FROM inferences WHERE seq = ?", [seq]).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self._path}: {exc}") from exc
+        return None if row is None else int(row[0])
+
     def _read(self, sql: str) -> list[Any]:
         self._check_open()
         try:
@@ -215,13 +239,21 @@ class NodeStore:
     # -- write side --------------------------------------------------------------------------
 
     @contextmanager
-    def event_transaction(self) -> Iterator[EventTransaction]:
-        """One SQLite transaction for everything an event changes; rolled back on any exception."""
+    def event_transaction(self, *, durable: bool = True) -> Iterator[EventTransaction]:
+        """One SQLite transaction for everything an event changes; rolled back on any exception.
+
+        ``durable=False`` commits this one transaction with ``synchronous=NORMAL`` (no fsync):
+        it survives a crash of the process but not a power loss, until the next durable commit
+        flushes the log (an inference's charge; see docs/protocol.md, "Inference").
+        """
         self._check_open()
         if self._db.conn.in_transaction:
             raise StoreError("an event transaction is already open")
         tx = EventTransaction(self._db)
+        relaxed = not durable and self._synchronous == "FULL"
         try:
+            if relaxed:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db.atomic():
                 yield tx
         except BaseException as exc:
@@ -233,6 +265,14 @@ class NodeStore:
             raise
         finally:
             tx.finish()
+            if relaxed:
+                self._restore_synchronous()
+
+    def _restore_synchronous(self) -> None:
+        try:
+            self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot restore synchronous={self._synchronous}: {exc}") from exc
 
 
 def _build(cls: Any, *values: Any) -> Any:

@@ -46,7 +46,8 @@ class NodeState:
     last_seq: the last applied batch ``seq`` (None before the first event);
     events_applied: learning events applied; sim_time: simulated unix time of the last event;
     battery / energy: JSON objects owned by the node (e.g. ``{"remaining_j": ..}``);
-    gaps: seqs skipped because they never arrived.
+    gaps: seqs skipped because they never arrived;
+    inference: JSON object owned by the node (inference counters, prequential scores).
     """
 
     last_seq: int | None = None
@@ -55,6 +56,7 @@ class NodeState:
     battery: Mapping[str, Any] = field(default_factory=dict)
     energy: Mapping[str, Any] = field(default_factory=dict)
     gaps: int = 0
+    inference: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_int("last_seq", self.last_seq, optional=True)
@@ -63,6 +65,7 @@ class NodeState:
         _check_float("sim_time", self.sim_time, optional=True)
         _frozen_json(self, "battery", self.battery)
         _frozen_json(self, "energy", self.energy)
+        _frozen_json(self, "inference", self.inference)
 
 
 @dataclass(frozen=True, slots=True)

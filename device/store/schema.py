@@ -4,10 +4,14 @@
 ``weights``  name, dtype (numpy ``dtype.str``, little-endian), shape (JSON list), data (raw BLOB):
              the adaptive stage's FP32 parameters and optimizer buffers, one snapshot
 ``state``    one row (id 1): last_seq, events_applied, sim_time, battery and energy (JSON), gaps
-             (seqs skipped because they never arrived; migration 0002)
+             (seqs skipped because they never arrived; migration 0002), inference (JSON:
+             inference counters and prequential scores; migration 0003)
 ``events``   append-only log, one row per batch the node handled: seq (primary key, so a ``seq``
              can never be logged twice), t, samples, accuracy, energy (JSON), host_s, outcome
              (``learned``, ``depleted`` or ``failed``; migration 0002)
+``inferences`` the last charged inference requests (migration 0003): seq (their own sequence,
+             primary key), n (the node's inference count when it was charged; the window is
+             the rows with the largest n), samples
 
 The replay tables belong to :mod:`device.replay.schema` (migration set ``vega-replay``).
 """
@@ -68,3 +72,12 @@ def _gaps_and_outcomes(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE state ADD COLUMN gaps INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE events ADD COLUMN outcome TEXT NOT NULL DEFAULT 'learned'")
     db.execute("UPDATE events SET outcome = 'depleted' WHERE samples = 0")
+
+
+@MIGRATIONS(name="0003_inference")
+def _inference(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE state ADD COLUMN inference TEXT NOT NULL DEFAULT '{}'")
+    db.table("inferences").create(
+        {"seq": int, "n": int, "samples": int}, pk="seq", not_null={"n", "samples"}
+    )
+    db.execute("CREATE INDEX inferences_n ON inferences (n)")

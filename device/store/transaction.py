@@ -55,7 +55,7 @@ class EventTransaction:
         """Replace the node's counters."""
         self._execute(
             "UPDATE state SET last_seq = ?, events_applied = ?, sim_time = ?, battery = ?,"
-            " energy = ?, gaps = ? WHERE id = 1",
+            " energy = ?, gaps = ?, inference = ? WHERE id = 1",
             (
                 state.last_seq,
                 state.events_applied,
@@ -63,8 +63,19 @@ class EventTransaction:
                 json.dumps(dict(state.battery)),
                 json.dumps(dict(state.energy)),
                 state.gaps,
+                json.dumps(dict(state.inference)),
             ),
         )
+
+    def log_inference(self, seq: int, n: int, samples: int, *, window: int) -> None:
+        """Record that inference request ``seq`` (the node's ``n``-th) was charged; keep only
+        the ``window`` most recent ones. A ``seq`` already in the window is an error."""
+        if self._db.execute("SELECT 1 FROM inferences WHERE seq = ?", [seq]).fetchone():
+            raise StoreError(f"inference request {seq} is already charged")
+        self._execute(
+            "INSERT INTO inferences (seq, n, samples) VALUES (?, ?, ?)", (seq, n, samples)
+        )
+        self._execute("DELETE FROM inferences WHERE n <= ?", (n - window,))
 
     def log_event(self, record: EventRecord) -> None:
         """Append one event to the log; a ``seq`` already logged is an error."""
