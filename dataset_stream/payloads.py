@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dataset_stream.answers import IgnoredMessages
 from dataset_stream.protocol import StreamSummary, encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
@@ -35,7 +37,8 @@ class StreamStats:
 
     ``sent``: distinct batches published; ``acked``: learned; ``rejected``: refused or skipped,
     ``lost`` of them skipped in a gap (they never reached the node in time); ``stalled``:
-    devices that stopped answering; ``ignored``: messages received but not acted on.
+    devices that stopped answering; ``ignored``: messages received but not acted on;
+    ``infer_sent``: inference requests published (at most once; not accounted).
     """
 
     devices: int
@@ -49,6 +52,7 @@ class StreamStats:
     lost: int = 0
     link: LinkStats = field(default_factory=LinkStats)
     ignored: IgnoredMessages = field(default_factory=IgnoredMessages)
+    infer_sent: int = 0
 
     def summary(self, wall_s: float) -> StreamSummary:
         """The stream's part of a run summary, for a run of ``wall_s`` seconds."""
@@ -65,11 +69,15 @@ class StreamStats:
             republished=self.link.republished,
             invalid=self.ignored.invalid,
             foreign=self.ignored.foreign,
+            infer_sent=self.infer_sent,
         )
 
 
-def batch_payload(scenario: Scenario, event: Event, *, t0: float, cadence: float) -> bytes:
-    """The wire payload of ``event``: ``seq``, ``t = t0 + (seq - 1) * cadence`` in the metadata."""
+def batch_payload(
+    scenario: Scenario, event: Event, *, t0: float, cadence: float, with_ids: bool = False
+) -> bytes:
+    """The wire payload of ``event``: ``seq``, ``t = t0 + (seq - 1) * cadence`` in the metadata;
+    ``with_ids``: each sample named by its dataset row (``ids``, for prequential scoring)."""
     extra = {
         "scenario": scenario.name,
         "classes": ",".join(map(str, event.classes)),
@@ -81,6 +89,7 @@ def batch_payload(scenario: Scenario, event: Event, *, t0: float, cadence: float
         seq=event.seq,
         t=t0 + (event.seq - 1) * cadence,
         source=scenario.source,
+        ids=event.indices.astype(np.int64) if with_ids else None,
         extra=extra,
     )
 

@@ -26,7 +26,15 @@ seen; a device that announces itself online again gets its unanswered batches on
 case it lost its subscription), and goes on where it was: a paced stream keeps its schedule,
 and the events whose time passed meanwhile are published at once and counted as ``late``; a
 closed loop waits and resumes.
-An outage longer than ``max_outage_s`` ends the run with a :class:`PublishError`. On exit the
+An outage longer than ``max_outage_s`` ends the run with a :class:`PublishError`.
+
+With ``infer_rate`` R (:mod:`dataset_stream.inference`), the interval before each learning event
+but the first also carries unlabelled samples of that event to ``{prefix}/{id}/infer``, one
+message per device per simulated second; batches then name their samples (``ids``). Paced, the
+message of second ``k`` goes ``k / speed`` seconds after the previous batch; in the closed loop
+the interval's messages go at once, right before the batch. Inference requests are at most once:
+not accounted, not re-published after an outage (a closed loop that resumes an interval sends it
+again with the same seqs, which a node answers without charging twice). On exit the
 persistent session is ended, so nothing is left queued at the broker for this client id.
 """
 
@@ -43,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.errors import PublishError
+from dataset_stream.inference import InferSchedule
 from dataset_stream.payloads import (
     LinkStats,
     ProgressCallback,
@@ -88,6 +97,7 @@ class StreamPublisher:
         max_in_flight: int = 32,
         wait_for_answers: bool = False,
         reconnect: ReconnectPolicy | None = None,
+        infer_rate: float = 0.0,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -104,6 +114,10 @@ class StreamPublisher:
             raise ValueError("timeout, ack_timeout and max_in_flight must be positive")
         if client_id is not None and not client_id:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
+        if not (math.isfinite(infer_rate) and infer_rate >= 0):
+            raise ValueError(f"infer_rate must be a number >= 0, not {infer_rate!r}")
+        self.infer = InferSchedule(infer_rate, cadence) if infer_rate else None
+        self.infer_sent = 0
         self.broker = broker
         if isinstance(scenario, Mapping):  # a mixed fleet: each device its own scenario
             missing = [d for d in device_ids if d not in scenario]
@@ -318,6 +332,7 @@ class StreamPublisher:
             lost=self.answers.lost,
             link=self.link,
             ignored=self.answers.ignored,
+            infer_sent=self.infer_sent,
         )
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -408,6 +423,7 @@ class StreamPublisher:
                     event,
                     t0=self._t0,
                     cadence=self.cadence,
+                    with_ids=self.infer is not None,
                 )
                 if cache is not None:
                     cache[key] = payload
@@ -424,6 +440,33 @@ class StreamPublisher:
             await client.publish(where, payload, qos=1, timeout=self.timeout)
         self._progress()
         return True
+
+    def _infer_payloads(self, device_id: str, seq: int) -> list[tuple[int, bytes]]:
+        """``(k, payload)`` of the inference requests before event ``seq`` of ``device_id``."""
+        assert self.infer is not None
+        t_start = self._t0 + (seq - 2) * self.cadence  # the previous event's time
+        event = self._event(device_id, seq)
+        return self.infer.payloads(self._scenario_of[device_id], event, t_start=t_start)
+
+    async def _publish_infer(self, client: aiomqtt.Client, device_id: str, payload: bytes) -> None:
+        async with self._sem:
+            where = topic(self.prefix, device_id, "infer")
+            await client.publish(where, payload, qos=1, timeout=self.timeout)
+        self.infer_sent += 1
+
+    async def _paced_infers(self, client: aiomqtt.Client, seq: int, start: float) -> None:
+        """Paced: the interval before event ``seq``, which starts at loop time ``start``."""
+        assert self.infer is not None and self.speed is not None
+        loop = asyncio.get_running_loop()
+        devices = [d for d in self.device_ids if d not in self.stalled]
+        plans = {d: self._infer_payloads(d, seq) for d in devices}
+        for m, (k, _) in enumerate(self.infer.seconds):
+            await asyncio.sleep(max(0.0, start + k / self.speed - loop.time()))
+            async with asyncio.TaskGroup() as group:
+                for device_id in devices:
+                    group.create_task(
+                        self._publish_infer(client, device_id, plans[device_id][m][1])
+                    )
 
     async def _republish(self, client: aiomqtt.Client) -> None:
         """After a reconnect: publish again every batch that has no answer (the node de-dups)."""
@@ -473,6 +516,8 @@ class StreamPublisher:
                         event = self._event(device_id, seq)
                         group.create_task(self._publish_batch(client, device_id, event, cache, due))
             self._next_tick = seq
+            if self.infer is not None and seq < self.per_device:
+                await self._paced_infers(client, seq + 1, due)
 
     async def _await_answers(self) -> None:
         """Paced mode: wait (up to ``ack_timeout``) until every sent event has been answered."""
@@ -521,7 +566,11 @@ class StreamPublisher:
                 return
             if rec.sent_seq >= self.per_device:
                 return
-            await self._publish_batch(client, device_id, self._event(device_id, rec.sent_seq + 1))
+            seq = rec.sent_seq + 1
+            if self.infer is not None and seq >= 2:  # test, then train: predict, then learn
+                for _, payload in self._infer_payloads(device_id, seq):
+                    await self._publish_infer(client, device_id, payload)
+            await self._publish_batch(client, device_id, self._event(device_id, seq))
 
     def _progress(self) -> None:
         if self.on_progress is not None:

@@ -33,6 +33,9 @@ def device_summary(record: DeviceRecord, factory_classes: Collection[int]) -> De
         gaps=last.gaps if last is not None else 0,
         host_s_mean=record.host_s / record.events if record.events else None,
         replay=last.replay.to_dict() if last is not None else None,
+        prequential_accuracy=last.prequential_accuracy if last is not None else None,
+        prequential_n=(last.prequential_n or 0) if last is not None else 0,
+        predictions=record.predictions,
     )
 
 

@@ -16,7 +16,11 @@ from dataset_stream.errors import ProtocolError
 
 @dataclass(frozen=True, slots=True)
 class DeviceSummary:
-    """One device at the end of a run; accuracies are ``None`` without an eval set."""
+    """One device at the end of a run; accuracies are ``None`` without an eval set.
+
+    ``prequential_accuracy`` over ``prequential_n`` scored predictions (None before any);
+    ``predictions``: prediction messages the monitor counted.
+    """
 
     device: str
     events: int
@@ -32,6 +36,9 @@ class DeviceSummary:
     gaps: int = 0
     host_s_mean: float | None = None
     replay: Mapping[str, int] | None = None
+    prequential_accuracy: float | None = None
+    prequential_n: int = 0
+    predictions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +48,7 @@ class StreamSummary:
     ``lost``: rejected because the node skipped them in a gap; ``reconnects``, ``outage_s``:
     broker outages the stream rode out; ``late``: events published late because of one;
     ``republished``: batches published again after a reconnect; ``invalid``, ``foreign``:
-    messages the stream received and ignored.
+    messages the stream received and ignored; ``infer_sent``: inference requests published.
     """
 
     sent: int
@@ -56,6 +63,7 @@ class StreamSummary:
     republished: int = 0
     invalid: int = 0
     foreign: int = 0
+    infer_sent: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,14 @@ def stream(
         str | None,
         typer.Option(help="MQTT client id (default: one of its own per run; must be unique)."),
     ] = None,
+    infer_rate: Annotated[
+        float,
+        typer.Option(
+            help="Unlabelled samples per simulated second sent to each device's infer topic "
+            "between events (the next event's samples, one message per simulated second).",
+            min=0.0,
+        ),
+    ] = 0.0,
 ) -> None:
     """Stream a dataset as continual-learning events to a fleet of devices over MQTT."""
     from broker.errors import BrokerURLError
@@ -117,6 +125,8 @@ def stream(
 
     device_ids = parse_devices(devices, prefix, start_index)
     pace = parse_speed(speed)
+    if not math.isfinite(infer_rate):
+        raise typer.BadParameter(f"{infer_rate} is not a number", param_hint="--infer-rate")
     if not (math.isfinite(cadence) and cadence > 0):
         raise typer.BadParameter(
             f"{cadence} is not a positive number of seconds", param_hint="--cadence"
@@ -131,6 +141,8 @@ def stream(
         )
     if dump is not None:
         creatable(dump, "--dump")
+        if infer_rate:
+            raise fail("--dump writes learning events only, not --infer-rate requests", code=2)
     url = None
     link = _Link(ReconnectPolicy(max_outage_s=max_outage), client_id)
     try:
@@ -170,7 +182,9 @@ def stream(
             stats = _run_dump(built, device_ids, dump, events, same_order, cadence)
         else:
             _log_to_console()
-            stats = _run_publish(url, plan, device_ids, pace, events, same_order, cadence, link)
+            stats = _run_publish(
+                url, plan, device_ids, pace, events, same_order, cadence, link, infer_rate
+            )
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
         raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
@@ -311,6 +325,7 @@ def _run_publish(
     same: bool,
     cadence: float,
     link: _Link,
+    infer_rate: float,
 ) -> StreamStats | None:
     from dataset_stream import StreamPublisher
 
@@ -331,6 +346,7 @@ def _run_publish(
         on_progress=on_progress,
         client_id=link.client_id,
         reconnect=link.policy,
+        infer_rate=infer_rate,
     )
     for task in (sent_task, acked_task):
         progress.update(task, total=publisher.total)
@@ -361,6 +377,8 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
         f"in {stats.elapsed_s:.1f} s",
         highlight=False,
     )
+    if stats.infer_sent:
+        console.print(f"sent {stats.infer_sent} inference requests", highlight=False)
     link = stats.link
     if link.reconnects:
         console.print(
@@ -375,7 +393,7 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
         console.print(f"messages ignored: {', '.join(parts)}", highlight=False)
 
 
-_IGNORED = ("invalid", "foreign", "repeated", "unattributed", "store_failed")
+_IGNORED = ("invalid", "foreign", "repeated", "unattributed", "store_failed", "infer")
 
 
 def register(app: typer.Typer) -> None:

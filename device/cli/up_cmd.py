@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,6 +52,14 @@ def up(
         str, typer.Option(help="max: as fast as the fleet learns; X: X times real time.")
     ] = "max",
     cadence: Annotated[float, typer.Option(help="Simulated seconds between events.")] = 60.0,
+    infer_rate: Annotated[
+        float,
+        typer.Option(
+            help="Samples per simulated second each node classifies between events (the next "
+            "event's samples, scored when their labels arrive: prequential accuracy).",
+            min=0.0,
+        ),
+    ] = 0.0,
     model: ModelOpt = None,
     lr_size: LrSizeOpt = 1500,
     lr_bits: LrBitsOpt = 8,
@@ -93,6 +102,8 @@ def up(
 
     pace = parse_speed(speed)
     positive(cadence, "--cadence")
+    if not math.isfinite(infer_rate):
+        raise typer.BadParameter(f"{infer_rate} is not a number", param_hint="--infer-rate")
     if summary_json is not None:
         creatable(summary_json, "--summary-json")
     if state_dir is not None:
@@ -124,6 +135,7 @@ def up(
         "events": events,
         "speed": speed,
         "cadence": cadence,
+        "infer_rate": infer_rate,
         "model": bundle.name,
     }
     with tempfile.TemporaryDirectory(prefix="vega-emu-up-") as tmp:
@@ -140,7 +152,7 @@ def up(
                     plan,
                     bundle,
                     settings,
-                    Pacing(pace, events, cadence, same_order),
+                    Pacing(pace, events, cadence, same_order, infer_rate),
                     quiet,
                     recording,
                     config,
@@ -171,12 +183,14 @@ def up(
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """How the stream feeds the fleet: speed (None: closed loop), events, cadence, order."""
+    """How the stream feeds the fleet: speed (None: closed loop), events, cadence, order,
+    inference samples per simulated second."""
 
     speed: float | None
     events: int | None
     cadence: float
     same_order: bool
+    infer_rate: float = 0.0
 
 
 async def _run(
@@ -223,6 +237,7 @@ async def _run(
                 events=pacing.events,
                 same_order=pacing.same_order,
                 wait_for_answers=True,
+                infer_rate=pacing.infer_rate,
             )
         )
         console.print(
@@ -301,10 +316,11 @@ def _print_summary(summary: RunSummary) -> None:
     console.print()
     table = Table(
         title="summary (acc: final accuracy; 1st: after the first event; factory / new cls: on "
-        "the factory classes / the classes learned on the device)",
+        "the factory classes / the classes learned on the device; preq: prequential accuracy, "
+        "test-then-train, over n predictions)",
         title_justify="left",
     )
-    cols = ("device", "events", "acc", "acc 1st", "factory", "new cls", "J", "life h")
+    cols = ("device", "events", "acc", "acc 1st", "factory", "new cls", "preq", "n", "J", "life h")
     for name in cols:
         left = name == "device"
         table.add_column(
@@ -318,6 +334,8 @@ def _print_summary(summary: RunSummary) -> None:
             _fmt(d.accuracy_first_event, ".3f"),
             _fmt(d.accuracy_factory_classes, ".3f"),
             _fmt(d.accuracy_new_classes, ".3f"),
+            _fmt(d.prequential_accuracy, ".3f"),
+            str(d.prequential_n),
             _fmt(d.energy_j, ".3f"),
             _fmt(d.lifetime_h, ",.0f"),
         )
@@ -327,6 +345,13 @@ def _print_summary(summary: RunSummary) -> None:
     console.print(
         f"{s.acked} events learned, {s.rejected} rejected{lost}, in {s.wall_s:.1f} s wall time"
     )
+    if s.infer_sent:
+        scored = [d for d in summary.devices if d.prequential_n]
+        n = sum(d.prequential_n for d in scored)
+        right = sum((d.prequential_accuracy or 0.0) * d.prequential_n for d in scored)
+        preq = f"; prequential accuracy {right / n:.3f} over {n} scored" if n else ""
+        answered = sum(d.predictions for d in summary.devices)
+        console.print(f"{s.infer_sent} inference requests sent, {answered} answered{preq}")
     if s.reconnects:
         console.print(
             f"the stream rode out {s.reconnects} broker outage(s): {s.late} event(s) late, "
