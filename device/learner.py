@@ -64,20 +64,23 @@ def train_event(
     )
     bounds = np.cumsum((0, *plan.new_sizes))
     losses: list[float] = []
-    for _ in range(plan.epochs):
-        order = rng.permutation(len(latents))
-        losses = []
-        for start, stop in itertools.pairwise(bounds):
-            idx = order[start:stop]
-            x, y = latents[idx], labels[idx]
-            if plan.replays_per_mb:
-                rx, ry = replay(plan.replays_per_mb, rng)
-                x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
-            logits = head.forward(x, train=True)
-            loss, grad = softmax_cross_entropy(logits, y)
-            head.backward(grad)
-            optimizer.step(head.params(), head.grads())
-            losses.append(loss)
+    try:
+        for _ in range(plan.epochs):
+            order = rng.permutation(len(latents))
+            losses = []
+            for start, stop in itertools.pairwise(bounds):
+                idx = order[start:stop]
+                x, y = latents[idx], labels[idx]
+                if plan.replays_per_mb:
+                    rx, ry = replay(plan.replays_per_mb, rng)
+                    x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
+                logits = head.forward(x, train=True)
+                loss, grad = softmax_cross_entropy(logits, y)
+                head.backward(grad)
+                optimizer.step(head.params(), head.grads())
+                losses.append(loss)
+    finally:
+        head.release()  # between events a node holds its weights, not its last activations
     return TrainResult(plan=plan, loss=float(np.mean(losses)) if losses else 0.0)
 
 

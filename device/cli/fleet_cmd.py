@@ -68,6 +68,10 @@ def fleet(
         int | None,
         typer.Option(help="Worker processes (default: the number of cores).", min=1),
     ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(help="Threads per worker that run the nodes' learning events.", min=1),
+    ] = 1,
     model: ModelOpt = None,
     lr_size: LrSizeOpt = 1500,
     lr_bits: LrBitsOpt = 8,
@@ -134,6 +138,7 @@ def fleet(
             seed=seed,
             hold_s=hold,
             give_up_s=give_up_after,
+            threads=threads,
         )
     except (FleetSpecError, ValueError) as exc:
         raise fail(str(exc), code=2) from exc
@@ -151,6 +156,7 @@ def shard_plans(
     seed: int,
     hold_s: float,
     give_up_s: float,
+    threads: int = 1,
 ) -> list[ShardPlan]:
     """One plan per worker: contiguous id ranges, every model resolved (the default one built
     here, once, before any worker starts), every class's settings checked."""
@@ -181,6 +187,7 @@ def shard_plans(
             seed=seed,
             hold_s=hold_s,
             give_up_s=give_up_s,
+            threads=threads,
         )
         for w, part in enumerate(shard(members, workers))
     ]

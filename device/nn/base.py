@@ -62,6 +62,9 @@ class Layer:
 
     op: ClassVar[str]
     kind: ClassVar[LayerKind]
+    #: Attributes in which a training forward keeps what its backward needs; :meth:`release`
+    #: drops them.
+    CACHES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -99,6 +102,15 @@ class Layer:
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop what the last training forward kept for its backward.
+
+        A node between two learning events then holds its weights only: in a fleet of thousands
+        of nodes the activations of each one's last mini-batch would cost more than its weights.
+        """
+        for attr in self.CACHES:
+            setattr(self, attr, None)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.attrs().items())

@@ -87,6 +87,7 @@ class Conv2d(_ConvBase):
 
     op = "conv"
     kind = "conv"
+    CACHES = ("_cols",)
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class PointwiseConv2d(_ConvBase):
 
     op = "pointwise"
     kind = "pointwise"
+    CACHES = ("_x",)
 
     def __init__(
         self, in_channels: int, out_channels: int, *, name: str, rng: np.random.Generator
@@ -204,6 +206,7 @@ class DepthwiseConv2d(_ConvBase):
 
     op = "depthwise"
     kind = "depthwise"
+    CACHES = ("_x", "_plane")
 
     def __init__(
         self,
@@ -224,6 +227,10 @@ class DepthwiseConv2d(_ConvBase):
         self._plane: np.ndarray | None = None  # T [C, OH*OW, H*W] of the last training forward
         self._xshape: tuple[int, ...] = ()
         self._pad_buf: dict[tuple[bool, tuple[int, ...], np.dtype[np.floating]], np.ndarray] = {}
+
+    def release(self) -> None:
+        super().release()
+        self._pad_buf.clear()
 
     def attrs(self) -> dict[str, AttrValue]:
         return {

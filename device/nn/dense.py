@@ -17,6 +17,7 @@ class Linear(Layer):
 
     op = "linear"
     kind = "linear"
+    CACHES = ("_x",)
 
     def __init__(
         self, in_features: int, out_features: int, *, name: str, rng: np.random.Generator
@@ -62,6 +63,7 @@ class ReLU(Layer):
 
     op = "relu"
     kind = "relu"
+    CACHES = ("_mask",)
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name)
@@ -119,6 +121,7 @@ class BatchNorm(Layer):
     """
 
     op = "batchnorm"
+    CACHES = ("_xhat",)
     kind = "batchnorm"
 
     def __init__(self, channels: int, *, name: str, eps: float = 1e-5) -> None:

@@ -50,6 +50,11 @@ class Sequential:
             out = self.layers[i].backward(out, need_input_grad=i > stop or need_input_grad)
         return out if need_input_grad else None
 
+    def release(self) -> None:
+        """Drop every layer's training caches (:meth:`Layer.release`); the weights stay."""
+        for layer in self.layers:
+            layer.release()
+
     def predict(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Class index (int64 ``[N]``) of the largest output, in batches."""
         parts = [
