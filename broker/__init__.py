@@ -1,4 +1,10 @@
-"""MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher."""
+"""MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher.
+
+``EmbeddedBroker`` is imported on first use: a node or fleet worker that only parses a broker
+URL does not load amqtt and its dependencies.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from broker.acl import (
     MONITOR_USER,
@@ -8,7 +14,6 @@ from broker.acl import (
     password_file_text,
     service_role,
 )
-from broker.embedded import EmbeddedBroker
 from broker.errors import (
     BrokerError,
     BrokerStartError,
@@ -17,6 +22,18 @@ from broker.errors import (
 )
 from broker.mosquitto import Mosquitto, MosquittoConfig, MosquittoTLS, find_mosquitto
 from broker.url import BrokerURL, free_port, parse_broker_url
+
+if TYPE_CHECKING:
+    from broker.embedded import EmbeddedBroker
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EmbeddedBroker":
+        from broker.embedded import EmbeddedBroker
+
+        return EmbeddedBroker
+    raise AttributeError(f"module 'broker' has no attribute {name!r}")
+
 
 __all__ = [
     "MONITOR_USER",
