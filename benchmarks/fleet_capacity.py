@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _host import host
+
 CADENCE_S = 60.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def tree(pid: int) -> list[int]:
@@ -192,7 +183,7 @@ def main() -> None:
         row["rss_mib_per_extra_node"] = round(
             (row["fleet_rss_mib"] - prev["fleet_rss_mib"]) / (row["devices"] - prev["devices"]), 2
         )
-    machine = {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
+    machine = host()
     holding = [r["devices"] for r in rows if r["holds_real_time"]]
     result = {"args": vars(args) | {"out": str(args.out)}, "machine": machine, "runs": rows}
     if args.out:
