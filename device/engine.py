@@ -22,6 +22,7 @@ import math
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,7 +44,6 @@ from dataset_stream.protocol import (
 from device.energy import (
     Battery,
     CostConfig,
-    InferenceCost,
     LifetimeEstimator,
     event_cost,
     inference_cost,
@@ -86,6 +86,14 @@ def _content_id(name: str, root: str, stamps: tuple[int, ...]) -> str:  # stamps
 
 
 @dataclass(frozen=True, slots=True)
+class InferenceCharge:
+    """What classifying some samples costs: ``latency_s`` and ``energy_j`` by stage."""
+
+    latency_s: Mapping[str, float]
+    energy_j: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class EventOutcome:
     """What one batch did: the telemetry to publish and whether it changed the node."""
 
@@ -118,7 +126,7 @@ class NodeEngine:
         )
         self.prequential = PrequentialScore()
         self._answers: OrderedDict[int, Prediction] = OrderedDict()  # the last SEQ_WINDOW
-        self._inference_costs: dict[int, InferenceCost] = {}
+        self._inference_costs: dict[int, InferenceCharge] = {}
         self._synced = time.monotonic()  # when the last commit flushed the log to disk
         try:
             self.memory: ReplayMemory = self.store.open_replay(
@@ -331,14 +339,16 @@ class NodeEngine:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def inference_cost(self, n_samples: int) -> InferenceCost:
-        """The modelled cost of classifying ``n_samples`` on this node's profile."""
-        cost = self._inference_costs.get(n_samples)
-        if cost is None:
+    def inference_charge(self, n_samples: int) -> InferenceCharge:
+        """The modelled latency and energy of classifying ``n_samples`` on this node's profile
+        (:func:`device.energy.inference_cost`), kept per sample count."""
+        charge = self._inference_costs.get(n_samples)
+        if charge is None:
             cost = inference_cost(self.layers, self.profile, n_samples)
+            charge = InferenceCharge(cost.latency_s, cost.energy_j)
             if len(self._inference_costs) < 64:
-                self._inference_costs[n_samples] = cost
-        return cost
+                self._inference_costs[n_samples] = charge
+        return charge
 
     def infer(self, request: InferRequest) -> Prediction | ErrorMessage:
         """Classify ``request``'s samples, charge the battery, commit; nothing else changes.
@@ -351,7 +361,7 @@ class NodeEngine:
         if charged is not None:
             return self._repeat(request, charged)
         n = len(request.x)
-        cost = self.inference_cost(n)
+        cost = self.inference_charge(n)
         energy_j, latency_s = cost.energy_j["total"], cost.latency_s["total"]
         if self.battery.remaining_j < energy_j or self.battery.depleted:
             return self._brown_out(request, energy_j)
@@ -408,7 +418,7 @@ class NodeEngine:
         if first is not None:
             return replace(first, repeated=True, battery=self._battery_state())
         classes, confidence = classify(self.head, self.frozen.run(request.x))
-        cost = self.inference_cost(samples)
+        cost = self.inference_charge(samples)
         return Prediction(
             device=self.settings.device_id,
             seq=request.seq,
@@ -540,4 +550,4 @@ class NodeEngine:
         return np.random.default_rng([self.settings.seed, key, seq, stream])
 
 
-__all__ = ["EventOutcome", "NodeEngine", "model_id"]
+__all__ = ["EventOutcome", "InferenceCharge", "NodeEngine", "model_id"]
