@@ -8,8 +8,7 @@ split into the frozen stage (onnxruntime), training (``train_event``), evaluatio
 the eval set, the emulator's own measurement) and the rest (LR memory update, SQLite commit,
 energy bookkeeping). The median is taken over the events after ``--warmup``.
 
-    VEGA_EMU_CACHE=/tmp/vcache1 python benchmarks/event_speed.py --events 30 \
-        --out benchmarks/results/event_speed.json
+    python benchmarks/event_speed.py --events 30 --out benchmarks/results/event_speed.json
 
 ``--profile`` prints the top of a cProfile of the measured events (sorted by own time).
 """
@@ -23,7 +22,6 @@ import json
 import platform
 import pstats
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from _host import git_commit
 
 T = TypeVar("T")
 
@@ -57,16 +56,6 @@ class Stopwatch:
         return timed
 
 
-def git_commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-    )
-    return out.stdout.strip() or "unknown"
-
-
 def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
@@ -75,17 +64,13 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
     from dataset_stream.protocol import Batch, EvalSet
     from dataset_stream.scenarios import factory_split
     from device.engine import NodeEngine
-    from device.model.bundle import ModelBundle
-    from device.model.default import RECOMMENDED_LR, default_bundle_path, default_cache_dir
+    from device.model.default import load_default
     from device.model.frozen import FrozenStage
     from device.nn import SGDConfig
     from device.settings import NodeSettings, ReplaySettings
 
     # the cached default model, as `vega-emu node` loads it (built on first use, about 10 s)
-    path = default_bundle_path(
-        default_cache_dir(0), factory=lambda: factory_split("digits", "nic", 0)
-    )
-    bundle = ModelBundle.load(path)
+    bundle = load_default(0, factory=lambda: factory_split("digits", "nic", 0))
     scenario = build_scenario("digits", "nic", seed=0)
     stream = scenario.events("node-0000", True)
     if warmup + events > len(stream):
@@ -102,7 +87,7 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
                 "node-0000",
                 Path(tmp),
                 replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(lr=RECOMMENDED_LR),
+                sgd=SGDConfig(lr=bundle.recommended_lr),
             )
             engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
             engine.frozen.run = watch.wrap("frozen", engine.frozen.run)  # type: ignore[method-assign]
