@@ -297,7 +297,8 @@ async def test_stdin_json_lines_become_batches_continuing_the_retained_seq(
     np.testing.assert_array_equal(a.x[3].ravel(), image(3))
     assert b.x.shape == (3, 1, 32, 32) and b.y.tolist() == [7, 7, 7]
     infers = dict(listener.infers)
-    assert infers["dev-a"].x.shape == (4, 1, 32, 32) and infers["dev-a"].seq == 1
+    assert infers["dev-a"].x.shape == (4, 1, 32, 32)
+    assert infers["dev-a"].seq > 1_700_000_000_000  # wall-clock ms: a restart never repeats
     assert infers["dev-b"].x.shape == (1, 1, 32, 32)
     devices = summary["devices"]
     assert devices["dev-a"]["batches"] == 1 and devices["dev-a"]["learn_samples"] == 12
@@ -450,3 +451,50 @@ async def test_bad_options_exit_2(tmp_path: Path) -> None:
         async with asyncio.timeout(30):
             _, err = await proc.communicate()
         assert proc.returncode == 2, (args, err.decode())
+
+
+async def test_a_piped_file_reaches_a_running_node_and_predictions_come_back(
+    mosquitto: Mosquitto, default_bundle: ModelBundle, digits_nic: Any, tmp_path: Path
+) -> None:
+    """The issue's "done when": JSON lines piped into ``vega-emu bridge`` reach a node as a batch
+    and an inference request; its telemetry and prediction come back."""
+    from dataset_stream.protocol import Prediction, Telemetry
+    from device.nn import SGDConfig
+    from device.node import Node
+    from device.settings import NodeSettings
+
+    url = mosquitto.url
+    device = "node-live"
+    event = digits_nic.events(device)[0]
+    xs, ys = event.x, event.y
+    rows = [  # nested lists as the model's shape, then flat ones
+        json.dumps({"device": device, "x": x.tolist(), "y": int(y)})
+        for x, y in zip(xs[:40], ys[:40], strict=True)
+    ]
+    rows += [json.dumps({"device": device, "x": x.ravel().tolist()}) for x in xs[40:45]]
+    settings = NodeSettings(device, tmp_path / "state", sgd=SGDConfig(lr=0.05))
+    async with (
+        Node(settings, default_bundle, url),
+        aiomqtt.Client(**url.client_kwargs()) as watcher,
+    ):
+        await watcher.subscribe([(f"vega/{device}/telemetry", 1), (f"vega/{device}/prediction", 1)])
+        proc = await bridge_proc(
+            *("--broker", str(url), "--from", "-", "--device-field", "device", "--json"),
+            stdin=True,
+        )
+        summary = await finish(proc, lines(rows))
+        answers: dict[str, Any] = {}
+        async with asyncio.timeout(60):
+            async for message in watcher.messages:
+                assert isinstance(message.payload, bytes)
+                kind = message.topic.value.rsplit("/", 1)[1]
+                reader = Telemetry if kind == "telemetry" else Prediction
+                answers[kind] = reader.from_json(message.payload)
+                if len(answers) == 2:
+                    break
+    assert summary["devices"][device]["learn_samples"] == 40
+    assert summary["devices"][device]["infer_samples"] == 5
+    telemetry, prediction = answers["telemetry"], answers["prediction"]
+    assert telemetry.seq == 1 and telemetry.samples == 40
+    assert len(prediction.classes) == 5 and all(0 <= c < 10 for c in prediction.classes)
+    assert prediction.energy_j["total"] > 0

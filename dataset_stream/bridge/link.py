@@ -6,7 +6,9 @@ batch gets ``last_seq + 1``, so a bridge follows a stream or its own earlier run
 for the retained statuses at most ``wait_s`` after it subscribed; a device with none by then
 starts at seq 1 (with a warning: no node has announced itself under that id). Inference requests
 have a sequence of their own; it continues from the status's ``last_infer_seq`` when a node
-reports one, else it starts at 1.
+reports one, else it starts at the wall clock in milliseconds: a node answers a request seq it
+has seen recently as a repeat (its first answer, not charged), so a restarted bridge must not
+start again at 1; at most one request per device per millisecond keeps this monotonic.
 
 :class:`TargetLink` is the connection: it subscribes to the statuses and re-subscribes after each
 reconnect (backoff with jitter and a cap, :class:`~dataset_stream.reconnect.ReconnectPolicy`);
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -83,7 +86,8 @@ class SeqBook:
             status = await self._status_of(device)
             last = status.extra.get("last_infer_seq") if status is not None else None
             ok = isinstance(last, int) and not isinstance(last, bool) and last >= 0
-            self._next_infer[device] = (last if ok else 0) + 1  # type: ignore[operator]
+            start = last + 1 if ok else int(time.time() * 1000)  # type: ignore[operator]
+            self._next_infer[device] = start
         return self._next_infer[device]
 
     def infer_used(self, device: str, seq: int) -> None:
