@@ -425,16 +425,23 @@ async def test_follow_picks_up_appended_lines_and_truncation(
         await listener.wait(batches=2)
         path.write_bytes(lines([line("dev-f", 3, 4)]))  # truncated and rewritten
         await listener.wait(batches=3)
+        path.rename(tmp_path / "live.jsonl.1")  # rotated: the old file's tail, then the new one
+        with (tmp_path / "live.jsonl.1").open("ab") as f:
+            f.write(lines([line("dev-f", 4, 5)]))
+        path.write_bytes(lines([line("dev-f", 5, 6)]))
+        async with asyncio.timeout(20):
+            while sum(len(b.y) for _, b in listener.batches) < 6:
+                listener.arrived.clear()
+                await listener.arrived.wait()
     finally:
         proc.send_signal(signal.SIGTERM)
         summary = await finish(proc)
         await stop_listening(client, task)
-    assert [(b.seq, b.y.tolist()) for _, b in listener.batches] == [
-        (1, [1]),
-        (2, [2, 3]),
-        (3, [4]),
-    ]
-    assert summary["devices"]["dev-f"]["batches"] == 3
+    got = [(b.seq, b.y.tolist()) for _, b in listener.batches]
+    assert got[:3] == [(1, [1]), (2, [2, 3]), (3, [4])]
+    assert [y for _, ys in got[3:] for y in ys] == [5, 6]
+    assert [seq for seq, _ in got] == list(range(1, len(got) + 1))
+    assert summary["devices"]["dev-f"]["learn_samples"] == 6
 
 
 async def test_bad_options_exit_2(tmp_path: Path) -> None:

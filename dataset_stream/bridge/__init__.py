@@ -1,7 +1,8 @@
 """``vega-emu bridge``: live samples from a file, standard input or an MQTT topic, as learning
 batches and inference requests for the devices of a fleet (``docs/live-data.md``).
 
-- :mod:`~dataset_stream.bridge.sources`: file / stdin / MQTT readers of raw :class:`Record` s;
+- :mod:`~dataset_stream.bridge.sources` and :mod:`~dataset_stream.bridge.mqtt_source`: file,
+  stdin and MQTT readers of raw :class:`Record` s;
 - :mod:`~dataset_stream.bridge.samples`: a record -> a checked :class:`Sample` or :class:`Rejected`;
 - :mod:`~dataset_stream.bridge.windows`: per-device windows -> batches and inference groups;
 - :mod:`~dataset_stream.bridge.link` and :mod:`~dataset_stream.bridge.bridge`: the broker side.
@@ -11,6 +12,7 @@ imports nothing from :mod:`device`.
 """
 
 from dataset_stream.bridge.bridge import Bridge, BridgeSettings
+from dataset_stream.bridge.mqtt_source import mqtt_records
 from dataset_stream.bridge.samples import (
     NO_DEVICE,
     REASONS,
@@ -31,7 +33,6 @@ from dataset_stream.bridge.sources import (
     StdinSource,
     file_records,
     is_finite,
-    mqtt_records,
     split_source_url,
 )
 from dataset_stream.bridge.tally import BridgeReport, DeviceReport
