@@ -181,6 +181,16 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
         "Inputs the node refused, by protocol error code.",
         labels=["device", "code"],
     )
+    predictions = CounterMetricFamily(
+        "vega_predictions",
+        "Prediction messages the node published (answers to inference requests).",
+        labels=dev,
+    )
+    prequential = GaugeMetricFamily(
+        "vega_prequential_accuracy_ratio",
+        "Prequential (test-then-train) accuracy: predictions later labelled, 0..1.",
+        labels=dev,
+    )
     faults = CounterMetricFamily(
         "vega_node_errors",
         "Node errors other than duplicates and gaps, by code (unknown codes: other).",
@@ -193,6 +203,8 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
         bits = str(tel.replay.bits) if tel is not None else ""
         info.add_metric([name, rec.state, model or "", bits], 1.0)
         gaps.add_metric([name], float(rec.gaps))
+        if rec.predictions:
+            predictions.add_metric([name], float(rec.predictions))
         duplicates.add_metric([name], float(rec.duplicates))
         for code, count in sorted(rec.rejected.items()):
             rejected.add_metric([name, code], float(count))
@@ -210,10 +222,12 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
             lifetime.add_metric([name], tel.lifetime_h * HOUR_S)
         if tel.accuracy is not None:
             accuracy.add_metric([name], tel.accuracy)
+        if tel.prequential_accuracy is not None:
+            prequential.add_metric([name], tel.prequential_accuracy)
         if rec.received is not None:
             received.add_metric([name], rec.received)
     yield from (remaining, soc, energy, events, lifetime, accuracy, info, received)
-    yield from (gaps, duplicates, rejected, faults)
+    yield from (gaps, duplicates, rejected, faults, predictions, prequential)
 
 
 def _fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:

@@ -68,8 +68,12 @@ async def test_metrics_carry_the_last_telemetry_and_delivery_counts(
                 battery={"soc": 0.9, "remaining_j": 35100.0},
                 accuracy=0.75,
                 lifetime_h=20.0,
+                prequential_accuracy=0.6,
+                prequential_n=5,
             ),
         ),
+        ("prediction", a, b"{}"),  # counted from the topic, never decoded
+        ("prediction", a, b"{}"),
         ("telemetry", a, report(a, 2, t=NOW - 0.5, events=2)),  # a redelivery: not counted
         ("telemetry", b, report(b, 7, t=NOW - 40.0, events=7, gaps=3, lifetime_h=5000.0)),
         ("status", a, Status("learning", device=a, model="digits-mnv1", last_seq=2).to_json()),
@@ -118,6 +122,9 @@ async def test_metrics_carry_the_last_telemetry_and_delivery_counts(
         "stale_seq",
     }
     assert value(got, "vega_node_errors_total", device=b, code="other") == 1
+    assert value(got, "vega_predictions_total", device=a) == 2
+    assert not [lab for lab, _ in got["vega_predictions_total"] if lab["device"] == b]
+    assert value(got, "vega_prequential_accuracy_ratio", device=a) == 0.6
 
     # lags 2.0, 0.5 and 40.0 s: cumulative buckets
     assert value(got, "vega_event_lag_seconds_count") == 3
