@@ -68,11 +68,13 @@ def train_event(
         for _ in range(plan.epochs):
             order = rng.permutation(len(latents))
             losses = []
-            for start, stop in itertools.pairwise(bounds):
+            for (start, stop), n_replays in zip(
+                itertools.pairwise(bounds), plan.replay_sizes, strict=True
+            ):
                 idx = order[start:stop]
                 x, y = latents[idx], labels[idx]
-                if plan.replays_per_mb:
-                    rx, ry = replay(plan.replays_per_mb, rng)
+                if n_replays:
+                    rx, ry = replay(n_replays, rng)
                     x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
                 logits = head.forward(x, train=True)
                 loss, grad = softmax_cross_entropy(logits, y)

@@ -41,6 +41,13 @@ def _hours(value: float | None) -> str:
     return f"{value:,.0f} h" if value >= 100 else f"{value:.3g} h"
 
 
+_BASIS = {
+    "paper-derived": "from the paper's measured 1.25 s for 300 images; above the hardware's "
+    "INT8 peak, use --profile vega-hw for a bound",
+    "hardware-bounded": "bounded by the 8-core INT8 throughput, not the paper's 1.25 s",
+}
+
+
 def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
     title = f"one learning event on {report['profile']} (dim: frozen stage, INT8 forward only)"
     table = Table(title=title)
@@ -72,10 +79,16 @@ def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
         seconds = latency.get(part, 0.0)
         totals.add_row(part, _si(seconds, "s"), _si(energy[part], "J"))
     out.print(totals)
+    frozen = report["frozen_stage"]
+    out.print(
+        f"frozen stage: INT8 at {frozen['int8_mac_per_cycle']:.4g} MAC/cycle, "
+        f"{frozen['basis']} ({_BASIS.get(frozen['basis'], 'see the profile')})",
+        highlight=False,
+    )
     plan, traffic = cost.plan, cost.traffic
     out.print(
         f"plan: {plan.epochs} epochs x {plan.minibatches} mini-batches "
-        f"({plan.new_sizes[0] if plan.new_sizes else 0} new + {plan.replays_per_mb} replays), "
+        f"({plan.describe()}), "
         f"{plan.samples_trained:,} latents trained; LR traffic {traffic.bytes_read:,} B read, "
         f"{traffic.bytes_written:,} B written in {traffic.region or 'nowhere (does not fit)'}"
     )

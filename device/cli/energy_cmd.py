@@ -28,7 +28,9 @@ MobileNet = Annotated[
 Res = Annotated[int, typer.Option(help="MobileNet-V1 input resolution.")]
 Width = Annotated[float, typer.Option(help="MobileNet-V1 width multiplier.")]
 Classes = Annotated[int, typer.Option(help="Classifier outputs.")]
-ProfileOpt = Annotated[str, typer.Option("--profile", help="vega, stm32l4 or a profile TOML file.")]
+ProfileOpt = Annotated[
+    str, typer.Option("--profile", help="vega, vega-hw, stm32l4 or a profile TOML file.")
+]
 NewPerEvent = Annotated[int, typer.Option(help="New samples per learning event.")]
 MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
 NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
@@ -104,6 +106,10 @@ def _report(
             "power_w": duty.inference_power_w,
             "power_share": share,
             "busy": duty.inference_busy,
+        },
+        "frozen_stage": {
+            "int8_mac_per_cycle": profile.int8_mac_per_cycle,
+            "basis": profile.int8_basis,
         },
         "memory": cost.memory.as_dict(),
         "layers": [layer.as_dict() for layer in cost.layers],

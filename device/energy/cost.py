@@ -3,8 +3,10 @@
 For every layer and phase: cycles = MACs / (MAC/cycle of that primitive and phase) x (1 + tiling
 overhead); seconds = cycles / f; joules = P_active x seconds. The frozen stage runs once per new
 sample at the profile's INT8 MAC/cycle. The adaptive stage runs forward, backward-error and
-backward-gradient passes over every latent the AR1* plan trains (:func:`device.ar1.plan_event`);
-the first trained layer needs no backward-error pass. LR memory traffic costs bytes x the energy
+backward-gradient passes over every latent the AR1* plan trains (:func:`device.ar1.plan_event`),
+on every trained layer: the first trained layer's input error is not needed, but the paper's
+measured runtime computes it (its Table IV steps show it, docs/energy-model.md "Calibration"),
+and the model charges what the device does. LR memory traffic costs bytes x the energy
 per byte of the memory holding the LRs. Sleep between events is the battery's business.
 
 An inference (:func:`inference_cost`) is the same frozen stage once per sample plus the adaptive
@@ -136,7 +138,8 @@ class EventCost:
                 "n_new": self.plan.n_new,
                 "epochs": self.plan.epochs,
                 "minibatches": self.plan.minibatches,
-                "replays_per_mb": self.plan.replays_per_mb,
+                "new_per_mb": list(self.plan.new_sizes),
+                "replays_per_mb": list(self.plan.replay_sizes),
                 "samples_trained": self.plan.samples_trained,
             },
             "traffic": self.traffic.as_dict(),
@@ -158,10 +161,10 @@ def _layer_costs(
     phases: Sequence[str],
 ) -> tuple[LayerCost, ...]:
     """Each layer's cost: a frozen layer runs INT8 forward over ``n_frozen`` samples, an adaptive
-    one runs ``phases`` over ``n_adaptive`` samples (the first trained layer skips
-    ``backward_error``); kinds without FP32 rates (pooling, ReLU, ...) cost nothing."""
+    one runs ``phases`` over ``n_adaptive`` samples (all of them, the first trained layer's
+    ``backward_error`` included, as the measured runtime does); kinds without FP32 rates
+    (pooling, ReLU, ...) cost nothing."""
     costs: list[LayerCost] = []
-    first_trained = True
     for layer in layers:
         charged: dict[str, PhaseCost] = {}
         rates = profile.rates(layer.kind)
@@ -171,10 +174,7 @@ def _layer_costs(
             )
         elif rates is not None:
             for phase in phases:
-                if phase == "backward_error" and first_trained:
-                    continue
                 charged[phase] = _phase(layer.macs * n_adaptive, rates.of(phase), profile)
-            first_trained = False
         costs.append(LayerCost(layer.name, layer.kind, layer.adaptive, layer.macs, charged))
     return tuple(costs)
 
@@ -213,7 +213,7 @@ def event_cost(
     else:  # charge at the dearest memory allowed to hold LRs
         pj = max((r.pj_per_byte for r in profile.memory if "lr_memory" in r.holds), default=0.0)
     lr_bytes = config.lr_bytes(lr_elements(layers))
-    read = plan.epochs * plan.minibatches * plan.replays_per_mb * lr_bytes
+    read = plan.epochs * plan.replays_per_epoch * lr_bytes
     wrote = written * lr_bytes
     traffic = MemoryTraffic(lr_bytes, read, wrote, region, (read + wrote) * pj * 1e-12)
     return EventCost(profile.name, plan, costs, traffic, mmap)

@@ -26,7 +26,9 @@ HOLDABLE: tuple[str, ...] = (
     "event_latents",
     "lr_memory",
 )
-BUILTIN: tuple[str, ...] = ("vega", "stm32l4")
+BUILTIN: tuple[str, ...] = ("vega", "vega-hw", "stm32l4")
+# Where a profile's INT8 frozen-stage rate comes from (``[compute] int8_basis``).
+INT8_BASES: tuple[str, ...] = ("paper-derived", "hardware-bounded", "unspecified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,14 @@ class Profile:
     int8_mac_per_cycle: float  # frozen stage, INT8 inference
     fp32: Mapping[str, Rates]  # training primitive -> rates; keys are PRIMITIVES
     memory: tuple[MemoryRegion, ...]
+    int8_basis: str = "unspecified"  # one of INT8_BASES: where int8_mac_per_cycle comes from
 
     def __post_init__(self) -> None:
+        if self.int8_basis not in INT8_BASES:
+            raise ValueError(
+                f"profile {self.name!r}: int8_basis must be one of {list(INT8_BASES)}, "
+                f"got {self.int8_basis!r}"
+            )
         positive = ("freq_hz", "active_w", "capacity_mah", "voltage_v", "int8_mac_per_cycle")
         for key in positive:
             value = getattr(self, key)
@@ -217,6 +225,7 @@ def parse_profile(data: Mapping[str, Any], label: str) -> Profile:
             voltage_v=battery.number("voltage_v"),
             tiling_overhead=compute.number("tiling_overhead", strict=False),
             int8_mac_per_cycle=compute.number("int8_mac_per_cycle"),
+            int8_basis=compute.text("int8_basis", default="unspecified"),
             fp32=MappingProxyType(fp32),
             memory=tuple(_region(label, i, region) for i, region in enumerate(memory_data)),
         )
@@ -232,7 +241,7 @@ def parse_profile(data: Mapping[str, Any], label: str) -> Profile:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a shipped profile by name (``vega``, ``stm32l4``) or any profile TOML file by path."""
+    """Load a shipped profile by name (:data:`BUILTIN`) or any profile TOML file by path."""
     key = str(name_or_path)
     if key in BUILTIN:
         label = f"{key}.toml"
@@ -257,6 +266,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
 __all__ = [
     "BUILTIN",
     "HOLDABLE",
+    "INT8_BASES",
     "PHASES",
     "PRIMITIVES",
     "MemoryRegion",
