@@ -23,7 +23,7 @@ def _json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("profile", ["vega", "stm32l4"])
+@pytest.mark.parametrize("profile", ["vega", "vega-hw", "stm32l4"])
 def test_every_paper_lr_layer_has_the_json_keys(profile: str) -> None:
     started = time.monotonic()
     for layer in range(19, 28):
@@ -51,6 +51,21 @@ def test_json_agrees_with_the_tables_inputs() -> None:
     assert per_layer + energy["memory"] == pytest.approx(energy["total"])
     hours = 39204.0 / data["power_w"] / 3600
     assert data["lifetime_h"] == pytest.approx(hours)
+
+
+@pytest.mark.parametrize(
+    ("profile", "basis", "rate"),
+    [("vega", "paper-derived", "118.6"), ("vega-hw", "hardware-bounded", "15.5")],
+)
+def test_the_frozen_stage_says_where_its_rate_comes_from(
+    profile: str, basis: str, rate: str
+) -> None:
+    data = _json("--lr-layer", "27", "--profile", profile)
+    assert data["frozen_stage"]["basis"] == basis
+    assert data["frozen_stage"]["int8_mac_per_cycle"] == pytest.approx(float(rate), rel=1e-3)
+    result = runner.invoke(app, ["energy", "--lr-layer", "27", "--profile", profile])
+    assert result.exit_code == 0, result.output
+    assert f"frozen stage: INT8 at {rate} MAC/cycle, {basis}" in result.stdout
 
 
 def test_tables_render() -> None:
