@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -603,3 +604,45 @@ async def test_a_fleet_node_reads_and_writes_only_its_own_topics(tmp_path: Path)
     finally:
         process.terminate()
         await process.wait()
+
+
+# -- sizing: docs/scaling.md -----------------------------------------------------------------
+
+
+def quantity_mib(text: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0}
+    return float(text[:-2]) * units[text[-2:]]
+
+
+def quantity_cores(text: str) -> float:
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_shard_requests_follow_the_benchmarks() -> None:
+    """The arithmetic of docs/scaling.md, from the result files, against every overlay."""
+    results = ROOT / "benchmarks" / "results"
+    speed = json.loads((results / "event_speed.json").read_text())["runs"]["after"]
+    scale = {
+        r["devices"]: r["peak_rss_mib"]
+        for r in json.loads((results / "fleet_scale.json").read_text())["runs"]
+    }
+    per_node = (scale[1000] - scale[100]) / 900
+    per_process = scale[100] - 100 * per_node
+    core_s = speed["core_s_per_event"]
+    doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    for figure in (core_s, scale[100], scale[1000], round(per_node, 2), round(per_process, 1)):
+        assert str(figure) in doc, figure
+    for name in ("base", *OVERLAYS):
+        docs = rendered(name)
+        env = config_map(docs)
+        nodes, workers = int(env["SHARD_SIZE"]), int(env["WORKERS"])
+        fleet = by_key(docs)["StatefulSet", "vega-fleet"]["spec"]["template"]["spec"]
+        resources = fleet["containers"][0]["resources"]
+        memory = workers * per_process + nodes * per_node
+        cpu = nodes * core_s / 60 * 1.2  # one event per node per minute, 20 % for the rest
+        assert quantity_mib(resources["requests"]["memory"]) == math.ceil(memory / 100) * 100
+        assert quantity_mib(resources["limits"]["memory"]) == math.ceil(memory * 1.25 / 100) * 100
+        assert quantity_cores(resources["requests"]["cpu"]) == math.ceil(cpu * 10) / 10
+        assert quantity_cores(resources["limits"]["cpu"]) == workers
+        row = f"{nodes:,} nodes, {workers} worker"
+        assert row in doc, row
