@@ -383,6 +383,16 @@ def test_the_image_builds_and_runs_vega_emu() -> None:
         timeout=120,
     )
     assert user.stdout.strip() == "10001"
+    # the non-root user loads the baked-in default model (no rebuild: the cache is read-only)
+    load = "from device.cli._nodeopts import load_model; print(load_model(None).path)"
+    model = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python", tag, "-c", load],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert model.returncode == 0, model.stderr
+    assert "first run" not in model.stdout
 
 
 # -- the health check ------------------------------------------------------------------------
