@@ -172,24 +172,27 @@ def containers(docs: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
             yield doc, c
 
 
-def shard_args(docs: list[Manifest], ordinal: int, tmp_path: Path) -> list[str]:
-    """The command line the fleet shard ``ordinal`` runs: its container's own shell command,
-    with the pod's environment, and a ``vega-emu`` on PATH that prints its arguments."""
-    fleet = by_key(docs)["StatefulSet", "vega-fleet"]
-    (container,) = fleet["spec"]["template"]["spec"]["containers"]
-    fake = tmp_path / "bin" / "vega-emu"
-    if not fake.exists():
-        fake.parent.mkdir()
-        fake.write_text('#!/bin/sh\nfor a in "$@"; do printf \'%s\\n\' "$a"; done\n')
-        fake.chmod(0o755)
-    env = {
-        **config_map(docs),
-        "POD_NAME": f"{fleet['metadata']['name']}-{ordinal}",
-        "PATH": f"{fake.parent}:/usr/bin:/bin",
-    }
+def pod_args(docs: list[Manifest], container: Manifest, pod_name: str, tmp_path: Path) -> list[str]:
+    """The ``vega-emu`` command line a container runs: ``$(VAR)`` expanded as Kubernetes does,
+    or its shell command run for real with the pod's environment, a ``vega-emu`` on PATH that
+    prints its arguments and a ``sleep`` that returns at once."""
+    env = config_map(docs)
+    if not container.get("command"):
+        args = [expand(a, env) for a in container["args"]]
+        assert args[0] != "vega-emu", "the image's entrypoint is vega-emu already"
+        return args
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        (bin_dir / "vega-emu").write_text(
+            '#!/bin/sh\nfor a in "$@"; do printf \'%s\\n\' "$a"; done\n'
+        )
+        (bin_dir / "sleep").write_text("#!/bin/sh\nexit 0\n")
+        for tool in bin_dir.iterdir():
+            tool.chmod(0o755)
     out = subprocess.run(
         [*container["command"], *container["args"]],
-        env=env,
+        env={**env, "POD_NAME": pod_name, "PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=True,
@@ -198,27 +201,34 @@ def shard_args(docs: list[Manifest], ordinal: int, tmp_path: Path) -> list[str]:
     return out.splitlines()
 
 
+def shard_args(docs: list[Manifest], ordinal: int, tmp_path: Path) -> list[str]:
+    """The command line of the fleet shard ``ordinal`` (pod ``vega-fleet-{ordinal}``)."""
+    fleet = by_key(docs)["StatefulSet", "vega-fleet"]
+    (container,) = fleet["spec"]["template"]["spec"]["containers"]
+    return pod_args(docs, container, f"{fleet['metadata']['name']}-{ordinal}", tmp_path)
+
+
 @pytest.mark.parametrize("name", ["base", *OVERLAYS])
 def test_every_vega_emu_command_line_of_the_manifests_parses(name: str, tmp_path: Path) -> None:
     docs = rendered(name)
     env = config_map(docs)
-    seen = set()
+    seen = {}
     for doc, c in containers(docs):
-        if c["image"] != IMAGE:
-            continue
-        if c.get("command"):  # the shards' shell entrypoint, the init containers' scripts
-            continue
-        args = [expand(a, env) for a in c["args"]]
-        command, params = parse_vega_emu(args)
-        seen.add(command)
+        if c["image"] != IMAGE or "/opt/vega-emu/init.py" in c.get("command", []):
+            continue  # the Mosquitto config's script: tested below
+        if c.get("command") and "vega-emu" not in " ".join(c["args"]):
+            continue  # EMQX's users file
+        command, params = parse_vega_emu(
+            pod_args(docs, c, f"{doc['metadata']['name']}-0", tmp_path)
+        )
+        seen[command] = params
         assert params["password_file"] == Path(f"/secrets/{command}"), key(doc)
-        assert params["broker"].startswith(f"mqtt://{command}@"), key(doc)
-    assert seen == {"stream", "monitor"}
-    command, params = parse_vega_emu(shard_args(docs, 0, tmp_path))
-    assert command == "fleet"
-    assert params["broker"] == f"mqtt://fleet@{env['BROKER_HOST']}"
-    assert params["profile"] == env["PROFILE"]
-    assert params["lr_size"] == int(env["LR_SIZE"]) and params["workers"] == int(env["WORKERS"])
+        assert params["broker"] == f"mqtt://{command}@{env['BROKER_HOST']}", key(doc)
+    assert sorted(seen) == ["fleet", "monitor", "stream"]
+    assert seen["fleet"]["profile"] == env["PROFILE"]
+    assert seen["fleet"]["lr_size"] == int(env["LR_SIZE"])
+    assert seen["fleet"]["workers"] == int(env["WORKERS"])
+    assert seen["stream"]["speed"] == env["STREAM_SPEED"]
 
 
 @pytest.mark.parametrize(("name", "devices"), OVERLAYS.items())
@@ -234,7 +244,7 @@ def test_shard_ranges_cover_every_device_once(name: str, devices: int, tmp_path:
             assert device not in owners, f"{device} in shards {owners[device]} and {ordinal}"
             owners[device] = ordinal
     stream = by_key(docs)["Deployment", "vega-stream"]["spec"]["template"]["spec"]
-    _, params = parse_vega_emu([expand(a, env) for a in stream["containers"][0]["args"]])
+    _, params = parse_vega_emu(pod_args(docs, stream["containers"][0], "vega-stream", tmp_path))
     assert set(owners) == set(fleet_ids(int(params["devices"]))) and len(owners) == devices
 
 
