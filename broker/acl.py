@@ -2,11 +2,11 @@
 
 Rules (wire contract v1, topic prefix ``vega`` by default):
 
-- device ``{id}``: read ``{prefix}/{id}/batch`` and ``{prefix}/{id}/eval``; write
-  ``{prefix}/{id}/telemetry``, ``status`` and ``error`` -- its own topics only;
-- user ``stream``: write every device's ``batch`` and ``eval``; read ``telemetry``, ``error``
-  and ``status``, which the closed-loop stream waits for;
-- user ``monitor``: read every device's ``telemetry``, ``status`` and ``error``.
+- device ``{id}``: read ``{prefix}/{id}/batch``, ``eval`` and ``infer``; write
+  ``{prefix}/{id}/telemetry``, ``status``, ``error`` and ``prediction`` -- its own topics only;
+- user ``stream``: write every device's ``batch``, ``eval`` and ``infer``; read ``telemetry``,
+  ``error``, ``status`` (the closed-loop stream waits for them) and ``prediction``;
+- user ``monitor``: read every device's ``telemetry``, ``status``, ``error`` and ``prediction``.
 
 Service users are named by role: ``stream`` or ``stream-<suffix>``, ``monitor`` or
 ``monitor-<suffix>`` (suffix ``[A-Za-z0-9_-]{1,48}``). Each gets its role's rules; those names
@@ -46,14 +46,17 @@ def acl_text(
         STREAM_USER: [
             f"topic write {prefix}/+/batch",
             f"topic write {prefix}/+/eval",
+            f"topic write {prefix}/+/infer",
             f"topic read {prefix}/+/telemetry",  # the closed loop (--speed max) paces on these
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/status",
+            f"topic read {prefix}/+/prediction",
         ],
         MONITOR_USER: [
             f"topic read {prefix}/+/telemetry",
             f"topic read {prefix}/+/status",
             f"topic read {prefix}/+/error",
+            f"topic read {prefix}/+/prediction",
         ],
     }
     lines = [
@@ -76,9 +79,11 @@ def acl_text(
             f"user {device}",
             f"topic read {prefix}/{device}/batch",
             f"topic read {prefix}/{device}/eval",
+            f"topic read {prefix}/{device}/infer",
             f"topic write {prefix}/{device}/telemetry",
             f"topic write {prefix}/{device}/status",
             f"topic write {prefix}/{device}/error",
+            f"topic write {prefix}/{device}/prediction",
             "",
         ]
     return "\n".join(lines)
@@ -132,6 +137,27 @@ def password_file_text(users: Mapping[str, str]) -> str:
             raise BrokerError(f"user name {user!r} cannot go in a password file")
         lines.append(f"{user}:{hash_password(password)}")
     return "\n".join(lines) + "\n"
+
+
+def read_credentials(source: Path) -> dict[str, str]:
+    """``{user: password}`` of a plain ``user:password`` file (the one given to
+    ``vega-emu broker --passwords``); a hashed line cannot log anyone in and is an error."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BrokerError(f"cannot read credentials file {source}: {exc.strerror}") from exc
+    out: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, secret = line.partition(":")
+        if not sep or not user or not secret:
+            raise BrokerError(f"{source}:{number}: expected 'user:password'")
+        if re.fullmatch(r"\$[67]\$.+", secret):
+            raise BrokerError(f"{source}:{number}: a hashed password cannot log in; give it plain")
+        out[user] = secret
+    return out
 
 
 def normalize_password_file(source: Path) -> str:

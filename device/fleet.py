@@ -35,6 +35,7 @@ class Fleet:
         *,
         on_telemetry: TelemetryHook | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        broker_for: Callable[[str], BrokerURL] | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("a fleet needs distinct device ids")
@@ -44,6 +45,7 @@ class Fleet:
         self.broker = broker
         self.on_telemetry = on_telemetry
         self.connect_timeout = connect_timeout
+        self.broker_for = broker_for  # each device's own login, when nodes have their own
         self.nodes: dict[str, Node] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -58,7 +60,7 @@ class Fleet:
                 node = Node(
                     self.settings_for(device_id),
                     self.bundle,
-                    self.broker,
+                    self.broker if self.broker_for is None else self.broker_for(device_id),
                     frozen=frozen,
                     on_telemetry=self.on_telemetry,
                 )

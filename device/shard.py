@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from broker.acl import read_credentials
 from broker.errors import BrokerError
 from broker.url import BrokerURL, parse_broker_url
 from device.fleet import Fleet
@@ -61,6 +62,7 @@ class ShardPlan:
     give_up_s: float = 180.0
     connect_timeout_s: float = 120.0
     threads: int = 1  # threads that run the nodes' learning events
+    credentials: str | None = None  # a user:password file: each node logs in as its device id
 
     def to_json(self) -> str:
         return json.dumps(
@@ -77,6 +79,7 @@ class ShardPlan:
                 "give_up_s": self.give_up_s,
                 "connect_timeout_s": self.connect_timeout_s,
                 "threads": self.threads,
+                "credentials": self.credentials,
             }
         )
 
@@ -96,6 +99,7 @@ class ShardPlan:
             give_up_s=float(data["give_up_s"]),
             connect_timeout_s=float(data["connect_timeout_s"]),
             threads=int(data["threads"]),
+            credentials=data.get("credentials"),
         )
 
     def node_settings(self, bundles: Mapping[str, ModelBundle]) -> dict[str, NodeSettings]:
@@ -152,11 +156,23 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
     for device, name in plan.devices:
         bundle = bundles[name]
         groups.setdefault(id(bundle), (bundle, []))[1].append(device)
+    broker_for = None
+    if plan.credentials is not None:
+        logins = read_credentials(Path(plan.credentials))
+
+        def broker_for(device: str) -> BrokerURL:
+            return url.with_credentials(device, logins[device])
+
     async with contextlib.AsyncExitStack() as stack:
         fleets = [
             await stack.enter_async_context(
                 Fleet(
-                    ids, settings.__getitem__, bundle, url, connect_timeout=plan.connect_timeout_s
+                    ids,
+                    settings.__getitem__,
+                    bundle,
+                    url,
+                    connect_timeout=plan.connect_timeout_s,
+                    broker_for=broker_for,
                 )
             )
             for bundle, ids in groups.values()
@@ -223,7 +239,7 @@ def main() -> None:
         sys.exit(EXIT_CONFIG)
     try:
         code = asyncio.run(_main(plan, url))
-    except (ModelError, ValueError) as exc:
+    except (ModelError, ValueError, BrokerError) as exc:
         log.error("worker %d: %s", plan.worker, exc)
         code = EXIT_CONFIG
     sys.exit(code)

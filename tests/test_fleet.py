@@ -203,3 +203,56 @@ def test_fleet_names_a_bad_spec(tmp_path: Path) -> None:
         [*cmd, "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2 and "nope" in out.stderr, out.stderr
+
+
+@pytest.mark.mosquitto
+@pytest.mark.slow
+async def test_a_fleet_logs_each_node_in_as_itself_on_a_secured_broker(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    """Mosquitto with passwords, an ACL and client ids bound to user names: with --credentials
+    every node is its own user, learns, and answers inference requests (ACL: infer, prediction)."""
+    from broker import Mosquitto, MosquittoConfig
+    from tests.conftest import require_mosquitto
+
+    require_mosquitto()
+    ids = fleet_ids(4)
+    logins = {d: f"pw-{i}-{d}" for i, d in enumerate(ids)} | {"stream": "s3cret", "monitor": "m"}
+    creds = write(tmp_path / "users.txt", "".join(f"{u}:{p}\n" for u, p in logins.items()))
+    creds.chmod(0o600)
+    config = MosquittoConfig(data_dir=tmp_path / "mq", password_file=creds, acl_devices=tuple(ids))
+    async with Mosquitto(config) as broker:
+        cmd = [sys.executable, "-m", "device.cli", "fleet", "-n", "4", "--workers", "2"]
+        cmd += ["--credentials", str(creds), "--broker", str(broker.url)]
+        cmd += ["--state-dir", str(tmp_path / "state")]
+        env = {**os.environ, "VEGA_EMU_CACHE": str(default_bundle.path.parent)}
+        log = tmp_path / "fleet.log"
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out, env=env)
+        try:
+            stream_url = broker.url.with_credentials("stream", logins["stream"])
+            monitor_url = broker.url.with_credentials("monitor", logins["monitor"])
+            async with FleetMonitor(monitor_url, client_id="monitor") as monitor:
+                async with StreamPublisher(
+                    stream_url,
+                    digits_nic,
+                    ids,
+                    speed=None,
+                    events=3,
+                    infer_rate=0.05,
+                    client_id="stream",
+                    ack_timeout=120,
+                ) as stream:
+                    async with asyncio.timeout(180):
+                        stats = await stream.run()
+                await asyncio.sleep(0.5)
+                predictions = {d: monitor.devices[d].predictions for d in ids}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(90):
+                code = await proc.wait()
+    assert code == 0, log.read_text()
+    assert stats.acked == 3 * len(ids) and stats.rejected == 0
+    assert all(n > 0 for n in predictions.values()), predictions  # infer in, prediction out
+    for device in ids:
+        assert events_in(tmp_path / "state" / f"{device}.db") == [(s, "learned") for s in (1, 2, 3)]

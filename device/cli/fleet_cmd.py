@@ -62,6 +62,15 @@ def fleet(
         Path | None,
         typer.Option(help="Read the MQTT password from the first line of this file."),
     ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            help="A user:password file (the one given to vega-emu broker --passwords): each node "
+            "logs in as its own device id with its own password, as a broker that binds client "
+            "ids to user names requires. Without it every node uses the --broker login.",
+            dir_okay=False,
+        ),
+    ] = None,
     prefix: Annotated[str, typer.Option(help="Device id prefix.")] = "node-",
     start_index: Annotated[int, typer.Option(help="Index of the first device id.", min=0)] = 0,
     workers: Annotated[
@@ -140,6 +149,8 @@ def fleet(
             give_up_s=give_up_after,
             threads=threads,
         )
+        if credentials is not None:
+            plans = _with_credentials(plans, credentials, url)
     except (FleetSpecError, ValueError) as exc:
         raise fail(str(exc), code=2) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -191,6 +202,30 @@ def shard_plans(
         )
         for w, part in enumerate(shard(members, workers))
     ]
+
+
+def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[ShardPlan]:
+    """Check that ``path`` has a login for every device, and hand it to the workers."""
+    from dataclasses import replace
+
+    from broker import BrokerError
+    from broker.acl import read_credentials
+    from broker.url import BrokerURL
+
+    assert isinstance(url, BrokerURL)
+    if url.username is not None:
+        raise fail("give the logins once: a user in --broker or --credentials, not both", code=2)
+    try:
+        logins = read_credentials(path)
+    except BrokerError as exc:
+        raise fail(str(exc), code=2) from exc
+    missing = [d for p in plans for d, _ in p.devices if d not in logins]
+    if missing:
+        raise fail(
+            f"--credentials {path} has no password for {len(missing)} device(s), e.g. {missing[0]}",
+            code=2,
+        )
+    return [replace(p, credentials=str(path.resolve())) for p in plans]
 
 
 async def _run(stop: asyncio.Event, plans: list[ShardPlan], password: str | None, n: int) -> None:
