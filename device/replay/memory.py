@@ -29,7 +29,13 @@ import sqlite_utils
 
 from device.replay.errors import ReplayConfigError, ReplayError, ReplayStateError
 from device.replay.policy import ar1_writes, plan_placement
-from device.replay.quant import SUPPORTED_BITS, QuantizedLR, dequantize, quantize, row_bytes
+from device.replay.quant import (
+    SUPPORTED_BITS,
+    QuantizedLR,
+    dequantize_rows,
+    quantize,
+    row_bytes,
+)
 from device.replay.schema import MIGRATIONS
 
 __all__ = ["ReplayConfig", "ReplayMemory"]
@@ -218,7 +224,14 @@ class ReplayMemory:
         return self._dequantized(index), self._labels[index].copy()
 
     def _dequantized(self, index: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
-        return dequantize(self._stored(index)).reshape(len(index), *self.shape)
+        x = dequantize_rows(
+            self._packed[index],
+            self._scale[index],
+            self._zero_point[index],
+            self.bits,
+            self._config.dim,
+        )
+        return x.reshape(len(index), *self.shape)
 
     # -- write side --------------------------------------------------------------------------
 

@@ -182,9 +182,21 @@ def quantize(latents: npt.ArrayLike, bits: int) -> QuantizedLR:
 
 def dequantize(q: QuantizedLR) -> F32:
     """Reconstruct float32 ``[N, D]`` latents from :func:`quantize` output."""
-    n = len(q)
-    if q.bits == 32:
-        return np.ascontiguousarray(q.packed).view("<f4").reshape(n, q.dim).astype(np.float32)
-    codes = unpack_codes(q.packed, q.bits, q.dim).astype(np.float64)
-    x = q.zero_point.astype(np.float64)[:, None] + q.scale.astype(np.float64)[:, None] * codes
-    return x.astype(np.float32)
+    return dequantize_rows(q.packed, q.scale, q.zero_point, q.bits, q.dim)
+
+
+def dequantize_rows(packed: U8, scale: F32, zero_point: F32, bits: int, dim: int) -> F32:
+    """:func:`dequantize` of rows already known to be consistent (a replay memory's own arrays):
+    no validation, float32 throughout (``zero_point + scale * code``: the product of a float32
+    scale and a code below 2^8 rounds once, well inside the quantization step).
+
+    The training loop draws replays for every mini-batch, so this is on the hot path.
+    """
+    n = len(packed)
+    if bits == 32:
+        return np.ascontiguousarray(packed).view("<f4").reshape(n, dim).astype(np.float32)
+    codes = packed if bits == 8 else unpack_codes(packed, bits, dim)
+    x = codes.astype(np.float32)
+    x *= scale[:, None]
+    x += zero_point[:, None]
+    return x
