@@ -269,6 +269,8 @@ class Node:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             await self._handle(client, message)
+            # An idle node must not keep its last batch alive (~150 KB each in a big fleet).
+            del message
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ __all__ = ["NodeStore"]
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-CACHE_KIB = 256
+CACHE_KIB = 64
 
 
 class NodeStore:
