@@ -641,16 +641,16 @@ def quantity_cores(text: str) -> float:
 def test_shard_requests_follow_the_benchmarks() -> None:
     """The arithmetic of docs/scaling.md, from the result files, against every overlay."""
     results = ROOT / "benchmarks" / "results"
-    speed = json.loads((results / "event_speed.json").read_text())["runs"]["after"]
-    scale = {
-        r["devices"]: r["peak_rss_mib"]
-        for r in json.loads((results / "fleet_scale.json").read_text())["runs"]
-    }
-    per_node = (scale[1000] - scale[100]) / 900
-    per_process = scale[100] - 100 * per_node
-    core_s = speed["core_s_per_event"]
+    runs = json.loads((results / "fleet_capacity.json").read_text())["runs"]
+    small, large = runs[0], runs[-1]  # the real `vega-emu fleet`, smallest and largest size
+    per_node = (large["fleet_rss_mib"] - small["fleet_rss_mib"]) / (
+        large["devices"] - small["devices"]
+    )
+    per_process = (small["fleet_rss_mib"] - small["devices"] * per_node) / small["workers"]
+    core_s = large["fleet_cpu_s_per_event"]
     doc = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
-    for figure in (core_s, scale[100], scale[1000], round(per_node, 2), round(per_process, 1)):
+    figures = (core_s, small["fleet_rss_mib"], large["fleet_rss_mib"])
+    for figure in (*figures, round(per_node, 2), round(per_process, 1)):
         assert str(figure) in doc, figure
     for name in ("base", *OVERLAYS):
         docs = rendered(name)
