@@ -5,7 +5,11 @@ SQLite state) over every learning event of one device, for each seed (the seed p
 factory split, hence the default model, and the event order), and reports the mean final
 accuracy on the held-out test sessions.
 
-    python benchmarks/accuracy.py --out benchmarks/results/accuracy.json
+    python benchmarks/accuracy.py --out benchmarks/results/accuracy.json --readme
+
+``--readme`` writes the table into README.md (between its ``accuracy`` markers);
+``--table-from FILE`` prints (and with ``--readme`` writes) the table of an earlier run's JSON
+without running anything.
 
 Takes about 15 minutes on 2 cores. The README table is printed at the end.
 """
@@ -65,7 +69,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 100, 500, 1500])
     parser.add_argument("--events", type=int, default=None, help="events per run (default: all)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--table-from", type=Path, default=None, help="a results JSON: no run")
     args = parser.parse_args()
+    if args.table_from is not None:
+        done = json.loads(args.table_from.read_text())
+        text = table(done["runs"], done["args"]["bits"], done["args"]["sizes"])
+        finish(text, args.readme)
+        return
 
     results: list[dict[str, Any]] = []
     for seed in args.seeds:
@@ -82,15 +93,39 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = vars(args) | {"out": str(args.out)}
         args.out.write_text(json.dumps({"args": meta, "runs": results}, indent=1))
-    print("\n| LR size | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
-    print("|---|" + "---|" * len(args.bits))
-    for size in args.sizes:
+    print()
+    finish(table(results, args.bits, args.sizes), args.readme)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKERS = ("<!-- accuracy:start -->", "<!-- accuracy:end -->")
+
+
+def table(results: list[dict[str, Any]], bits: list[int], sizes: list[int]) -> str:
+    """The README table: mean ± std (over seeds) of the final accuracy, in %."""
+    head = [f"{b} bits (FP32)" if b == 32 else f"{b} bits" for b in bits]
+    lines = ["| LR size | " + " | ".join(head) + " |", "|---|" + "---|" * len(bits)]
+    for size in sizes:
         cells = []
-        for bits in args.bits:
-            want = bits if size else 8
+        for i, b in enumerate(bits):
+            if size == 0 and i:  # no replays: the bits do not matter, one column says it
+                cells.append("-")
+                continue
+            want = b if size else 8
             accs = [r["accuracy"] for r in results if (r["lr_size"], r["lr_bits"]) == (size, want)]
             cells.append(f"{100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f}" if accs else "-")
-        print(f"| {size} | " + " | ".join(cells) + " |")
+        label = "0 (no replays)" if size == 0 else str(size)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def finish(text: str, readme: bool) -> None:
+    if readme:
+        doc = README.read_text("utf-8")
+        start, end = MARKERS
+        head, rest = doc.split(start, 1)
+        README.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}", "utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

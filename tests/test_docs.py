@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import runpy
 from pathlib import Path
 
 import typer.main
@@ -69,3 +71,12 @@ def test_lock_file_pins_every_dependency_within_its_range() -> None:
         name = requirement.name.lower().replace("_", "-")
         assert name in pins, f"{name} is not pinned in requirements.lock"
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {text}"
+
+
+def test_the_readme_accuracy_table_is_the_benchmarks_table_of_its_results() -> None:
+    """Not typed: `benchmarks/accuracy.py --readme` wrote it from the committed results."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "accuracy.py"))
+    done = json.loads((ROOT / "benchmarks" / "results" / "accuracy.json").read_text())
+    want = bench["table"](done["runs"], done["args"]["bits"], done["args"]["sizes"])
+    start, end = bench["MARKERS"]
+    assert README.split(start, 1)[1].split(end, 1)[0].strip("\n") == want
