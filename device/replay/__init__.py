@@ -5,6 +5,7 @@ from device.replay.errors import (
     ReplayConfigError,
     ReplayError,
     ReplayStateError,
+    ReplayStorageError,
 )
 from device.replay.memory import ReplayConfig, ReplayMemory
 from device.replay.policy import Placement, ar1_quota, plan_placement
@@ -28,6 +29,7 @@ __all__ = [
     "ReplayError",
     "ReplayMemory",
     "ReplayStateError",
+    "ReplayStorageError",
     "ar1_quota",
     "dequantize",
     "pack_codes",

@@ -5,8 +5,10 @@
     ReplayError                      every error raised by ``device.replay``
     ├── QuantizationError (ValueError)   bad latents, codes or bit width
     ├── ReplayConfigError (ValueError)   a memory opened with another capacity/bits/shape
-    └── ReplayStateError                 misuse: update outside a transaction, sampling nothing,
-                                         a table that does not hold what the memory wrote
+    ├── ReplayStateError                 misuse: update outside a transaction, sampling nothing,
+    │                                    a table that does not hold what the memory wrote
+    └── ReplayStorageError               SQLite could not read or write the replay table (disk
+                                         full, I/O error): the caller's store retries, never skips
 """
 
 from __future__ import annotations
@@ -28,3 +30,11 @@ class ReplayConfigError(ReplayError, ValueError):
 
 class ReplayStateError(ReplayError):
     """The memory was used in a way its state does not allow, or its table is inconsistent."""
+
+
+class ReplayStorageError(ReplayError):
+    """SQLite refused to read or write the replay table (disk full, I/O error, read-only).
+
+    A storage failure, not a bad event: the node's store turns it into a ``StoreError``, so the
+    batch is kept and retried, never committed as failed.
+    """

@@ -27,7 +27,11 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from device.replay.errors import ReplayConfigError, ReplayError, ReplayStateError
+from device.replay.errors import (
+    ReplayConfigError,
+    ReplayStateError,
+    ReplayStorageError,
+)
 from device.replay.policy import ar1_writes, plan_placement
 from device.replay.quant import (
     SUPPORTED_BITS,
@@ -119,7 +123,9 @@ class ReplayMemory:
             rows = self._db.execute(
                 "SELECT slot, label, scale, zero_point, codes FROM replay ORDER BY slot"
             ).fetchall()
-        except (sqlite3.Error, StopIteration) as exc:
+        except sqlite3.Error as exc:
+            raise ReplayStorageError(f"cannot read the replay memory: {exc}") from exc
+        except StopIteration as exc:
             raise ReplayStateError(f"cannot read the replay memory: {exc}") from exc
         size = len(rows)
         if size > cfg.capacity or [r[0] for r in rows] != list(range(size)):
@@ -283,7 +289,7 @@ class ReplayMemory:
                 "UPDATE replay_config SET updates = ? WHERE id = 1", [self._updates + 1]
             )
         except sqlite3.Error as exc:
-            raise ReplayError(f"cannot write the replay memory: {exc}") from exc
+            raise ReplayStorageError(f"cannot write the replay memory: {exc}") from exc
         self._packed[slots] = q.packed
         self._scale[slots] = q.scale
         self._zero_point[slots] = q.zero_point

@@ -26,6 +26,7 @@ the node serialises its events, and nothing else shares the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -41,6 +42,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from device.replay import ReplayConfig, ReplayMemory
+from device.replay.errors import ReplayStorageError
 from device.replay.schema import MIGRATIONS as REPLAY_MIGRATIONS
 from device.store.arrays import decode_array
 from device.store.errors import ModelMismatchError, StoreCorruptError, StoreError
@@ -72,6 +74,7 @@ class NodeStore:
         self._meta = meta
         self._synchronous = synchronous
         self._replay: ReplayMemory | None = None
+        self._replay_stale = False  # the mirror may hold uncommitted moves: reload before use
         self._closed = False
 
     @staticmethod
@@ -249,6 +252,8 @@ class NodeStore:
         self._check_open()
         if self._db.conn.in_transaction:
             raise StoreError("an event transaction is already open")
+        if self._replay_stale:
+            self._reload_replay()
         tx = EventTransaction(self._db)
         relaxed = not durable and self._synchronous == "FULL"
         try:
@@ -258,15 +263,26 @@ class NodeStore:
                 yield tx
         except BaseException as exc:
             tx.finish()
-            if self._replay is not None:
-                self._replay.reload()  # drop the mirror's uncommitted moves
-            if isinstance(exc, sqlite3.Error):
+            self._replay_stale = self._replay is not None  # drop the mirror's uncommitted moves
+            with contextlib.suppress(StoreError):  # else: at the start of the next transaction
+                self._reload_replay()
+            if isinstance(exc, sqlite3.Error | ReplayStorageError):  # a full disk, an I/O error
                 raise StoreError(f"event transaction failed: {exc}") from exc
             raise
         finally:
             tx.finish()
             if relaxed:
                 self._restore_synchronous()
+
+    def _reload_replay(self) -> None:
+        """Re-read the replay mirror from the last commit (:class:`StoreError` if SQLite cannot)."""
+        if self._replay is None:
+            return
+        try:
+            self._replay.reload()
+        except ReplayStorageError as exc:
+            raise StoreError(f"cannot reload the replay memory: {exc}") from exc
+        self._replay_stale = False
 
     def _restore_synchronous(self) -> None:
         try:
