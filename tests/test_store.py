@@ -271,3 +271,23 @@ def test_process_killed_mid_event_reopens_at_the_last_commit(
         assert dump(again.path) == before
         assert again.state().last_seq == 0 and mem2.updates == 1
         np.testing.assert_array_equal(mem2.contents()[0], lr[0])
+
+
+def test_a_replay_write_the_disk_refuses_is_a_store_error_and_retried(store: NodeStore) -> None:
+    """SQLite refusing the replay table's write (here: a query-only connection, as a full disk or
+    an I/O error would) is a StoreError -- the node keeps the batch and retries -- never a plain
+    replay error, which the node would take for a bad event and skip."""
+    run_event(store, 0)
+    mem = store.replay
+    assert mem is not None
+    before, lr = dump(store.path), mem.contents()
+    g = np.random.default_rng(1)
+    store.db.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreError, match="replay memory"), store.event_transaction():
+        mem.update(g.normal(size=(21, 16)).astype(np.float32), g.integers(0, 5, 21), g)
+    store.db.execute("PRAGMA query_only = OFF")
+    assert dump(store.path) == before and mem.updates == 1
+    np.testing.assert_array_equal(mem.contents()[0], lr[0])  # the mirror holds the last commit
+    run_event(store, 1)  # the retry goes through
+    assert store.state().last_seq == 1 and mem.updates == 2
+    store.close()
