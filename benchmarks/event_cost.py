@@ -342,7 +342,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=16, help="timed events of each kind (even)")
     parser.add_argument("--quick", action="store_true", help="6 repeats (about a minute)")
     parser.add_argument("--threads", type=int, default=1, help="threads for all three (1)")
-    parser.add_argument("--out", type=Path, default=RESULT, help=f"JSON result ({RESULT.name})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"JSON result (default: {RESULT.name} for a full run; a --quick run writes none)",
+    )
     args = parser.parse_args()
     repeats = 6 if args.quick else args.repeats
     if repeats < 1 or args.threads < 1:
@@ -370,8 +375,10 @@ def main() -> None:
         f"wall time: {result['wall_emulator_over_bare']:.3f})"
     )
     print(readme_line(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    out = args.out if args.out is not None else None if args.quick else RESULT
+    if out is not None:  # a quick look never overwrites the full run the README quotes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

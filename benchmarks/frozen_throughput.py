@@ -229,7 +229,12 @@ def main() -> None:
     parser.add_argument("--lr-size", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=1.5, help="per limit configuration")
     parser.add_argument("--quick", action="store_true", help="20 nodes x 5 events, 0.4 s each")
-    parser.add_argument("--out", type=Path, default=RESULT, help=f"JSON result ({RESULT.name})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"JSON result (default: {RESULT.name} for a full run; a --quick run writes none)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.events, args.seconds = 20, 5, 0.4
@@ -271,8 +276,10 @@ def main() -> None:
         "quick": args.quick,
         "host": h,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    out = args.out if args.out is not None else None if args.quick else RESULT
+    if out is not None:  # a quick look never overwrites the full run the README quotes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
