@@ -142,19 +142,9 @@ def password_file_text(users: Mapping[str, str]) -> str:
 def read_credentials(source: Path) -> dict[str, str]:
     """``{user: password}`` of a plain ``user:password`` file (the one given to
     ``vega-emu broker --passwords``); a hashed line cannot log anyone in and is an error."""
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BrokerError(f"cannot read credentials file {source}: {exc.strerror}") from exc
     out: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, secret = line.partition(":")
-        if not sep or not user or not secret:
-            raise BrokerError(f"{source}:{number}: expected 'user:password'")
-        if re.fullmatch(r"\$[67]\$.+", secret):
+    for number, user, secret in _user_lines(source, "credentials file"):
+        if _HASHED.fullmatch(secret):
             raise BrokerError(f"{source}:{number}: a hashed password cannot log in; give it plain")
         out[user] = secret
     return out
@@ -165,10 +155,24 @@ def normalize_password_file(source: Path) -> str:
 
     Plain passwords are hashed; lines already hashed by ``mosquitto_passwd`` are kept.
     """
+    out = [
+        f"{user}:{secret if _HASHED.fullmatch(secret) else hash_password(secret)}"
+        for _, user, secret in _user_lines(source, "password file")
+    ]
+    if not out:
+        raise BrokerError(f"password file {source} has no users")
+    return "\n".join(out) + "\n"
+
+
+_HASHED = re.compile(r"\$[67]\$.+")
+
+
+def _user_lines(source: Path, what: str) -> list[tuple[int, str, str]]:
+    """``(line number, user, secret)`` of each ``user:secret`` line; blanks and ``#`` skipped."""
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BrokerError(f"cannot read password file {source}: {exc.strerror}") from exc
+        raise BrokerError(f"cannot read {what} {source}: {exc.strerror}") from exc
     out = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -177,8 +181,5 @@ def normalize_password_file(source: Path) -> str:
         user, sep, secret = line.partition(":")
         if not sep or not user or not secret:
             raise BrokerError(f"{source}:{number}: expected 'user:password'")
-        hashed = secret if re.fullmatch(r"\$[67]\$.+", secret) else hash_password(secret)
-        out.append(f"{user}:{hashed}")
-    if not out:
-        raise BrokerError(f"password file {source} has no users")
-    return "\n".join(out) + "\n"
+        out.append((number, user, secret))
+    return out

@@ -395,17 +395,7 @@ class NodeEngine:
         self.inference = counters
         if request.ids is not None:
             self.prequential.predicted(request.ids, classes)
-        prediction = Prediction(
-            device=self.settings.device_id,
-            seq=request.seq,
-            t=request.t,
-            classes=tuple(classes.tolist()),
-            confidence=tuple(confidence.tolist()),
-            latency_s=cost.latency_s,
-            energy_j=cost.energy_j,
-            ids=None if request.ids is None else tuple(request.ids.tolist()),
-            battery=self._battery_state(),
-        )
+        prediction = self._prediction(request, classes, confidence, cost)
         self._answers[request.seq] = prediction
         while len(self._answers) > SEQ_WINDOW:
             self._answers.popitem(last=False)
@@ -419,6 +409,17 @@ class NodeEngine:
             return replace(first, repeated=True, battery=self._battery_state())
         classes, confidence = classify(self.head, self.frozen.run(request.x))
         cost = self.inference_charge(samples)
+        return self._prediction(request, classes, confidence, cost, repeated=True)
+
+    def _prediction(
+        self,
+        request: InferRequest,
+        classes: np.ndarray,
+        confidence: np.ndarray,
+        cost: InferenceCharge,
+        *,
+        repeated: bool = False,
+    ) -> Prediction:
         return Prediction(
             device=self.settings.device_id,
             seq=request.seq,
@@ -429,7 +430,7 @@ class NodeEngine:
             energy_j=cost.energy_j,
             ids=None if request.ids is None else tuple(request.ids.tolist()),
             battery=self._battery_state(),
-            repeated=True,
+            repeated=repeated,
         )
 
     def _brown_out(self, request: InferRequest, energy_j: float) -> ErrorMessage:

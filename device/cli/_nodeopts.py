@@ -11,6 +11,7 @@ import typer
 from device.cli._runtime import console, fail
 
 if TYPE_CHECKING:
+    from device.fleetspec import DeviceClass
     from device.model.bundle import ModelBundle
     from device.settings import NodeSettings
 
@@ -67,24 +68,29 @@ class LearningOptions:
         self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
     ) -> NodeSettings:
         """Checked :class:`NodeSettings`; a bad flag exits with status 2 and names it."""
-        from device.energy import EnergyError, load_profile
-        from device.learner import TrainConfig
-        from device.nn import SGDConfig
-        from device.settings import NodeSettings, ReplaySettings
+        from device.energy import EnergyError
 
         try:
-            load_profile(self.profile)
-            return NodeSettings(
-                device_id=device_id,
-                state_dir=state_dir,
-                replay=ReplaySettings(self.lr_size, self.lr_bits, self.class_balanced),
-                train=TrainConfig(epochs=self.epochs, mb_size=self.mb, new_per_mb=self.new_per_mb),
-                sgd=SGDConfig(lr=self.lr if self.lr is not None else bundle.recommended_lr),
-                profile=self.profile,
-                seed=seed,
-            )
+            return self.device_class().settings(device_id, state_dir, bundle, seed=seed)
         except (ValueError, EnergyError) as exc:
             raise fail(str(exc), code=2) from exc
+
+    def device_class(self, name: str = "default", count: int = 1) -> DeviceClass:
+        """These flags as one class of a fleet spec (:mod:`device.fleetspec`)."""
+        from device.fleetspec import DeviceClass
+
+        return DeviceClass(
+            name=name,
+            count=count,
+            profile=self.profile,
+            lr_size=self.lr_size,
+            lr_bits=self.lr_bits,
+            epochs=self.epochs,
+            mb=self.mb,
+            new_per_mb=self.new_per_mb,
+            lr=self.lr,
+            class_balanced=self.class_balanced,
+        )
 
 
 def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:

@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +17,21 @@ from rich.markup import escape
 T = TypeVar("T")
 
 console = Console(stderr=True)
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+#: ``--broker`` and ``--password-file`` of every command that talks to a broker.
+BrokerOpt = Annotated[
+    str,
+    typer.Option(
+        help="MQTT broker URL, mqtt://\\[user@]host:port or mqtts://...; give the password "
+        "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
+        "to every user of the machine in the process list)."
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(help="Read the MQTT password from the first line of this file."),
+]
 
 
 async def until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:

@@ -13,6 +13,7 @@ import typer
 from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
+    LearningOptions,
     LrBitsOpt,
     LrOpt,
     LrSizeOpt,
@@ -22,7 +23,15 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, creatable, fail, run_async
+from device.cli._runtime import (
+    DEFAULT_BROKER,
+    BrokerOpt,
+    PasswordFileOpt,
+    console,
+    creatable,
+    fail,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from device.fleetspec import FleetSpec
@@ -51,17 +60,8 @@ def fleet(
             dir_okay=False,
         ),
     ] = None,
-    broker: Annotated[
-        str,
-        typer.Option(
-            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
-            "with --password-file or VEGA_EMU_MQTT_PASSWORD."
-        ),
-    ] = "mqtt://127.0.0.1:1883",
-    password_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the MQTT password from the first line of this file."),
-    ] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    password_file: PasswordFileOpt = None,
     credentials: Annotated[
         Path | None,
         typer.Option(
@@ -108,8 +108,10 @@ def fleet(
     Every node has its own MQTT connection (the broker sees a real fleet); the nodes of a worker
     share one onnxruntime session per model. SIGINT or SIGTERM stops every node cleanly.
     """
+    from dataclasses import replace
+
     from broker import BrokerError, parse_broker_url
-    from device.fleetspec import DeviceClass, FleetSpec, FleetSpecError
+    from device.fleetspec import FleetSpec, FleetSpecError
 
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
@@ -124,19 +126,10 @@ def fleet(
             plan = FleetSpec.load(spec)
         else:
             assert devices is not None
-            one = DeviceClass(
-                name="default",
-                count=devices,
-                model=model,
-                profile=profile,
-                lr_size=lr_size,
-                lr_bits=lr_bits,
-                epochs=epochs,
-                mb=mb,
-                new_per_mb=new_per_mb,
-                lr=lr,
-                class_balanced=class_balanced,
+            options = LearningOptions(
+                lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced
             )
+            one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)
         plans = shard_plans(
             plan,

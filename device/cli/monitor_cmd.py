@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device.cli._runtime import console, creatable, fail, positive, run_async
+from device.cli._runtime import (
+    DEFAULT_BROKER,
+    BrokerOpt,
+    PasswordFileOpt,
+    console,
+    creatable,
+    fail,
+    positive,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -38,18 +47,8 @@ class MonitorRun:
 
 
 def monitor(
-    broker: Annotated[
-        str,
-        typer.Option(
-            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
-            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
-            "to every user of the machine in the process list)."
-        ),
-    ] = "mqtt://127.0.0.1:1883",
-    password_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the MQTT password from the first line of this file."),
-    ] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    password_file: PasswordFileOpt = None,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     prometheus_port: Annotated[
         int | None,

@@ -22,7 +22,16 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, creatable, fail, run_async, until_stopped
+from device.cli._runtime import (
+    DEFAULT_BROKER,
+    BrokerOpt,
+    PasswordFileOpt,
+    console,
+    creatable,
+    fail,
+    run_async,
+    until_stopped,
+)
 
 if TYPE_CHECKING:
     from dataset_stream.protocol import Telemetry
@@ -34,18 +43,8 @@ def node(
     state_dir: Annotated[
         Path, typer.Option(help="Directory of the node's SQLite state file.", file_okay=False)
     ],
-    broker: Annotated[
-        str,
-        typer.Option(
-            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
-            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
-            "to every user of the machine in the process list)."
-        ),
-    ] = "mqtt://127.0.0.1:1883",
-    password_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the MQTT password from the first line of this file."),
-    ] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    password_file: PasswordFileOpt = None,
     model: ModelOpt = None,
     lr_size: LrSizeOpt = 1500,
     lr_bits: LrBitsOpt = 8,

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device.cli._runtime import console, creatable, fail, run_async, until_stopped
+from device.cli._runtime import (
+    DEFAULT_BROKER,
+    BrokerOpt,
+    PasswordFileOpt,
+    console,
+    creatable,
+    fail,
+    run_async,
+    until_stopped,
+)
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what every broker takes, and safe to print
 NUMBER = re.compile(r"[+-]?\d+")
@@ -35,18 +44,8 @@ class ScenarioName(StrEnum):
 
 
 def stream(
-    broker: Annotated[
-        str,
-        typer.Option(
-            help="MQTT broker URL, mqtt://[user@]host:port or mqtts://...; give the password "
-            "with --password-file or VEGA_EMU_MQTT_PASSWORD (a password in the URL is visible "
-            "to every user of the machine in the process list)."
-        ),
-    ] = "mqtt://127.0.0.1:1883",
-    password_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the MQTT password from the first line of this file."),
-    ] = None,
+    broker: BrokerOpt = DEFAULT_BROKER,
+    password_file: PasswordFileOpt = None,
     devices: Annotated[
         str,
         typer.Option(help="N fleet devices ({prefix}0000, ...) or a comma-separated list of ids."),
