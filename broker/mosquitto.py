@@ -180,6 +180,13 @@ class Mosquitto:
         return self._port
 
     @property
+    def pid(self) -> int:
+        """The broker's process id (for resource accounting)."""
+        if self._process is None:
+            raise RuntimeError("mosquitto is not running")
+        return self._process.pid
+
+    @property
     def url(self) -> BrokerURL:
         tls = self.config.tls
         if tls is None:

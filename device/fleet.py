@@ -15,6 +15,7 @@ from typing import Self
 from threadpoolctl import threadpool_limits
 
 from broker.url import BrokerURL
+from device.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node import Node, TelemetryHook
@@ -36,6 +37,7 @@ class Fleet:
         on_telemetry: TelemetryHook | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         broker_for: Callable[[str], BrokerURL] | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("a fleet needs distinct device ids")
@@ -46,6 +48,9 @@ class Fleet:
         self.on_telemetry = on_telemetry
         self.connect_timeout = connect_timeout
         self.broker_for = broker_for  # each device's own login, when nodes have their own
+        self.gateway = gateway  # one shared connection for every node (device.gateway)
+        if gateway is not None and broker_for is not None:
+            raise ValueError("nodes behind a gateway share its login: no per-device logins")
         self.nodes: dict[str, Node] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -63,6 +68,7 @@ class Fleet:
                     self.broker if self.broker_for is None else self.broker_for(device_id),
                     frozen=frozen,
                     on_telemetry=self.on_telemetry,
+                    gateway=self.gateway,
                 )
                 self.nodes[device_id] = await stack.enter_async_context(node)
             async with asyncio.timeout(self.connect_timeout):

@@ -55,6 +55,7 @@ from dataset_stream.protocol import (
 from device.accounting import DeviceRecord, LagStats
 from device.aio import cancel_and_wait
 from device.errors import DeviceError
+from device.gateway import gateway_filter, read_gateway_status
 from device.mqtt import Backoff
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class FleetMonitor:
         self.stopped = asyncio.Event()  # the watch ended: an on_message hook raised (see aexit)
         self._backoff = backoff or Backoff(initial_s=0.2, cap_s=5.0)
         self._warned: dict[str, int] = {}
+        self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -142,7 +144,10 @@ class FleetMonitor:
             await client.__aenter__()
         try:
             async with asyncio.timeout(self.timeout):
-                await client.subscribe([(topic_filter(self.prefix, k), 1) for k in WATCHED])
+                # the gateways last: their retained statuses then come after the devices' ones
+                filters = [topic_filter(self.prefix, k) for k in WATCHED]
+                filters.append(gateway_filter(self.prefix))
+                await client.subscribe([(f, 1) for f in filters])
         except BaseException:
             await _close(client, self.timeout)
             raise
@@ -205,6 +210,9 @@ class FleetMonitor:
         if where.endswith("/prediction"):
             self._prediction(where)
             return
+        if where.startswith(self._gateway_head):
+            self._gateway(where, payload)
+            return
         try:
             device, message = read_node_message(self.prefix, where, payload)
         except ForeignMessage as exc:
@@ -232,6 +240,30 @@ class FleetMonitor:
         self.accepted[kind] += 1
         if self.on_message is not None:
             self.on_message(device, message, received)
+
+    @property
+    def _gateway_head(self) -> str:
+        return f"{self.prefix}/gateway/"
+
+    def _gateway(self, where: str, payload: object) -> None:
+        """A gateway's status (device.gateway): when it goes offline (its last will, or a
+        clean stop), so do the devices behind it that still look online."""
+        try:
+            gateway, devices, state = read_gateway_status(self.prefix, where, payload)
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+            return
+        self.gateways[gateway] = state
+        if state != "offline":
+            return
+        received = self._clock()
+        for device in devices:
+            record = self.devices.get(device)
+            if record is None or record.status is None or not record.status.online:
+                continue
+            record.status = Status(state="offline", device=device)
+            if self.on_message is not None:
+                self.on_message(device, record.status, received)
 
     def _prediction(self, where: str) -> None:
         """Count a prediction for the device of its topic (its payload is not decoded)."""

@@ -4,6 +4,9 @@ Delivery (docs/protocol.md, "Delivery guarantees"): the node learns each batch e
 in ``seq`` order. Its MQTT session is persistent (client id = device id, clean session off), so
 QoS 1 batches queued while it was away arrive when it returns, and a batch is acknowledged only
 once its event is committed: a node killed at any moment gets every unacknowledged batch again.
+With a :class:`~device.gateway.Gateway` the node has no session of its own: it reads its
+messages from the gateway's shared, equally persistent connection and acknowledges them there,
+with the same guarantees (but no last will of its own).
 
 - seq ``last + 1`` is learned; a later seq is *held*, unacknowledged, until the missing ones
   arrive or ``hold_s`` passes; then the missing range is committed as a gap, reported (``gap``
@@ -53,6 +56,7 @@ from dataset_stream.protocol import (
 from device.aio import cancel_and_wait
 from device.engine import NodeEngine
 from device.errors import NodeError, NodeGaveUp
+from device.gateway import INPUT_KINDS, Gateway, Inbox
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.mqtt import Backoff, ack, enable_manual_ack, permanent_failure
@@ -63,7 +67,6 @@ log = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT_S = 10.0
 STOP_GRACE_S = 5.0  # a clean stop waits this long for the message in hand
-INPUT_KINDS = ("batch", "eval", "infer")
 T = TypeVar("T")
 TelemetryHook = Callable[[Telemetry], None]
 
@@ -80,8 +83,10 @@ class Node:
         frozen: FrozenStage | None = None,
         backoff: Backoff | None = None,
         on_telemetry: TelemetryHook | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.settings = settings
+        self.gateway = gateway  # a shared connection (device.gateway); else a session of its own
         self.bundle = bundle
         self.broker = broker
         self.frozen = frozen or FrozenStage.shared(bundle)
@@ -161,7 +166,10 @@ class Node:
         while True:
             connections = self.connections
             try:
-                await self._session_loop()
+                if self.gateway is None:
+                    await self._session_loop()
+                else:
+                    await self._gateway_loop(self.gateway)
             except NodeGaveUp as exc:  # refused for good: the owner decides what happens
                 log.error("%s", exc)
                 self.gave_up = exc
@@ -220,6 +228,19 @@ class Node:
                     self._refused(why, exc)
                 await asyncio.sleep(delay)
 
+    async def _gateway_loop(self, gateway: Gateway) -> None:
+        """Serve on the gateway's connection; when it is lost, wait for the next one (the
+        gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
+        while True:
+            client, inbox = await gateway.attach(self.device_id)
+            try:
+                await self._serve(client, inbox)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if self._stopping:
+                    raise asyncio.CancelledError from exc
+                log.debug("%s: %s; waiting for the gateway", self.device_id, exc)
+
     def _refused(self, why: str, exc: aiomqtt.MqttError) -> None:
         """A failure retrying cannot fix: say so once, give up after ``give_up_s``."""
         now = asyncio.get_running_loop().time()
@@ -240,18 +261,20 @@ class Node:
                 f"{now - self._refused_since:.0f} s: {why} ({exc})"
             )
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: aiomqtt.Client, inbox: Inbox | None = None) -> None:
+        """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
         self._refused_since = None
         # held batches belong to the last connection; unacknowledged, they come again
         self._held.clear()
         self._hold_deadline = None
-        await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
+        if inbox is None:  # a gateway subscribes for its nodes
+            await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
         self.backoff.reset()
         self.connections += 1
         reason, self.failure = self.failure, None
         await self._publish_status(client, "error" if reason else "idle", reason)
         self.connected.set()
-        reader = asyncio.create_task(self._read(client), name=f"{self.device_id} reader")
+        reader = asyncio.create_task(self._read(client, inbox), name=f"{self.device_id} reader")
         watcher = asyncio.create_task(self._watch_holds(client), name=f"{self.device_id} holds")
         try:
             await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -266,8 +289,8 @@ class Node:
         await _cancel_all(reader, watcher)  # raises what ended the first one, if it failed
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+    async def _read(self, client: aiomqtt.Client, inbox: Inbox | None) -> None:
+        async for message in client.messages if inbox is None else inbox:
             await self._handle(client, message)
             # An idle node must not keep its last batch alive (~150 KB each in a big fleet).
             del message

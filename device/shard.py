@@ -37,6 +37,7 @@ from broker.errors import BrokerError
 from broker.url import BrokerURL, parse_broker_url
 from device.fleet import Fleet
 from device.fleetspec import DeviceClass
+from device.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.model.errors import ModelError
 from device.settings import ConnectSettings, DeliverySettings, NodeSettings
@@ -63,6 +64,7 @@ class ShardPlan:
     connect_timeout_s: float = 120.0
     threads: int = 1  # threads that run the nodes' learning events
     credentials: str | None = None  # a user:password file: each node logs in as its device id
+    shared: bool = False  # one MQTT connection for the shard's nodes (device.gateway)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -80,6 +82,7 @@ class ShardPlan:
                 "connect_timeout_s": self.connect_timeout_s,
                 "threads": self.threads,
                 "credentials": self.credentials,
+                "shared": self.shared,
             }
         )
 
@@ -100,7 +103,14 @@ class ShardPlan:
             connect_timeout_s=float(data["connect_timeout_s"]),
             threads=int(data["threads"]),
             credentials=data.get("credentials"),
+            shared=bool(data.get("shared", False)),
         )
+
+    @property
+    def gateway_id(self) -> str:
+        """The shared connection's client id: stable while the shard holds the same devices
+        (its persistent session, with any unacknowledged batches, is found again on restart)."""
+        return f"gw-{self.devices[0][0]}-{len(self.devices)}"[:64]
 
     def node_settings(self, bundles: Mapping[str, ModelBundle]) -> dict[str, NodeSettings]:
         by_name = {c.name: c for c in self.classes}
@@ -164,6 +174,17 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
             return url.with_credentials(device, logins[device])
 
     async with contextlib.AsyncExitStack() as stack:
+        gateway = None
+        if plan.shared:
+            gateway = await stack.enter_async_context(
+                Gateway(
+                    url,
+                    plan.gateway_id,
+                    plan.topic_prefix,
+                    [d for d, _ in plan.devices],
+                    give_up_s=plan.give_up_s,
+                )
+            )
         fleets = [
             await stack.enter_async_context(
                 Fleet(
@@ -173,6 +194,7 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
                     url,
                     connect_timeout=plan.connect_timeout_s,
                     broker_for=broker_for,
+                    gateway=gateway,
                 )
             )
             for bundle, ids in groups.values()

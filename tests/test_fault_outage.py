@@ -1,7 +1,8 @@
 """The broker dies mid-run under real nodes and a real stream: all back, every seq learned once.
 
 Mosquitto (persistence on) is killed with SIGKILL while two nodes learn from a paced stream,
-and started again on the same port and data directory 2 s later. What it had not saved is gone
+and started again on the same port and data directory 2 s later (once with a session per node,
+once with both nodes behind one shared gateway connection). What it had not saved is gone
 (its queues are saved every 60 s and on a clean stop), so the stream's re-publishing and the
 nodes' seq rules must make up for it: both nodes and the stream must be back within 10 s of the
 restart, and every node's state file must hold every seq exactly once.
@@ -10,6 +11,7 @@ restart, and every node's state file must hold every seq exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from broker import Mosquitto
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.reconnect import ReconnectPolicy
 from device.fleet import Fleet
+from device.gateway import Gateway
 from device.model.bundle import ModelBundle
+from device.mqtt import Backoff
 from device.nn import SGDConfig
 from device.settings import NodeSettings
 
@@ -40,8 +44,13 @@ async def learned(fleet: Fleet, seq: int) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own-sessions", "gateway"])
 async def test_real_nodes_and_stream_ride_out_a_killed_broker(
-    mosquitto: Mosquitto, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+    mosquitto: Mosquitto,
+    default_bundle: ModelBundle,
+    digits_nic: Scenario,
+    tmp_path: Path,
+    shared: bool,
 ) -> None:
     url = mosquitto.url
     state = tmp_path / "state"
@@ -50,20 +59,27 @@ async def test_real_nodes_and_stream_ride_out_a_killed_broker(
     def settings(device: str) -> NodeSettings:
         return NodeSettings(device, state, sgd=SGDConfig(lr=0.05))
 
-    async with (
-        asyncio.timeout(240),
-        Fleet(IDS, settings, default_bundle, url) as fleet,
-        StreamPublisher(
-            url,
-            digits_nic,
-            IDS,
-            speed=300.0,  # one event every 0.2 s
-            events=EVENTS,
-            t0=T0,
-            wait_for_answers=True,
-            reconnect=ReconnectPolicy(initial_s=0.1, cap_s=1.0, max_outage_s=60.0),
-        ) as stream,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(asyncio.timeout(240))
+        gateway = None
+        if shared:  # one connection for both nodes (vega-emu fleet --connection shared)
+            gateway = Gateway(url, "gw-test", "vega", IDS, backoff=Backoff(0.1, 1.0))
+            await stack.enter_async_context(gateway)
+        fleet = await stack.enter_async_context(
+            Fleet(IDS, settings, default_bundle, url, gateway=gateway)
+        )
+        stream = await stack.enter_async_context(
+            StreamPublisher(
+                url,
+                digits_nic,
+                IDS,
+                speed=300.0,  # one event every 0.2 s
+                events=EVENTS,
+                t0=T0,
+                wait_for_answers=True,
+                reconnect=ReconnectPolicy(initial_s=0.1, cap_s=1.0, max_outage_s=60.0),
+            )
+        )
         run = asyncio.create_task(stream.run())
         await learned(fleet, 4)
         await mosquitto.kill()
@@ -76,6 +92,8 @@ async def test_real_nodes_and_stream_ride_out_a_killed_broker(
         stats = await run
     assert stats.link.reconnects >= 1 and stats.link.outage_s >= 2.0
     assert (stats.sent, stats.acked, stats.rejected, stats.lost) == (40, 40, 0, 0)
+    if gateway is not None:
+        assert gateway.connections >= 2
     for device in IDS:
         with sqlite3.connect(state / f"{device}.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -1,6 +1,7 @@
 """``vega-emu fleet``: specs, shards, and a real multi-process fleet on Mosquitto.
 
-The fleet test runs the real command (worker processes, one MQTT connection per node), a
+The fleet test runs the real command (worker processes, one MQTT connection per node, or one
+per worker with ``--connection shared``), a
 closed-loop stream from the same spec, kills a worker with SIGKILL mid-run, and then counts what
 every node's database holds: each event learned exactly once, both device classes on their own
 energy profile.
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from dataset_stream import Scenario, StreamPublisher
-from dataset_stream.protocol import fleet_ids
+from dataset_stream.protocol import Status, fleet_ids
 from device.fleetspec import DeviceClass, FleetSpec, FleetSpecError, shard
 from device.model.bundle import ModelBundle
 from device.monitor import FleetMonitor
@@ -97,7 +98,9 @@ def events_in(db: Path) -> list[tuple[int, str]]:
         return list(conn.execute("SELECT seq, outcome FROM events ORDER BY seq"))
 
 
-def fleet_cmd(spec: Path, url: Any, state: Path, workers: int) -> list[str]:
+def fleet_cmd(
+    spec: Path, url: Any, state: Path, workers: int, connection: str = "node"
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -111,6 +114,8 @@ def fleet_cmd(spec: Path, url: Any, state: Path, workers: int) -> list[str]:
         str(workers),
         "--state-dir",
         str(state),
+        "--connection",
+        connection,
     ]
 
 
@@ -123,8 +128,13 @@ def worker_pids(parent: int) -> list[int]:
 
 @pytest.mark.mosquitto
 @pytest.mark.slow
+@pytest.mark.parametrize("connection", ["node", "shared"])
 async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_worker_kill(
-    mosquitto: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+    mosquitto: Any,
+    default_bundle: ModelBundle,
+    digits_nic: Scenario,
+    tmp_path: Path,
+    connection: str,
 ) -> None:
     events = 4
     spec_path = write(
@@ -138,10 +148,19 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
     env = {**os.environ, "VEGA_EMU_CACHE": str(default_bundle.path.parent)}
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *fleet_cmd(spec_path, mosquitto.url, state, 2), stdout=out, stderr=out, env=env
+            *fleet_cmd(spec_path, mosquitto.url, state, 2, connection),
+            stdout=out,
+            stderr=out,
+            env=env,
         )
+    went_offline: set[str] = set()  # by a last will: the node's own, or its gateway's
+
+    def seen(device: str, message: object, received: float) -> None:
+        if isinstance(message, Status) and not message.online:
+            went_offline.add(device)
+
     try:
-        async with FleetMonitor(mosquitto.url) as monitor:
+        async with FleetMonitor(mosquitto.url, on_message=seen) as monitor:
             async with asyncio.timeout(120):  # every node says it is idle (retained status)
                 while sum(r.status is not None for r in monitor.devices.values()) < len(ids):
                     monitor.activity.clear()
@@ -176,6 +195,10 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
             }
         assert victim not in worker_pids(proc.pid)  # it was replaced
         assert len(worker_pids(proc.pid)) == 2
+        # the killed worker's 25 nodes were seen offline (then online again, learning on)
+        assert len(went_offline) == 25, sorted(went_offline)
+        if connection == "shared":
+            assert sorted(monitor.gateways.values()) == ["online", "online"]
     finally:
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(90):

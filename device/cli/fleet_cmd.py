@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,6 +37,11 @@ from device.cli._runtime import (
 if TYPE_CHECKING:
     from device.fleetspec import FleetSpec
     from device.shard import ShardPlan
+
+
+class Connection(StrEnum):
+    NODE = "node"
+    SHARED = "shared"
 
 
 def fleet(
@@ -71,6 +77,15 @@ def fleet(
             dir_okay=False,
         ),
     ] = None,
+    connection: Annotated[
+        Connection,
+        typer.Option(
+            help="'node': an MQTT session per node, each with its own last will (the broker "
+            "sees a real fleet). 'shared': one session per worker for all its nodes, as a "
+            "gateway would (fewer sockets and less CPU; one last will per worker, on "
+            "{topic-prefix}/gateway/{id}/status). Both learn every batch exactly once.",
+        ),
+    ] = Connection.NODE,
     prefix: Annotated[str, typer.Option(help="Device id prefix.")] = "node-",
     start_index: Annotated[int, typer.Option(help="Index of the first device id.", min=0)] = 0,
     workers: Annotated[
@@ -105,8 +120,9 @@ def fleet(
 ) -> None:
     """Run a fleet of learning nodes in worker processes; restart a worker that dies.
 
-    Every node has its own MQTT connection (the broker sees a real fleet); the nodes of a worker
-    share one onnxruntime session per model. SIGINT or SIGTERM stops every node cleanly.
+    Every node has its own MQTT connection (the broker sees a real fleet), or with --connection
+    shared each worker has one for all its nodes; the nodes of a worker share one onnxruntime
+    session per model. SIGINT or SIGTERM stops every node cleanly.
     """
     from dataclasses import replace
 
@@ -115,6 +131,12 @@ def fleet(
 
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
+    if connection is Connection.SHARED and credentials is not None:
+        raise fail(
+            "--credentials logs each node in as itself; with --connection shared a worker's "
+            "nodes share one login (the --broker user)",
+            code=2,
+        )
     try:
         url = parse_broker_url(broker, password_file=password_file)
         url.ssl_context()
@@ -141,6 +163,7 @@ def fleet(
             hold_s=hold,
             give_up_s=give_up_after,
             threads=threads,
+            shared=connection is Connection.SHARED,
         )
         if credentials is not None:
             plans = _with_credentials(plans, credentials, url)
@@ -161,6 +184,7 @@ def shard_plans(
     hold_s: float,
     give_up_s: float,
     threads: int = 1,
+    shared: bool = False,
 ) -> list[ShardPlan]:
     """One plan per worker: contiguous id ranges, every model resolved (the default one built
     here, once, before any worker starts), every class's settings checked."""
@@ -192,6 +216,7 @@ def shard_plans(
             hold_s=hold_s,
             give_up_s=give_up_s,
             threads=threads,
+            shared=shared,
         )
         for w, part in enumerate(shard(members, workers))
     ]
