@@ -1,17 +1,19 @@
 """Fleet capacity: the largest fleet this machine runs in real time, and its memory per node.
 
-For each fleet size N, on Mosquitto: the real ``vega-emu fleet -n N`` (worker processes, one MQTT
-connection per node), a stream at ``--speed 1`` (one learning event per node per minute, every
+For each fleet size N and each ``--connection`` mode, on Mosquitto: the real ``vega-emu fleet -n
+N`` (worker processes; one MQTT connection per node, or one per worker), a stream at ``--speed 1`` (one learning event per node per minute, every
 node's event of a minute sent at the same instant: the worst case) and a fleet monitor, for K
 events. A size *holds real time* when every event is learned and the p99 event lag (telemetry
 arrival minus the batch's time, i.e. how long after it was sent the node answered) stays under
 the cadence (60 s): the fleet keeps up and no backlog grows.
 
 Also measured: the fleet's resident memory (parent + workers, VmRSS, once every node has learned
-its first events) and the CPU seconds its processes spent per event.
+its first events), the CPU seconds per event spent by the fleet's processes, by this process
+(the stream and the monitor) and by Mosquitto, and the p99 lag of each event (the first one
+also carries every node's eval set: its frozen stage runs once, before the first batch).
 
-    python benchmarks/fleet_capacity.py --devices 500 1000 2000 --events 3 \\
-        --out benchmarks/results/fleet_capacity.json
+    python benchmarks/fleet_capacity.py --devices 1000 2000 --events 3 \\
+        --connection node shared --out benchmarks/results/fleet_capacity.json
 
 Each size takes about (K - 1) minutes plus the time to learn the last burst. ``--speed S``
 compresses time for a quick look (S times the load per node: not a real-time result).
@@ -24,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,12 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def own_cpu_s() -> float:
+    """CPU seconds of this process (the stream and the monitor)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def fleet_rss_mib(pid: int) -> float:
     return sum(rss_kib(p) for p in tree(pid)) / 1024
 
@@ -66,7 +75,14 @@ def fleet_cpu_s(pid: int) -> float:
     return sum(cpu_s(p) for p in tree(pid))
 
 
-async def one_size(n: int, events: int, workers: int, speed: float) -> dict[str, Any]:
+def pct(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted ``values`` (nearest rank), rounded to 10 ms."""
+    return round(values[min(len(values) - 1, int(q * len(values)))], 2) if values else None
+
+
+async def one_size(
+    n: int, events: int, workers: int, speed: float, connection: str
+) -> dict[str, Any]:
     from broker import Mosquitto, MosquittoConfig
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.protocol import Telemetry, fleet_ids
@@ -75,11 +91,14 @@ async def one_size(n: int, events: int, workers: int, speed: float) -> dict[str,
     scenario = build_scenario("digits", "nic", seed=0)
     ids = fleet_ids(n)
     lags: list[float] = []
+    by_event: dict[int, list[float]] = {}
     t0 = 0.0  # the stream's start: a batch of time t is sent at t0 + (t - t0) / speed
 
     def on_message(device: str, message: object, received: float) -> None:
         if isinstance(message, Telemetry):
-            lags.append(received - (t0 + (message.t - t0) / speed))
+            lag = received - (t0 + (message.t - t0) / speed)
+            lags.append(lag)
+            by_event.setdefault(message.seq, []).append(lag)
 
     with tempfile.TemporaryDirectory(prefix="vega-capacity-") as tmp:
         async with Mosquitto(MosquittoConfig(data_dir=Path(tmp) / "mq")) as broker:
@@ -98,6 +117,8 @@ async def one_size(n: int, events: int, workers: int, speed: float) -> dict[str,
                 str(Path(tmp) / "state"),
                 "--broker",
                 str(broker.url),
+                "--connection",
+                connection,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -111,6 +132,7 @@ async def one_size(n: int, events: int, workers: int, speed: float) -> dict[str,
                             await monitor.activity.wait()
                     connect_s = time.perf_counter() - started
                     cpu0 = fleet_cpu_s(fleet.pid)
+                    own0, broker0 = own_cpu_s(), cpu_s(broker.pid)
                     t0 = time.time()
                     async with StreamPublisher(
                         broker.url,
@@ -129,34 +151,35 @@ async def one_size(n: int, events: int, workers: int, speed: float) -> dict[str,
                         wall = time.perf_counter() - began
                     rss = fleet_rss_mib(fleet.pid)
                     cpu = fleet_cpu_s(fleet.pid) - cpu0
+                    own, broker_cpu = own_cpu_s() - own0, cpu_s(broker.pid) - broker0
                     await asyncio.sleep(1.0)
             finally:
                 fleet.terminate()
                 await fleet.wait()
                 log.close()
     lags.sort()
-
-    def pct(q: float) -> float | None:
-        return round(lags[min(len(lags) - 1, int(q * len(lags)))], 2) if lags else None
-
-    p99 = pct(0.99)
+    p99 = pct(lags, 0.99)
     learned = stats.acked
     holds = learned == n * events and p99 is not None and p99 < CADENCE_S / speed
     return {
         "devices": n,
         "workers": workers,
+        "connection": connection,
         "events_per_device": events,
         "speed": speed,
         "connect_s": round(connect_s, 1),
         "events_learned": learned,
         "events_expected": n * events,
         "stream_wall_s": round(wall, 1),
-        "lag_p50_s": pct(0.5),
+        "lag_p50_s": pct(lags, 0.5),
         "lag_p99_s": p99,
+        "lag_p99_by_event_s": [pct(sorted(by_event[k]), 0.99) for k in sorted(by_event)],
         "lag_max_s": round(lags[-1], 2) if lags else None,
         "holds_real_time": holds,
         "fleet_rss_mib": round(rss, 1),
         "fleet_cpu_s_per_event": round(cpu / learned, 4) if learned else None,
+        "stream_monitor_cpu_s_per_event": round(own / learned, 4) if learned else None,
+        "broker_cpu_s_per_event": round(broker_cpu / learned, 4) if learned else None,
     }
 
 
@@ -165,6 +188,13 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=[500, 1000, 2000])
     parser.add_argument("--events", type=int, default=3, help="events per node (>= 2)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--connection",
+        nargs="+",
+        choices=["node", "shared"],
+        default=["node", "shared"],
+        help="the fleet's --connection modes to measure (each at every size)",
+    )
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -175,37 +205,53 @@ def main() -> None:
     except MosquittoNotFound as exc:
         sys.exit(f"error: {exc}")
     rows = []
-    for n in args.devices:
-        row = asyncio.run(one_size(n, args.events, args.workers, args.speed))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    for prev, row in itertools.pairwise(rows):
-        row["rss_mib_per_extra_node"] = round(
-            (row["fleet_rss_mib"] - prev["fleet_rss_mib"]) / (row["devices"] - prev["devices"]), 2
-        )
+    for connection in args.connection:
+        mode: list[dict[str, Any]] = []
+        for n in args.devices:
+            row = asyncio.run(one_size(n, args.events, args.workers, args.speed, connection))
+            mode.append(row)
+            print(json.dumps(row), flush=True)
+        for prev, row in itertools.pairwise(mode):
+            extra = (row["fleet_rss_mib"] - prev["fleet_rss_mib"]) / (
+                row["devices"] - prev["devices"]
+            )
+            row["rss_mib_per_extra_node"] = round(extra, 2)
+        rows += mode
     machine = host()
-    holding = [r["devices"] for r in rows if r["holds_real_time"]]
     result = {"args": vars(args) | {"out": str(args.out)}, "machine": machine, "runs": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        "\n| nodes | workers | learned | lag p50 s | lag p99 s | real time | fleet RSS MiB "
-        "| MiB per extra node | CPU s per event |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| connection | nodes | learned | lag p50 s | lag p99 s | real time | fleet RSS MiB "
+        "| MiB per extra node | CPU s per event: fleet / all |\n" + "|---" * 9 + "|"
     )
     for r in rows:
+        every = sum(
+            r[k] or 0
+            for k in (
+                "fleet_cpu_s_per_event",
+                "stream_monitor_cpu_s_per_event",
+                "broker_cpu_s_per_event",
+            )
+        )
         print(
-            f"| {r['devices']} | {r['workers']} | {r['events_learned']}/{r['events_expected']} "
+            f"| {r['connection']} | {r['devices']} | {r['events_learned']}/{r['events_expected']} "
             f"| {r['lag_p50_s']} | {r['lag_p99_s']} | {'yes' if r['holds_real_time'] else 'no'} "
             f"| {r['fleet_rss_mib']} | {r.get('rss_mib_per_extra_node', '-')} "
-            f"| {r['fleet_cpu_s_per_event']} |"
+            f"| {r['fleet_cpu_s_per_event']} / {every:.4f} |"
         )
-    best = max(holding) if holding else None
-    print(
-        f"\nlargest fleet in real time on {machine['cores']} cores ({machine['cpu']}): "
-        f"{best if best is not None else 'none of the sizes tried'} nodes"
-        + ("" if args.speed == 1 else f" (at --speed {args.speed:g}: NOT a real-time result)")
-    )
+    for connection in args.connection:
+        holding = [
+            r["devices"] for r in rows if r["holds_real_time"] and r["connection"] == connection
+        ]
+        best = max(holding) if holding else None
+        print(
+            f"largest fleet in real time on {machine['cores']} cores ({machine['cpu']}), "
+            f"--connection {connection}, {args.workers} workers: "
+            f"{best if best is not None else 'none of the sizes tried'} nodes"
+            + ("" if args.speed == 1 else f" (at --speed {args.speed:g}: NOT a real-time result)")
+        )
 
 
 if __name__ == "__main__":
