@@ -1,11 +1,12 @@
 """Fleet capacity: the largest fleet this machine runs in real time, and its memory per node.
 
-For each fleet size N and each ``--connection`` mode, on Mosquitto: the real ``vega-emu fleet -n
-N`` (worker processes; one MQTT connection per node, or one per worker), a stream at ``--speed 1`` (one learning event per node per minute, every
-node's event of a minute sent at the same instant: the worst case) and a fleet monitor, for K
-events. A size *holds real time* when every event is learned and the p99 event lag (telemetry
-arrival minus the batch's time, i.e. how long after it was sent the node answered) stays under
-the cadence (60 s): the fleet keeps up and no backlog grows.
+For each fleet size N and each ``--connection`` mode, on Mosquitto: the real ``vega-emu fleet
+-n N`` (worker processes; one MQTT connection per node, or one per worker), a stream at
+``--speed 1`` (one learning event per node per minute, every node's event of a minute sent at
+the same instant: the worst case) and a fleet monitor, for K events. A size *holds real time*
+when every event is learned and the p99 event lag (telemetry arrival minus the batch's time,
+i.e. how long after it was sent the node answered) stays under the cadence (60 s): the fleet
+keeps up and no backlog grows.
 
 Also measured: the fleet's resident memory (parent + workers, VmRSS, once every node has learned
 its first events), the CPU seconds per event spent by the fleet's processes, by this process
