@@ -143,6 +143,8 @@ class Gateway:
         self.backoff = backoff or Backoff()
         self.connections = 0
         self.gave_up: NodeGaveUp | None = None
+        self.failure: str | None = None  # why the connection loop died (a bug): see ``failed``
+        self.failed = asyncio.Event()  # the owner stops the process: its nodes cannot be served
         self._link: tuple[aiomqtt.Client, dict[str, Inbox]] | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -157,7 +159,19 @@ class Gateway:
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"gateway {self.gateway_id}")
+        self._task.add_done_callback(self._ended)
         return self
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ends only when cancelled or after giving up; anything else is a failure,
+        logged at once and flagged, so that nodes do not wait on a connection that is gone."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.failure = f"{type(exc).__name__}: {exc}"[:1000]
+        log.error("%s: the connection loop failed: %s", self.gateway_id, self.failure, exc_info=exc)
+        self.failed.set()
+        self._changed.set()
 
     async def __aexit__(
         self,
@@ -173,7 +187,7 @@ class Gateway:
                     await link[0].publish(self.status_topic, self._status("offline"), 1, True)
             except (aiomqtt.MqttError, TimeoutError) as err:
                 log.warning("%s: could not announce a clean stop: %s", self.gateway_id, err)
-        if task is not None:
+        if task is not None and not self.failed.is_set():  # a failure was reported already
             await cancel_and_wait(task)
 
     async def attach(self, device_id: str) -> tuple[aiomqtt.Client, Inbox]:
@@ -182,7 +196,7 @@ class Gateway:
             if self.gave_up is not None:
                 raise self.gave_up
             if self._task is None or self._task.done():
-                raise RuntimeError(f"gateway {self.gateway_id} is not running")
+                raise NodeError(f"gateway {self.gateway_id} is not running: {self.failure}")
             link = self._link
             if link is not None:
                 return link[0], link[1][device_id]

@@ -45,6 +45,7 @@ from device.settings import ConnectSettings, DeliverySettings, NodeSettings
 log = logging.getLogger("vega_emu.shard")
 
 EXIT_CONFIG: Final = 2
+EXIT_CRASH: Final = 1  # the supervisor restarts the worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,12 +214,18 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
             asyncio.gather(*(n.stopped.wait() for n in nodes))
         )
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        watched = {all_gave_up, stopped}
+        if gateway is not None:  # its loop died: a crash, and a restart serves the nodes again
+            watched.add(asyncio.ensure_future(gateway.failed.wait()))
         try:
-            await asyncio.wait({all_gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (all_gave_up, stopped):
+            for task in watched:
                 task.cancel()
-            await asyncio.gather(all_gave_up, stopped, return_exceptions=True)
+            await asyncio.gather(*watched, return_exceptions=True)
+        if gateway is not None and gateway.failed.is_set():
+            log.error("worker %d: gateway failed (%s); exiting", plan.worker, gateway.failure)
+            return EXIT_CRASH
         gave_up = [n.gave_up for n in nodes if n.gave_up is not None]
     if gave_up and not stop.is_set():
         log.error("worker %d: every node gave up; first: %s", plan.worker, gave_up[0])

@@ -18,6 +18,7 @@ import pytest
 from broker import BrokerURL
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.protocol import ProtocolError, Status
+from device.errors import NodeError
 from device.fleet import Fleet
 from device.gateway import Gateway, gateway_topic, read_gateway_status
 from device.model.bundle import ModelBundle
@@ -101,3 +102,16 @@ async def test_a_monitor_ignores_a_bad_gateway_status(any_broker: Any) -> None:
         async with asyncio.timeout(10):
             await monitor.wait_handled(1)
     assert monitor.invalid == 1 and monitor.gateways == {}
+
+
+async def test_a_gateway_whose_loop_dies_says_so_and_its_nodes_are_not_left_waiting(
+    tmp_path: Path,
+) -> None:
+    # the CA file vanished after the fleet was configured: not a network failure to retry
+    url = BrokerURL(host="127.0.0.1", port=1, tls=True, ca_file=tmp_path / "gone.pem")
+    async with Gateway(url, "gw-test", "vega", IDS) as gateway:
+        async with asyncio.timeout(5):
+            await gateway.failed.wait()
+        assert gateway.failure is not None and "gone.pem" in gateway.failure
+        with pytest.raises(NodeError, match=r"gw-test is not running: .*gone\.pem"):
+            await gateway.attach(IDS[0])
