@@ -52,7 +52,7 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.errors import NodeError, NodeGaveUp
-from device.mqtt import Backoff, ack, enable_manual_ack, permanent_failure
+from device.mqtt import Backoff, Refusals, ack, enable_manual_ack
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Gateway:
         self._link: tuple[aiomqtt.Client, dict[str, Inbox]] | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._refused_since: float | None = None
+        self._refusals = Refusals(self.gateway_id, give_up_s)
 
     @property
     def status_topic(self) -> str:
@@ -229,14 +229,8 @@ class Gateway:
                 except aiomqtt.MqttError as exc:
                     self._lost(inboxes, f"gateway connection lost: {exc}")
                     delay = self.backoff.next_delay()
-                    why = permanent_failure(exc)
-                    if why is None:
-                        self._refused_since = None
-                        log.warning(
-                            "%s: MQTT %s; reconnecting in %.1f s", self.gateway_id, exc, delay
-                        )
-                    else:
-                        self._refused(why, exc)
+                    now = asyncio.get_running_loop().time()
+                    self._refusals.failed(self.broker, exc, delay, now)
                     await asyncio.sleep(delay)
                 except BaseException:
                     self._lost(inboxes, "gateway stopped")
@@ -252,26 +246,8 @@ class Gateway:
             inbox.close(why)
         self._changed.set()
 
-    def _refused(self, why: str, exc: aiomqtt.MqttError) -> None:
-        now = asyncio.get_running_loop().time()
-        if self._refused_since is None:
-            self._refused_since = now
-            log.error(
-                "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
-                self.gateway_id,
-                self.broker,
-                why,
-                exc,
-                self.give_up_s,
-            )
-        if now - self._refused_since >= self.give_up_s:
-            raise NodeGaveUp(
-                f"{self.gateway_id}: gave up connecting to {self.broker} after "
-                f"{now - self._refused_since:.0f} s: {why} ({exc})"
-            )
-
     async def _serve(self, client: aiomqtt.Client, inboxes: dict[str, Inbox]) -> None:
-        self._refused_since = None
+        self._refusals.clear()
         filters = [
             (topic(self.prefix, d, kind), 1) for d in self.device_ids for kind in INPUT_KINDS
         ]

@@ -1,12 +1,18 @@
-"""MQTT plumbing shared by nodes and monitors: reconnect backoff and manual acknowledgement."""
+"""MQTT plumbing shared by nodes, gateways and monitors: reconnect backoff, refusals that
+retrying cannot fix, and manual acknowledgement."""
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+
+from device.errors import NodeGaveUp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,6 +39,43 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+@dataclass(slots=True)
+class Refusals:
+    """A client the broker refuses for good (:func:`permanent_failure`): say so once, keep
+    trying for ``give_up_s``, then raise :class:`NodeGaveUp`. Any other outcome resets it."""
+
+    who: str
+    give_up_s: float
+    since: float | None = None  # loop time of the first refusal in a row
+
+    def clear(self) -> None:
+        self.since = None
+
+    def failed(self, broker: object, exc: aiomqtt.MqttError, delay: float, now: float) -> None:
+        """After a connection failed: one that may pass is logged (a retry in ``delay`` s);
+        a refusal counts toward giving up (:class:`NodeGaveUp` once ``give_up_s`` is over)."""
+        why = permanent_failure(exc)
+        if why is None:
+            self.since = None
+            log.warning("%s: MQTT %s; reconnecting in %.1f s", self.who, exc, delay)
+            return
+        if self.since is None:
+            self.since = now
+            log.error(
+                "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
+                self.who,
+                broker,
+                why,
+                exc,
+                self.give_up_s,
+            )
+        if now - self.since >= self.give_up_s:
+            raise NodeGaveUp(
+                f"{self.who}: gave up connecting to {broker} after "
+                f"{now - self.since:.0f} s: {why} ({exc})"
+            )
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> bool:
@@ -93,4 +136,4 @@ def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
     return next((why for marker, why in _PERMANENT_TEXT.items() if marker in text), None)
 
 
-__all__ = ["Backoff", "ack", "enable_manual_ack", "permanent_failure"]
+__all__ = ["Backoff", "Refusals", "ack", "enable_manual_ack", "permanent_failure"]

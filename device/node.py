@@ -59,7 +59,7 @@ from device.errors import NodeError, NodeGaveUp
 from device.gateway import INPUT_KINDS, Gateway, Inbox
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
-from device.mqtt import Backoff, ack, enable_manual_ack, permanent_failure
+from device.mqtt import Backoff, Refusals, ack, enable_manual_ack
 from device.settings import NodeSettings
 from device.store import StoreError
 
@@ -104,7 +104,7 @@ class Node:
         self._hold_deadline: float | None = None
         self._hold_changed = asyncio.Event()
         self._state = "idle"  # the last status published
-        self._refused_since: float | None = None  # first of the failures retrying cannot fix
+        self._refusals = Refusals(settings.device_id, settings.connect.give_up_s)
         self.gave_up: NodeGaveUp | None = None
         self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 
@@ -220,12 +220,8 @@ class Node:
                     # replace the CancelledError: the stop must still win over a reconnect
                     raise asyncio.CancelledError from exc
                 delay = self.backoff.next_delay()
-                why = permanent_failure(exc)
-                if why is None:
-                    self._refused_since = None
-                    log.warning("%s: MQTT %s; reconnecting in %.1f s", self.device_id, exc, delay)
-                else:
-                    self._refused(why, exc)
+                now = asyncio.get_running_loop().time()
+                self._refusals.failed(self.broker, exc, delay, now)
                 await asyncio.sleep(delay)
 
     async def _gateway_loop(self, gateway: Gateway) -> None:
@@ -241,29 +237,9 @@ class Node:
                     raise asyncio.CancelledError from exc
                 log.debug("%s: %s; waiting for the gateway", self.device_id, exc)
 
-    def _refused(self, why: str, exc: aiomqtt.MqttError) -> None:
-        """A failure retrying cannot fix: say so once, give up after ``give_up_s``."""
-        now = asyncio.get_running_loop().time()
-        give_up_s = self.settings.connect.give_up_s
-        if self._refused_since is None:
-            self._refused_since = now
-            log.error(
-                "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
-                self.device_id,
-                self.broker,
-                why,
-                exc,
-                give_up_s,
-            )
-        if now - self._refused_since >= give_up_s:
-            raise NodeGaveUp(
-                f"{self.device_id}: gave up connecting to {self.broker} after "
-                f"{now - self._refused_since:.0f} s: {why} ({exc})"
-            )
-
     async def _serve(self, client: aiomqtt.Client, inbox: Inbox | None = None) -> None:
         """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
-        self._refused_since = None
+        self._refusals.clear()
         # held batches belong to the last connection; unacknowledged, they come again
         self._held.clear()
         self._hold_deadline = None
