@@ -279,6 +279,7 @@ class NodeEngine:
                 n_replay=n_replay,
                 config=self.settings.train,
                 rng=rng,
+                replay_into=self.memory.sample_into,
             )
             self.battery.charge(energy["total"])
             # active energy only: the estimator adds sleep power between events itself

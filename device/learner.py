@@ -20,6 +20,9 @@ from device.nn import SGD, Sequential, softmax_cross_entropy
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Sampler = Callable[[int, np.random.Generator], tuple[F32, I64]]
+#: ``(k, rng, out) -> labels``: a :data:`Sampler` that dequantizes into ``out`` (float32
+#: ``[k, *lr_shape]``), e.g. :meth:`device.replay.ReplayMemory.sample_into`.
+IntoSampler = Callable[[int, np.random.Generator, F32], I64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,13 @@ def train_event(
     n_replay: int,
     config: TrainConfig,
     rng: np.random.Generator,
+    replay_into: IntoSampler | None = None,
 ) -> TrainResult:
     """Train ``head`` on ``latents [n, *lr_shape]`` mixed with replays; returns the plan it ran.
 
     ``replay(k, rng)`` draws ``k`` dequantized replays; ``n_replay`` is how many the memory holds.
+    ``replay_into(k, rng, out)``, if given, is used instead for float32 latents: the same draws,
+    dequantized straight into the mini-batch (no intermediate array, no concatenation).
     """
     plan = plan_event(
         len(latents),
@@ -63,6 +69,7 @@ def train_event(
         epochs=config.epochs,
     )
     bounds = np.cumsum((0, *plan.new_sizes))
+    into = replay_into if latents.dtype == np.float32 and latents.flags.c_contiguous else None
     losses: list[float] = []
     try:
         for _ in range(plan.epochs):
@@ -72,10 +79,17 @@ def train_event(
                 itertools.pairwise(bounds), plan.replay_sizes, strict=True
             ):
                 idx = order[start:stop]
-                x, y = latents[idx], labels[idx]
-                if n_replays:
+                if n_replays and into is not None:
+                    x = np.empty((len(idx) + n_replays, *latents.shape[1:]), np.float32)
+                    np.take(latents, idx, axis=0, out=x[: len(idx)])
+                    ry = into(n_replays, rng, x[len(idx) :])
+                    y = np.concatenate([labels[idx], ry])
+                elif n_replays:
                     rx, ry = replay(n_replays, rng)
-                    x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
+                    x = np.concatenate([latents[idx], rx])
+                    y = np.concatenate([labels[idx], ry])
+                else:
+                    x, y = latents[idx], labels[idx]
                 logits = head.forward(x, train=True)
                 loss, grad = softmax_cross_entropy(logits, y)
                 head.backward(grad)
@@ -97,9 +111,20 @@ def evaluate(head: Sequential, latents: F32, labels: I64) -> Evaluation:
     if len(labels) == 0:
         raise ValueError("cannot evaluate on an empty eval set")
     hit = head.predict(latents) == labels
-    classes = np.unique(labels)
-    per_class = {int(c): float(hit[labels == c].mean()) for c in classes}
+    # hits / samples per class in one pass each (the float64 mean of each class's hits)
+    counts = np.bincount(labels)
+    hits = np.bincount(labels, weights=hit)
+    classes = np.flatnonzero(counts)
+    per_class = {int(c): float(hits[c] / counts[c]) for c in classes}
     return Evaluation(accuracy=float(hit.mean()), per_class=per_class)
 
 
-__all__ = ["Evaluation", "TrainConfig", "TrainResult", "evaluate", "train_event"]
+__all__ = [
+    "Evaluation",
+    "IntoSampler",
+    "Sampler",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "train_event",
+]

@@ -8,6 +8,12 @@ not to compute it: the first trainable layer needs no backward-error pass).
 Arrays are float32, channels first: ``[N, C, H, W]`` feature maps, ``[N, F]`` vectors. The
 computation runs in the dtype of the layer's parameters (``astype`` switches it, e.g. to float64
 for finite-difference tests).
+
+A layer never keeps a reference to the array its ``forward`` returns, nor to the input gradient
+its ``backward`` returns (it keeps its input, or what it derives from it). So when a layer's
+result is a new array (not a view of its argument: :attr:`Layer.RETURNS_VIEW`), the next layer
+is its only user, and a layer that can work in place (:attr:`Layer.IN_PLACE`) may overwrite it;
+:class:`device.nn.Sequential` tracks this. Arrays passed in from outside are never overwritten.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ class Layer:
     #: Attributes in which a training forward keeps what its backward needs; :meth:`release`
     #: drops them.
     CACHES: ClassVar[tuple[str, ...]] = ()
+    #: ``forward`` and ``backward`` accept ``inplace=True``: they may then overwrite their
+    #: argument (the input, or the output gradient) and return it.
+    IN_PLACE: ClassVar[bool] = False
+    #: ``forward`` and ``backward`` may return a view of their argument instead of a new array.
+    RETURNS_VIEW: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

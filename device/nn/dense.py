@@ -59,26 +59,42 @@ class Linear(Layer):
 
 
 class ReLU(Layer):
-    """``max(x, 0)``, any shape."""
+    """``max(x, 0)``, any shape. In place on request (:attr:`Layer.IN_PLACE`)."""
 
     op = "relu"
     kind = "relu"
     CACHES = ("_mask",)
+    IN_PLACE = True
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name)
         self._mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
-        mask = x > 0
+    def forward(self, x: np.ndarray, train: bool, *, inplace: bool = False) -> np.ndarray:
+        mask: np.ndarray = x > 0
         if train:
-            self._mask = mask
+            # kept as 0.0 / 1.0 in x's dtype: the products are the same as with the boolean
+            # mask, and numpy multiplies two float arrays faster than a float and a bool one
+            mask = self._mask = mask.astype(x.dtype)
+        if inplace:
+            np.multiply(x, mask, out=x)
+            return x
         return x * mask
 
-    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        if self._mask is None:
+    def backward(
+        self, grad: np.ndarray, need_input_grad: bool = True, *, inplace: bool = False
+    ) -> np.ndarray | None:
+        mask = self._mask
+        if mask is None:
             raise RuntimeError(f"{self.name}: backward without a training forward")
-        return grad * self._mask if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if mask.dtype != grad.dtype:
+            mask = mask.astype(grad.dtype)
+        if inplace:
+            np.multiply(grad, mask, out=grad)
+            return grad
+        return grad * mask
 
 
 class ReLU6(ReLU):
@@ -86,10 +102,10 @@ class ReLU6(ReLU):
 
     op = "relu6"
 
-    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool, *, inplace: bool = False) -> np.ndarray:
         if train:
             self._mask = (x > 0) & (x < 6)
-        return np.clip(x, 0, 6)
+        return np.clip(x, 0, 6, out=x if inplace else None)
 
 
 class Flatten(Layer):
@@ -97,6 +113,7 @@ class Flatten(Layer):
 
     op = "flatten"
     kind = "flatten"
+    RETURNS_VIEW = True
 
     def __init__(self, *, name: str) -> None:
         super().__init__(name)

@@ -60,4 +60,22 @@ def pool_matrix(
     return mat
 
 
-__all__ = ["SMALL_PLANE", "is_small", "out_size", "pool_matrix", "window_selection"]
+@functools.lru_cache(maxsize=64)
+def pool_matrix_t(
+    h: int, w: int, kernel: int, stride: int, dtype: np.dtype[np.floating]
+) -> np.ndarray:
+    """``P^T [OH * OW, H * W]`` as a C-contiguous array (the backward pass multiplies by it: a
+    transposed view makes BLAS take a much slower path on these narrow matrices). Read-only."""
+    mat = np.ascontiguousarray(pool_matrix(h, w, kernel, stride, dtype).T)
+    mat.flags.writeable = False
+    return mat
+
+
+__all__ = [
+    "SMALL_PLANE",
+    "is_small",
+    "out_size",
+    "pool_matrix",
+    "pool_matrix_t",
+    "window_selection",
+]

@@ -13,7 +13,7 @@ import numpy as np
 
 from device.nn.base import AttrValue, Layer
 from device.nn.conv import offset_slice
-from device.nn.planar import is_small, out_size, pool_matrix
+from device.nn.planar import is_small, out_size, pool_matrix, pool_matrix_t
 
 
 class AvgPool(Layer):
@@ -63,8 +63,8 @@ class AvgPool(Layer):
         _, _, h, w = self._xshape
         k, s = self.kernel, self.stride
         if is_small(h, w, k, s, 0):
-            spread: np.ndarray = (
-                grad.reshape(n * c, oh * ow) @ pool_matrix(h, w, k, s, grad.dtype).T
+            spread: np.ndarray = grad.reshape(n * c, oh * ow) @ pool_matrix_t(
+                h, w, k, s, grad.dtype
             )
             return spread.reshape(n, c, h, w)
         gx = np.zeros(self._xshape, grad.dtype)

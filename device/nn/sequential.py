@@ -33,8 +33,13 @@ class Sequential:
 
     # -- computation -----------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        owned = False  # whether x is a new array of this pass that nothing else refers to
         for layer in self.layers:
-            x = layer.forward(x, train)
+            if owned and layer.IN_PLACE:
+                x = layer.forward(x, train, inplace=True)  # type: ignore[call-arg]
+            else:
+                x = layer.forward(x, train)
+                owned = owned or not layer.RETURNS_VIEW
         return x
 
     __call__ = forward
@@ -45,9 +50,15 @@ class Sequential:
         # gradients flow back to the first trainable layer only (no backward-error pass below it)
         first = next((i for i, lay in enumerate(self.layers) if lay.trainable), last)
         stop = 0 if need_input_grad else first
+        owned = False  # whether out is a new array of this pass that nothing else refers to
         for i in range(last, stop - 1, -1):
             assert out is not None
-            out = self.layers[i].backward(out, need_input_grad=i > stop or need_input_grad)
+            layer, need = self.layers[i], i > stop or need_input_grad
+            if owned and layer.IN_PLACE:
+                out = layer.backward(out, need_input_grad=need, inplace=True)  # type: ignore[call-arg]
+            else:
+                out = layer.backward(out, need_input_grad=need)
+                owned = owned or not layer.RETURNS_VIEW
         return out if need_input_grad else None
 
     def release(self) -> None:

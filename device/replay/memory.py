@@ -222,20 +222,44 @@ class ReplayMemory:
 
         Without replacement when ``n <= size``, with replacement otherwise.
         """
+        index = self._draw(n, rng)
+        return self._dequantized(index), self._labels[index]
+
+    def sample_into(
+        self, n: int, rng: np.random.Generator, out: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.int64]:
+        """:meth:`sample` (the same draws from ``rng``), with the LRs dequantized into ``out``
+        (float32 ``[n, *shape]``, C-contiguous, e.g. the tail of a mini-batch); returns the
+        labels."""
+        if out.shape != (n, *self.shape) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous float32 [{n}, {', '.join(map(str, self.shape))}] "
+                f"array, got {out.dtype} {out.shape}"
+            )
+        index = self._draw(n, rng)
+        self._dequantized(index, out)
+        return self._labels[index]
+
+    def _draw(self, n: int, rng: np.random.Generator) -> npt.NDArray[np.intp]:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n must be an int >= 0, got {n!r}")
         if n and not self._size:
             raise ReplayStateError(f"cannot sample {n} replays from an empty memory")
-        index = rng.choice(self._size, size=n, replace=n > self._size) if n else np.arange(0)
-        return self._dequantized(index), self._labels[index].copy()
+        index: npt.NDArray[np.intp] = (
+            rng.choice(self._size, size=n, replace=n > self._size) if n else np.arange(0)
+        )
+        return index
 
-    def _dequantized(self, index: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+    def _dequantized(
+        self, index: npt.NDArray[np.intp], out: npt.NDArray[np.float32] | None = None
+    ) -> npt.NDArray[np.float32]:
         x = dequantize_rows(
             self._packed[index],
             self._scale[index],
             self._zero_point[index],
             self.bits,
             self._config.dim,
+            None if out is None else out.reshape(len(index), self._config.dim),
         )
         return x.reshape(len(index), *self.shape)
 

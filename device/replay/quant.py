@@ -185,18 +185,28 @@ def dequantize(q: QuantizedLR) -> F32:
     return dequantize_rows(q.packed, q.scale, q.zero_point, q.bits, q.dim)
 
 
-def dequantize_rows(packed: U8, scale: F32, zero_point: F32, bits: int, dim: int) -> F32:
+def dequantize_rows(
+    packed: U8, scale: F32, zero_point: F32, bits: int, dim: int, out: F32 | None = None
+) -> F32:
     """:func:`dequantize` of rows already known to be consistent (a replay memory's own arrays):
     no validation, float32 throughout (``zero_point + scale * code``: the product of a float32
     scale and a code below 2^8 rounds once, well inside the quantization step).
 
+    With ``out`` (float32 ``[N, dim]``), the values are written there and ``out`` is returned.
     The training loop draws replays for every mini-batch, so this is on the hot path.
     """
     n = len(packed)
     if bits == 32:
-        return np.ascontiguousarray(packed).view("<f4").reshape(n, dim).astype(np.float32)
+        raw = np.ascontiguousarray(packed).view("<f4").reshape(n, dim)
+        if out is None:
+            return raw.astype(np.float32)
+        out[...] = raw
+        return out
     codes = packed if bits == 8 else unpack_codes(packed, bits, dim)
-    x = codes.astype(np.float32)
-    x *= scale[:, None]
+    if out is None:
+        x = codes.astype(np.float32)
+        x *= scale[:, None]
+    else:  # the same float32 product, written straight into out (codes convert exactly)
+        x = np.multiply(codes, scale[:, None], out=out)
     x += zero_point[:, None]
     return x
