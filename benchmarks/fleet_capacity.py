@@ -1,12 +1,15 @@
 """Fleet capacity: the largest fleet this machine runs in real time, and its memory per node.
 
-For each fleet size N and each ``--connection`` mode, on Mosquitto: the real ``vega-emu fleet
--n N`` (worker processes; one MQTT connection per node, or one per worker), a stream at
-``--speed 1`` (one learning event per node per minute, every node's event of a minute sent at
-the same instant: the worst case) and a fleet monitor, for K events. A size *holds real time*
-when every event is learned and the p99 event lag (telemetry arrival minus the batch's time,
-i.e. how long after it was sent the node answered) stays under the cadence (60 s): the fleet
-keeps up and no backlog grows.
+For each fleet size N, each ``--connection`` mode and each kind of ``--arrivals``, on
+Mosquitto: the real ``vega-emu fleet -n N`` (worker processes; one MQTT connection per node, or
+one per worker), a stream at ``--speed 1`` (one learning event per node per minute) and a fleet
+monitor, for K events. Arrivals ``burst``: every node's event of a minute is sent at the same
+instant (the worst case: the last node waits for all the others); ``staggered``: spread over
+the minute (``vega-emu stream --stagger``), as independent devices would send them. A size
+*holds real time* when every event is learned and the p99 event lag (telemetry arrival minus
+the batch's time, i.e. how long after it was sent the node answered) stays under the cadence
+(60 s): the fleet keeps up and no backlog grows (``lag_p99_by_event_s`` shows the trend, and
+``machine_busy`` the share of the machine's CPU the fleet, stream, monitor and broker took).
 
 Also measured: the fleet's resident memory (parent + workers, VmRSS, once every node has learned
 its first events), the CPU seconds per event spent by the fleet's processes, by this process
@@ -14,7 +17,8 @@ its first events), the CPU seconds per event spent by the fleet's processes, by 
 also carries every node's eval set: its frozen stage runs once, before the first batch).
 
     python benchmarks/fleet_capacity.py --devices 1000 2000 --events 3 \\
-        --connection node shared --out benchmarks/results/fleet_capacity.json
+        --connection node shared --arrivals burst staggered \\
+        --out benchmarks/results/fleet_capacity.json
 
 Each size takes about (K - 1) minutes plus the time to learn the last burst. ``--speed S``
 compresses time for a quick look (S times the load per node: not a real-time result).
@@ -38,6 +42,7 @@ from typing import Any
 from _host import host
 
 CADENCE_S = 60.0
+CORES = os.cpu_count() or 1
 
 
 def tree(pid: int) -> list[int]:
@@ -82,7 +87,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def one_size(
-    n: int, events: int, workers: int, speed: float, connection: str
+    n: int, events: int, workers: int, speed: float, connection: str, arrivals: str
 ) -> dict[str, Any]:
     from broker import Mosquitto, MosquittoConfig
     from dataset_stream import StreamPublisher, build_scenario
@@ -134,6 +139,7 @@ async def one_size(
                     connect_s = time.perf_counter() - started
                     cpu0 = fleet_cpu_s(fleet.pid)
                     own0, broker0 = own_cpu_s(), cpu_s(broker.pid)
+                    wall0 = time.perf_counter()
                     t0 = time.time()
                     async with StreamPublisher(
                         broker.url,
@@ -146,6 +152,7 @@ async def one_size(
                         wait_for_answers=True,
                         ack_timeout=1800,
                         max_in_flight=256,
+                        stagger=arrivals == "staggered",
                     ) as stream:
                         began = time.perf_counter()
                         stats = await stream.run()
@@ -153,6 +160,7 @@ async def one_size(
                     rss = fleet_rss_mib(fleet.pid)
                     cpu = fleet_cpu_s(fleet.pid) - cpu0
                     own, broker_cpu = own_cpu_s() - own0, cpu_s(broker.pid) - broker0
+                    busy = (cpu + own + broker_cpu) / ((time.perf_counter() - wall0) * CORES)
                     await asyncio.sleep(1.0)
             finally:
                 fleet.terminate()
@@ -166,6 +174,7 @@ async def one_size(
         "devices": n,
         "workers": workers,
         "connection": connection,
+        "arrivals": arrivals,
         "events_per_device": events,
         "speed": speed,
         "connect_s": round(connect_s, 1),
@@ -181,6 +190,7 @@ async def one_size(
         "fleet_cpu_s_per_event": round(cpu / learned, 4) if learned else None,
         "stream_monitor_cpu_s_per_event": round(own / learned, 4) if learned else None,
         "broker_cpu_s_per_event": round(broker_cpu / learned, 4) if learned else None,
+        "machine_busy": round(busy, 3),  # all three's CPU over the run / (wall x cores)
     }
 
 
@@ -196,6 +206,14 @@ def main() -> None:
         default=["node", "shared"],
         help="the fleet's --connection modes to measure (each at every size)",
     )
+    parser.add_argument(
+        "--arrivals",
+        nargs="+",
+        choices=["burst", "staggered"],
+        default=["burst", "staggered"],
+        help="burst: every node's event of a minute sent at the same instant (the worst case); "
+        "staggered: spread over the minute (vega-emu stream --stagger)",
+    )
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -206,10 +224,11 @@ def main() -> None:
     except MosquittoNotFound as exc:
         sys.exit(f"error: {exc}")
     rows = []
-    for connection in args.connection:
+    for connection, arrivals in itertools.product(args.connection, args.arrivals):
         mode: list[dict[str, Any]] = []
         for n in args.devices:
-            row = asyncio.run(one_size(n, args.events, args.workers, args.speed, connection))
+            one = one_size(n, args.events, args.workers, args.speed, connection, arrivals)
+            row = asyncio.run(one)
             mode.append(row)
             print(json.dumps(row), flush=True)
         for prev, row in itertools.pairwise(mode):
@@ -224,8 +243,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
-        "\n| connection | nodes | learned | lag p50 s | lag p99 s | real time | fleet RSS MiB "
-        "| MiB per extra node | CPU s per event: fleet / all |\n" + "|---" * 9 + "|"
+        "\n| connection | arrivals | nodes | learned | lag p50 s | lag p99 s | real time "
+        "| fleet RSS MiB | MiB per extra node | CPU s per event: fleet / all | machine busy |\n"
+        + "|---" * 11
+        + "|"
     )
     for r in rows:
         every = sum(
@@ -237,10 +258,11 @@ def main() -> None:
             )
         )
         print(
-            f"| {r['connection']} | {r['devices']} | {r['events_learned']}/{r['events_expected']} "
+            f"| {r['connection']} | {r['arrivals']} | {r['devices']} "
+            f"| {r['events_learned']}/{r['events_expected']} "
             f"| {r['lag_p50_s']} | {r['lag_p99_s']} | {'yes' if r['holds_real_time'] else 'no'} "
             f"| {r['fleet_rss_mib']} | {r.get('rss_mib_per_extra_node', '-')} "
-            f"| {r['fleet_cpu_s_per_event']} / {every:.4f} |"
+            f"| {r['fleet_cpu_s_per_event']} / {every:.4f} | {r['machine_busy']:.0%} |"
         )
     for connection in args.connection:
         holding = [

@@ -7,6 +7,9 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
 
 - paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;
+  with ``stagger``, device ``i`` of ``n`` is offset by ``i / n`` of a cadence (its batches' ``t``
+  too), so the fleet's events of a minute spread over the minute, as independent devices' would,
+  instead of arriving at the same instant;
 - closed loop (``speed=None``): a device's first event is published once the device is online
   (its retained ``status`` is there and not ``offline``: a batch sent to a device that never
   connected would be dropped by the broker, as it holds no session for it yet); its next event
@@ -98,6 +101,7 @@ class StreamPublisher:
         wait_for_answers: bool = False,
         reconnect: ReconnectPolicy | None = None,
         infer_rate: float = 0.0,
+        stagger: bool = False,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -116,6 +120,8 @@ class StreamPublisher:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
         if not (math.isfinite(infer_rate) and infer_rate >= 0):
             raise ValueError(f"infer_rate must be a number >= 0, not {infer_rate!r}")
+        if stagger and (speed is None or infer_rate):
+            raise ValueError("stagger needs a paced stream (a speed) without inference requests")
         self.infer = InferSchedule(infer_rate, cadence) if infer_rate else None
         self.infer_sent = 0
         self.broker = broker
@@ -128,6 +134,10 @@ class StreamPublisher:
             self._scenario_of = dict.fromkeys(device_ids, scenario)
         self.scenario = self._scenario_of[device_ids[0]]
         self.device_ids = list(device_ids)
+        n = len(self.device_ids)
+        # each device's offset within a cadence, in simulated seconds (0 unless staggered)
+        self._offset = {d: (i / n * cadence if stagger else 0.0) for i, d in enumerate(device_ids)}
+        self.stagger = stagger
         self.prefix = prefix
         self.cadence = float(cadence)
         self.speed = speed
@@ -404,7 +414,7 @@ class StreamPublisher:
         client: aiomqtt.Client,
         device_id: str,
         event: Event,
-        cache: dict[int, bytes] | None = None,
+        cache: dict[tuple[int, float], bytes] | None = None,
         due: float | None = None,
     ) -> bool:
         """Encode and publish one batch; the semaphore bounds payloads held in memory.
@@ -414,14 +424,15 @@ class StreamPublisher:
         account it as late.
         """
         async with self._sem:
-            key = id(event.indices)
+            offset = self._offset[device_id]
+            key = (id(event.indices), offset)
             payload = cache.get(key) if cache is not None else None
             if payload is None:
                 payload = await asyncio.to_thread(
                     batch_payload,
                     self._scenario_of[device_id],
                     event,
-                    t0=self._t0,
+                    t0=self._t0 + offset,
                     cadence=self.cadence,
                     with_ids=self.infer is not None,
                 )
@@ -509,12 +520,17 @@ class StreamPublisher:
             seq = self._next_tick + 1
             due = self._start + self._next_tick * period
             await asyncio.sleep(max(0.0, due - loop.time()))
-            cache: dict[int, bytes] = {}  # devices sharing an event (--same-order) share its bytes
+            # devices sharing an event (--same-order) and an offset share its bytes
+            cache: dict[tuple[int, float], bytes] = {}
             async with asyncio.TaskGroup() as group:
-                for device_id in self.device_ids:
+                for device_id in self.device_ids:  # in the order of their offsets
+                    mine = due + self._offset[device_id] * period / self.cadence
+                    if mine > loop.time():
+                        await asyncio.sleep(mine - loop.time())
                     if self.answers.devices[device_id].sent_seq < seq:  # else: re-published
                         event = self._event(device_id, seq)
-                        group.create_task(self._publish_batch(client, device_id, event, cache, due))
+                        task = self._publish_batch(client, device_id, event, cache, mine)
+                        group.create_task(task)
             self._next_tick = seq
             if self.infer is not None and seq < self.per_device:
                 await self._paced_infers(client, seq + 1, due)

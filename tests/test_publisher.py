@@ -225,9 +225,51 @@ async def test_unreachable_broker_is_a_clear_error(scenario: Scenario) -> None:
                 pytest.fail("connected to nothing")
 
 
+async def test_a_staggered_stream_spreads_the_devices_over_each_cadence(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    devices = [f"node-{i:04d}" for i in range(4)]
+    arrived: dict[tuple[str, int], float] = {}
+    times: dict[tuple[str, int], float] = {}
+    async with aiomqtt.Client(**url.client_kwargs()) as sub:
+        await sub.subscribe("vega/+/batch", qos=1)
+        # cadence 60 s at 30x: one event every 2 s, devices 0.5 s apart
+        async with StreamPublisher(
+            url, scenario, devices, speed=30, events=2, t0=T0, stagger=True
+        ) as publisher:
+            run = asyncio.create_task(publisher.run())
+            async with asyncio.timeout(20):
+                async for message in sub.messages:
+                    device, _ = parse_topic("vega", message.topic.value)
+                    assert isinstance(message.payload, bytes)
+                    batch = decode_batch(
+                        message.payload, sample_shape=(1, 32, 32), dtype="uint8", num_classes=10
+                    )
+                    arrived[device, batch.seq] = time.monotonic()
+                    times[device, batch.seq] = batch.t
+                    if len(arrived) == 8:
+                        break
+            stats = await run
+    assert stats.sent == 8
+    for i, device in enumerate(devices):
+        for seq in (1, 2):  # t: the device's own scheduled time
+            assert times[device, seq] == T0 + 60.0 * (seq - 1) + 15.0 * i
+        # sent i x 0.5 s after device 0 (wall clock at 30x), not all at once
+        gap = arrived[device, 1] - arrived[devices[0], 1]
+        assert 0.5 * i - 0.2 <= gap <= 0.5 * i + 0.4, (device, gap)
+
+
 def test_arguments_are_checked(scenario: Scenario) -> None:
     url = BrokerURL("127.0.0.1", 9)
-    for kwargs in ({"speed": 0}, {"cadence": -1}, {"events": 0}, {"prefix": "a/#"}):
+    for kwargs in (
+        {"speed": 0},
+        {"cadence": -1},
+        {"events": 0},
+        {"prefix": "a/#"},
+        {"speed": None, "stagger": True},
+        {"infer_rate": 1.0, "stagger": True},
+    ):
         with pytest.raises(ValueError):
             StreamPublisher(url, scenario, ["a"], **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError):

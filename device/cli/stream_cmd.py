@@ -86,6 +86,16 @@ def stream(
     same_order: Annotated[
         bool, typer.Option("--same-order", help="Every device gets the events in the same order.")
     ] = False,
+    stagger: Annotated[
+        bool,
+        typer.Option(
+            "--stagger",
+            help="Spread the devices' events over each cadence (device i of n is i/n of a "
+            "cadence later), as independent devices would send them, instead of every "
+            "device's event at the same instant. For paced streams, and not with --infer-rate "
+            "requests.",
+        ),
+    ] = False,
     dump: Annotated[
         Path | None,
         typer.Option(
@@ -138,6 +148,10 @@ def stream(
         raise typer.BadParameter(
             f"{client_id!r} is not a client id ([A-Za-z0-9_.-]{{1,64}})", param_hint="--client-id"
         )
+    if stagger and (pace is None or infer_rate or dump is not None):
+        raise fail(
+            "--stagger spreads a paced stream: not with --speed max, --infer-rate or --dump", code=2
+        )
     if dump is not None:
         creatable(dump, "--dump")
         if infer_rate:
@@ -182,7 +196,7 @@ def stream(
         else:
             _log_to_console()
             stats = _run_publish(
-                url, plan, device_ids, pace, events, same_order, cadence, link, infer_rate
+                url, plan, device_ids, pace, events, same_order, cadence, link, infer_rate, stagger
             )
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
@@ -325,6 +339,7 @@ def _run_publish(
     cadence: float,
     link: _Link,
     infer_rate: float,
+    stagger: bool = False,
 ) -> StreamStats | None:
     from dataset_stream import StreamPublisher
 
@@ -346,6 +361,7 @@ def _run_publish(
         client_id=link.client_id,
         reconnect=link.policy,
         infer_rate=infer_rate,
+        stagger=stagger,
     )
     for task in (sent_task, acked_task):
         progress.update(task, total=publisher.total)
