@@ -7,9 +7,9 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
 
 - paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;
-  with ``stagger``, device ``i`` of ``n`` is offset by ``i / n`` of a cadence (its batches' ``t``
-  too), so the fleet's events of a minute spread over the minute, as independent devices' would,
-  instead of arriving at the same instant;
+  with ``stagger``, each device is offset by its own :func:`phase` of a cadence (its batches'
+  ``t`` too), so the fleet's events of a minute spread over the minute, as independent devices'
+  would, instead of arriving at the same instant;
 - closed loop (``speed=None``): a device's first event is published once the device is online
   (its retained ``status`` is there and not ``offline``: a batch sent to a device that never
   connected would be dropped by the broker, as it holds no session for it yet); its next event
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -76,6 +77,14 @@ log = logging.getLogger(__name__)
 
 #: Topic filters per SUBSCRIBE packet (three per device).
 SUBSCRIBE_CHUNK: Final = 300
+
+
+def phase(device_id: str) -> float:
+    """A device's own phase in ``[0, 1)`` of a cadence (``stagger``): from a hash of its id, so
+    it does not depend on which stream sends to it, nor line up with the contiguous id ranges
+    of a fleet's workers or shards (each of them gets an even share of every minute)."""
+    digest = hashlib.blake2b(device_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 class StreamPublisher:
@@ -134,10 +143,10 @@ class StreamPublisher:
             self._scenario_of = dict.fromkeys(device_ids, scenario)
         self.scenario = self._scenario_of[device_ids[0]]
         self.device_ids = list(device_ids)
-        n = len(self.device_ids)
         # each device's offset within a cadence, in simulated seconds (0 unless staggered)
-        self._offset = {d: (i / n * cadence if stagger else 0.0) for i, d in enumerate(device_ids)}
+        self._offset = {d: (phase(d) * cadence if stagger else 0.0) for d in self.device_ids}
         self.stagger = stagger
+        self._by_offset = sorted(self.device_ids, key=self._offset.__getitem__)
         self.prefix = prefix
         self.cadence = float(cadence)
         self.speed = speed
@@ -523,7 +532,7 @@ class StreamPublisher:
             # devices sharing an event (--same-order) and an offset share its bytes
             cache: dict[tuple[int, float], bytes] = {}
             async with asyncio.TaskGroup() as group:
-                for device_id in self.device_ids:  # in the order of their offsets
+                for device_id in self._by_offset:
                     mine = due + self._offset[device_id] * period / self.cadence
                     if mine > loop.time():
                         await asyncio.sleep(mine - loop.time())

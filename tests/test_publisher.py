@@ -17,6 +17,7 @@ from broker import EmbeddedBroker
 from broker.url import BrokerURL
 from dataset_stream import PublishError, StreamPublisher, build_scenario
 from dataset_stream.protocol import decode_batch, decode_eval, parse_topic, validate_telemetry
+from dataset_stream.publisher import phase
 from dataset_stream.scenarios import Scenario
 
 T0 = 1_700_000_000.0
@@ -229,12 +230,12 @@ async def test_a_staggered_stream_spreads_the_devices_over_each_cadence(
     embedded_broker: EmbeddedBroker, scenario: Scenario
 ) -> None:
     url = embedded_broker.url
-    devices = [f"node-{i:04d}" for i in range(4)]
+    devices = [f"node-{i:04d}" for i in range(6)]
     arrived: dict[tuple[str, int], float] = {}
     times: dict[tuple[str, int], float] = {}
     async with aiomqtt.Client(**url.client_kwargs()) as sub:
         await sub.subscribe("vega/+/batch", qos=1)
-        # cadence 60 s at 30x: one event every 2 s, devices 0.5 s apart
+        # cadence 60 s at 30x: one event every 2 s of wall time
         async with StreamPublisher(
             url, scenario, devices, speed=30, events=2, t0=T0, stagger=True
         ) as publisher:
@@ -248,16 +249,32 @@ async def test_a_staggered_stream_spreads_the_devices_over_each_cadence(
                     )
                     arrived[device, batch.seq] = time.monotonic()
                     times[device, batch.seq] = batch.t
-                    if len(arrived) == 8:
+                    if len(arrived) == 12:
                         break
             stats = await run
-    assert stats.sent == 8
-    for i, device in enumerate(devices):
+    assert stats.sent == 12
+    offsets = {d: 60.0 * phase(d) for d in devices}
+    assert len(set(offsets.values())) == 6 and all(0 <= o < 60 for o in offsets.values())
+    assert max(offsets.values()) - min(offsets.values()) > 20  # spread, not bunched
+    first = min(devices, key=offsets.__getitem__)
+    for device in devices:
         for seq in (1, 2):  # t: the device's own scheduled time
-            assert times[device, seq] == T0 + 60.0 * (seq - 1) + 15.0 * i
-        # sent i x 0.5 s after device 0 (wall clock at 30x), not all at once
-        gap = arrived[device, 1] - arrived[devices[0], 1]
-        assert 0.5 * i - 0.2 <= gap <= 0.5 * i + 0.4, (device, gap)
+            assert times[device, seq] == T0 + 60.0 * (seq - 1) + offsets[device]
+        # sent at its own offset after the first device (wall clock at 30x), not all at once
+        gap = arrived[device, 1] - arrived[first, 1]
+        expected = (offsets[device] - offsets[first]) / 30
+        assert expected - 0.2 <= gap <= expected + 0.4, (device, gap, expected)
+
+
+def test_a_device_phase_is_its_own() -> None:
+    ids = [f"node-{i:04d}" for i in range(2000)]
+    phases = [phase(d) for d in ids]
+    assert phases == [phase(d) for d in ids]  # the same in every stream
+    assert all(0 <= p < 1 for p in phases)
+    # contiguous id ranges (a fleet's shards) each get an even share of every minute
+    for shard in (phases[:1000], phases[1000:]):
+        quarters = np.histogram(shard, bins=4, range=(0, 1))[0]
+        assert quarters.min() > 200, quarters
 
 
 def test_arguments_are_checked(scenario: Scenario) -> None:

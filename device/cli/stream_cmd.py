@@ -90,8 +90,8 @@ def stream(
         bool,
         typer.Option(
             "--stagger",
-            help="Spread the devices' events over each cadence (device i of n is i/n of a "
-            "cadence later), as independent devices would send them, instead of every "
+            help="Spread the devices' events over each cadence (each device at its own phase, "
+            "from a hash of its id), as independent devices would send them, instead of every "
             "device's event at the same instant. For paced streams, and not with --infer-rate "
             "requests.",
         ),
