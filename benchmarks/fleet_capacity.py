@@ -264,14 +264,16 @@ def main() -> None:
             f"| {r['fleet_rss_mib']} | {r.get('rss_mib_per_extra_node', '-')} "
             f"| {r['fleet_cpu_s_per_event']} / {every:.4f} | {r['machine_busy']:.0%} |"
         )
-    for connection in args.connection:
+    for connection, arrivals in itertools.product(args.connection, args.arrivals):
         holding = [
-            r["devices"] for r in rows if r["holds_real_time"] and r["connection"] == connection
+            r["devices"]
+            for r in rows
+            if r["holds_real_time"] and (r["connection"], r["arrivals"]) == (connection, arrivals)
         ]
         best = max(holding) if holding else None
         print(
             f"largest fleet in real time on {machine['cores']} cores ({machine['cpu']}), "
-            f"--connection {connection}, {args.workers} workers: "
+            f"--connection {connection}, {arrivals} arrivals, {args.workers} workers: "
             f"{best if best is not None else 'none of the sizes tried'} nodes"
             + ("" if args.speed == 1 else f" (at --speed {args.speed:g}: NOT a real-time result)")
         )

@@ -642,9 +642,13 @@ def test_shard_requests_follow_the_benchmarks() -> None:
     """The arithmetic of docs/scaling.md, from the result files, against every overlay."""
     results = ROOT / "benchmarks" / "results"
     runs = json.loads((results / "fleet_capacity.json").read_text())["runs"]
-    # the shards run a session per node (deploy/k8s/base: each device its own last will)
-    # measured with every node's event of a minute at the same instant (the worst case)
-    runs = [r for r in runs if (r.get("connection"), r.get("arrivals")) == ("node", "burst")]
+    # the shards run a session per node (deploy/k8s/base: each device its own last will),
+    # sized on every node's event of a minute at the same instant (the worst case)
+    runs = [
+        r
+        for r in runs
+        if (r.get("connection", "node"), r.get("arrivals", "burst")) == ("node", "burst")
+    ]
     small, large = runs[0], runs[-1]  # the real `vega-emu fleet`, smallest and largest size
     per_node = (large["fleet_rss_mib"] - small["fleet_rss_mib"]) / (
         large["devices"] - small["devices"]
