@@ -52,7 +52,7 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.errors import NodeError, NodeGaveUp
-from device.mqtt import Backoff, Refusals, ack, enable_manual_ack
+from device.mqtt import Backoff, Refusals, ack, persistent_client
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,6 @@ class Gateway:
         self.gateway_id = validate_device_id(gateway_id)
         self.prefix = validate_prefix(prefix)
         self.device_ids = [validate_device_id(d) for d in device_ids]
-        self.give_up_s = give_up_s
         self.backoff = backoff or Backoff()
         self.connections = 0
         self.gave_up: NodeGaveUp | None = None
@@ -209,18 +208,15 @@ class Gateway:
         will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
         try:
             while True:
-                client = aiomqtt.Client(
-                    **self.broker.client_kwargs(),
-                    identifier=self.gateway_id,
-                    clean_session=False,
-                    will=will,
-                    timeout=NETWORK_TIMEOUT_S,
-                    # every node's reports share this connection's window of unacknowledged
-                    # QoS 1 publishes (paho's default of 20 would queue them behind each other)
+                # every node's reports share this connection's window of unacknowledged QoS 1
+                # publishes (paho's default of 20 would queue them behind each other)
+                client = persistent_client(
+                    self.broker,
+                    self.gateway_id,
+                    will,
+                    NETWORK_TIMEOUT_S,
                     max_inflight_messages=65535,
                 )
-                if not enable_manual_ack(client):
-                    raise NodeError("this paho-mqtt cannot acknowledge manually: no exactly-once")
                 # inboxes exist before CONNACK: a resumed session's backlog follows it at once
                 inboxes = {d: Inbox() for d in self.device_ids}
                 try:

@@ -104,6 +104,7 @@ class FleetMonitor:
         self._backoff = backoff or Backoff(initial_s=0.2, cap_s=5.0)
         self._warned: dict[str, int] = {}
         self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
+        self._gateway_head = f"{self.prefix}/gateway/"
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -240,10 +241,6 @@ class FleetMonitor:
         self.accepted[kind] += 1
         if self.on_message is not None:
             self.on_message(device, message, received)
-
-    @property
-    def _gateway_head(self) -> str:
-        return f"{self.prefix}/gateway/"
 
     def _gateway(self, where: str, payload: object) -> None:
         """A gateway's status (device.gateway): when it goes offline (its last will, or a

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiomqtt
 
-from device.errors import NodeGaveUp
+from device.errors import NodeError, NodeGaveUp
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,27 @@ class Refusals:
             )
 
 
+def persistent_client(
+    broker: Any, identifier: str, will: aiomqtt.Will, timeout: float, **kwargs: Any
+) -> aiomqtt.Client:
+    """A client on a persistent session (clean session off) that acknowledges QoS 1 messages
+    only through :func:`ack`, after the commit: what exactly-once rests on (a node's session or
+    a gateway's). ``broker`` is a :class:`broker.url.BrokerURL`."""
+    client = aiomqtt.Client(
+        **broker.client_kwargs(),
+        identifier=identifier,
+        clean_session=False,
+        will=will,
+        timeout=timeout,
+        **kwargs,
+    )
+    # before connecting: a resumed session's queued batches arrive right after CONNACK, and
+    # paho acknowledges on receipt until told otherwise -- a kill then loses them
+    if not enable_manual_ack(client):
+        raise NodeError("this paho-mqtt cannot acknowledge manually: no exactly-once")
+    return client
+
+
 def enable_manual_ack(client: aiomqtt.Client) -> bool:
     """Acknowledge QoS 1 messages only when :func:`ack` is called (after the commit).
 
@@ -136,4 +157,11 @@ def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
     return next((why for marker, why in _PERMANENT_TEXT.items() if marker in text), None)
 
 
-__all__ = ["Backoff", "Refusals", "ack", "enable_manual_ack", "permanent_failure"]
+__all__ = [
+    "Backoff",
+    "Refusals",
+    "ack",
+    "enable_manual_ack",
+    "permanent_failure",
+    "persistent_client",
+]

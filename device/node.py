@@ -55,11 +55,11 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.engine import NodeEngine
-from device.errors import NodeError, NodeGaveUp
+from device.errors import NodeGaveUp
 from device.gateway import INPUT_KINDS, Gateway, Inbox
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
-from device.mqtt import Backoff, Refusals, ack, enable_manual_ack
+from device.mqtt import Backoff, Refusals, ack, persistent_client
 from device.settings import NodeSettings
 from device.store import StoreError
 
@@ -199,17 +199,7 @@ class Node:
             retain=True,
         )
         while True:
-            client = aiomqtt.Client(
-                **self.broker.client_kwargs(),
-                identifier=self.device_id,
-                clean_session=False,
-                will=will,
-                timeout=NETWORK_TIMEOUT_S,
-            )
-            # before connecting: a resumed session's queued batches arrive right after CONNACK,
-            # and paho acknowledges on receipt until told otherwise -- a kill then loses them
-            if not enable_manual_ack(client):
-                raise NodeError("this paho-mqtt cannot acknowledge manually: no exactly-once")
+            client = persistent_client(self.broker, self.device_id, will, NETWORK_TIMEOUT_S)
             try:
                 async with client:
                     await self._serve(client)

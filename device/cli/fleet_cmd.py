@@ -82,7 +82,7 @@ def fleet(
         typer.Option(
             help="'node': an MQTT session per node, each with its own last will (the broker "
             "sees a real fleet). 'shared': one session per worker for all its nodes, as a "
-            "gateway would (fewer sockets and less CPU; one last will per worker, on "
+            "gateway would (fewer sockets and broker sessions; one last will per worker, on "
             "{topic-prefix}/gateway/{id}/status). Both learn every batch exactly once.",
         ),
     ] = Connection.NODE,
