@@ -29,12 +29,12 @@ import numpy as np
 from dataset_stream import build_scenario
 from dataset_stream.protocol import Batch, EvalSet
 from dataset_stream.scenarios import factory_split
-from device.engine import NodeEngine
+from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.default import load_default
 from device.model.frozen import FrozenStage
-from device.nn import SGDConfig
-from device.settings import NodeSettings, ReplaySettings
+from device.node.engine import NodeEngine
+from device.node.settings import NodeSettings, ReplaySettings
 
 T0 = 1_764_000_000.0
 

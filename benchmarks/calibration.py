@@ -9,7 +9,7 @@ markers:
     python benchmarks/calibration.py --write      # into docs/energy-model.md
     python benchmarks/calibration.py --readme     # the README's "One learning event" tables
 
-``tests/test_calibration.py`` checks that both files hold exactly this script's output.
+``tests/energy/test_calibration.py`` checks that both files hold exactly this script's output.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from dataset_stream import build_scenario
+from device.learning.nn import SGD, SGDConfig, softmax_cross_entropy
 from device.model.bundle import ModelBundle
 from device.model.default import build_default
 from device.model.export import FROZEN_FP32, run_onnx
 from device.model.frozen import FrozenStage
-from device.nn import SGD, SGDConfig, softmax_cross_entropy
 
 
 def main() -> None:

@@ -2,11 +2,12 @@
 
 The paper's event (arXiv 2110.10486): MobileNet-V1 1.0/128, LR layer 27 (the head is the
 1024 -> 50 linear layer), 300 new images, 1500 LRs at 8 bits, mini-batches of 128 with 21 new,
-4 epochs -- 15 mini-batches per epoch, as :func:`device.ar1.plan_event` cuts it. Three ways of
+4 epochs -- 15 mini-batches per epoch, as :func:`device.learning.ar1.plan_event` cuts it. Three
+ways of
 doing that work are timed in the same process, interleaved (e, a, b, then b, a, e, and again:
 whatever runs right after PyTorch is slowed down, so (e) and (b) follow it equally often):
 
-(e) emulator: ``device.engine.NodeEngine.apply`` on a He-initialised MobileNet-V1 bundle split
+(e) emulator: ``device.node.engine.NodeEngine.apply`` on a He-initialised MobileNet-V1 bundle split
     at layer 27 -- INT8 frozen stage (onnxruntime), numpy head training with dequantized
     replays, AR1* LR memory update, energy bookkeeping, the SQLite commit (fsync included) and
     the telemetry encoded as its MQTT payload. The LR memory is full (1500) before timing.
@@ -16,7 +17,7 @@ whatever runs right after PyTorch is slowed down, so (e) and (b) follow it equal
     plan, new latents plus replays drawn from an 8-bit LR memory and dequantized, and the memory
     updated with as many new latents as the emulator stores. No I/O.
 (b) bare: the bundle's ``frozen.onnx`` in its own onnxruntime session, the input normalised,
-    then the same numpy head training (:func:`device.learner.train_event`) on replays drawn
+    then the same numpy head training (:func:`device.learning.learner.train_event`) on replays drawn
     from a plain float32 array. Nothing else: no LR memory update, no store, no telemetry.
 
 Threads: one for all three by default (``torch.set_num_threads``, onnxruntime intra-op
@@ -87,11 +88,11 @@ class Emulator:
 
     def __init__(self, bundle: Any, state_dir: Path, threads: int) -> None:
         from dataset_stream.protocol import Batch
-        from device.engine import NodeEngine
-        from device.learner import TrainConfig
+        from device.learning.learner import TrainConfig
+        from device.learning.nn import SGDConfig
         from device.model.frozen import FrozenStage
-        from device.nn import SGDConfig
-        from device.settings import NodeSettings, ReplaySettings
+        from device.node.engine import NodeEngine
+        from device.node.settings import NodeSettings, ReplaySettings
 
         self._batch = Batch
         settings = NodeSettings(
@@ -126,7 +127,7 @@ class Bare:
     def __init__(self, bundle: Any, threads: int, rng: np.random.Generator) -> None:
         import onnxruntime as ort
 
-        from device.nn import SGD, SGDConfig
+        from device.learning.nn import SGD, SGDConfig
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -145,7 +146,7 @@ class Bare:
         return self.replay_x[index], self.replay_y[index]
 
     def event(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
-        from device.learner import TrainConfig, train_event
+        from device.learning.learner import TrainConfig, train_event
 
         b = self.bundle
         name = self.session.get_inputs()[0].name
@@ -195,7 +196,7 @@ class TorchReference:
         self.mem_y = torch.randint(0, CLASSES, (N_LR,))
 
     def event(self, x: np.ndarray, y: np.ndarray, n_written: int, seed: int) -> None:
-        from device.ar1 import plan_event
+        from device.learning.ar1 import plan_event
 
         torch = self.torch
         gen = torch.Generator().manual_seed(seed)
@@ -278,7 +279,7 @@ def measure(repeats: int, threads: int, cache: Path) -> dict[str, Any]:
                 + ", ".join(f"{k} {v[-1][0]:.3f} s" for k, v in times.items() if v),
                 flush=True,
             )
-    from device.ar1 import plan_event
+    from device.learning.ar1 import plan_event
 
     plan = plan_event(N_NEW, N_LR, mb_size=MB, new_per_mb=NEW_PER_MB, epochs=EPOCHS)
     wall = {k: statistics.median(w for w, _ in v) for k, v in times.items() if v}

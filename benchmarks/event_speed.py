@@ -59,15 +59,15 @@ class Stopwatch:
 def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    import device.engine
+    import device.node.engine
     from dataset_stream import build_scenario
     from dataset_stream.protocol import Batch, EvalSet
     from dataset_stream.scenarios import factory_split
-    from device.engine import NodeEngine
+    from device.learning.nn import SGDConfig
     from device.model.default import load_default
     from device.model.frozen import FrozenStage
-    from device.nn import SGDConfig
-    from device.settings import NodeSettings, ReplaySettings
+    from device.node.engine import NodeEngine
+    from device.node.settings import NodeSettings, ReplaySettings
 
     # the cached default model, as `vega-emu node` loads it (built on first use, about 10 s)
     bundle = load_default(0, factory=lambda: factory_split("digits", "nic", 0))
@@ -79,8 +79,8 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
     profiler = cProfile.Profile()
     rows: list[dict[str, float]] = []
     samples: list[int] = []
-    real_train = device.engine.train_event
-    device.engine.train_event = watch.wrap("training", real_train)
+    real_train = device.node.engine.train_event
+    device.node.engine.train_event = watch.wrap("training", real_train)
     try:
         with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1, user_api="blas"):
             settings = NodeSettings(
@@ -114,7 +114,7 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
             finally:
                 engine.close()
     finally:
-        device.engine.train_event = real_train
+        device.node.engine.train_event = real_train
     median = {k: statistics.median(r[k] for r in rows) for k in ("total", *PARTS)}
     result: dict[str, Any] = {
         "events": events,

@@ -92,7 +92,7 @@ async def one_size(
     from broker import Mosquitto, MosquittoConfig
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.protocol import Telemetry, fleet_ids
-    from device.monitor import FleetMonitor
+    from device.observe.monitor import FleetMonitor
 
     scenario = build_scenario("digits", "nic", seed=0)
     ids = fleet_ids(n)

@@ -28,10 +28,10 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.protocol import fleet_ids
     from dataset_stream.scenarios import factory_split
-    from device.fleet import Fleet
+    from device.fleet.fleet import Fleet
+    from device.learning.nn import SGDConfig
     from device.model.default import load_default
-    from device.nn import SGDConfig
-    from device.settings import NodeSettings, ReplaySettings
+    from device.node.settings import NodeSettings, ReplaySettings
 
     bundle = load_default(0, factory=partial(factory_split, "digits", "nic", 0))
     scenario = build_scenario("digits", "nic", seed=0)

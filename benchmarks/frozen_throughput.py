@@ -1,6 +1,6 @@
 """Images per second of the frozen stage inside a running fleet, against onnxruntime's best here.
 
-Fleet: a real in-process ``device.fleet.Fleet`` of ``--nodes`` nodes of the default model (the
+Fleet: a real in-process ``device.fleet.fleet.Fleet`` of ``--nodes`` nodes of the default model (the
 bundle fleets use, one shared onnxruntime session with one intra-op thread) on an embedded
 broker, fed by a closed-loop ``StreamPublisher`` (each node gets its next batch as soon as it
 acknowledged the last). The benchmark installs a probe on the shared ``FrozenStage`` object
@@ -91,11 +91,11 @@ async def fleet_run(nodes: int, events: int, lr_size: int) -> dict[str, Any]:
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.protocol import fleet_ids
     from dataset_stream.scenarios import factory_split
-    from device.fleet import Fleet
+    from device.fleet.fleet import Fleet
+    from device.learning.nn import SGDConfig
     from device.model.default import load_default
     from device.model.frozen import FrozenStage
-    from device.nn import SGDConfig
-    from device.settings import NodeSettings, ReplaySettings
+    from device.node.settings import NodeSettings, ReplaySettings
 
     bundle = load_default(0, factory=partial(factory_split, "digits", "nic", 0))
     scenario = build_scenario("digits", "nic", seed=0)

@@ -33,8 +33,8 @@ async def one_run(engine: str, index: int, events: int | None) -> dict[str, Any]
     from dataset_stream import StreamPublisher, build_scenario
     from dataset_stream.scenarios import factory_split
     from device.model.default import load_default
-    from device.node import Node
-    from device.settings import NodeSettings
+    from device.node.node import Node
+    from device.node.settings import NodeSettings
 
     bundle = load_default(0, factory=partial(factory_split, "digits", "nic", 0))
     scenario = build_scenario("digits", "nic", seed=0)

@@ -1,7 +1,7 @@
 """How the stream rides out a broker outage: the reconnect policy, its backoff, its client id.
 
 aiomqtt does not reconnect by itself; :class:`~dataset_stream.publisher.StreamPublisher` owns the
-loop and takes its settings from a :class:`ReconnectPolicy`. (``device.mqtt.Backoff`` is the
+loop and takes its settings from a :class:`ReconnectPolicy`. (``broker.session.Backoff`` is the
 node's twin of :class:`Backoff`; :mod:`dataset_stream` imports nothing from :mod:`device`.)
 """
 

@@ -3,8 +3,8 @@
 ::
 
     DeviceError                     catch this to catch any of the below
-    ├── StoreError                  the node's SQLite state (device.store)
-    ├── ReplayError                 the latent-replay memory (device.replay)
+    ├── StoreError                  the node's SQLite state (device.node.store)
+    ├── ReplayError                 the latent-replay memory (device.learning.replay)
     ├── ModelError                  model bundles and tools (device.model)
     ├── EnergyError                 profiles, costs, battery (device.energy)
     └── NodeError                   the node itself: a message it cannot handle, a failed loop

@@ -35,11 +35,11 @@ def build_model(out: Path, seed: int) -> None:
     """Flatten -> Linear 192->64 -> ReLU -> Linear 64->32 -> ReLU (frozen, INT8; LR = 32 values)
     | Linear 32->6 (adaptive), trained on the factory split."""
     from dataset_stream.scenarios import factory_split
+    from device.learning.nn import Flatten, Linear, ReLU, Sequential, SGDConfig
     from device.model.bundle import InputSpec
     from device.model.export import write_bundle
     from device.model.onnx_build import layers_to_onnx
     from device.model.train import FitConfig, fit
-    from device.nn import Flatten, Linear, ReLU, Sequential, SGDConfig
 
     x, y = factory_split("synthetic-sensor", "nic", seed)
     rng = np.random.default_rng(seed)

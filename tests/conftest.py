@@ -73,7 +73,7 @@ def digits_nic() -> Scenario:
 
 # Hypothesis profiles, picked by VEGA_EMU_HYPOTHESIS: "ci" (the default; hypothesis's own
 # defaults) or "long", 10,000 examples for every property that does not pin its count, e.g.
-# VEGA_EMU_HYPOTHESIS=long pytest tests/test_hostile_input.py (see that module's docstring).
+# VEGA_EMU_HYPOTHESIS=long pytest tests/node/test_hostile_input.py (see that module's docstring).
 settings.register_profile("ci", max_examples=100)
 settings.register_profile("long", max_examples=10_000, print_blob=True)
 settings.load_profile(os.environ.get("VEGA_EMU_HYPOTHESIS", "ci"))

@@ -7,7 +7,7 @@ float anywhere, extra fields included. ``False`` means "invalid, or not sure": t
 the full jsonschema validation, which also writes the error message. So the predicate may be
 conservative (it gives ``False`` for anything json.loads cannot produce, e.g. a tuple, a
 ``numpy.float64`` or a dict subclass) but must never say ``True`` where jsonschema would refuse;
-``tests/test_fastcheck.py`` runs both on many variants of real messages.
+``tests/protocol/test_fastcheck.py`` runs both on many variants of real messages.
 
 Only the keywords the shipped schemas use are supported: ``type``, ``enum``, ``minimum``,
 ``maximum``, ``pattern``, ``maxLength``, ``required``, ``properties``, ``additionalProperties``,

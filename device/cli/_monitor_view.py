@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Final
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from device.accounting import DeviceRecord
-    from device.monitor import FleetMonitor
+    from device.observe.accounting import DeviceRecord
+    from device.observe.monitor import FleetMonitor
 
 COLUMNS: Final = (
     "device",

@@ -11,9 +11,9 @@ import typer
 from device.cli._runtime import console, fail
 
 if TYPE_CHECKING:
-    from device.fleetspec import DeviceClass
+    from device.fleet.spec import DeviceClass
     from device.model.bundle import ModelBundle
-    from device.settings import NodeSettings
+    from device.node.settings import NodeSettings
 
 
 ModelOpt = Annotated[
@@ -76,8 +76,8 @@ class LearningOptions:
             raise fail(str(exc), code=2) from exc
 
     def device_class(self, name: str = "default", count: int = 1) -> DeviceClass:
-        """These flags as one class of a fleet spec (:mod:`device.fleetspec`)."""
-        from device.fleetspec import DeviceClass
+        """These flags as one class of a fleet spec (:mod:`device.fleet.spec`)."""
+        from device.fleet.spec import DeviceClass
 
         return DeviceClass(
             name=name,

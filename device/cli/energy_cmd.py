@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from device.cli._runtime import fail
-from device.layerinfo import lr_layer_of
+from device.learning.layers import lr_layer_of
 
 if TYPE_CHECKING:
     from device.energy import CostConfig, EventCost, InferenceCost, PlanRow, Profile
-    from device.layerinfo import LayerInfo
+    from device.learning.layers import LayerInfo
 
 ModelDir = Annotated[
     Path | None,

@@ -35,8 +35,8 @@ from device.cli._runtime import (
 )
 
 if TYPE_CHECKING:
-    from device.fleetspec import FleetSpec
-    from device.shard import ShardPlan
+    from device.fleet.shard import ShardPlan
+    from device.fleet.spec import FleetSpec
 
 
 class Connection(StrEnum):
@@ -127,7 +127,7 @@ def fleet(
     from dataclasses import replace
 
     from broker import BrokerError, parse_broker_url
-    from device.fleetspec import FleetSpec, FleetSpecError
+    from device.fleet.spec import FleetSpec, FleetSpecError
 
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
@@ -191,8 +191,8 @@ def shard_plans(
     from dataclasses import replace
 
     from broker.url import BrokerURL
-    from device.fleetspec import shard
-    from device.shard import ShardPlan
+    from device.fleet.shard import ShardPlan
+    from device.fleet.spec import shard
 
     assert isinstance(broker, BrokerURL)
     resolved = []
@@ -248,7 +248,7 @@ def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[S
 
 async def _run(stop: asyncio.Event, plans: list[ShardPlan], password: str | None, n: int) -> None:
     from device.cli._runtime import until_stopped
-    from device.supervisor import FleetError, FleetSupervisor
+    from device.fleet.supervisor import FleetError, FleetSupervisor
 
     console.print(f"starting {n} nodes in {len(plans)} worker(s) ...")
     try:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from broker.url import BrokerURL
-    from device.monitor import FleetMonitor
+    from device.observe.monitor import FleetMonitor
 
 REFRESH_S = 0.5
 
@@ -126,9 +126,9 @@ def _log_to_console() -> None:
 
 
 async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
-    from device.exporter import MetricsServer
-    from device.monitor import FleetMonitor
-    from device.record import RunRecorder
+    from device.observe.exporter import MetricsServer
+    from device.observe.monitor import FleetMonitor
+    from device.observe.recorder import RunRecorder
 
     async with contextlib.AsyncExitStack() as stack:
         on_message = None

@@ -78,8 +78,8 @@ def node(
 
     from broker import BrokerError, parse_broker_url
     from device.errors import DeviceError
-    from device.node import Node
-    from device.settings import ConnectSettings, DeliverySettings
+    from device.node.node import Node
+    from device.node.settings import ConnectSettings, DeliverySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

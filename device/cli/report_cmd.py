@@ -15,8 +15,8 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Directory for index.html and its PNG plots.")],
 ) -> None:
     """Write OUT/index.html and its plots from the recording RUN; print the page's path."""
-    from device.record import NotARecording, RecordError
-    from device.report import render_report
+    from device.observe.recorder import NotARecording, RecordError
+    from device.observe.report import render_report
 
     if not run.is_file():
         raise fail(f"{run}: no such recording", code=2)

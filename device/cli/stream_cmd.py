@@ -230,7 +230,7 @@ def _log_to_console() -> None:
 def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:
     """The devices of a fleet spec and each one's scenario (one object per distinct scenario)."""
     from dataset_stream import build_scenario
-    from device.fleetspec import FleetSpec, FleetSpecError
+    from device.fleet.spec import FleetSpec, FleetSpecError
 
     try:
         spec = FleetSpec.load(path)

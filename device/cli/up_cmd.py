@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from dataset_stream import Scenario, StreamPublisher
     from dataset_stream.protocol import RunSummary
     from device.model.bundle import ModelBundle
-    from device.monitor import DeviceRecord
-    from device.settings import NodeSettings
+    from device.node.settings import NodeSettings
+    from device.observe.monitor import DeviceRecord
 
 
 def up(
@@ -208,10 +208,10 @@ async def _run(
     from broker import EmbeddedBroker
     from dataset_stream import StreamPublisher
     from dataset_stream.protocol import RunSummary
-    from device.fleet import Fleet
-    from device.monitor import FleetMonitor
-    from device.record import RunRecorder
-    from device.runsummary import device_summary
+    from device.fleet.fleet import Fleet
+    from device.observe.monitor import FleetMonitor
+    from device.observe.recorder import RunRecorder
+    from device.observe.runsummary import device_summary
 
     ids = list(settings)
     factory_classes = sorted({int(c) for c in plan.factory[1]})
@@ -269,8 +269,8 @@ async def _run(
 
 
 def _write_report(recording: Path, where: Path) -> Path:
-    from device.record import RecordError
-    from device.report import render_report
+    from device.observe.recorder import RecordError
+    from device.observe.report import render_report
 
     try:
         page = render_report(recording, where)

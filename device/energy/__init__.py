@@ -2,7 +2,8 @@
 
 - :func:`load_profile` reads a hardware profile (``vega``, ``stm32l4`` or a TOML file);
 - :func:`event_cost` charges one learning event, per layer and phase, from the same AR1* plan the
-  node trains (:func:`device.ar1.plan_event`); :func:`inference_cost` charges classifying samples
+  node trains (:func:`device.learning.ar1.plan_event`); :func:`inference_cost` charges classifying
+  samples
   (frozen stage plus the adaptive stage's forward pass);
 - :func:`memory_map` places weights, activations and LRs on the device's memories;
 - :class:`Battery` and :class:`LifetimeEstimator` follow the energy over simulated time.

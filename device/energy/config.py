@@ -14,7 +14,7 @@ class CostConfig:
 
     ``lr_bits`` is the width of one stored latent-replay element (32 means FP32, unquantized);
     ``lr_meta_bytes`` is stored next to each quantized LR (FP32 scale and zero point, as
-    :mod:`device.replay` stores them).
+    :mod:`device.learning.replay` stores them).
     ``events_per_hour`` is the nominal learning rate, used until two events have been seen.
     """
 

@@ -3,7 +3,8 @@
 For every layer and phase: cycles = MACs / (MAC/cycle of that primitive and phase) x (1 + tiling
 overhead); seconds = cycles / f; joules = P_active x seconds. The frozen stage runs once per new
 sample at the profile's INT8 MAC/cycle. The adaptive stage runs forward, backward-error and
-backward-gradient passes over every latent the AR1* plan trains (:func:`device.ar1.plan_event`),
+backward-gradient passes over every latent the AR1* plan trains
+(:func:`device.learning.ar1.plan_event`),
 on every trained layer: the first trained layer's input error is not needed, but the paper's
 measured runtime computes it (its Table IV steps show it, docs/energy-model.md "Calibration"),
 and the model charges what the device does. LR memory traffic costs bytes x the energy
@@ -19,12 +20,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from device.ar1 import EventPlan, plan_event
 from device.energy.config import CostConfig
 from device.energy.errors import CostConfigError
 from device.energy.memory import MemoryMap, lr_elements, memory_map
 from device.energy.profile import PHASES, Profile
-from device.layerinfo import LayerInfo, with_lr_layer
+from device.learning.ar1 import EventPlan, plan_event
+from device.learning.layers import LayerInfo, with_lr_layer
 
 FROZEN_PHASE = "forward_int8"
 
@@ -280,7 +281,7 @@ def inference_cost(
     (same tiling overhead), all at ``P_active``. No LR memory traffic.
 
     The frozen/adaptive split is the layers' ``adaptive`` flags, or with ``lr_layer`` the split
-    at that LR layer (:func:`device.layerinfo.with_lr_layer`: MobileNet-V1 27 = ``fc27``).
+    at that LR layer (:func:`device.learning.layers.with_lr_layer`: MobileNet-V1 27 = ``fc27``).
     A bad ``n_samples`` or ``lr_layer`` is a :class:`CostConfigError`.
     """
     if n_samples < 1:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from device.energy.config import CostConfig
 from device.energy.errors import CostConfigError
 from device.energy.profile import Profile
-from device.layerinfo import LayerInfo
+from device.learning.layers import LayerInfo
 
 WEIGHT_KINDS = frozenset({"conv", "pointwise", "depthwise", "linear"})
 MIB = 1024 * 1024

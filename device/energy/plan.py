@@ -19,7 +19,7 @@ from device.energy.config import CostConfig
 from device.energy.cost import event_cost, inference_cost
 from device.energy.lifetime import Duty
 from device.energy.profile import Profile
-from device.layerinfo import LayerInfo
+from device.learning.layers import LayerInfo
 
 if TYPE_CHECKING:
     from dataset_stream.protocol import RunSummary

@@ -5,7 +5,7 @@ Heavy builders live in submodules that import onnx on use: :mod:`device.model.de
 :mod:`device.model.split`.
 """
 
-from device.layerinfo import KINDS, LayerInfo, LayerKind, total_macs
+from device.learning.layers import KINDS, LayerInfo, LayerKind, total_macs
 from device.model.bundle import InputSpec, ModelBundle
 from device.model.errors import (
     BundleError,

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from device.layerinfo import KINDS, LayerInfo
+from device.learning.layers import KINDS, LayerInfo
+from device.learning.nn.base import LayerSpec
+from device.learning.nn.sequential import Sequential, build_sequential
 from device.model.errors import BundleError
-from device.nn.base import LayerSpec
-from device.nn.sequential import Sequential, build_sequential
 
 FORMAT = "vega-emu-bundle"
 VERSION = 1

@@ -25,12 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.model.bundle import MANIFEST, InputSpec, ModelBundle
-from device.model.errors import BundleError, ModelError
-from device.model.export import write_bundle
-from device.model.onnx_build import layers_to_onnx
-from device.model.train import Augment, FitConfig, fit
-from device.nn import (
+from device.learning.nn import (
     AvgPool,
     Conv2d,
     DepthwiseConv2d,
@@ -40,6 +35,11 @@ from device.nn import (
     ReLU,
     Sequential,
 )
+from device.model.bundle import MANIFEST, InputSpec, ModelBundle
+from device.model.errors import BundleError, ModelError
+from device.model.export import write_bundle
+from device.model.onnx_build import layers_to_onnx
+from device.model.train import Augment, FitConfig, fit
 
 INPUT_SHAPE = (1, 32, 32)
 NUM_CLASSES = 10

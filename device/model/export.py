@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from device.layerinfo import LayerInfo
+from device.learning.layers import LayerInfo
+from device.learning.nn.sequential import Sequential
 from device.model.bundle import (
     ADAPTIVE,
     FORMAT,
@@ -23,7 +24,6 @@ from device.model.bundle import (
 from device.model.errors import ExportError
 from device.model.quantize import quantize_int8
 from device.model.toml_out import dumps
-from device.nn.sequential import Sequential
 
 FROZEN_FP32 = "frozen_fp32.onnx"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from device.layerinfo import total_macs
+from device.learning.layers import total_macs
 from device.model.bundle import ModelBundle
 
 LR_BITS = (32, 8, 7, 6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device.layerinfo import LayerInfo
+from device.learning.layers import LayerInfo
 
 # (stride, output channels) of the 13 depthwise-separable blocks at width 1.0.
 BLOCKS: tuple[tuple[int, int], ...] = (

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.model.bundle import InputSpec, ModelBundle
-from device.model.errors import ModelError, UnsupportedModelError
-from device.model.export import write_bundle
-from device.model.mobilenet import CLASSIFIER, conv_steps
-from device.model.onnx_build import layers_to_onnx
-from device.model.onnx_read import load_onnx
-from device.model.split import split_onnx
-from device.nn import (
+from device.learning.nn import (
     Conv2d,
     DepthwiseConv2d,
     GlobalAvgPool,
@@ -24,6 +17,13 @@ from device.nn import (
     ReLU6,
     Sequential,
 )
+from device.model.bundle import InputSpec, ModelBundle
+from device.model.errors import ModelError, UnsupportedModelError
+from device.model.export import write_bundle
+from device.model.mobilenet import CLASSIFIER, conv_steps
+from device.model.onnx_build import layers_to_onnx
+from device.model.onnx_read import load_onnx
+from device.model.split import split_onnx
 
 CALIB_SAMPLES = 8
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from device.nn.base import LayerSpec
+from device.learning.nn.base import LayerSpec
 
 OPSET = 13
 IR_VERSION = 8

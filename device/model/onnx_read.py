@@ -11,7 +11,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from device.layerinfo import LayerInfo, LayerKind
+from device.learning.layers import LayerInfo, LayerKind
 from device.model.errors import ExportError, UnsupportedModelError
 
 _KINDS: dict[str, LayerKind] = {

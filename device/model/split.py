@@ -16,11 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from device.model.bundle import InputSpec, ModelBundle
-from device.model.errors import UnsupportedModelError
-from device.model.export import write_bundle
-from device.model.onnx_read import constants, graph_input, layer_infos, load_onnx
-from device.nn import (
+from device.learning.nn import (
     AvgPool,
     BatchNorm,
     Conv2d,
@@ -34,6 +30,10 @@ from device.nn import (
     ReLU6,
     Sequential,
 )
+from device.model.bundle import InputSpec, ModelBundle
+from device.model.errors import UnsupportedModelError
+from device.model.export import write_bundle
+from device.model.onnx_read import constants, graph_input, layer_infos, load_onnx
 
 _SKIP = frozenset(["Dropout", "Identity"])
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.nn.loss import softmax_cross_entropy
-from device.nn.optim import SGD, SGDConfig
-from device.nn.sequential import Sequential
+from device.learning.nn.loss import softmax_cross_entropy
+from device.learning.nn.optim import SGD, SGDConfig
+from device.learning.nn.sequential import Sequential
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,281 @@
+"""One MQTT connection for many nodes of a process (``vega-emu fleet --connection shared``).
+
+By default every node has its own MQTT session (client id = device id), which is what gives each
+device its own last will. A :class:`Gateway` trades that for one connection per worker process,
+as a real gateway in front of many sensors would: one socket, one keep-alive and one session at
+the broker instead of thousands (see docs/fleet.md, "Shared connection").
+
+- The session is persistent (clean session off) under a stable client id of its own, and QoS 1
+  messages are acknowledged manually, by each node after its commit, exactly as on a node's own
+  session: a worker killed at any moment gets every unacknowledged batch again after it returns,
+  and the nodes' ``seq`` check keeps each batch learned once. PUBACKs then go out in the order
+  the nodes finish, not the order the broker sent (MQTT asks for the latter; Mosquitto, EMQX
+  and amqtt match an acknowledgement by its packet id).
+- The gateway subscribes to the ``batch``, ``eval`` and ``infer`` topics of its devices (never a
+  wildcard: a shard sees only its own devices) and hands each message to its node's
+  :class:`Inbox`. A node reads its inbox as it would read its own client's messages; each node
+  still publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
+- MQTT has one last will per connection, so a device cannot have its own. The gateway announces
+  itself on ``{prefix}/gateway/{id}/status`` (retained JSON ``{"gateway", "state", "devices"}``,
+  ``state`` ``online`` or ``offline``) and its will is that message with ``offline``: a consumer
+  that sees a gateway go offline takes its devices as offline
+  (:class:`device.observe.monitor.FleetMonitor`
+  does). A clean stop still publishes every node's own ``offline`` status.
+- A lost connection closes every inbox (its reader gets ``MqttError``, as from a lost client);
+  the gateway reconnects with backoff and the nodes attach to the new connection. A refusal that
+  retrying cannot fix (wrong password, unknown host) is retried for ``give_up_s``, then every
+  node waiting to attach gets :class:`~device.errors.NodeGaveUp`.
+
+The broker must let one client hold its devices' backlog: a burst of one batch per device is
+queued for this one client (Mosquitto's ``max_queued_messages``, 1000 by default; the config
+that ``vega-emu broker`` writes allows 100,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Final, Self
+
+import aiomqtt
+
+from broker.session import Backoff, Refusals, ack, persistent_client
+from broker.url import BrokerURL
+from dataset_stream.protocol import (
+    ProtocolError,
+    is_device_id,
+    parse_topic,
+    topic,
+    validate_device_id,
+    validate_prefix,
+)
+from device.aio import cancel_and_wait
+from device.errors import NodeError, NodeGaveUp
+
+log = logging.getLogger(__name__)
+
+INPUT_KINDS: Final = ("batch", "eval", "infer")
+NETWORK_TIMEOUT_S: Final = 10.0
+#: topic filters per SUBSCRIBE packet (a packet for thousands of filters is hundreds of KB)
+SUBSCRIBE_CHUNK: Final = 500
+
+
+def gateway_topic(prefix: str, gateway_id: str) -> str:
+    """``vega/gateway/gw-0-node-0000/status``: the gateway's retained status (and last will)."""
+    return f"{validate_prefix(prefix)}/gateway/{validate_device_id(gateway_id)}/status"
+
+
+def gateway_filter(prefix: str) -> str:
+    """The subscription filter for every gateway's status: ``vega/gateway/+/status``."""
+    return f"{validate_prefix(prefix)}/gateway/+/status"
+
+
+def read_gateway_status(prefix: str, where: str, payload: object) -> tuple[str, list[str], str]:
+    """``(gateway, devices, state)`` of a gateway status message, or ``ProtocolError``."""
+    head = f"{validate_prefix(prefix)}/gateway/"
+    gateway, sep, rest = where.removeprefix(head).partition("/")
+    if not where.startswith(head) or not sep or rest != "status":
+        raise ProtocolError("bad_format", f"topic {where[:200]!r} is not a gateway status")
+    try:
+        data = json.loads(payload if isinstance(payload, str | bytes | bytearray) else b"")
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_format", f"gateway status is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_format", "gateway status must be a JSON object")
+    state, devices = data.get("state"), data.get("devices")
+    if data.get("gateway") != gateway:
+        raise ProtocolError("bad_format", f"gateway field is not {gateway!r}, the topic's")
+    if state not in ("online", "offline"):
+        raise ProtocolError("bad_format", f"gateway state {state!r} is not online or offline")
+    if not isinstance(devices, list) or not all(is_device_id(d) for d in devices):
+        raise ProtocolError("bad_format", "gateway devices must be a list of device ids")
+    return gateway, devices, state
+
+
+class Inbox:
+    """One node's messages on one gateway connection; iterating ends with ``MqttError`` when
+    the connection is lost (so a node's reader behaves as on a client of its own)."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[aiomqtt.Message | None] = asyncio.Queue()
+        self._lost: str | None = None
+
+    def put(self, message: aiomqtt.Message) -> None:
+        self._queue.put_nowait(message)
+
+    def close(self, why: str) -> None:
+        self._lost = why
+        self._queue.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[aiomqtt.Message]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[aiomqtt.Message]:
+        while True:
+            message = await self._queue.get()
+            if message is None:
+                raise aiomqtt.MqttError(self._lost or "gateway connection lost")
+            yield message
+
+
+class Gateway:
+    """``async with Gateway(broker, id, prefix, devices)``; nodes then :meth:`attach`."""
+
+    def __init__(
+        self,
+        broker: BrokerURL,
+        gateway_id: str,
+        prefix: str,
+        device_ids: Sequence[str],
+        *,
+        give_up_s: float = 180.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not device_ids:
+            raise ValueError("a gateway needs at least one device")
+        self.broker = broker
+        self.gateway_id = validate_device_id(gateway_id)
+        self.prefix = validate_prefix(prefix)
+        self.device_ids = [validate_device_id(d) for d in device_ids]
+        self.backoff = backoff or Backoff()
+        self.connections = 0
+        self.gave_up: NodeGaveUp | None = None
+        self.failure: str | None = None  # why the connection loop died (a bug): see ``failed``
+        self.failed = asyncio.Event()  # the owner stops the process: its nodes cannot be served
+        self._link: tuple[aiomqtt.Client, dict[str, Inbox]] | None = None
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refusals = Refusals(self.gateway_id, give_up_s)
+
+    @property
+    def status_topic(self) -> str:
+        return gateway_topic(self.prefix, self.gateway_id)
+
+    def _status(self, state: str) -> str:
+        return json.dumps({"gateway": self.gateway_id, "state": state, "devices": self.device_ids})
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=f"gateway {self.gateway_id}")
+        self._task.add_done_callback(self._ended)
+        return self
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ends only when cancelled or after giving up; anything else is a failure,
+        logged at once and flagged, so that nodes do not wait on a connection that is gone."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.failure = f"{type(exc).__name__}: {exc}"[:1000]
+        log.error("%s: the connection loop failed: %s", self.gateway_id, self.failure, exc_info=exc)
+        self.failed.set()
+        self._changed.set()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        link = self._link
+        if link is not None:  # a clean stop: say so (the will is for crashes)
+            try:
+                async with asyncio.timeout(2):
+                    await link[0].publish(self.status_topic, self._status("offline"), 1, True)
+            except (aiomqtt.MqttError, TimeoutError) as err:
+                log.warning("%s: could not announce a clean stop: %s", self.gateway_id, err)
+        if task is not None and not self.failed.is_set():  # a failure was reported already
+            await cancel_and_wait(task)
+
+    async def attach(self, device_id: str) -> tuple[aiomqtt.Client, Inbox]:
+        """The current connection and ``device_id``'s inbox on it (waits for one)."""
+        while True:
+            if self.gave_up is not None:
+                raise self.gave_up
+            if self._task is None or self._task.done():
+                raise NodeError(f"gateway {self.gateway_id} is not running: {self.failure}")
+            link = self._link
+            if link is not None:
+                return link[0], link[1][device_id]
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
+        try:
+            while True:
+                # every node's reports share this connection's window of unacknowledged QoS 1
+                # publishes (paho's default of 20 would queue them behind each other)
+                client = persistent_client(
+                    self.broker,
+                    self.gateway_id,
+                    will,
+                    NETWORK_TIMEOUT_S,
+                    max_inflight_messages=65535,
+                )
+                # inboxes exist before CONNACK: a resumed session's backlog follows it at once
+                inboxes = {d: Inbox() for d in self.device_ids}
+                try:
+                    async with client:
+                        await self._serve(client, inboxes)
+                except aiomqtt.MqttError as exc:
+                    self._lost(inboxes, f"gateway connection lost: {exc}")
+                    delay = self.backoff.next_delay()
+                    now = asyncio.get_running_loop().time()
+                    self._refusals.failed(self.broker, exc, delay, now)
+                    await asyncio.sleep(delay)
+                except BaseException:
+                    self._lost(inboxes, "gateway stopped")
+                    raise
+        except NodeGaveUp as exc:
+            log.error("%s", exc)
+            self.gave_up = exc
+            self._changed.set()
+
+    def _lost(self, inboxes: dict[str, Inbox], why: str) -> None:
+        self._link = None
+        for inbox in inboxes.values():
+            inbox.close(why)
+        self._changed.set()
+
+    async def _serve(self, client: aiomqtt.Client, inboxes: dict[str, Inbox]) -> None:
+        self._refusals.clear()
+        filters = [
+            (topic(self.prefix, d, kind), 1) for d in self.device_ids for kind in INPUT_KINDS
+        ]
+        reader = asyncio.create_task(
+            self._dispatch(client, inboxes), name=f"{self.gateway_id} reader"
+        )
+        try:
+            for start in range(0, len(filters), SUBSCRIBE_CHUNK):
+                await client.subscribe(filters[start : start + SUBSCRIBE_CHUNK])
+            await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+            self.backoff.reset()
+            self.connections += 1
+            self._link = (client, inboxes)
+            self._changed.set()
+            await reader  # returns only when the connection's message stream ends
+        finally:
+            await cancel_and_wait(reader)
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def _dispatch(self, client: aiomqtt.Client, inboxes: dict[str, Inbox]) -> None:
+        async for message in client.messages:
+            where = str(message.topic)
+            try:
+                device, _ = parse_topic(self.prefix, where)
+                inbox = inboxes[device]
+            except (ProtocolError, KeyError):  # not subscribed by us: acknowledge and drop it
+                log.warning("%s: dropping a message on %r", self.gateway_id, where[:200])
+                ack(client, message)
+                continue
+            inbox.put(message)
+            del message  # an idle gateway keeps no batch alive
+
+
+__all__ = ["Gateway", "Inbox", "gateway_filter", "gateway_topic", "read_gateway_status"]

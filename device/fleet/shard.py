@@ -1,0 +1,282 @@
+"""One worker process of ``vega-emu fleet``: a shard of the fleet's nodes, until told to stop.
+
+Started by :class:`device.fleet.supervisor.FleetSupervisor` as ``python -m device.fleet.shard``.
+The first
+line on standard input is the shard's plan, as JSON (:class:`ShardPlan`: no pickle crosses the
+process boundary); the MQTT password comes in the environment (``VEGA_EMU_MQTT_PASSWORD``),
+never on the command line. The worker keeps reading standard input: end of file means the
+supervisor is gone (even killed with SIGKILL), and the worker stops its nodes cleanly, as it
+does on SIGTERM or SIGINT.
+
+The nodes of a shard share one onnxruntime session per model bundle (:class:`Fleet`). When
+every node is connected the worker writes ``{"ready": N}`` on standard output.
+
+Exit status: 0 after a clean stop; :data:`EXIT_CONFIG` (2) when the plan, a model or the
+broker's answer (wrong password, unknown host) means that starting again would fail the same
+way -- the supervisor then gives up instead of restarting it; anything else is a crash, and
+the supervisor restarts the shard (its nodes resume from their databases).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import resource
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from broker.acl import read_credentials
+from broker.errors import BrokerError
+from broker.url import BrokerURL, parse_broker_url
+from device.fleet.fleet import Fleet
+from device.fleet.gateway import Gateway
+from device.fleet.spec import DeviceClass
+from device.model.bundle import ModelBundle
+from device.model.errors import ModelError
+from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings
+
+log = logging.getLogger("vega_emu.shard")
+
+EXIT_CONFIG: Final = 2
+EXIT_CRASH: Final = 1  # the supervisor restarts the worker
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    """What one worker runs: its devices (id -> class name), the classes, where and how."""
+
+    worker: int
+    broker: str  # the URL without its password
+    ca_file: str | None
+    state_dir: Path
+    devices: tuple[tuple[str, str], ...]
+    classes: tuple[DeviceClass, ...]
+    topic_prefix: str = "vega"
+    seed: int = 0
+    hold_s: float = 30.0
+    give_up_s: float = 180.0
+    connect_timeout_s: float = 120.0
+    threads: int = 1  # threads that run the nodes' learning events
+    credentials: str | None = None  # a user:password file: each node logs in as its device id
+    shared: bool = False  # one MQTT connection for the shard's nodes (device.fleet.gateway)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "worker": self.worker,
+                "broker": self.broker,
+                "ca_file": self.ca_file,
+                "state_dir": str(self.state_dir),
+                "devices": [list(d) for d in self.devices],
+                "classes": [c.to_dict() for c in self.classes],
+                "topic_prefix": self.topic_prefix,
+                "seed": self.seed,
+                "hold_s": self.hold_s,
+                "give_up_s": self.give_up_s,
+                "connect_timeout_s": self.connect_timeout_s,
+                "threads": self.threads,
+                "credentials": self.credentials,
+                "shared": self.shared,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardPlan:
+        data: Mapping[str, Any] = json.loads(text)
+        return cls(
+            worker=int(data["worker"]),
+            broker=str(data["broker"]),
+            ca_file=data.get("ca_file"),
+            state_dir=Path(data["state_dir"]),
+            devices=tuple((str(d), str(c)) for d, c in data["devices"]),
+            classes=tuple(DeviceClass.from_dict(c) for c in data["classes"]),
+            topic_prefix=str(data["topic_prefix"]),
+            seed=int(data["seed"]),
+            hold_s=float(data["hold_s"]),
+            give_up_s=float(data["give_up_s"]),
+            connect_timeout_s=float(data["connect_timeout_s"]),
+            threads=int(data["threads"]),
+            credentials=data.get("credentials"),
+            shared=bool(data.get("shared", False)),
+        )
+
+    @property
+    def gateway_id(self) -> str:
+        """The shared connection's client id: stable while the shard holds the same devices
+        (its persistent session, with any unacknowledged batches, is found again on restart)."""
+        return f"gw-{self.devices[0][0]}-{len(self.devices)}"[:64]
+
+    def node_settings(self, bundles: Mapping[str, ModelBundle]) -> dict[str, NodeSettings]:
+        by_name = {c.name: c for c in self.classes}
+        return {
+            device: replace(
+                by_name[name].settings(device, self.state_dir, bundles[name], seed=self.seed),
+                prefix=self.topic_prefix,
+                delivery=DeliverySettings(hold_s=self.hold_s),
+                connect=ConnectSettings(give_up_s=self.give_up_s),
+            )
+            for device, name in self.devices
+        }
+
+
+def _bundles(plan: ShardPlan) -> dict[str, ModelBundle]:
+    """Class name -> its bundle; classes with the same model directory share one object."""
+    loaded: dict[str, ModelBundle] = {}
+    out: dict[str, ModelBundle] = {}
+    for c in plan.classes:
+        if c.model is None:
+            raise ModelError(f"class {c.name!r}: the supervisor must resolve its model")
+        key = str(c.model.resolve())
+        if key not in loaded:
+            loaded[key] = ModelBundle.load(c.model)
+        out[c.name] = loaded[key]
+    return out
+
+
+def _raise_fd_limit(nodes: int) -> None:
+    """Each node holds a socket and its database (+ WAL + shared memory): lift the soft limit
+    on open files to the hard one, and say so if even that is too low for this shard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 5 * nodes + 64
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < need:
+        log.warning(
+            "this worker may run out of file descriptors: %d nodes need about %d, the hard "
+            "limit is %d (raise it with ulimit -n, or use more --workers)",
+            nodes,
+            need,
+            hard,
+        )
+
+
+async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int:
+    """Run the shard's nodes until ``stop``; the exit status."""
+    _raise_fd_limit(len(plan.devices))
+    bundles = _bundles(plan)
+    settings = plan.node_settings(bundles)
+    groups: dict[int, tuple[ModelBundle, list[str]]] = {}
+    class_of = dict(plan.devices)
+    for device, name in plan.devices:
+        bundle = bundles[name]
+        groups.setdefault(id(bundle), (bundle, []))[1].append(device)
+    broker_for = None
+    if plan.credentials is not None:
+        logins = read_credentials(Path(plan.credentials))
+
+        def broker_for(device: str) -> BrokerURL:
+            return url.with_credentials(device, logins[device])
+
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = None
+        if plan.shared:
+            gateway = await stack.enter_async_context(
+                Gateway(
+                    url,
+                    plan.gateway_id,
+                    plan.topic_prefix,
+                    [d for d, _ in plan.devices],
+                    give_up_s=plan.give_up_s,
+                )
+            )
+        fleets = [
+            await stack.enter_async_context(
+                Fleet(
+                    ids,
+                    settings.__getitem__,
+                    bundle,
+                    url,
+                    connect_timeout=plan.connect_timeout_s,
+                    broker_for=broker_for,
+                    gateway=gateway,
+                )
+            )
+            for bundle, ids in groups.values()
+        ]
+        nodes = [n for f in fleets for n in f.nodes.values()]
+        sys.stdout.write(json.dumps({"ready": len(nodes)}) + "\n")
+        sys.stdout.flush()
+        log.info(
+            "worker %d: %d nodes (%s) on %s",
+            plan.worker,
+            len(nodes),
+            ", ".join(sorted({class_of[n.settings.device_id] for n in nodes})),
+            url,
+        )
+        all_gave_up: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(n.stopped.wait() for n in nodes))
+        )
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        watched = {all_gave_up, stopped}
+        if gateway is not None:  # its loop died: a crash, and a restart serves the nodes again
+            watched.add(asyncio.ensure_future(gateway.failed.wait()))
+        try:
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in watched:
+                task.cancel()
+            await asyncio.gather(*watched, return_exceptions=True)
+        if gateway is not None and gateway.failed.is_set():
+            log.error("worker %d: gateway failed (%s); exiting", plan.worker, gateway.failure)
+            return EXIT_CRASH
+        gave_up = [n.gave_up for n in nodes if n.gave_up is not None]
+    if gave_up and not stop.is_set():
+        log.error("worker %d: every node gave up; first: %s", plan.worker, gave_up[0])
+        return EXIT_CONFIG
+    return 0
+
+
+async def _main(plan: ShardPlan, url: BrokerURL) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The nodes' events run in these threads. One per worker process (and one process per
+    # core) beats more: with the default pool (6 threads here) a 300-node fleet on 2 cores
+    # used 1.46x the memory (concurrent events each hold a mini-batch's activations) and 7 %
+    # more CPU per event (benchmarks/fleet_capacity.py).
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=plan.threads, thread_name_prefix="node-events")
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def watch_stdin() -> None:  # end of file: the supervisor is gone
+        sys.stdin.read()
+        loop.call_soon_threadsafe(stop.set)
+
+    # A daemon thread, so that shutdown never waits for it (an executor thread would).
+    threading.Thread(target=watch_stdin, name="supervisor watch", daemon=True).start()
+    return await run_shard(plan, url, stop)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    line = sys.stdin.readline()
+    try:
+        plan = ShardPlan.from_json(line)
+        url = parse_broker_url(plan.broker, ca_file=plan.ca_file)
+    except (ValueError, KeyError, TypeError, BrokerError) as exc:
+        log.error("worker: unusable plan: %s", exc)
+        sys.exit(EXIT_CONFIG)
+    try:
+        code = asyncio.run(_main(plan, url))
+    except (ModelError, ValueError, BrokerError) as exc:
+        log.error("worker %d: %s", plan.worker, exc)
+        code = EXIT_CONFIG
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["EXIT_CONFIG", "ShardPlan", "run_shard"]

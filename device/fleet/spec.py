@@ -1,0 +1,249 @@
+"""What a fleet is made of: device classes (count, model, profile, learning settings, data).
+
+A fleet spec is data, read once at the edge. ``vega-emu fleet --spec fleet.toml`` reads it from a
+TOML file (``docs/fleet.md`` has an example); ``vega-emu fleet -n N`` makes a spec of one class
+from the command-line flags. The classes take consecutive fleet ids in the order written::
+
+    prefix = "node-"        # optional, ids are {prefix}{index:04d}
+    start_index = 0         # optional
+
+    [[class]]
+    name = "vega"
+    count = 900
+    profile = "vega"        # or a profile TOML file
+    lr_size = 1500
+
+    [[class]]
+    name = "stm32"
+    count = 100
+    profile = "stm32l4"
+    model = "bundles/digits-lr-c1"   # another model bundle (another LR layer), relative to the spec
+
+gives ``node-0000`` .. ``node-0899`` (vega) and ``node-0900`` .. ``node-0999`` (stm32). The
+stream reads the same file for the ids and each class's data scenario.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from dataset_stream.protocol import FLEET_PREFIX, fleet_ids
+from device.errors import DeviceError
+
+if TYPE_CHECKING:
+    from device.model.bundle import ModelBundle
+    from device.node.settings import NodeSettings
+
+
+class FleetSpecError(DeviceError, ValueError):
+    """A fleet spec that cannot be used; the message names the file, class and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClass:
+    """One kind of device in a fleet. ``model``: a bundle directory, None for the default model.
+
+    The learning fields mean what the ``vega-emu node`` flags of the same name mean; ``dataset``
+    and ``scenario`` are what the stream sends this class.
+    """
+
+    name: str
+    count: int
+    model: Path | None = None
+    profile: str = "vega"
+    lr_size: int = 1500
+    lr_bits: int = 8
+    epochs: int = 4
+    mb: int = 128
+    new_per_mb: int = 21
+    lr: float | None = None
+    class_balanced: bool = False
+    dataset: str = "digits"
+    scenario: str = "nic"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise FleetSpecError("a device class needs a name")
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise FleetSpecError(
+                f"class {self.name!r}: count must be an int >= 1, not {self.count!r}"
+            )
+
+    def settings(
+        self, device_id: str, state_dir: Path, bundle: ModelBundle, **extra: Any
+    ) -> NodeSettings:
+        """The checked :class:`NodeSettings` of one device of this class (``ValueError``)."""
+        from device.energy import load_profile
+        from device.learning.learner import TrainConfig
+        from device.learning.nn import SGDConfig
+        from device.node.settings import NodeSettings, ReplaySettings
+
+        load_profile(self.profile)  # an unknown profile is an error now, not at the first event
+        return NodeSettings(
+            device_id=device_id,
+            state_dir=state_dir,
+            replay=ReplaySettings(self.lr_size, self.lr_bits, self.class_balanced),
+            train=TrainConfig(epochs=self.epochs, mb_size=self.mb, new_per_mb=self.new_per_mb),
+            sgd=SGDConfig(lr=self.lr if self.lr is not None else bundle.recommended_lr),
+            profile=self.profile,
+            **extra,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.model is not None:
+            out["model"] = str(self.model)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None) -> DeviceClass:
+        """From a TOML table or :meth:`to_dict`; relative ``model`` paths are under ``base``."""
+        name = data.get("name", "?")
+        unknown = sorted(set(data) - KEYS)
+        if unknown:
+            raise FleetSpecError(
+                f"class {name!r}: unknown key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(KEYS))}"
+            )
+        values = dict(data)
+        for key, kind in TYPES.items():
+            if key in values and not _is(values[key], kind):
+                raise FleetSpecError(f"class {name!r}: {key} must be {kind}, not {values[key]!r}")
+        model = values.get("model")
+        if model is not None:
+            path = Path(model)
+            values["model"] = path if path.is_absolute() or base is None else base / path
+        return cls(**values)
+
+
+#: Keys of a class table and the type each must have.
+TYPES: Final[dict[str, str]] = {
+    "name": "str",
+    "count": "int",
+    "model": "str",
+    "profile": "str",
+    "lr_size": "int",
+    "lr_bits": "int",
+    "epochs": "int",
+    "mb": "int",
+    "new_per_mb": "int",
+    "lr": "float",
+    "class_balanced": "bool",
+    "dataset": "str",
+    "scenario": "str",
+}
+KEYS: Final = frozenset(f.name for f in fields(DeviceClass))
+
+
+def _is(value: object, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One device of a fleet: its id, its index in the fleet and its class."""
+
+    device_id: str
+    index: int
+    device_class: DeviceClass
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """Device classes, in order, taking consecutive ids ``{prefix}{start_index + i:04d}``."""
+
+    classes: tuple[DeviceClass, ...]
+    prefix: str = FLEET_PREFIX
+    start_index: int = 0
+    source: str = field(default="command line", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise FleetSpecError(f"{self.source}: a fleet needs at least one [[class]]")
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise FleetSpecError(f"{self.source}: class names must be distinct, got {names}")
+        if isinstance(self.start_index, bool) or self.start_index < 0:
+            raise FleetSpecError(f"{self.source}: start_index must be >= 0")
+        try:
+            fleet_ids(1, self.prefix)
+        except ValueError as exc:
+            raise FleetSpecError(f"{self.source}: {exc}") from exc
+
+    @property
+    def size(self) -> int:
+        return sum(c.count for c in self.classes)
+
+    def members(self) -> list[Member]:
+        """Every device, in id order."""
+        ids = iter(fleet_ids(self.size, self.prefix, start=self.start_index))
+        index = self.start_index
+        out: list[Member] = []
+        for device_class in self.classes:
+            for _ in range(device_class.count):
+                out.append(Member(next(ids), index, device_class))
+                index += 1
+        return out
+
+    def device_ids(self) -> list[str]:
+        return [m.device_id for m in self.members()]
+
+    def by_class(self) -> Iterator[tuple[DeviceClass, list[str]]]:
+        """Each class with the ids of its devices."""
+        members = self.members()
+        for device_class in self.classes:
+            yield device_class, [m.device_id for m in members if m.device_class is device_class]
+
+    @classmethod
+    def load(cls, path: Path) -> FleetSpec:
+        """Read a TOML spec; :class:`FleetSpecError` names what is wrong and where."""
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise FleetSpecError(f"cannot read the fleet spec {path}: {exc.strerror}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise FleetSpecError(f"fleet spec {path} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(doc) - {"prefix", "start_index", "class"})
+        if unknown:
+            raise FleetSpecError(f"fleet spec {path}: unknown key(s) {', '.join(unknown)}")
+        tables = doc.get("class", [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise FleetSpecError(f"fleet spec {path}: write each device class as [[class]]")
+        prefix, start = doc.get("prefix", FLEET_PREFIX), doc.get("start_index", 0)
+        if not isinstance(prefix, str) or not _is(start, "int"):
+            raise FleetSpecError(f"fleet spec {path}: prefix must be a string, start_index an int")
+        try:
+            classes = tuple(DeviceClass.from_dict(t, base=path.parent) for t in tables)
+            return cls(classes, prefix, start, source=str(path))
+        except TypeError as exc:  # a missing required key (name, count)
+            raise FleetSpecError(f"fleet spec {path}: {exc}") from exc
+        except FleetSpecError as exc:
+            raise FleetSpecError(f"fleet spec {path}: {exc}") from exc
+
+
+def shard(members: list[Member], workers: int) -> list[list[Member]]:
+    """Split ``members`` into ``workers`` contiguous ranges of sizes differing by at most one."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    size, extra = divmod(len(members), workers)
+    out, start = [], 0
+    for w in range(workers):
+        end = start + size + (1 if w < extra else 0)
+        out.append(members[start:end])
+        start = end
+    return [part for part in out if part]
+
+
+__all__ = ["DeviceClass", "FleetSpec", "FleetSpecError", "Member", "shard"]

@@ -1,0 +1,553 @@
+"""``Node``: one emulated VEGA device on MQTT (async context manager).
+
+Delivery (docs/protocol.md, "Delivery guarantees"): the node learns each batch exactly once and
+in ``seq`` order. Its MQTT session is persistent (client id = device id, clean session off), so
+QoS 1 batches queued while it was away arrive when it returns, and a batch is acknowledged only
+once its event is committed: a node killed at any moment gets every unacknowledged batch again.
+With a :class:`~device.fleet.gateway.Gateway` the node has no session of its own: it reads its
+messages from the gateway's shared, equally persistent connection and acknowledges them there,
+with the same guarantees (but no last will of its own).
+
+- seq ``last + 1`` is learned; a later seq is *held*, unacknowledged, until the missing ones
+  arrive or ``hold_s`` passes; then the missing range is committed as a gap, reported (``gap``
+  error, ``gaps`` in telemetry and status) and learning goes on with the held batches;
+- a seq already learned is acknowledged and answered with a ``duplicate`` error carrying it; a
+  seq that was skipped as part of a gap gets ``stale_seq``;
+- an event the store cannot commit (disk full, read-only) is *not* acknowledged: the node
+  reports ``store_failed`` and status ``error``, and retries it with backoff until it commits;
+- any other failure on a batch is reported (``internal``, with its seq), committed as a
+  ``failed`` event so the seq is never applied later, and the node goes on.
+
+Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in turn with the
+batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
+classified, charged and committed by the engine, answered on ``prediction`` (or ``error`` with
+``infer_seq``), then acknowledged. A repeat of a charged request is answered, not charged.
+
+Supervision: anything that still ends the session loop is logged at once with its traceback,
+published as a retained status ``error`` with the reason on the next connection, and the loop
+is restarted with backoff. Numeric work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiomqtt
+
+from broker.session import Backoff, Refusals, ack, persistent_client
+from broker.url import BrokerURL
+from dataset_stream.protocol import (
+    Batch,
+    ErrorMessage,
+    Prediction,
+    ProtocolError,
+    Telemetry,
+    decode_batch,
+    decode_eval,
+    decode_infer,
+    parse_topic,
+    topic,
+)
+from device.aio import cancel_and_wait
+from device.errors import NodeGaveUp
+from device.fleet.gateway import INPUT_KINDS, Gateway, Inbox
+from device.model.bundle import ModelBundle
+from device.model.frozen import FrozenStage
+from device.node.engine import NodeEngine
+from device.node.settings import NodeSettings
+from device.node.store import StoreError
+
+log = logging.getLogger(__name__)
+
+NETWORK_TIMEOUT_S = 10.0
+STOP_GRACE_S = 5.0  # a clean stop waits this long for the message in hand
+T = TypeVar("T")
+TelemetryHook = Callable[[Telemetry], None]
+
+
+class Node:
+    """An emulated device: receives batches, learns, reports (``async with Node(...)``)."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        bundle: ModelBundle,
+        broker: BrokerURL,
+        *,
+        frozen: FrozenStage | None = None,
+        backoff: Backoff | None = None,
+        on_telemetry: TelemetryHook | None = None,
+        gateway: Gateway | None = None,
+    ) -> None:
+        self.settings = settings
+        self.gateway = (
+            gateway  # a shared connection (device.fleet.gateway); else a session of its own
+        )
+        self.bundle = bundle
+        self.broker = broker
+        self.frozen = frozen or FrozenStage.shared(bundle)
+        self.backoff = backoff or Backoff()
+        self.on_telemetry = on_telemetry
+        self.engine: NodeEngine | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.failures = 0  # session loops that ended with an unexpected error
+        self.failure: str | None = None  # the reason of the last one, until reported
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one event at a time
+        self._stopping = False
+        self._held: dict[int, tuple[aiomqtt.Message, Batch]] = {}
+        self._hold_deadline: float | None = None
+        self._hold_changed = asyncio.Event()
+        self._state = "idle"  # the last status published
+        self._refusals = Refusals(settings.device_id, settings.connect.give_up_s)
+        self.gave_up: NodeGaveUp | None = None
+        self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.engine = await asyncio.to_thread(NodeEngine, self.settings, self.bundle, self.frozen)
+        self._task = asyncio.create_task(self._supervise(), name=f"node {self.device_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        self._stopping = True
+        # a clean stop lets the message in hand finish: answered *and* acknowledged, so that
+        # the broker does not hand it over again (holding the lock, no new one starts)
+        in_hand_done = False
+        if task is not None and not task.done():
+            try:
+                async with asyncio.timeout(STOP_GRACE_S):
+                    await self._lock.acquire()
+                in_hand_done = True
+            except TimeoutError:
+                log.warning(
+                    "%s: the message in hand did not finish within %.0f s; stopping anyway",
+                    self.device_id,
+                    STOP_GRACE_S,
+                )
+        try:
+            if task is not None:
+                await cancel_and_wait(task)
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                if in_hand_done:
+                    await asyncio.to_thread(engine.close)
+                else:
+                    async with self._lock:
+                        await asyncio.to_thread(engine.close)
+        finally:
+            if in_hand_done:
+                self._lock.release()
+
+    @property
+    def device_id(self) -> str:
+        return self.settings.device_id
+
+    def _topic(self, kind: str) -> str:
+        return topic(self.settings.prefix, self.device_id, kind)
+
+    # -- supervision -------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Run the session loop forever; a loop that dies is logged, reported and restarted."""
+        backoff = Backoff(initial_s=1.0, cap_s=60.0)
+        while True:
+            connections = self.connections
+            try:
+                if self.gateway is None:
+                    await self._session_loop()
+                else:
+                    await self._gateway_loop(self.gateway)
+            except NodeGaveUp as exc:  # refused for good: the owner decides what happens
+                log.error("%s", exc)
+                self.gave_up = exc
+                self.stopped.set()
+                return
+            except Exception as exc:  # the supervisor is the one place that sees everything
+                self.failures += 1
+                self.failure = f"{type(exc).__name__}: {exc}"[:1000]
+                self.connected.clear()
+                if self.connections > connections:
+                    backoff.reset()  # it had worked: not a crash loop
+                delay = backoff.next_delay()
+                log.error(
+                    "%s: node loop failed: %s; restarting in %.1f s",
+                    self.device_id,
+                    self.failure,
+                    delay,
+                    exc_info=exc,
+                )
+                await asyncio.sleep(delay)
+
+    async def _session_loop(self) -> None:
+        will = aiomqtt.Will(
+            self._topic("status"),
+            json.dumps({"device": self.device_id, "state": "offline"}),
+            qos=1,
+            retain=True,
+        )
+        while True:
+            client = persistent_client(self.broker, self.device_id, will, NETWORK_TIMEOUT_S)
+            try:
+                async with client:
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if self._stopping:
+                    # leaving the client after a cancel can fail with MqttError, which would
+                    # replace the CancelledError: the stop must still win over a reconnect
+                    raise asyncio.CancelledError from exc
+                delay = self.backoff.next_delay()
+                now = asyncio.get_running_loop().time()
+                self._refusals.failed(self.broker, exc, delay, now)
+                await asyncio.sleep(delay)
+
+    async def _gateway_loop(self, gateway: Gateway) -> None:
+        """Serve on the gateway's connection; when it is lost, wait for the next one (the
+        gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
+        while True:
+            client, inbox = await gateway.attach(self.device_id)
+            try:
+                await self._serve(client, inbox)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if self._stopping:
+                    raise asyncio.CancelledError from exc
+                log.debug("%s: %s; waiting for the gateway", self.device_id, exc)
+
+    async def _serve(self, client: aiomqtt.Client, inbox: Inbox | None = None) -> None:
+        """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
+        self._refusals.clear()
+        # held batches belong to the last connection; unacknowledged, they come again
+        self._held.clear()
+        self._hold_deadline = None
+        if inbox is None:  # a gateway subscribes for its nodes
+            await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
+        self.backoff.reset()
+        self.connections += 1
+        reason, self.failure = self.failure, None
+        await self._publish_status(client, "error" if reason else "idle", reason)
+        self.connected.set()
+        reader = asyncio.create_task(self._read(client, inbox), name=f"{self.device_id} reader")
+        watcher = asyncio.create_task(self._watch_holds(client), name=f"{self.device_id} holds")
+        try:
+            await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # a clean stop: say so (the will is for crashes)
+            await _cancel_all(reader, watcher)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._publish_status(client, "offline")
+            raise
+        finally:
+            self.connected.clear()
+        await _cancel_all(reader, watcher)  # raises what ended the first one, if it failed
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def _read(self, client: aiomqtt.Client, inbox: Inbox | None) -> None:
+        async for message in client.messages if inbox is None else inbox:
+            await self._handle(client, message)
+            # An idle node must not keep its last batch alive (~150 KB each in a big fleet).
+            del message
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """One message: learned, held, or answered with an error; the node never stops here."""
+        assert self.engine is not None
+        where = str(message.topic)
+        try:
+            device, kind = parse_topic(self.settings.prefix, where)
+        except ProtocolError:
+            device, kind = None, None
+        if device != self.device_id or kind not in INPUT_KINDS:
+            text = (
+                f"message on {where[:200]!r}, which is not this node's batch, eval or infer topic"
+            )
+            await self._publish_error(client, ErrorMessage(self.device_id, "foreign_topic", text))
+            ack(client, message)
+            return
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        async with self._lock:
+            try:
+                if kind == "batch":
+                    await self._on_batch(client, message, bytes(payload))
+                    return  # _on_batch acknowledges (or holds) it
+                if kind == "infer":
+                    await self._on_infer(client, bytes(payload))
+                else:
+                    await self._on_eval(client, bytes(payload))
+            except ProtocolError as exc:
+                if kind == "infer":  # its seq is an inference seq, never a batch's
+                    rejected = ErrorMessage(
+                        self.device_id, exc.code, exc.message, infer_seq=exc.seq
+                    )
+                else:
+                    rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
+                await self._publish_error(client, rejected)
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                raise  # the connection is gone or we stop: the message comes again
+            except Exception as exc:  # anything else: report it with a stable code, go on
+                log.exception("%s: failed on a %s message", self.device_id, kind)
+                failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
+                await self._publish_error(client, failed)
+        ack(client, message)
+
+    async def _on_batch(self, client: aiomqtt.Client, message: aiomqtt.Message, raw: bytes) -> None:
+        engine = self.engine
+        assert engine is not None
+        model = self.bundle
+        batch = decode_batch(
+            raw,
+            limits=self.settings.limits,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+            num_classes=model.num_classes,
+        )
+        seq, last = batch.seq, engine.last_seq
+        delivery = self.settings.delivery
+        if last is not None and seq <= last:
+            if await asyncio.to_thread(engine.has_event, seq):
+                code, text = "duplicate", f"seq {seq} was learned before; not applied again"
+            else:
+                code, text = "stale_seq", f"seq {seq} arrived after it was skipped as a gap"
+            await self._publish_error(client, ErrorMessage(self.device_id, code, text, seq=seq))
+            ack(client, message)
+            return
+        if last is not None and seq - last > delivery.max_seq_ahead:
+            raise ProtocolError(
+                "bad_metadata",
+                f"seq {seq} is more than {delivery.max_seq_ahead} past the last seq {last}",
+                seq=seq,
+            )
+        expected = 1 if last is None else last + 1
+        if seq > expected:  # early: hold it, unacknowledged, until the gap fills or times out
+            if seq in self._held:  # a second copy (a producer re-publishing): one is enough
+                ack(client, message)
+                return
+            self._held[seq] = (message, batch)
+            if self._hold_deadline is None:
+                loop = asyncio.get_running_loop()
+                self._hold_deadline = loop.time() + delivery.hold_s
+                self._hold_changed.set()
+            log.info("%s: holding seq %d until seq %d arrives", self.device_id, seq, expected)
+            if len(self._held) > delivery.max_held:
+                await self._skip_gap(client)
+            return
+        await self._learn(client, message, batch)
+        await self._drain(client)
+
+    async def _learn(self, client: aiomqtt.Client, message: aiomqtt.Message, batch: Batch) -> None:
+        """Apply ``batch`` (it is next in order); commit, answer, then acknowledge it."""
+        engine = self.engine
+        assert engine is not None
+        try:
+            outcome = await self._commit(client, batch.seq, engine.apply, batch)
+        except Exception as exc:  # the node cannot learn this batch: skip it, say so, go on
+            log.exception("%s: failed on seq %d; skipping it", self.device_id, batch.seq)
+            await self._commit(client, batch.seq, engine.skip, batch.seq, batch.t)
+            text = f"{type(exc).__name__}: {exc}"
+            await self._publish_error(
+                client, ErrorMessage(self.device_id, "internal", text, seq=batch.seq)
+            )
+            ack(client, message)
+            return
+        telemetry = outcome.telemetry
+        await client.publish(self._topic("telemetry"), telemetry.to_json(), qos=1)
+        ack(client, message)
+        state = "idle" if outcome.learned else "depleted"
+        if self._state != state:
+            await self._publish_status(client, state)
+        if self.on_telemetry is not None:
+            try:
+                self.on_telemetry(telemetry)
+            except Exception:  # the hook is the caller's code: its failure is not the batch's
+                log.exception("%s: telemetry hook failed", self.device_id)
+
+    async def _commit(
+        self, client: aiomqtt.Client, seq: int, fn: Callable[..., T], *args: Any
+    ) -> T:
+        """Run ``fn(*args)`` in a thread; while the store refuses the commit, report and retry.
+
+        Store failures (disk full, read-only, I/O) are retried forever with capped backoff: the
+        batch stays unacknowledged and nothing after it is learned, so nothing is lost or
+        reordered; the retained status says ``error`` meanwhile.
+        """
+        delivery = self.settings.delivery
+        backoff = Backoff(initial_s=delivery.retry_initial_s, cap_s=delivery.retry_cap_s)
+        failed_before = False
+        while True:
+            try:
+                return await _finish_in_thread(fn, *args)
+            except StoreError as exc:
+                delay = backoff.next_delay()
+                log.error(
+                    "%s: cannot commit seq %d: %s; retry in %.1f s", self.device_id, seq, exc, delay
+                )
+                if not failed_before:  # one report per batch, not one per attempt
+                    failed_before = True
+                    text = f"{exc}; the batch is kept and retried until it commits"
+                    error = ErrorMessage(self.device_id, "store_failed", text, seq=seq)
+                    await self._publish_error(client, error)
+                    await self._publish_status(client, "error", f"storage: {exc}")
+                await asyncio.sleep(delay)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Learn the held batches that are now next in order."""
+        engine = self.engine
+        assert engine is not None
+        while engine.last_seq is not None and engine.last_seq + 1 in self._held:
+            message, batch = self._held.pop(engine.last_seq + 1)
+            await self._learn(client, message, batch)
+        loop = asyncio.get_running_loop()
+        self._hold_deadline = loop.time() + self.settings.delivery.hold_s if self._held else None
+        self._hold_changed.set()
+
+    async def _watch_holds(self, client: aiomqtt.Client) -> None:
+        """When held batches have waited ``hold_s`` for a missing seq, skip the gap."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._hold_changed.clear()
+            deadline = self._hold_deadline
+            if deadline is None:
+                await self._hold_changed.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._hold_changed.wait()
+                    continue
+            if loop.time() >= deadline:
+                async with self._lock:
+                    if self._hold_deadline is not None and loop.time() >= self._hold_deadline:
+                        await self._skip_gap(client)
+
+    async def _skip_gap(self, client: aiomqtt.Client) -> None:
+        """Give up on the missing seqs before the first held batch; learn on from there."""
+        engine = self.engine
+        assert engine is not None
+        if not self._held:
+            self._hold_deadline = None
+            return
+        first_held = min(self._held)
+        last = engine.last_seq
+        if last is not None and first_held > last + 1:
+            first, gap_last = last + 1, first_held - 1
+            await self._commit(client, first, engine.record_gap, first, gap_last)
+            text = f"seqs {first}..{gap_last} never arrived; learning goes on with {first_held}"
+            log.warning("%s: %s", self.device_id, text)
+            error = ErrorMessage(
+                self.device_id,
+                "gap",
+                text,
+                gap_first=first,
+                gap_last=gap_last,
+                next_seq=first_held,
+            )
+            await self._publish_error(client, error)
+        elif last is None:
+            log.info("%s: first batch is seq %d", self.device_id, first_held)
+        message, batch = self._held.pop(first_held)
+        await self._learn(client, message, batch)
+        await self._drain(client)
+
+    async def _on_infer(self, client: aiomqtt.Client, raw: bytes) -> None:
+        """Classify, charge and commit (the engine), then answer; the caller acknowledges.
+
+        A charge the store cannot commit is not retried: nothing was charged or classified, the
+        request is answered ``store_failed`` (with its ``infer_seq``) and dropped.
+        """
+        engine = self.engine
+        assert engine is not None
+        model = self.bundle
+        request = decode_infer(
+            raw,
+            limits=self.settings.limits,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+        )
+        try:
+            answer = await _finish_in_thread(engine.infer, request)
+        except StoreError as exc:
+            text = f"{exc}; the inference was not charged nor answered"
+            error = ErrorMessage(self.device_id, "store_failed", text, infer_seq=request.seq)
+            await self._publish_error(client, error)
+            return
+        if isinstance(answer, Prediction):
+            await client.publish(self._topic("prediction"), answer.to_json(), qos=1)
+            return
+        await self._publish_error(client, answer)
+        if self._state != "depleted" and engine.depleted:
+            await self._publish_status(client, "depleted")
+
+    async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
+        engine = self.engine
+        assert engine is not None
+        model = self.bundle
+        eval_set = decode_eval(
+            raw,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+            num_classes=model.num_classes,
+        )
+        try:
+            await _finish_in_thread(engine.set_eval, eval_set, raw)
+        except StoreError as exc:  # measured from memory all the same; the broker retains it
+            text = f"eval set in use but not saved: {exc}"
+            await self._publish_error(client, ErrorMessage(self.device_id, "store_failed", text))
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def _publish_status(
+        self, client: aiomqtt.Client, state: str, reason: str | None = None
+    ) -> None:
+        assert self.engine is not None
+        status = self.engine.status(state, reason)
+        if reason:
+            log.warning("%s: status %s: %s", self.device_id, status.state, reason)
+        await client.publish(self._topic("status"), status.to_json(), qos=1, retain=True)
+        self._state = status.state
+
+    async def _publish_error(self, client: aiomqtt.Client, error: ErrorMessage) -> None:
+        log.warning("%s: %s: %s", self.device_id, error.code, error.message)
+        await client.publish(self._topic("error"), error.to_json(), qos=1)
+
+
+async def _cancel_all(*tasks: asyncio.Task[None]) -> None:
+    """Cancel and await ``tasks``; then raise the first exception one of them ended with."""
+    for task in tasks:
+        if not task.done():
+            await cancel_and_wait(task)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
+async def _finish_in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in a worker thread; if cancelled, wait for it before propagating.
+
+    A thread cannot be interrupted: returning early would let the node close its state file
+    while the event is still being written.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        raise
+
+
+__all__ = ["Node", "TelemetryHook"]

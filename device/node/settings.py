@@ -1,0 +1,107 @@
+"""A node's settings: read once at the edge (CLI flags), passed down as one frozen value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataset_stream.protocol import Limits, validate_device_id, validate_prefix
+from device.learning.learner import TrainConfig
+from device.learning.nn import SGDConfig
+from device.learning.replay import SUPPORTED_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    """Latent-replay memory: capacity N_LR, bits per value (32 = FP32), class balance."""
+
+    size: int = 1500
+    bits: int = 8
+    class_balanced: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise ValueError(f"replay size must be >= 0, got {self.size}")
+        if self.bits not in SUPPORTED_BITS:
+            raise ValueError(f"replay bits must be one of {SUPPORTED_BITS}, got {self.bits}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How a node keeps batches in ``seq`` order (see docs/protocol.md, "Delivery guarantees").
+
+    hold_s: how long (wall seconds) a batch that arrived early is held, unacknowledged, waiting
+    for the missing seqs before they are skipped as a gap; max_held: early batches held at most
+    (one more forces the gap at once); max_seq_ahead: a seq further than this past the last one
+    is refused (``bad_metadata``) instead of making every later batch look stale;
+    retry_initial_s / retry_cap_s: backoff between attempts to commit an event the store
+    refused (disk full, read-only): the batch is kept and retried, never dropped.
+    """
+
+    hold_s: float = 30.0
+    max_held: int = 64
+    max_seq_ahead: int = 1_000_000
+    retry_initial_s: float = 0.5
+    retry_cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.hold_s) and self.hold_s >= 0):
+            raise ValueError(f"hold_s must be a number >= 0, got {self.hold_s}")
+        if self.max_held < 1 or self.max_seq_ahead < 1:
+            raise ValueError(f"max_held and max_seq_ahead must be >= 1, got {self.max_held}")
+        if not 0 < self.retry_initial_s <= self.retry_cap_s:
+            raise ValueError("need 0 < retry_initial_s <= retry_cap_s")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSettings:
+    """give_up_s: how long a node keeps trying when the broker refuses it for good (wrong
+    password, unknown host, rejected certificate) before it stops with an error; failures
+    that may pass (broker down, network) are retried forever."""
+
+    give_up_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.give_up_s) and self.give_up_s >= 0):
+            raise ValueError(f"give_up_s must be a number of seconds >= 0, got {self.give_up_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """Everything one node needs besides its model and its broker."""
+
+    device_id: str
+    state_dir: Path
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sgd: SGDConfig = field(default_factory=SGDConfig)
+    profile: str = "vega"  # energy profile: name or TOML path
+    events_per_hour: float = 60.0  # nominal rate until two events are seen (one per minute)
+    prefix: str = "vega"
+    seed: int = 0
+    limits: Limits = field(default_factory=Limits)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    connect: ConnectSettings = field(default_factory=ConnectSettings)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        validate_prefix(self.prefix)
+        if not (math.isfinite(self.events_per_hour) and self.events_per_hour > 0):
+            raise ValueError(f"events_per_hour must be > 0, got {self.events_per_hour}")
+
+    def learning_config(self) -> dict[str, Any]:
+        """The settings that shape learning, as recorded in the state file and summaries."""
+        return {
+            "lr_size": self.replay.size,
+            "lr_bits": self.replay.bits,
+            "class_balanced": self.replay.class_balanced,
+            **asdict(self.train),
+            **asdict(self.sgd),
+            "profile": self.profile,
+            "seed": self.seed,
+        }
+
+
+__all__ = ["ConnectSettings", "DeliverySettings", "NodeSettings", "ReplaySettings"]

@@ -1,0 +1,20 @@
+"""The node's persistent state: weights, latent-replay memory, counters and event log in SQLite."""
+
+from device.node.store.errors import ModelMismatchError, StoreCorruptError, StoreError
+from device.node.store.node_store import NodeStore
+from device.node.store.records import EventRecord, NodeState, StoreMeta
+from device.node.store.replay import ReplayConfig, ReplayMemory
+from device.node.store.transaction import EventTransaction
+
+__all__ = [
+    "EventRecord",
+    "EventTransaction",
+    "ModelMismatchError",
+    "NodeState",
+    "NodeStore",
+    "ReplayConfig",
+    "ReplayMemory",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreMeta",
+]

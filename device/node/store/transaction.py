@@ -1,0 +1,96 @@
+"""The writes of one learning event, valid only inside ``NodeStore.event_transaction()``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+import sqlite_utils
+
+from device.node.store.arrays import encode_array
+from device.node.store.errors import StoreError
+from device.node.store.records import EventRecord, NodeState
+
+__all__ = ["EventTransaction"]
+
+
+class EventTransaction:
+    """The writes of one learning event; valid only inside :meth:`NodeStore.event_transaction`."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
+        self._open = True
+
+    def finish(self) -> None:
+        """Refuse any further write (called by the store when the block ends)."""
+        self._open = False
+
+    def _execute(self, sql: str, params: Any, *, many: bool = False) -> None:
+        if not self._open or not self._db.conn.in_transaction:
+            raise StoreError("this event transaction is finished")
+        try:
+            if many:
+                self._db.conn.executemany(sql, params)
+            else:
+                self._db.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the event: {exc}") from exc
+
+    def save_weights(self, weights: Mapping[str, npt.ArrayLike]) -> None:
+        """Replace the stored weights by this snapshot (names not in it are dropped)."""
+        rows = []
+        for name, array in weights.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"weight names must be non-empty strings, got {name!r}")
+            rows.append((name, *encode_array(name, array)))
+        self._execute("DELETE FROM weights", ())
+        self._execute(
+            "INSERT INTO weights (name, dtype, shape, data) VALUES (?, ?, ?, ?)", rows, many=True
+        )
+
+    def set_state(self, state: NodeState) -> None:
+        """Replace the node's counters."""
+        self._execute(
+            "UPDATE state SET last_seq = ?, events_applied = ?, sim_time = ?, battery = ?,"
+            " energy = ?, gaps = ?, inference = ? WHERE id = 1",
+            (
+                state.last_seq,
+                state.events_applied,
+                state.sim_time,
+                json.dumps(dict(state.battery)),
+                json.dumps(dict(state.energy)),
+                state.gaps,
+                json.dumps(dict(state.inference)),
+            ),
+        )
+
+    def log_inference(self, seq: int, n: int, samples: int, *, window: int) -> None:
+        """Record that inference request ``seq`` (the node's ``n``-th) was charged; keep only
+        the ``window`` most recent ones. A ``seq`` already in the window is an error."""
+        if self._db.execute("SELECT 1 FROM inferences WHERE seq = ?", [seq]).fetchone():
+            raise StoreError(f"inference request {seq} is already charged")
+        self._execute(
+            "INSERT INTO inferences (seq, n, samples) VALUES (?, ?, ?)", (seq, n, samples)
+        )
+        self._execute("DELETE FROM inferences WHERE n <= ?", (n - window,))
+
+    def log_event(self, record: EventRecord) -> None:
+        """Append one event to the log; a ``seq`` already logged is an error."""
+        if self._db.execute("SELECT 1 FROM events WHERE seq = ?", [record.seq]).fetchone():
+            raise StoreError(f"seq {record.seq} is already in the event log")
+        self._execute(
+            "INSERT INTO events (seq, t, samples, accuracy, energy, host_s, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.seq,
+                record.t,
+                record.samples,
+                record.accuracy,
+                json.dumps(dict(record.energy)),
+                record.host_s,
+                record.outcome,
+            ),
+        )

@@ -1,0 +1,191 @@
+"""Read a recording back: :func:`load_run` (numpy columns), :func:`iter_messages` (messages)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from dataset_stream.errors import ProtocolError
+from dataset_stream.protocol import ErrorMessage, NodeMessage, Status, Telemetry
+from device.observe.recorder.schema import ENERGY_PHASES, RecordError, open_recording
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedMessage:
+    """One message as it was added: ``kind`` is ``telemetry``, ``status`` or ``error``."""
+
+    n: int
+    kind: str
+    device: str
+    received: float
+    message: NodeMessage
+
+
+def iter_messages(path: Path) -> Iterator[RecordedMessage]:
+    """The messages of the recording at ``path``, decoded again, in the order they were added."""
+    db = open_recording(path)
+    decode: dict[str, type[Telemetry] | type[Status] | type[ErrorMessage]] = {
+        "telemetry": Telemetry,
+        "status": Status,
+        "error": ErrorMessage,
+    }
+    union = " UNION ALL ".join(
+        f"SELECT n, '{kind}', device, received, json FROM {kind}" for kind in decode
+    )
+    try:
+        for n, kind, device, received, text in db.execute(union + " ORDER BY n"):
+            try:
+                message = decode[kind].from_json(text)
+            except ProtocolError as exc:
+                raise RecordError(f"{path}: {kind} row {n}: {exc}") from None
+            yield RecordedMessage(n, kind, device, received, message)
+    except sqlite3.Error as exc:
+        raise RecordError(f"cannot read the recording {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryColumns:
+    """Every telemetry of a run, one entry per row, sorted by device then simulated time ``t``.
+
+    ``device`` indexes :attr:`RunData.devices` (int64 ``[n]``); ``accuracy`` and ``lifetime_h``
+    are NaN where the message had null; ``energy_j`` maps each phase of
+    :data:`ENERGY_PHASES` to float64 ``[n]``. Times: ``t`` simulated, ``received`` wall (unix s).
+    """
+
+    device: np.ndarray
+    seq: np.ndarray
+    t: np.ndarray
+    received: np.ndarray
+    state: np.ndarray  # str objects
+    samples: np.ndarray
+    events: np.ndarray
+    accuracy: np.ndarray
+    soc: np.ndarray
+    remaining_j: np.ndarray
+    lifetime_h: np.ndarray
+    energy_j: Mapping[str, np.ndarray]
+    latency_total_s: np.ndarray
+    host_s: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.device.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    device: str
+    received: float
+    state: str
+    t: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    device: str
+    received: float
+    code: str
+    seq: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunData:
+    """A recording read back: ``meta`` (the ``run`` table), ``devices`` (sorted, every device
+    that sent anything), telemetry columns, status changes and errors in arrival order."""
+
+    path: Path
+    meta: Mapping[str, Any]
+    devices: tuple[str, ...]
+    telemetry: TelemetryColumns
+    statuses: tuple[StatusRow, ...]
+    errors: tuple[ErrorRow, ...]
+
+
+_COLUMNS: Final = (
+    "device, seq, t, received, state, samples, events, accuracy, soc, remaining_j, lifetime_h, "
+    "energy_frozen_j, energy_adaptive_j, energy_memory_j, energy_idle_j, energy_total_j, "
+    "latency_total_s, host_s"
+)
+
+
+def load_run(path: Path) -> RunData:
+    """Read the recording at ``path``: :class:`RecordError` (:class:`NotARecording` for another
+    kind of file) if it cannot be read."""
+    db = open_recording(path)
+    try:
+        meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM run")}
+        rows = db.execute(f"SELECT {_COLUMNS} FROM telemetry ORDER BY device, t, seq").fetchall()
+        statuses = tuple(
+            StatusRow(*row)
+            for row in db.execute(
+                "SELECT device, received, state, t, reason FROM status ORDER BY n"
+            )
+        )
+        errors = tuple(
+            ErrorRow(*row)
+            for row in db.execute(
+                "SELECT device, received, code, seq, message FROM error ORDER BY n"
+            )
+        )
+    except (sqlite3.Error, ValueError) as exc:
+        raise RecordError(f"cannot read the recording {path}: {exc}") from exc
+    finally:
+        db.close()
+    names = {row[0] for row in rows} | {s.device for s in statuses} | {e.device for e in errors}
+    devices = tuple(sorted(names))
+    return RunData(
+        path=Path(path),
+        meta=meta,
+        devices=devices,
+        telemetry=_columns(rows, {d: i for i, d in enumerate(devices)}),
+        statuses=statuses,
+        errors=errors,
+    )
+
+
+def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> TelemetryColumns:
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 18
+
+    def floats(i: int) -> np.ndarray:
+        return np.array([math.nan if v is None else v for v in cols[i]], dtype=np.float64)
+
+    def ints(i: int) -> np.ndarray:
+        return np.array(cols[i], dtype=np.int64)
+
+    return TelemetryColumns(
+        device=np.array([index[d] for d in cols[0]], dtype=np.int64),
+        seq=ints(1),
+        t=floats(2),
+        received=floats(3),
+        state=np.array(cols[4], dtype=object),
+        samples=ints(5),
+        events=ints(6),
+        accuracy=floats(7),
+        soc=floats(8),
+        remaining_j=floats(9),
+        lifetime_h=floats(10),
+        energy_j={phase: floats(11 + i) for i, phase in enumerate(ENERGY_PHASES)},
+        latency_total_s=floats(16),
+        host_s=floats(17),
+    )
+
+
+__all__ = [
+    "ErrorRow",
+    "RecordedMessage",
+    "RunData",
+    "StatusRow",
+    "TelemetryColumns",
+    "iter_messages",
+    "load_run",
+]

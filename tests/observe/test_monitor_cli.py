@@ -1,0 +1,137 @@
+"""``vega-emu monitor`` as a process: metrics over HTTP, a recording, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import urllib.error
+from pathlib import Path
+
+import aiomqtt
+
+from broker import Mosquitto
+from tests.observe.test_exporter import scrape, value
+from tests.stream.test_publisher import telemetry
+
+DEVICE = "node-0004"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "device.cli",
+        "monitor",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+async def wait_for_line(proc: asyncio.subprocess.Process, text: str) -> list[str]:
+    """stderr lines up to the first holding ``text``."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    async with asyncio.timeout(30):
+        while not lines or text not in lines[-1]:
+            line = await proc.stderr.readline()
+            assert line, f"monitor ended before {text!r}: {lines}"
+            lines.append(line.decode())
+    return lines
+
+
+async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_monitor_serves_metrics_records_and_exits(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    port = free_port()
+    recording = tmp_path / "run.sqlite"
+    proc = await start(
+        "--broker",
+        str(mosquitto.url),
+        "--prometheus-port",
+        str(port),
+        "--duration",
+        "3",
+        "--quiet",
+        "--record",
+        str(recording),
+    )
+    try:
+        await wait_for_line(proc, "watching")
+        async with aiomqtt.Client(**mosquitto.url.client_kwargs()) as node:
+            for seq in (1, 2):
+                await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, seq), qos=1)
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with asyncio.timeout(10):
+            while True:
+                got = await asyncio.to_thread(scrape, url)
+                if value(got, "vega_monitor_messages_total", kind="telemetry") == 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert value(got, "vega_battery_remaining_joules", device=DEVICE) == 39000.0
+        assert value(got, "vega_events_total", device=DEVICE) == 2
+    finally:
+        code, err = await finish(proc)
+    assert code == 0, err
+    assert "1 devices (1 learning), 2 events" in err
+    from device.observe.recorder import iter_messages
+
+    assert [(m.device, type(m.message).__name__) for m in iter_messages(recording)] == [
+        (DEVICE, "Telemetry"),
+        (DEVICE, "Telemetry"),
+    ]
+    try:
+        await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+    except (urllib.error.URLError, OSError):
+        pass
+    else:
+        raise AssertionError("the metrics server outlived the monitor")
+
+
+async def test_once_after_prints_one_table(mosquitto: Mosquitto) -> None:
+    proc = await start("--broker", str(mosquitto.url), "--once-after", "1.5")
+    try:
+        await wait_for_line(proc, "watching")
+        async with aiomqtt.Client(**mosquitto.url.client_kwargs()) as node:
+            await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, 1), qos=1)
+    finally:
+        code, err = await finish(proc)
+    assert code == 0, err
+    assert DEVICE in err and "life h" in err and "1 devices (1 learning), 1 events" in err
+
+
+async def test_a_bad_broker_is_one_error_line() -> None:
+    proc = await start("--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "5")
+    code, err = await finish(proc)
+    assert code == 1
+    assert err.strip().splitlines() == [err.strip()] and "cannot connect to the broker" in err
+
+
+async def test_a_metrics_port_in_use_is_one_error_line(mosquitto: Mosquitto) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await start(
+            "--broker", str(mosquitto.url), "--prometheus-port", str(port), "--duration", "5"
+        )
+        code, err = await finish(proc)
+    assert code == 1
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in err
