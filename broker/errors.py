@@ -1,9 +1,11 @@
-"""Exceptions of the broker package.
+"""Exceptions of the :mod:`broker` package::
 
-BrokerError
- ├── BrokerURLError        a broker URL that cannot be parsed or is unsafe
- ├── BrokerStartError      a broker that did not come up (missing binary, port in use, ...)
- └── MosquittoNotFound     the ``mosquitto`` binary is not installed
+    BrokerError                      catch this to catch any of the below
+    ├── BrokerURLError (ValueError)  a broker URL that cannot be parsed or is unsafe
+    └── BrokerStartError             a broker that did not come up (port in use, no answer, ...)
+        └── MosquittoNotFound        the ``mosquitto`` binary is not installed
+
+This module imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -23,3 +25,6 @@ class BrokerStartError(BrokerError):
 
 class MosquittoNotFound(BrokerStartError):
     """The ``mosquitto`` executable is not on PATH."""
+
+
+__all__ = ["BrokerError", "BrokerStartError", "BrokerURLError", "MosquittoNotFound"]

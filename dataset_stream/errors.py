@@ -1,14 +1,22 @@
-"""Exceptions of the :mod:`dataset_stream` package.
+"""Exceptions of the :mod:`dataset_stream` package, the wire protocol's included::
 
-    DatasetStreamError
-     ├── ProtocolError     a payload or message that breaks wire contract v1 (has ``.code``)
-     ├── SourceError       a data source that cannot be loaded (bad spec, missing or bad files)
-     ├── ScenarioError     a scenario that cannot be built from a source
-     ├── PublishError      the broker cannot be reached, or a device stopped acknowledging
-     └── ForeignMessage    a message that is not a node's report (another topic, another device)
+    DatasetStreamError                  catch this to catch any of the below
+    ├── ProtocolError (ValueError)      a payload or message that breaks wire contract v1 (has
+    │                                   ``.code``, one of :data:`ERROR_CODES`)
+    ├── ForeignMessage                  a message that is not a node's report (another topic,
+    │                                   another device)
+    ├── UnsupportedSchema (ValueError)  a JSON Schema that the protocol's fast checker cannot
+    │                                   compile (a keyword it does not implement)
+    ├── SourceError (ValueError)        a data source that cannot be loaded (bad spec, missing
+    │                                   or bad files)
+    ├── ScenarioError (ValueError)      a scenario that cannot be built from a source
+    └── PublishError                    the broker cannot be reached, or a device stopped
+                                        acknowledging
 
-``ProtocolError``, ``SourceError`` and ``ScenarioError`` are also ``ValueError``: they describe a
-bad value, and callers that only know that much can catch ``ValueError``.
+The errors of :mod:`dataset_stream.protocol` (the first three) are defined here too and
+re-exported there, so that a node imports the protocol and nothing else of this package. The
+``ValueError`` ones describe a bad value: callers that only know that much can catch
+``ValueError``. This module imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -58,6 +66,15 @@ class ProtocolError(DatasetStreamError, ValueError):
         return out
 
 
+class ForeignMessage(DatasetStreamError):
+    """A message that is not one node's report: not a node's telemetry, status or error topic,
+    or a report naming another device than its topic."""
+
+
+class UnsupportedSchema(DatasetStreamError, ValueError):
+    """A schema uses a keyword (or a keyword value) the fast checker does not implement."""
+
+
 class SourceError(DatasetStreamError, ValueError):
     """A data source that cannot be loaded."""
 
@@ -70,11 +87,6 @@ class PublishError(DatasetStreamError):
     """The stream could not be delivered: broker unreachable or a device not acknowledging."""
 
 
-class ForeignMessage(DatasetStreamError):
-    """A message that is not one node's report: not a node's telemetry, status or error topic,
-    or a report naming another device than its topic."""
-
-
 __all__ = [
     "ERROR_CODES",
     "DatasetStreamError",
@@ -83,4 +95,5 @@ __all__ = [
     "PublishError",
     "ScenarioError",
     "SourceError",
+    "UnsupportedSchema",
 ]

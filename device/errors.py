@@ -1,17 +1,44 @@
-"""The root of every error the :mod:`device` package raises on purpose.
+"""The root of every error the :mod:`device` package raises on purpose, and the whole tree.
 
-::
+Each layer defines its errors in its own ``errors.py`` (named in brackets) and derives them from
+:class:`DeviceError`; outside errors (SQLite, onnxruntime, TOML, sockets, MQTT) are converted
+where they enter, with ``raise ... from exc``::
 
-    DeviceError                     catch this to catch any of the below
-    ├── StoreError                  the node's SQLite state (device.node.store)
-    ├── ReplayError                 the latent-replay memory (device.learning.replay)
-    ├── ModelError                  model bundles and tools (device.model)
-    ├── EnergyError                 profiles, costs, battery (device.energy)
-    └── NodeError                   the node itself: a message it cannot handle, a failed loop
-        └── NodeGaveUp              the broker refused it for good (credentials, host, certificate)
+    DeviceError                          catch this to catch any of the below
+    ├── ReplayError                      latent replays (device.learning.replay.errors)
+    │   ├── QuantizationError (ValueError)   bad latents, codes or bit width
+    │   ├── ReplayConfigError (ValueError)   the replay memory (device.node.store.errors) was
+    │   │                                    made with another capacity, bit width or shape
+    │   ├── ReplayStateError                 the memory misused, or its table inconsistent
+    │   └── ReplayStorageError               SQLite could not read or write the replay table
+    ├── EnergyError                      profiles, costs, battery (device.energy.errors)
+    │   ├── ProfileError (ValueError)        a hardware profile missing, unreadable or invalid
+    │   ├── CostConfigError (ValueError)     a cost configuration that makes no sense
+    │   └── BatteryStateError (ValueError)   a saved battery or lifetime state that is unusable
+    ├── ModelError                       model bundles and tools (device.model.errors)
+    │   ├── BundleError                      a bundle directory, file or key missing or wrong
+    │   ├── UnsupportedModelError            an ONNX operator or attribute the tools cannot use
+    │   ├── ModelInputError (ValueError)     frozen-stage input of the wrong shape or dtype
+    │   └── ExportError                      building, quantizing or running an ONNX model failed
+    ├── NodeError                        the node, or a gateway for its nodes, cannot go on (here)
+    │   └── NodeGaveUp                       the broker refused it for good (password, host, ...)
+    ├── StoreError                       the node's SQLite state (device.node.store.errors)
+    │   ├── ModelMismatchError               the state file belongs to another model or device
+    │   └── StoreCorruptError                not a vega-emu state file, or bad values in it
+    ├── FleetError                       a fleet worker failed for good (device.fleet.errors)
+    │   └── FleetSpecError (ValueError)      a fleet spec that cannot be used
+    └── ObserveError                     the observers of a fleet (device.observe.errors)
+        ├── MonitorError                     the monitor's first connection to the broker failed
+        ├── ExporterError                    the Prometheus metrics server could not listen
+        └── RecordError                      a recording cannot be created, written or read
+            ├── NotARecording                    the file is not a vega-emu recording
+            └── UnsupportedRecording             a recording format this version cannot read
 
-It imports nothing from the project, so every sub-package can derive from it. Errors of the
-other packages have their own roots: :class:`dataset_stream.DatasetStreamError` and
+:class:`NodeError` and :class:`NodeGaveUp` live here, not in :mod:`device.node`, because both a
+node on its own session and a :class:`~device.fleet.gateway.Gateway` (one session for many
+nodes) raise them. This module imports nothing, so every layer can derive from it.
+
+The other packages have roots of their own: :class:`dataset_stream.DatasetStreamError` and
 :class:`broker.BrokerError`; the command line turns any of the three into a one-line error.
 """
 

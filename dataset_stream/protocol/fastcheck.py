@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from dataset_stream.errors import UnsupportedSchema
+
 #: A compiled schema: ``True`` only if the value is valid and finite throughout.
 Check = Callable[[Any], bool]
 
@@ -54,10 +56,6 @@ _KEYWORDS: Final = frozenset(
 _TYPES: Final = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
 _isfinite = math.isfinite
-
-
-class UnsupportedSchema(ValueError):
-    """A schema uses a keyword (or a keyword value) the fast checker does not implement."""
 
 
 def compile_schema(schema: Mapping[str, Any] | bool) -> Check:
@@ -371,4 +369,4 @@ def _enum(values: object, where: str) -> Check:
     return member
 
 
-__all__ = ["DIALECT", "Check", "UnsupportedSchema", "compile_schema", "plain_finite"]
+__all__ = ["DIALECT", "Check", "compile_schema", "plain_finite"]

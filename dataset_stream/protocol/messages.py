@@ -19,8 +19,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from dataset_stream.errors import ProtocolError
-from dataset_stream.protocol.fastcheck import Check, UnsupportedSchema, compile_schema
+from dataset_stream.errors import ProtocolError, UnsupportedSchema
+from dataset_stream.protocol.fastcheck import Check, compile_schema
 
 SCHEMA_NAMES = ("telemetry", "status", "error", "prediction")
 MAX_MESSAGE_BYTES = 1024 * 1024

@@ -127,7 +127,8 @@ def fleet(
     from dataclasses import replace
 
     from broker import BrokerError, parse_broker_url
-    from device.fleet.spec import FleetSpec, FleetSpecError
+    from device.fleet.errors import FleetSpecError
+    from device.fleet.spec import FleetSpec
 
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
@@ -248,7 +249,8 @@ def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[S
 
 async def _run(stop: asyncio.Event, plans: list[ShardPlan], password: str | None, n: int) -> None:
     from device.cli._runtime import until_stopped
-    from device.fleet.supervisor import FleetError, FleetSupervisor
+    from device.fleet.errors import FleetError
+    from device.fleet.supervisor import FleetSupervisor
 
     console.print(f"starting {n} nodes in {len(plans)} worker(s) ...")
     try:

@@ -230,7 +230,8 @@ def _log_to_console() -> None:
 def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:
     """The devices of a fleet spec and each one's scenario (one object per distinct scenario)."""
     from dataset_stream import build_scenario
-    from device.fleet.spec import FleetSpec, FleetSpecError
+    from device.fleet.errors import FleetSpecError
+    from device.fleet.spec import FleetSpec
 
     try:
         spec = FleetSpec.load(path)

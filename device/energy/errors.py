@@ -1,9 +1,12 @@
-"""Exceptions of the energy package.
+"""Exceptions of the energy model; the tree of :mod:`device.errors` goes on::
 
-EnergyError
- ├── ProfileError        a hardware profile file that is missing, unreadable or invalid
- ├── CostConfigError     a cost configuration that makes no sense (also a ValueError)
- └── BatteryStateError   a persisted battery or lifetime state that cannot be restored
+    EnergyError                         every error raised by ``device.energy``
+    ├── ProfileError (ValueError)       a hardware profile file that is missing, unreadable or
+    │                                   invalid
+    ├── CostConfigError (ValueError)    a cost configuration that makes no sense
+    └── BatteryStateError (ValueError)  a saved battery or lifetime state that cannot be restored
+
+Each is also a ``ValueError``: it describes a bad value (a file, a setting, a saved state).
 """
 
 from __future__ import annotations

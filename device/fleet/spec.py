@@ -32,15 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from dataset_stream.protocol import FLEET_PREFIX, fleet_ids
-from device.errors import DeviceError
+from device.fleet.errors import FleetSpecError
 
 if TYPE_CHECKING:
     from device.model.bundle import ModelBundle
     from device.node.settings import NodeSettings
-
-
-class FleetSpecError(DeviceError, ValueError):
-    """A fleet spec that cannot be used; the message names the file, class and key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,4 +242,4 @@ def shard(members: list[Member], workers: int) -> list[list[Member]]:
     return [part for part in out if part]
 
 
-__all__ = ["DeviceClass", "FleetSpec", "FleetSpecError", "Member", "shard"]
+__all__ = ["DeviceClass", "FleetSpec", "Member", "shard"]

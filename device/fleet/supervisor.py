@@ -33,14 +33,10 @@ from typing import Self
 from broker.session import Backoff
 from broker.url import ENV_PASSWORD
 from device.aio import cancel_and_wait
-from device.errors import DeviceError
+from device.fleet.errors import FleetError
 from device.fleet.shard import EXIT_CONFIG, ShardPlan
 
 log = logging.getLogger(__name__)
-
-
-class FleetError(DeviceError):
-    """A fleet worker could not start, or failed in a way a restart cannot mend."""
 
 
 @dataclass(slots=True)
@@ -212,4 +208,4 @@ def _describe(code: int) -> str:
     return f"exit status {code}"
 
 
-__all__ = ["FleetError", "FleetSupervisor", "Worker"]
+__all__ = ["FleetSupervisor", "Worker"]

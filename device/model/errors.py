@@ -1,7 +1,8 @@
-"""Errors of the model tools. Outside errors (onnx, onnxruntime, safetensors, TOML, files) are
-converted where they enter, with ``raise ... from exc``::
+"""Errors of the model tools; the tree of :mod:`device.errors` goes on. Outside errors (onnx,
+onnxruntime, safetensors, TOML, files) are converted where they enter, with
+``raise ... from exc``::
 
-    ModelError                      base of everything below
+    ModelError                      every error raised by ``device.model``
     ├── BundleError                 a bundle directory, file or key is missing or wrong
     ├── UnsupportedModelError       an ONNX operator / attribute the tools cannot handle
     ├── ModelInputError (ValueError) input to the frozen stage has the wrong shape or dtype

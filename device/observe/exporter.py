@@ -34,8 +34,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from dataset_stream.protocol import NODE_ERROR_CODES, STATUS_STATES
-from device.errors import DeviceError
 from device.observe.accounting import OTHER_CODE, DeviceRecord
+from device.observe.errors import ExporterError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -55,10 +55,6 @@ HOUR_S: Final = 3600.0
 LIFETIME_BUCKETS_S: Final = tuple(
     h * HOUR_S for h in (1, 6, 24, 72, 168, 336, 720, 2160, 4320, 8760, 17520, 43800)
 )
-
-
-class ExporterError(DeviceError):
-    """The metrics server could not listen (port in use, address not on this machine, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,4 +329,4 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
 
-__all__ = ["ExporterError", "FleetCollector", "FleetSnapshot", "MetricsServer", "families"]
+__all__ = ["FleetCollector", "FleetSnapshot", "MetricsServer", "families"]

@@ -55,9 +55,9 @@ from dataset_stream.protocol import (
     validate_prefix,
 )
 from device.aio import cancel_and_wait
-from device.errors import DeviceError
 from device.fleet.gateway import gateway_filter, read_gateway_status
 from device.observe.accounting import DeviceRecord, LagStats
+from device.observe.errors import MonitorError
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,6 @@ WARNINGS_PER_KIND: Final = 5
 
 #: ``on_message(device, message, received)``: ``received`` is the arrival wall time (unix s).
 OnMessage: TypeAlias = Callable[[str, Telemetry | Status | ErrorMessage, float], None]
-
-
-class MonitorError(DeviceError):
-    """The monitor could not make its first connection to the broker."""
 
 
 class FleetMonitor:
@@ -292,4 +288,4 @@ async def _close(client: aiomqtt.Client, within_s: float) -> None:
             await client.__aexit__(None, None, None)
 
 
-__all__ = ["DeviceRecord", "FleetMonitor", "MonitorError", "OnMessage"]
+__all__ = ["DeviceRecord", "FleetMonitor", "OnMessage"]

@@ -22,7 +22,8 @@ import pytest
 
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.protocol import Status, fleet_ids
-from device.fleet.spec import DeviceClass, FleetSpec, FleetSpecError, shard
+from device.fleet.errors import FleetSpecError
+from device.fleet.spec import DeviceClass, FleetSpec, shard
 from device.model.bundle import ModelBundle
 from device.observe.monitor import FleetMonitor
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlite_utils
 
-from device.learning.replay import ReplayConfigError, ReplayStateError
+from device.node.store import ReplayConfigError, ReplayStateError
 from device.node.store.replay import ReplayConfig, ReplayMemory
 
 SHAPE = (4, 2, 2)  # D = 16

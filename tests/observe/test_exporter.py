@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker import EmbeddedBroker
 from dataset_stream.protocol import ErrorMessage, Status
-from device.observe.exporter import ExporterError, MetricsServer
+from device.observe.errors import ExporterError
+from device.observe.exporter import MetricsServer
 from device.observe.monitor import FleetMonitor
 from tests.stream.test_publisher import T0, telemetry
 

@@ -17,7 +17,8 @@ from broker.session import Backoff
 from broker.url import BrokerURL
 from dataset_stream.protocol import ErrorMessage, Status, Telemetry
 from device.observe.accounting import LAG_WINDOW, SEQ_WINDOW, DeviceRecord, LagStats, SeqWindow
-from device.observe.monitor import FleetMonitor, MonitorError
+from device.observe.errors import MonitorError
+from device.observe.monitor import FleetMonitor
 from tests.conftest import require_mosquitto
 from tests.stream.test_publisher import telemetry
 

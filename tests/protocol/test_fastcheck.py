@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from dataset_stream.errors import ProtocolError
+from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol import messages
-from dataset_stream.protocol.fastcheck import UnsupportedSchema, compile_schema, plain_finite
+from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
 from dataset_stream.protocol.messages import SCHEMA_NAMES, load_schema, validate_message
 from dataset_stream.protocol.node_messages import ErrorMessage, ReplayStats, Status, Telemetry
 from dataset_stream.protocol.prediction import Prediction

@@ -3,13 +3,7 @@
 The SQLite-backed memory that uses them is :mod:`device.node.store.replay`.
 """
 
-from device.learning.replay.errors import (
-    QuantizationError,
-    ReplayConfigError,
-    ReplayError,
-    ReplayStateError,
-    ReplayStorageError,
-)
+from device.learning.replay.errors import QuantizationError, ReplayError
 from device.learning.replay.policy import Placement, ar1_quota, plan_placement
 from device.learning.replay.quant import (
     SUPPORTED_BITS,
@@ -26,10 +20,7 @@ __all__ = [
     "Placement",
     "QuantizationError",
     "QuantizedLR",
-    "ReplayConfigError",
     "ReplayError",
-    "ReplayStateError",
-    "ReplayStorageError",
     "ar1_quota",
     "dequantize",
     "pack_codes",

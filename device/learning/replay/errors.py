@@ -1,14 +1,11 @@
-"""Exceptions of the latent-replay memory.
+"""Exceptions of the latent replays; the tree of :mod:`device.errors` goes on::
 
-::
+    ReplayError                          every error about latent replays
+    └── QuantizationError (ValueError)   bad latents, codes or bit width
 
-    ReplayError                      every error raised by ``device.learning.replay``
-    ├── QuantizationError (ValueError)   bad latents, codes or bit width
-    ├── ReplayConfigError (ValueError)   a memory opened with another capacity/bits/shape
-    ├── ReplayStateError                 misuse: update outside a transaction, sampling nothing,
-    │                                    a table that does not hold what the memory wrote
-    └── ReplayStorageError               SQLite could not read or write the replay table (disk
-                                         full, I/O error): the caller's store retries, never skips
+The SQLite memory that keeps the replays (:mod:`device.node.store.replay`) raises subclasses of
+:class:`ReplayError` of its own, defined in :mod:`device.node.store.errors`: this core does no
+I/O, so it has no storage errors.
 """
 
 from __future__ import annotations
@@ -17,24 +14,12 @@ from device.errors import DeviceError
 
 
 class ReplayError(DeviceError):
-    """Base class of every error raised by :mod:`device.learning.replay`."""
+    """Base class of every error about latent replays: quantization here, the memory's storage
+    in :mod:`device.node.store.errors`."""
 
 
 class QuantizationError(ReplayError, ValueError):
     """Latents, codes or a bit width that cannot be quantized, packed or unpacked."""
 
 
-class ReplayConfigError(ReplayError, ValueError):
-    """The stored memory was created with another capacity, bit width or latent shape."""
-
-
-class ReplayStateError(ReplayError):
-    """The memory was used in a way its state does not allow, or its table is inconsistent."""
-
-
-class ReplayStorageError(ReplayError):
-    """SQLite refused to read or write the replay table (disk full, I/O error, read-only).
-
-    A storage failure, not a bad event: the node's store turns it into a ``StoreError``, so the
-    batch is kept and retried, never committed as failed.
-    """
+__all__ = ["QuantizationError", "ReplayError"]

@@ -1,6 +1,13 @@
 """The node's persistent state: weights, latent-replay memory, counters and event log in SQLite."""
 
-from device.node.store.errors import ModelMismatchError, StoreCorruptError, StoreError
+from device.node.store.errors import (
+    ModelMismatchError,
+    ReplayConfigError,
+    ReplayStateError,
+    ReplayStorageError,
+    StoreCorruptError,
+    StoreError,
+)
 from device.node.store.node_store import NodeStore
 from device.node.store.records import EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
@@ -13,7 +20,10 @@ __all__ = [
     "NodeState",
     "NodeStore",
     "ReplayConfig",
+    "ReplayConfigError",
     "ReplayMemory",
+    "ReplayStateError",
+    "ReplayStorageError",
     "StoreCorruptError",
     "StoreError",
     "StoreMeta",

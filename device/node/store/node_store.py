@@ -41,9 +41,13 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from device.learning.replay.errors import ReplayStorageError
 from device.node.store.arrays import decode_array
-from device.node.store.errors import ModelMismatchError, StoreCorruptError, StoreError
+from device.node.store.errors import (
+    ModelMismatchError,
+    ReplayStorageError,
+    StoreCorruptError,
+    StoreError,
+)
 from device.node.store.records import EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
 from device.node.store.replay_schema import MIGRATIONS as REPLAY_MIGRATIONS

@@ -28,11 +28,6 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from device.learning.replay.errors import (
-    ReplayConfigError,
-    ReplayStateError,
-    ReplayStorageError,
-)
 from device.learning.replay.policy import ar1_writes, plan_placement
 from device.learning.replay.quant import (
     SUPPORTED_BITS,
@@ -41,6 +36,7 @@ from device.learning.replay.quant import (
     quantize,
     row_bytes,
 )
+from device.node.store.errors import ReplayConfigError, ReplayStateError, ReplayStorageError
 from device.node.store.replay_schema import MIGRATIONS
 
 __all__ = ["ReplayConfig", "ReplayMemory"]

@@ -21,6 +21,7 @@ redelivered seq is ignored and counted in :attr:`RunRecorder.repeated`), ``statu
 
 from __future__ import annotations
 
+from device.observe.errors import NotARecording, RecordError, UnsupportedRecording
 from device.observe.recorder.reader import (
     ErrorRow,
     RecordedMessage,
@@ -30,13 +31,7 @@ from device.observe.recorder.reader import (
     iter_messages,
     load_run,
 )
-from device.observe.recorder.schema import (
-    APPLICATION_ID,
-    ENERGY_PHASES,
-    NotARecording,
-    RecordError,
-    UnsupportedRecording,
-)
+from device.observe.recorder.schema import APPLICATION_ID, ENERGY_PHASES
 from device.observe.recorder.writer import FLUSH_EVERY_ROWS, FLUSH_EVERY_S, RunRecorder
 
 __all__ = [

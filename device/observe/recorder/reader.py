@@ -12,9 +12,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from dataset_stream.errors import ProtocolError
-from dataset_stream.protocol import ErrorMessage, NodeMessage, Status, Telemetry
-from device.observe.recorder.schema import ENERGY_PHASES, RecordError, open_recording
+from dataset_stream.protocol import ErrorMessage, NodeMessage, ProtocolError, Status, Telemetry
+from device.observe.errors import RecordError
+from device.observe.recorder.schema import ENERGY_PHASES, open_recording
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from device.errors import DeviceError
+from device.observe.errors import NotARecording, RecordError, UnsupportedRecording
 
 #: ``PRAGMA application_id`` of a recording ("VEGR"): what tells it from other SQLite files.
 APPLICATION_ID: Final = 0x56454752
@@ -34,18 +34,6 @@ CREATE TABLE error (
 );
 CREATE INDEX telemetry_device ON telemetry (device, t);
 """
-
-
-class RecordError(DeviceError):
-    """A recording cannot be created, written or read."""
-
-
-class NotARecording(RecordError):
-    """The file exists but is not a recording of vega-emu."""
-
-
-class UnsupportedRecording(RecordError):
-    """A recording in a format this version of vega-emu does not read."""
 
 
 def is_recording(path: Path) -> bool:
@@ -105,9 +93,6 @@ __all__ = [
     "ENERGY_PHASES",
     "SCHEMA_SQL",
     "SCHEMA_VERSION",
-    "NotARecording",
-    "RecordError",
-    "UnsupportedRecording",
     "is_recording",
     "open_recording",
 ]

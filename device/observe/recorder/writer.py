@@ -13,12 +13,12 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from dataset_stream.protocol import NodeMessage, Status, Telemetry
+from device.observe.errors import RecordError
 from device.observe.recorder.schema import (
     APPLICATION_ID,
     ENERGY_PHASES,
     SCHEMA_SQL,
     SCHEMA_VERSION,
-    RecordError,
     is_recording,
 )
 from device.private import private_database
