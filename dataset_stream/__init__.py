@@ -12,6 +12,7 @@ from dataset_stream.errors import (
     PublishError,
     ScenarioError,
     SourceError,
+    UnsupportedSchema,
 )
 from dataset_stream.payloads import StreamStats
 from dataset_stream.publisher import StreamPublisher
@@ -31,6 +32,7 @@ __all__ = [
     "SourceError",
     "StreamPublisher",
     "StreamStats",
+    "UnsupportedSchema",
     "build_scenario",
     "dump_stream",
     "factory_split",

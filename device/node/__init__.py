@@ -1,1 +1,28 @@
-"""placeholder"""
+"""One emulated VEGA node: its MQTT session, the engine that learns and answers, its state.
+
+- :class:`Node` (``async with Node(...)``): the node on its own MQTT session (or on a fleet's
+  shared connection): delivery in ``seq`` order, exactly once, supervision of its loop;
+- :class:`NodeEngine`: one learning event or one inference, blocking and transactional, with no
+  MQTT and no asyncio; it builds on the numeric core (:mod:`device.learning`), the energy model
+  (:mod:`device.energy`) and the model bundle (:mod:`device.model`);
+- :class:`NodeSettings` and its groups: read once at the edge, passed down as one frozen value;
+- :mod:`device.node.store`: the node's SQLite state (weights, latent-replay memory, counters,
+  event log), one transaction per event.
+"""
+
+from device.node.engine import NodeEngine
+from device.node.node import Node, TelemetryHook
+from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings, ReplaySettings
+from device.node.store import NodeState, NodeStore
+
+__all__ = [
+    "ConnectSettings",
+    "DeliverySettings",
+    "Node",
+    "NodeEngine",
+    "NodeSettings",
+    "NodeState",
+    "NodeStore",
+    "ReplaySettings",
+    "TelemetryHook",
+]

@@ -1,1 +1,3 @@
 """Shipped hardware profiles (TOML data); load them with :func:`device.energy.load_profile`."""
+
+__all__: list[str] = []
