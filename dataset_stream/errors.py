@@ -4,11 +4,13 @@
      ├── ProtocolError     a payload or message that breaks wire contract v1 (has ``.code``)
      ├── SourceError       a data source that cannot be loaded (bad spec, missing or bad files)
      ├── ScenarioError     a scenario that cannot be built from a source
+     ├── PacingError       a pacing value out of range (cadence, speed, stagger, inference rate)
      ├── PublishError      the broker cannot be reached, or a device stopped acknowledging
      └── ForeignMessage    a message that is not a node's report (another topic, another device)
 
-``ProtocolError``, ``SourceError`` and ``ScenarioError`` are also ``ValueError``: they describe a
-bad value, and callers that only know that much can catch ``ValueError``.
+``ProtocolError``, ``SourceError``, ``ScenarioError`` and ``PacingError`` are also
+``ValueError``: they describe a bad value, and callers that only know that much can catch
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,21 @@ class ScenarioError(DatasetStreamError, ValueError):
     """A continual-learning scenario that cannot be built."""
 
 
+class PacingError(DatasetStreamError, ValueError):
+    """A :class:`~dataset_stream.pacing.Pacing` value out of range.
+
+    ``field`` names the field (``cadence_s``, ``speed``, ``stagger``, ``infer_per_s``), ``value``
+    is what it was given, ``reason`` says what is wrong with it, naming the value (a command line
+    shows ``reason`` next to its own flag).
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
 class PublishError(DatasetStreamError):
     """The stream could not be delivered: broker unreachable or a device not acknowledging."""
 
@@ -79,6 +96,7 @@ __all__ = [
     "ERROR_CODES",
     "DatasetStreamError",
     "ForeignMessage",
+    "PacingError",
     "ProtocolError",
     "PublishError",
     "ScenarioError",
