@@ -99,7 +99,7 @@ def up(
     try:
         pacing = Pacing(cadence_s=cadence, speed=parse_speed(speed), infer_per_s=infer_rate)
     except PacingError as exc:
-        if exc.field == "cadence_s":  # worded as up words its other numbers
+        if exc.field == "cadence_s":  # up words this one as a plain positive number
             raise fail(f"--cadence must be a positive number, not {exc.value!r}", code=2) from exc
         raise refused(exc) from exc
     if summary_json is not None:
