@@ -8,12 +8,14 @@ from dataset_stream.dump import dump_stream
 from dataset_stream.errors import (
     DatasetStreamError,
     ForeignMessage,
+    PacingError,
     ProtocolError,
     PublishError,
     ScenarioError,
     SourceError,
     UnsupportedSchema,
 )
+from dataset_stream.pacing import Pacing
 from dataset_stream.payloads import StreamStats
 from dataset_stream.publisher import StreamPublisher
 from dataset_stream.scenarios import SCENARIOS, Event, Scenario, build_scenario, factory_split
@@ -25,6 +27,8 @@ __all__ = [
     "DatasetStreamError",
     "Event",
     "ForeignMessage",
+    "Pacing",
+    "PacingError",
     "ProtocolError",
     "PublishError",
     "Scenario",

@@ -10,6 +10,8 @@
     ├── SourceError (ValueError)        a data source that cannot be loaded (bad spec, missing
     │                                   or bad files)
     ├── ScenarioError (ValueError)      a scenario that cannot be built from a source
+    ├── PacingError (ValueError)        a pacing value out of range (cadence, speed, stagger,
+    │                                   inference rate)
     └── PublishError                    the broker cannot be reached, or a device stopped
                                         acknowledging
 
@@ -83,6 +85,21 @@ class ScenarioError(DatasetStreamError, ValueError):
     """A continual-learning scenario that cannot be built."""
 
 
+class PacingError(DatasetStreamError, ValueError):
+    """A :class:`~dataset_stream.pacing.Pacing` value out of range.
+
+    ``field`` names the field (``cadence_s``, ``speed``, ``stagger``, ``infer_per_s``), ``value``
+    is what it was given, ``reason`` says what is wrong with it, naming the value (a command line
+    shows ``reason`` next to its own flag).
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
 class PublishError(DatasetStreamError):
     """The stream could not be delivered: broker unreachable or a device not acknowledging."""
 
@@ -91,6 +108,7 @@ __all__ = [
     "ERROR_CODES",
     "DatasetStreamError",
     "ForeignMessage",
+    "PacingError",
     "ProtocolError",
     "PublishError",
     "ScenarioError",

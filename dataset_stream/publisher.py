@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.errors import PublishError
 from dataset_stream.inference import InferSchedule
+from dataset_stream.pacing import Pacing
 from dataset_stream.payloads import (
     LinkStats,
     ProgressCallback,
@@ -117,20 +117,15 @@ class StreamPublisher:
         for device_id in device_ids:
             validate_device_id(device_id)
         topic(prefix, device_ids[0], "batch")  # validates the prefix
-        if not (math.isfinite(cadence) and cadence > 0):
-            raise ValueError(f"cadence must be a positive number of seconds, not {cadence!r}")
-        if speed is not None and not (math.isfinite(speed) and speed > 0):
-            raise ValueError(f"speed must be positive or None (closed loop), not {speed!r}")
+        self.pacing = Pacing(
+            cadence_s=cadence, speed=speed, stagger=stagger, infer_per_s=infer_rate
+        )
         if events is not None and events < 1:
             raise ValueError(f"events must be >= 1, not {events!r}")
         if timeout <= 0 or ack_timeout <= 0 or max_in_flight < 1:
             raise ValueError("timeout, ack_timeout and max_in_flight must be positive")
         if client_id is not None and not client_id:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
-        if not (math.isfinite(infer_rate) and infer_rate >= 0):
-            raise ValueError(f"infer_rate must be a number >= 0, not {infer_rate!r}")
-        if stagger and (speed is None or infer_rate):
-            raise ValueError("stagger needs a paced stream (a speed) without inference requests")
         self.infer = InferSchedule(infer_rate, cadence) if infer_rate else None
         self.infer_sent = 0
         self.broker = broker

@@ -6,12 +6,15 @@ import csv
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from device.energy import FROZEN_PHASE, EventCost, PlanRow
+from device.energy import FROZEN_PHASE, PlanRow
+
+if TYPE_CHECKING:
+    from device.app.energy import EnergyReport
 
 out = Console()
 MIB = 1024 * 1024
@@ -48,8 +51,9 @@ _BASIS = {
 }
 
 
-def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
-    title = f"one learning event on {report['profile']} (dim: frozen stage, INT8 forward only)"
+def show_energy(report: EnergyReport) -> None:
+    cost = report.event
+    title = f"one learning event on {report.profile.name} (dim: frozen stage, INT8 forward only)"
     table = Table(title=title)
     table.add_column("layer")
     table.add_column("kind")
@@ -79,10 +83,10 @@ def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
         seconds = latency.get(part, 0.0)
         totals.add_row(part, _si(seconds, "s"), _si(energy[part], "J"))
     out.print(totals)
-    frozen = report["frozen_stage"]
+    profile = report.profile
     out.print(
-        f"frozen stage: INT8 at {frozen['int8_mac_per_cycle']:.4g} MAC/cycle, "
-        f"{frozen['basis']} ({_BASIS.get(frozen['basis'], 'see the profile')})",
+        f"frozen stage: INT8 at {profile.int8_mac_per_cycle:.4g} MAC/cycle, "
+        f"{profile.int8_basis} ({_BASIS.get(profile.int8_basis, 'see the profile')})",
         highlight=False,
     )
     plan, traffic = cost.plan, cost.traffic
@@ -105,32 +109,32 @@ def show_energy(cost: EventCost, report: dict[str, Any]) -> None:
     out.print(memory)
     for warning in cost.memory.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    inference = report["inference"]
-    per_sample = inference["per_sample"]
+    per_sample = report.inference
     infer = Table(title="one inference (one sample: frozen INT8 + adaptive forward)")
     infer.add_column("part")
     infer.add_column("latency", justify="right")
     infer.add_column("energy", justify="right")
     for part in ("frozen", "adaptive", "total"):
         infer.add_row(
-            part, _si(per_sample["latency_s"][part], "s"), _si(per_sample["energy_j"][part], "J")
+            part, _si(per_sample.latency_s[part], "s"), _si(per_sample.energy_j[part], "J")
         )
     out.print(infer)
-    rate, inference_rate = report["events_per_hour"], inference["per_s"]
-    limit = report["max_events_per_hour"]
-    note = (
-        "" if report["sustainable"] else " [bold red](not sustainable: rates scaled down to fit)[/]"
+    duty = report.duty
+    rate, inference_rate = report.config.events_per_hour, duty.inference_per_s
+    limit = report.max_events_per_hour
+    note = "" if duty.sustainable else " [bold red](not sustainable: rates scaled down to fit)[/]"
+    duty_text = f"{rate:g} events/h" + (
+        f" + {inference_rate:g} inferences/s" if inference_rate else ""
     )
-    duty = f"{rate:g} events/h" + (f" + {inference_rate:g} inferences/s" if inference_rate else "")
     out.print(
-        f"lifetime at {duty}: [bold]{_hours(report['lifetime_h'])}[/] "
-        f"(mean power {_si(report['power_w'], 'W')}, battery {report['battery_j']:,.0f} J){note}"
+        f"lifetime at {duty_text}: [bold]{_hours(report.lifetime_h)}[/] "
+        f"(mean power {_si(duty.power_w, 'W')}, battery {profile.battery_j:,.0f} J){note}"
     )
     if inference_rate:
         out.print(
-            f"inference: {_si(inference['power_w'], 'W')}, "
-            f"{inference['power_share']:.1%} of the mean power, "
-            f"busy {inference['busy']:.2%} of the time"
+            f"inference: {_si(duty.inference_power_w, 'W')}, "
+            f"{report.inference_power_share:.1%} of the mean power, "
+            f"busy {duty.inference_busy:.2%} of the time"
         )
     shown = f"{limit:.4g} events/h" if limit is not None else "no limit"
     out.print(

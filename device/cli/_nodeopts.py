@@ -94,19 +94,12 @@ class LearningOptions:
 
 
 def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
-    """The bundle at ``path``, or the cached default model (built on first use, about 10 s)."""
-    from functools import partial
-
-    from dataset_stream.scenarios import factory_split
-    from device.model.bundle import ModelBundle
-    from device.model.default import load_default
+    """:func:`device.app.load_model`, announcing a first build on the console; a bundle that
+    cannot be loaded exits with status 2."""
+    from device.app.models import load_model as load
     from device.model.errors import ModelError
 
     try:
-        if path is not None:
-            return ModelBundle.load(path)
-        return load_default(
-            seed, factory=partial(factory_split, "digits", "nic", seed), announce=console.print
-        )
+        return load(path, seed=seed, announce=console.print)
     except ModelError as exc:
         raise fail(str(exc), code=2) from exc

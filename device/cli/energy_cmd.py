@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from device.cli._runtime import fail
 from device.learning.layers import lr_layer_of
 
 if TYPE_CHECKING:
-    from device.energy import CostConfig, EventCost, InferenceCost, PlanRow, Profile
+    from device.energy import CostConfig, PlanRow
     from device.learning.layers import LayerInfo
 
 ModelDir = Annotated[
@@ -71,49 +70,10 @@ def _layers_for(
     return analytical
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _config(**values: Any) -> CostConfig:
     from device.energy import CostConfig
 
     return CostConfig(**values)
-
-
-def _report(
-    cost: EventCost, inference: InferenceCost, profile: Profile, rate: float, inference_rate: float
-) -> dict[str, Any]:
-    """The JSON of ``vega-emu energy``; ``inference`` is the cost of one sample."""
-    from device.energy import Duty
-
-    duty = Duty.of_costs(
-        cost, inference, profile, events_per_hour=rate, inference_per_s=inference_rate
-    )
-    share = duty.inference_power_w / duty.power_w if duty.power_w > 0 else 0.0
-    return {
-        "profile": profile.name,
-        "event": cost.as_dict(),
-        "events_per_hour": rate,
-        "sustainable": duty.sustainable,
-        "power_w": duty.power_w,
-        "battery_j": profile.battery_j,
-        "lifetime_h": _finite(duty.lifetime_h),
-        "max_events_per_hour": _finite(duty.max_events_per_hour),
-        "inference": {
-            "per_s": inference_rate,
-            "per_sample": {"latency_s": inference.latency_s, "energy_j": inference.energy_j},
-            "power_w": duty.inference_power_w,
-            "power_share": share,
-            "busy": duty.inference_busy,
-        },
-        "frozen_stage": {
-            "int8_mac_per_cycle": profile.int8_mac_per_cycle,
-            "basis": profile.int8_basis,
-        },
-        "memory": cost.memory.as_dict(),
-        "layers": [layer.as_dict() for layer in cost.layers],
-    }
 
 
 def energy(
@@ -138,7 +98,8 @@ def energy(
 ) -> None:
     """Latency, energy, memory map and battery lifetime of one learning event (and of one
     inference, with --inference-rate in the lifetime)."""
-    from device.energy import EnergyError, event_cost, inference_cost, load_profile
+    from device.app.energy import EnergyReport
+    from device.energy import EnergyError, load_profile
     from device.model.errors import ModelError
 
     try:
@@ -153,18 +114,15 @@ def energy(
             events_per_hour=events_per_hour,
         )
         layers = _layers_for(model, mobilenet_v1, res, width, classes)(lr_layer)
-        cost = event_cost(layers, prof, config, n_new=new_per_event, n_replay=lr_size)
-        inference = inference_cost(layers, prof, 1)
-        report = _report(cost, inference, prof, events_per_hour, _rate(inference_rate))
+        report = EnergyReport.compute(layers, prof, config, inference_per_s=_rate(inference_rate))
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
-    report["config"] = {"lr_layer": lr_layer_of(layers), **config.as_dict()}
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(report.to_json())
         return
     from device.cli import _energy_view
 
-    _energy_view.show_energy(cost, report)
+    _energy_view.show_energy(report)
 
 
 def _rate(inference_rate: float) -> float:

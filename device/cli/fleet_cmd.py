@@ -36,7 +36,6 @@ from device.cli._runtime import (
 
 if TYPE_CHECKING:
     from device.fleet.shard import ShardPlan
-    from device.fleet.spec import FleetSpec
 
 
 class Connection(StrEnum):
@@ -128,6 +127,7 @@ def fleet(
 
     from broker import BrokerError, parse_broker_url
     from device.fleet.errors import FleetSpecError
+    from device.fleet.plan import shard_plans
     from device.fleet.spec import FleetSpec
 
     if (devices is None) == (spec is None):
@@ -157,6 +157,7 @@ def fleet(
         plans = shard_plans(
             plan,
             workers or os.cpu_count() or 1,
+            load_model=load_model,
             broker=url,
             state_dir=state_dir,
             topic_prefix=topic_prefix,
@@ -172,55 +173,6 @@ def fleet(
         raise fail(str(exc), code=2) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_async(lambda stop: _run(stop, plans, url.password, plan.size))
-
-
-def shard_plans(
-    spec: FleetSpec,
-    workers: int,
-    *,
-    broker: object,
-    state_dir: Path,
-    topic_prefix: str,
-    seed: int,
-    hold_s: float,
-    give_up_s: float,
-    threads: int = 1,
-    shared: bool = False,
-) -> list[ShardPlan]:
-    """One plan per worker: contiguous id ranges, every model resolved (the default one built
-    here, once, before any worker starts), every class's settings checked."""
-    from dataclasses import replace
-
-    from broker.url import BrokerURL
-    from device.fleet.shard import ShardPlan
-    from device.fleet.spec import shard
-
-    assert isinstance(broker, BrokerURL)
-    resolved = []
-    for c in spec.classes:
-        bundle = load_model(c.model, seed=0)
-        c.settings("check", state_dir, bundle)  # a bad class fails here, not in every worker
-        resolved.append(replace(c, model=bundle.path.resolve()))
-    classes = tuple(resolved)
-    members = replace(spec, classes=classes).members()
-    no_password = broker.with_credentials(broker.username, None)
-    return [
-        ShardPlan(
-            worker=w,
-            broker=str(no_password),
-            ca_file=str(broker.ca_file) if broker.ca_file is not None else None,
-            state_dir=state_dir,
-            devices=tuple((m.device_id, m.device_class.name) for m in part),
-            classes=classes,
-            topic_prefix=topic_prefix,
-            seed=seed,
-            hold_s=hold_s,
-            give_up_s=give_up_s,
-            threads=threads,
-            shared=shared,
-        )
-        for w, part in enumerate(shard(members, workers))
-    ]
 
 
 def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[ShardPlan]:

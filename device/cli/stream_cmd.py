@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._pacing import STAGGER_REFUSED, pacing
 from device.cli._runtime import (
     DEFAULT_BROKER,
     BrokerOpt,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from broker.url import BrokerURL
     from dataset_stream import Scenario, StreamStats
+    from dataset_stream.pacing import Pacing
     from dataset_stream.reconnect import ReconnectPolicy
 
 
@@ -133,13 +135,7 @@ def stream(
     from dataset_stream.reconnect import ReconnectPolicy
 
     device_ids = parse_devices(devices, prefix, start_index)
-    pace = parse_speed(speed)
-    if not math.isfinite(infer_rate):
-        raise typer.BadParameter(f"{infer_rate} is not a number", param_hint="--infer-rate")
-    if not (math.isfinite(cadence) and cadence > 0):
-        raise typer.BadParameter(
-            f"{cadence} is not a positive number of seconds", param_hint="--cadence"
-        )
+    pace = pacing(speed, cadence, infer_rate, stagger)
     if not (math.isfinite(max_outage) and max_outage > 0):
         raise typer.BadParameter(
             f"{max_outage} is not a positive number of seconds", param_hint="--max-outage"
@@ -148,10 +144,8 @@ def stream(
         raise typer.BadParameter(
             f"{client_id!r} is not a client id ([A-Za-z0-9_.-]{{1,64}})", param_hint="--client-id"
         )
-    if stagger and (pace is None or infer_rate or dump is not None):
-        raise fail(
-            "--stagger spreads a paced stream: not with --speed max, --infer-rate or --dump", code=2
-        )
+    if stagger and dump is not None:
+        raise fail(STAGGER_REFUSED, code=2)
     if dump is not None:
         creatable(dump, "--dump")
         if infer_rate:
@@ -192,12 +186,10 @@ def stream(
     try:
         if dump is not None:
             assert built is not None
-            stats = _run_dump(built, device_ids, dump, events, same_order, cadence)
+            stats = _run_dump(built, device_ids, dump, events, same_order, pace.cadence_s)
         else:
             _log_to_console()
-            stats = _run_publish(
-                url, plan, device_ids, pace, events, same_order, cadence, link, infer_rate, stagger
-            )
+            stats = _run_publish(url, plan, device_ids, pace, events, same_order, link)
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
         raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
@@ -271,21 +263,6 @@ def parse_devices(value: str, prefix: str, start: int = 0) -> list[str]:
     return ids
 
 
-def parse_speed(value: str) -> float | None:
-    """``--speed``: a positive factor over real time, or ``max`` (closed loop: ``None``)."""
-    if value.strip().lower() == "max":
-        return None
-    try:
-        speed = float(value)
-    except ValueError:
-        speed = math.nan
-    if not (math.isfinite(speed) and speed > 0):
-        raise typer.BadParameter(
-            f"{value!r} is not a positive number or 'max'", param_hint="--speed"
-        )
-    return speed
-
-
 def _progress() -> tuple[Progress, TaskID, TaskID]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -334,13 +311,10 @@ def _run_publish(
     broker: BrokerURL,
     built: Scenario | Mapping[str, Scenario],
     device_ids: list[str],
-    speed: float | None,
+    pace: Pacing,
     events: int | None,
     same: bool,
-    cadence: float,
     link: _Link,
-    infer_rate: float,
-    stagger: bool = False,
 ) -> StreamStats | None:
     from dataset_stream import StreamPublisher
 
@@ -354,15 +328,15 @@ def _run_publish(
         broker,
         built,
         device_ids,
-        cadence=cadence,
-        speed=speed,
+        cadence=pace.cadence_s,
+        speed=pace.speed,
         events=events,
         same_order=same,
         on_progress=on_progress,
         client_id=link.client_id,
         reconnect=link.policy,
-        infer_rate=infer_rate,
-        stagger=stagger,
+        infer_rate=pace.infer_per_s,
+        stagger=pace.stagger,
     )
     for task in (sent_task, acked_task):
         progress.update(task, total=publisher.total)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,16 +24,14 @@ from device.cli._nodeopts import (
     ProfileOpt,
     load_model,
 )
-from device.cli._runtime import console, creatable, fail, positive, run_async, until_stopped
+from device.cli._pacing import refused
+from device.cli._runtime import console, creatable, fail, run_async, until_stopped
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dataset_stream import Scenario, StreamPublisher
     from dataset_stream.protocol import RunSummary
-    from device.model.bundle import ModelBundle
-    from device.node.settings import NodeSettings
-    from device.observe.monitor import DeviceRecord
+    from device.app.up import Up, UpConfig
 
 
 def up(
@@ -96,14 +91,17 @@ def up(
     """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
     from broker.errors import BrokerError
     from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
+    from dataset_stream.pacing import Pacing, PacingError, parse_speed
     from dataset_stream.protocol import fleet_ids
-    from device.cli.stream_cmd import parse_speed
+    from device.app.up import UpConfig
     from device.errors import DeviceError
 
-    pace = parse_speed(speed)
-    positive(cadence, "--cadence")
-    if not math.isfinite(infer_rate):
-        raise typer.BadParameter(f"{infer_rate} is not a number", param_hint="--infer-rate")
+    try:
+        pacing = Pacing(cadence_s=cadence, speed=parse_speed(speed), infer_per_s=infer_rate)
+    except PacingError as exc:
+        if exc.field == "cadence_s":  # up words this one as a plain positive number
+            raise fail(f"--cadence must be a positive number, not {exc.value!r}", code=2) from exc
+        raise refused(exc) from exc
     if summary_json is not None:
         creatable(summary_json, "--summary-json")
     if state_dir is not None:
@@ -128,7 +126,7 @@ def up(
     options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    config = {
+    described: dict[str, object] = {
         "devices": devices,
         "dataset": dataset,
         "scenario": scenario,
@@ -141,23 +139,22 @@ def up(
     with tempfile.TemporaryDirectory(prefix="vega-emu-up-") as tmp:
         where = state_dir or Path(tmp)
         settings = {d: options.settings(d, where, bundle, seed=seed) for d in ids}
-        config |= next(iter(settings.values())).learning_config()
+        described |= next(iter(settings.values())).learning_config()
         recording = None if run_dir is None else run_dir / "run.sqlite"
         if recording is not None:  # made now that every flag is known to be good
             creatable(recording, "--out")
+        config = UpConfig(
+            scenario=plan,
+            bundle=bundle,
+            settings=settings,
+            pacing=pacing,
+            events=events,
+            same_order=same_order,
+            recording=recording,
+            described=described,
+        )
         try:
-            summary = run_async(
-                lambda stop: _run(
-                    stop,
-                    plan,
-                    bundle,
-                    settings,
-                    Pacing(pace, events, cadence, same_order, infer_rate),
-                    quiet,
-                    recording,
-                    config,
-                )
-            )
+            summary = run_async(lambda stop: _run(stop, config, quiet))
         except TimeoutError as exc:  # e.g. the fleet did not connect in time
             raise fail(str(exc) or "timed out waiting for the broker or the fleet") from exc
         except (DatasetStreamError, BrokerError, DeviceError, OSError) as exc:
@@ -168,7 +165,6 @@ def up(
     if summary is None:
         console.print("stopped")
     else:
-        summary = summary.with_config(config)
         _print_summary(summary)
         if summary_json is not None:
             try:
@@ -181,91 +177,27 @@ def up(
         console.print(f"report: {page}")
 
 
-@dataclass(frozen=True, slots=True)
-class Pacing:
-    """How the stream feeds the fleet: speed (None: closed loop), events, cadence, order,
-    inference samples per simulated second."""
-
-    speed: float | None
-    events: int | None
-    cadence: float
-    same_order: bool
-    infer_rate: float = 0.0
-
-
-async def _run(
-    stop: asyncio.Event,
-    plan: Scenario,
-    bundle: ModelBundle,
-    settings: dict[str, NodeSettings],
-    pacing: Pacing,
-    quiet: bool,
-    recording: Path | None,
-    config: dict[str, Any],
-) -> RunSummary | None:
+async def _run(stop: asyncio.Event, config: UpConfig, quiet: bool) -> RunSummary | None:
+    """Run ``config`` with a live table (unless ``quiet``) until it ends or ``stop`` is set."""
     from rich.live import Live
 
-    from broker import EmbeddedBroker
-    from dataset_stream import StreamPublisher
-    from dataset_stream.protocol import RunSummary
-    from device.fleet.fleet import Fleet
-    from device.observe.monitor import FleetMonitor
-    from device.observe.recorder import RunRecorder
-    from device.observe.runsummary import device_summary
+    from device.app.up import Up
 
-    ids = list(settings)
-    factory_classes = sorted({int(c) for c in plan.factory[1]})
-    started = time.monotonic()
-    async with contextlib.AsyncExitStack() as stack:
-        recorder = None
-        if recording is not None:
-            recorder = stack.enter_context(
-                RunRecorder(recording, meta={"command": "up", "config": config})
-            )
-        broker = await stack.enter_async_context(EmbeddedBroker(port=0))
-        monitor = await stack.enter_async_context(
-            FleetMonitor(broker.url, on_message=recorder.add if recorder is not None else None)
-        )
-        await stack.enter_async_context(Fleet(ids, settings.__getitem__, bundle, broker.url))
-        stream = await stack.enter_async_context(
-            StreamPublisher(
-                broker.url,
-                plan,
-                ids,
-                cadence=pacing.cadence,
-                speed=pacing.speed,
-                events=pacing.events,
-                same_order=pacing.same_order,
-                wait_for_answers=True,
-                infer_rate=pacing.infer_rate,
-            )
-        )
+    async with Up(config) as up:
         console.print(
-            f"[green]up[/]: {len(ids)} nodes on {broker.url}, model {bundle.name}, "
-            f"{stream.per_device} events each"
+            f"[green]up[/]: {len(up.device_ids)} nodes on {up.broker.url}, model "
+            f"{config.bundle.name}, {up.stream.per_device} events each"
         )
-        work = stream.run()
+        work = up.run()
         if quiet:
-            stats = await until_stopped(work, stop)
-        else:
-            with Live(
-                _table(monitor.devices, stream), console=console, refresh_per_second=4
-            ) as live:
-                task = asyncio.ensure_future(until_stopped(work, stop))
-                while not task.done():
-                    live.update(_table(monitor.devices, stream))
-                    await asyncio.wait({task}, timeout=0.25)
-                live.update(_table(monitor.devices, stream))
-                stats = task.result()
-        if stats is None:
-            return None
-        await asyncio.sleep(0.2)  # let the last messages land
-        devices = [device_summary(monitor.record(d), factory_classes) for d in ids]
-    return RunSummary(
-        devices=tuple(devices),
-        stream=stats.summary(time.monotonic() - started),
-        factory_classes=tuple(factory_classes),
-    )
+            return await until_stopped(work, stop)
+        with Live(_table(up), console=console, refresh_per_second=4) as live:
+            task = asyncio.ensure_future(until_stopped(work, stop))
+            while not task.done():
+                live.update(_table(up))
+                await asyncio.wait({task}, timeout=0.25)  # the table's refresh
+            live.update(_table(up))
+            return task.result()
 
 
 def _write_report(recording: Path, where: Path) -> Path:
@@ -283,9 +215,10 @@ def _fmt(value: object, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _table(devices: dict[str, DeviceRecord], stream: StreamPublisher) -> Table:
+def _table(up: Up) -> Table:
     from rich.table import Table
 
+    devices, stream = up.monitor.devices, up.stream
     table = Table(
         title=f"vega-emu fleet: {stream.acked}/{stream.total} events learned", title_justify="left"
     )

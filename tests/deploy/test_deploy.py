@@ -394,7 +394,7 @@ def test_the_image_builds_and_runs_vega_emu() -> None:
     )
     assert user.stdout.strip() == "10001"
     # the non-root user loads the baked-in default model (no rebuild: the cache is read-only)
-    load = "from device.cli._nodeopts import load_model; print(load_model(None).path)"
+    load = "from device.app import load_model; print(load_model(None).path)"
     model = subprocess.run(
         ["docker", "run", "--rm", "--entrypoint", "python", tag, "-c", load],
         capture_output=True,

@@ -28,7 +28,7 @@ import pytest
 from broker import BrokerURL
 from dataset_stream import Scenario
 from dataset_stream.protocol import Batch, encode_batch
-from device.cli._nodeopts import LearningOptions
+from device.fleet.spec import DeviceClass
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
@@ -145,9 +145,7 @@ def node_state(
 ) -> dict[str, Any]:
     """Weights, LR memory and battery of the node stored in ``state``, after learning ``learn``
     (a node that was never killed, when ``state`` starts empty)."""
-    settings = LearningOptions(1500, 8, 4, 128, 21, None, "vega", False).settings(
-        device, state, bundle
-    )
+    settings = DeviceClass("default", count=1).settings(device, state, bundle)
     engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
     try:
         for batch in learn:

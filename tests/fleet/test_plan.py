@@ -1,0 +1,68 @@
+"""Deciding a fleet's shards: every id once, every model resolved once, no password handed out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.url import BrokerURL
+from device.fleet.plan import shard_plans
+from device.fleet.spec import DeviceClass, FleetSpec
+from device.model.bundle import ModelBundle
+
+
+def test_plans_cover_the_fleet_with_resolved_models_and_no_password(
+    default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    asked: list[Path | None] = []
+
+    def load_model(path: Path | None) -> ModelBundle:
+        asked.append(path)
+        return default_bundle
+
+    spec = FleetSpec((DeviceClass("a", 3), DeviceClass("b", 2, profile="stm32l4")), "dev-", 7)
+    broker = BrokerURL("127.0.0.1", 1884, username="fleet", password="secret")
+    plans = shard_plans(
+        spec,
+        2,
+        load_model=load_model,
+        broker=broker,
+        state_dir=tmp_path,
+        topic_prefix="t",
+        seed=3,
+        hold_s=5.0,
+        give_up_s=9.0,
+        threads=2,
+        shared=True,
+    )
+    assert asked == [None, None]  # once per class, before any worker starts
+    assert [p.worker for p in plans] == [0, 1]
+    assert [d for p in plans for d in p.devices] == [
+        ("dev-0007", "a"),
+        ("dev-0008", "a"),
+        ("dev-0009", "a"),
+        ("dev-0010", "b"),
+        ("dev-0011", "b"),
+    ]
+    for plan in plans:
+        assert "secret" not in plan.to_json() and plan.broker == "mqtt://fleet@127.0.0.1:1884"
+        assert all(c.model == default_bundle.path.resolve() for c in plan.classes)
+        assert (plan.topic_prefix, plan.seed, plan.hold_s, plan.give_up_s) == ("t", 3, 5.0, 9.0)
+        assert plan.threads == 2 and plan.shared
+
+
+def test_a_bad_class_fails_before_any_worker(default_bundle: ModelBundle, tmp_path: Path) -> None:
+    spec = FleetSpec((DeviceClass("a", 2, lr_bits=3),))
+    with pytest.raises(ValueError, match="bits"):
+        shard_plans(
+            spec,
+            2,
+            load_model=lambda _: default_bundle,
+            broker=BrokerURL("127.0.0.1", 1884),
+            state_dir=tmp_path,
+            topic_prefix="vega",
+            seed=0,
+            hold_s=30.0,
+            give_up_s=180.0,
+        )
