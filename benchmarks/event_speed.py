@@ -59,7 +59,7 @@ class Stopwatch:
 def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    import device.node.engine
+    import device.node.learning
     from dataset_stream import build_scenario
     from dataset_stream.protocol import Batch, EvalSet
     from dataset_stream.scenarios import factory_split
@@ -79,8 +79,9 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
     profiler = cProfile.Profile()
     rows: list[dict[str, float]] = []
     samples: list[int] = []
-    real_train = device.node.engine.train_event
-    device.node.engine.train_event = watch.wrap("training", real_train)
+    real_train, real_eval = device.node.learning.train_event, device.node.learning.evaluate
+    device.node.learning.train_event = watch.wrap("training", real_train)
+    device.node.learning.evaluate = watch.wrap("eval", real_eval)
     try:
         with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1, user_api="blas"):
             settings = NodeSettings(
@@ -91,7 +92,6 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
             )
             engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
             engine.frozen.run = watch.wrap("frozen", engine.frozen.run)  # type: ignore[method-assign]
-            engine.evaluate = watch.wrap("eval", engine.evaluate)  # type: ignore[method-assign]
             ex, ey = scenario.eval_set
             engine.set_eval(EvalSet(ex, ey, "digits"))
             try:
@@ -114,7 +114,8 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
             finally:
                 engine.close()
     finally:
-        device.node.engine.train_event = real_train
+        device.node.learning.train_event = real_train
+        device.node.learning.evaluate = real_eval
     median = {k: statistics.median(r[k] for r in rows) for k in ("total", *PARTS)}
     result: dict[str, Any] = {
         "events": events,

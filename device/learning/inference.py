@@ -2,7 +2,7 @@
 
 :func:`classify` runs the adaptive stage forward (no training caches, no weight change) and
 returns each sample's class and confidence (the softmax maximum). :class:`InferenceCounters` is
-what a node commits about its inferences in the ``inference`` JSON of its state row. No I/O.
+what a node commits about its inferences (a row of its state file). No I/O.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ async def test_inference_answers_and_charges_exactly_the_model(
     # the charge and the seq survive a restart: the repeat is still not charged
     with NodeStore.open(tmp_path, DEVICE, engine.store.meta.model_id) as store:
         state = store.state()
-        assert state.inference["count"] == 1 and store.inference_samples(1) == 7
+        assert state.inference.count == 1 and store.inference_samples(1) == 7
     async with watching(url) as client, Node(settings(tmp_path), default_bundle, url) as node:
         await asyncio.wait_for(node.connected.wait(), 10)
         engine = engine_of(node)
@@ -217,7 +217,7 @@ async def test_prequential_accuracy_is_scored_before_training(
         assert telemetry.inferences == 1
         engine = engine_of(node)
         assert engine.prequential.pending == 0
-        assert engine.store.state().inference["preq_n"] == 10
+        assert engine.store.state().inference.preq_n == 10
         # the batch's samples are forgotten once scored: a next batch scores nothing more
         telemetry = await learn(client, digits_nic, 3, ids=events[2].indices.astype(np.int64))
         assert telemetry.prequential_n == 10 and telemetry.inferences == 0

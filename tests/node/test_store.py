@@ -22,6 +22,7 @@ from device.node.store import (
     StoreError,
 )
 from device.node.store.replay import ReplayConfig
+from device.node.store.snapshots import BatterySnapshot, EnergyTotals
 
 CFG = ReplayConfig(capacity=40, bits=7, shape=(16,))
 
@@ -58,8 +59,9 @@ def run_event(store: NodeStore, seq: int, *, fail: bool = False) -> None:
                 last_seq=seq,
                 events_applied=prev.events_applied + 1,
                 sim_time=1.7e9 + 60 * seq,
-                battery={"remaining_j": 39204.0 - seq, "soc": 0.99},
-                energy={"total": 0.5 * seq},
+                battery=BatterySnapshot(39204.0, 39204.0 - seq, 1.7e-6, float(seq)),
+                energy_totals=EnergyTotals(total_j=0.5 * seq),
+                last_latency_s=0.25 * seq,
             )
         )
         tx.log_event(EventRecord(seq, 1.7e9 + 60 * seq, 21, 0.5, {"total": 0.5}, host_s=0.01))
@@ -223,8 +225,10 @@ def test_worker_thread_use(store: NodeStore) -> None:
         ({"last_seq": -1}, "last_seq"),
         ({"events_applied": True}, "events_applied"),
         ({"sim_time": float("nan")}, "sim_time"),
-        ({"battery": {"soc": float("inf")}}, "battery"),
-        ({"energy": {"x": object()}}, "energy"),
+        ({"last_latency_s": -1.0}, "last_latency_s"),
+        ({"battery": {"soc": 1.0}}, "battery must be BatterySnapshot or None"),
+        ({"energy_totals": {"total": 1.0}}, "energy_totals must be EnergyTotals,"),
+        ({"lifetime": 3.0}, "lifetime must be LifetimeSnapshot or None"),
     ],
 )
 def test_node_state_is_checked(kwargs: dict[str, Any], match: str) -> None:
@@ -233,9 +237,12 @@ def test_node_state_is_checked(kwargs: dict[str, Any], match: str) -> None:
 
 
 def test_node_state_is_read_only() -> None:
-    s = NodeState(battery={"soc": 1.0})
-    with pytest.raises(TypeError):
-        s.battery["soc"] = 0.0  # type: ignore[index]
+    s = NodeState(battery=BatterySnapshot(10.0, 9.0, 0.0, 1.0))
+    with pytest.raises(AttributeError):
+        s.battery = None  # type: ignore[misc]
+    assert s.battery is not None
+    with pytest.raises(AttributeError):
+        s.battery.remaining_j = 0.0  # type: ignore[misc]
 
 
 KILLED_CHILD = """

@@ -11,11 +11,15 @@ from device.node.store.errors import (
 from device.node.store.node_store import NodeStore
 from device.node.store.records import EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
+from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeSnapshot
 from device.node.store.transaction import EventTransaction
 
 __all__ = [
+    "BatterySnapshot",
+    "EnergyTotals",
     "EventRecord",
     "EventTransaction",
+    "LifetimeSnapshot",
     "ModelMismatchError",
     "NodeState",
     "NodeStore",

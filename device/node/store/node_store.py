@@ -42,6 +42,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from device.node.store.arrays import decode_array
+from device.node.store.checks import stored
 from device.node.store.errors import (
     ModelMismatchError,
     ReplayStorageError,
@@ -52,6 +53,7 @@ from device.node.store.records import EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
 from device.node.store.replay_schema import MIGRATIONS as REPLAY_MIGRATIONS
 from device.node.store.schema import MIGRATIONS
+from device.node.store.state_rows import read_state
 from device.node.store.transaction import EventTransaction
 from device.private import private_database, private_dir
 
@@ -190,23 +192,7 @@ class NodeStore:
 
     def state(self) -> NodeState:
         """The node's counters as of the last commit (or inside a transaction, its writes)."""
-        rows = self._read(
-            "SELECT last_seq, events_applied, sim_time, battery, energy, gaps, inference"
-            " FROM state WHERE id = 1"
-        )
-        if not rows:
-            raise StoreCorruptError(f"{self._path} has no state row")
-        last_seq, events, sim_time, battery, energy, gaps, inference = rows[0]
-        return _build(
-            NodeState,
-            last_seq,
-            events,
-            sim_time,
-            json.loads(battery),
-            json.loads(energy),
-            gaps,
-            json.loads(inference),
-        )
+        return read_state(self._read, self._path)
 
     def events(self) -> list[EventRecord]:
         """The event log, by ``seq``."""
@@ -214,7 +200,7 @@ class NodeStore:
             "SELECT seq, t, samples, accuracy, energy, host_s, outcome FROM events ORDER BY seq"
         )
         return [
-            _build(EventRecord, r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
+            stored(EventRecord, r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
         ]
 
     def has_event(self, seq: int) -> bool:
@@ -295,13 +281,6 @@ class NodeStore:
             raise StoreError(f"cannot restore synchronous={self._synchronous}: {exc}") from exc
 
 
-def _build(cls: Any, *values: Any) -> Any:
-    try:
-        return cls(*values)
-    except ValueError as exc:
-        raise StoreCorruptError(f"stored {cls.__name__} is invalid: {exc}") from exc
-
-
 def _ensure_meta(
     db: sqlite_utils.Database, path: Path, device_id: str, model_id: str, config: Mapping[str, Any]
 ) -> StoreMeta:
@@ -317,7 +296,7 @@ def _ensure_meta(
                 [device_id, model_id, json.dumps(dict(meta.config)), meta.created],
             )
         return meta
-    meta = _build(StoreMeta, row[0], row[1], json.loads(row[2]), row[3])
+    meta = stored(StoreMeta, row[0], row[1], json.loads(row[2]), row[3])
     if meta.model_id != model_id:
         raise ModelMismatchError(
             f"{path} holds the state of a node running model {meta.model_id!r}, but this node "

@@ -2,70 +2,59 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
+
+from device.learning.inference import InferenceCounters
+from device.node.store.checks import check_float, check_int, freeze_json
+from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeSnapshot
 
 __all__ = ["OUTCOMES", "EventRecord", "NodeState", "StoreMeta"]
 
 OUTCOMES = ("learned", "depleted", "failed")
 
 
-def _frozen_json(owner: object, name: str, value: Mapping[str, Any]) -> None:
-    """Check ``value`` is a JSON object and store a read-only copy of it on ``owner``."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{name} must be a mapping, got {value!r:.80}")
-    try:
-        text = json.dumps(dict(value), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be JSON-serialisable with finite numbers: {exc}") from exc
-    object.__setattr__(owner, name, MappingProxyType(json.loads(text)))
-
-
-def _check_int(name: str, value: object, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-
-
-def _check_float(name: str, value: object, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class NodeState:
-    """The node's persistent counters: what it has applied, its battery and energy totals.
+    """The node's persistent counters: what it has applied, its battery and energy bookkeeping.
 
     last_seq: the last applied batch ``seq`` (None before the first event);
     events_applied: learning events applied; sim_time: simulated unix time of the last event;
-    battery / energy: JSON objects owned by the node (e.g. ``{"remaining_j": ..}``);
     gaps: seqs skipped because they never arrived;
-    inference: JSON object owned by the node (inference counters, prequential scores).
+    battery: the battery as last committed (None until the node first spends energy: a full
+    battery of its profile); lifetime: the lifetime estimator as last committed (None until the
+    first event or inference: the nominal estimate); energy_totals: joules spent since the file
+    was created, by stage; last_latency_s: the emulated duration of the last learning event;
+    inference: inference counters and prequential scores.
     """
 
     last_seq: int | None = None
     events_applied: int = 0
     sim_time: float | None = None
-    battery: Mapping[str, Any] = field(default_factory=dict)
-    energy: Mapping[str, Any] = field(default_factory=dict)
     gaps: int = 0
-    inference: Mapping[str, Any] = field(default_factory=dict)
+    battery: BatterySnapshot | None = None
+    lifetime: LifetimeSnapshot | None = None
+    energy_totals: EnergyTotals = field(default_factory=EnergyTotals)
+    last_latency_s: float = 0.0
+    inference: InferenceCounters = field(default_factory=InferenceCounters)
 
     def __post_init__(self) -> None:
-        _check_int("last_seq", self.last_seq, optional=True)
-        _check_int("events_applied", self.events_applied)
-        _check_int("gaps", self.gaps)
-        _check_float("sim_time", self.sim_time, optional=True)
-        _frozen_json(self, "battery", self.battery)
-        _frozen_json(self, "energy", self.energy)
-        _frozen_json(self, "inference", self.inference)
+        check_int("last_seq", self.last_seq, optional=True)
+        check_int("events_applied", self.events_applied)
+        check_int("gaps", self.gaps)
+        check_float("sim_time", self.sim_time, optional=True)
+        check_float("last_latency_s", self.last_latency_s, nonnegative=True)
+        _check_type("battery", self.battery, BatterySnapshot, optional=True)
+        _check_type("lifetime", self.lifetime, LifetimeSnapshot, optional=True)
+        _check_type("energy_totals", self.energy_totals, EnergyTotals)
+        _check_type("inference", self.inference, InferenceCounters)
+
+
+def _check_type(name: str, value: object, cls: type, *, optional: bool = False) -> None:
+    if not (isinstance(value, cls) or (optional and value is None)):
+        accepted = f"{cls.__name__} or None" if optional else cls.__name__
+        raise ValueError(f"{name} must be {accepted}, got {value!r:.80}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +76,14 @@ class EventRecord:
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
-        _check_int("seq", self.seq)
-        _check_float("t", self.t)
-        _check_int("samples", self.samples)
-        _check_float("accuracy", self.accuracy, optional=True)
+        check_int("seq", self.seq)
+        check_float("t", self.t)
+        check_int("samples", self.samples)
+        check_float("accuracy", self.accuracy, optional=True)
         if self.accuracy is not None and not 0.0 <= self.accuracy <= 1.0:
             raise ValueError(f"accuracy must be in [0, 1], got {self.accuracy}")
-        _frozen_json(self, "energy", self.energy)
-        _check_float("host_s", self.host_s)
+        freeze_json(self, "energy", self.energy)
+        check_float("host_s", self.host_s)
         if self.host_s < 0:
             raise ValueError(f"host_s must be >= 0, got {self.host_s}")
 
@@ -112,4 +101,4 @@ class StoreMeta:
         for name in ("device_id", "model_id", "created"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
-        _frozen_json(self, "config", self.config)
+        freeze_json(self, "config", self.config)

@@ -3,9 +3,16 @@
 ``meta``     one row (id 1): device_id, model_id, config (JSON), created (ISO 8601 UTC)
 ``weights``  name, dtype (numpy ``dtype.str``, little-endian), shape (JSON list), data (raw BLOB):
              the adaptive stage's FP32 parameters and optimizer buffers, one snapshot
-``state``    one row (id 1): last_seq, events_applied, sim_time, battery and energy (JSON), gaps
-             (seqs skipped because they never arrived; migration 0002), inference (JSON:
-             inference counters and prequential scores; migration 0003)
+``state``    one row (id 1): last_seq, events_applied, sim_time, gaps (seqs skipped because
+             they never arrived; migration 0002), last_latency_s (migration 0004)
+``battery``  (migration 0004) at most one row (id 1): the battery as last committed, one column
+             per field of :class:`~device.node.store.snapshots.BatterySnapshot`; no row until
+             the node first spends energy
+``lifetime`` (migration 0004) at most one row (id 1): the lifetime estimator as last committed,
+             one column per field of :class:`~device.node.store.snapshots.LifetimeSnapshot`
+``energy_totals`` (migration 0004) one row (id 1): joules spent by stage, ``{stage}_j``
+``inference_counters`` (migration 0004) one row (id 1): the fields of
+             :class:`~device.learning.inference.InferenceCounters`
 ``events``   append-only log, one row per batch the node handled: seq (primary key, so a ``seq``
              can never be logged twice), t, samples, accuracy, energy (JSON), host_s, outcome
              (``learned``, ``depleted`` or ``failed``; migration 0002)
@@ -13,12 +20,23 @@
              primary key), n (the node's inference count when it was charged; the window is
              the rows with the largest n), samples
 
+Before migration 0004 the battery, the energy bookkeeping (``lifetime``, ``totals``,
+``last_latency_s``) and the inference counters were JSON objects in columns of ``state``;
+0004 moves their values into the typed tables and drops those columns, in the one transaction
+the migration runs in. Each migration is a record of the layout it produced: it names its
+columns itself and never imports the classes that read them today.
+
 The replay tables belong to :mod:`device.node.store.replay_schema` (migration set ``vega-replay``).
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import sqlite_utils
+
+from device.node.store.errors import StoreCorruptError
 
 __all__ = ["MIGRATIONS"]
 
@@ -81,3 +99,122 @@ def _inference(db: sqlite_utils.Database) -> None:
         {"seq": int, "n": int, "samples": int}, pk="seq", not_null={"n", "samples"}
     )
     db.execute("CREATE INDEX inferences_n ON inferences (n)")
+
+
+_BATTERY = ("capacity_j", "remaining_j", "sleep_w", "drawn_j")
+_LIFETIME = {
+    "nominal_events_per_hour": float,
+    "nominal_energy_j": float,
+    "nominal_latency_s": float,
+    "events": int,
+    "first_t": float,
+    "last_t": float,
+    "energy_sum_j": float,
+    "latency_sum_s": float,
+    "inferences": int,
+    "inference_first_t": float,
+    "inference_last_t": float,
+    "inference_energy_sum_j": float,
+    "inference_latency_sum_s": float,
+}
+_LIFETIME_ADDED = tuple(name for name in _LIFETIME if name.startswith("inference"))
+_STAGES = ("frozen", "adaptive", "memory", "idle", "total")
+_INFERENCE = {
+    "count": int,
+    "energy_j": float,
+    "since_count": int,
+    "since_energy_j": float,
+    "since_latency_s": float,
+    "preq_right": int,
+    "preq_n": int,
+}
+
+
+@MIGRATIONS(name="0004_typed_state")
+def _typed_state(db: sqlite_utils.Database) -> None:
+    row = db.execute("SELECT battery, energy, inference FROM state WHERE id = 1").fetchone()
+    if row is None:
+        raise StoreCorruptError("the state file has no state row")
+    battery, energy, inference = (
+        _json_object(name, text)
+        for name, text in zip(("battery", "energy", "inference"), row, strict=True)
+    )
+    lifetime = _json_object("energy.lifetime", energy.get("lifetime", {}))
+    totals = _json_object("energy.totals", energy.get("totals", {}))
+    unknown = sorted(set(totals) - set(_STAGES))
+    if unknown:
+        raise StoreCorruptError(f"energy totals hold unknown stages {unknown}")
+
+    db.table("battery").create(
+        {"id": int} | dict.fromkeys(_BATTERY, float), pk="id", not_null=set(_BATTERY)
+    )
+    db.table("lifetime").create({"id": int} | _LIFETIME, pk="id", not_null=set(_LIFETIME))
+    totals_columns = tuple(f"{stage}_j" for stage in _STAGES)
+    db.table("energy_totals").create(
+        {"id": int} | dict.fromkeys(totals_columns, float), pk="id", not_null=set(totals_columns)
+    )
+    db.table("inference_counters").create(
+        {"id": int} | _INFERENCE, pk="id", not_null=set(_INFERENCE)
+    )
+    if battery:
+        _insert(db, "battery", {name: _value("battery", battery, name) for name in _BATTERY})
+    if lifetime:
+        _insert(
+            db,
+            "lifetime",
+            {  # a state saved before inference was modelled has no inference* keys
+                name: 0
+                if name in _LIFETIME_ADDED and name not in lifetime
+                else _value("energy.lifetime", lifetime, name)
+                for name in _LIFETIME
+            },
+        )
+    _insert(
+        db,
+        "energy_totals",
+        {
+            f"{stage}_j": _value("energy.totals", totals, stage) if stage in totals else 0.0
+            for stage in _STAGES
+        },
+    )
+    _insert(
+        db,
+        "inference_counters",  # counters saved before some of them existed start at 0
+        {
+            name: _value("inference", inference, name) if name in inference else 0
+            for name in _INFERENCE
+        },
+    )
+    last_latency_s = (
+        _value("energy", energy, "last_latency_s") if "last_latency_s" in energy else 0.0
+    )
+    db.execute("ALTER TABLE state ADD COLUMN last_latency_s REAL NOT NULL DEFAULT 0")
+    db.execute("UPDATE state SET last_latency_s = ? WHERE id = 1", [last_latency_s])
+    db.table("state").transform(drop={"battery", "energy", "inference"})
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    """A JSON object from the old layout (its text, or already parsed); anything else is corrupt."""
+    try:
+        data = json.loads(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise StoreCorruptError(f"state {name} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StoreCorruptError(f"state {name} must be a JSON object, got {value!r:.80}")
+    return data
+
+
+def _value(owner: str, data: dict[str, Any], name: str) -> float:
+    """``data[name]``, a number; a missing key or another type is corrupt."""
+    if name not in data:
+        raise StoreCorruptError(f"state {owner} is missing {name!r}")
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise StoreCorruptError(f"state {owner}.{name} must be a number, got {value!r:.80}")
+    return value
+
+
+def _insert(db: sqlite_utils.Database, table: str, values: dict[str, Any]) -> None:
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    db.execute(f"INSERT INTO {table} (id, {columns}) VALUES (1, {marks})", list(values.values()))

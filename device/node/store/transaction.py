@@ -13,6 +13,7 @@ import sqlite_utils
 from device.node.store.arrays import encode_array
 from device.node.store.errors import StoreError
 from device.node.store.records import EventRecord, NodeState
+from device.node.store.state_rows import state_writes
 
 __all__ = ["EventTransaction"]
 
@@ -52,20 +53,9 @@ class EventTransaction:
         )
 
     def set_state(self, state: NodeState) -> None:
-        """Replace the node's counters."""
-        self._execute(
-            "UPDATE state SET last_seq = ?, events_applied = ?, sim_time = ?, battery = ?,"
-            " energy = ?, gaps = ?, inference = ? WHERE id = 1",
-            (
-                state.last_seq,
-                state.events_applied,
-                state.sim_time,
-                json.dumps(dict(state.battery)),
-                json.dumps(dict(state.energy)),
-                state.gaps,
-                json.dumps(dict(state.inference)),
-            ),
-        )
+        """Replace the node's counters, battery, lifetime, energy and inference bookkeeping."""
+        for sql, params in state_writes(state):
+            self._execute(sql, params)
 
     def log_inference(self, seq: int, n: int, samples: int, *, window: int) -> None:
         """Record that inference request ``seq`` (the node's ``n``-th) was charged; keep only

@@ -1,0 +1,188 @@
+"""The learning job of a node: one batch becomes one committed event, or a skip, or a gap.
+
+:meth:`Learning.apply` turns a validated batch into one learning event: frozen stage -> AR1*
+training with dequantized replays -> LR memory update -> battery draw -> evaluation -> ONE
+SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, last
+``seq``, event log). A battery that cannot pay browns out instead: what is left is spent on the
+attempt and nothing is learned, for good. If anything fails before the commit, the live state is
+reloaded from the last commit, so memory and disk never disagree.
+
+:meth:`Learning.skip` and :meth:`Learning.record_gap` commit the batches that are not learned:
+one the node failed on, and seqs that never arrived. A batch with sample ``ids`` first scores
+the predictions made for them (prequential accuracy), committed with its event.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import replace
+
+import numpy as np
+
+from dataset_stream.protocol import Batch, EvalSet
+from device.energy import EventCost, event_cost
+from device.learning.learner import Evaluation, evaluate, train_event
+from device.node.evalcache import shared_eval_latents
+from device.node.parts import NodeParts
+from device.node.persistence import LiveState, weights_snapshot
+from device.node.reporting import EventFacts
+from device.node.store import EventRecord, NodeState
+from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
+
+__all__ = ["Learning"]
+
+
+class Learning:
+    """Learning events of one node, over its :class:`NodeParts` and :class:`LiveState`."""
+
+    def __init__(self, parts: NodeParts, live: LiveState) -> None:
+        self._parts = parts
+        self._live = live
+        self._eval: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_eval(self, eval_set: EvalSet) -> None:
+        """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
+        self._eval = shared_eval_latents(self._parts.frozen, eval_set)
+
+    def evaluate(self) -> Evaluation | None:
+        """The head's accuracy on the eval set; None before one was given."""
+        return None if self._eval is None else evaluate(self._live.head, *self._eval)
+
+    def apply(self, batch: Batch) -> EventFacts:
+        """Learn from one validated batch (its ``seq`` is new) and commit it."""
+        started = time.perf_counter()
+        try:
+            return self._apply(batch, started)
+        except BaseException:
+            self._live.reload()  # the transaction rolled back (or never began): forget it
+            raise
+
+    def _apply(self, batch: Batch, started: float) -> EventFacts:
+        parts, live = self._parts, self._live
+        memory, battery = parts.memory, live.battery
+        n_new = len(batch.y)
+        n_replay = memory.size
+        prev_t = live.state.sim_time
+        # test, then train: score the predictions made for these samples before learning them
+        tally = live.prequential.tally(batch.ids, batch.y)
+        # a producer whose clock went backwards: the batch is learned as if captured now
+        t = batch.t if prev_t is None else max(batch.t, prev_t)
+        cost = event_cost(
+            parts.layers,
+            parts.profile,
+            parts.cost_config,
+            n_new=n_new,
+            n_replay=n_replay,
+            n_written=memory.writes_for(n_new),
+        )
+        energy = self._event_energy(cost, t, prev_t)
+        learned = not battery.depleted and battery.remaining_j >= energy["total"]
+        latents: np.ndarray | None = None
+        if learned:
+            latents = parts.frozen.run(batch.x)
+            train_event(
+                live.head,
+                live.optimizer,
+                latents,
+                batch.y,
+                replay=memory.sample,
+                n_replay=n_replay,
+                config=parts.settings.train,
+                rng=self._rng(batch.seq),
+                replay_into=memory.sample_into,
+            )
+            battery.charge(energy["total"])
+            # active energy only: the estimator adds sleep power between events itself
+            live.lifetime.observe(t, cost.energy_j["total"], cost.latency_s["total"])
+            latency = cost.latency_s
+        else:  # not enough energy left: the node browns out and stops learning for good;
+            # what was left is spent on the failed attempt and reported as such
+            drained = battery.charge(battery.remaining_j)
+            energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
+            latency = dict.fromkeys(cost.latency_s, 0.0)
+        evaluation = self.evaluate()
+        host_s = time.perf_counter() - started
+        since = live.state.inference
+        new_state = NodeState(
+            last_seq=batch.seq,
+            events_applied=live.state.events_applied + int(learned),
+            sim_time=t,
+            gaps=live.state.gaps,
+            battery=BatterySnapshot.of(battery),
+            lifetime=LifetimeSnapshot.of(live.lifetime),
+            energy_totals=live.state.energy_totals.plus(energy),
+            last_latency_s=latency["total"],
+            inference=since.reported(tally.right, tally.n),
+        )
+        with parts.store.event_transaction() as tx:
+            if latents is not None:  # learned
+                memory.update(latents, batch.y, self._rng(batch.seq, stream=1))
+                tx.save_weights(weights_snapshot(live.head, live.optimizer))
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=n_new if learned else 0,
+                    accuracy=None if evaluation is None else evaluation.accuracy,
+                    energy=energy,
+                    host_s=host_s,
+                    outcome="learned" if learned else "depleted",
+                )
+            )
+        live.committed(new_state, synced=True)
+        live.prequential.apply(tally)
+        return EventFacts(
+            seq=batch.seq,
+            t=batch.t,
+            learned=learned,
+            samples=n_new if learned else 0,
+            evaluation=evaluation,
+            latency_s=latency,
+            energy_j=energy,
+            host_s=host_s,
+            inferences=since,
+        )
+
+    def _event_energy(self, cost: EventCost, t: float, prev_t: float | None) -> dict[str, float]:
+        """Joules by stage of an event at ``t``: its cost, and sleep since the node was last
+        busy (the last event's latency and the inferences' since then)."""
+        live = self._live
+        busy_s = live.state.last_latency_s + live.state.inference.since_latency_s
+        idle_s = 0.0 if prev_t is None else max(0.0, t - prev_t - busy_s)
+        energy = {**cost.energy_j, "idle": self._parts.profile.sleep_w * idle_s}
+        energy["total"] = energy["total"] + energy["idle"]
+        return energy
+
+    def skip(self, seq: int, t: float) -> None:
+        """Commit that ``seq`` was handled but not learned (the node failed on it): the event log
+        says ``failed``, ``last_seq`` moves on, nothing else changes."""
+        live = self._live
+        live.reload()  # whatever the failed attempt left in memory is gone
+        new_state = replace(live.state, last_seq=seq)
+        with self._parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=seq, t=t, samples=0, accuracy=None, energy={}, host_s=0.0, outcome="failed"
+                )
+            )
+        live.committed(new_state, synced=False)
+
+    def record_gap(self, first: int, last: int) -> None:
+        """Commit that seqs ``first..last`` never arrived and are skipped for good."""
+        live = self._live
+        last_seq = live.state.last_seq
+        if not (last_seq is None or first == last_seq + 1) or last < first:
+            raise ValueError(f"gap {first}..{last} does not follow seq {last_seq}")
+        new_state = replace(live.state, last_seq=last, gaps=live.state.gaps + last - first + 1)
+        with self._parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+        live.committed(new_state, synced=False)
+
+    def _rng(self, seq: int, stream: int = 0) -> np.random.Generator:
+        """Reproducible randomness per (seed, device, seq): a restart replays the same draws."""
+        settings = self._parts.settings
+        key = zlib.crc32(settings.device_id.encode())
+        return np.random.default_rng([settings.seed, key, seq, stream])

@@ -1,0 +1,206 @@
+"""A node's state between memory and disk: what the state file belongs to, what is read back
+from its last commit, and the eval set kept beside it.
+
+- :func:`model_id`: the content hash that ties a state file to exactly one model;
+- :func:`open_parts`: the state file and replay memory of a node, with its settings and model;
+- :class:`LiveState`: the node in memory as of its last commit; rebuilt from the file whenever
+  a job fails before its commit, so memory and disk never disagree;
+- :class:`EvalFile`: the held-out set saved next to the state file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dataset_stream.protocol import EvalSet, ProtocolError, decode_eval
+from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
+from device.learning.nn import SGD, Sequential
+from device.learning.prequential import PrequentialScore
+from device.model.bundle import ModelBundle
+from device.model.frozen import FrozenStage
+from device.node.parts import NodeParts
+from device.node.settings import NodeSettings
+from device.node.store import NodeState, NodeStore, StoreError
+from device.node.store.replay import ReplayConfig
+from device.private import write_private
+
+__all__ = [
+    "BUNDLE_FILES",
+    "OPT_PREFIX",
+    "EvalFile",
+    "LiveState",
+    "model_id",
+    "open_parts",
+    "weights_snapshot",
+]
+
+BUNDLE_FILES = ("model.toml", "frozen.onnx", "adaptive.safetensors")
+OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
+
+
+def model_id(bundle: ModelBundle) -> str:
+    """Content hash of a bundle: a state file belongs to exactly one model.
+
+    Hashed once per process for each version of the files (a fleet's nodes share the bundle).
+    """
+    root = bundle.path.resolve()
+    stamps = tuple((root / name).stat().st_mtime_ns for name in BUNDLE_FILES)
+    return _content_id(bundle.name, str(root), stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _content_id(name: str, root: str, stamps: tuple[int, ...]) -> str:  # stamps: cache key
+    digest = hashlib.sha256()
+    for file in BUNDLE_FILES:
+        digest.update((Path(root) / file).read_bytes())
+    return f"{name}-{digest.hexdigest()[:16]}"
+
+
+def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage) -> NodeParts:
+    """Open (creating if needed) the state file and replay memory of ``settings.device_id``."""
+    profile = load_profile(settings.profile)
+    cost_config = CostConfig(
+        lr_size=settings.replay.size,
+        lr_bits=settings.replay.bits,
+        mb_size=settings.train.mb_size,
+        new_per_mb=settings.train.new_per_mb,
+        epochs=settings.train.epochs,
+        events_per_hour=settings.events_per_hour,
+    )
+    store = NodeStore.open(
+        settings.state_dir,
+        settings.device_id,
+        model_id(bundle),
+        config=settings.learning_config(),
+    )
+    try:
+        memory = store.open_replay(
+            ReplayConfig(
+                capacity=settings.replay.size,
+                bits=settings.replay.bits,
+                shape=bundle.lr_shape,
+                class_balanced=settings.replay.class_balanced,
+            )
+        )
+    except BaseException:
+        store.close()
+        raise
+    return NodeParts(settings, bundle, frozen, profile, bundle.layers(), cost_config, store, memory)
+
+
+def weights_snapshot(head: Sequential, optimizer: SGD) -> dict[str, np.ndarray]:
+    """What an event commits of the adaptive stage: a copy of its parameters and the
+    optimizer's velocity buffers (named with :data:`OPT_PREFIX`)."""
+    params = {k: v.copy() for k, v in head.params().items()}
+    velocity = {OPT_PREFIX + k: v for k, v in optimizer.state().items()}
+    return params | velocity
+
+
+class LiveState:
+    """The node in memory: its last committed :class:`NodeState` and what is built from it.
+
+    A job changes ``head``, ``optimizer``, ``battery`` and ``lifetime`` while it works and calls
+    :meth:`committed` once its transaction is committed; a job that fails before that calls
+    :meth:`reload`, which forgets the partial work. ``prequential`` keeps its remembered
+    predictions across a reload (only its counts are committed); ``synced_s`` is the monotonic
+    time of the last commit that flushed the log to disk.
+    """
+
+    head: Sequential
+    optimizer: SGD
+    state: NodeState
+    battery: Battery
+    lifetime: LifetimeEstimator
+
+    def __init__(self, parts: NodeParts) -> None:
+        self._parts = parts
+        self.prequential = PrequentialScore()
+        self.synced_s = time.monotonic()
+        self.reload()
+
+    def reload(self) -> None:
+        """(Re)build the model, optimizer, battery and lifetime from the last commit."""
+        parts = self._parts
+        self.head = parts.bundle.build_head()
+        self.optimizer = SGD(parts.settings.sgd)
+        stored = parts.store.load_weights()
+        if stored is not None:
+            velocity = {
+                k[len(OPT_PREFIX) :]: v for k, v in stored.items() if k.startswith(OPT_PREFIX)
+            }
+            self.head.load_params({k: v for k, v in stored.items() if not k.startswith(OPT_PREFIX)})
+            self.optimizer.load_state(velocity)
+        self.state = state = parts.store.state()
+        if state.battery is not None:
+            self.battery = state.battery.restore()
+        else:  # nothing spent yet: a full battery
+            self.battery = Battery.from_profile(parts.profile)
+        self.lifetime = (
+            state.lifetime.restore() if state.lifetime is not None else _nominal_lifetime(parts)
+        )
+        self.prequential.right = state.inference.preq_right
+        self.prequential.n = state.inference.preq_n
+
+    def committed(self, state: NodeState, *, synced: bool) -> None:
+        """``state`` is what the file holds now; ``synced``: that commit flushed the log."""
+        if synced:
+            self.synced_s = time.monotonic()
+        self.state = state
+
+
+def _nominal_lifetime(parts: NodeParts) -> LifetimeEstimator:
+    """The estimator before anything was observed: the nominal rate, each event at the cost of
+    one with a full memory."""
+    config = parts.cost_config
+    nominal = event_cost(
+        parts.layers,
+        parts.profile,
+        config,
+        n_new=config.new_per_event,
+        n_replay=config.lr_size,
+    )
+    return LifetimeEstimator(
+        nominal_events_per_hour=parts.settings.events_per_hour,
+        nominal_energy_j=nominal.energy_j["total"],
+        nominal_latency_s=nominal.latency_s["total"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EvalFile:
+    """The held-out set kept next to the state file (the wire bytes), so that a restarted node
+    measures accuracy from its first event on, before the broker resends the retained eval."""
+
+    path: Path
+
+    @classmethod
+    def beside(cls, store: NodeStore) -> EvalFile:
+        return cls(store.path.with_suffix(".eval.safetensors"))
+
+    def save(self, payload: bytes) -> None:
+        """Write ``payload`` (private to the user); :class:`StoreError` if the disk refuses."""
+        try:
+            write_private(self.path, payload)
+        except OSError as exc:
+            raise StoreError(f"cannot save the eval set to {self.path}: {exc}") from exc
+
+    def load(self, bundle: ModelBundle) -> EvalSet | None:
+        """The saved set, checked against ``bundle``; None if there is none (or it is damaged:
+        only a damaged disk gets there, and the broker resends the retained one)."""
+        if not self.path.is_file():
+            return None
+        try:
+            return decode_eval(
+                self.path.read_bytes(),
+                sample_shape=bundle.input_shape,
+                dtype=bundle.input_dtype,
+                num_classes=bundle.num_classes,
+            )
+        except ProtocolError:
+            return None

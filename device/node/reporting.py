@@ -1,0 +1,98 @@
+"""What a node says about itself: the telemetry of a learning event and the retained status.
+
+Pure builders of :mod:`dataset_stream.protocol` messages from the node's parts and live state;
+no I/O. :class:`EventFacts` is what one batch did, as the learning job measured it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dataset_stream.protocol import BatteryState, ReplayStats, Status, Telemetry
+from device.energy import Battery, LifetimeEstimator
+from device.learning.inference import InferenceCounters
+from device.learning.learner import Evaluation
+from device.node.parts import NodeParts
+from device.node.persistence import LiveState
+
+__all__ = ["EventFacts", "battery_state", "lifetime_h", "status", "telemetry"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What one batch did to the node, committed, before it is worded as telemetry.
+
+    learned: False when the battery could not pay (the node browned out); samples: the new
+    samples learned (0 when not learned); latency_s / energy_j: by stage, on the emulated
+    hardware; host_s: wall time the emulator spent; inferences: the inference counters as they
+    stood before the event (their ``since_*`` part is what it reports).
+    """
+
+    seq: int
+    t: float
+    learned: bool
+    samples: int
+    evaluation: Evaluation | None
+    latency_s: Mapping[str, float]
+    energy_j: Mapping[str, float]
+    host_s: float
+    inferences: InferenceCounters
+
+
+def battery_state(battery: Battery) -> BatteryState:
+    return BatteryState(soc=battery.soc, remaining_j=battery.remaining_j)
+
+
+def lifetime_h(lifetime: LifetimeEstimator, battery: Battery) -> float | None:
+    """Projected remaining hours; None when infinite (JSON has no infinity)."""
+    hours = lifetime.lifetime_h(battery)
+    return hours if math.isfinite(hours) else None
+
+
+def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry:
+    """The telemetry of the event ``facts`` describes, read once it is committed."""
+    evaluation = facts.evaluation
+    return Telemetry(
+        device=parts.device_id,
+        seq=facts.seq,
+        t=facts.t,
+        state="learning" if facts.learned else "depleted",
+        samples=facts.samples,
+        accuracy=None if evaluation is None else evaluation.accuracy,
+        latency_s=facts.latency_s,
+        energy_j=facts.energy_j,
+        battery=battery_state(live.battery),
+        lifetime_h=lifetime_h(live.lifetime, live.battery),
+        replay=ReplayStats.from_dict(parts.memory.stats()),
+        host_s=facts.host_s,
+        events=live.state.events_applied,
+        gaps=live.state.gaps,
+        accuracy_by_class=None if evaluation is None else dict(evaluation.per_class),
+        inferences=facts.inferences.since_count,
+        inference_energy_j=facts.inferences.since_energy_j,
+        prequential_accuracy=live.prequential.accuracy,
+        prequential_n=live.prequential.n,
+    )
+
+
+def status(parts: NodeParts, live: LiveState, state: str, reason: str | None = None) -> Status:
+    """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
+    if live.battery.depleted and state in ("idle", "learning"):
+        state = "depleted"
+    sim_time = live.state.sim_time
+    return Status(
+        state=state,
+        device=parts.device_id,
+        t=sim_time if sim_time is not None else time.time(),
+        last_seq=live.state.last_seq,
+        events=live.state.events_applied,
+        gaps=live.state.gaps,
+        battery=battery_state(live.battery),
+        lifetime_h=lifetime_h(live.lifetime, live.battery),
+        replay=ReplayStats.from_dict(parts.memory.stats()),
+        model=parts.store.meta.model_id,
+        reason=reason,
+    )
