@@ -1,2 +1,2 @@
-"""JSON Schemas (draft 2020-12) of the node's JSON messages: telemetry, status, error and
-prediction."""
+"""JSON Schemas (draft 2020-12) of the JSON messages on the wire: a node's telemetry, status,
+error and prediction, and a gateway's status."""
