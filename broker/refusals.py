@@ -62,21 +62,22 @@ class Refusals:
     who: str
     give_up_s: float
     gave_up: Callable[[str], Exception]
-    since: float | None = None  # loop time of the first refusal in a row
+    since: float | None = None  # loop time (s) of the first refusal in a row
 
     def clear(self) -> None:
         self.since = None
 
-    def failed(self, broker: object, exc: aiomqtt.MqttError, delay: float, now: float) -> None:
-        """After a connection failed: one that may pass is logged (a retry in ``delay`` s);
-        a refusal counts toward giving up (``gave_up`` raised once ``give_up_s`` is over)."""
+    def failed(self, broker: object, exc: aiomqtt.MqttError, delay_s: float, now_s: float) -> None:
+        """After a connection failed (at loop time ``now_s``): one that may pass is logged (a
+        retry in ``delay_s``); a refusal counts toward giving up (``gave_up`` raised once
+        ``give_up_s`` is over)."""
         why = permanent_failure(exc)
         if why is None:
             self.since = None
-            log.warning("%s: MQTT %s; reconnecting in %.1f s", self.who, exc, delay)
+            log.warning("%s: MQTT %s; reconnecting in %.1f s", self.who, exc, delay_s)
             return
         if self.since is None:
-            self.since = now
+            self.since = now_s
             log.error(
                 "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
                 self.who,
@@ -85,10 +86,10 @@ class Refusals:
                 exc,
                 self.give_up_s,
             )
-        if now - self.since >= self.give_up_s:
+        if now_s - self.since >= self.give_up_s:
             raise self.gave_up(
                 f"{self.who}: gave up connecting to {broker} after "
-                f"{now - self.since:.0f} s: {why} ({exc})"
+                f"{now_s - self.since:.0f} s: {why} ({exc})"
             )
 
 

@@ -138,12 +138,12 @@ async def close(client: aiomqtt.Client, *, within_s: float) -> None:
 
 
 def persistent_client(
-    broker: BrokerURL, identifier: str, will: aiomqtt.Will, timeout: float, **kwargs: Any
+    broker: BrokerURL, identifier: str, will: aiomqtt.Will, timeout_s: float, **kwargs: Any
 ) -> aiomqtt.Client:
     """A client on a persistent session (clean session off) that acknowledges QoS 1 messages
     only through :func:`ack`, after the commit: what exactly-once rests on (a node's session or
     a gateway's)."""
-    session = Session(broker, identifier, timeout_s=timeout, will=will)
+    session = Session(broker, identifier, timeout_s=timeout_s, will=will)
     return session.client(manual_ack=True, **kwargs)
 
 
