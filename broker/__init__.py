@@ -1,4 +1,6 @@
-"""MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher.
+"""MQTT brokers for vega-emu: amqtt in-process (zero setup) and a Mosquitto launcher; the one
+MQTT session helper every client uses is :mod:`broker.session` (with :mod:`broker.reconnect`,
+:mod:`broker.backoff` and :mod:`broker.refusals`).
 
 ``EmbeddedBroker`` is imported on first use: a node or fleet worker that only parses a broker
 URL does not load amqtt and its dependencies.
@@ -14,11 +16,15 @@ from broker.acl import (
     password_file_text,
     service_role,
 )
+from broker.backoff import Backoff, BackoffPolicy
 from broker.errors import (
     BrokerError,
     BrokerStartError,
     BrokerURLError,
     MosquittoNotFound,
+    OutageTooLong,
+    SessionError,
+    SubscriptionRefused,
 )
 from broker.mosquitto import Mosquitto, MosquittoConfig, MosquittoTLS, find_mosquitto
 from broker.url import BrokerURL, free_port, parse_broker_url
@@ -38,6 +44,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MONITOR_USER",
     "STREAM_USER",
+    "Backoff",
+    "BackoffPolicy",
     "BrokerError",
     "BrokerStartError",
     "BrokerURL",
@@ -47,6 +55,9 @@ __all__ = [
     "MosquittoConfig",
     "MosquittoNotFound",
     "MosquittoTLS",
+    "OutageTooLong",
+    "SessionError",
+    "SubscriptionRefused",
     "acl_text",
     "find_mosquitto",
     "free_port",

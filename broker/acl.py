@@ -6,7 +6,9 @@ Rules (wire contract v1, topic prefix ``vega`` by default):
   ``{prefix}/{id}/telemetry``, ``status``, ``error`` and ``prediction`` -- its own topics only;
 - user ``stream``: write every device's ``batch``, ``eval`` and ``infer``; read ``telemetry``,
   ``error``, ``status`` (the closed-loop stream waits for them) and ``prediction``;
-- user ``monitor``: read every device's ``telemetry``, ``status``, ``error`` and ``prediction``.
+- user ``monitor``: read every device's ``telemetry``, ``status``, ``error`` and ``prediction``,
+  and every gateway's status ``{prefix}/gateway/+/status`` (a gateway that goes offline takes
+  its devices with it: they have no last will of their own).
 
 Service users are named by role: ``stream`` or ``stream-<suffix>``, ``monitor`` or
 ``monitor-<suffix>`` (suffix ``[A-Za-z0-9_-]{1,48}``). Each gets its role's rules; those names
@@ -57,6 +59,7 @@ def acl_text(
             f"topic read {prefix}/+/status",
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/prediction",
+            f"topic read {prefix}/gateway/+/status",
         ],
     }
     lines = [

@@ -1,102 +1,160 @@
-"""MQTT plumbing shared by nodes, gateways and monitors: reconnect backoff, refusals that
-retrying cannot fix, and manual acknowledgement."""
+"""The one MQTT session helper every vega-emu client uses (node, gateway, monitor, stream, bridge).
+
+A :class:`Session` says how a client talks to its broker: where (a
+:class:`~broker.url.BrokerURL`, with its TLS and credentials), under which client id, how long a
+network wait may take, whether the broker keeps the session while the client is away, and its
+last will. From it come the client (:meth:`Session.client`), a connected and subscribed client
+(:meth:`Session.open`), and the end of the session at the broker (:meth:`Session.end`).
+:func:`subscribe` checks every grant of a SUBACK: a refused filter raises
+:class:`~broker.errors.SubscriptionRefused`, never a client that silently hears nothing.
+:func:`close` disconnects whatever state the connection is in.
+
+The loop that connects again after a loss is :class:`broker.reconnect.Reconnect` (with
+:class:`broker.backoff.Backoff`); the give-up rule for refusals that retrying cannot fix is
+:class:`broker.refusals.Refusals`. Messages are acknowledged after their commit with
+:func:`ack` on a client built with ``manual_ack`` (:func:`persistent_client`).
+"""
 
 from __future__ import annotations
 
-import logging
-import random
-from dataclasses import dataclass, field
-from typing import Any
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import aiomqtt
 
-from device.errors import NodeError, NodeGaveUp
+from broker.errors import SessionError, SubscriptionRefused
+from broker.url import BrokerURL
 
-log = logging.getLogger(__name__)
+#: Topic filters per SUBSCRIBE packet unless a client says otherwise (a packet for thousands of
+#: filters is hundreds of KB).
+SUBSCRIBE_CHUNK: Final = 500
 
 
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with jitter and a cap (aiomqtt does not reconnect by itself)."""
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Where and as whom a client connects; see the module docstring.
 
-    initial_s: float = 0.2
-    cap_s: float = 30.0
-    factor: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
-    _attempt: int = 0
+    ``persistent``: clean session off, so the broker keeps the subscriptions and queues QoS 1
+    messages while the client is away (end it with :meth:`end` when done); else a clean session.
+    ``timeout_s`` bounds every network wait of the client (connect, subscribe, publish, close).
+    """
+
+    broker: BrokerURL
+    client_id: str
+    timeout_s: float = 10.0
+    persistent: bool = True
+    will: aiomqtt.Will | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.cap_s:
-            raise ValueError(f"need 0 < initial_s <= cap_s, got {self.initial_s}, {self.cap_s}")
-        if self.factor < 1:
-            raise ValueError(f"factor must be >= 1, got {self.factor}")
+        if not self.client_id:
+            raise ValueError("a session needs a client id")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
 
-    def next_delay(self) -> float:
-        """Seconds before the next attempt: uniform in [c/2, c], c = min(cap, initial*factor^n)."""
-        ceiling = min(self.cap_s, self.initial_s * self.factor**self._attempt)
-        self._attempt += 1
-        return self.rng.uniform(0.5 * ceiling, ceiling)
+    def client(self, *, manual_ack: bool = False, **kwargs: Any) -> aiomqtt.Client:
+        """A client for this session, not yet connected. ``manual_ack``: QoS 1 messages are
+        acknowledged only through :func:`ack` (see :func:`enable_manual_ack`); ``kwargs`` go
+        to :class:`aiomqtt.Client` (``max_inflight_messages``, ...)."""
+        client = aiomqtt.Client(
+            **self.broker.client_kwargs(),
+            identifier=self.client_id,
+            clean_session=not self.persistent,
+            will=self.will,
+            timeout=self.timeout_s,
+            **kwargs,
+        )
+        # before connecting: a resumed session's queued messages arrive right after CONNACK,
+        # and paho acknowledges on receipt until told otherwise -- a kill then loses them
+        if manual_ack and not enable_manual_ack(client):
+            raise SessionError("this paho-mqtt cannot acknowledge manually: no exactly-once")
+        return client
 
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-@dataclass(slots=True)
-class Refusals:
-    """A client the broker refuses for good (:func:`permanent_failure`): say so once, keep
-    trying for ``give_up_s``, then raise :class:`NodeGaveUp`. Any other outcome resets it."""
-
-    who: str
-    give_up_s: float
-    since: float | None = None  # loop time of the first refusal in a row
-
-    def clear(self) -> None:
-        self.since = None
-
-    def failed(self, broker: object, exc: aiomqtt.MqttError, delay: float, now: float) -> None:
-        """After a connection failed: one that may pass is logged (a retry in ``delay`` s);
-        a refusal counts toward giving up (:class:`NodeGaveUp` once ``give_up_s`` is over)."""
-        why = permanent_failure(exc)
-        if why is None:
-            self.since = None
-            log.warning("%s: MQTT %s; reconnecting in %.1f s", self.who, exc, delay)
-            return
-        if self.since is None:
-            self.since = now
-            log.error(
-                "%s: cannot connect to %s: %s (%s); trying again for %.0f s, then giving up",
-                self.who,
-                broker,
-                why,
-                exc,
-                self.give_up_s,
+    async def open(
+        self,
+        filters: Sequence[tuple[str, int]],
+        *,
+        chunk: int = SUBSCRIBE_CHUNK,
+        pending_calls_threshold: int | None = None,
+    ) -> aiomqtt.Client:
+        """A connected client, subscribed to ``filters`` (``(filter, qos)``), every grant
+        checked. Raises what connecting raises (``MqttError``, ``OSError``, ``TimeoutError``)
+        or :class:`SubscriptionRefused`; the client is closed then. ``pending_calls_threshold``:
+        aiomqtt's warning level for calls in flight, for a client that bounds them itself."""
+        client = self.client()
+        if pending_calls_threshold is not None:
+            client.pending_calls_threshold = pending_calls_threshold
+        async with asyncio.timeout(self.timeout_s):
+            await client.__aenter__()
+        try:
+            await subscribe(
+                client, filters, within_s=self.timeout_s, chunk=chunk, broker=self.broker
             )
-        if now - self.since >= self.give_up_s:
-            raise NodeGaveUp(
-                f"{self.who}: gave up connecting to {broker} after "
-                f"{now - self.since:.0f} s: {why} ({exc})"
-            )
+        except BaseException:
+            await close(client, within_s=self.timeout_s)
+            raise
+        return client
+
+    async def end(self) -> None:
+        """Connect once with a clean session: the broker drops what it kept under this client
+        id (subscriptions, queued messages). Raises what connecting raises."""
+        clean = replace(self, persistent=False, will=None)
+        async with asyncio.timeout(self.timeout_s), clean.client():
+            pass
+
+
+async def subscribe(
+    client: aiomqtt.Client,
+    filters: Sequence[tuple[str, int]],
+    *,
+    within_s: float,
+    broker: object,
+    chunk: int = SUBSCRIBE_CHUNK,
+) -> None:
+    """Subscribe to ``filters`` in SUBSCRIBE packets of at most ``chunk`` filters, each
+    acknowledged within ``within_s``; any filter the broker refuses raises
+    :class:`SubscriptionRefused` naming it and ``broker`` (after the whole list was asked)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    refused: list[str] = []
+    for start in range(0, len(filters), chunk):
+        part = filters[start : start + chunk]
+        async with asyncio.timeout(within_s):
+            granted = await client.subscribe(list(part))
+        codes = list(granted) + [0x80] * (len(part) - len(granted))  # a short SUBACK: refused
+        refused += [where for (where, _), code in zip(part, codes, strict=False) if _refused(code)]
+    if refused:
+        raise SubscriptionRefused(broker, refused)
+
+
+async def close(client: aiomqtt.Client, *, within_s: float) -> None:
+    """Disconnect ``client`` if it still is connected; never raises for a dead connection."""
+    with contextlib.suppress(aiomqtt.MqttError, OSError):
+        async with asyncio.timeout(within_s):
+            await client.__aexit__(None, None, None)
 
 
 def persistent_client(
-    broker: Any, identifier: str, will: aiomqtt.Will, timeout: float, **kwargs: Any
+    broker: BrokerURL, identifier: str, will: aiomqtt.Will, timeout_s: float, **kwargs: Any
 ) -> aiomqtt.Client:
     """A client on a persistent session (clean session off) that acknowledges QoS 1 messages
     only through :func:`ack`, after the commit: what exactly-once rests on (a node's session or
-    a gateway's). ``broker`` is a :class:`broker.url.BrokerURL`."""
-    client = aiomqtt.Client(
-        **broker.client_kwargs(),
-        identifier=identifier,
-        clean_session=False,
-        will=will,
-        timeout=timeout,
-        **kwargs,
-    )
-    # before connecting: a resumed session's queued batches arrive right after CONNACK, and
-    # paho acknowledges on receipt until told otherwise -- a kill then loses them
-    if not enable_manual_ack(client):
-        raise NodeError("this paho-mqtt cannot acknowledge manually: no exactly-once")
-    return client
+    a gateway's)."""
+    session = Session(broker, identifier, timeout_s=timeout_s, will=will)
+    return session.client(manual_ack=True, **kwargs)
+
+
+def new_client_id(role: str) -> str:
+    """A client id of its own for each run, e.g. ``vega-stream-3f9c0a1b2c`` (at most 23
+    characters for ``stream`` and ``monitor``: what every MQTT 3.1.1 broker must accept).
+
+    A persistent session is keyed by the client id, and a broker drops the older of two
+    connections that share one: two streams (or a stream and a monitor) must never collide.
+    """
+    return f"vega-{role}-{secrets.token_hex(5)}"
 
 
 def enable_manual_ack(client: aiomqtt.Client) -> bool:
@@ -122,46 +180,19 @@ def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         paho.ack(message.mid, message.qos)
 
 
-#: CONNACK refusals that retrying cannot fix (MQTT 3.1.1 codes and their MQTT 5 reason codes).
-_PERMANENT_CONNACK = {
-    1: "the broker does not speak this MQTT version",
-    2: "the broker refused the client id",
-    4: "the broker refused the user name or password",
-    5: "the broker refused the login (not authorized)",
-    132: "the broker does not speak this MQTT version",
-    133: "the broker refused the client id",
-    134: "the broker refused the user name or password",
-    135: "the broker refused the login (not authorized)",
-    138: "the broker has banned this client",
-    140: "the broker refused the authentication method",
-}
-#: Socket and TLS failures that retrying cannot fix, by the text aiomqtt keeps of them (it
-#: re-raises connection errors as ``MqttError(str(exc))``, dropping their type).
-_PERMANENT_TEXT = {
-    "Name or service not known": "the broker's host name does not exist",
-    "No address associated with hostname": "the broker's host name has no address",
-    "CERTIFICATE_VERIFY_FAILED": "the broker's TLS certificate was rejected",
-    "WRONG_VERSION_NUMBER": "the broker does not speak TLS on this port (mqtts:// to mqtt?)",
-    "certificate verify failed": "the broker's TLS certificate was rejected",
-}
-
-
-def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
-    """Why connecting can never succeed as configured (wrong password, unknown host, rejected
-    certificate, ...), or ``None`` for a failure that may pass (broker down, network, timeout)."""
-    rc = getattr(exc, "rc", None)
-    code = getattr(rc, "value", rc)
-    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(code, int):
-        return _PERMANENT_CONNACK.get(code)
-    text = str(exc)
-    return next((why for marker, why in _PERMANENT_TEXT.items() if marker in text), None)
+def _refused(code: Any) -> bool:
+    """A SUBACK failure: 0x80 (MQTT 3.1.1) or a reason code of 0x80 and above (MQTT 5)."""
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
 
 
 __all__ = [
-    "Backoff",
-    "Refusals",
+    "SUBSCRIBE_CHUNK",
+    "Session",
     "ack",
+    "close",
     "enable_manual_ack",
-    "permanent_failure",
+    "new_client_id",
     "persistent_client",
+    "subscribe",
 ]

@@ -1,7 +1,7 @@
 """Producer side of vega-emu: sources -> continual-learning scenario -> wire codec -> publisher.
 
 A node imports :mod:`dataset_stream.protocol` and nothing else; this package's own imports stay
-light (scikit-learn, SciPy, Pillow and aiomqtt are imported where they are used).
+light (scikit-learn, SciPy and Pillow are imported where they are used).
 """
 
 from dataset_stream.dump import dump_stream

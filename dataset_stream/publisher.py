@@ -52,6 +52,11 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
+import aiomqtt
+
+from broker.errors import OutageTooLong, SubscriptionRefused
+from broker.reconnect import describe
+from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.errors import PublishError
 from dataset_stream.inference import InferSchedule
@@ -65,12 +70,10 @@ from dataset_stream.payloads import (
 )
 from dataset_stream.protocol import topic
 from dataset_stream.protocol.topics import DEFAULT_PREFIX, validate_device_id
-from dataset_stream.reconnect import STABLE_AFTER_S, ReconnectPolicy, new_client_id
+from dataset_stream.reconnect import ReconnectPolicy
 from dataset_stream.scenarios import Event, Scenario
 
 if TYPE_CHECKING:
-    import aiomqtt
-
     from broker.url import BrokerURL
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,10 @@ class StreamPublisher:
         self.timeout = timeout
         self.ack_timeout = ack_timeout
         self.reconnect = reconnect or ReconnectPolicy()
+        self._mqtt = Session(broker, self.client_id, timeout_s=timeout)
+        self._reconnect_loop = self.reconnect.reconnect(
+            broker=broker, who="stream", client_id=self.client_id
+        )
         self.wait_for_answers = wait_for_answers
         fewest = min(s.num_events for s in self._scenario_of.values())
         self.per_device = min(fewest, events or fewest)
@@ -170,11 +177,8 @@ class StreamPublisher:
         self._start = 0.0  # paced: loop time of event 1
         self._t0 = 0.0
         self._client: aiomqtt.Client | None = None
-        self._connected_at = 0.0  # loop time the current connection was made
-        self._down_since: float | None = None
-        self._backoff = self.reconnect.backoff()
-        self._reconnects = self._late = self._republished = 0
-        self._outage_s = self._max_late_s = 0.0
+        self._late = self._republished = 0
+        self._max_late_s = 0.0
 
     @property
     def acked(self) -> int:
@@ -187,8 +191,8 @@ class StreamPublisher:
     @property
     def link(self) -> LinkStats:
         return LinkStats(
-            reconnects=self._reconnects,
-            outage_s=self._outage_s,
+            reconnects=self._reconnect_loop.reconnects,
+            outage_s=self._reconnect_loop.outage_s,
             late=self._late,
             max_late_s=self._max_late_s,
             republished=self._republished,
@@ -197,21 +201,20 @@ class StreamPublisher:
     # -- connection ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        import aiomqtt
-
         try:
             # a session left under this id (a run killed outright; a broker that makes the user
             # name the client id) would hand over its old answers: start from a clean one
-            await self._end_session()
+            await self._mqtt.end()
             self._client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
             raise PublishError(
-                f"cannot connect to the broker at {self.broker}: {_describe(exc)}"
+                f"cannot connect to the broker at {self.broker}: {describe(exc)}"
             ) from exc
         except PublishError:  # connected but refused: leave no session behind
             with contextlib.suppress(aiomqtt.MqttError, OSError):
-                await self._end_session()
+                await self._mqtt.end()
             raise
+        self._reconnect_loop.connected()
         return self
 
     async def __aexit__(
@@ -220,106 +223,35 @@ class StreamPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        import aiomqtt
-
         client, self._client = self._client, None
         if client is not None:
-            await _close(client, self.timeout)
+            await close(client, within_s=self.timeout)
         with contextlib.suppress(aiomqtt.MqttError, OSError):
-            await self._end_session()
+            await self._mqtt.end()
 
     async def _connect(self) -> aiomqtt.Client:
         """A connected client on the stream's persistent session, subscribed to its answers."""
-        import aiomqtt
-
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=self.client_id,
-            clean_session=False,
-            timeout=self.timeout,
-        )
-        client.pending_calls_threshold = self._max_in_flight + 1  # we bound them ourselves
-        async with asyncio.timeout(self.timeout):
-            await client.__aenter__()
         try:
-            wanted = self.answers.subscriptions(with_status=True)
-            for i in range(0, len(wanted), SUBSCRIBE_CHUNK):
-                chunk = wanted[i : i + SUBSCRIBE_CHUNK]
-                async with asyncio.timeout(self.timeout):
-                    granted = await client.subscribe(chunk)
-                refused = [
-                    where
-                    for (where, _), code in zip(chunk, granted, strict=False)
-                    if _refused(code)
-                ]
-                if refused:
-                    raise PublishError(
-                        f"the broker at {self.broker} refused {len(refused)} subscription(s), "
-                        f"e.g. {refused[0]}: does its ACL let this user read them?"
-                    )
-        except BaseException:
-            await _close(client, self.timeout)
-            raise
-        self._connected_at = asyncio.get_running_loop().time()
-        return client
-
-    async def _end_session(self) -> None:
-        """Connect once with a clean session: the broker drops this client id's session."""
-        import aiomqtt
-
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=self.client_id,
-            clean_session=True,
-            timeout=self.timeout,
-        )
-        async with asyncio.timeout(self.timeout), client:
-            pass
+            return await self._mqtt.open(
+                self.answers.subscriptions(with_status=True),
+                chunk=SUBSCRIBE_CHUNK,
+                pending_calls_threshold=self._max_in_flight + 1,  # we bound them ourselves
+            )
+        except SubscriptionRefused as exc:
+            raise PublishError(str(exc)) from exc
 
     async def _reconnect(self, cause: BaseException) -> aiomqtt.Client:
         """Connect again, with backoff, until it works or the outage passes ``max_outage_s``."""
-        import aiomqtt
-
-        loop = asyncio.get_running_loop()
-        lost_at = loop.time()
-        if self._down_since is None or lost_at - self._connected_at >= STABLE_AFTER_S:
-            self._down_since = lost_at
-            self._backoff.reset()
-        else:
-            log.warning(
-                "the connection to %s ended %.1f s after it was made (is another client "
-                "using the client id %r?)",
-                self.broker,
-                lost_at - self._connected_at,
-                self.client_id,
-            )
-        log.warning("lost the broker at %s (%s); reconnecting", self.broker, _describe(cause))
-        limit = self.reconnect.max_outage_s
-        while True:
-            waited = loop.time() - self._down_since
-            if waited >= limit:
-                raise PublishError(
-                    f"no broker at {self.broker} for {waited:.0f} s (max outage {limit:g} s): "
-                    f"{_describe(cause)}"
-                ) from cause
-            await asyncio.sleep(min(self._backoff.next_delay(), limit - waited))
-            try:
-                client = await self._connect()
-            except (aiomqtt.MqttError, OSError) as exc:  # the broker is still away
-                log.debug("reconnecting to %s: %s", self.broker, _describe(exc))
-                cause = exc
-                continue
-            self._reconnects += 1
-            self._outage_s += loop.time() - lost_at
-            log.warning("reconnected to %s after %.1f s", self.broker, loop.time() - lost_at)
-            return client
+        try:
+            return await self._reconnect_loop.again(self._connect, cause)
+        except OutageTooLong as exc:
+            last = exc.__cause__ or cause
+            raise PublishError(f"{exc}: {describe(last)}") from last
 
     # -- the run ---------------------------------------------------------------------------------
 
     async def run(self) -> StreamStats:
         """Publish the eval sets, then every device's events; return what was delivered."""
-        import aiomqtt
-
         if self._client is None:
             raise RuntimeError("use 'async with StreamPublisher(...)' before run()")
         started = time.monotonic()
@@ -332,7 +264,7 @@ class StreamPublisher:
                 break
             except aiomqtt.MqttError as exc:
                 self._client = None
-                await _close(client, self.timeout)
+                await close(client, within_s=self.timeout)
                 self._client = await self._reconnect(exc)
         return StreamStats(
             devices=len(self.device_ids),
@@ -445,7 +377,8 @@ class StreamPublisher:
             # before publishing: the answer may beat the PUBACK
             if self.answers.handing_over(device_id, event.seq):
                 self.sent += 1
-                if due is not None and self._reconnects and due < self._connected_at:
+                connected_at = self._reconnect_loop.connected_at
+                if due is not None and self._reconnect_loop.reconnects and due < connected_at:
                     self._late += 1  # its time passed while the stream had no broker
                     late_s = asyncio.get_running_loop().time() - due
                     self._max_late_s = max(self._max_late_s, late_s)
@@ -597,35 +530,8 @@ class StreamPublisher:
             self.on_progress(self.sent, self.answers.acked + self.answers.rejected)
 
 
-async def _close(client: aiomqtt.Client, within_s: float) -> None:
-    """Disconnect ``client`` if it still is connected; never raises for a dead connection."""
-    import aiomqtt
-
-    with contextlib.suppress(aiomqtt.MqttError, OSError):
-        async with asyncio.timeout(within_s):
-            await client.__aexit__(None, None, None)
-
-
-def _refused(code: Any) -> bool:
-    """A SUBACK failure: 0x80 (MQTT 3.1.1) or a reason code of 0x80 and above (MQTT 5)."""
-    value = getattr(code, "value", code)
-    return isinstance(value, int) and value >= 0x80
-
-
-def _describe(exc: BaseException) -> str:
-    """``exc`` and its cause in one line (aiomqtt's "Disconnected during message iteration"
-    says more with the paho error behind it)."""
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += f": {cause}"
-    return text
-
-
 def _essential(group: BaseExceptionGroup[Any]) -> BaseException:
     """What a task group's failure means: a lost connection first, else its only error."""
-    import aiomqtt
-
     leaves = _leaves(group)
     lost = [e for e in leaves if isinstance(e, aiomqtt.MqttError)]
     if lost:

@@ -10,8 +10,10 @@ reports one, else it starts at the wall clock in milliseconds: a node answers a 
 has seen recently as a repeat (its first answer, not charged), so a restarted bridge must not
 start again at 1; at most one request per device per millisecond keeps this monotonic.
 
-:class:`TargetLink` is the connection: it subscribes to the statuses and re-subscribes after each
-reconnect (backoff with jitter and a cap, :class:`~dataset_stream.reconnect.ReconnectPolicy`);
+:class:`TargetLink` is the connection (a clean session): it subscribes to the statuses and
+re-subscribes after each reconnect (backoff with jitter and a cap,
+:class:`~dataset_stream.reconnect.ReconnectPolicy`); a refused subscription is a
+:class:`~dataset_stream.errors.PublishError`;
 :meth:`TargetLink.publish` publishes at QoS 1 and, when the connection is lost, publishes again
 on the next one. A node ignores a batch seq it has seen, so a message published twice is harmless.
 """
@@ -26,13 +28,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import aiomqtt
+
+from broker.errors import OutageTooLong, SubscriptionRefused
+from broker.session import Session, close, new_client_id
 from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError
 from dataset_stream.protocol import Status, read_node_message, topic, topic_filter
-from dataset_stream.reconnect import STABLE_AFTER_S, ReconnectPolicy, new_client_id
+from dataset_stream.reconnect import ReconnectPolicy
 
 if TYPE_CHECKING:
-    import aiomqtt
-
     from broker.url import BrokerURL
 
 log = logging.getLogger(__name__)
@@ -132,21 +136,25 @@ class TargetLink:
         self.reconnect = reconnect
         self.timeout = timeout
         self.client_id = new_client_id("bridge")
+        self._session = Session(broker, self.client_id, timeout_s=timeout, persistent=False)
+        self._reconnect = reconnect.reconnect(broker=broker, who="bridge", client_id=self.client_id)
         if devices is None:
-            self._filters = [topic_filter(prefix, "status")]
+            self._filters = [(topic_filter(prefix, "status"), 1)]
         else:
-            self._filters = [topic(prefix, d, "status") for d in devices]
+            self._filters = [(topic(prefix, d, "status"), 1) for d in devices]
         self._client: aiomqtt.Client | None = None
         self._next_connection = asyncio.Event()  # set when the next connection is made
-        self.reconnects = 0
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnect.reconnects
 
     async def __aenter__(self) -> Self:
-        import aiomqtt
-
         try:
             self._client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:
             raise PublishError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+        self._reconnect.connected()
         return self
 
     async def __aexit__(
@@ -157,69 +165,39 @@ class TargetLink:
     ) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await _close(client, self.timeout)
+            await close(client, within_s=self.timeout)
 
     async def _connect(self) -> aiomqtt.Client:
-        import aiomqtt
-
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(), identifier=self.client_id, timeout=self.timeout
-        )
-        async with asyncio.timeout(self.timeout):
-            await client.__aenter__()
         try:
-            async with asyncio.timeout(self.timeout):
-                await client.subscribe([(f, 1) for f in self._filters])
-        except BaseException:
-            await _close(client, self.timeout)
-            raise
+            client = await self._session.open(self._filters)
+        except SubscriptionRefused as exc:
+            raise PublishError(str(exc)) from exc
         self.seqs.listening()
         return client
 
     async def maintain(self) -> None:
         """Read statuses; reconnect when the connection is lost (forever, or PublishError
         after ``max_outage_s`` without a broker)."""
-        import aiomqtt
-
-        loop = asyncio.get_running_loop()
-        backoff = self.reconnect.backoff()
-        down_since: float | None = None
         while True:
             client = self._client
             assert client is not None, "enter the link before maintain()"
-            connected_at = loop.time()
             cause: BaseException = PublishError("the connection ended")
             try:
                 async for message in client.messages:
                     self._on_message(message)
             except aiomqtt.MqttError as exc:
                 cause = exc
-            log.warning("lost the broker at %s (%s); reconnecting", self.broker, cause)
-            await _close(client, self.timeout)
-            if down_since is None or loop.time() - connected_at >= STABLE_AFTER_S:
-                down_since = loop.time()
-                backoff.reset()
-            while True:
-                waited = loop.time() - down_since
-                if waited >= self.reconnect.max_outage_s:
-                    raise PublishError(
-                        f"no broker at {self.broker} for {waited:.0f} s: {cause}"
-                    ) from cause
-                await asyncio.sleep(min(backoff.next_delay(), self.reconnect.max_outage_s - waited))
-                try:
-                    self._client = await self._connect()
-                    break
-                except (aiomqtt.MqttError, OSError) as exc:
-                    cause = exc
-            self.reconnects += 1
-            log.warning("reconnected to %s", self.broker)
+            await close(client, within_s=self.timeout)
+            try:
+                self._client = await self._reconnect.again(self._connect, cause)
+            except OutageTooLong as exc:
+                last = exc.__cause__ or cause
+                raise PublishError(f"{exc}: {last}") from last
             made, self._next_connection = self._next_connection, asyncio.Event()
             made.set()
 
     async def publish(self, where: str, payload: bytes) -> None:
         """Publish at QoS 1 until the broker acknowledges it (again after a reconnect)."""
-        import aiomqtt
-
         while True:
             client, made = self._client, self._next_connection
             if client is not None:
@@ -239,14 +217,6 @@ class TargetLink:
             return
         if isinstance(report, Status):
             self.seqs.on_status(device, report)
-
-
-async def _close(client: aiomqtt.Client, within_s: float) -> None:
-    import aiomqtt
-
-    with contextlib.suppress(aiomqtt.MqttError, OSError):
-        async with asyncio.timeout(within_s):
-            await client.__aexit__(None, None, None)
 
 
 __all__ = ["SeqBook", "TargetLink"]

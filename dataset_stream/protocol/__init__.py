@@ -3,10 +3,12 @@
 - batches, eval sets and inference requests: safetensors bytes, :func:`encode_batch` /
   :func:`decode_batch`, :func:`encode_eval` / :func:`decode_eval`, :func:`encode_infer` /
   :func:`decode_infer` (:class:`InferRequest`), bounded by :class:`Limits`;
-- node messages: typed :class:`Telemetry`, :class:`Status`, :class:`ErrorMessage`,
-  :class:`Prediction` (JSON on the wire, validated against the schemas shipped in
+- node messages: typed :class:`Telemetry`, :class:`Status` (its last will:
+  :meth:`Status.offline`), :class:`ErrorMessage`, :class:`Prediction`; a gateway's
+  :class:`GatewayStatus` (JSON on the wire, validated against the schemas shipped in
   ``dataset_stream/schemas``); the end-of-run :class:`RunSummary`;
-- topics: :func:`topic`, :func:`parse_topic`, :func:`fleet_ids`, device-id validation.
+- topics: :func:`topic`, :func:`parse_topic`, :func:`gateway_topic`, :func:`fleet_ids`,
+  device-id validation.
 
 Every failure is a :class:`ProtocolError` with a stable ``code``.
 """
@@ -27,8 +29,14 @@ from dataset_stream.protocol.codec import (
     encode_eval,
     encode_infer,
 )
+from dataset_stream.protocol.gateway_status import (
+    GATEWAY_STATES,
+    GatewayStatus,
+    read_gateway_status,
+)
 from dataset_stream.protocol.messages import (
     SCHEMA_NAMES,
+    JsonMessage,
     load_schema,
     validate_error,
     validate_message,
@@ -58,7 +66,10 @@ from dataset_stream.protocol.topics import (
     FLEET_PREFIX,
     KINDS,
     fleet_ids,
+    gateway_filter,
+    gateway_topic,
     is_device_id,
+    parse_gateway_topic,
     parse_topic,
     topic,
     topic_filter,
@@ -71,6 +82,7 @@ __all__ = [
     "ERROR_CODES",
     "EVAL_LIMITS",
     "FLEET_PREFIX",
+    "GATEWAY_STATES",
     "INFERENCE_PARTS",
     "KINDS",
     "NODE_ERROR_CODES",
@@ -87,7 +99,9 @@ __all__ = [
     "ErrorMessage",
     "EvalSet",
     "ForeignMessage",
+    "GatewayStatus",
     "InferRequest",
+    "JsonMessage",
     "Limits",
     "NodeMessage",
     "Prediction",
@@ -104,9 +118,13 @@ __all__ = [
     "encode_eval",
     "encode_infer",
     "fleet_ids",
+    "gateway_filter",
+    "gateway_topic",
     "is_device_id",
     "load_schema",
+    "parse_gateway_topic",
     "parse_topic",
+    "read_gateway_status",
     "read_node_message",
     "topic",
     "topic_filter",

@@ -1,4 +1,5 @@
-"""Validators for the node's JSON messages (telemetry, status, error, prediction).
+"""Validators for the JSON messages on the wire (a node's telemetry, status, error and
+prediction; a gateway's status).
 
 The schemas ship as package data in ``dataset_stream/schemas/*.json`` so that consumers in other
 languages can use the very same files. Each validator accepts a parsed object or the raw JSON text
@@ -12,9 +13,10 @@ import functools
 import json
 import math
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -22,7 +24,7 @@ from jsonschema.exceptions import best_match
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol.fastcheck import Check, compile_schema
 
-SCHEMA_NAMES = ("telemetry", "status", "error", "prediction")
+SCHEMA_NAMES = ("telemetry", "status", "error", "prediction", "gateway_status")
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 
@@ -82,6 +84,37 @@ def validate_message(name: str, obj: Mapping[str, Any] | str | bytes) -> dict[st
     if path is not None:
         raise ProtocolError("bad_format", f"{name} field {path}: NaN or infinite number")
     return data
+
+
+class JsonMessage(ABC):
+    """A typed JSON message, serialised only at the edge: :meth:`to_json` writes
+    :meth:`to_dict`; :meth:`from_json` validates the payload against schema ``SCHEMA`` and
+    builds the type with :meth:`from_valid`; a value the type still refuses is a
+    ``ProtocolError("bad_format")`` too. Subclasses are frozen dataclasses."""
+
+    __slots__ = ()
+    SCHEMA: ClassVar[str]
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON values (fields it does not know kept as they came)."""
+
+    @classmethod
+    @abstractmethod
+    def from_valid(cls, obj: dict[str, Any]) -> Self:
+        """The message of ``obj``, a JSON object that passed the schema."""
+
+    def to_json(self) -> bytes:
+        return dump_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
+        """Validate ``payload`` against the schema and build the message."""
+        obj = validate_message(cls.SCHEMA, payload)
+        try:
+            return cls.from_valid(obj)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise bad_message(cls.SCHEMA, exc) from None
 
 
 def validate_telemetry(obj: Mapping[str, Any] | str | bytes) -> dict[str, Any]:

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
 from dataset_stream.errors import ForeignMessage, ProtocolError
-from dataset_stream.protocol.messages import bad_message as _bad
-from dataset_stream.protocol.messages import dump_json as _dump
+from dataset_stream.protocol.messages import JsonMessage
 from dataset_stream.protocol.messages import extra_fields as _extra
-from dataset_stream.protocol.messages import validate_message
 from dataset_stream.protocol.prediction import Prediction
 from dataset_stream.protocol.topics import parse_topic, validate_device_id
 from dataset_stream.protocol.values import BatteryState
@@ -72,7 +70,7 @@ class ReplayStats:
 
 
 @dataclass(frozen=True, slots=True)
-class Telemetry:
+class Telemetry(JsonMessage):
     """One learning event, on ``{prefix}/{device}/telemetry`` (``schemas/telemetry.json``).
 
     ``latency_s`` (seconds on the emulated hardware) maps ``frozen``, ``adaptive``, ``total``;
@@ -168,45 +166,37 @@ class Telemetry:
                 out[name] = value
         return out
 
-    def to_json(self) -> bytes:
-        return _dump(self.to_dict())
-
     @classmethod
-    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
-        """Validate ``payload`` against the schema and build the message."""
-        obj = validate_message(cls.SCHEMA, payload)
+    def from_valid(cls, obj: dict[str, Any]) -> Self:
         by_class = obj.get("accuracy_by_class")
-        try:
-            return cls(
-                device=obj["device"],
-                seq=obj["seq"],
-                t=float(obj["t"]),
-                state=obj["state"],
-                samples=obj["samples"],
-                accuracy=obj["accuracy"],
-                latency_s={k: float(v) for k, v in obj["latency_s"].items()},
-                energy_j={k: float(v) for k, v in obj["energy_j"].items()},
-                battery=BatteryState.from_dict(obj["battery"]),
-                lifetime_h=obj["lifetime_h"],
-                replay=ReplayStats.from_dict(obj["replay"]),
-                host_s=float(obj["host_s"]),
-                events=int(obj.get("events", 0)),
-                gaps=int(obj.get("gaps", 0)),
-                accuracy_by_class=None
-                if by_class is None
-                else {int(k): float(v) for k, v in by_class.items()},
-                inferences=obj.get("inferences"),
-                inference_energy_j=_optional_float(obj.get("inference_energy_j")),
-                prequential_accuracy=_optional_float(obj.get("prequential_accuracy")),
-                prequential_n=obj.get("prequential_n"),
-                extra=_extra(obj, cls.KNOWN),
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise _bad(cls.SCHEMA, exc) from None
+        return cls(
+            device=obj["device"],
+            seq=obj["seq"],
+            t=float(obj["t"]),
+            state=obj["state"],
+            samples=obj["samples"],
+            accuracy=obj["accuracy"],
+            latency_s={k: float(v) for k, v in obj["latency_s"].items()},
+            energy_j={k: float(v) for k, v in obj["energy_j"].items()},
+            battery=BatteryState.from_dict(obj["battery"]),
+            lifetime_h=obj["lifetime_h"],
+            replay=ReplayStats.from_dict(obj["replay"]),
+            host_s=float(obj["host_s"]),
+            events=int(obj.get("events", 0)),
+            gaps=int(obj.get("gaps", 0)),
+            accuracy_by_class=None
+            if by_class is None
+            else {int(k): float(v) for k, v in by_class.items()},
+            inferences=obj.get("inferences"),
+            inference_energy_j=_optional_float(obj.get("inference_energy_j")),
+            prequential_accuracy=_optional_float(obj.get("prequential_accuracy")),
+            prequential_n=obj.get("prequential_n"),
+            extra=_extra(obj, cls.KNOWN),
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class Status(JsonMessage):
     """The retained ``{prefix}/{device}/status`` (``schemas/status.json``).
 
     The last will is ``{"state": "offline"}`` alone, so everything but ``state`` is optional.
@@ -249,6 +239,12 @@ class Status:
         if self.device is not None:
             validate_device_id(self.device)
 
+    @classmethod
+    def offline(cls, device: str | None = None) -> Self:
+        """A device that is gone: a node's last will (``{"state": "offline", "device": ...}``),
+        and what a consumer takes for each device of a gateway that went offline."""
+        return cls(state="offline", device=device)
+
     @property
     def online(self) -> bool:
         return self.state != "offline"
@@ -265,33 +261,26 @@ class Status:
             out["replay"] = self.replay.to_dict()
         return out
 
-    def to_json(self) -> bytes:
-        return _dump(self.to_dict())
-
     @classmethod
-    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
-        obj = validate_message(cls.SCHEMA, payload)
-        try:
-            return cls(
-                state=obj["state"],
-                device=obj.get("device"),
-                t=None if obj.get("t") is None else float(obj["t"]),
-                last_seq=obj.get("last_seq"),
-                events=obj.get("events"),
-                gaps=obj.get("gaps"),
-                battery=None if "battery" not in obj else BatteryState.from_dict(obj["battery"]),
-                lifetime_h=obj.get("lifetime_h"),
-                replay=None if "replay" not in obj else ReplayStats.from_dict(obj["replay"]),
-                model=obj.get("model"),
-                reason=obj.get("reason"),
-                extra=_extra(obj, cls.KNOWN),
-            )
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise _bad(cls.SCHEMA, exc) from None
+    def from_valid(cls, obj: dict[str, Any]) -> Self:
+        return cls(
+            state=obj["state"],
+            device=obj.get("device"),
+            t=None if obj.get("t") is None else float(obj["t"]),
+            last_seq=obj.get("last_seq"),
+            events=obj.get("events"),
+            gaps=obj.get("gaps"),
+            battery=None if "battery" not in obj else BatteryState.from_dict(obj["battery"]),
+            lifetime_h=obj.get("lifetime_h"),
+            replay=None if "replay" not in obj else ReplayStats.from_dict(obj["replay"]),
+            model=obj.get("model"),
+            reason=obj.get("reason"),
+            extra=_extra(obj, cls.KNOWN),
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorMessage:
+class ErrorMessage(JsonMessage):
     """An input a node refused or could not handle, on ``{prefix}/{device}/error``.
 
     ``code`` is a :class:`ProtocolError` code or one of :data:`NODE_ERROR_CODES`. ``seq`` is the
@@ -337,26 +326,19 @@ class ErrorMessage:
                 out[name] = value
         return out
 
-    def to_json(self) -> bytes:
-        return _dump(self.to_dict())
-
     @classmethod
-    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
-        obj = validate_message(cls.SCHEMA, payload)
-        try:
-            return cls(
-                device=obj["device"],
-                code=obj["code"],
-                message=obj["message"],
-                seq=obj.get("seq"),
-                gap_first=obj.get("gap_first"),
-                gap_last=obj.get("gap_last"),
-                next_seq=obj.get("next_seq"),
-                infer_seq=obj.get("infer_seq"),
-                extra=_extra(obj, cls.KNOWN),
-            )
-        except (TypeError, ValueError) as exc:
-            raise _bad(cls.SCHEMA, exc) from None
+    def from_valid(cls, obj: dict[str, Any]) -> Self:
+        return cls(
+            device=obj["device"],
+            code=obj["code"],
+            message=obj["message"],
+            seq=obj.get("seq"),
+            gap_first=obj.get("gap_first"),
+            gap_last=obj.get("gap_last"),
+            next_seq=obj.get("next_seq"),
+            infer_seq=obj.get("infer_seq"),
+            extra=_extra(obj, cls.KNOWN),
+        )
 
 
 #: A node's report (what :data:`REPORT_KINDS` carry).

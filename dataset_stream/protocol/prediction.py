@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
-from dataset_stream.protocol.messages import bad_message, dump_json, extra_fields, validate_message
+from dataset_stream.protocol.messages import JsonMessage, extra_fields
 from dataset_stream.protocol.topics import validate_device_id
 from dataset_stream.protocol.values import BatteryState
 
@@ -29,7 +29,7 @@ INFERENCE_PARTS: Final = ("frozen", "adaptive", "total")
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(JsonMessage):
     """The classes a node gave the samples of one inference request, and what that cost.
 
     ``classes[i]`` and ``confidence[i]`` (the softmax maximum, 0..1) belong to sample ``i``;
@@ -100,29 +100,21 @@ class Prediction:
             out["repeated"] = True
         return out
 
-    def to_json(self) -> bytes:
-        return dump_json(self.to_dict())
-
     @classmethod
-    def from_json(cls, payload: Mapping[str, Any] | str | bytes) -> Self:
-        """Validate ``payload`` against the schema and build the message."""
-        obj = validate_message(cls.SCHEMA, payload)
-        try:
-            return cls(
-                device=obj["device"],
-                seq=obj["seq"],
-                t=float(obj["t"]),
-                classes=tuple(obj["classes"]),
-                confidence=tuple(float(p) for p in obj["confidence"]),
-                latency_s={k: float(v) for k, v in obj["latency_s"].items()},
-                energy_j={k: float(v) for k, v in obj["energy_j"].items()},
-                ids=None if obj.get("ids") is None else tuple(obj["ids"]),
-                battery=None if "battery" not in obj else BatteryState.from_dict(obj["battery"]),
-                repeated=bool(obj.get("repeated", False)),
-                extra=extra_fields(obj, cls.KNOWN),
-            )
-        except (TypeError, ValueError) as exc:
-            raise bad_message(cls.SCHEMA, exc) from None
+    def from_valid(cls, obj: dict[str, Any]) -> Self:
+        return cls(
+            device=obj["device"],
+            seq=obj["seq"],
+            t=float(obj["t"]),
+            classes=tuple(obj["classes"]),
+            confidence=tuple(float(p) for p in obj["confidence"]),
+            latency_s={k: float(v) for k, v in obj["latency_s"].items()},
+            energy_j={k: float(v) for k, v in obj["energy_j"].items()},
+            ids=None if obj.get("ids") is None else tuple(obj["ids"]),
+            battery=None if "battery" not in obj else BatteryState.from_dict(obj["battery"]),
+            repeated=bool(obj.get("repeated", False)),
+            extra=extra_fields(obj, cls.KNOWN),
+        )
 
 
 __all__ = ["INFERENCE_PARTS", "Prediction"]

@@ -1,7 +1,9 @@
-"""MQTT topics of wire contract v1: ``{prefix}/{device_id}/{kind}``.
+"""MQTT topics of wire contract v1: ``{prefix}/{device_id}/{kind}``, and a gateway's
+``{prefix}/gateway/{gateway_id}/status`` (four levels: ``{prefix}/+/status`` never matches it).
 
 Device ids match ``[A-Za-z0-9_-]{1,64}``; fleet ids are ``{prefix}{index:04d}`` so that
-``vega-emu stream --devices N`` and the fleet's ``-n N`` name the same nodes.
+``vega-emu stream --devices N`` and the fleet's ``-n N`` name the same nodes. A gateway id
+follows the device id rule.
 """
 
 from __future__ import annotations
@@ -61,6 +63,26 @@ def parse_topic(prefix: str, value: str) -> tuple[str, str]:
     if not sep or kind not in KINDS:
         raise ProtocolError("bad_format", f"topic {value!r} is not {head}{{device}}/{{kind}}")
     return validate_device_id(device_id), kind
+
+
+def gateway_topic(prefix: str, gateway_id: str) -> str:
+    """``gateway_topic("vega", "gw-0")`` -> ``"vega/gateway/gw-0/status"``: a gateway's
+    retained status and its last will."""
+    return f"{validate_prefix(prefix)}/gateway/{validate_device_id(gateway_id)}/status"
+
+
+def gateway_filter(prefix: str) -> str:
+    """The subscription filter for every gateway's status: ``vega/gateway/+/status``."""
+    return f"{validate_prefix(prefix)}/gateway/+/status"
+
+
+def parse_gateway_topic(prefix: str, value: str) -> str:
+    """The gateway id of ``{prefix}/gateway/{gateway_id}/status``."""
+    head = f"{validate_prefix(prefix)}/gateway/"
+    gateway_id, sep, rest = value.removeprefix(head).partition("/")
+    if not value.startswith(head) or not sep or rest != "status":
+        raise ProtocolError("bad_format", f"topic {value[:200]!r} is not a gateway status")
+    return validate_device_id(gateway_id)
 
 
 def fleet_ids(n: int, prefix: str = FLEET_PREFIX, *, start: int = 0) -> list[str]:

@@ -1,4 +1,4 @@
-"""JSON Schemas (draft 2020-12) of the node's JSON messages: telemetry, status, error and
-prediction; read them with :func:`dataset_stream.protocol.load_schema`."""
+"""JSON Schemas (draft 2020-12) of the JSON messages on the wire: a node's telemetry, status,
+error and prediction, and a gateway's status."""
 
 __all__: list[str] = []

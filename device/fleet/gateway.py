@@ -16,15 +16,17 @@ the broker instead of thousands (see docs/fleet.md, "Shared connection").
   :class:`Inbox`. A node reads its inbox as it would read its own client's messages; each node
   still publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
 - MQTT has one last will per connection, so a device cannot have its own. The gateway announces
-  itself on ``{prefix}/gateway/{id}/status`` (retained JSON ``{"gateway", "state", "devices"}``,
-  ``state`` ``online`` or ``offline``) and its will is that message with ``offline``: a consumer
-  that sees a gateway go offline takes its devices as offline
-  (:class:`device.observe.monitor.FleetMonitor`
-  does). A clean stop still publishes every node's own ``offline`` status.
+  itself on ``{prefix}/gateway/{id}/status`` (a retained
+  :class:`~dataset_stream.protocol.GatewayStatus`, ``online``) and its will is that message
+  with ``offline``: a consumer that sees a gateway go offline takes its devices as offline
+  (:class:`device.observe.monitor.FleetMonitor` does). A clean stop still publishes every
+  node's own ``offline`` status.
 - A lost connection closes every inbox (its reader gets ``MqttError``, as from a lost client);
   the gateway reconnects with backoff and the nodes attach to the new connection. A refusal that
   retrying cannot fix (wrong password, unknown host) is retried for ``give_up_s``, then every
-  node waiting to attach gets :class:`~device.errors.NodeGaveUp`.
+  node waiting to attach gets :class:`~device.errors.NodeGaveUp`. A subscription the broker
+  refuses (its ACL) ends the gateway (:attr:`Gateway.failed`): its nodes would never hear a
+  thing.
 
 The broker must let one client hold its devices' backlog: a burst of one batch per device is
 queued for this one client (Mosquitto's ``max_queued_messages``, 1000 by default; the config
@@ -34,7 +36,6 @@ that ``vega-emu broker`` writes allows 100,000).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
@@ -42,11 +43,14 @@ from typing import Final, Self
 
 import aiomqtt
 
-from broker.session import Backoff, Refusals, ack, persistent_client
+from broker.backoff import Backoff
+from broker.refusals import Refusals
+from broker.session import Session, ack, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
+    GatewayStatus,
     ProtocolError,
-    is_device_id,
+    gateway_topic,
     parse_topic,
     topic,
     validate_device_id,
@@ -59,40 +63,6 @@ log = logging.getLogger(__name__)
 
 INPUT_KINDS: Final = ("batch", "eval", "infer")
 NETWORK_TIMEOUT_S: Final = 10.0
-#: topic filters per SUBSCRIBE packet (a packet for thousands of filters is hundreds of KB)
-SUBSCRIBE_CHUNK: Final = 500
-
-
-def gateway_topic(prefix: str, gateway_id: str) -> str:
-    """``vega/gateway/gw-0-node-0000/status``: the gateway's retained status (and last will)."""
-    return f"{validate_prefix(prefix)}/gateway/{validate_device_id(gateway_id)}/status"
-
-
-def gateway_filter(prefix: str) -> str:
-    """The subscription filter for every gateway's status: ``vega/gateway/+/status``."""
-    return f"{validate_prefix(prefix)}/gateway/+/status"
-
-
-def read_gateway_status(prefix: str, where: str, payload: object) -> tuple[str, list[str], str]:
-    """``(gateway, devices, state)`` of a gateway status message, or ``ProtocolError``."""
-    head = f"{validate_prefix(prefix)}/gateway/"
-    gateway, sep, rest = where.removeprefix(head).partition("/")
-    if not where.startswith(head) or not sep or rest != "status":
-        raise ProtocolError("bad_format", f"topic {where[:200]!r} is not a gateway status")
-    try:
-        data = json.loads(payload if isinstance(payload, str | bytes | bytearray) else b"")
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("bad_format", f"gateway status is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_format", "gateway status must be a JSON object")
-    state, devices = data.get("state"), data.get("devices")
-    if data.get("gateway") != gateway:
-        raise ProtocolError("bad_format", f"gateway field is not {gateway!r}, the topic's")
-    if state not in ("online", "offline"):
-        raise ProtocolError("bad_format", f"gateway state {state!r} is not online or offline")
-    if not isinstance(devices, list) or not all(is_device_id(d) for d in devices):
-        raise ProtocolError("bad_format", "gateway devices must be a list of device ids")
-    return gateway, devices, state
 
 
 class Inbox:
@@ -148,14 +118,14 @@ class Gateway:
         self._link: tuple[aiomqtt.Client, dict[str, Inbox]] | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._refusals = Refusals(self.gateway_id, give_up_s)
+        self._refusals = Refusals(self.gateway_id, give_up_s, NodeGaveUp)
 
     @property
     def status_topic(self) -> str:
         return gateway_topic(self.prefix, self.gateway_id)
 
-    def _status(self, state: str) -> str:
-        return json.dumps({"gateway": self.gateway_id, "state": state, "devices": self.device_ids})
+    def _status(self, state: str) -> bytes:
+        return GatewayStatus(self.gateway_id, state, self.device_ids).to_json()
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"gateway {self.gateway_id}")
@@ -207,17 +177,12 @@ class Gateway:
 
     async def _run(self) -> None:
         will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
+        session = Session(self.broker, self.gateway_id, timeout_s=NETWORK_TIMEOUT_S, will=will)
         try:
             while True:
                 # every node's reports share this connection's window of unacknowledged QoS 1
                 # publishes (paho's default of 20 would queue them behind each other)
-                client = persistent_client(
-                    self.broker,
-                    self.gateway_id,
-                    will,
-                    NETWORK_TIMEOUT_S,
-                    max_inflight_messages=65535,
-                )
+                client = session.client(manual_ack=True, max_inflight_messages=65535)
                 # inboxes exist before CONNACK: a resumed session's backlog follows it at once
                 inboxes = {d: Inbox() for d in self.device_ids}
                 try:
@@ -252,8 +217,7 @@ class Gateway:
             self._dispatch(client, inboxes), name=f"{self.gateway_id} reader"
         )
         try:
-            for start in range(0, len(filters), SUBSCRIBE_CHUNK):
-                await client.subscribe(filters[start : start + SUBSCRIBE_CHUNK])
+            await subscribe(client, filters, within_s=NETWORK_TIMEOUT_S, broker=self.broker)
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
             self.backoff.reset()
             self.connections += 1
@@ -278,4 +242,4 @@ class Gateway:
             del message  # an idle gateway keeps no batch alive
 
 
-__all__ = ["Gateway", "Inbox", "gateway_filter", "gateway_topic", "read_gateway_status"]
+__all__ = ["Gateway", "Inbox"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from broker.session import Backoff
+from broker.backoff import Backoff
 from broker.url import ENV_PASSWORD
 from device.aio import cancel_and_wait
 from device.fleet.errors import FleetError

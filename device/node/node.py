@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from types import TracebackType
@@ -40,13 +39,16 @@ from typing import Any, Self, TypeVar
 
 import aiomqtt
 
-from broker.session import Backoff, Refusals, ack, persistent_client
+from broker.backoff import Backoff
+from broker.refusals import Refusals
+from broker.session import ack, persistent_client
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     Batch,
     ErrorMessage,
     Prediction,
     ProtocolError,
+    Status,
     Telemetry,
     decode_batch,
     decode_eval,
@@ -106,7 +108,7 @@ class Node:
         self._hold_deadline: float | None = None
         self._hold_changed = asyncio.Event()
         self._state = "idle"  # the last status published
-        self._refusals = Refusals(settings.device_id, settings.connect.give_up_s)
+        self._refusals = Refusals(settings.device_id, settings.connect.give_up_s, NodeGaveUp)
         self.gave_up: NodeGaveUp | None = None
         self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 
@@ -196,7 +198,7 @@ class Node:
     async def _session_loop(self) -> None:
         will = aiomqtt.Will(
             self._topic("status"),
-            json.dumps({"device": self.device_id, "state": "offline"}),
+            Status.offline(self.device_id).to_json(),
             qos=1,
             retain=True,
         )

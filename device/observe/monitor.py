@@ -9,10 +9,16 @@ and logged, never recorded. Predictions (one per inference request: a fleet at 1
 thousands a second) are only counted per device, from their topic, without decoding their JSON.
 
 It rides out broker outages. The first connection must work (:class:`MonitorError` otherwise);
-after that a lost connection is retried forever, in an explicit loop with backoff, on a
-persistent session (clean session off, a client id of its own), so the broker queues what the
-fleet publishes while the monitor is away. A telemetry seq already counted (a QoS 1
-redelivery) is not counted twice. Leaving the context ends the session at the broker.
+after that a lost connection is retried forever, in an explicit loop with backoff
+(:class:`broker.reconnect.Reconnect`), on a persistent session (clean session off, a client id
+of its own), so the broker queues what the fleet publishes while the monitor is away. A
+telemetry seq already counted (a QoS 1 redelivery) is not counted twice. A subscription the
+broker refuses (its ACL) is a :class:`MonitorError`: on the first connection at once, later
+when leaving the context. Leaving the context ends the session at the broker.
+
+A gateway's status (:class:`~dataset_stream.protocol.GatewayStatus`, on
+``{prefix}/gateway/{id}/status``) that says ``offline`` marks the devices it lists offline
+(those that still look online), since they have no last will of their own.
 
 Delivery accounting (gaps, duplicates, rejected inputs, event lag) is kept per device in a
 :class:`~device.observe.accounting.DeviceRecord` and for the fleet in :attr:`FleetMonitor.lag`, all
@@ -32,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -40,7 +45,10 @@ from typing import Final, Self, TypeAlias
 
 import aiomqtt
 
-from broker.session import Backoff
+from broker.backoff import Backoff
+from broker.errors import SubscriptionRefused
+from broker.reconnect import Reconnect
+from broker.session import Session, close, new_client_id
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     REPORT_KINDS,
@@ -49,13 +57,14 @@ from dataset_stream.protocol import (
     ProtocolError,
     Status,
     Telemetry,
+    gateway_filter,
     parse_topic,
+    read_gateway_status,
     read_node_message,
     topic_filter,
     validate_prefix,
 )
 from device.aio import cancel_and_wait
-from device.fleet.gateway import gateway_filter, read_gateway_status
 from device.observe.accounting import DeviceRecord, LagStats
 from device.observe.errors import MonitorError
 
@@ -86,7 +95,7 @@ class FleetMonitor:
         self.broker = broker
         self.prefix = validate_prefix(prefix)
         self.timeout = timeout
-        self.client_id = client_id or f"vega-monitor-{secrets.token_hex(5)}"  # 23 characters
+        self.client_id = client_id or new_client_id("monitor")
         self.devices: dict[str, DeviceRecord] = {}
         self.invalid = self.foreign = self.repeated = 0
         self.handled = 0  # messages handled, whatever they were
@@ -94,22 +103,40 @@ class FleetMonitor:
         self.lag = LagStats()
         self.on_message = on_message
         self._clock = clock
-        self.reconnects = 0
         self.connected = asyncio.Event()
         self.activity = asyncio.Event()  # set after each message handled
         self.stopped = asyncio.Event()  # the watch ended: an on_message hook raised (see aexit)
-        self._backoff = backoff or Backoff(initial_s=0.2, cap_s=5.0)
+        self._session = Session(broker, self.client_id, timeout_s=timeout)
+        self._reconnect = Reconnect(
+            backoff or Backoff(initial_s=0.2, cap_s=5.0),
+            broker=broker,
+            who="monitor",
+            client_id=self.client_id,
+        )
+        # the gateways last: their retained statuses then come after the devices' ones
+        self._filters = [(topic_filter(self.prefix, k), 1) for k in WATCHED]
+        self._filters.append((gateway_filter(self.prefix), 1))
         self._warned: dict[str, int] = {}
         self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
         self._gateway_head = f"{self.prefix}/gateway/"
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first."""
+        return self._reconnect.reconnects
+
     async def __aenter__(self) -> Self:
         try:
-            await self._end_session()  # what a session left under this id queued is stale
+            await self._session.end()  # what a session left under this id queued is stale
             client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:  # TimeoutError is an OSError
             raise MonitorError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+        except MonitorError:  # connected but refused: leave no session behind
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await self._session.end()
+            raise
+        self._reconnect.connected()
         self._task = asyncio.create_task(self._watch(client), name="fleet monitor")
         self._task.add_done_callback(lambda _: self.stopped.set())
         return self
@@ -124,7 +151,7 @@ class FleetMonitor:
         if task is not None:
             await cancel_and_wait(task)
         with contextlib.suppress(aiomqtt.MqttError, OSError):
-            await self._end_session()
+            await self._session.end()
 
     def record(self, device: str) -> DeviceRecord:
         return self.devices.setdefault(device, DeviceRecord(device))
@@ -132,61 +159,26 @@ class FleetMonitor:
     # -- connection ----------------------------------------------------------------------------
 
     async def _connect(self) -> aiomqtt.Client:
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=self.client_id,
-            clean_session=False,
-            timeout=self.timeout,
-        )
-        async with asyncio.timeout(self.timeout):
-            await client.__aenter__()
         try:
-            async with asyncio.timeout(self.timeout):
-                # the gateways last: their retained statuses then come after the devices' ones
-                filters = [topic_filter(self.prefix, k) for k in WATCHED]
-                filters.append(gateway_filter(self.prefix))
-                await client.subscribe([(f, 1) for f in filters])
-        except BaseException:
-            await _close(client, self.timeout)
-            raise
+            client = await self._session.open(self._filters)
+        except SubscriptionRefused as exc:
+            raise MonitorError(str(exc)) from exc
         self.connected.set()
         return client
-
-    async def _end_session(self) -> None:
-        client = aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=self.client_id,
-            clean_session=True,
-            timeout=self.timeout,
-        )
-        async with asyncio.timeout(self.timeout), client:
-            pass
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Read messages; when the connection drops, reconnect (forever, with backoff)."""
         while True:
+            cause: BaseException = aiomqtt.MqttError("the message stream ended")
             try:
                 async for message in client.messages:
                     self.handle(message.topic.value, message.payload)
             except aiomqtt.MqttError as exc:
-                log.warning("monitor: lost the broker at %s (%s); reconnecting", self.broker, exc)
+                cause = exc
             finally:
                 self.connected.clear()
-                await _close(client, self.timeout)
-            client = await self._reconnect()
-
-    async def _reconnect(self) -> aiomqtt.Client:
-        while True:
-            await asyncio.sleep(self._backoff.next_delay())
-            try:
-                client = await self._connect()
-            except (aiomqtt.MqttError, OSError) as exc:  # the broker is still away
-                log.debug("monitor: reconnecting to %s: %s", self.broker, exc)
-                continue
-            self._backoff.reset()
-            self.reconnects += 1
-            log.warning("monitor: reconnected to %s", self.broker)
-            return client
+                await close(client, within_s=self.timeout)
+            client = await self._reconnect.again(self._connect, cause)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -208,8 +200,8 @@ class FleetMonitor:
         if where.endswith("/prediction"):
             self._prediction(where)
             return
-        if where.startswith(self._gateway_head):
-            self._gateway(where, payload)
+        if where.startswith(self._gateway_head) and "/" in where[len(self._gateway_head) :]:
+            self._gateway(where, payload)  # {prefix}/gateway/{id}/status, not a device "gateway"
             return
         try:
             device, message = read_node_message(self.prefix, where, payload)
@@ -240,22 +232,25 @@ class FleetMonitor:
             self.on_message(device, message, received)
 
     def _gateway(self, where: str, payload: object) -> None:
-        """A gateway's status (device.fleet.gateway): when it goes offline (its last will, or a
-        clean stop), so do the devices behind it that still look online."""
+        """A gateway's status: when it goes offline (its last will, or a clean stop), so do the
+        devices behind it that still look online."""
         try:
-            gateway, devices, state = read_gateway_status(self.prefix, where, payload)
+            status = read_gateway_status(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
+            return
         except ProtocolError as exc:
             self._ignore("invalid", f"{where[:200]}: {exc.message}")
             return
-        self.gateways[gateway] = state
-        if state != "offline":
+        self.gateways[status.gateway] = status.state
+        if status.online:
             return
         received = self._clock()
-        for device in devices:
+        for device in status.devices:
             record = self.devices.get(device)
             if record is None or record.status is None or not record.status.online:
                 continue
-            record.status = Status(state="offline", device=device)
+            record.status = Status.offline(device)
             if self.on_message is not None:
                 self.on_message(device, record.status, received)
 
@@ -279,13 +274,6 @@ class FleetMonitor:
         warned = self._warned[kind] = self._warned.get(kind, 0) + 1
         level = logging.WARNING if warned <= WARNINGS_PER_KIND else logging.DEBUG
         log.log(level, "monitor: ignoring a message (%s): %s", kind, text)
-
-
-async def _close(client: aiomqtt.Client, within_s: float) -> None:
-    """Disconnect ``client`` if it still is connected; never raises for a dead connection."""
-    with contextlib.suppress(aiomqtt.MqttError, OSError):
-        async with asyncio.timeout(within_s):
-            await client.__aexit__(None, None, None)
 
 
 __all__ = ["DeviceRecord", "FleetMonitor", "OnMessage"]

@@ -126,12 +126,6 @@ ALLOWED_EXCEPTIONS: Final = {
     # A node on a fleet's shared connection reads its inbox from the gateway; the gateway's
     # inbox and topic helpers belong below the node (or in broker's session helper).
     ("device.node.node", "device.fleet.gateway"): "the node reads a Gateway's Inbox",
-    # The monitor parses the gateway status by hand; a typed GatewayStatus belongs in
-    # dataset_stream.protocol, with the other messages on the wire.
-    ("device.observe.monitor", "device.fleet.gateway"): "gateway_filter, read_gateway_status",
-    # The session helper raises the node's errors; they belong in broker.errors (a refusal
-    # that retrying cannot fix) and the node's in device.errors derive from nothing of it.
-    ("broker.session", "device.errors"): "NodeError, NodeGaveUp",
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from broker import Mosquitto
-from broker.session import Backoff
+from broker.backoff import Backoff
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.reconnect import ReconnectPolicy
 from device.fleet.fleet import Fleet

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
-from broker.session import Backoff
+from broker.backoff import Backoff
 from broker.url import BrokerURL
 from dataset_stream.protocol import ErrorMessage, Status, Telemetry
 from device.observe.accounting import LAG_WINDOW, SEQ_WINDOW, DeviceRecord, LagStats, SeqWindow

@@ -29,6 +29,7 @@ from jsonschema.exceptions import best_match
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol import messages
 from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
+from dataset_stream.protocol.gateway_status import GatewayStatus
 from dataset_stream.protocol.messages import SCHEMA_NAMES, load_schema, validate_message
 from dataset_stream.protocol.node_messages import ErrorMessage, ReplayStats, Status, Telemetry
 from dataset_stream.protocol.prediction import Prediction
@@ -120,6 +121,10 @@ BASES: dict[str, list[dict[str, Any]]] = {
             latency_s={"frozen": 0.0, "adaptive": 0.0, "total": 0.0},
             energy_j={"frozen": 0.0, "adaptive": 0.0, "total": 0.0},
         ).to_dict(),
+    ],
+    "gateway_status": [
+        GatewayStatus("gw-node-0000-500", "online", ["node-0000", "node-0001"]).to_dict(),
+        GatewayStatus("gw_1", "offline", [], extra={"site": "lab", "since": 1.5}).to_dict(),
     ],
 }
 

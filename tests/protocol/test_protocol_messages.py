@@ -15,9 +15,15 @@ from hypothesis import strategies as st
 from dataset_stream.protocol import (
     ERROR_CODES,
     KINDS,
+    SCHEMA_NAMES,
+    GatewayStatus,
     ProtocolError,
+    Status,
     fleet_ids,
+    gateway_filter,
+    gateway_topic,
     load_schema,
+    parse_gateway_topic,
     parse_topic,
     topic,
     topic_filter,
@@ -52,8 +58,8 @@ def reject(validator: Any, obj: object) -> str:
 
 def test_schemas_ship_as_package_data() -> None:
     files = {p.name for p in resources.files("dataset_stream.schemas").iterdir()}
-    assert {"telemetry.json", "status.json", "error.json"} <= files
-    for name in ("telemetry", "status", "error"):
+    assert {f"{name}.json" for name in SCHEMA_NAMES} <= files
+    for name in SCHEMA_NAMES:
         assert load_schema(name)["$schema"].endswith("2020-12/schema")
 
 
@@ -95,10 +101,34 @@ def test_every_documented_telemetry_field_is_required(missing: str) -> None:
 
 def test_status_messages() -> None:
     validate_status({"state": "offline"})  # the last will
+    will = Status.offline("node-0001")  # the will a node leaves
+    assert Status.from_json(will.to_json()) == will and not will.online
+    assert validate_status(will.to_json()) == {"state": "offline", "device": "node-0001"}
     validate_status({"device": "node-0001", "state": "idle", "t": 1.0, "lr": 8})
     assert "state" in reject(validate_status, {"device": "node-0001"})
     assert "state" in reject(validate_status, {"state": "Offline!"})
     assert "t" in reject(validate_status, {"state": "idle", "t": "noon"})
+
+
+def test_gateway_status_messages() -> None:
+    status = GatewayStatus("gw-0", "online", ("node-0000", "node-0001"), extra={"site": "lab"})
+    assert GatewayStatus.from_json(status.to_json()) == status and status.online
+    assert json.loads(status.to_json()) == {
+        "gateway": "gw-0",
+        "state": "online",
+        "devices": ["node-0000", "node-0001"],
+        "site": "lab",
+    }
+    for bad in (
+        {"gateway": "gw 0"},
+        {"state": "asleep"},
+        {"devices": "node-0000"},
+        {"devices": ["node 0"]},
+    ):
+        with pytest.raises(ValueError):
+            GatewayStatus(**{"gateway": "gw-0", "state": "offline", "devices": (), **bad})
+    with pytest.raises(ProtocolError, match="devices"):
+        GatewayStatus.from_json(b'{"gateway": "gw-0", "state": "online"}')
 
 
 def test_error_messages() -> None:
@@ -146,6 +176,17 @@ def test_topics() -> None:
             topic(prefix, device, kind)
 
 
+def test_gateway_topics() -> None:
+    assert gateway_topic("vega", "gw-0") == "vega/gateway/gw-0/status"
+    assert gateway_filter("site/a") == "site/a/gateway/+/status"
+    assert parse_gateway_topic("vega", "vega/gateway/gw-0/status") == "gw-0"
+    for where in ("vega/gateway/gw-0/telemetry", "vega/gateway/status", "vega/node-0/status"):
+        with pytest.raises(ProtocolError, match="not a gateway status"):
+            parse_gateway_topic("vega", where)
+    with pytest.raises(ProtocolError):
+        gateway_topic("vega", "gw/0")
+
+
 def test_device_ids() -> None:
     assert validate_device_id("node-0001") == "node-0001"
     assert validate_device_id("A" * 64)
@@ -176,6 +217,9 @@ def test_protocol_doc_covers_every_code_field_and_topic() -> None:
         assert f'"{field}"' in text, field
     for kind in KINDS:
         assert f"vega/{{id}}/{kind}" in text, kind
+    # the gateway's status points into the protocol package
+    assert "vega/gateway/{gateway_id}/status" in text and "schemas/gateway_status.json" in text
+    assert "`GatewayStatus`" in text and "`Status.offline(device)`" in text
     # the telemetry example of the doc is a valid message
     start = text.index("Telemetry, one per learning event")
     block = text[

@@ -15,11 +15,13 @@ import aiomqtt
 import pytest
 
 from broker import EmbeddedBroker
+from broker.backoff import Backoff
+from broker.session import new_client_id
 from broker.url import BrokerURL
 from dataset_stream import StreamPublisher, build_scenario
 from dataset_stream.answers import PER_DEVICE_UP_TO, AnswerLedger, IgnoredMessages
 from dataset_stream.protocol import ErrorMessage, Status, decode_batch, fleet_ids
-from dataset_stream.reconnect import Backoff, ReconnectPolicy, new_client_id
+from dataset_stream.reconnect import ReconnectPolicy
 from dataset_stream.scenarios import Scenario
 from tests.stream.test_publisher import T0, telemetry
 
