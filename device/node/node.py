@@ -13,13 +13,14 @@ with the same guarantees (but no last will of its own).
   error, ``gaps`` in telemetry and status) and learning goes on with the held batches;
 - a seq already learned is acknowledged and answered with a ``duplicate`` error carrying it; a
   seq that was skipped as part of a gap gets ``stale_seq``;
-
-  these rules are decided by a :class:`~device.node.delivery.SeqBook` (no I/O); the node keeps
-  the held messages, commits, publishes and acknowledges, and reads time from its ``clock``;
 - an event the store cannot commit (disk full, read-only) is *not* acknowledged: the node
   reports ``store_failed`` and status ``error``, and retries it with backoff until it commits;
 - any other failure on a batch is reported (``internal``, with its seq), committed as a
   ``failed`` event so the seq is never applied later, and the node goes on.
+
+The rules above are decided by a :class:`~device.node.delivery.SeqBook`, which does no I/O and
+follows what the store committed; the node keeps the held messages, commits, publishes and
+acknowledges, and times the hold on its ``clock`` (:mod:`device.clock`).
 
 Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in turn with the
 batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
@@ -467,9 +468,12 @@ class Node:
                 message, batch = arrived
             else:
                 message, batch = self._held[seq]
-            await self._learn(client, message, batch)
-            self._held.pop(seq, None)
-            self._book.committed(seq, self.clock.monotonic_s())
+            try:
+                await self._learn(client, message, batch)
+            finally:  # committed, even if answering it failed: the book follows the store
+                if engine.last_seq == seq:
+                    self._held.pop(seq, None)
+                    self._book.committed(seq, self.clock.monotonic_s())
 
     async def _watch_holds(self, client: aiomqtt.Client) -> None:
         """When held batches have waited ``hold_s`` (on the node's clock) for a missing seq,

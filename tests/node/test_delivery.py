@@ -1,8 +1,8 @@
 """Delivery guarantees of a node, over a real broker: in order, exactly once, gaps reported.
 
-Duplicate, out-of-order, missing and far-future seqs, a hold timed by the node's (simulated) clock
-and a producer clock that goes backwards;
-the node's SQLite file is read back after each run.
+Duplicate, out-of-order, missing and far-future seqs, a hold timed by the node's (simulated)
+clock, and a producer clock that goes backwards; the node's SQLite file is read back after each
+run. The rules themselves, without a broker: test_delivery_rules.py.
 """
 
 from __future__ import annotations
