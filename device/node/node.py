@@ -18,6 +18,10 @@ with the same guarantees (but no last will of its own).
 - any other failure on a batch is reported (``internal``, with its seq), committed as a
   ``failed`` event so the seq is never applied later, and the node goes on.
 
+The rules above are decided by a :class:`~device.node.delivery.SeqBook`, which does no I/O and
+follows what the store committed; the node keeps the held messages, commits, publishes and
+acknowledges, and times the hold on its ``clock`` (:mod:`device.clock`).
+
 Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in turn with the
 batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
 classified, charged and committed by the engine, answered on ``prediction`` (or ``error`` with
@@ -57,10 +61,20 @@ from dataset_stream.protocol import (
     topic,
 )
 from device.aio import cancel_and_wait
+from device.clock import Clock, SystemClock
 from device.errors import NodeGaveUp
 from device.fleet.gateway import INPUT_KINDS, Gateway, Inbox
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
+from device.node.delivery import (
+    Duplicate,
+    HeldCopy,
+    Hold,
+    Learn,
+    SeqBook,
+    Stale,
+    TooFarAhead,
+)
 from device.node.engine import NodeEngine
 from device.node.settings import NodeSettings
 from device.node.store import StoreError
@@ -86,6 +100,7 @@ class Node:
         backoff: Backoff | None = None,
         on_telemetry: TelemetryHook | None = None,
         gateway: Gateway | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = (
@@ -96,6 +111,7 @@ class Node:
         self.frozen = frozen or FrozenStage.shared(bundle)
         self.backoff = backoff or Backoff()
         self.on_telemetry = on_telemetry
+        self.clock = clock or SystemClock()  # times the hold of early batches
         self.engine: NodeEngine | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -104,9 +120,11 @@ class Node:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one event at a time
         self._stopping = False
+        # the delivery rules decide (rebuilt from the committed last seq on each connection);
+        # the node keeps the batches they hold, keyed by seq
+        self._book = SeqBook(settings.delivery)
         self._held: dict[int, tuple[aiomqtt.Message, Batch]] = {}
-        self._hold_deadline: float | None = None
-        self._hold_changed = asyncio.Event()
+        self._hold_changed = asyncio.Event()  # the book's hold deadline changed
         self._state = "idle"  # the last status published
         self._refusals = Refusals(settings.device_id, settings.connect.give_up_s, NodeGaveUp)
         self.gave_up: NodeGaveUp | None = None
@@ -235,8 +253,9 @@ class Node:
         """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
         self._refusals.clear()
         # held batches belong to the last connection; unacknowledged, they come again
+        assert self.engine is not None
         self._held.clear()
-        self._hold_deadline = None
+        self._book = SeqBook(self.settings.delivery, last_seq=self.engine.last_seq)
         if inbox is None:  # a gateway subscribes for its nodes
             await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
         self.backoff.reset()
@@ -319,38 +338,51 @@ class Node:
             dtype=model.input_dtype,
             num_classes=model.num_classes,
         )
-        seq, last = batch.seq, engine.last_seq
-        delivery = self.settings.delivery
-        if last is not None and seq <= last:
-            if await asyncio.to_thread(engine.has_event, seq):
-                code, text = "duplicate", f"seq {seq} was learned before; not applied again"
-            else:
-                code, text = "stale_seq", f"seq {seq} arrived after it was skipped as a gap"
-            await self._publish_error(client, ErrorMessage(self.device_id, code, text, seq=seq))
-            ack(client, message)
-            return
-        if last is not None and seq - last > delivery.max_seq_ahead:
-            raise ProtocolError(
-                "bad_metadata",
-                f"seq {seq} is more than {delivery.max_seq_ahead} past the last seq {last}",
-                seq=seq,
-            )
-        expected = 1 if last is None else last + 1
-        if seq > expected:  # early: hold it, unacknowledged, until the gap fills or times out
-            if seq in self._held:  # a second copy (a producer re-publishing): one is enough
-                ack(client, message)
-                return
-            self._held[seq] = (message, batch)
-            if self._hold_deadline is None:
-                loop = asyncio.get_running_loop()
-                self._hold_deadline = loop.time() + delivery.hold_s
+        book, seq = self._book, batch.seq
+        deadline_before = book.deadline_s
+        try:
+            # whether a seq at or below the last one was handled or skipped: the event log knows
+            handled = book.is_past(seq) and await asyncio.to_thread(engine.has_event, seq)
+            decision = book.arrived(seq, self.clock.monotonic_s(), handled=handled)
+            match decision:
+                case Learn():
+                    await self._learn_run(client, decision, (message, batch))
+                case Hold():  # early: held, unacknowledged, until the gap fills or times out
+                    self._held[seq] = (message, batch)
+                    log.info(
+                        "%s: holding seq %d until seq %d arrives",
+                        self.device_id,
+                        seq,
+                        decision.waiting_for,
+                    )
+                    release = book.due(self.clock.monotonic_s())  # held too many: skip the gap
+                    if release is not None:
+                        await self._release(client, release)
+                case HeldCopy():  # a second copy (a producer re-publishing): one is enough
+                    ack(client, message)
+                case Duplicate():
+                    text = f"seq {seq} was learned before; not applied again"
+                    await self._refuse(client, message, "duplicate", text, seq)
+                case Stale():
+                    text = f"seq {seq} arrived after it was skipped as a gap"
+                    await self._refuse(client, message, "stale_seq", text, seq)
+                case TooFarAhead():
+                    raise ProtocolError(
+                        "bad_metadata",
+                        f"seq {seq} is more than {decision.max_seq_ahead} past the last seq "
+                        f"{decision.last_seq}",
+                        seq=seq,
+                    )
+        finally:
+            if book.deadline_s != deadline_before:
                 self._hold_changed.set()
-            log.info("%s: holding seq %d until seq %d arrives", self.device_id, seq, expected)
-            if len(self._held) > delivery.max_held:
-                await self._skip_gap(client)
-            return
-        await self._learn(client, message, batch)
-        await self._drain(client)
+
+    async def _refuse(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, code: str, text: str, seq: int
+    ) -> None:
+        """Answer a batch that is not applied with an error carrying its seq; acknowledge it."""
+        await self._publish_error(client, ErrorMessage(self.device_id, code, text, seq=seq))
+        ack(client, message)
 
     async def _learn(self, client: aiomqtt.Client, message: aiomqtt.Message, batch: Batch) -> None:
         """Apply ``batch`` (it is next in order); commit, answer, then acknowledge it."""
@@ -407,63 +439,67 @@ class Node:
                     await self._publish_status(client, "error", f"storage: {exc}")
                 await asyncio.sleep(delay)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
-        """Learn the held batches that are now next in order."""
+    async def _learn_run(
+        self,
+        client: aiomqtt.Client,
+        decision: Learn,
+        arrived: tuple[aiomqtt.Message, Batch] | None = None,
+    ) -> None:
+        """Carry out ``decision``: commit and report its gap, if any, then learn its seqs in
+        order (``arrived`` is the batch in hand, if it is one of them; the others are held)."""
         engine = self.engine
         assert engine is not None
-        while engine.last_seq is not None and engine.last_seq + 1 in self._held:
-            message, batch = self._held.pop(engine.last_seq + 1)
-            await self._learn(client, message, batch)
-        loop = asyncio.get_running_loop()
-        self._hold_deadline = loop.time() + self.settings.delivery.hold_s if self._held else None
-        self._hold_changed.set()
-
-    async def _watch_holds(self, client: aiomqtt.Client) -> None:
-        """When held batches have waited ``hold_s`` for a missing seq, skip the gap."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._hold_changed.clear()
-            deadline = self._hold_deadline
-            if deadline is None:
-                await self._hold_changed.wait()
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await self._hold_changed.wait()
-                    continue
-            if loop.time() >= deadline:
-                async with self._lock:
-                    if self._hold_deadline is not None and loop.time() >= self._hold_deadline:
-                        await self._skip_gap(client)
-
-    async def _skip_gap(self, client: aiomqtt.Client) -> None:
-        """Give up on the missing seqs before the first held batch; learn on from there."""
-        engine = self.engine
-        assert engine is not None
-        if not self._held:
-            self._hold_deadline = None
-            return
-        first_held = min(self._held)
-        last = engine.last_seq
-        if last is not None and first_held > last + 1:
-            first, gap_last = last + 1, first_held - 1
-            await self._commit(client, first, engine.record_gap, first, gap_last)
-            text = f"seqs {first}..{gap_last} never arrived; learning goes on with {first_held}"
+        gap = decision.gap
+        if gap is not None:
+            first_held = decision.seqs[0]
+            await self._commit(client, gap.first, engine.record_gap, gap.first, gap.last)
+            self._book.skipped(gap, self.clock.monotonic_s())
+            text = f"seqs {gap.first}..{gap.last} never arrived; learning goes on with {first_held}"
             log.warning("%s: %s", self.device_id, text)
             error = ErrorMessage(
                 self.device_id,
                 "gap",
                 text,
-                gap_first=first,
-                gap_last=gap_last,
+                gap_first=gap.first,
+                gap_last=gap.last,
                 next_seq=first_held,
             )
             await self._publish_error(client, error)
-        elif last is None:
-            log.info("%s: first batch is seq %d", self.device_id, first_held)
-        message, batch = self._held.pop(first_held)
-        await self._learn(client, message, batch)
-        await self._drain(client)
+        for seq in decision.seqs:
+            if arrived is not None and arrived[1].seq == seq:
+                message, batch = arrived
+            else:
+                message, batch = self._held[seq]
+            try:
+                await self._learn(client, message, batch)
+            finally:  # committed, even if answering it failed: the book follows the store
+                if engine.last_seq == seq:
+                    self._held.pop(seq, None)
+                    self._book.committed(seq, self.clock.monotonic_s())
+
+    async def _watch_holds(self, client: aiomqtt.Client) -> None:
+        """When held batches have waited ``hold_s`` (on the node's clock) for a missing seq,
+        skip the gap."""
+        clock = self.clock
+        while True:
+            self._hold_changed.clear()
+            deadline = self._book.deadline_s
+            if deadline is None:
+                await self._hold_changed.wait()
+                continue
+            if await _set_before(self._hold_changed, clock, deadline):
+                continue
+            if clock.monotonic_s() >= deadline:
+                async with self._lock:
+                    release = self._book.due(clock.monotonic_s())
+                    if release is not None:
+                        await self._release(client, release)
+
+    async def _release(self, client: aiomqtt.Client, release: Learn) -> None:
+        """Give up on the missing seqs before the first held batch; learn on from there."""
+        if release.gap is None and self._book.last_seq is None:
+            log.info("%s: first batch is seq %d", self.device_id, release.seqs[0])
+        await self._learn_run(client, release)
 
     async def _on_infer(self, client: aiomqtt.Client, raw: bytes) -> None:
         """Classify, charge and commit (the engine), then answer; the caller acknowledges.
@@ -536,6 +572,18 @@ async def _cancel_all(*tasks: asyncio.Task[None]) -> None:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             raise error
+
+
+async def _set_before(event: asyncio.Event, clock: Clock, deadline_s: float) -> bool:
+    """Wait until ``event`` is set (``True``) or ``clock`` reaches ``deadline_s`` (``False``)."""
+    setter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(deadline_s - clock.monotonic_s()))
+    try:
+        await asyncio.wait({setter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        return setter.done()
+    finally:
+        await cancel_and_wait(setter)
+        await cancel_and_wait(sleeper)
 
 
 async def _finish_in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -1,7 +1,8 @@
 """Delivery guarantees of a node, over a real broker: in order, exactly once, gaps reported.
 
-Duplicate, out-of-order, missing and far-future seqs, and a producer clock that goes backwards;
-the node's SQLite file is read back after each run.
+Duplicate, out-of-order, missing and far-future seqs, a hold timed by the node's (simulated)
+clock, and a producer clock that goes backwards; the node's SQLite file is read back after each
+run. The rules themselves, without a broker: test_delivery_rules.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from broker import BrokerURL
 from dataset_stream import Scenario
 from dataset_stream.protocol import ErrorMessage, Telemetry, encode_batch
+from device.clock import Clock, SimulatedClock
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.node.node import Node
@@ -71,11 +73,12 @@ async def run(
     state_dir: Path,
     script: Any,
     hold_s: float = 10.0,
+    clock: Clock | None = None,
 ) -> None:
     async with aiomqtt.Client(**url.client_kwargs()) as client:
         await client.subscribe(f"vega/{DEVICE}/telemetry", qos=1)
         await client.subscribe(f"vega/{DEVICE}/error", qos=1)
-        async with Node(node_settings(state_dir, hold_s), bundle, url) as node:
+        async with Node(node_settings(state_dir, hold_s), bundle, url, clock=clock) as node:
             await asyncio.wait_for(node.connected.wait(), 10)
             await script(Peer(client, scenario))
 
@@ -138,6 +141,27 @@ async def test_a_missing_seq_is_skipped_after_the_hold_and_reported(
     await run(embedded_broker.url, default_bundle, digits_nic, tmp_path, script, hold_s=0.5)
     assert logged(tmp_path) == [(s, "learned") for s in (1, 4, 5, 6)]
     assert state_row(tmp_path) == (6, 4, 2)
+
+
+async def test_the_hold_is_timed_by_the_nodes_clock(
+    embedded_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    clock = SimulatedClock()
+
+    async def script(peer: Peer) -> None:
+        await peer.send(1)
+        await peer.answers(1)
+        await peer.send(4)  # held for an hour of the node's clock, not of the test's
+        async with asyncio.timeout(10):
+            await clock.wait_for_sleepers(1)  # the node waits for the hold deadline
+        clock.advance(3600.0)
+        gap, four = await peer.answers(2)
+        assert isinstance(gap, ErrorMessage) and gap.code == "gap"
+        assert (gap.gap_first, gap.gap_last, gap.next_seq) == (2, 3, 4)
+        assert kinds([four]) == [("telemetry", 4)]
+
+    await run(embedded_broker.url, default_bundle, digits_nic, tmp_path, script, 3600.0, clock)
+    assert state_row(tmp_path) == (4, 2, 2)
 
 
 async def test_a_duplicate_is_answered_and_changes_nothing(
