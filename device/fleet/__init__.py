@@ -23,7 +23,7 @@ from device.fleet.spec import DeviceClass, FleetSpec, Member
 
 if TYPE_CHECKING:
     from device.fleet.fleet import Fleet
-    from device.fleet.gateway import Gateway, Inbox
+    from device.fleet.gateway import Gateway
     from device.fleet.shard import EXIT_CONFIG, ShardPlan, run_shard
     from device.fleet.supervisor import FleetSupervisor, Worker
 
@@ -33,7 +33,6 @@ _LAZY: Final = {
     "Fleet": "device.fleet.fleet",
     "FleetSupervisor": "device.fleet.supervisor",
     "Gateway": "device.fleet.gateway",
-    "Inbox": "device.fleet.gateway",
     "ShardPlan": "device.fleet.shard",
     "Worker": "device.fleet.supervisor",
     "run_shard": "device.fleet.shard",
@@ -58,7 +57,6 @@ __all__ = [
     "FleetSpecError",
     "FleetSupervisor",
     "Gateway",
-    "Inbox",
     "Member",
     "ShardPlan",
     "Worker",

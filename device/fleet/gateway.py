@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Final, Self
 
@@ -58,37 +58,11 @@ from dataset_stream.protocol import (
 )
 from device.aio import cancel_and_wait
 from device.errors import NodeError, NodeGaveUp
+from device.node.inbox import INPUT_KINDS, Inbox
 
 log = logging.getLogger(__name__)
 
-INPUT_KINDS: Final = ("batch", "eval", "infer")
 NETWORK_TIMEOUT_S: Final = 10.0
-
-
-class Inbox:
-    """One node's messages on one gateway connection; iterating ends with ``MqttError`` when
-    the connection is lost (so a node's reader behaves as on a client of its own)."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[aiomqtt.Message | None] = asyncio.Queue()
-        self._lost: str | None = None
-
-    def put(self, message: aiomqtt.Message) -> None:
-        self._queue.put_nowait(message)
-
-    def close(self, why: str) -> None:
-        self._lost = why
-        self._queue.put_nowait(None)
-
-    def __aiter__(self) -> AsyncIterator[aiomqtt.Message]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[aiomqtt.Message]:
-        while True:
-            message = await self._queue.get()
-            if message is None:
-                raise aiomqtt.MqttError(self._lost or "gateway connection lost")
-            yield message
 
 
 class Gateway:
@@ -242,4 +216,4 @@ class Gateway:
             del message  # an idle gateway keeps no batch alive
 
 
-__all__ = ["Gateway", "Inbox"]
+__all__ = ["Gateway"]

@@ -2,6 +2,9 @@
 
 - :class:`Node` (``async with Node(...)``): the node on its own MQTT session (or on a fleet's
   shared connection): delivery in ``seq`` order, exactly once, supervision of its loop;
+- :class:`SeqBook` (:mod:`device.node.delivery`): the delivery rules, sans I/O: learn, hold,
+  duplicate, stale, gap, too far ahead;
+- :class:`SharedConnection` and :class:`Inbox`: how a node reads a connection it shares;
 - :class:`NodeEngine`: one learning event or one inference, blocking and transactional, with no
   MQTT and no asyncio; it builds on the numeric core (:mod:`device.learning`), the energy model
   (:mod:`device.energy`) and the model bundle (:mod:`device.model`);
@@ -10,7 +13,9 @@
   event log), one transaction per event.
 """
 
+from device.node.delivery import SeqBook
 from device.node.engine import NodeEngine
+from device.node.inbox import Inbox, SharedConnection
 from device.node.node import Node, TelemetryHook
 from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings, ReplaySettings
 from device.node.store import NodeState, NodeStore
@@ -18,11 +23,14 @@ from device.node.store import NodeState, NodeStore
 __all__ = [
     "ConnectSettings",
     "DeliverySettings",
+    "Inbox",
     "Node",
     "NodeEngine",
     "NodeSettings",
     "NodeState",
     "NodeStore",
     "ReplaySettings",
+    "SeqBook",
+    "SharedConnection",
     "TelemetryHook",
 ]

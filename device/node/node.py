@@ -44,8 +44,9 @@ from typing import Any, Self, TypeVar
 import aiomqtt
 
 from broker.backoff import Backoff
+from broker.errors import SubscriptionRefused
 from broker.refusals import Refusals
-from broker.session import ack, persistent_client
+from broker.session import ack, persistent_client, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     Batch,
@@ -63,7 +64,6 @@ from dataset_stream.protocol import (
 from device.aio import cancel_and_wait
 from device.clock import Clock, SystemClock
 from device.errors import NodeGaveUp
-from device.fleet.gateway import INPUT_KINDS, Gateway, Inbox
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.delivery import (
@@ -76,6 +76,7 @@ from device.node.delivery import (
     TooFarAhead,
 )
 from device.node.engine import NodeEngine
+from device.node.inbox import INPUT_KINDS, Inbox, SharedConnection
 from device.node.settings import NodeSettings
 from device.node.store import StoreError
 
@@ -99,7 +100,7 @@ class Node:
         frozen: FrozenStage | None = None,
         backoff: Backoff | None = None,
         on_telemetry: TelemetryHook | None = None,
-        gateway: Gateway | None = None,
+        gateway: SharedConnection | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
@@ -236,7 +237,7 @@ class Node:
                 self._refusals.failed(self.broker, exc, delay, now)
                 await asyncio.sleep(delay)
 
-    async def _gateway_loop(self, gateway: Gateway) -> None:
+    async def _gateway_loop(self, gateway: SharedConnection) -> None:
         """Serve on the gateway's connection; when it is lost, wait for the next one (the
         gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
         while True:
@@ -257,7 +258,11 @@ class Node:
         self._held.clear()
         self._book = SeqBook(self.settings.delivery, last_seq=self.engine.last_seq)
         if inbox is None:  # a gateway subscribes for its nodes
-            await client.subscribe([(self._topic(kind), 1) for kind in INPUT_KINDS])
+            filters = [(self._topic(kind), 1) for kind in INPUT_KINDS]
+            try:
+                await subscribe(client, filters, within_s=NETWORK_TIMEOUT_S, broker=self.broker)
+            except SubscriptionRefused as exc:  # its ACL: retrying cannot help, and a deaf
+                raise NodeGaveUp(f"{self.device_id}: {exc}") from exc  # node is the worst kind
         self.backoff.reset()
         self.connections += 1
         reason, self.failure = self.failure, None

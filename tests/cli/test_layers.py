@@ -122,11 +122,7 @@ LEARNING_FORBIDDEN_STDLIB: Final = frozenset(
 
 #: Imports that break a rule today, each with the reason and the way out. An entry that no
 #: longer matches an import fails :func:`test_the_allow_list_has_no_stale_entry`: delete it then.
-ALLOWED_EXCEPTIONS: Final = {
-    # A node on a fleet's shared connection reads its inbox from the gateway; the gateway's
-    # inbox and topic helpers belong below the node (or in broker's session helper).
-    ("device.node.node", "device.fleet.gateway"): "the node reads a Gateway's Inbox",
-}
+ALLOWED_EXCEPTIONS: Final[dict[tuple[str, str], str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
