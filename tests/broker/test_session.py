@@ -36,8 +36,11 @@ from dataset_stream.bridge.link import SeqBook, TargetLink
 from dataset_stream.bridge.mqtt_source import mqtt_records
 from dataset_stream.bridge.sources import Format, MqttSource
 from dataset_stream.reconnect import ReconnectPolicy
-from device.errors import NodeError
+from device.errors import NodeError, NodeGaveUp
 from device.fleet.gateway import Gateway
+from device.model.bundle import ModelBundle
+from device.node.node import Node
+from device.node.settings import ConnectSettings, NodeSettings
 from device.observe.errors import MonitorError
 from device.observe.monitor import FleetMonitor
 
@@ -241,3 +244,15 @@ async def test_every_client_says_a_refused_subscription(
         with pytest.raises(NodeError, match=r"SubscriptionRefused: .*refused 5 .*node-0000/eval"):
             await gateway.attach("node-0000")
     assert "the connection loop failed" in caplog.text
+
+
+async def test_a_node_whose_subscription_is_refused_gives_up_at_once(
+    acl_broker: BrokerURL, default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """A node the ACL does not let read its batches would be deaf forever: it gives up."""
+    settings = NodeSettings("node-0001", tmp_path, connect=ConnectSettings(give_up_s=600.0))
+    async with Node(settings, default_bundle, acl_broker) as node:
+        async with asyncio.timeout(10):
+            await node.stopped.wait()
+    assert isinstance(node.gave_up, NodeGaveUp) and not node.connected.is_set()
+    assert "refused 3" in str(node.gave_up) and "vega/node-0001/batch" in str(node.gave_up)
