@@ -67,7 +67,6 @@ from tests.support.hostile import (
     NodeHarness,
     apply_edits,
     assert_contract,
-    db_fingerprint,
     decode,
     drafts,
     edits,
@@ -76,6 +75,7 @@ from tests.support.hostile import (
     node_inputs,
     valid_payloads,
 )
+from tests.support.statefiles import db_fingerprint
 
 CASES: Final = [
     pytest.param(model, kind, id=f"{model.name}-{kind}")

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from device.observe.monitor import FleetMonitor
 
-__all__ = ["POLL_EVERY_S", "wait_for_line", "wait_for_monitor", "wait_until"]
+__all__ = [
+    "POLL_EVERY_S",
+    "wait_for_line",
+    "wait_for_monitor",
+    "wait_for_telemetry",
+    "wait_until",
+]
 
 #: how often :func:`wait_until` looks again: quick for a test, idle for the machine
 POLL_EVERY_S = 0.05
@@ -57,6 +63,22 @@ async def wait_for_monitor(
                 await monitor.activity.wait()
     except TimeoutError:
         raise AssertionError(f"the monitor did not see it within {timeout_s:g} s: {what}") from None
+
+
+async def wait_for_telemetry(
+    monitor: FleetMonitor, devices: Iterable[str], seq: int, timeout_s: float = 30.0
+) -> None:
+    """Until ``monitor`` holds a telemetry of seq ``seq`` or later from each of ``devices``
+    (what a stream that saw every answer leaves for a monitor on the same broker to see)."""
+    devices = list(devices)
+
+    def seen() -> bool:
+        records = (monitor.devices.get(d) for d in devices)
+        return all(
+            r is not None and r.telemetry is not None and r.telemetry.seq >= seq for r in records
+        )
+
+    await wait_for_monitor(monitor, seen, timeout_s, what=f"telemetry seq {seq} of {devices}")
 
 
 async def wait_for_line(

@@ -29,7 +29,7 @@ from tests.support.hostile.contract import (
 )
 from tests.support.hostile.draft import Draft, NodeSeq, NodeTime, huge_integer_in_header
 from tests.support.hostile.faults import FAULTS, NODE_FAULTS, Fault, fault
-from tests.support.hostile.node import DEVICE, NodeHarness, NodeView, db_fingerprint
+from tests.support.hostile.node import DEVICE, NodeHarness, NodeView
 from tests.support.hostile.strategies import (
     Hostile,
     apply_edits,
@@ -59,7 +59,6 @@ __all__ = [
     "NodeView",
     "apply_edits",
     "assert_contract",
-    "db_fingerprint",
     "decode",
     "drafts",
     "edits",

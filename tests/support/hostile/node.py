@@ -11,7 +11,6 @@ as the examples before it left it, as a device in the field would be. The node r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ __all__ = [
     "Answer",
     "NodeHarness",
     "NodeView",
-    "db_fingerprint",
 ]
 
 DEVICE: Final = "node-0099"  # the node under test
@@ -49,14 +47,6 @@ Answer = Telemetry | ErrorMessage
 ANSWER_TIMEOUT_S: Final = 30.0
 #: samples in the valid batch that follows each input (NodeHarness.learn_next)
 FENCE_SAMPLES: Final = 16
-
-
-def db_fingerprint(state_dir: Path, device: str) -> dict[str, str]:
-    """A hash of each of ``device``'s SQLite files (database, WAL, shared memory) by name."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(state_dir.glob(f"{device}.db*"))
-    }
 
 
 @dataclass(frozen=True, slots=True)
