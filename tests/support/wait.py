@@ -70,15 +70,15 @@ async def wait_for_telemetry(
 ) -> None:
     """Until ``monitor`` holds a telemetry of seq ``seq`` or later from each of ``devices``
     (what a stream that saw every answer leaves for a monitor on the same broker to see)."""
-    devices = list(devices)
+    wanted = list(devices)
 
     def seen() -> bool:
-        records = (monitor.devices.get(d) for d in devices)
+        records = (monitor.devices.get(d) for d in wanted)
         return all(
             r is not None and r.telemetry is not None and r.telemetry.seq >= seq for r in records
         )
 
-    await wait_for_monitor(monitor, seen, timeout_s, what=f"telemetry seq {seq} of {devices}")
+    await wait_for_monitor(monitor, seen, timeout_s, what=f"telemetry seq {seq} of {wanted}")
 
 
 async def wait_for_line(
