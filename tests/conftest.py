@@ -9,23 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from broker import EmbeddedBroker, Mosquitto, MosquittoConfig, MosquittoNotFound, find_mosquitto
+from broker import EmbeddedBroker, Mosquitto, MosquittoConfig
 from dataset_stream import Scenario
 from device.model.bundle import ModelBundle
-
-REQUIRE_MOSQUITTO = os.environ.get("VEGA_EMU_REQUIRE_MOSQUITTO") == "1"
-
-
-def require_mosquitto() -> None:
-    """Skip without Mosquitto -- unless CI says it must be there, then fail."""
-    try:
-        find_mosquitto()
-        return
-    except MosquittoNotFound:
-        pass
-    if REQUIRE_MOSQUITTO:
-        pytest.fail("VEGA_EMU_REQUIRE_MOSQUITTO=1 but the mosquitto binary is missing")
-    pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+from tests.support.mosquitto import require_mosquitto
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from broker import (
     service_role,
 )
 from broker.mosquitto import render_config
-from tests.conftest import require_mosquitto
+from tests.support.mosquitto import require_mosquitto
 
 
 def client(url: BrokerURL, ident: str | None = None, **kw: object) -> aiomqtt.Client:

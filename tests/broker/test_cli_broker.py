@@ -12,8 +12,8 @@ import aiomqtt
 import pytest
 
 from broker import free_port, parse_broker_url
-from tests.broker.test_tls import PKI, make_pki
-from tests.conftest import require_mosquitto
+from tests.support.mosquitto import require_mosquitto
+from tests.support.pki import PKI
 
 CLI = [sys.executable, "-m", "device.cli"]
 
@@ -58,11 +58,6 @@ def test_embedded_engine_refuses_mosquitto_only_options(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--engine mosquitto" in result.stderr
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def test_broker_command_serves_tls(pki: PKI, tmp_path: Path) -> None:

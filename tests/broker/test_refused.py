@@ -21,7 +21,7 @@ from broker.url import free_port
 from device.model.bundle import ModelBundle
 from device.node.node import Node
 from device.node.settings import ConnectSettings, NodeSettings
-from tests.conftest import require_mosquitto
+from tests.support.mosquitto import require_mosquitto
 
 DEVICE = "node-0000"
 SECRET = "pa/ss#wo?rd@:%41"

@@ -43,9 +43,11 @@ from dataset_stream.protocol import ErrorMessage, Status, fleet_ids
 from device.cli import app
 from device.observe.exporter import MetricsServer
 from device.observe.monitor import FleetMonitor
-from tests.conftest import require_mosquitto
 from tests.deploy.kustomize import KustomizeError, Manifest, key, merge, render
-from tests.observe.test_exporter import NOW, report
+from tests.support.messages import report
+from tests.support.mosquitto import require_mosquitto
+from tests.support.times import NOW
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -584,12 +586,16 @@ async def test_a_fleet_node_reads_and_writes_only_its_own_topics(tmp_path: Path)
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        for _ in range(100):
+
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             except OSError:
-                await asyncio.sleep(0.1)
+                return False
+            return True
+
+        # another process's port: nothing to wait on but the port itself
+        await wait_until(listening, timeout_s=30, what=f"mosquitto listening on port {port}")
 
         def client(user: str, client_id: str) -> aiomqtt.Client:
             return aiomqtt.Client(

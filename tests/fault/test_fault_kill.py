@@ -32,6 +32,7 @@ from device.fleet.spec import DeviceClass
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
+from tests.support.times import T0
 
 pytestmark = pytest.mark.fault
 
@@ -39,7 +40,6 @@ DEVICES = ("node-0000", "node-0001", "node-0002")
 EVENTS = 40
 KILLS = 21
 PERIOD_S = 0.25  # one batch per device every PERIOD_S: the stream takes 10 s
-T0 = 1_764_000_000.0
 SEED = int(os.environ.get("VEGA_EMU_FAULT_SEED", "20261125"))
 
 
@@ -124,7 +124,7 @@ async def stream(url: BrokerURL, batches: dict[str, list[bytes]]) -> None:
         for k in range(EVENTS):
             for device in DEVICES:
                 await client.publish(f"vega/{device}/batch", batches[device][k], qos=1)
-            await asyncio.sleep(PERIOD_S)
+            await asyncio.sleep(PERIOD_S)  # pacing: one event per device per period
 
 
 async def wait_online(url: BrokerURL) -> None:
@@ -187,7 +187,7 @@ async def test_twenty_kill_9_lose_nothing_and_repeat_nothing(
             await wait_online(url)
         publisher = asyncio.create_task(stream(url, payloads))
         for _ in range(KILLS):
-            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            await asyncio.sleep(rng.uniform(0.3, 2.5))  # the subject: kills at random times
             victim = nodes[rng.choice(DEVICES)]
             kills.append((victim.device, asyncio.get_running_loop().time()))
             victim.kill()

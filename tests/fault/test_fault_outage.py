@@ -26,22 +26,23 @@ from device.fleet.gateway import Gateway
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.node.settings import NodeSettings
+from tests.support.times import T0
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.fault
 
-T0 = 1_764_000_000.0
 EVENTS = 20
 IDS = ["node-0000", "node-0001"]
 
 
 async def learned(fleet: Fleet, seq: int) -> None:
-    """Until every node of ``fleet`` has learned up to ``seq`` (the nodes' own counters)."""
+    """Until every node of ``fleet`` has learned up to ``seq`` (the nodes' own counters, which
+    offer no event)."""
 
     def lowest() -> int:
         return min((n.engine.last_seq or 0) if n.engine else 0 for n in fleet.nodes.values())
 
-    while lowest() < seq:  # noqa: ASYNC110 - another object's counters: no event to wait on
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: lowest() >= seq, timeout_s=120, what=f"every node learned seq {seq}")
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-sessions", "gateway"])
@@ -83,7 +84,7 @@ async def test_real_nodes_and_stream_ride_out_a_killed_broker(
         run = asyncio.create_task(stream.run())
         await learned(fleet, 4)
         await mosquitto.kill()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # the outage under test: the broker is away this long
         await mosquitto.start()
         restarted = loop.time()
         async with asyncio.timeout(10):  # every node reconnects by itself within 10 s

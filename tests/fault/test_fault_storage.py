@@ -23,11 +23,12 @@ import pytest
 from broker import BrokerURL
 from dataset_stream import Scenario
 from dataset_stream.protocol import ErrorMessage, Status, Telemetry, encode_batch, encode_eval
+from tests.support.times import T0
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.fault
 
 DEVICE = "node-0004"
-T0 = 1_764_000_000.0
 
 
 def start_node(url: BrokerURL, state: Path, model: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -110,15 +111,19 @@ async def test_a_full_disk_delays_learning_and_loses_nothing(
             proc = start_node(url, state, default_bundle.path, log)  # room again
             two = await watch.next(Telemetry)
             assert two.seq == 2 and two.events == 2
-            async with asyncio.timeout(30):  # the retained eval set comes again; now it is saved
-                while not (state / f"{DEVICE}.eval.safetensors").exists():  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
+            await wait_until(  # the retained eval set comes again; now it is saved
+                (state / f"{DEVICE}.eval.safetensors").exists,
+                timeout_s=30,
+                what="the eval set saved once the disk has room",
+            )
 
             set_file_limit(proc, 0)
             await client.publish(f"vega/{DEVICE}/batch", batches[2], qos=1)
             assert (await watch.next(ErrorMessage)).seq == 3
             await watch.status("error")
-            await asyncio.sleep(1.0)  # a few retries while full
+            # the subject: the disk stays full this long, while the node retries (unseen: with
+            # no room it cannot even write its log)
+            await asyncio.sleep(1.0)
             set_file_limit(proc, resource.RLIM_INFINITY)  # the same process recovers
             three = await watch.next(Telemetry)
             assert three.seq == 3 and three.events == 3 and three.gaps == 0

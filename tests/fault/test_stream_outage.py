@@ -20,8 +20,10 @@ from dataset_stream import PublishError, StreamPublisher, build_scenario
 from dataset_stream.protocol import ErrorMessage, Status, decode_batch
 from dataset_stream.reconnect import ReconnectPolicy
 from dataset_stream.scenarios import Scenario
-from tests.conftest import require_mosquitto
-from tests.stream.test_publisher import T0, telemetry
+from tests.support.messages import telemetry
+from tests.support.mosquitto import require_mosquitto
+from tests.support.times import T0
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -72,7 +74,7 @@ class EchoDevice:
             try:
                 await self._session()
             except aiomqtt.MqttError:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # a device's reconnect backoff
 
     async def _session(self) -> None:
         if self.gate is not None:
@@ -90,7 +92,7 @@ class EchoDevice:
                 assert isinstance(message.payload, bytes)
                 seq = decode_batch(message.payload).seq
                 self.deliveries.append(seq)
-                await asyncio.sleep(self.delay_s)
+                await asyncio.sleep(self.delay_s)  # a device takes a while to learn (pacing)
                 if seq in self.learned:
                     answer = ErrorMessage(self.device, "duplicate", "seen", seq=seq).to_json()
                     await client.publish(f"vega/{self.device}/error", answer, qos=1)
@@ -153,7 +155,7 @@ async def test_stream_survives_a_broker_restart(
                 run = asyncio.create_task(stream.run())
                 await sent.reached(run)
                 await broker.stop()  # SIGTERM: Mosquitto saves its sessions and queues
-                await asyncio.sleep(2.5)
+                await asyncio.sleep(2.5)  # the outage under test: the broker is away this long
                 await broker.start()
                 stats = await run
         finally:
@@ -207,9 +209,16 @@ async def test_a_device_that_lost_its_session_gets_its_batches_again(
                 await sent.reached(run)
                 gate.clear()
                 await broker.stop()
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # the outage under test: the broker is away this long
                 await broker.start()
-                await asyncio.sleep(1.5)  # the stream is back (backoff cap 0.5 s), the device not
+                await wait_until(
+                    lambda: stream.link.reconnects == 1,
+                    timeout_s=10,
+                    what="the stream reconnected to the restarted broker",
+                )
+                # the subject: the device stays away while the stream, back, publishes into a
+                # broker that forgot the device's subscription
+                await asyncio.sleep(1.0)
                 assert stream.link.reconnects == 1
                 gate.set()
                 stats = await run
@@ -276,7 +285,7 @@ async def test_stream_command_rides_out_an_outage(broker: Mosquitto) -> None:
         )
         await first_batches(broker.url, 4)
         await broker.stop()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0)  # the outage under test: the broker is away this long
         await broker.start()
         _, err = await cli.communicate()
     text = err.decode()

@@ -26,6 +26,7 @@ from device.fleet.errors import FleetSpecError
 from device.fleet.spec import DeviceClass, FleetSpec, shard
 from device.model.bundle import ModelBundle
 from device.observe.monitor import FleetMonitor
+from tests.support.wait import wait_for_monitor, wait_for_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,10 +163,12 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
 
     try:
         async with FleetMonitor(mosquitto.url, on_message=seen) as monitor:
-            async with asyncio.timeout(120):  # every node says it is idle (retained status)
-                while sum(r.status is not None for r in monitor.devices.values()) < len(ids):
-                    monitor.activity.clear()
-                    await monitor.activity.wait()
+            await wait_for_monitor(  # every node says it is idle (retained status)
+                monitor,
+                lambda: sum(r.status is not None for r in monitor.devices.values()) >= len(ids),
+                timeout_s=120,
+                what="a status of every node",
+            )
             one_each = asyncio.Event()  # about one event per node learned
 
             def progress(sent: int, acked: int) -> None:
@@ -189,7 +192,7 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
                 async with asyncio.timeout(300):
                     stats = await work
             assert stats.acked == len(ids) * events and stats.rejected == 0
-            await asyncio.sleep(0.5)
+            await wait_for_telemetry(monitor, ids, seq=events)
             per_class = {
                 name: {monitor.devices[d].telemetry.energy_j["total"] for d in members}  # type: ignore[union-attr]
                 for name, members in (("vega", ids[:40]), ("stm", ids[40:]))
@@ -237,7 +240,7 @@ async def test_a_fleet_logs_each_node_in_as_itself_on_a_secured_broker(
     """Mosquitto with passwords, an ACL and client ids bound to user names: with --credentials
     every node is its own user, learns, and answers inference requests (ACL: infer, prediction)."""
     from broker import Mosquitto, MosquittoConfig
-    from tests.conftest import require_mosquitto
+    from tests.support.mosquitto import require_mosquitto
 
     require_mosquitto()
     ids = fleet_ids(4)
@@ -269,7 +272,12 @@ async def test_a_fleet_logs_each_node_in_as_itself_on_a_secured_broker(
                 ) as stream:
                     async with asyncio.timeout(180):
                         stats = await stream.run()
-                await asyncio.sleep(0.5)
+                await wait_for_monitor(
+                    monitor,
+                    lambda: all(monitor.devices[d].predictions > 0 for d in ids),
+                    timeout_s=30,
+                    what="a prediction of every node",
+                )
                 predictions = {d: monitor.devices[d].predictions for d in ids}
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -38,9 +38,9 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.node.settings import NodeSettings
 from device.observe.monitor import FleetMonitor
-from tests.conftest import require_mosquitto
+from tests.support.mosquitto import require_mosquitto
+from tests.support.times import T0
 
-T0 = 1_764_000_000.0
 IDS = ["node-0000", "node-0001", "node-0002"]
 
 

@@ -20,14 +20,9 @@ from dataset_stream.protocol import Status
 from device.model.bundle import ModelBundle
 from device.node.node import Node
 from device.node.settings import NodeSettings
+from tests.support.wait import wait_until
 
 DEVICE = "node-0011"
-
-
-async def wait_for(predicate: Any, within_s: float = 15.0) -> None:
-    async with asyncio.timeout(within_s):
-        while not predicate():  # noqa: ASYNC110 - a counter of the node's, no event to wait on
-            await asyncio.sleep(0.05)
 
 
 async def test_a_failing_loop_is_logged_at_once_restarted_and_reported(
@@ -40,7 +35,8 @@ async def test_a_failing_loop_is_logged_at_once_restarted_and_reported(
     bad = BrokerURL("127.0.0.1", free_port("127.0.0.1"), tls=True, ca_file=missing_ca)
     caplog.set_level(logging.ERROR, logger="device.node.node")
     async with Node(NodeSettings(DEVICE, tmp_path), default_bundle, bad) as node:
-        await wait_for(lambda: node.failures >= 2)  # restarted after the first failure
+        # restarted after the first failure (a counter of the node's: it offers no event)
+        await wait_until(lambda: node.failures >= 2, timeout_s=15, what="a second loop failure")
         assert node._task is not None and not node._task.done()
         assert "node loop failed" in caplog.text and "no-such-ca.pem" in caplog.text
         assert not node.connected.is_set()

@@ -25,8 +25,8 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.node.node import Node
 from device.node.settings import DeliverySettings, NodeSettings
+from tests.support.times import T0
 
-T0 = 1_764_000_000.0
 DEVICE = "node-0007"
 
 Answer = Telemetry | ErrorMessage

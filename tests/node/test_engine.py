@@ -14,8 +14,8 @@ from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
 from device.node.settings import NodeSettings, ReplaySettings
+from tests.support.times import T0
 
-T0 = 1_764_000_000.0
 LR = 0.05
 
 

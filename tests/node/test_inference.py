@@ -30,8 +30,9 @@ from device.node.engine import NodeEngine
 from device.node.node import Node
 from device.node.settings import NodeSettings
 from device.node.store import NodeStore
+from tests.support.statefiles import db_fingerprint
+from tests.support.times import T0
 
-T0 = 1_764_000_000.0
 DEVICE = "node-0003"
 
 
@@ -149,13 +150,6 @@ async def test_inference_answers_and_charges_exactly_the_model(
         assert engine.battery.remaining_j == charged
 
 
-def db_fingerprint(state_dir: Path) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(state_dir.glob(f"{DEVICE}.db*"))
-    }
-
-
 async def test_bad_infer_payloads_get_an_error_and_change_nothing(
     embedded_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
 ) -> None:
@@ -172,14 +166,14 @@ async def test_bad_infer_payloads_get_an_error_and_change_nothing(
     async with watching(url) as client, Node(settings(tmp_path), default_bundle, url) as node:
         await asyncio.wait_for(node.connected.wait(), 10)
         await learn(client, digits_nic, 1)
-        before = db_fingerprint(tmp_path)
+        before = db_fingerprint(tmp_path, DEVICE)
         remaining = engine_of(node).battery.remaining_j
         for code, payload in bad.items():
             await client.publish(f"vega/{DEVICE}/infer", payload, qos=1)
             error = await next_answer(client)
             assert isinstance(error, ErrorMessage) and error.code == code, error
             assert error.seq is None  # never taken for a batch's seq
-        assert db_fingerprint(tmp_path) == before
+        assert db_fingerprint(tmp_path, DEVICE) == before
         assert engine_of(node).battery.remaining_j == remaining
         # the seq of a refused request is named when it could be read
         await client.publish(f"vega/{DEVICE}/infer", bad["bad_dtype"], qos=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from device.model.bundle import ModelBundle
 from device.node.node import Node
 from device.node.settings import NodeSettings
 from device.observe.monitor import FleetMonitor
-
-T0 = 1_764_000_000.0
+from tests.support.statefiles import db_fingerprint
+from tests.support.times import T0
+from tests.support.wait import wait_for_telemetry
 
 
 def settings(device: str, state_dir: Path) -> NodeSettings:
@@ -39,7 +39,7 @@ async def test_fleet_learns_over_the_broker(
         StreamPublisher(url, digits_nic, ids, speed=None, events=20, t0=T0) as stream,
     ):
         stats = await stream.run()
-        await asyncio.sleep(0.2)
+        await wait_for_telemetry(monitor, ids, seq=20)
     assert stats.acked == 40 and stats.rejected == 0
     for device in ids:
         rec = monitor.devices[device]
@@ -51,13 +51,6 @@ async def test_fleet_learns_over_the_broker(
         assert last.battery.soc < first.battery.soc < 1.0
         assert last.lifetime_h is not None and 0 < last.lifetime_h < float("inf")
     assert monitor.invalid == 0
-
-
-def db_fingerprint(state_dir: Path, device: str) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(state_dir.glob(f"{device}.db*"))
-    }
 
 
 async def collect(client: aiomqtt.Client, n: int) -> list[tuple[str, dict[str, Any]]]:

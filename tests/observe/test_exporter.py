@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import urllib.request
-from typing import Any
 
 import aiomqtt
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from broker import EmbeddedBroker
 from dataset_stream.protocol import ErrorMessage, Status
 from device.observe.errors import ExporterError
 from device.observe.exporter import MetricsServer
 from device.observe.monitor import FleetMonitor
-from tests.stream.test_publisher import T0, telemetry
-
-NOW = T0 + 1000.0  # the monitor's clock: every telemetry arrives at this wall time
-
-
-def report(device: str, seq: int, **changes: Any) -> bytes:
-    """A telemetry of ``device``, ``seq`` with fields replaced (``energy_j`` merged)."""
-    obj = json.loads(telemetry(device, seq))
-    obj["energy_j"] = {**obj["energy_j"], **changes.pop("energy_j", {})}
-    obj.update(changes)
-    return json.dumps(obj).encode()
-
-
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """``{sample name: [(labels, value), ...]}`` of the text at ``url``."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples.setdefault(s.name, []).append((s.labels, s.value))
-    return samples
-
-
-def value(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
-) -> float:
-    found = [
-        v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())
-    ]
-    assert len(found) == 1, f"{name}{labels}: {found}"
-    return found[0]
+from tests.support.messages import report
+from tests.support.metrics import scrape, value
+from tests.support.times import NOW
 
 
 async def test_metrics_carry_the_last_telemetry_and_delivery_counts(

@@ -19,8 +19,8 @@ from dataset_stream.protocol import ErrorMessage, Status, Telemetry
 from device.observe.accounting import LAG_WINDOW, SEQ_WINDOW, DeviceRecord, LagStats, SeqWindow
 from device.observe.errors import MonitorError
 from device.observe.monitor import FleetMonitor
-from tests.conftest import require_mosquitto
-from tests.stream.test_publisher import telemetry
+from tests.support.messages import telemetry
+from tests.support.mosquitto import require_mosquitto
 
 DEVICE = "node-0002"
 
@@ -100,7 +100,7 @@ async def test_monitor_survives_a_broker_restart(mosquitto_restartable: Mosquitt
                 await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, 1), qos=1)
             await settle(monitor, 1)
             await broker.stop()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the outage under test: the broker is away this long
             await broker.start()
             async with aiomqtt.Client(**url.client_kwargs()) as node:
                 await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, 2), qos=1)

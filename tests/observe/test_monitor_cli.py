@@ -12,8 +12,9 @@ from pathlib import Path
 import aiomqtt
 
 from broker import Mosquitto
-from tests.observe.test_exporter import scrape, value
-from tests.stream.test_publisher import telemetry
+from tests.support.messages import telemetry
+from tests.support.metrics import Samples, scrape, value
+from tests.support.wait import wait_for_line, wait_until
 
 DEVICE = "node-0004"
 
@@ -35,18 +36,6 @@ async def start(*args: str) -> asyncio.subprocess.Process:
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200"},
     )
-
-
-async def wait_for_line(proc: asyncio.subprocess.Process, text: str) -> list[str]:
-    """stderr lines up to the first holding ``text``."""
-    assert proc.stderr is not None
-    lines: list[str] = []
-    async with asyncio.timeout(30):
-        while not lines or text not in lines[-1]:
-            line = await proc.stderr.readline()
-            assert line, f"monitor ended before {text!r}: {lines}"
-            lines.append(line.decode())
-    return lines
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str]:
@@ -78,12 +67,14 @@ async def test_monitor_serves_metrics_records_and_exits(
             for seq in (1, 2):
                 await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, seq), qos=1)
         url = f"http://127.0.0.1:{port}/metrics"
-        async with asyncio.timeout(10):
-            while True:
-                got = await asyncio.to_thread(scrape, url)
-                if value(got, "vega_monitor_messages_total", kind="telemetry") == 2:
-                    break
-                await asyncio.sleep(0.1)
+        got: Samples = {}
+
+        async def counted_both() -> bool:  # another process's metrics: polled, no event
+            nonlocal got
+            got = await asyncio.to_thread(scrape, url)
+            return value(got, "vega_monitor_messages_total", kind="telemetry") == 2
+
+        await wait_until(counted_both, timeout_s=10, what="both telemetry messages counted")
         assert value(got, "vega_battery_remaining_joules", device=DEVICE) == 39000.0
         assert value(got, "vega_events_total", device=DEVICE) == 2
     finally:

@@ -6,7 +6,6 @@ Real messages in, real SQLite, a real SIGKILL, real PNGs opened with PIL.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset_stream.protocol import BatteryState, ErrorMessage, ReplayStats, Status, Telemetry
+from dataset_stream.protocol import ErrorMessage, Status, Telemetry
 from device.observe.recorder import (
     NotARecording,
     RecordError,
@@ -32,46 +31,13 @@ from device.observe.recorder import (
     writer,
 )
 from device.observe.report import MAX_NODE_LINES, render_report
+from tests.support.messages import draining_telemetry
+from tests.support.times import T0
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = 1_764_000_000.0
-BATTERY_J = 39_204.0
 
 Messages = list[tuple[str, Telemetry | Status | ErrorMessage, float]]
-
-
-def telemetry(
-    device: str,
-    seq: int,
-    *,
-    drain_j: float = 5.0,
-    accuracy: float | None = 0.5,
-    state: str = "learning",
-) -> Telemetry:
-    """Event ``seq`` of ``device``, which spends ``drain_j`` per event (60 s apart)."""
-    remaining = max(0.0, BATTERY_J - drain_j * (seq + 1))
-    return Telemetry(
-        device=device,
-        seq=seq,
-        t=T0 + 60.0 * seq,
-        state=state,
-        samples=140,
-        accuracy=accuracy,
-        latency_s={"frozen": 0.5, "adaptive": 0.1, "total": 0.6},
-        energy_j={
-            "frozen": 0.6 * drain_j,
-            "adaptive": 0.2 * drain_j,
-            "memory": 0.05 * drain_j,
-            "idle": 0.15 * drain_j,
-            "total": drain_j,
-        },
-        battery=BatteryState(soc=remaining / BATTERY_J, remaining_j=remaining),
-        lifetime_h=remaining / (drain_j * 60.0),  # drain_j per minute
-        replay=ReplayStats(size=min(1500, 140 * (seq + 1)), capacity=1500, bits=8, bytes=1024),
-        host_s=0.01,
-        events=seq + 1,
-        gaps=0,
-    )
 
 
 def mixed_messages() -> Messages:
@@ -81,12 +47,12 @@ def mixed_messages() -> Messages:
     for seq in range(4):
         for index in range(3):
             device = f"node-{index:04d}"
-            tel = telemetry(device, seq, drain_j=1.0 + index, accuracy=0.3 + 0.1 * seq)
+            tel = draining_telemetry(device, seq, drain_j=1.0 + index, accuracy=0.3 + 0.1 * seq)
             out.append((device, tel, received))
             received += 0.5
     extra = Telemetry.from_json(
         {
-            **telemetry("node-0002", 4, accuracy=None).to_dict(),
+            **draining_telemetry("node-0002", 4, accuracy=None).to_dict(),
             "lifetime_h": None,
             "accuracy_by_class": {"0": 0.5, "7": 1.0},
             "firmware": "x1",  # a field added by a producer is kept
@@ -164,9 +130,9 @@ def test_a_redelivered_seq_is_recorded_once(tmp_path: Path) -> None:
     path = tmp_path / "run.sqlite"
     with RunRecorder(path) as recorder:
         for seq in (0, 1, 1, 2, 0):
-            recorder.add("node-0000", telemetry("node-0000", seq), T0 + seq)
+            recorder.add("node-0000", draining_telemetry("node-0000", seq), T0 + seq)
         recorder.flush()
-        recorder.add("node-0000", telemetry("node-0000", 2), T0)  # in another transaction
+        recorder.add("node-0000", draining_telemetry("node-0000", 2), T0)  # in another transaction
     assert recorder.added == 6 and recorder.repeated == 3
     assert list(load_run(path).telemetry.seq) == [0, 1, 2]
 
@@ -185,7 +151,7 @@ def test_an_existing_file_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.sqlite"
     empty.touch()
     with RunRecorder(empty) as recorder:  # an empty file is a new one (e.g. from mkstemp)
-        recorder.add("node-0000", telemetry("node-0000", 0), T0)
+        recorder.add("node-0000", draining_telemetry("node-0000", 0), T0)
     assert len(load_run(empty).telemetry) == 1
 
 
@@ -215,7 +181,7 @@ def test_a_closed_recorder_refuses_messages(tmp_path: Path) -> None:
     recorder.close()
     recorder.close()  # harmless
     with pytest.raises(RecordError, match="closed"):
-        recorder.add("node-0000", telemetry("node-0000", 0), T0)
+        recorder.add("node-0000", draining_telemetry("node-0000", 0), T0)
 
 
 async def test_rows_are_committed_within_a_second_on_a_running_loop(
@@ -225,10 +191,14 @@ async def test_rows_are_committed_within_a_second_on_a_running_loop(
     monkeypatch.setattr(writer, "FLUSH_EVERY_S", 0.2)
     path = tmp_path / "run.sqlite"
     with RunRecorder(path) as recorder:
-        recorder.add("node-0000", telemetry("node-0000", 0), T0)
+        recorder.add("node-0000", draining_telemetry("node-0000", 0), T0)
         recorder.add("node-0000", ErrorMessage("node-0000", "gap", "skipped"), T0)
         assert len(load_run(path).telemetry) == 0  # buffered
-        await asyncio.sleep(0.5)
+        await wait_until(  # the timer ticks every 0.2 s; the test reads as any reader would
+            lambda: len(load_run(path).telemetry) == 1,
+            timeout_s=0.5,
+            what="the timer committed the buffered rows",
+        )
         run = load_run(path)
         assert len(run.telemetry) == 1 and len(run.errors) == 1
 
@@ -241,15 +211,15 @@ def test_a_recording_survives_sigkill(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from tests.observe.test_report import telemetry
+        from tests.support.messages import draining_telemetry
         from device.observe.recorder import RunRecorder
 
         recorder = RunRecorder(Path({str(path)!r}), meta={{"command": "kill test"}})
         for seq in range(300):
-            recorder.add("node-0000", telemetry("node-0000", seq), 1.0)
+            recorder.add("node-0000", draining_telemetry("node-0000", seq), 1.0)
         recorder.flush()
         for seq in range(300, 310):  # buffered only
-            recorder.add("node-0000", telemetry("node-0000", seq), 1.0)
+            recorder.add("node-0000", draining_telemetry("node-0000", seq), 1.0)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -276,7 +246,7 @@ def fleet_recording(path: Path, devices: int = 12, events: int = 8) -> None:
                 device = f"node-{index:04d}"
                 drain = 40.0 if index == 7 else 5.0 + index % 5
                 acc = float(np.clip(0.2 + 0.08 * seq + rng.normal(0, 0.03), 0, 1))
-                message = telemetry(device, seq, drain_j=drain, accuracy=acc)
+                message = draining_telemetry(device, seq, drain_j=drain, accuracy=acc)
                 recorder.add(device, message, message.t + rng.exponential(0.3))
         recorder.add("node-0003", ErrorMessage("node-0003", "bad_shape", "<script>x</script>"), T0)
         recorder.add("node-0003", ErrorMessage("node-0003", "bad_shape", "again", seq=2), T0)
@@ -337,7 +307,7 @@ def test_report_without_accuracy_or_lifetime(tmp_path: Path) -> None:
     run = tmp_path / "run.sqlite"
     with RunRecorder(run) as recorder:
         for seq in range(3):
-            base = telemetry("node-0000", seq, accuracy=None).to_dict()
+            base = draining_telemetry("node-0000", seq, accuracy=None).to_dict()
             recorder.add("node-0000", Telemetry.from_json({**base, "lifetime_h": None}), T0)
     index = render_report(run, tmp_path / "report")
     page = index.read_text(encoding="utf-8")

@@ -35,6 +35,7 @@ from dataset_stream.bridge import (
 )
 from dataset_stream.protocol import Status, decode_batch, decode_infer
 from device.model.bundle import ModelBundle
+from tests.support.wait import wait_for_line
 
 SPEC = SampleSpec((1, 32, 32), "uint8", 10)  # the default model's input
 SENSOR = SampleSpec((3, 4), "float32", 6)
@@ -380,13 +381,16 @@ async def test_an_mqtt_topic_becomes_batches_and_inference(
 ) -> None:
     url = mosquitto.url
     source = f"mqtt://127.0.0.1:{url.port}/sensors/+/reading"
+    async with aiomqtt.Client(**url.client_kwargs()) as sensor:
+        # a retained reading the bridge drops: it gets it when it subscribes, and says so
+        await sensor.publish("sensors/probe/reading", "{probe", qos=1, retain=True)
     client, listener, task = await listening(url)
     proc = await bridge_proc(
         *("--broker", str(url), "--from", source, "--window", "1.5", "--status-wait", "0.2"),
         "--json",
     )
     try:
-        await asyncio.sleep(2.5)  # the bridge connects and subscribes (its model loads first)
+        await wait_for_line(proc, "dropped (bad_format) probe", timeout_s=60)  # it subscribed
         async with aiomqtt.Client(**url.client_kwargs()) as sensor:
             for i in range(4):
                 body = json.dumps({"x": image(i), "y": i}) if i < 3 else "{garbage"
@@ -406,6 +410,7 @@ async def test_an_mqtt_topic_becomes_batches_and_inference(
     assert device == "dev-r" and infer.x.reshape(-1).tolist() == image(7)
     assert summary["devices"]["dev-m"]["dropped"] == {"bad_format": 1}
     assert summary["devices"]["(none)"]["dropped"] == {"bad_device": 1}
+    assert summary["devices"]["probe"]["dropped"] == {"bad_format": 1}
 
 
 async def test_follow_picks_up_appended_lines_and_truncation(

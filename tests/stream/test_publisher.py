@@ -19,8 +19,8 @@ from dataset_stream import PublishError, StreamPublisher, build_scenario
 from dataset_stream.protocol import decode_batch, decode_eval, parse_topic, validate_telemetry
 from dataset_stream.publisher import phase
 from dataset_stream.scenarios import Scenario
-
-T0 = 1_700_000_000.0
+from tests.support.messages import telemetry
+from tests.support.times import T0
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +37,6 @@ async def drain(client: aiomqtt.Client, count: int) -> list[aiomqtt.Message]:
             if len(out) == count:
                 break
     return out
-
-
-def telemetry(device: str, seq: int) -> bytes:
-    return json.dumps(
-        {
-            "device": device,
-            "seq": seq,
-            "t": T0,
-            "state": "learning",
-            "samples": 140,
-            "accuracy": None,
-            "latency_s": {"frozen": 0.5, "adaptive": 0.1, "total": 0.6},
-            "energy_j": {
-                "frozen": 0.03,
-                "adaptive": 0.01,
-                "memory": 0.0,
-                "idle": 0.0,
-                "total": 0.04,
-            },
-            "battery": {"soc": 1.0, "remaining_j": 39000.0},
-            "lifetime_h": 1000.0,
-            "replay": {"size": 0, "capacity": 1500, "bits": 8, "bytes": 0},
-            "host_s": 0.01,
-        }
-    ).encode()
 
 
 async def test_paced_stream_reaches_every_device_in_order(
@@ -138,7 +113,7 @@ async def fake_device(
             assert isinstance(message.payload, bytes)
             batch = decode_batch(message.payload, last_seq=last)
             assert batch.seq == last + 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # a device takes a while to learn (pacing, not a wait)
             last = batch.seq
             if batch.seq == reject:
                 error = {"device": device, "seq": batch.seq, "code": "bad_label", "message": "x"}
@@ -205,7 +180,7 @@ async def test_closed_loop_waits_for_a_device_to_come_online(
     url = embedded_broker.url
     async with StreamPublisher(url, scenario, ["node-0004"], speed=None, events=3) as publisher:
         run = asyncio.create_task(publisher.run())
-        await asyncio.sleep(0.3)  # the stream is up; the device is not
+        await asyncio.sleep(0.3)  # the subject: the stream is up and the device away this long
         assert publisher.sent == 0
         ready = asyncio.Event()
         device = asyncio.create_task(fake_device(url, "node-0004", None, ready))

@@ -23,7 +23,8 @@ from dataset_stream.answers import PER_DEVICE_UP_TO, AnswerLedger, IgnoredMessag
 from dataset_stream.protocol import ErrorMessage, Status, decode_batch, fleet_ids
 from dataset_stream.reconnect import ReconnectPolicy
 from dataset_stream.scenarios import Scenario
-from tests.stream.test_publisher import T0, telemetry
+from tests.support.messages import telemetry
+from tests.support.times import T0
 
 DEVICE = "node-0000"
 
@@ -204,7 +205,7 @@ async def scripted_device(url: BrokerURL, script: dict[int, list[tuple[str, byte
         for seq in sorted(script):
             for kind, payload in script[seq]:
                 await client.publish(f"vega/{DEVICE}/{kind}", payload, qos=1)
-        await asyncio.sleep(30)  # stay connected until cancelled
+        await asyncio.Event().wait()  # stay connected until cancelled
 
 
 async def test_answers_over_a_broker(embedded_broker: EmbeddedBroker, scenario: Scenario) -> None:

@@ -19,8 +19,8 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.node.settings import NodeSettings
 from device.observe.monitor import FleetMonitor
-
-T0 = 1_764_000_000.0
+from tests.support.times import T0
+from tests.support.wait import wait_for_monitor, wait_for_telemetry, wait_until
 
 
 def test_schedule_arithmetic() -> None:
@@ -66,7 +66,11 @@ async def test_paced_stream_sends_one_request_per_device_per_simulated_second(
             url, digits_nic, ids, cadence=3.0, speed=30.0, events=4, t0=T0, infer_rate=2.0
         ) as stream:
             stats = await stream.run()
-        await asyncio.sleep(0.3)
+        await wait_until(
+            lambda: sum(counts.values()) >= stats.infer_sent,
+            timeout_s=10,
+            what=f"the watcher received the {stats.infer_sent} requests sent",
+        )
         reader.cancel()
     assert stats.infer_sent == 2 * 9
     assert counts == {"node-0000": 9, "node-0001": 9}
@@ -89,7 +93,13 @@ async def test_closed_loop_predictions_are_scored_by_the_next_batch(
         ) as stream,
     ):
         stats = await stream.run()
-        await asyncio.sleep(0.3)
+        await wait_for_telemetry(monitor, ids, seq=4)
+        await wait_for_monitor(
+            monitor,
+            lambda: all(monitor.devices[d].predictions >= 9 for d in ids),
+            timeout_s=10,
+            what="a prediction for each of the 9 requests of each node",
+        )
     assert stats.acked == 8 and stats.infer_sent == 18
     for device in ids:
         rec = monitor.devices[device]
