@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -91,12 +91,18 @@ finite32 = st.floats(-1e6, 1e6, allow_nan=False, width=32)
     ),
     st.sampled_from([b for b in SUPPORTED_BITS if b != 32]),
 )
+@example(np.array([[0.0, 1.9, -1.9]], np.float32), 7)
 def test_dequantization_error_within_half_a_step(x: np.ndarray, bits: int) -> None:
     q = quantize(x, bits)
     x_hat = dequantize(q)
     assert x_hat.dtype == np.float32 and x_hat.shape == x.shape
     err = np.abs(x_hat.astype(np.float64) - x)
-    bound = q.scale.astype(np.float64)[:, None] / 2 + np.spacing(np.abs(x)).astype(np.float64)
+    # Half a step, plus the float32 rounding of ``zero_point + scale * code``: its terms are as
+    # large as the row's range, not as the value (0 in a row spanning -1.9..1.9, 7 bits, is off
+    # by half a step and one ulp of 1.9: a bound in ulps of |x| alone failed there).
+    magnitude = np.abs(x).max(axis=1, initial=0.0)[:, None] if x.size else np.abs(x)
+    rounding = np.spacing(2 * magnitude.astype(np.float32)).astype(np.float64)
+    bound = q.scale.astype(np.float64)[:, None] / 2 + rounding
     assert (err <= bound).all()
     if len(x):  # the range covers each LR: min is exact, the step is the smallest that fits
         np.testing.assert_array_equal(q.zero_point, x.min(axis=1))
