@@ -1,7 +1,10 @@
 """One emulated VEGA node: its MQTT session, the engine that learns and answers, its state.
 
-- :class:`Node` (``async with Node(...)``): the node on its own MQTT session (or on a fleet's
-  shared connection): delivery in ``seq`` order, exactly once, supervision of its loop;
+- :class:`Node` (``async with Node(...)``): the node's lifetime and the supervision of its
+  loop, over its parts: its connection (:mod:`device.node.session`: a persistent MQTT session of
+  its own, or a fleet's shared connection), one message at a time (:mod:`device.node.dispatch`),
+  batches in ``seq`` order, exactly once (:mod:`device.node.sequencer`), what it publishes
+  (:mod:`device.node.outbox`);
 - :class:`SeqBook` (:mod:`device.node.delivery`): the delivery rules, sans I/O: learn, hold,
   duplicate, stale, gap, too far ahead;
 - :class:`SharedConnection` and :class:`Inbox`: how a node reads a connection it shares;

@@ -1,0 +1,182 @@
+"""One message to a node: decoded, validated, handled, answered, acknowledged.
+
+:class:`Dispatcher` takes each message the node's connection delivers, one at a time (under the
+node's lock), and never lets one stop the node:
+
+- a message on a topic that is not this node's ``batch``, ``eval`` or ``infer`` is answered
+  ``foreign_topic``;
+- a payload the protocol refuses is answered with the protocol's code (and the ``seq``, or for
+  an inference the ``infer_seq``, it carried);
+- a valid batch goes to the :class:`~device.node.sequencer.Sequencer`, which learns it in order,
+  holds it or refuses it, and acknowledges it itself;
+- any other failure is answered ``internal``; the node goes on.
+
+Every message but a batch is acknowledged once handled. A lost connection or a stop is not
+handled here: the message, unacknowledged, comes again.
+
+Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in turn with the
+batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
+classified, charged and committed by the engine, answered on ``prediction`` (or ``error`` with
+``infer_seq``), then acknowledged. A repeat of a charged request is answered, not charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiomqtt
+
+from broker.session import ack
+from dataset_stream.protocol import (
+    ErrorMessage,
+    Prediction,
+    ProtocolError,
+    decode_batch,
+    decode_eval,
+    decode_infer,
+    parse_topic,
+)
+from device.clock import Clock
+from device.node.engine import NodeEngine
+from device.node.inbox import INPUT_KINDS
+from device.node.outbox import Outbox
+from device.node.sequencer import Sequencer, TelemetryHook
+from device.node.store import StoreError
+from device.node.worker import finish_in_thread
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """Handles a node's messages, one at a time under ``lock``; see the module docstring.
+
+    What the node's connection needs besides :meth:`handle` goes through here too: the hold
+    watcher of its batches, its status, and the start of a new connection.
+    """
+
+    def __init__(
+        self,
+        engine: NodeEngine,
+        *,
+        clock: Clock,
+        lock: asyncio.Lock,
+        on_telemetry: TelemetryHook | None = None,
+    ) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._settings = engine.settings
+        self.device_id = engine.settings.device_id
+        self._outbox = Outbox(engine)
+        self._sequencer = Sequencer(
+            engine, self._outbox, clock=clock, lock=lock, on_telemetry=on_telemetry
+        )
+
+    def new_connection(self) -> None:
+        """Held batches belong to the last connection; unacknowledged, they come again."""
+        self._sequencer.reset()
+
+    async def watch_holds(self, client: aiomqtt.Client) -> None:
+        """Skip the gap before held batches that waited too long (runs beside the reader)."""
+        await self._sequencer.watch_holds(client)
+
+    async def publish_status(
+        self, client: aiomqtt.Client, state: str, reason: str | None = None
+    ) -> None:
+        await self._outbox.status(client, state, reason)
+
+    async def handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """One message: learned, held, or answered with an error; the node never stops here."""
+        where = str(message.topic)
+        try:
+            device, kind = parse_topic(self._settings.prefix, where)
+        except ProtocolError:
+            device, kind = None, None
+        if device != self.device_id or kind not in INPUT_KINDS:
+            text = (
+                f"message on {where[:200]!r}, which is not this node's batch, eval or infer topic"
+            )
+            await self._outbox.error(client, ErrorMessage(self.device_id, "foreign_topic", text))
+            ack(client, message)
+            return
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        async with self._lock:
+            try:
+                if kind == "batch":
+                    await self._on_batch(client, message, bytes(payload))
+                    return  # the sequencer acknowledges (or holds) it
+                if kind == "infer":
+                    await self._on_infer(client, bytes(payload))
+                else:
+                    await self._on_eval(client, bytes(payload))
+            except ProtocolError as exc:
+                if kind == "infer":  # its seq is an inference seq, never a batch's
+                    rejected = ErrorMessage(
+                        self.device_id, exc.code, exc.message, infer_seq=exc.seq
+                    )
+                else:
+                    rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
+                await self._outbox.error(client, rejected)
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                raise  # the connection is gone or we stop: the message comes again
+            except Exception as exc:  # anything else: report it with a stable code, go on
+                log.exception("%s: failed on a %s message", self.device_id, kind)
+                failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
+                await self._outbox.error(client, failed)
+        ack(client, message)
+
+    async def _on_batch(self, client: aiomqtt.Client, message: aiomqtt.Message, raw: bytes) -> None:
+        model = self._engine.bundle
+        batch = decode_batch(
+            raw,
+            limits=self._settings.limits,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+            num_classes=model.num_classes,
+        )
+        await self._sequencer.arrived(client, message, batch)
+
+    async def _on_infer(self, client: aiomqtt.Client, raw: bytes) -> None:
+        """Classify, charge and commit (the engine), then answer; the caller acknowledges.
+
+        A charge the store cannot commit is not retried: nothing was charged or classified, the
+        request is answered ``store_failed`` (with its ``infer_seq``) and dropped.
+        """
+        engine, outbox = self._engine, self._outbox
+        model = engine.bundle
+        request = decode_infer(
+            raw,
+            limits=self._settings.limits,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+        )
+        try:
+            answer = await finish_in_thread(engine.infer, request)
+        except StoreError as exc:
+            text = f"{exc}; the inference was not charged nor answered"
+            error = ErrorMessage(self.device_id, "store_failed", text, infer_seq=request.seq)
+            await outbox.error(client, error)
+            return
+        if isinstance(answer, Prediction):
+            await outbox.prediction(client, answer)
+            return
+        await outbox.error(client, answer)
+        if outbox.state != "depleted" and engine.depleted:
+            await outbox.status(client, "depleted")
+
+    async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
+        engine = self._engine
+        model = engine.bundle
+        eval_set = decode_eval(
+            raw,
+            sample_shape=model.input_shape,
+            dtype=model.input_dtype,
+            num_classes=model.num_classes,
+        )
+        try:
+            await finish_in_thread(engine.set_eval, eval_set, raw)
+        except StoreError as exc:  # measured from memory all the same; the broker retains it
+            text = f"eval set in use but not saved: {exc}"
+            await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))

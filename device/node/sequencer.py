@@ -1,0 +1,258 @@
+"""Batches learned in ``seq`` order, exactly once: the seq book's decisions carried out.
+
+Delivery (docs/protocol.md, "Delivery guarantees"):
+
+- seq ``last + 1`` is learned; a later seq is *held*, unacknowledged, until the missing ones
+  arrive or ``hold_s`` passes; then the missing range is committed as a gap, reported (``gap``
+  error, ``gaps`` in telemetry and status) and learning goes on with the held batches;
+- a seq already learned is acknowledged and answered with a ``duplicate`` error carrying it; a
+  seq that was skipped as part of a gap gets ``stale_seq``;
+- an event the store cannot commit (disk full, read-only) is *not* acknowledged: the node
+  reports ``store_failed`` and status ``error``, and retries it with backoff until it commits;
+- any other failure on a batch is reported (``internal``, with its seq), committed as a
+  ``failed`` event so the seq is never applied later, and the node goes on.
+
+The rules are decided by a :class:`~device.node.delivery.SeqBook`, which does no I/O and follows
+what the store committed; the :class:`Sequencer` keeps the held messages, commits through the
+engine, publishes, acknowledges a batch once its event is committed, and times the hold on the
+node's ``clock`` (:mod:`device.clock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from broker.backoff import Backoff
+from broker.session import ack
+from dataset_stream.protocol import Batch, ErrorMessage, ProtocolError, Telemetry
+from device.aio import cancel_and_wait
+from device.clock import Clock
+from device.node.delivery import Duplicate, HeldCopy, Hold, Learn, SeqBook, Stale, TooFarAhead
+from device.node.engine import NodeEngine
+from device.node.outbox import Outbox
+from device.node.store import StoreError
+from device.node.worker import finish_in_thread
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TelemetryHook = Callable[[Telemetry], None]
+
+__all__ = ["Sequencer", "TelemetryHook"]
+
+
+class Sequencer:
+    """One node's batches, in order: learned, held, or refused with an error.
+
+    ``lock`` serialises the node's events: the caller of :meth:`arrived` holds it, and the hold
+    watcher takes it before it releases held batches. ``on_telemetry`` is called with the
+    telemetry of each learned batch, after it was published and acknowledged.
+    """
+
+    def __init__(
+        self,
+        engine: NodeEngine,
+        outbox: Outbox,
+        *,
+        clock: Clock,
+        lock: asyncio.Lock,
+        on_telemetry: TelemetryHook | None = None,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._clock = clock
+        self._lock = lock
+        self._on_telemetry = on_telemetry
+        self._delivery = engine.settings.delivery
+        self.device_id = engine.settings.device_id
+        # the delivery rules decide; the sequencer keeps the batches they hold, keyed by seq
+        self._book = SeqBook(self._delivery, last_seq=engine.last_seq)
+        self._held: dict[int, tuple[aiomqtt.Message, Batch]] = {}
+        self._hold_changed = asyncio.Event()  # the book's hold deadline changed
+
+    def reset(self) -> None:
+        """Start over from the committed last seq: on a new connection, the batches held on
+        the last one are gone; unacknowledged, they come again."""
+        self._held.clear()
+        self._book = SeqBook(self._delivery, last_seq=self._engine.last_seq)
+
+    async def arrived(self, client: aiomqtt.Client, message: aiomqtt.Message, batch: Batch) -> None:
+        """A valid batch: learn it (and the held ones it lets through), hold it, or refuse it;
+        acknowledged unless held. Raises :class:`ProtocolError` for a seq too far ahead."""
+        engine, book, seq = self._engine, self._book, batch.seq
+        deadline_before = book.deadline_s
+        try:
+            # whether a seq at or below the last one was handled or skipped: the event log knows
+            handled = book.is_past(seq) and await asyncio.to_thread(engine.has_event, seq)
+            decision = book.arrived(seq, self._clock.monotonic_s(), handled=handled)
+            match decision:
+                case Learn():
+                    await self._learn_run(client, decision, (message, batch))
+                case Hold():  # early: held, unacknowledged, until the gap fills or times out
+                    self._held[seq] = (message, batch)
+                    log.info(
+                        "%s: holding seq %d until seq %d arrives",
+                        self.device_id,
+                        seq,
+                        decision.waiting_for,
+                    )
+                    release = book.due(self._clock.monotonic_s())  # held too many: skip the gap
+                    if release is not None:
+                        await self._release(client, release)
+                case HeldCopy():  # a second copy (a producer re-publishing): one is enough
+                    ack(client, message)
+                case Duplicate():
+                    text = f"seq {seq} was learned before; not applied again"
+                    await self._refuse(client, message, "duplicate", text, seq)
+                case Stale():
+                    text = f"seq {seq} arrived after it was skipped as a gap"
+                    await self._refuse(client, message, "stale_seq", text, seq)
+                case TooFarAhead():
+                    raise ProtocolError(
+                        "bad_metadata",
+                        f"seq {seq} is more than {decision.max_seq_ahead} past the last seq "
+                        f"{decision.last_seq}",
+                        seq=seq,
+                    )
+        finally:
+            if book.deadline_s != deadline_before:
+                self._hold_changed.set()
+
+    async def watch_holds(self, client: aiomqtt.Client) -> None:
+        """When held batches have waited ``hold_s`` (on the node's clock) for a missing seq,
+        skip the gap."""
+        clock = self._clock
+        while True:
+            self._hold_changed.clear()
+            deadline = self._book.deadline_s
+            if deadline is None:
+                await self._hold_changed.wait()
+                continue
+            if await _set_before(self._hold_changed, clock, deadline):
+                continue
+            if clock.monotonic_s() >= deadline:
+                async with self._lock:
+                    release = self._book.due(clock.monotonic_s())
+                    if release is not None:
+                        await self._release(client, release)
+
+    async def _refuse(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, code: str, text: str, seq: int
+    ) -> None:
+        """Answer a batch that is not applied with an error carrying its seq; acknowledge it."""
+        await self._outbox.error(client, ErrorMessage(self.device_id, code, text, seq=seq))
+        ack(client, message)
+
+    async def _release(self, client: aiomqtt.Client, release: Learn) -> None:
+        """Give up on the missing seqs before the first held batch; learn on from there."""
+        if release.gap is None and self._book.last_seq is None:
+            log.info("%s: first batch is seq %d", self.device_id, release.seqs[0])
+        await self._learn_run(client, release)
+
+    async def _learn_run(
+        self,
+        client: aiomqtt.Client,
+        decision: Learn,
+        arrived: tuple[aiomqtt.Message, Batch] | None = None,
+    ) -> None:
+        """Carry out ``decision``: commit and report its gap, if any, then learn its seqs in
+        order (``arrived`` is the batch in hand, if it is one of them; the others are held)."""
+        engine = self._engine
+        gap = decision.gap
+        if gap is not None:
+            first_held = decision.seqs[0]
+            await self._commit(client, gap.first, engine.record_gap, gap.first, gap.last)
+            self._book.skipped(gap, self._clock.monotonic_s())
+            text = f"seqs {gap.first}..{gap.last} never arrived; learning goes on with {first_held}"
+            log.warning("%s: %s", self.device_id, text)
+            error = ErrorMessage(
+                self.device_id,
+                "gap",
+                text,
+                gap_first=gap.first,
+                gap_last=gap.last,
+                next_seq=first_held,
+            )
+            await self._outbox.error(client, error)
+        for seq in decision.seqs:
+            if arrived is not None and arrived[1].seq == seq:
+                message, batch = arrived
+            else:
+                message, batch = self._held[seq]
+            try:
+                await self._learn(client, message, batch)
+            finally:  # committed, even if answering it failed: the book follows the store
+                if engine.last_seq == seq:
+                    self._held.pop(seq, None)
+                    self._book.committed(seq, self._clock.monotonic_s())
+
+    async def _learn(self, client: aiomqtt.Client, message: aiomqtt.Message, batch: Batch) -> None:
+        """Apply ``batch`` (it is next in order); commit, answer, then acknowledge it."""
+        engine, outbox = self._engine, self._outbox
+        try:
+            outcome = await self._commit(client, batch.seq, engine.apply, batch)
+        except Exception as exc:  # the node cannot learn this batch: skip it, say so, go on
+            log.exception("%s: failed on seq %d; skipping it", self.device_id, batch.seq)
+            await self._commit(client, batch.seq, engine.skip, batch.seq, batch.t)
+            text = f"{type(exc).__name__}: {exc}"
+            await outbox.error(
+                client, ErrorMessage(self.device_id, "internal", text, seq=batch.seq)
+            )
+            ack(client, message)
+            return
+        telemetry = outcome.telemetry
+        await outbox.telemetry(client, telemetry)
+        ack(client, message)
+        state = "idle" if outcome.learned else "depleted"
+        if outbox.state != state:
+            await outbox.status(client, state)
+        if self._on_telemetry is not None:
+            try:
+                self._on_telemetry(telemetry)
+            except Exception:  # the hook is the caller's code: its failure is not the batch's
+                log.exception("%s: telemetry hook failed", self.device_id)
+
+    async def _commit(
+        self, client: aiomqtt.Client, seq: int, fn: Callable[..., T], *args: Any
+    ) -> T:
+        """Run ``fn(*args)`` in a thread; while the store refuses the commit, report and retry.
+
+        Store failures (disk full, read-only, I/O) are retried forever with capped backoff: the
+        batch stays unacknowledged and nothing after it is learned, so nothing is lost or
+        reordered; the retained status says ``error`` meanwhile.
+        """
+        delivery = self._delivery
+        backoff = Backoff(initial_s=delivery.retry_initial_s, cap_s=delivery.retry_cap_s)
+        failed_before = False
+        while True:
+            try:
+                return await finish_in_thread(fn, *args)
+            except StoreError as exc:
+                delay = backoff.next_delay()
+                log.error(
+                    "%s: cannot commit seq %d: %s; retry in %.1f s", self.device_id, seq, exc, delay
+                )
+                if not failed_before:  # one report per batch, not one per attempt
+                    failed_before = True
+                    text = f"{exc}; the batch is kept and retried until it commits"
+                    error = ErrorMessage(self.device_id, "store_failed", text, seq=seq)
+                    await self._outbox.error(client, error)
+                    await self._outbox.status(client, "error", f"storage: {exc}")
+                await asyncio.sleep(delay)
+
+
+async def _set_before(event: asyncio.Event, clock: Clock, deadline_s: float) -> bool:
+    """Wait until ``event`` is set (``True``) or ``clock`` reaches ``deadline_s`` (``False``)."""
+    setter = asyncio.ensure_future(event.wait())
+    sleeper = asyncio.ensure_future(clock.sleep(deadline_s - clock.monotonic_s()))
+    try:
+        await asyncio.wait({setter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        return setter.done()
+    finally:
+        await cancel_and_wait(setter)
+        await cancel_and_wait(sleeper)

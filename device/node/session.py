@@ -1,0 +1,161 @@
+"""A node's connection to the broker: its own persistent MQTT session, or a shared one.
+
+On its own (:meth:`NodeSession.run_own`) the node is a persistent session (client id = device
+id, clean session off, :func:`broker.session.persistent_client`), so QoS 1 batches queued while
+it was away arrive when it returns; its last will is a retained status ``offline``. A lost
+connection is made again with backoff; a broker that keeps refusing it for good ends the loop
+with :class:`~device.errors.NodeGaveUp` (:class:`broker.refusals.Refusals`), as does a refused
+subscription (retrying cannot fix an ACL, and a deaf node is the worst kind).
+
+On a :class:`~device.node.inbox.SharedConnection` (a fleet's gateway,
+:meth:`NodeSession.run_shared`) the node has no session of its own: it reads its messages from
+the connection's inbox, equally persistent, and acknowledges them there, with the same
+guarantees (but no last will of its own); when the connection is lost it waits for the next.
+
+Either way, each connection is served the same: the node's status first (``error`` with the
+reason of the last failure, else ``idle``), then its messages, one at a time, to the
+:class:`~device.node.dispatch.Dispatcher`, beside the watcher of held batches; a clean stop
+publishes status ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiomqtt
+
+from broker.backoff import Backoff
+from broker.errors import SubscriptionRefused
+from broker.refusals import Refusals
+from broker.session import persistent_client, subscribe
+from broker.url import BrokerURL
+from dataset_stream.protocol import Status, topic
+from device.aio import cancel_and_wait
+from device.errors import NodeGaveUp
+from device.node.dispatch import Dispatcher
+from device.node.inbox import INPUT_KINDS, Inbox, SharedConnection
+from device.node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+NETWORK_TIMEOUT_S = 10.0
+
+__all__ = ["NETWORK_TIMEOUT_S", "NodeSession"]
+
+
+class NodeSession:
+    """One node's connection loops and what they count; see the module docstring.
+
+    ``broker`` is read at each connect, so a changed one is used from the next; ``backoff``
+    spaces reconnects (reset once a connection is served). ``connected`` is set while a
+    connection is served, ``connections`` counts them, and ``failure`` (set by the node's
+    supervisor) is reported as status ``error`` on the next one, then cleared. Once
+    ``stopping`` is set, a lost connection ends the loop instead of a reconnect.
+    """
+
+    def __init__(self, settings: NodeSettings, broker: BrokerURL, backoff: Backoff) -> None:
+        self.device_id = settings.device_id
+        self._prefix = settings.prefix
+        self.broker = broker
+        self.backoff = backoff
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.failure: str | None = None
+        self.stopping = False
+        self._refusals = Refusals(settings.device_id, settings.connect.give_up_s, NodeGaveUp)
+
+    def _topic(self, kind: str) -> str:
+        return topic(self._prefix, self.device_id, kind)
+
+    async def run_own(self, dispatcher: Dispatcher) -> None:
+        """Serve on the node's own persistent session; reconnect with backoff when it is lost."""
+        will = aiomqtt.Will(
+            self._topic("status"),
+            Status.offline(self.device_id).to_json(),
+            qos=1,
+            retain=True,
+        )
+        while True:
+            client = persistent_client(self.broker, self.device_id, will, NETWORK_TIMEOUT_S)
+            try:
+                async with client:
+                    await self._serve(dispatcher, client)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if self.stopping:
+                    # leaving the client after a cancel can fail with MqttError, which would
+                    # replace the CancelledError: the stop must still win over a reconnect
+                    raise asyncio.CancelledError from exc
+                delay = self.backoff.next_delay()
+                now = asyncio.get_running_loop().time()
+                self._refusals.failed(self.broker, exc, delay, now)
+                await asyncio.sleep(delay)
+
+    async def run_shared(self, gateway: SharedConnection, dispatcher: Dispatcher) -> None:
+        """Serve on the gateway's connection; when it is lost, wait for the next one (the
+        gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
+        while True:
+            client, inbox = await gateway.attach(self.device_id)
+            try:
+                await self._serve(dispatcher, client, inbox)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if self.stopping:
+                    raise asyncio.CancelledError from exc
+                log.debug("%s: %s; waiting for the gateway", self.device_id, exc)
+
+    async def _serve(
+        self, dispatcher: Dispatcher, client: aiomqtt.Client, inbox: Inbox | None = None
+    ) -> None:
+        """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
+        self._refusals.clear()
+        dispatcher.new_connection()
+        if inbox is None:  # a gateway subscribes for its nodes
+            filters = [(self._topic(kind), 1) for kind in INPUT_KINDS]
+            try:
+                await subscribe(client, filters, within_s=NETWORK_TIMEOUT_S, broker=self.broker)
+            except SubscriptionRefused as exc:  # its ACL: retrying cannot help, and a deaf
+                raise NodeGaveUp(f"{self.device_id}: {exc}") from exc  # node is the worst kind
+        self.backoff.reset()
+        self.connections += 1
+        reason, self.failure = self.failure, None
+        await dispatcher.publish_status(client, "error" if reason else "idle", reason)
+        self.connected.set()
+        reader = asyncio.create_task(
+            _read(dispatcher, client, inbox), name=f"{self.device_id} reader"
+        )
+        watcher = asyncio.create_task(
+            dispatcher.watch_holds(client), name=f"{self.device_id} holds"
+        )
+        try:
+            await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # a clean stop: say so (the will is for crashes)
+            await _cancel_all(reader, watcher)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await dispatcher.publish_status(client, "offline")
+            raise
+        finally:
+            self.connected.clear()
+        await _cancel_all(reader, watcher)  # raises what ended the first one, if it failed
+        raise aiomqtt.MqttError("message stream ended")
+
+
+async def _read(dispatcher: Dispatcher, client: aiomqtt.Client, inbox: Inbox | None) -> None:
+    async for message in client.messages if inbox is None else inbox:
+        await dispatcher.handle(client, message)
+        # An idle node must not keep its last batch alive (~150 KB each in a big fleet).
+        del message
+
+
+async def _cancel_all(*tasks: asyncio.Task[None]) -> None:
+    """Cancel and await ``tasks``; then raise the first exception one of them ended with."""
+    for task in tasks:
+        if not task.done():
+            await cancel_and_wait(task)
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
