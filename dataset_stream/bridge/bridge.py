@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from dataset_stream.bridge.link import SeqBook, TargetLink
+from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.samples import Fields, Record, Rejected, SampleSpec, parse_record
-from dataset_stream.bridge.tally import BridgeReport, Tally
+from dataset_stream.bridge.tally import BridgeReport, BridgeTally
 from dataset_stream.bridge.windows import (
     InferGroup,
     LearnBatch,
@@ -110,8 +110,8 @@ class Bridge:
         self.spec = spec
         self.fields = fields
         self.settings = settings or BridgeSettings()
-        self.tally = Tally()
-        self.seqs = SeqBook(self.settings.status_wait_s)
+        self.tally = BridgeTally()
+        self.seqs = NextSeqs(self.settings.status_wait_s)
         devices = [fields.device] if fields.device is not None else None
         self.link = TargetLink(
             broker,

@@ -1,7 +1,7 @@
 """The bridge's side of the fleet's broker: publishing with reconnects, and where each device's
 sequence numbers continue from.
 
-:class:`SeqBook` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
+:class:`NextSeqs` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
 batch gets ``last_seq + 1``, so a bridge follows a stream or its own earlier run. The bridge waits
 for the retained statuses at most ``wait_s`` after it subscribed; a device with none by then
 starts at seq 1 (with a warning: no node has announced itself under that id). Inference requests
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SeqBook:
+class NextSeqs:
     """Next batch and inference seq of every device; see the module docstring."""
 
     def __init__(self, wait_s: float) -> None:
@@ -123,7 +123,7 @@ class TargetLink:
     def __init__(
         self,
         broker: BrokerURL,
-        seqs: SeqBook,
+        seqs: NextSeqs,
         *,
         prefix: str,
         devices: Sequence[str] | None,
@@ -219,4 +219,4 @@ class TargetLink:
             self.seqs.on_status(device, report)
 
 
-__all__ = ["SeqBook", "TargetLink"]
+__all__ = ["NextSeqs", "TargetLink"]

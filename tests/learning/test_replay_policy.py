@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.learning.replay import Placement, ar1_quota, plan_placement
+from device.learning.replay import SlotPlacement, ar1_quota, plan_placement
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -54,7 +54,7 @@ def test_quota_beyond_free_slots_replaces_the_rest() -> None:
 
 
 def test_same_generator_state_same_placement() -> None:
-    def plan(seed: int) -> Placement:
+    def plan(seed: int) -> SlotPlacement:
         return plan_placement(
             capacity=50,
             events_before=3,
@@ -76,7 +76,9 @@ def test_capacity_zero_places_nothing() -> None:
     assert len(p) == 0
 
 
-def apply(labels: np.ndarray, p: Placement, new_labels: np.ndarray, capacity: int) -> np.ndarray:
+def apply(
+    labels: np.ndarray, p: SlotPlacement, new_labels: np.ndarray, capacity: int
+) -> np.ndarray:
     out = np.full(capacity, -1)
     out[: len(labels)] = labels
     out[p.slots] = new_labels[p.new_index]

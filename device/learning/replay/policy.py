@@ -1,6 +1,6 @@
 """AR1* replacement policy of the latent-replay memory: which new latents go to which slots.
 
-Pure numpy: counts and labels in, a :class:`Placement` out; all randomness from the
+Pure numpy: counts and labels in, a :class:`SlotPlacement` out; all randomness from the
 ``np.random.Generator`` passed in, so the same generator state gives the same placement.
 
 After ``i`` events have been applied (0-based), an event with ``n_new`` new latents gets the AR1*
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Placement", "ar1_quota", "ar1_writes", "plan_placement"]
+__all__ = ["SlotPlacement", "ar1_quota", "ar1_writes", "plan_placement"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -48,7 +48,7 @@ def ar1_writes(capacity: int, size: int, events_before: int, n_new: int) -> int:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Placement:
+class SlotPlacement:
     """Move ``new_index[j]`` (an index into the event's new latents) to slot ``slots[j]``.
 
     Slots ``>= size`` (the occupied count before the event) are appended, consecutively; the
@@ -78,7 +78,7 @@ def plan_placement(
     new_labels: npt.ArrayLike,
     rng: np.random.Generator,
     class_balanced: bool = False,
-) -> Placement:
+) -> SlotPlacement:
     """Decide the AR1* moves of one event (see the module docstring).
 
     slot_labels: int ``[size]``, labels of the occupied slots ``0 .. size-1``;
@@ -97,13 +97,13 @@ def plan_placement(
     if not class_balanced:
         new_index = rng.permutation(n_new)[:k].astype(np.int64)
         victims = rng.permutation(size)[:n_replace].astype(np.int64)
-        return Placement(new_index, np.concatenate([fill_slots, victims]))
+        return SlotPlacement(new_index, np.concatenate([fill_slots, victims]))
     return _balanced(old, new, k, n_fill, fill_slots, rng)
 
 
 def _balanced(
     old: I64, new: I64, k: int, n_fill: int, fill_slots: I64, rng: np.random.Generator
-) -> Placement:
+) -> SlotPlacement:
     classes, inverse = np.unique(np.concatenate([old, new]), return_inverse=True)
     old_cls, new_cls = inverse[: len(old)], inverse[len(old) :]
     n_cls = len(classes)
@@ -126,7 +126,7 @@ def _balanced(
             old_left[v] -= 1
             victims[j - n_fill] = old_queues[v][old_left[v]]
             count[v] -= 1
-    return Placement(new_index, np.concatenate([fill_slots, victims]))
+    return SlotPlacement(new_index, np.concatenate([fill_slots, victims]))
 
 
 def _queues(cls: npt.NDArray[np.intp], n_cls: int, rng: np.random.Generator) -> list[I64]:
