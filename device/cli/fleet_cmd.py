@@ -106,14 +106,18 @@ def fleet(
     class_balanced: BalancedOpt = False,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
-    hold: Annotated[
-        float,
-        typer.Option(help="Seconds a batch that arrived early waits for the missing seqs.", min=0),
-    ] = 30.0,
-    give_up_after: Annotated[
+    hold_s: Annotated[
         float,
         typer.Option(
-            help="Seconds a node keeps trying when the broker refuses it for good.", min=0
+            "--hold", help="Seconds a batch that arrived early waits for the missing seqs.", min=0
+        ),
+    ] = 30.0,
+    give_up_after_s: Annotated[
+        float,
+        typer.Option(
+            "--give-up-after",
+            help="Seconds a node keeps trying when the broker refuses it for good.",
+            min=0,
         ),
     ] = 180.0,
 ) -> None:
@@ -162,8 +166,8 @@ def fleet(
             state_dir=state_dir,
             topic_prefix=topic_prefix,
             seed=seed,
-            hold_s=hold,
-            give_up_s=give_up_after,
+            hold_s=hold_s,
+            give_up_s=give_up_after_s,
             threads=threads,
             shared=connection is Connection.SHARED,
         )

@@ -56,17 +56,19 @@ def node(
     class_balanced: BalancedOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
-    hold: Annotated[
+    hold_s: Annotated[
         float,
         typer.Option(
+            "--hold",
             help="Seconds a batch that arrived early waits for the missing seqs before they are "
             "skipped as a gap (reported on {prefix}/{id}/error).",
             min=0,
         ),
     ] = 30.0,
-    give_up_after: Annotated[
+    give_up_after_s: Annotated[
         float,
         typer.Option(
+            "--give-up-after",
             help="Seconds to keep trying when the broker refuses the node for good (wrong "
             "password, unknown host, rejected certificate) before exiting with an error.",
             min=0,
@@ -94,8 +96,8 @@ def node(
         settings = replace(
             options.settings(device_id, state_dir, bundle, seed=seed),
             prefix=prefix,
-            delivery=DeliverySettings(hold_s=hold),
-            connect=ConnectSettings(give_up_s=give_up_after),
+            delivery=DeliverySettings(hold_s=hold_s),
+            connect=ConnectSettings(give_up_s=give_up_after_s),
         )
     except ValueError as exc:
         raise fail(str(exc), code=2) from exc

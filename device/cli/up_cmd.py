@@ -46,7 +46,9 @@ def up(
     speed: Annotated[
         str, typer.Option(help="max: as fast as the fleet learns; X: X times real time.")
     ] = "max",
-    cadence: Annotated[float, typer.Option(help="Simulated seconds between events.")] = 60.0,
+    cadence_s: Annotated[
+        float, typer.Option("--cadence", help="Simulated seconds between events.")
+    ] = 60.0,
     infer_rate: Annotated[
         float,
         typer.Option(
@@ -97,7 +99,7 @@ def up(
     from device.errors import DeviceError
 
     try:
-        pacing = Pacing(cadence_s=cadence, speed=parse_speed(speed), infer_per_s=infer_rate)
+        pacing = Pacing(cadence_s=cadence_s, speed=parse_speed(speed), infer_per_s=infer_rate)
     except PacingError as exc:
         if exc.field == "cadence_s":  # up words this one as a plain positive number
             raise fail(f"--cadence must be a positive number, not {exc.value!r}", code=2) from exc
@@ -132,7 +134,7 @@ def up(
         "scenario": scenario,
         "events": events,
         "speed": speed,
-        "cadence": cadence,
+        "cadence": cadence_s,
         "infer_rate": infer_rate,
         "model": bundle.name,
     }

@@ -194,7 +194,7 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
                     settings.__getitem__,
                     bundle,
                     url,
-                    connect_timeout=plan.connect_timeout_s,
+                    connect_timeout_s=plan.connect_timeout_s,
                     broker_for=broker_for,
                     gateway=gateway,
                 )

@@ -181,7 +181,7 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
                 ids,
                 speed=None,
                 events=events,
-                ack_timeout=120,
+                ack_timeout_s=120,
                 on_progress=progress,
             ) as stream:
                 work = asyncio.create_task(stream.run())
@@ -268,7 +268,7 @@ async def test_a_fleet_logs_each_node_in_as_itself_on_a_secured_broker(
                     events=3,
                     infer_rate=0.05,
                     client_id="stream",
-                    ack_timeout=120,
+                    ack_timeout_s=120,
                 ) as stream:
                     async with asyncio.timeout(180):
                         stats = await stream.run()
