@@ -48,7 +48,9 @@ def run_one(bundle: ModelBundle, seed: int, lr_size: int, bits: int, events: int
             Path(tmp),
             replay=ReplaySettings(lr_size, bits),
             seed=seed,
-            sgd=SGDConfig(lr=bundle.recommended_lr),  # what `vega-emu up` uses
+            sgd=SGDConfig(
+                learning_rate=bundle.recommended_learning_rate
+            ),  # what `vega-emu up` uses
         )
         engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
         ex, ey = scenario.eval_set

@@ -44,7 +44,7 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
                 device,
                 Path(tmp) / "state",
                 replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(lr=bundle.recommended_lr),
+                sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
             )
 
         broker: Any = (

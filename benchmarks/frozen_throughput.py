@@ -111,7 +111,7 @@ async def fleet_run(nodes: int, events: int, lr_size: int) -> dict[str, Any]:
                     device,
                     Path(tmp) / "state",
                     replay=ReplaySettings(lr_size, 8),
-                    sgd=SGDConfig(lr=bundle.recommended_lr),
+                    sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
                 )
 
             async with (

@@ -13,13 +13,15 @@ from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
     LearningOptions,
+    LearningRateOpt,
     LrBitsOpt,
-    LrOpt,
     LrSizeOpt,
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    OldLearningRateOpt,
     ProfileOpt,
+    learning_rate_flag,
     load_model,
 )
 from device.cli._runtime import (
@@ -51,7 +53,8 @@ def node(
     epochs: EpochsOpt = 4,
     mb: MbOpt = 128,
     new_per_mb: NewPerMbOpt = 21,
-    lr: LrOpt = None,
+    learning_rate: LearningRateOpt = None,
+    old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
@@ -83,6 +86,7 @@ def node(
     from device.node.node import Node
     from device.node.settings import ConnectSettings, DeliverySettings
 
+    rate = learning_rate_flag(learning_rate, old_lr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         url = parse_broker_url(broker, password_file=password_file)
@@ -91,7 +95,9 @@ def node(
         raise fail(str(exc), code=2) from exc
     creatable(state_dir, "--state-dir")
     bundle = load_model(model)
-    options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
+    options = LearningOptions(
+        lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+    )
     try:
         settings = replace(
             options.settings(device_id, state_dir, bundle, seed=seed),

@@ -136,7 +136,8 @@ def _bundles(plan: ShardPlan) -> dict[str, ModelBundle]:
             raise ModelError(f"class {c.name!r}: the supervisor must resolve its model")
         key = str(c.model.resolve())
         if key not in loaded:
-            loaded[key] = ModelBundle.load(c.model)
+            # the supervisor loaded it before planning and gave any notice about it then
+            loaded[key] = ModelBundle.load(c.model, warn_old_keys=False)
         out[c.name] = loaded[key]
     return out
 

@@ -83,7 +83,7 @@ async def test_closed_loop_predictions_are_scored_by_the_next_batch(
     ids = ["node-0000", "node-0001"]
 
     def settings(device: str) -> NodeSettings:
-        return NodeSettings(device, tmp_path, sgd=SGDConfig(lr=0.05))
+        return NodeSettings(device, tmp_path, sgd=SGDConfig(learning_rate=0.05))
 
     async with (
         FleetMonitor(url) as monitor,
