@@ -39,16 +39,18 @@ from device.node.settings import NodeSettings, ReplaySettings
 T0 = 1_764_000_000.0
 
 
-def run_one(bundle: ModelBundle, seed: int, size: int, bits: int, events: int | None) -> float:
+def run_one(bundle: ModelBundle, seed: int, lr_size: int, bits: int, events: int | None) -> float:
     scenario = build_scenario("digits", "nic", seed=seed)
     device = "node-0000"
     with tempfile.TemporaryDirectory() as tmp:
         settings = NodeSettings(
             device,
             Path(tmp),
-            replay=ReplaySettings(size, bits),
+            replay=ReplaySettings(lr_size, bits),
             seed=seed,
-            sgd=SGDConfig(lr=bundle.recommended_lr),  # what `vega-emu up` uses
+            sgd=SGDConfig(
+                learning_rate=bundle.recommended_learning_rate
+            ),  # what `vega-emu up` uses
         )
         engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
         ex, ey = scenario.eval_set
@@ -82,13 +84,13 @@ def main() -> None:
     for seed in args.seeds:
         # the cached default model of `vega-emu up --seed`
         bundle = load_default(seed, factory=partial(factory_split, "digits", "nic", seed))
-        for size in args.sizes:
-            for bits in args.bits if size else [8]:
+        for lr_size in args.sizes:
+            for bits in args.bits if lr_size else [8]:
                 start = time.perf_counter()
-                acc = run_one(bundle, seed, size, bits, args.events)
+                acc = run_one(bundle, seed, lr_size, bits, args.events)
                 took = time.perf_counter() - start
-                print(f"seed {seed} size {size:5d} bits {bits:2d}: {acc:.4f} ({took:.1f} s)")
-                results.append({"seed": seed, "lr_size": size, "lr_bits": bits, "accuracy": acc})
+                print(f"seed {seed} size {lr_size:5d} bits {bits:2d}: {acc:.4f} ({took:.1f} s)")
+                results.append({"seed": seed, "lr_size": lr_size, "lr_bits": bits, "accuracy": acc})
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = vars(args) | {"out": str(args.out)}

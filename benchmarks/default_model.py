@@ -49,7 +49,7 @@ def main() -> None:
     z = frozen.run(x)
     zt = frozen.run(ex)
     head = bundle.build_head()
-    opt = SGD(SGDConfig(lr=bundle.recommended_lr))
+    opt = SGD(SGDConfig(learning_rate=bundle.recommended_learning_rate))
     rng = np.random.default_rng(0)
     for _ in range(10):
         order = rng.permutation(len(z))

@@ -88,7 +88,7 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
                 "node-0000",
                 Path(tmp),
                 replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(lr=bundle.recommended_lr),
+                sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
             )
             engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
             engine.frozen.run = watch.wrap("frozen", engine.frozen.run)  # type: ignore[method-assign]

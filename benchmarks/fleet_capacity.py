@@ -146,11 +146,11 @@ async def one_size(
                         scenario,
                         ids,
                         speed=speed,
-                        cadence=CADENCE_S,
+                        cadence_s=CADENCE_S,
                         events=events,
                         t0=t0,
                         wait_for_answers=True,
-                        ack_timeout=1800,
+                        ack_timeout_s=1800,
                         max_in_flight=256,
                         stagger=arrivals == "staggered",
                     ) as stream:

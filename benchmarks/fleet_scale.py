@@ -44,7 +44,7 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
                 device,
                 Path(tmp) / "state",
                 replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(lr=bundle.recommended_lr),
+                sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
             )
 
         broker: Any = (
@@ -57,7 +57,7 @@ async def one_run(n: int, events: int, lr_size: int, engine: str) -> dict[str, A
             async with Fleet(ids, settings, bundle, broker.url):
                 connected = time.perf_counter() - start
                 async with StreamPublisher(
-                    broker.url, scenario, ids, speed=None, events=events, ack_timeout=3600
+                    broker.url, scenario, ids, speed=None, events=events, ack_timeout_s=3600
                 ) as stream:
                     t0 = time.perf_counter()
                     stats = await stream.run()

@@ -111,14 +111,14 @@ async def fleet_run(nodes: int, events: int, lr_size: int) -> dict[str, Any]:
                     device,
                     Path(tmp) / "state",
                     replay=ReplaySettings(lr_size, 8),
-                    sgd=SGDConfig(lr=bundle.recommended_lr),
+                    sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
                 )
 
             async with (
                 EmbeddedBroker(port=0) as broker,
                 Fleet(ids, settings, bundle, broker.url),
                 StreamPublisher(
-                    broker.url, scenario, ids, speed=None, events=events, ack_timeout=3600
+                    broker.url, scenario, ids, speed=None, events=events, ack_timeout_s=3600
                 ) as stream,
             ):
                 start, cpu = time.perf_counter(), time.process_time()

@@ -50,7 +50,7 @@ async def one_run(engine: str, index: int, events: int | None) -> dict[str, Any]
             async with (
                 Node(settings, bundle, broker.url),
                 StreamPublisher(
-                    broker.url, scenario, [device], speed=None, cadence=CADENCE_S, events=events
+                    broker.url, scenario, [device], speed=None, cadence_s=CADENCE_S, events=events
                 ) as stream,
             ):
                 cpu0, began = time.process_time(), time.perf_counter()

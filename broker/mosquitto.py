@@ -261,8 +261,8 @@ class Mosquitto:
     async def _wait_ready(self) -> None:
         assert self._process is not None and self._port is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT_S
-        while loop.time() < deadline:
+        deadline_s = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline_s:
             if self._process.returncode is not None:
                 raise BrokerStartError(
                     f"mosquitto exited with status {self._process.returncode}: {self._log_tail()}"

@@ -88,13 +88,13 @@ class Reconnect:
         log.warning(
             "%s: lost the broker at %s (%s); reconnecting", self.who, self.broker, describe(cause)
         )
-        limit = self.max_outage_s
+        limit_s = self.max_outage_s
         while True:
-            waited = loop.time() - self._down_since
-            if limit is not None and waited >= limit:
-                raise OutageTooLong(self.broker, waited, limit) from cause
-            delay = self.backoff.next_delay()
-            await asyncio.sleep(delay if limit is None else min(delay, limit - waited))
+            waited_s = loop.time() - self._down_since
+            if limit_s is not None and waited_s >= limit_s:
+                raise OutageTooLong(self.broker, waited_s, limit_s) from cause
+            delay_s = self.backoff.next_delay()
+            await asyncio.sleep(delay_s if limit_s is None else min(delay_s, limit_s - waited_s))
             try:
                 result = await connect()
             except (aiomqtt.MqttError, OSError) as exc:  # the broker is still away

@@ -33,7 +33,7 @@ async def dump_stream(
     *,
     events: int | None = None,
     same_order: bool = False,
-    cadence: float = 60.0,
+    cadence_s: float = 60.0,
     t0: float | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> StreamStats:
@@ -56,7 +56,7 @@ async def dump_stream(
         stream: list[Event] = scenario.events(device_id, same_order)[:per_device]
         for event in stream:
             path = event_path(directory, device_id, event.seq)
-            await asyncio.to_thread(_write_event, path, scenario, event, start_t, cadence)
+            await asyncio.to_thread(_write_event, path, scenario, event, start_t, cadence_s)
             written += 1
             if on_progress is not None:
                 on_progress(written, 0)
@@ -71,8 +71,8 @@ async def dump_stream(
     )
 
 
-def _write_event(path: Path, scenario: Scenario, event: Event, t0: float, cadence: float) -> None:
-    _write(path, batch_payload(scenario, event, t0=t0, cadence=cadence))
+def _write_event(path: Path, scenario: Scenario, event: Event, t0: float, cadence_s: float) -> None:
+    _write(path, batch_payload(scenario, event, t0=t0, cadence_s=cadence_s))
 
 
 def _write(path: Path, payload: bytes) -> None:

@@ -6,7 +6,7 @@ carries the same ``ids`` with the labels, so the node scores its predictions bef
 them (prequential accuracy, test-then-train). The held-out eval set never goes to ``infer``.
 
 The interval before event ``j`` (``j >= 2``) starts at event ``j - 1``'s time ``t``; it has one
-message per simulated second ``k`` (``t + k``, ``0 <= k < cadence``) holding
+message per simulated second ``k`` (``t + k``, ``0 <= k < cadence_s``) holding
 ``floor(R (k + 1)) - floor(R k)`` samples (seconds with none send nothing), so ``R`` samples per
 simulated second on average. The interval's samples are the event's rows in order, wrapping
 round when the interval needs more than the event has. A message's inference ``seq`` is
@@ -28,22 +28,22 @@ from dataset_stream.scenarios import Event, Scenario
 
 @dataclass(frozen=True, slots=True)
 class InferSchedule:
-    """``rate`` samples per simulated second within intervals of ``cadence`` simulated seconds."""
+    """``rate`` samples per simulated second within intervals of ``cadence_s`` simulated seconds."""
 
     rate: float
-    cadence: float
+    cadence_s: float
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
             raise ValueError(f"infer rate must be a positive number, not {self.rate!r}")
-        if not (math.isfinite(self.cadence) and self.cadence > 0):
-            raise ValueError(f"cadence must be a positive number, not {self.cadence!r}")
+        if not (math.isfinite(self.cadence_s) and self.cadence_s > 0):
+            raise ValueError(f"cadence_s must be a positive number, not {self.cadence_s!r}")
 
     @property
     def seconds(self) -> tuple[tuple[int, int], ...]:
         """``(k, samples)`` of every second ``k`` of an interval that sends a message."""
         out = []
-        for k in range(math.ceil(self.cadence)):
+        for k in range(math.ceil(self.cadence_s)):
             n = math.floor(self.rate * (k + 1)) - math.floor(self.rate * k)
             if n:
                 out.append((k, n))

@@ -74,9 +74,9 @@ class StreamStats:
 
 
 def batch_payload(
-    scenario: Scenario, event: Event, *, t0: float, cadence: float, with_ids: bool = False
+    scenario: Scenario, event: Event, *, t0: float, cadence_s: float, with_ids: bool = False
 ) -> bytes:
-    """The wire payload of ``event``: ``seq``, ``t = t0 + (seq - 1) * cadence`` in the metadata;
+    """The wire payload of ``event``: ``seq``, ``t = t0 + (seq - 1) * cadence_s`` in the metadata;
     ``with_ids``: each sample named by its dataset row (``ids``, for prequential scoring)."""
     extra = {
         "scenario": scenario.name,
@@ -87,7 +87,7 @@ def batch_payload(
         event.x,
         event.y,
         seq=event.seq,
-        t=t0 + (event.seq - 1) * cadence,
+        t=t0 + (event.seq - 1) * cadence_s,
         source=scenario.source,
         ids=event.indices.astype(np.int64) if with_ids else None,
         extra=extra,

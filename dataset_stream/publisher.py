@@ -3,9 +3,9 @@
 ``StreamPublisher`` connects on ``__aenter__`` and disconnects on ``__aexit__``; ``run()`` first
 publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then the
 learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulated capture time
-``t = t0 + (seq - 1) * cadence`` (at ``speed=1`` that is the wall time it is sent at):
+``t = t0 + (seq - 1) * cadence_s`` (at ``speed=1`` that is the wall time it is sent at):
 
-- paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence / X`` seconds
+- paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence_s / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;
   with ``stagger``, each device is offset by its own :func:`phase` of a cadence (its batches'
   ``t`` too), so the fleet's events of a minute spread over the minute, as independent devices'
@@ -18,7 +18,7 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
 The fleet's answers are accounted by an :class:`~dataset_stream.answers.AnswerLedger` (learned,
 rejected, lost in a gap; foreign and invalid messages counted, never acted on). In paced mode
 ``run()`` returns after the last publish, or, with ``wait_for_answers``, once every event has been
-answered (or ``ack_timeout`` has passed).
+answered (or ``ack_timeout_s`` has passed).
 
 Broker outages (``docs/protocol.md``, "Stream and monitor through broker outages"): the session
 is persistent (clean session off, a client id of its own per run unless one is given), so the
@@ -100,15 +100,15 @@ class StreamPublisher:
         device_ids: Sequence[str],
         *,
         prefix: str = DEFAULT_PREFIX,
-        cadence: float = 60.0,
+        cadence_s: float = 60.0,
         speed: float | None = 1.0,
         events: int | None = None,
         same_order: bool = False,
         t0: float | None = None,
         client_id: str | None = None,
         on_progress: ProgressCallback | None = None,
-        timeout: float = 10.0,
-        ack_timeout: float = 300.0,
+        timeout_s: float = 10.0,
+        ack_timeout_s: float = 300.0,
         max_in_flight: int = 32,
         wait_for_answers: bool = False,
         reconnect: ReconnectPolicy | None = None,
@@ -121,15 +121,15 @@ class StreamPublisher:
             validate_device_id(device_id)
         topic(prefix, device_ids[0], "batch")  # validates the prefix
         self.pacing = Pacing(
-            cadence_s=cadence, speed=speed, stagger=stagger, infer_per_s=infer_rate
+            cadence_s=cadence_s, speed=speed, stagger=stagger, infer_per_s=infer_rate
         )
         if events is not None and events < 1:
             raise ValueError(f"events must be >= 1, not {events!r}")
-        if timeout <= 0 or ack_timeout <= 0 or max_in_flight < 1:
-            raise ValueError("timeout, ack_timeout and max_in_flight must be positive")
+        if timeout_s <= 0 or ack_timeout_s <= 0 or max_in_flight < 1:
+            raise ValueError("timeout_s, ack_timeout_s and max_in_flight must be positive")
         if client_id is not None and not client_id:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
-        self.infer = InferSchedule(infer_rate, cadence) if infer_rate else None
+        self.infer = InferSchedule(infer_rate, cadence_s) if infer_rate else None
         self.infer_sent = 0
         self.broker = broker
         if isinstance(scenario, Mapping):  # a mixed fleet: each device its own scenario
@@ -142,20 +142,20 @@ class StreamPublisher:
         self.scenario = self._scenario_of[device_ids[0]]
         self.device_ids = list(device_ids)
         # each device's offset within a cadence, in simulated seconds (0 unless staggered)
-        self._offset = {d: (phase(d) * cadence if stagger else 0.0) for d in self.device_ids}
+        self._offset = {d: (phase(d) * cadence_s if stagger else 0.0) for d in self.device_ids}
         self.stagger = stagger
         self._by_offset = sorted(self.device_ids, key=self._offset.__getitem__)
         self.prefix = prefix
-        self.cadence = float(cadence)
+        self.cadence_s = float(cadence_s)
         self.speed = speed
         self.same_order = same_order
         self.t0 = t0
         self.client_id = client_id or new_client_id("stream")
         self.on_progress = on_progress
-        self.timeout = timeout
-        self.ack_timeout = ack_timeout
+        self.timeout_s = timeout_s
+        self.ack_timeout_s = ack_timeout_s
         self.reconnect = reconnect or ReconnectPolicy()
-        self._mqtt = Session(broker, self.client_id, timeout_s=timeout)
+        self._mqtt = Session(broker, self.client_id, timeout_s=timeout_s)
         self._reconnect_loop = self.reconnect.reconnect(
             broker=broker, who="stream", client_id=self.client_id
         )
@@ -225,7 +225,7 @@ class StreamPublisher:
     ) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await close(client, within_s=self.timeout)
+            await close(client, within_s=self.timeout_s)
         with contextlib.suppress(aiomqtt.MqttError, OSError):
             await self._mqtt.end()
 
@@ -264,7 +264,7 @@ class StreamPublisher:
                 break
             except aiomqtt.MqttError as exc:
                 self._client = None
-                await close(client, within_s=self.timeout)
+                await close(client, within_s=self.timeout_s)
                 self._client = await self._reconnect(exc)
         return StreamStats(
             devices=len(self.device_ids),
@@ -309,7 +309,7 @@ class StreamPublisher:
                     if device_id not in self.stalled:
                         devices.create_task(self._closed_loop(client, device_id))
         else:
-            await self._paced(client, self.cadence / self.speed)
+            await self._paced(client, self.cadence_s / self.speed)
             if self.wait_for_answers:
                 await self._await_answers()
 
@@ -337,7 +337,7 @@ class StreamPublisher:
             payload = payloads[id(self._scenario_of[device_id])]
             async with self._sem:
                 where = topic(self.prefix, device_id, "eval")
-                await client.publish(where, payload, qos=1, retain=True, timeout=self.timeout)
+                await client.publish(where, payload, qos=1, retain=True, timeout=self.timeout_s)
             self._evals_done.add(device_id)
             self.eval_sent += 1
 
@@ -369,7 +369,7 @@ class StreamPublisher:
                     self._scenario_of[device_id],
                     event,
                     t0=self._t0 + offset,
-                    cadence=self.cadence,
+                    cadence_s=self.cadence_s,
                     with_ids=self.infer is not None,
                 )
                 if cache is not None:
@@ -385,21 +385,21 @@ class StreamPublisher:
             elif event.seq not in self.answers.devices[device_id].outstanding:
                 return False  # answered while it waited here
             where = topic(self.prefix, device_id, "batch")
-            await client.publish(where, payload, qos=1, timeout=self.timeout)
+            await client.publish(where, payload, qos=1, timeout=self.timeout_s)
         self._progress()
         return True
 
     def _infer_payloads(self, device_id: str, seq: int) -> list[tuple[int, bytes]]:
         """``(k, payload)`` of the inference requests before event ``seq`` of ``device_id``."""
         assert self.infer is not None
-        t_start = self._t0 + (seq - 2) * self.cadence  # the previous event's time
+        t_start = self._t0 + (seq - 2) * self.cadence_s  # the previous event's time
         event = self._event(device_id, seq)
         return self.infer.payloads(self._scenario_of[device_id], event, t_start=t_start)
 
     async def _publish_infer(self, client: aiomqtt.Client, device_id: str, payload: bytes) -> None:
         async with self._sem:
             where = topic(self.prefix, device_id, "infer")
-            await client.publish(where, payload, qos=1, timeout=self.timeout)
+            await client.publish(where, payload, qos=1, timeout=self.timeout_s)
         self.infer_sent += 1
 
     async def _paced_infers(self, client: aiomqtt.Client, seq: int, start: float) -> None:
@@ -451,17 +451,17 @@ class StreamPublisher:
                 if await self._publish_batch(client, device_id, self._event(device_id, seq)):
                     self._republished += 1
 
-    async def _paced(self, client: aiomqtt.Client, period: float) -> None:
+    async def _paced(self, client: aiomqtt.Client, period_s: float) -> None:
         loop = asyncio.get_running_loop()
         while self._next_tick < self.per_device:
             seq = self._next_tick + 1
-            due = self._start + self._next_tick * period
+            due = self._start + self._next_tick * period_s
             await asyncio.sleep(max(0.0, due - loop.time()))
             # devices sharing an event (--same-order) and an offset share its bytes
             cache: dict[tuple[int, float], bytes] = {}
             async with asyncio.TaskGroup() as group:
                 for device_id in self._by_offset:
-                    mine = due + self._offset[device_id] * period / self.cadence
+                    mine = due + self._offset[device_id] * period_s / self.cadence_s
                     if mine > loop.time():
                         await asyncio.sleep(mine - loop.time())
                     if self.answers.devices[device_id].sent_seq < seq:  # else: re-published
@@ -473,14 +473,14 @@ class StreamPublisher:
                 await self._paced_infers(client, seq + 1, due)
 
     async def _await_answers(self) -> None:
-        """Paced mode: wait (up to ``ack_timeout``) until every sent event has been answered."""
+        """Paced mode: wait (up to ``ack_timeout_s``) until every sent event has been answered."""
         try:
-            async with asyncio.timeout(self.ack_timeout):
+            async with asyncio.timeout(self.ack_timeout_s):
                 for device_id in self.device_ids:
                     await self._answered(device_id)
         except TimeoutError:
             late = sorted(self.answers.unanswered())
-            log.warning("no answer within %.0f s from %s", self.ack_timeout, ", ".join(late))
+            log.warning("no answer within %.0f s from %s", self.ack_timeout_s, ", ".join(late))
             self.stalled.extend(late)
 
     async def _answered(self, device_id: str) -> None:
@@ -494,26 +494,26 @@ class StreamPublisher:
         rec = self.answers.devices[device_id]
         if rec.sent_seq == 0:
             try:
-                async with asyncio.timeout(self.ack_timeout):
+                async with asyncio.timeout(self.ack_timeout_s):
                     await rec.online.wait()
             except TimeoutError:
                 log.warning(
                     "%s did not come online within %.0f s; not streaming to it",
                     device_id,
-                    self.ack_timeout,
+                    self.ack_timeout_s,
                 )
                 self.stalled.append(device_id)
                 return
         while True:
             try:
-                async with asyncio.timeout(self.ack_timeout):
+                async with asyncio.timeout(self.ack_timeout_s):
                     await self._answered(device_id)
             except TimeoutError:
                 log.warning(
                     "%s did not answer seq %s within %.0f s; stopping its stream",
                     device_id,
                     ", ".join(map(str, sorted(rec.outstanding))),
-                    self.ack_timeout,
+                    self.ack_timeout_s,
                 )
                 self.stalled.append(device_id)
                 return

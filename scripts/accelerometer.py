@@ -70,7 +70,7 @@ def build_model(out: Path, seed: int) -> None:
         meta={
             "description": "MLP for float32 [3, 64] accelerometer windows",
             "source": f"accelerometer.py seed={seed} samples={len(x)} loss={losses[-1]:.4f}",
-            "train": {"lr": 0.05},
+            "train": {"learning_rate": 0.05},
         },
     )
     print(f"bundle {out}: input {list(bundle.input_shape)} float32, LR {bundle.lr_shape}, "

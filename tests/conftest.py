@@ -48,7 +48,7 @@ def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
 
     cache = default_cache_dir() if os.environ.get("VEGA_EMU_CACHE") else None
     target = cache or tmp_path_factory.mktemp("models") / "default"
-    return ModelBundle.load(default_bundle_path(target, factory=factory_split))
+    return ModelBundle.load(default_bundle_path(target, factory=factory_split), warn_old_keys=False)
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from dataset_stream.bridge.link import SeqBook, TargetLink
+from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.samples import Fields, Record, Rejected, SampleSpec, parse_record
-from dataset_stream.bridge.tally import BridgeReport, Tally
+from dataset_stream.bridge.tally import BridgeReport, BridgeTally
 from dataset_stream.bridge.windows import (
     InferGroup,
     LearnBatch,
@@ -66,7 +66,7 @@ PAYLOAD_OVERHEAD: Final = 64 * 1024
 class BridgeSettings:
     """How the bridge runs: topic ``prefix``, ``window_s`` per learning batch, ``infer_s`` per
     inference request, ``status_wait_s`` for the retained statuses, a progress log line per
-    device every ``report_every_s``, the codec ``limits``, broker ``timeout`` and reconnects;
+    device every ``report_every_s``, the codec ``limits``, broker ``timeout_s`` and reconnects;
     ``source`` is the payloads' ``source`` metadata."""
 
     prefix: str = DEFAULT_PREFIX
@@ -75,13 +75,13 @@ class BridgeSettings:
     status_wait_s: float = 2.0
     report_every_s: float = 60.0
     limits: Limits = field(default_factory=Limits)
-    timeout: float = 10.0
+    timeout_s: float = 10.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     source: str = "bridge"
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
-        for name in ("window_s", "infer_s", "report_every_s", "timeout"):
+        for name in ("window_s", "infer_s", "report_every_s", "timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
@@ -110,8 +110,8 @@ class Bridge:
         self.spec = spec
         self.fields = fields
         self.settings = settings or BridgeSettings()
-        self.tally = Tally()
-        self.seqs = SeqBook(self.settings.status_wait_s)
+        self.tally = BridgeTally()
+        self.seqs = NextSeqs(self.settings.status_wait_s)
         devices = [fields.device] if fields.device is not None else None
         self.link = TargetLink(
             broker,
@@ -119,7 +119,7 @@ class Bridge:
             prefix=self.settings.prefix,
             devices=devices,
             reconnect=self.settings.reconnect,
-            timeout=self.settings.timeout,
+            timeout_s=self.settings.timeout_s,
         )
         self._windows = Windower(self.settings.windows(spec))
         self._warned: dict[str, int] = {}
@@ -213,9 +213,9 @@ class Bridge:
 
     async def _tick(self, outbox: asyncio.Queue[Outgoing | None]) -> None:
         """The wall clock of a live source: close windows whose time is up."""
-        period = min(self.settings.infer_s, self.settings.window_s) / 4
+        period_s = min(self.settings.infer_s, self.settings.window_s) / 4
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(period_s)
             for out in self._windows.advance(time.time()):
                 await outbox.put(out)
 

@@ -1,7 +1,7 @@
 """The bridge's side of the fleet's broker: publishing with reconnects, and where each device's
 sequence numbers continue from.
 
-:class:`SeqBook` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
+:class:`NextSeqs` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
 batch gets ``last_seq + 1``, so a bridge follows a stream or its own earlier run. The bridge waits
 for the retained statuses at most ``wait_s`` after it subscribed; a device with none by then
 starts at seq 1 (with a warning: no node has announced itself under that id). Inference requests
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SeqBook:
+class NextSeqs:
     """Next batch and inference seq of every device; see the module docstring."""
 
     def __init__(self, wait_s: float) -> None:
@@ -51,12 +51,12 @@ class SeqBook:
         self._arrived: dict[str, asyncio.Event] = {}
         self._next: dict[str, int] = {}
         self._next_infer: dict[str, int] = {}
-        self._deadline: float | None = None
+        self._deadline_s: float | None = None
 
     def listening(self) -> None:
         """The status subscription is in place: retained statuses arrive from now on."""
-        if self._deadline is None:
-            self._deadline = asyncio.get_running_loop().time() + self.wait_s
+        if self._deadline_s is None:
+            self._deadline_s = asyncio.get_running_loop().time() + self.wait_s
 
     def on_status(self, device: str, status: Status) -> None:
         self._status[device] = status
@@ -98,8 +98,8 @@ class SeqBook:
         self._next_infer[device] = max(self._next_infer.get(device, 0), seq + 1)
 
     async def _status_of(self, device: str) -> Status | None:
-        if device not in self._status and self._deadline is not None:
-            remaining = self._deadline - asyncio.get_running_loop().time()
+        if device not in self._status and self._deadline_s is not None:
+            remaining = self._deadline_s - asyncio.get_running_loop().time()
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
@@ -123,20 +123,20 @@ class TargetLink:
     def __init__(
         self,
         broker: BrokerURL,
-        seqs: SeqBook,
+        seqs: NextSeqs,
         *,
         prefix: str,
         devices: Sequence[str] | None,
         reconnect: ReconnectPolicy,
-        timeout: float = 10.0,
+        timeout_s: float = 10.0,
     ) -> None:
         self.broker = broker
         self.seqs = seqs
         self.prefix = prefix
         self.reconnect = reconnect
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self.client_id = new_client_id("bridge")
-        self._session = Session(broker, self.client_id, timeout_s=timeout, persistent=False)
+        self._session = Session(broker, self.client_id, timeout_s=timeout_s, persistent=False)
         self._reconnect = reconnect.reconnect(broker=broker, who="bridge", client_id=self.client_id)
         if devices is None:
             self._filters = [(topic_filter(prefix, "status"), 1)]
@@ -165,7 +165,7 @@ class TargetLink:
     ) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await close(client, within_s=self.timeout)
+            await close(client, within_s=self.timeout_s)
 
     async def _connect(self) -> aiomqtt.Client:
         try:
@@ -187,7 +187,7 @@ class TargetLink:
                     self._on_message(message)
             except aiomqtt.MqttError as exc:
                 cause = exc
-            await close(client, within_s=self.timeout)
+            await close(client, within_s=self.timeout_s)
             try:
                 self._client = await self._reconnect.again(self._connect, cause)
             except OutageTooLong as exc:
@@ -202,7 +202,7 @@ class TargetLink:
             client, made = self._client, self._next_connection
             if client is not None:
                 try:
-                    async with asyncio.timeout(self.timeout):
+                    async with asyncio.timeout(self.timeout_s):
                         await client.publish(where, payload, qos=1)
                     return
                 except (aiomqtt.MqttError, TimeoutError) as exc:
@@ -219,4 +219,4 @@ class TargetLink:
             self.seqs.on_status(device, report)
 
 
-__all__ = ["SeqBook", "TargetLink"]
+__all__ = ["NextSeqs", "TargetLink"]

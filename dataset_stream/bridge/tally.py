@@ -88,7 +88,7 @@ class BridgeReport:
         }
 
 
-class Tally:
+class BridgeTally:
     """Counters of every device, and a since-last-look delta for periodic log lines."""
 
     def __init__(self) -> None:
@@ -134,4 +134,4 @@ class Tally:
         return lines
 
 
-__all__ = ["BridgeReport", "DeviceCount", "DeviceReport", "Tally"]
+__all__ = ["BridgeReport", "BridgeTally", "DeviceCount", "DeviceReport"]

@@ -44,7 +44,11 @@ LATENCY_PARTS: Final = ("frozen", "adaptive", "total")
 
 @dataclass(frozen=True, slots=True)
 class ReplayStats:
-    """The LR memory: LRs held, capacity, bits per value, bytes stored."""
+    """The LR memory as the telemetry's ``replay`` object (field names are the wire contract):
+
+    ``size``: the LRs held now (occupancy); ``capacity``: N_LR, the most it holds (the node's
+    ``--lr-size``, ``lr_size`` in the node's code); ``bits`` per stored value; ``bytes`` stored.
+    """
 
     size: int
     capacity: int

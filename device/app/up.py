@@ -122,7 +122,7 @@ class Up:
                     broker.url,
                     config.scenario,
                     self.device_ids,
-                    cadence=pacing.cadence_s,
+                    cadence_s=pacing.cadence_s,
                     speed=pacing.speed,
                     events=config.events,
                     same_order=config.same_order,

@@ -34,13 +34,18 @@ MbOpt = Annotated[int, typer.Option("--mb", help="Mini-batch size (new + replays
 NewPerMbOpt = Annotated[
     int, typer.Option("--new-per-mb", help="New latents per mini-batch; the rest are replays.")
 ]
-LrOpt = Annotated[
+LearningRateOpt = Annotated[
     float | None,
     typer.Option(
-        "--lr",
+        "--learning-rate",
         help="SGD learning rate (momentum 0.9, weight decay 5e-4). Default: the model's "
-        "recommended rate (\\[train] lr in model.toml), else the paper's 0.001.",
+        "recommended rate (\\[train] learning_rate in model.toml), else the paper's 0.001.",
     ),
+]
+#: ``--lr``, the old spelling of ``--learning-rate``: still accepted, hidden from --help.
+OldLearningRateOpt = Annotated[
+    float | None,
+    typer.Option("--lr", hidden=True, help="Deprecated: use --learning-rate."),
 ]
 ProfileOpt = Annotated[
     str, typer.Option("--profile", help="Energy profile: vega, stm32l4 or a TOML file.")
@@ -60,7 +65,7 @@ class LearningOptions:
     epochs: int = 4
     mb: int = 128
     new_per_mb: int = 21
-    lr: float | None = None
+    learning_rate: float | None = None
     profile: str = "vega"
     class_balanced: bool = False
 
@@ -88,9 +93,22 @@ class LearningOptions:
             epochs=self.epochs,
             mb=self.mb,
             new_per_mb=self.new_per_mb,
-            lr=self.lr,
+            learning_rate=self.learning_rate,
             class_balanced=self.class_balanced,
         )
+
+
+def learning_rate_flag(learning_rate: float | None, old_lr: float | None) -> float | None:
+    """The rate of ``--learning-rate``, or of the deprecated ``--lr`` with a one-line notice on
+    stderr; both at once exit with status 2."""
+    if old_lr is None:
+        return learning_rate
+    if learning_rate is not None:
+        raise fail("give --learning-rate only (--lr is its deprecated spelling)", code=2)
+    console.print(
+        "[yellow]deprecated:[/] --lr is now --learning-rate; --lr will go away", highlight=False
+    )
+    return old_lr
 
 
 def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:

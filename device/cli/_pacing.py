@@ -34,13 +34,13 @@ def refused(exc: PacingError) -> typer.Exit | typer.BadParameter:
     return typer.BadParameter(exc.reason, param_hint=FLAGS[exc.field])
 
 
-def pacing(speed: str, cadence: float, infer_rate: float, stagger: bool = False) -> Pacing:
+def pacing(speed: str, cadence_s: float, infer_rate: float, stagger: bool = False) -> Pacing:
     """The flags as a :class:`Pacing`; a bad value raises the error :func:`refused` gives."""
     from dataset_stream.pacing import Pacing, PacingError, parse_speed
 
     try:
         return Pacing(
-            cadence_s=cadence, speed=parse_speed(speed), stagger=stagger, infer_per_s=infer_rate
+            cadence_s=cadence_s, speed=parse_speed(speed), stagger=stagger, infer_per_s=infer_rate
         )
     except PacingError as exc:
         raise refused(exc) from exc

@@ -48,8 +48,9 @@ def bridge(
     device_field: Annotated[
         str | None, typer.Option(help="The field (CSV: column) holding each sample's device id.")
     ] = None,
-    window: Annotated[
-        float, typer.Option(help="Seconds per learning window: one batch per device each.")
+    window_s: Annotated[
+        float,
+        typer.Option("--window", help="Seconds per learning window: one batch per device each."),
     ] = 60.0,
     x_field: Annotated[
         str, typer.Option(help="The sample's field; CSV: the prefix of columns x0, x1, ...")
@@ -68,14 +69,21 @@ def bridge(
         bool, typer.Option("--follow", help="Keep reading the file as it grows (tail -f).")
     ] = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix of the fleet.")] = "vega",
-    status_wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the devices' retained status (last seq).")
+    status_wait_s: Annotated[
+        float,
+        typer.Option(
+            "--status-wait", help="Seconds to wait for the devices' retained status (last seq)."
+        ),
     ] = 2.0,
-    max_outage: Annotated[
-        float, typer.Option(help="Seconds without a broker the bridge waits through.")
+    max_outage_s: Annotated[
+        float,
+        typer.Option("--max-outage", help="Seconds without a broker the bridge waits through."),
     ] = 300.0,
-    report_every: Annotated[
-        float, typer.Option(help="Seconds between progress lines (one per active device).")
+    report_every_s: Annotated[
+        float,
+        typer.Option(
+            "--report-every", help="Seconds between progress lines (one per active device)."
+        ),
     ] = 60.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final summary as JSON to stdout.")
@@ -90,13 +98,13 @@ def bridge(
     from dataset_stream.protocol import ProtocolError
     from dataset_stream.reconnect import ReconnectPolicy
 
-    for value, option in ((window, "--window"), (max_outage, "--max-outage")):
+    for value, option in ((window_s, "--window"), (max_outage_s, "--max-outage")):
         if not (math.isfinite(value) and value > 0):
             raise typer.BadParameter(f"{value} is not a positive number", param_hint=option)
-    if not (math.isfinite(report_every) and report_every > 0):
-        raise typer.BadParameter(f"{report_every} is not positive", param_hint="--report-every")
-    if not (math.isfinite(status_wait) and status_wait >= 0):
-        raise typer.BadParameter(f"{status_wait} is not >= 0", param_hint="--status-wait")
+    if not (math.isfinite(report_every_s) and report_every_s > 0):
+        raise typer.BadParameter(f"{report_every_s} is not positive", param_hint="--report-every")
+    if not (math.isfinite(status_wait_s) and status_wait_s >= 0):
+        raise typer.BadParameter(f"{status_wait_s} is not >= 0", param_hint="--status-wait")
     try:
         form = Format(fmt)
     except ValueError:
@@ -111,10 +119,10 @@ def bridge(
     try:
         settings = BridgeSettings(
             prefix=prefix,
-            window_s=window,
-            status_wait_s=status_wait,
-            report_every_s=report_every,
-            reconnect=ReconnectPolicy(max_outage_s=max_outage),
+            window_s=window_s,
+            status_wait_s=status_wait_s,
+            report_every_s=report_every_s,
+            reconnect=ReconnectPolicy(max_outage_s=max_outage_s),
             source=f"bridge:{type(where).__name__.removesuffix('Source').lower()}",
         )
     except (ValueError, ProtocolError) as exc:
@@ -122,7 +130,7 @@ def bridge(
     spec = _spec(model)
     console.print(
         f"bridge: samples {list(spec.shape)} {spec.dtype}, {spec.num_classes} classes; "
-        f"{window:g} s windows -> {url} under {prefix}/",
+        f"{window_s:g} s windows -> {url} under {prefix}/",
         highlight=False,
     )
     _log_to_console()

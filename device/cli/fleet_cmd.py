@@ -15,13 +15,15 @@ from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
     LearningOptions,
+    LearningRateOpt,
     LrBitsOpt,
-    LrOpt,
     LrSizeOpt,
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    OldLearningRateOpt,
     ProfileOpt,
+    learning_rate_flag,
     load_model,
 )
 from device.cli._runtime import (
@@ -101,19 +103,24 @@ def fleet(
     epochs: EpochsOpt = 4,
     mb: MbOpt = 128,
     new_per_mb: NewPerMbOpt = 21,
-    lr: LrOpt = None,
+    learning_rate: LearningRateOpt = None,
+    old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
-    hold: Annotated[
-        float,
-        typer.Option(help="Seconds a batch that arrived early waits for the missing seqs.", min=0),
-    ] = 30.0,
-    give_up_after: Annotated[
+    hold_s: Annotated[
         float,
         typer.Option(
-            help="Seconds a node keeps trying when the broker refuses it for good.", min=0
+            "--hold", help="Seconds a batch that arrived early waits for the missing seqs.", min=0
+        ),
+    ] = 30.0,
+    give_up_after_s: Annotated[
+        float,
+        typer.Option(
+            "--give-up-after",
+            help="Seconds a node keeps trying when the broker refuses it for good.",
+            min=0,
         ),
     ] = 180.0,
 ) -> None:
@@ -130,6 +137,7 @@ def fleet(
     from device.fleet.plan import shard_plans
     from device.fleet.spec import FleetSpec
 
+    rate = learning_rate_flag(learning_rate, old_lr)
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
     if connection is Connection.SHARED and credentials is not None:
@@ -150,7 +158,7 @@ def fleet(
         else:
             assert devices is not None
             options = LearningOptions(
-                lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced
+                lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)
@@ -162,8 +170,8 @@ def fleet(
             state_dir=state_dir,
             topic_prefix=topic_prefix,
             seed=seed,
-            hold_s=hold,
-            give_up_s=give_up_after,
+            hold_s=hold_s,
+            give_up_s=give_up_after_s,
             threads=threads,
             shared=connection is Connection.SHARED,
         )

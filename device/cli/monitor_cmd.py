@@ -67,12 +67,16 @@ def monitor(
             help="Record every report to this new SQLite file (vega-emu report reads it)."
         ),
     ] = None,
-    once_after: Annotated[
+    once_after_s: Annotated[
         float | None,
-        typer.Option(help="Watch this many seconds without a live table, print it once, exit."),
+        typer.Option(
+            "--once-after",
+            help="Watch this many seconds without a live table, print it once, exit.",
+        ),
     ] = None,
-    duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: SIGINT/SIGTERM).")
+    duration_s: Annotated[
+        float | None,
+        typer.Option("--duration", help="Stop after this many seconds (default: SIGINT/SIGTERM)."),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="No table; metrics and recording only.")
@@ -82,9 +86,9 @@ def monitor(
     from broker import BrokerError, parse_broker_url
     from dataset_stream.protocol import validate_prefix
 
-    if once_after is not None and duration is not None:
+    if once_after_s is not None and duration_s is not None:
         raise fail("--once-after and --duration exclude each other", code=2)
-    for value, option in ((once_after, "--once-after"), (duration, "--duration")):
+    for value, option in ((once_after_s, "--once-after"), (duration_s, "--duration")):
         if value is not None:
             positive(value, option)
     try:
@@ -104,8 +108,8 @@ def monitor(
         prometheus_port,
         prometheus_addr,
         record,
-        stop_after_s=once_after if once_after is not None else duration,
-        once=once_after is not None,
+        stop_after_s=once_after_s if once_after_s is not None else duration_s,
+        once=once_after_s is not None,
         quiet=quiet,
     )
     _log_to_console()
@@ -143,11 +147,11 @@ async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
             console.print(f"metrics on {server.url}", highlight=False)
         await stack.enter_async_context(monitor)
         console.print(f"watching {run.prefix}/+ on {run.broker}; Ctrl-C stops", highlight=False)
-        deadline = None if run.stop_after_s is None else time.monotonic() + run.stop_after_s
+        deadline_s = None if run.stop_after_s is None else time.monotonic() + run.stop_after_s
         if run.quiet or run.once:
-            await _until_done(monitor, stop, deadline)
+            await _until_done(monitor, stop, deadline_s)
         else:
-            await _live(monitor, stop, deadline)
+            await _live(monitor, stop, deadline_s)
         if run.once and not run.quiet:
             console.print(_table(monitor, every_device=True))
     if run.quiet or run.once:
@@ -156,13 +160,13 @@ async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
         console.print(fleet_line(monitor), highlight=False)
 
 
-async def _until_done(monitor: FleetMonitor, stop: asyncio.Event, deadline: float | None) -> bool:
+async def _until_done(monitor: FleetMonitor, stop: asyncio.Event, deadline_s: float | None) -> bool:
     """Wait for SIGINT/SIGTERM, the deadline or the end of the monitor; False on the deadline
     when it comes first."""
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(monitor.stopped.wait())}
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    timeout_s = None if deadline_s is None else max(0.0, deadline_s - time.monotonic())
     try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waits:
             waiter.cancel()
@@ -170,18 +174,18 @@ async def _until_done(monitor: FleetMonitor, stop: asyncio.Event, deadline: floa
     return bool(done)
 
 
-async def _live(monitor: FleetMonitor, stop: asyncio.Event, deadline: float | None) -> None:
+async def _live(monitor: FleetMonitor, stop: asyncio.Event, deadline_s: float | None) -> None:
     from rich.live import Live
 
     with Live(_table(monitor), console=console, auto_refresh=False) as live:
         while True:
             next_s = time.monotonic() + REFRESH_S
-            if deadline is not None:
-                next_s = min(next_s, deadline)
+            if deadline_s is not None:
+                next_s = min(next_s, deadline_s)
             if await _until_done(monitor, stop, next_s):
                 break
             live.update(_table(monitor), refresh=True)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline_s is not None and time.monotonic() >= deadline_s:
                 break
         live.update(_table(monitor), refresh=True)
 

@@ -13,13 +13,15 @@ from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
     LearningOptions,
+    LearningRateOpt,
     LrBitsOpt,
-    LrOpt,
     LrSizeOpt,
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    OldLearningRateOpt,
     ProfileOpt,
+    learning_rate_flag,
     load_model,
 )
 from device.cli._runtime import (
@@ -51,22 +53,25 @@ def node(
     epochs: EpochsOpt = 4,
     mb: MbOpt = 128,
     new_per_mb: NewPerMbOpt = 21,
-    lr: LrOpt = None,
+    learning_rate: LearningRateOpt = None,
+    old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
-    hold: Annotated[
+    hold_s: Annotated[
         float,
         typer.Option(
+            "--hold",
             help="Seconds a batch that arrived early waits for the missing seqs before they are "
             "skipped as a gap (reported on {prefix}/{id}/error).",
             min=0,
         ),
     ] = 30.0,
-    give_up_after: Annotated[
+    give_up_after_s: Annotated[
         float,
         typer.Option(
+            "--give-up-after",
             help="Seconds to keep trying when the broker refuses the node for good (wrong "
             "password, unknown host, rejected certificate) before exiting with an error.",
             min=0,
@@ -81,6 +86,7 @@ def node(
     from device.node.node import Node
     from device.node.settings import ConnectSettings, DeliverySettings
 
+    rate = learning_rate_flag(learning_rate, old_lr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         url = parse_broker_url(broker, password_file=password_file)
@@ -89,13 +95,15 @@ def node(
         raise fail(str(exc), code=2) from exc
     creatable(state_dir, "--state-dir")
     bundle = load_model(model)
-    options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
+    options = LearningOptions(
+        lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+    )
     try:
         settings = replace(
             options.settings(device_id, state_dir, bundle, seed=seed),
             prefix=prefix,
-            delivery=DeliverySettings(hold_s=hold),
-            connect=ConnectSettings(give_up_s=give_up_after),
+            delivery=DeliverySettings(hold_s=hold_s),
+            connect=ConnectSettings(give_up_s=give_up_after_s),
         )
     except ValueError as exc:
         raise fail(str(exc), code=2) from exc

@@ -72,8 +72,11 @@ def stream(
         ScenarioName,
         typer.Option(help="nic: new instances and classes; nc: new classes; ni: new instances."),
     ] = ScenarioName.nic,
-    cadence: Annotated[
-        float, typer.Option(help="Simulated seconds between two learning events of a device.")
+    cadence_s: Annotated[
+        float,
+        typer.Option(
+            "--cadence", help="Simulated seconds between two learning events of a device."
+        ),
     ] = 60.0,
     speed: Annotated[
         str,
@@ -105,9 +108,12 @@ def stream(
             file_okay=False,
         ),
     ] = None,
-    max_outage: Annotated[
+    max_outage_s: Annotated[
         float,
-        typer.Option(help="Seconds without a broker the stream waits through before it fails."),
+        typer.Option(
+            "--max-outage",
+            help="Seconds without a broker the stream waits through before it fails.",
+        ),
     ] = 300.0,
     client_id: Annotated[
         str | None,
@@ -135,10 +141,10 @@ def stream(
     from dataset_stream.reconnect import ReconnectPolicy
 
     device_ids = parse_devices(devices, prefix, start_index)
-    pace = pacing(speed, cadence, infer_rate, stagger)
-    if not (math.isfinite(max_outage) and max_outage > 0):
+    pace = pacing(speed, cadence_s, infer_rate, stagger)
+    if not (math.isfinite(max_outage_s) and max_outage_s > 0):
         raise typer.BadParameter(
-            f"{max_outage} is not a positive number of seconds", param_hint="--max-outage"
+            f"{max_outage_s} is not a positive number of seconds", param_hint="--max-outage"
         )
     if client_id is not None and not CLIENT_ID.fullmatch(client_id):
         raise typer.BadParameter(
@@ -151,7 +157,7 @@ def stream(
         if infer_rate:
             raise fail("--dump writes learning events only, not --infer-rate requests", code=2)
     url = None
-    link = _Link(ReconnectPolicy(max_outage_s=max_outage), client_id)
+    link = _Link(ReconnectPolicy(max_outage_s=max_outage_s), client_id)
     try:
         url = parse_broker_url(broker, password_file=password_file)
     except BrokerURLError as exc:
@@ -282,7 +288,7 @@ def _run_dump(
     directory: Path,
     events: int | None,
     same: bool,
-    cadence: float,
+    cadence_s: float,
 ) -> StreamStats | None:
     from dataset_stream import dump_stream
 
@@ -298,7 +304,7 @@ def _run_dump(
             directory,
             events=events,
             same_order=same,
-            cadence=cadence,
+            cadence_s=cadence_s,
             on_progress=lambda sent, _: progress.update(sent_task, completed=sent),
         )
         return await until_stopped(work, stop)
@@ -328,7 +334,7 @@ def _run_publish(
         broker,
         built,
         device_ids,
-        cadence=pace.cadence_s,
+        cadence_s=pace.cadence_s,
         speed=pace.speed,
         events=events,
         same_order=same,

@@ -15,13 +15,15 @@ from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
     LearningOptions,
+    LearningRateOpt,
     LrBitsOpt,
-    LrOpt,
     LrSizeOpt,
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    OldLearningRateOpt,
     ProfileOpt,
+    learning_rate_flag,
     load_model,
 )
 from device.cli._pacing import refused
@@ -46,7 +48,9 @@ def up(
     speed: Annotated[
         str, typer.Option(help="max: as fast as the fleet learns; X: X times real time.")
     ] = "max",
-    cadence: Annotated[float, typer.Option(help="Simulated seconds between events.")] = 60.0,
+    cadence_s: Annotated[
+        float, typer.Option("--cadence", help="Simulated seconds between events.")
+    ] = 60.0,
     infer_rate: Annotated[
         float,
         typer.Option(
@@ -61,7 +65,8 @@ def up(
     epochs: EpochsOpt = 4,
     mb: MbOpt = 128,
     new_per_mb: NewPerMbOpt = 21,
-    lr: LrOpt = None,
+    learning_rate: LearningRateOpt = None,
+    old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
@@ -96,8 +101,9 @@ def up(
     from device.app.up import UpConfig
     from device.errors import DeviceError
 
+    rate = learning_rate_flag(learning_rate, old_lr)
     try:
-        pacing = Pacing(cadence_s=cadence, speed=parse_speed(speed), infer_per_s=infer_rate)
+        pacing = Pacing(cadence_s=cadence_s, speed=parse_speed(speed), infer_per_s=infer_rate)
     except PacingError as exc:
         if exc.field == "cadence_s":  # up words this one as a plain positive number
             raise fail(f"--cadence must be a positive number, not {exc.value!r}", code=2) from exc
@@ -123,7 +129,9 @@ def up(
             code=2,
         )
     ids = fleet_ids(devices)
-    options = LearningOptions(lr_size, lr_bits, epochs, mb, new_per_mb, lr, profile, class_balanced)
+    options = LearningOptions(
+        lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+    )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     described: dict[str, object] = {
@@ -132,7 +140,7 @@ def up(
         "scenario": scenario,
         "events": events,
         "speed": speed,
-        "cadence": cadence,
+        "cadence": cadence_s,
         "infer_rate": infer_rate,
         "model": bundle.name,
     }

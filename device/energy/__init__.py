@@ -33,7 +33,7 @@ from device.energy.lifetime import (
 )
 from device.energy.memory import (
     MemoryMap,
-    Placement,
+    MemoryPlacement,
     RegionUse,
     item_sizes,
     lr_elements,
@@ -67,10 +67,10 @@ __all__ = [
     "LayerCost",
     "LifetimeEstimator",
     "MemoryMap",
+    "MemoryPlacement",
     "MemoryRegion",
     "MemoryTraffic",
     "PhaseCost",
-    "Placement",
     "PlanRow",
     "Profile",
     "ProfileError",

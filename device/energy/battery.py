@@ -23,7 +23,7 @@ def _finite_nonneg(name: str, value: Any) -> float:
 class Battery:
     """Remaining energy of a node's battery.
 
-    Every draw (:meth:`charge`, :meth:`sleep`) returns the joules actually taken, which is the
+    Every draw (:meth:`draw`, :meth:`sleep`) returns the joules actually taken, which is the
     request until the battery is empty; ``drawn_j`` accumulates them, so
     ``capacity_j - remaining_j == drawn_j`` for a battery started full.
     """
@@ -59,7 +59,7 @@ class Battery:
     def depleted(self) -> bool:
         return self.remaining_j <= 0.0
 
-    def charge(self, joules: float) -> float:
+    def draw(self, joules: float) -> float:
         """Take ``joules`` (>= 0) from the battery; return what was actually taken."""
         amount = _finite_nonneg("joules", joules)
         taken = min(amount, self.remaining_j)
@@ -69,7 +69,7 @@ class Battery:
 
     def sleep(self, seconds: float) -> float:
         """Sleep ``seconds`` of simulated time at P_sleep; return the joules taken."""
-        return self.charge(self.sleep_w * _finite_nonneg("seconds", seconds))
+        return self.draw(self.sleep_w * _finite_nonneg("seconds", seconds))
 
     def to_dict(self) -> dict[str, float]:
         return {

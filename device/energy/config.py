@@ -12,10 +12,11 @@ from device.energy.errors import CostConfigError
 class CostConfig:
     """Continual-learning settings of a node (the paper's defaults).
 
-    ``lr_bits`` is the width of one stored latent-replay element (32 means FP32, unquantized);
-    ``lr_meta_bytes`` is stored next to each quantized LR (FP32 scale and zero point, as
-    :mod:`device.learning.replay` stores them).
-    ``events_per_hour`` is the nominal learning rate, used until two events have been seen.
+    ``lr_size`` is N_LR, the most latent replays (LRs) the memory holds; ``lr_bits`` is the width
+    of one stored LR element (32 means FP32, unquantized); ``lr_meta_bytes`` is stored next to
+    each quantized LR (FP32 scale and zero point, as :mod:`device.learning.replay` stores them).
+    ``events_per_hour`` is the nominal rate of learning events, used until two events have been
+    seen.
     """
 
     lr_size: int = 1500

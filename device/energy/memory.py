@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
+class MemoryPlacement:
     """One item of the memory map; ``region`` is ``None`` when it fits nowhere."""
 
     item: str
@@ -47,7 +47,7 @@ class RegionUse:
 
 @dataclass(frozen=True, slots=True)
 class MemoryMap:
-    placements: tuple[Placement, ...]
+    placements: tuple[MemoryPlacement, ...]
     regions: tuple[RegionUse, ...]
     warnings: tuple[str, ...]
 
@@ -113,7 +113,7 @@ def item_sizes(layers: Sequence[LayerInfo], config: CostConfig) -> dict[str, int
 def memory_map(layers: Sequence[LayerInfo], profile: Profile, config: CostConfig) -> MemoryMap:
     """Place every item of ``layers`` + ``config`` on the memories of ``profile``."""
     free = {region.name: region.capacity_bytes for region in profile.memory}
-    placements: list[Placement] = []
+    placements: list[MemoryPlacement] = []
     warnings: list[str] = []
     for item, size in item_sizes(layers, config).items():
         allowed = [region for region in profile.memory if item in region.holds]
@@ -127,11 +127,11 @@ def memory_map(layers: Sequence[LayerInfo], profile: Profile, config: CostConfig
                 f"{item} needs {size / MIB:.2f} MiB and does not fit on {profile.name}: "
                 f"{where or 'no region may hold it'} (at most {total:.2f} MiB in all)"
             )
-        placements.append(Placement(item=item, bytes=size, region=target))
+        placements.append(MemoryPlacement(item=item, bytes=size, region=target))
     regions = tuple(
         RegionUse(r.name, r.capacity_bytes, r.capacity_bytes - free[r.name]) for r in profile.memory
     )
     return MemoryMap(placements=tuple(placements), regions=regions, warnings=tuple(warnings))
 
 
-__all__ = ["MemoryMap", "Placement", "RegionUse", "item_sizes", "lr_elements", "memory_map"]
+__all__ = ["MemoryMap", "MemoryPlacement", "RegionUse", "item_sizes", "lr_elements", "memory_map"]

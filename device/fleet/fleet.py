@@ -35,7 +35,7 @@ class Fleet:
         broker: BrokerURL,
         *,
         on_telemetry: TelemetryHook | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
         broker_for: Callable[[str], BrokerURL] | None = None,
         gateway: Gateway | None = None,
     ) -> None:
@@ -46,7 +46,7 @@ class Fleet:
         self.bundle = bundle
         self.broker = broker
         self.on_telemetry = on_telemetry
-        self.connect_timeout = connect_timeout
+        self.connect_timeout_s = connect_timeout_s
         self.broker_for = broker_for  # each device's own login, when nodes have their own
         self.gateway = gateway  # one shared connection for every node (device.fleet.gateway)
         if gateway is not None and broker_for is not None:
@@ -71,7 +71,7 @@ class Fleet:
                     gateway=self.gateway,
                 )
                 self.nodes[device_id] = await stack.enter_async_context(node)
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.connect_timeout_s):
                 await asyncio.gather(*(n.connected.wait() for n in self.nodes.values()))
             self._stack = stack.pop_all()
         return self

@@ -164,10 +164,10 @@ class Gateway:
                         await self._serve(client, inboxes)
                 except aiomqtt.MqttError as exc:
                     self._lost(inboxes, f"gateway connection lost: {exc}")
-                    delay = self.backoff.next_delay()
+                    delay_s = self.backoff.next_delay()
                     now = asyncio.get_running_loop().time()
-                    self._refusals.failed(self.broker, exc, delay, now)
-                    await asyncio.sleep(delay)
+                    self._refusals.failed(self.broker, exc, delay_s, now)
+                    await asyncio.sleep(delay_s)
                 except BaseException:
                     self._lost(inboxes, "gateway stopped")
                     raise

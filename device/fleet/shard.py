@@ -136,7 +136,8 @@ def _bundles(plan: ShardPlan) -> dict[str, ModelBundle]:
             raise ModelError(f"class {c.name!r}: the supervisor must resolve its model")
         key = str(c.model.resolve())
         if key not in loaded:
-            loaded[key] = ModelBundle.load(c.model)
+            # the supervisor loaded it before planning and gave any notice about it then
+            loaded[key] = ModelBundle.load(c.model, warn_old_keys=False)
         out[c.name] = loaded[key]
     return out
 
@@ -194,7 +195,7 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
                     settings.__getitem__,
                     bundle,
                     url,
-                    connect_timeout=plan.connect_timeout_s,
+                    connect_timeout_s=plan.connect_timeout_s,
                     broker_for=broker_for,
                     gateway=gateway,
                 )

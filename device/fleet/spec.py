@@ -25,6 +25,7 @@ stream reads the same file for the ids and each class's data scenario.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -38,12 +39,15 @@ if TYPE_CHECKING:
     from device.model.bundle import ModelBundle
     from device.node.settings import NodeSettings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceClass:
     """One kind of device in a fleet. ``model``: a bundle directory, None for the default model.
 
-    The learning fields mean what the ``vega-emu node`` flags of the same name mean; ``dataset``
+    The learning fields mean what the ``vega-emu node`` flags of the same name mean
+    (``learning_rate``: ``--learning-rate``, None for the model's recommended rate); ``dataset``
     and ``scenario`` are what the stream sends this class.
     """
 
@@ -56,7 +60,7 @@ class DeviceClass:
     epochs: int = 4
     mb: int = 128
     new_per_mb: int = 21
-    lr: float | None = None
+    learning_rate: float | None = None
     class_balanced: bool = False
     dataset: str = "digits"
     scenario: str = "nic"
@@ -79,12 +83,15 @@ class DeviceClass:
         from device.node.settings import NodeSettings, ReplaySettings
 
         load_profile(self.profile)  # an unknown profile is an error now, not at the first event
+        rate = self.learning_rate
+        if rate is None:
+            rate = bundle.recommended_learning_rate
         return NodeSettings(
             device_id=device_id,
             state_dir=state_dir,
             replay=ReplaySettings(self.lr_size, self.lr_bits, self.class_balanced),
             train=TrainConfig(epochs=self.epochs, mb_size=self.mb, new_per_mb=self.new_per_mb),
-            sgd=SGDConfig(lr=self.lr if self.lr is not None else bundle.recommended_lr),
+            sgd=SGDConfig(learning_rate=rate),
             profile=self.profile,
             **extra,
         )
@@ -97,8 +104,13 @@ class DeviceClass:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None) -> DeviceClass:
-        """From a TOML table or :meth:`to_dict`; relative ``model`` paths are under ``base``."""
+        """From a TOML table or :meth:`to_dict`; relative ``model`` paths are under ``base``.
+
+        ``lr``, the old spelling of ``learning_rate``, is read as that with a logged deprecation
+        notice.
+        """
         name = data.get("name", "?")
+        data = _renamed(data, name)
         unknown = sorted(set(data) - KEYS)
         if unknown:
             raise FleetSpecError(
@@ -127,12 +139,31 @@ TYPES: Final[dict[str, str]] = {
     "epochs": "int",
     "mb": "int",
     "new_per_mb": "int",
-    "lr": "float",
+    "learning_rate": "float",
     "class_balanced": "bool",
     "dataset": "str",
     "scenario": "str",
 }
 KEYS: Final = frozenset(f.name for f in fields(DeviceClass))
+#: Old spellings of class keys, still read: old key -> key.
+OLD_KEYS: Final[dict[str, str]] = {"lr": "learning_rate"}
+
+
+def _renamed(data: Mapping[str, Any], name: object) -> Mapping[str, Any]:
+    """``data`` with the old spellings of :data:`OLD_KEYS` renamed, each with a notice."""
+    old = [key for key in OLD_KEYS if key in data]
+    if not old:
+        return data
+    out = dict(data)
+    for key in old:
+        new = OLD_KEYS[key]
+        if new in data:
+            raise FleetSpecError(
+                f"class {name!r}: give {new} only, not also its old spelling {key}"
+            )
+        log.warning("class %r: %s is deprecated, write %s (read as that now)", name, key, new)
+        out[new] = out.pop(key)
+    return out
 
 
 def _is(value: object, kind: str) -> bool:

@@ -26,7 +26,7 @@ I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
-class Tally:
+class ScoreTally:
     """The scores of one batch: ``right`` of ``n`` remembered predictions, for sample ``ids``."""
 
     right: int
@@ -38,7 +38,7 @@ class Tally:
             raise ValueError(f"tally of {self.right} right of {self.n} for {len(self.ids)} ids")
 
 
-NO_TALLY: Final = Tally(0, 0, ())
+NO_TALLY: Final = ScoreTally(0, 0, ())
 
 
 class PrequentialScore:
@@ -79,7 +79,7 @@ class PrequentialScore:
         while len(self._pending) > self.capacity:
             self._pending.popitem(last=False)
 
-    def tally(self, ids: I64 | None, labels: I64) -> Tally:
+    def tally(self, ids: I64 | None, labels: I64) -> ScoreTally:
         """Score the remembered predictions of the samples ``ids`` against ``labels``; changes
         nothing (see :meth:`apply`). Samples never predicted (or forgotten) are not scored."""
         if ids is None:
@@ -92,9 +92,9 @@ class PrequentialScore:
             if guess is not None:
                 scored.append(sample)
                 right += guess == label
-        return Tally(right, len(scored), tuple(scored))
+        return ScoreTally(right, len(scored), tuple(scored))
 
-    def apply(self, tally: Tally) -> None:
+    def apply(self, tally: ScoreTally) -> None:
         """Count ``tally`` and forget the predictions it scored (each is scored once)."""
         self.right += tally.right
         self.n += tally.n
@@ -102,4 +102,4 @@ class PrequentialScore:
             self._pending.pop(sample, None)
 
 
-__all__ = ["DEFAULT_CAPACITY", "NO_TALLY", "PrequentialScore", "Tally"]
+__all__ = ["DEFAULT_CAPACITY", "NO_TALLY", "PrequentialScore", "ScoreTally"]

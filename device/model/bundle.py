@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ FORMAT = "vega-emu-bundle"
 VERSION = 1
 MANIFEST, FROZEN, ADAPTIVE = "model.toml", "frozen.onnx", "adaptive.safetensors"
 INPUT_DTYPES = ("uint8", "float32")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +113,14 @@ def layer_info_table(info: LayerInfo) -> dict[str, Any]:
     }
 
 
-#: Optional top-level keys of model.toml kept in ``ModelBundle.meta``: ``train.lr`` is the model's
-#: recommended on-device learning rate, ``factory_classes`` the classes it was trained on.
+#: Optional top-level keys of model.toml kept in ``ModelBundle.meta``: ``train.learning_rate`` is
+#: the model's recommended on-device learning rate, ``factory_classes`` the classes it was trained
+#: on.
 META_KEYS = ("description", "source", "calibration", "train", "factory_classes")
 #: The paper's SGD learning rate, for bundles that recommend none.
-DEFAULT_LR = 0.001
+DEFAULT_LEARNING_RATE = 0.001
+#: The old spelling of ``[train] learning_rate``: still read, with a deprecation notice.
+OLD_LEARNING_RATE_KEY = "lr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +164,14 @@ class ModelBundle:
         return self.path / FROZEN
 
     @property
-    def recommended_lr(self) -> float:
-        """The on-device SGD rate of ``[train] lr`` in model.toml, else :data:`DEFAULT_LR`."""
+    def recommended_learning_rate(self) -> float:
+        """The on-device SGD learning rate of ``[train] learning_rate`` in model.toml, else
+        :data:`DEFAULT_LEARNING_RATE`."""
         train = self.meta.get("train", {})
-        value = train.get("lr") if isinstance(train, dict) else None
-        return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LR
+        value = train.get("learning_rate") if isinstance(train, dict) else None
+        return (
+            float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LEARNING_RATE
+        )
 
     def build_head(self, rng: np.random.Generator | None = None) -> Sequential:
         """A fresh adaptive stage holding the bundle's FP32 weights (a copy: train it freely)."""
@@ -176,8 +185,14 @@ class ModelBundle:
         return [*self.frozen_layers, *head.layer_infos(self.lr_shape, adaptive=True)]
 
     @classmethod
-    def load(cls, path: str | Path) -> ModelBundle:
-        """Read and validate a bundle directory; :class:`BundleError` names what is wrong."""
+    def load(cls, path: str | Path, *, warn_old_keys: bool = True) -> ModelBundle:
+        """Read and validate a bundle directory; :class:`BundleError` names what is wrong.
+
+        ``[train] lr``, the old spelling of ``[train] learning_rate``, is read as that, with a
+        logged deprecation notice unless ``warn_old_keys`` is false: the cached default model
+        is loaded quietly, because a cache written before the rename keeps the old spelling for
+        good (its bytes are part of the model id that ties state files to it).
+        """
         root = Path(path)
         if not root.is_dir():
             raise BundleError(f"model bundle {root} is not a directory")
@@ -222,8 +237,32 @@ class ModelBundle:
             frozen_layers=tuple(_layer_info(t, i) for i, t in enumerate(frozen.get("layers", []))),
             adaptive_specs=tuple(specs),
             weights=_read_weights(root / ADAPTIVE),
-            meta={k: v for k, v in doc.items() if k in META_KEYS},
+            meta=_meta(doc, root / MANIFEST, warn_old_keys=warn_old_keys),
         )
+
+
+def _meta(doc: Mapping[str, Any], manifest: Path, *, warn_old_keys: bool) -> dict[str, Any]:
+    """The :data:`META_KEYS` of ``doc``, ``[train] lr`` read as ``[train] learning_rate``."""
+    meta = {k: v for k, v in doc.items() if k in META_KEYS}
+    train = meta.get("train")
+    if isinstance(train, dict) and OLD_LEARNING_RATE_KEY in train:
+        if "learning_rate" in train:
+            raise BundleError(
+                f"{manifest}: [train] has both learning_rate and its old spelling lr; "
+                "keep learning_rate"
+            )
+        if warn_old_keys:
+            log.warning(
+                "%s: [train] lr is the deprecated spelling of [train] learning_rate, read as that "
+                "(bundles are written with learning_rate now; editing this file changes the "
+                "model id that state files are tied to)",
+                manifest,
+            )
+        meta["train"] = {
+            ("learning_rate" if key == OLD_LEARNING_RATE_KEY else key): value
+            for key, value in train.items()
+        }
+    return meta
 
 
 def _read_weights(path: Path) -> dict[str, np.ndarray]:

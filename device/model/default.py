@@ -47,7 +47,7 @@ DEFAULT_LR_LAYER = "p2"
 CACHE_NAME = "default-v1-seed{seed}"
 
 
-RECOMMENDED_LR = 0.05
+RECOMMENDED_LEARNING_RATE = 0.05
 
 
 def default_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) -> Sequential:
@@ -139,7 +139,7 @@ def build_default(
             f"final_loss={losses[-1]:.4f} train_s={time.perf_counter() - start:.1f}",
             "factory_classes": sorted(int(c) for c in np.unique(y)),
             # on-device SGD rate for this head; measured with benchmarks/accuracy.py
-            "train": {"lr": RECOMMENDED_LR},
+            "train": {"learning_rate": RECOMMENDED_LEARNING_RATE},
         },
     )
 
@@ -172,7 +172,7 @@ def load_default(
             "first run: training the default model (digits CNN, about 10 s on 2 cores) "
             f"and caching it in {cache}; later runs start at once"
         )
-    return ModelBundle.load(default_bundle_path(cache, factory=factory))
+    return ModelBundle.load(default_bundle_path(cache, factory=factory), warn_old_keys=False)
 
 
 def default_bundle_path(
@@ -201,7 +201,7 @@ def default_bundle_path(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     try:
-        ModelBundle.load(target)
+        ModelBundle.load(target, warn_old_keys=False)
     except BundleError as exc:
         raise BundleError(f"cached default model {target} is broken; delete it: {exc}") from exc
     return target

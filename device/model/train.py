@@ -121,9 +121,11 @@ def fit(
             xb = (xb - np.float32(mean)) / np.float32(std)
             loss, grad = softmax_cross_entropy(net.forward(xb, train=True), y[idx])
             net.backward(grad)
-            lr = 0.5 * config.sgd.lr * (1 + np.cos(np.pi * step / steps))
+            rate = 0.5 * config.sgd.learning_rate * (1 + np.cos(np.pi * step / steps))
             opt.config = SGDConfig(
-                lr=max(lr, 1e-6), momentum=config.sgd.momentum, weight_decay=config.sgd.weight_decay
+                learning_rate=max(rate, 1e-6),
+                momentum=config.sgd.momentum,
+                weight_decay=config.sgd.weight_decay,
             )
             opt.step(net.params(), net.grads())
             total += loss * len(idx)

@@ -75,7 +75,7 @@ class Inference:
         classes, confidence = classify(live.head, parts.frozen.run(request.x))
         counters = live.state.inference.charged(energy_j, latency_s)
         try:
-            live.battery.charge(energy_j)
+            live.battery.draw(energy_j)
             # a producer clock going backwards is taken as "now", as for batches
             lifetime = live.lifetime
             t = max(request.t, lifetime.inference_last_t) if lifetime.inferences else request.t
@@ -140,7 +140,7 @@ class Inference:
         left = live.battery.remaining_j
         if left > 0:
             try:
-                live.battery.charge(left)
+                live.battery.draw(left)
                 new_state = replace(
                     live.state,
                     battery=BatterySnapshot.of(live.battery),

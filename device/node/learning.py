@@ -92,13 +92,13 @@ class Learning:
                 rng=self._rng(batch.seq),
                 replay_into=memory.sample_into,
             )
-            battery.charge(energy["total"])
+            battery.draw(energy["total"])
             # active energy only: the estimator adds sleep power between events itself
             live.lifetime.observe(t, cost.energy_j["total"], cost.latency_s["total"])
             latency = cost.latency_s
         else:  # not enough energy left: the node browns out and stops learning for good;
             # what was left is spent on the failed attempt and reported as such
-            drained = battery.charge(battery.remaining_j)
+            drained = battery.draw(battery.remaining_j)
             energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
             latency = dict.fromkeys(cost.latency_s, 0.0)
         evaluation = self.evaluate()

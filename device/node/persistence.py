@@ -66,7 +66,7 @@ def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage)
     """Open (creating if needed) the state file and replay memory of ``settings.device_id``."""
     profile = load_profile(settings.profile)
     cost_config = CostConfig(
-        lr_size=settings.replay.size,
+        lr_size=settings.replay.lr_size,
         lr_bits=settings.replay.bits,
         mb_size=settings.train.mb_size,
         new_per_mb=settings.train.new_per_mb,
@@ -82,7 +82,7 @@ def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage)
     try:
         memory = store.open_replay(
             ReplayConfig(
-                capacity=settings.replay.size,
+                lr_size=settings.replay.lr_size,
                 bits=settings.replay.bits,
                 shape=bundle.lr_shape,
                 class_balanced=settings.replay.class_balanced,

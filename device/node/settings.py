@@ -15,15 +15,16 @@ from device.learning.replay import SUPPORTED_BITS
 
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
-    """Latent-replay memory: capacity N_LR, bits per value (32 = FP32), class balance."""
+    """Latent-replay memory: ``lr_size`` is N_LR, the most LRs it holds (``--lr-size``); bits
+    per value (32 = FP32); class balance."""
 
-    size: int = 1500
+    lr_size: int = 1500
     bits: int = 8
     class_balanced: bool = False
 
     def __post_init__(self) -> None:
-        if self.size < 0:
-            raise ValueError(f"replay size must be >= 0, got {self.size}")
+        if self.lr_size < 0:
+            raise ValueError(f"lr_size must be >= 0, got {self.lr_size}")
         if self.bits not in SUPPORTED_BITS:
             raise ValueError(f"replay bits must be one of {SUPPORTED_BITS}, got {self.bits}")
 
@@ -94,7 +95,7 @@ class NodeSettings:
     def learning_config(self) -> dict[str, Any]:
         """The settings that shape learning, as recorded in the state file and summaries."""
         return {
-            "lr_size": self.replay.size,
+            "lr_size": self.replay.lr_size,
             "lr_bits": self.replay.bits,
             "class_balanced": self.replay.class_balanced,
             **asdict(self.train),

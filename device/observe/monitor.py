@@ -86,7 +86,7 @@ class FleetMonitor:
         broker: BrokerURL,
         *,
         prefix: str = "vega",
-        timeout: float = 10.0,
+        timeout_s: float = 10.0,
         client_id: str | None = None,
         backoff: Backoff | None = None,
         on_message: OnMessage | None = None,
@@ -94,7 +94,7 @@ class FleetMonitor:
     ) -> None:
         self.broker = broker
         self.prefix = validate_prefix(prefix)
-        self.timeout = timeout
+        self.timeout_s = timeout_s
         self.client_id = client_id or new_client_id("monitor")
         self.devices: dict[str, DeviceRecord] = {}
         self.invalid = self.foreign = self.repeated = 0
@@ -106,7 +106,7 @@ class FleetMonitor:
         self.connected = asyncio.Event()
         self.activity = asyncio.Event()  # set after each message handled
         self.stopped = asyncio.Event()  # the watch ended: an on_message hook raised (see aexit)
-        self._session = Session(broker, self.client_id, timeout_s=timeout)
+        self._session = Session(broker, self.client_id, timeout_s=timeout_s)
         self._reconnect = Reconnect(
             backoff or Backoff(initial_s=0.2, cap_s=5.0),
             broker=broker,
@@ -177,7 +177,7 @@ class FleetMonitor:
                 cause = exc
             finally:
                 self.connected.clear()
-                await close(client, within_s=self.timeout)
+                await close(client, within_s=self.timeout_s)
             client = await self._reconnect.again(self._connect, cause)
 
     # -- messages ------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def as_user(url: BrokerURL, user: str) -> BrokerURL:
 
 
 def node(url: BrokerURL, bundle: ModelBundle, state_dir: Path) -> Node:
-    settings = NodeSettings(VICTIM, state_dir, sgd=SGDConfig(lr=0.05))
+    settings = NodeSettings(VICTIM, state_dir, sgd=SGDConfig(learning_rate=0.05))
     return Node(settings, bundle, as_user(url, VICTIM))
 
 

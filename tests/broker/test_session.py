@@ -32,7 +32,7 @@ from broker.reconnect import STABLE_AFTER_S, Reconnect
 from broker.session import Session, close, new_client_id, subscribe
 from broker.url import BrokerURL, free_port
 from dataset_stream import PublishError, Scenario, SourceError, StreamPublisher
-from dataset_stream.bridge.link import SeqBook, TargetLink
+from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.mqtt_source import mqtt_records
 from dataset_stream.bridge.sources import Format, MqttSource
 from dataset_stream.reconnect import ReconnectPolicy
@@ -229,7 +229,7 @@ async def test_every_client_says_a_refused_subscription(
         async with StreamPublisher(url, digits_nic, ["node-0000"], speed=None, events=1):
             pass
     bridge = TargetLink(
-        url, SeqBook(0.1), prefix="vega", devices=["node-0001"], reconnect=ReconnectPolicy()
+        url, NextSeqs(0.1), prefix="vega", devices=["node-0001"], reconnect=ReconnectPolicy()
     )
     with pytest.raises(PublishError, match=r"refused .* vega/node-0001/status"):
         async with bridge:

@@ -84,7 +84,7 @@ async def test_a_fleet_learns_over_tls(
         f"listener {tls_broker.port} 127.0.0.1"
     ], "a TLS broker has no plain listener next to the TLS one"
     assert tls_broker.url == BrokerURL("127.0.0.1", tls_broker.port, tls=True, ca_file=pki.ca)
-    settings = NodeSettings(DEVICE, tmp_path / "state", sgd=SGDConfig(lr=0.05))
+    settings = NodeSettings(DEVICE, tmp_path / "state", sgd=SGDConfig(learning_rate=0.05))
     async with (
         asyncio.timeout(20),
         FleetMonitor(login(tls_broker, "monitor", pki.ca)) as monitor,

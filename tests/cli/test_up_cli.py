@@ -41,6 +41,7 @@ def test_up_runs_a_fleet_and_writes_a_summary(default_bundle: ModelBundle, tmp_p
     assert result.returncode == 0, result.stderr
     data = json.loads(summary.read_text())
     assert data["config"]["devices"] == 2 and data["config"]["lr_size"] == 1500
+    assert data["config"]["learning_rate"] == default_bundle.recommended_learning_rate
     assert [d["device"] for d in data["devices"]] == ["node-0000", "node-0001"]
     for device in data["devices"]:
         assert device["events"] == 6

@@ -35,12 +35,12 @@ def test_capacity_from_profile() -> None:
         max_size=60,
     )
 )
-def test_battery_loses_exactly_what_was_charged(draws: list[tuple[bool, float]]) -> None:
+def test_battery_loses_exactly_what_was_drawn(draws: list[tuple[bool, float]]) -> None:
     battery = Battery(capacity_j=10_000.0, remaining_j=10_000.0, sleep_w=0.5)
     taken = []
     for is_sleep, amount in draws:
         before = battery.remaining_j
-        got = battery.sleep(amount) if is_sleep else battery.charge(amount)
+        got = battery.sleep(amount) if is_sleep else battery.draw(amount)
         requested = amount * 0.5 if is_sleep else amount
         assert got == pytest.approx(min(requested, before))
         assert battery.remaining_j == pytest.approx(before - got, abs=1e-9)
@@ -54,12 +54,12 @@ def test_battery_loses_exactly_what_was_charged(draws: list[tuple[bool, float]])
 
 def test_depletion_and_bad_draws() -> None:
     battery = Battery(capacity_j=1.0, remaining_j=1.0, sleep_w=1e-3)
-    assert battery.charge(0.75) == 0.75
-    assert battery.charge(5.0) == 0.25
+    assert battery.draw(0.75) == 0.75
+    assert battery.draw(5.0) == 0.25
     assert battery.depleted and battery.remaining_j == 0.0 and battery.soc == 0.0
     assert battery.sleep(3600) == 0.0
     with pytest.raises(BatteryStateError, match="joules"):
-        battery.charge(-1.0)
+        battery.draw(-1.0)
     with pytest.raises(BatteryStateError, match="seconds"):
         battery.sleep(math.nan)
     with pytest.raises(BatteryStateError, match="missing"):
@@ -94,7 +94,7 @@ def test_estimator_uses_nominal_then_observed_rate() -> None:
     assert est.lifetime_h(battery) == pytest.approx(3600 / (3.0 * 4 / 3600) / 3600)
     restored = LifetimeEstimator.from_dict(est.to_dict())
     assert restored == est
-    battery.charge(battery.remaining_j)
+    battery.draw(battery.remaining_j)
     assert est.lifetime_h(battery) == 0.0
     with pytest.raises(BatteryStateError, match="before the last event"):
         est.observe(t=0.0, energy_j=1.0, latency_s=1.0)

@@ -58,7 +58,7 @@ async def test_real_nodes_and_stream_ride_out_a_killed_broker(
     loop = asyncio.get_running_loop()
 
     def settings(device: str) -> NodeSettings:
-        return NodeSettings(device, state, sgd=SGDConfig(lr=0.05))
+        return NodeSettings(device, state, sgd=SGDConfig(learning_rate=0.05))
 
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(asyncio.timeout(240))

@@ -201,7 +201,7 @@ async def test_a_device_that_lost_its_session_gets_its_batches_again(
                 events=events,
                 t0=T0,
                 wait_for_answers=True,
-                ack_timeout=20,
+                ack_timeout_s=20,
                 reconnect=FAST,
                 on_progress=(sent := Sent(6)),
             ) as stream:
@@ -326,7 +326,7 @@ async def test_answers_sent_while_the_stream_is_away_wait_for_it(
             events=1,
             t0=T0,
             wait_for_answers=True,
-            ack_timeout=15,
+            ack_timeout_s=15,
             reconnect=slow,
             on_progress=(sent := Sent(1)),
         ) as stream:

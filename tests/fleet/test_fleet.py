@@ -75,6 +75,11 @@ def test_classes_take_consecutive_ids_from_the_start_index(tmp_path: Path) -> No
         ('[[class]]\nname = "a"\ncount = 1\n[[class]]\nname = "a"\ncount = 1\n', "distinct"),
         ("[[class]\n", "not valid TOML"),
         ('prefix = "a b"\n[[class]]\nname = "a"\ncount = 1\n', "invalid device id"),
+        ('[[class]]\nname = "a"\ncount = 1\nlearning_rate = "fast"\n', "learning_rate must be"),
+        (
+            '[[class]]\nname = "a"\ncount = 1\nlearning_rate = 0.1\nlr = 0.1\n',
+            "give learning_rate only",
+        ),
     ],
 )
 def test_a_bad_spec_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
@@ -82,6 +87,21 @@ def test_a_bad_spec_names_the_problem(tmp_path: Path, text: str, words: str) -> 
     with pytest.raises(FleetSpecError) as err:
         FleetSpec.load(path)
     assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_learning_rate_is_written_learning_rate_and_old_specs_still_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = '[[class]]\nname = "a"\ncount = 2\n'
+    new = FleetSpec.load(write(tmp_path / "new.toml", head + "learning_rate = 0.02\n"))
+    assert new.classes[0].learning_rate == 0.02 and not caplog.records
+    old = FleetSpec.load(write(tmp_path / "old.toml", head + "lr = 0.02\n"))  # the old key
+    assert old.classes == new.classes
+    assert "'a': lr is deprecated, write learning_rate" in caplog.text
+    assert caplog.records[0].levelname == "WARNING" and len(caplog.records) == 1
+    as_dict = old.classes[0].to_dict()  # what a worker is handed: the new spelling only
+    assert as_dict["learning_rate"] == 0.02 and "lr" not in as_dict
+    assert FleetSpec.load(write(tmp_path / "none.toml", head)).classes[0].learning_rate is None
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 7, 100, 1001])
@@ -181,7 +201,7 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
                 ids,
                 speed=None,
                 events=events,
-                ack_timeout=120,
+                ack_timeout_s=120,
                 on_progress=progress,
             ) as stream:
                 work = asyncio.create_task(stream.run())
@@ -268,7 +288,7 @@ async def test_a_fleet_logs_each_node_in_as_itself_on_a_secured_broker(
                     events=3,
                     infer_rate=0.05,
                     client_id="stream",
-                    ack_timeout=120,
+                    ack_timeout_s=120,
                 ) as stream:
                     async with asyncio.timeout(180):
                         stats = await stream.run()

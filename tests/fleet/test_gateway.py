@@ -45,7 +45,7 @@ IDS = ["node-0000", "node-0001", "node-0002"]
 
 
 def settings(device: str, state_dir: Path) -> NodeSettings:
-    return NodeSettings(device, state_dir, sgd=SGDConfig(lr=0.05))
+    return NodeSettings(device, state_dir, sgd=SGDConfig(learning_rate=0.05))
 
 
 async def test_nodes_behind_a_gateway_learn_every_batch_once_and_go_offline_with_it(

@@ -66,3 +66,14 @@ def test_a_bad_class_fails_before_any_worker(default_bundle: ModelBundle, tmp_pa
             hold_s=30.0,
             give_up_s=180.0,
         )
+
+
+def test_a_class_learns_at_its_own_rate_or_the_models(
+    default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    own = DeviceClass("a", 1, learning_rate=0.02).settings("n-1", tmp_path, default_bundle)
+    assert own.sgd.learning_rate == 0.02
+    assert own.learning_config()["learning_rate"] == 0.02  # recorded under its own name
+    assert "lr" not in own.learning_config()  # lr_size and lr_bits are the latent replays
+    models = DeviceClass("a", 1).settings("n-1", tmp_path, default_bundle)
+    assert models.sgd.learning_rate == default_bundle.recommended_learning_rate

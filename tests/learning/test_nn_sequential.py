@@ -81,7 +81,7 @@ def test_sgd_training_learns_a_separable_problem() -> None:
     centers = rng.standard_normal((3, 5)) * 3
     y = rng.integers(0, 3, 300)
     x = (centers[y] + rng.standard_normal((300, 5))).astype(np.float32)
-    opt = nn.SGD(nn.SGDConfig(lr=0.05, momentum=0.9, weight_decay=5e-4))
+    opt = nn.SGD(nn.SGDConfig(learning_rate=0.05, momentum=0.9, weight_decay=5e-4))
     for _ in range(50):
         _, g = nn.softmax_cross_entropy(head.forward(x, train=True), y)
         head.backward(g)

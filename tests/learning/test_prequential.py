@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from device.learning.inference import InferenceCounters
-from device.learning.prequential import NO_TALLY, PrequentialScore, Tally
+from device.learning.prequential import NO_TALLY, PrequentialScore, ScoreTally
 
 
 def ids(*values: int) -> np.ndarray:
@@ -19,7 +19,7 @@ def test_hand_built_sequence() -> None:
     score.predicted(ids(10, 11, 12), ids(1, 2, 3))
     # a batch with the labels of 10 and 12 (right, wrong) and of 99 (never predicted)
     tally = score.tally(ids(10, 99, 12), ids(1, 5, 0))
-    assert tally == Tally(right=1, n=2, ids=(10, 12))
+    assert tally == ScoreTally(right=1, n=2, ids=(10, 12))
     assert score.n == 0 and score.pending == 3  # tally changes nothing ...
     score.apply(tally)  # ... apply counts it and forgets what it scored
     assert (score.right, score.n, score.accuracy, score.pending) == (1, 2, 0.5, 1)
@@ -47,7 +47,7 @@ def test_counts_restart_from_committed_values_and_are_checked() -> None:
     with pytest.raises(ValueError, match="labels"):
         score.tally(ids(1, 2), ids(1))
     with pytest.raises(ValueError, match="tally"):
-        Tally(right=2, n=1, ids=(1,))
+        ScoreTally(right=2, n=1, ids=(1,))
 
 
 def test_inference_counters() -> None:

@@ -12,8 +12,14 @@ from scipy import ndimage
 from sklearn.datasets import load_digits
 
 from device.learning import nn
-from device.model.bundle import ModelBundle
-from device.model.default import build_default, default_bundle_path
+from device.model.bundle import DEFAULT_LEARNING_RATE, MANIFEST, ModelBundle
+from device.model.default import (
+    RECOMMENDED_LEARNING_RATE,
+    build_default,
+    default_bundle_path,
+    default_cache_dir,
+    load_default,
+)
 from device.model.errors import BundleError, ModelError, ModelInputError
 from device.model.export import FROZEN_FP32, run_onnx
 from device.model.frozen import FrozenStage
@@ -123,6 +129,50 @@ def test_bundle_validation_names_the_problem(bundle: ModelBundle, tmp_path: Path
         ModelBundle.load(bad)
     with pytest.raises(BundleError, match="not a directory"):
         ModelBundle.load(tmp_path / "nope")
+
+
+def test_learning_rate_is_written_learning_rate_and_old_bundles_still_load(
+    bundle: ModelBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = (bundle.path / MANIFEST).read_text()
+    assert f"[train]\nlearning_rate = {RECOMMENDED_LEARNING_RATE}\n" in text  # what we write
+    assert bundle.recommended_learning_rate == RECOMMENDED_LEARNING_RATE
+    old = tmp_path / "old"
+    shutil.copytree(bundle.path, old)
+    (old / MANIFEST).write_text(text.replace("learning_rate = 0.05", "lr = 0.07"))
+    assert ModelBundle.load(old).recommended_learning_rate == 0.07  # the old spelling
+    assert "[train] lr is the deprecated spelling of [train] learning_rate" in caplog.text
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    caplog.clear()
+    assert ModelBundle.load(old, warn_old_keys=False).recommended_learning_rate == 0.07
+    assert not caplog.records
+    both = text.replace("learning_rate = 0.05", "learning_rate = 0.05\nlr = 0.07")
+    (old / MANIFEST).write_text(both)
+    with pytest.raises(BundleError, match="both learning_rate and its old spelling lr"):
+        ModelBundle.load(old)
+    (old / MANIFEST).write_text(text.replace("[train]\nlearning_rate = 0.05\n", ""))
+    assert ModelBundle.load(old).recommended_learning_rate == DEFAULT_LEARNING_RATE
+
+
+def test_a_default_model_cached_with_the_old_spelling_loads_quietly(
+    bundle: ModelBundle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Earlier versions cached the default model with ``[train] lr``; its bytes are part of
+    the model id of every state file made with it, so it is read as it is, without a notice."""
+    monkeypatch.setenv("VEGA_EMU_CACHE", str(tmp_path))
+    cache = default_cache_dir(0)
+    shutil.copytree(bundle.path, cache)
+    text = (cache / MANIFEST).read_text()
+    (cache / MANIFEST).write_text(text.replace("learning_rate = 0.05", "lr = 0.05"))
+
+    def never() -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("the cached model is there: nothing to build")
+
+    assert load_default(0, factory=never).recommended_learning_rate == 0.05
+    assert not caplog.records
 
 
 def test_build_default_rejects_bad_input(tmp_path: Path) -> None:

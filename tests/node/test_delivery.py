@@ -34,7 +34,10 @@ Answer = Telemetry | ErrorMessage
 
 def node_settings(state_dir: Path, hold_s: float = 10.0) -> NodeSettings:
     return NodeSettings(
-        DEVICE, state_dir, sgd=SGDConfig(lr=0.05), delivery=DeliverySettings(hold_s=hold_s)
+        DEVICE,
+        state_dir,
+        sgd=SGDConfig(learning_rate=0.05),
+        delivery=DeliverySettings(hold_s=hold_s),
     )
 
 

@@ -23,7 +23,7 @@ def engine(
     bundle: ModelBundle, state_dir: Path, *, lr_size: int = 1500, bits: int = 8, dev: str = "n0"
 ) -> NodeEngine:
     settings = NodeSettings(
-        dev, state_dir, replay=ReplaySettings(lr_size, bits), sgd=SGDConfig(lr=LR)
+        dev, state_dir, replay=ReplaySettings(lr_size, bits), sgd=SGDConfig(learning_rate=LR)
     )
     return NodeEngine(settings, bundle, FrozenStage.shared(bundle))
 
@@ -130,7 +130,11 @@ def test_a_depleted_node_stops_learning_and_reports_zero_lifetime(
     tiny = tmp_path / "tiny.toml"  # a battery for about two events of the default model
     tiny.write_text(vega.replace("capacity_mah = 3300", "capacity_mah = 0.012"))
     settings = NodeSettings(
-        "n0", tmp_path, replay=ReplaySettings(100, 8), sgd=SGDConfig(lr=LR), profile=str(tiny)
+        "n0",
+        tmp_path,
+        replay=ReplaySettings(100, 8),
+        sgd=SGDConfig(learning_rate=LR),
+        profile=str(tiny),
     )
     eng = NodeEngine(settings, default_bundle, FrozenStage.shared(default_bundle))
     telemetry = run(eng, digits_nic, 6)

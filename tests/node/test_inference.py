@@ -37,7 +37,7 @@ DEVICE = "node-0003"
 
 
 def settings(state_dir: Path) -> NodeSettings:
-    return NodeSettings(DEVICE, state_dir, sgd=SGDConfig(lr=0.05))
+    return NodeSettings(DEVICE, state_dir, sgd=SGDConfig(learning_rate=0.05))
 
 
 @asynccontextmanager

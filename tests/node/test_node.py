@@ -25,7 +25,7 @@ from tests.support.wait import wait_for_telemetry
 
 
 def settings(device: str, state_dir: Path) -> NodeSettings:
-    return NodeSettings(device, state_dir, sgd=SGDConfig(lr=0.05))
+    return NodeSettings(device, state_dir, sgd=SGDConfig(learning_rate=0.05))
 
 
 async def test_fleet_learns_over_the_broker(

@@ -31,12 +31,12 @@ def db(tmp_path: Path) -> Iterator[sqlite_utils.Database]:
     database.close()
 
 
-def _filled(db: sqlite_utils.Database, bits: int, capacity: int = 50) -> ReplayMemory:
-    mem = ReplayMemory.open(db, ReplayConfig(capacity, bits, SHAPE))
+def _filled(db: sqlite_utils.Database, bits: int, lr_size: int = 50) -> ReplayMemory:
+    mem = ReplayMemory.open(db, ReplayConfig(lr_size, bits, SHAPE))
     g = np.random.default_rng(bits)
     with db.atomic():
-        x = (g.normal(size=(capacity, *SHAPE)) * 3).astype(np.float32)
-        mem.update(x, g.integers(0, 10, capacity), g)
+        x = (g.normal(size=(lr_size, *SHAPE)) * 3).astype(np.float32)
+        mem.update(x, g.integers(0, 10, lr_size), g)
     return mem
 
 
@@ -83,7 +83,7 @@ def test_dequantize_rows_into_out(bits: int) -> None:
 
 
 def test_training_with_replay_into_is_bitwise_the_plain_one(db: sqlite_utils.Database) -> None:
-    mem = _filled(db, 8, capacity=200)
+    mem = _filled(db, 8, lr_size=200)
 
     def run(into: bool) -> dict[str, np.ndarray]:
         g = np.random.default_rng(11)

@@ -1,4 +1,4 @@
-"""ReplayMemory over real SQLite: AR1* counts, persistence, rollback, bytes, capacity 0."""
+"""ReplayMemory over real SQLite: AR1* counts, persistence, rollback, bytes, lr_size 0."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def event(mem: ReplayMemory, db: sqlite_utils.Database, seed: int, n: int, **kw:
 
 
 def open_mem(
-    db: sqlite_utils.Database, capacity: int = 60, bits: int = 8, **kw: bool
+    db: sqlite_utils.Database, lr_size: int = 60, bits: int = 8, **kw: bool
 ) -> ReplayMemory:
-    return ReplayMemory.open(db, ReplayConfig(capacity, bits, SHAPE, **kw))
+    return ReplayMemory.open(db, ReplayConfig(lr_size, bits, SHAPE, **kw))
 
 
 def test_update_requires_the_callers_transaction(db: sqlite_utils.Database) -> None:
@@ -63,14 +63,14 @@ def test_update_does_not_commit(db: sqlite_utils.Database, tmp_path: Path) -> No
 
 
 def test_after_event_i_exactly_h_slots_change(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=60)
+    mem = open_mem(db, lr_size=60)
     sizes = []
     for i in range(8):
         before, _ = mem.contents()
         moved = event(mem, db, seed=i, n=25)
         after, _ = mem.contents()
         sizes.append(mem.size)
-        if len(before) == mem.capacity:
+        if len(before) == mem.lr_size:
             changed = int((before != after).any(axis=(1, 2, 3)).sum())
             assert changed == moved == min(60 // (i + 1), 25), i
     assert sizes == [25, 50, 60, 60, 60, 60, 60, 60]  # full as soon as 60 latents have come
@@ -78,7 +78,7 @@ def test_after_event_i_exactly_h_slots_change(db: sqlite_utils.Database) -> None
 
 
 def test_stored_values_are_the_new_latents_quantized(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=10, bits=8)
+    mem = open_mem(db, lr_size=10, bits=8)
     x, y = batch(3, 10)
     with db.atomic():
         mem.update(x, y, np.random.default_rng(0))
@@ -94,13 +94,13 @@ def test_stored_values_are_the_new_latents_quantized(db: sqlite_utils.Database) 
 def test_persistence_across_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "node.db"
     db = sqlite_utils.Database(path)
-    mem = open_mem(db, capacity=30, bits=6)
+    mem = open_mem(db, lr_size=30, bits=6)
     for i in range(4):
         event(mem, db, seed=i, n=20)
     before = (mem.contents(), mem.updates, mem.stats(), mem.class_counts())
     db.close()
     db2 = sqlite_utils.Database(path)
-    mem2 = open_mem(db2, capacity=30, bits=6)
+    mem2 = open_mem(db2, lr_size=30, bits=6)
     after = (mem2.contents(), mem2.updates, mem2.stats(), mem2.class_counts())
     np.testing.assert_array_equal(before[0][0], after[0][0])
     np.testing.assert_array_equal(before[0][1], after[0][1])
@@ -109,7 +109,7 @@ def test_persistence_across_close_and_reopen(tmp_path: Path) -> None:
 
 
 def test_rolled_back_update_leaves_db_and_mirror_as_committed(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=30)
+    mem = open_mem(db, lr_size=30)
     event(mem, db, seed=0, n=30)
     before = mem.contents()
     rows = list(db.query("SELECT * FROM replay ORDER BY slot"))
@@ -126,7 +126,7 @@ def test_same_generators_same_memory(tmp_path: Path) -> None:
     contents = []
     for name in ("a.db", "b.db"):
         db = sqlite_utils.Database(tmp_path / name)
-        mem = open_mem(db, capacity=40, class_balanced=True)
+        mem = open_mem(db, lr_size=40, class_balanced=True)
         for i in range(5):
             event(mem, db, seed=i, n=17)
         contents.append(mem.contents())
@@ -136,7 +136,7 @@ def test_same_generators_same_memory(tmp_path: Path) -> None:
 
 
 def test_class_balanced_memory_stays_balanced(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=90, class_balanced=True)
+    mem = open_mem(db, lr_size=90, class_balanced=True)
     for i in range(6):
         event(mem, db, seed=i, n=50, label=i)
         counts = list(mem.class_counts().values())
@@ -149,7 +149,7 @@ def test_bytes_scale_with_bits(tmp_path: Path, low: int) -> None:
     totals = {}
     for bits in (8, low):
         db = sqlite_utils.Database(tmp_path / f"{bits}.db")
-        mem = open_mem(db, capacity=20, bits=bits)
+        mem = open_mem(db, lr_size=20, bits=bits)
         event(mem, db, seed=0, n=20)
         code_bytes = db.execute("SELECT sum(length(codes)) FROM replay").fetchone()[0]
         assert mem.bytes == code_bytes + 20 * 8
@@ -160,7 +160,7 @@ def test_bytes_scale_with_bits(tmp_path: Path, low: int) -> None:
 
 
 def test_fp32_memory_is_lossless(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=8, bits=32)
+    mem = open_mem(db, lr_size=8, bits=32)
     x, y = batch(0, 8)
     with db.atomic():
         mem.update(x, y, np.random.default_rng(0))
@@ -170,8 +170,8 @@ def test_fp32_memory_is_lossless(db: sqlite_utils.Database) -> None:
         assert (np.abs(x - s).reshape(8, -1).max(axis=1) == 0).any()
 
 
-def test_capacity_zero_is_the_no_replay_baseline(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=0)
+def test_lr_size_zero_is_the_no_replay_baseline(db: sqlite_utils.Database) -> None:
+    mem = open_mem(db, lr_size=0)
     assert event(mem, db, seed=0, n=21) == 0
     assert mem.size == 0 and mem.updates == 1 and mem.bytes == 0
     assert mem.class_counts() == {}
@@ -182,7 +182,7 @@ def test_capacity_zero_is_the_no_replay_baseline(db: sqlite_utils.Database) -> N
 
 
 def test_sampling_without_then_with_replacement(db: sqlite_utils.Database) -> None:
-    mem = open_mem(db, capacity=12)
+    mem = open_mem(db, lr_size=12)
     x = np.random.default_rng(0).normal(size=(12, *SHAPE)).astype(np.float32)
     with db.atomic():
         mem.update(x, np.arange(12), np.random.default_rng(0))
@@ -197,23 +197,23 @@ def test_sampling_without_then_with_replacement(db: sqlite_utils.Database) -> No
 
 
 def test_reopening_with_other_settings_is_refused(db: sqlite_utils.Database) -> None:
-    open_mem(db, capacity=60, bits=8)
+    open_mem(db, lr_size=60, bits=8)
     with pytest.raises(ReplayConfigError, match=r"\(60, 8, \(4, 2, 2\)\).*\(60, 7, \(4, 2, 2\)\)"):
-        open_mem(db, capacity=60, bits=7)
+        open_mem(db, lr_size=60, bits=7)
 
 
 @pytest.mark.parametrize(
-    ("capacity", "bits", "shape", "match"),
+    ("lr_size", "bits", "shape", "match"),
     [
-        (-1, 8, (4,), "capacity"),
+        (-1, 8, (4,), "lr_size"),
         (10, 3, (4,), "bits"),
         (10, 8, (), "shape"),
         (10, 8, (0,), "shape"),
     ],
 )
-def test_config_is_checked(capacity: int, bits: int, shape: tuple[int, ...], match: str) -> None:
+def test_config_is_checked(lr_size: int, bits: int, shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ReplayConfigError, match=match):
-        ReplayConfig(capacity, bits, shape)
+        ReplayConfig(lr_size, bits, shape)
 
 
 def test_bad_batches_are_rejected_before_writing(db: sqlite_utils.Database) -> None:

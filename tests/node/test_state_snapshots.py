@@ -38,11 +38,11 @@ def test_a_battery_snapshot_restores_the_same_battery(
 ) -> None:
     battery = Battery(capacity_j=capacity, remaining_j=capacity, sleep_w=sleep_w)
     for joule in draws:
-        battery.charge(joule)
+        battery.draw(joule)
     snapshot = BatterySnapshot.of(battery)
     assert snapshot.restore() == battery
     assert snapshot.restore() is not battery  # a new working copy: drawing it changes no snapshot
-    snapshot.restore().charge(battery.remaining_j)
+    snapshot.restore().draw(battery.remaining_j)
     assert snapshot == BatterySnapshot.of(battery)
 
 

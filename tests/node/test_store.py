@@ -24,7 +24,7 @@ from device.node.store import (
 from device.node.store.replay import ReplayConfig
 from device.node.store.snapshots import BatterySnapshot, EnergyTotals
 
-CFG = ReplayConfig(capacity=40, bits=7, shape=(16,))
+CFG = ReplayConfig(lr_size=40, bits=7, shape=(16,))
 
 
 def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -175,7 +175,7 @@ def test_other_replay_settings_are_refused(store: NodeStore, tmp_path: Path) -> 
     store.close()
     with (
         NodeStore.open(tmp_path, "node-0001", "mnv1-int8@abc") as again,
-        pytest.raises(ValueError, match="capacity, bits, shape"),
+        pytest.raises(ValueError, match="lr_size, bits, shape"),
     ):
         again.open_replay(ReplayConfig(40, 8, (16,)))
 
@@ -192,7 +192,7 @@ def test_device_id_must_be_a_safe_file_name(tmp_path: Path, device_id: str) -> N
         NodeStore.open(tmp_path, device_id, "m")
 
 
-def test_capacity_zero_store(tmp_path: Path) -> None:
+def test_lr_size_zero_store(tmp_path: Path) -> None:
     with NodeStore.open(tmp_path, "n0", "m", synchronous="NORMAL") as s:
         mem = s.open_replay(ReplayConfig(0, 8, (16,)))
         with s.event_transaction():
@@ -252,7 +252,7 @@ from device.node.store.replay import ReplayConfig
 from device.node.store import EventRecord, NodeState, NodeStore
 
 store = NodeStore.open(sys.argv[1], "node-0001", "mnv1-int8@abc")
-memory = store.open_replay(ReplayConfig(capacity=40, bits=7, shape=(16,)))
+memory = store.open_replay(ReplayConfig(lr_size=40, bits=7, shape=(16,)))
 g = np.random.default_rng(1)
 with store.event_transaction() as tx:
     tx.save_weights({"fc.weight": np.full((10, 16), 9.0, np.float32)})

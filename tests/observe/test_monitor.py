@@ -75,7 +75,7 @@ async def test_an_unreachable_broker_is_a_clear_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         with pytest.raises(MonitorError, match=f"127.0.0.1:{port}"):
-            async with FleetMonitor(BrokerURL("127.0.0.1", port), timeout=2):
+            async with FleetMonitor(BrokerURL("127.0.0.1", port), timeout_s=2):
                 pytest.fail("connected to nothing")
 
 

@@ -484,7 +484,7 @@ async def test_a_piped_file_reaches_a_running_node_and_predictions_come_back(
         for x, y in zip(xs[:40], ys[:40], strict=True)
     ]
     rows += [json.dumps({"device": device, "x": x.ravel().tolist()}) for x in xs[40:45]]
-    settings = NodeSettings(device, tmp_path / "state", sgd=SGDConfig(lr=0.05))
+    settings = NodeSettings(device, tmp_path / "state", sgd=SGDConfig(learning_rate=0.05))
     async with (
         Node(settings, default_bundle, url),
         aiomqtt.Client(**url.client_kwargs()) as watcher,

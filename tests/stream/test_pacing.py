@@ -86,7 +86,7 @@ def test_the_publisher_takes_exactly_what_the_policy_takes(
             url,
             digits_nic,
             ["a"],
-            cadence=cadence_s,
+            cadence_s=cadence_s,
             speed=speed,
             infer_rate=infer_per_s,
             stagger=stagger,

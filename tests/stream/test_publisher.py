@@ -167,7 +167,7 @@ async def test_closed_loop_gives_up_on_a_silent_device(
 ) -> None:
     devices = ["node-0000", "node-0001"]
     async with StreamPublisher(
-        embedded_broker.url, scenario, devices, speed=None, events=5, ack_timeout=0.3
+        embedded_broker.url, scenario, devices, speed=None, events=5, ack_timeout_s=0.3
     ) as publisher:
         stats = await publisher.run()
     assert stats.sent == 0 and sorted(stats.stalled) == devices
@@ -197,7 +197,7 @@ async def test_unreachable_broker_is_a_clear_error(scenario: Scenario) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connection refused
         with pytest.raises(PublishError, match=f"127.0.0.1:{port}"):
-            async with StreamPublisher(BrokerURL("127.0.0.1", port), scenario, ["a"], timeout=2):
+            async with StreamPublisher(BrokerURL("127.0.0.1", port), scenario, ["a"], timeout_s=2):
                 pytest.fail("connected to nothing")
 
 
@@ -256,7 +256,7 @@ def test_arguments_are_checked(scenario: Scenario) -> None:
     url = BrokerURL("127.0.0.1", 9)
     for kwargs in (
         {"speed": 0},
-        {"cadence": -1},
+        {"cadence_s": -1},
         {"events": 0},
         {"prefix": "a/#"},
         {"speed": None, "stagger": True},

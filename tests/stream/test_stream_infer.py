@@ -63,7 +63,7 @@ async def test_paced_stream_sends_one_request_per_device_per_simulated_second(
         await watcher.subscribe("vega/+/infer", qos=1)
         reader = asyncio.create_task(count_infers(watcher, counts))
         async with StreamPublisher(
-            url, digits_nic, ids, cadence=3.0, speed=30.0, events=4, t0=T0, infer_rate=2.0
+            url, digits_nic, ids, cadence_s=3.0, speed=30.0, events=4, t0=T0, infer_rate=2.0
         ) as stream:
             stats = await stream.run()
         await wait_until(
@@ -83,13 +83,13 @@ async def test_closed_loop_predictions_are_scored_by_the_next_batch(
     ids = ["node-0000", "node-0001"]
 
     def settings(device: str) -> NodeSettings:
-        return NodeSettings(device, tmp_path, sgd=SGDConfig(lr=0.05))
+        return NodeSettings(device, tmp_path, sgd=SGDConfig(learning_rate=0.05))
 
     async with (
         FleetMonitor(url) as monitor,
         Fleet(ids, settings, default_bundle, url),
         StreamPublisher(
-            url, digits_nic, ids, cadence=3.0, speed=None, events=4, t0=T0, infer_rate=2.0
+            url, digits_nic, ids, cadence_s=3.0, speed=None, events=4, t0=T0, infer_rate=2.0
         ) as stream,
     ):
         stats = await stream.run()
@@ -116,7 +116,7 @@ def test_batches_name_their_samples_only_with_inference(digits_nic: Scenario) ->
     from dataset_stream.payloads import batch_payload
 
     event = digits_nic.events("node-0000")[0]
-    plain = decode_batch(batch_payload(digits_nic, event, t0=T0, cadence=60))
-    named = decode_batch(batch_payload(digits_nic, event, t0=T0, cadence=60, with_ids=True))
+    plain = decode_batch(batch_payload(digits_nic, event, t0=T0, cadence_s=60))
+    named = decode_batch(batch_payload(digits_nic, event, t0=T0, cadence_s=60, with_ids=True))
     assert plain.ids is None
     assert named.ids is not None and named.ids.tolist() == event.indices.tolist()

@@ -12,13 +12,13 @@ import numpy as np
 class SGDConfig:
     """Learning rate, momentum and weight decay (paper defaults: 0.001, 0.9, 5e-4)."""
 
-    lr: float = 1e-3
+    learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if self.weight_decay < 0:
@@ -26,7 +26,8 @@ class SGDConfig:
 
 
 class SGD:
-    """``v = momentum * v + (g + weight_decay * p); p -= lr * v`` for every key of ``grads``.
+    """``v = momentum * v + (g + weight_decay * p); p -= learning_rate * v`` for every key of
+    ``grads``.
 
     Parameters are updated in place. The velocity buffers are state (``state()`` /
     ``load_state()``) so that a node can persist them with its weights.
@@ -49,7 +50,7 @@ class SGD:
                     v *= cfg.momentum
                     v += d
                 d = v
-            p -= (cfg.lr * d).astype(p.dtype, copy=False)
+            p -= (cfg.learning_rate * d).astype(p.dtype, copy=False)
 
     def state(self) -> dict[str, np.ndarray]:
         """Velocity buffers, keyed like the parameters (copies)."""

@@ -4,7 +4,7 @@ The SQLite-backed memory that uses them is :mod:`device.node.store.replay`.
 """
 
 from device.learning.replay.errors import QuantizationError, ReplayError
-from device.learning.replay.policy import Placement, ar1_quota, plan_placement
+from device.learning.replay.policy import SlotPlacement, ar1_quota, plan_placement
 from device.learning.replay.quant import (
     SUPPORTED_BITS,
     QuantizedLR,
@@ -17,10 +17,10 @@ from device.learning.replay.quant import (
 
 __all__ = [
     "SUPPORTED_BITS",
-    "Placement",
     "QuantizationError",
     "QuantizedLR",
     "ReplayError",
+    "SlotPlacement",
     "ar1_quota",
     "dequantize",
     "pack_codes",

@@ -44,22 +44,23 @@ __all__ = ["ReplayConfig", "ReplayMemory"]
 
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
-    """Capacity ``N_LR`` (0: no replays), bits per value (32: FP32), shape of one latent.
+    """``lr_size``: N_LR, the most LRs the memory holds (0: no replays); bits per value (32:
+    FP32); shape of one latent.
 
-    capacity, bits and shape are recorded in the database and must match when it is reopened;
+    lr_size, bits and shape are recorded in the database and must match when it is reopened;
     ``class_balanced`` is only a replacement policy and may change between runs.
     """
 
-    capacity: int
+    lr_size: int
     bits: int
     shape: tuple[int, ...]
     class_balanced: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.capacity, bool) or not isinstance(self.capacity, int):
-            raise ReplayConfigError(f"capacity must be an int, got {self.capacity!r}")
-        if self.capacity < 0:
-            raise ReplayConfigError(f"capacity must be >= 0, got {self.capacity}")
+        if isinstance(self.lr_size, bool) or not isinstance(self.lr_size, int):
+            raise ReplayConfigError(f"lr_size must be an int, got {self.lr_size!r}")
+        if self.lr_size < 0:
+            raise ReplayConfigError(f"lr_size must be >= 0, got {self.lr_size}")
         if self.bits not in SUPPORTED_BITS:
             raise ReplayConfigError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits!r}")
         shape = tuple(self.shape)
@@ -90,23 +91,25 @@ class ReplayMemory:
         try:
             MIGRATIONS.apply(db)
             row = next(
-                db.query("SELECT capacity, bits, shape FROM replay_config WHERE id = 1"), None
+                # the column ``capacity`` holds lr_size (see replay_schema)
+                db.query("SELECT capacity, bits, shape FROM replay_config WHERE id = 1"),
+                None,
             )
             if row is None:
                 with db.atomic():
                     db.execute(
                         "INSERT INTO replay_config (id, capacity, bits, shape, updates)"
                         " VALUES (1, ?, ?, ?, 0)",
-                        [config.capacity, config.bits, json.dumps(list(config.shape))],
+                        [config.lr_size, config.bits, json.dumps(list(config.shape))],
                     )
         except sqlite3.Error as exc:
             raise ReplayStateError(f"cannot open the replay tables: {exc}") from exc
         if row is not None:
             stored = (row["capacity"], row["bits"], tuple(json.loads(row["shape"])))
-            wanted = (config.capacity, config.bits, config.shape)
+            wanted = (config.lr_size, config.bits, config.shape)
             if stored != wanted:
                 raise ReplayConfigError(
-                    "the replay memory in this database has (capacity, bits, shape) = "
+                    "the replay memory in this database has (lr_size, bits, shape) = "
                     f"{stored}, but {wanted} was asked for; use another state directory "
                     "or the stored settings"
                 )
@@ -125,14 +128,14 @@ class ReplayMemory:
         except StopIteration as exc:
             raise ReplayStateError(f"cannot read the replay memory: {exc}") from exc
         size = len(rows)
-        if size > cfg.capacity or [r[0] for r in rows] != list(range(size)):
-            raise ReplayStateError(f"replay slots are not 0..{size - 1} within {cfg.capacity}")
+        if size > cfg.lr_size or [r[0] for r in rows] != list(range(size)):
+            raise ReplayStateError(f"replay slots are not 0..{size - 1} within {cfg.lr_size}")
         if any(len(r[4]) != self._row_bytes for r in rows):
             raise ReplayStateError(f"a replay row does not hold {self._row_bytes} code bytes")
-        self._packed = np.zeros((cfg.capacity, self._row_bytes), dtype=np.uint8)
-        self._scale = np.zeros(cfg.capacity, dtype=np.float32)
-        self._zero_point = np.zeros(cfg.capacity, dtype=np.float32)
-        self._labels = np.zeros(cfg.capacity, dtype=np.int64)
+        self._packed = np.zeros((cfg.lr_size, self._row_bytes), dtype=np.uint8)
+        self._scale = np.zeros(cfg.lr_size, dtype=np.float32)
+        self._zero_point = np.zeros(cfg.lr_size, dtype=np.float32)
+        self._labels = np.zeros(cfg.lr_size, dtype=np.int64)
         if size:
             blob = b"".join(r[4] for r in rows)
             self._packed[:size] = np.frombuffer(blob, dtype=np.uint8).reshape(size, -1)
@@ -149,8 +152,9 @@ class ReplayMemory:
         return self._config
 
     @property
-    def capacity(self) -> int:
-        return self._config.capacity
+    def lr_size(self) -> int:
+        """N_LR: the most LRs the memory holds (the telemetry's ``replay.capacity``)."""
+        return self._config.lr_size
 
     @property
     def bits(self) -> int:
@@ -162,7 +166,8 @@ class ReplayMemory:
 
     @property
     def size(self) -> int:
-        """Occupied slots."""
+        """Occupied slots: the LRs held now, at most :attr:`lr_size` (the telemetry's
+        ``replay.size``)."""
         return self._size
 
     @property
@@ -182,13 +187,13 @@ class ReplayMemory:
 
     def writes_for(self, n_new: int) -> int:
         """How many of ``n_new`` latents the next :meth:`update` will store."""
-        return ar1_writes(self.capacity, self.size, self.updates, n_new)
+        return ar1_writes(self.lr_size, self.size, self.updates, n_new)
 
     def stats(self) -> dict[str, int]:
         """The telemetry's ``"replay"`` object."""
         return {
             "size": self.size,
-            "capacity": self.capacity,
+            "capacity": self.lr_size,
             "bits": self.bits,
             "bytes": self.bytes,
         }
@@ -268,7 +273,7 @@ class ReplayMemory:
         """Apply the AR1* step of one event with float ``[n_new, *shape]`` latents; return moves.
 
         Must run inside the caller's open transaction; does not commit. Counts one event even
-        when nothing is stored (capacity 0 or no new latents).
+        when nothing is stored (lr_size 0 or no new latents).
         """
         x = np.asarray(latents)
         y = np.asarray(labels)
@@ -284,7 +289,7 @@ class ReplayMemory:
                 "(NodeStore.event_transaction() or Database.atomic())"
             )
         placement = plan_placement(
-            capacity=self.capacity,
+            lr_size=self.lr_size,
             events_before=self._updates,
             slot_labels=self._labels[: self._size],
             new_labels=y,

@@ -2,6 +2,8 @@
 
 ``replay_config``  one row (id 1): capacity, bits, latent shape (JSON list), and ``updates``,
                    the number of AR1* events applied so far (the ``i`` of the AR1* quota).
+                   ``capacity`` is N_LR, ``ReplayConfig.lr_size`` in the code: the column keeps
+                   its first name because renaming it would rewrite every existing state file.
 ``replay``         one row per occupied slot: slot (0 .. size-1), label, FP32 scale and zero point
                    (stored as SQLite REAL, exact), codes (BLOB, the bit-packed codes of the LR).
 """
