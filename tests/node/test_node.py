@@ -201,6 +201,11 @@ async def test_node_reconnects_after_the_broker_restarts(
         ) as peer:
             await peer.publish(f"vega/{device}/batch", payloads[1], qos=1)
             await peer.publish(f"vega/{device}/batch", payloads[2], qos=1)
-            got = [m["seq"] for _, m in await collect(peer, 2)]
+            got = [m["seq"] for _, m in await collect_until_telemetry(peer, seq=3)]
         assert node.connections >= 2
-    assert got == [2, 3]
+        assert node.engine is not None and node.engine.state.events_applied == 3
+    # QoS 1 is at least once: a PUBACK still in flight when the broker went down (the peer's for
+    # telemetry 1, the node's for batch 1) makes the restarted broker deliver that message again.
+    # The node answers such a batch `duplicate` (an error, not telemetry); the peer may see
+    # telemetry 1 once more. Seqs 2 and 3 are learned once each, in order.
+    assert [s for s in got if s != 1] == [2, 3]
