@@ -9,7 +9,12 @@ value, :meth:`EnergyReport.to_json` is the ``--json`` output::
      "inference": {"per_s", "per_sample": {"latency_s", "energy_j"}, "power_w", "power_share",
                    "busy"},
      "frozen_stage": {"int8_mac_per_cycle", "basis"},
-     "memory", "layers", "config": {"lr_layer", ...the cost config}}
+     "memory", "layers", "config": {"lr_layer", ...the cost config},
+     "model": {"name", "path", "default", "new_per_event_from", "benchmark"}}
+
+``model`` says which model is costed and where the new samples per event come from
+(:class:`AnalysedModel`): ``vega-emu energy --model default`` costs the events ``vega-emu up``
+streams to the default model, so both give one lifetime at one event rate.
 """
 
 from __future__ import annotations
@@ -21,12 +26,116 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from device.app.models import Benchmark
     from device.energy import CostConfig, Duty, EventCost, InferenceCost, Profile
     from device.learning.layers import LayerInfo
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+#: Where an event's new samples come from: the model's benchmark, the option, the paper's 300.
+NEW_PER_EVENT_FROM = ("benchmark", "option", "paper")
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysedModel:
+    """The model an energy report costs.
+
+    ``name``: the bundle's name or the analytical network's; ``path``: the bundle directory
+    (None: analytical); ``default``: the default bundle, the one ``vega-emu up`` runs;
+    ``benchmark``: the scenario the model is run on, when known; ``new_per_event_from``: one of
+    :data:`NEW_PER_EVENT_FROM`.
+    """
+
+    name: str
+    path: str | None = None
+    default: bool = False
+    benchmark: Benchmark | None = None
+    new_per_event_from: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.new_per_event_from not in NEW_PER_EVENT_FROM:
+            raise ValueError(f"new_per_event_from must be one of {NEW_PER_EVENT_FROM}")
+        if self.new_per_event_from == "benchmark" and self.benchmark is None:
+            raise ValueError("new samples per event from a benchmark needs the benchmark")
+
+    def describe(self, new_per_event: int) -> str:
+        """One line: which model, and where its ``new_per_event`` samples per event come from."""
+        if self.path is None:
+            what = f"analytical {self.name} (the paper's; --model default: the model up runs)"
+        elif self.default:
+            what = f"{self.name}, the default bundle up runs ({self.path})"
+        else:
+            what = f"{self.name} ({self.path})"
+        if self.new_per_event_from == "benchmark" and self.benchmark is not None:
+            source = f"the mean of its benchmark, {self.benchmark.describe()}"
+        elif self.new_per_event_from == "option":
+            source = "--new-per-event"
+        elif self.path is None or self.benchmark is not None:
+            source = "the paper's"
+        else:
+            source = "the paper's (the bundle names no benchmark: give --new-per-event)"
+        return f"model: {what}; {new_per_event} new samples per event, {source}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "default": self.default,
+            "new_per_event_from": self.new_per_event_from,
+            "benchmark": None if self.benchmark is None else self.benchmark.as_dict(),
+        }
+
+
+#: New samples per learning event when nothing else says: the paper's 300 images.
+PAPER_NEW_PER_EVENT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CostedBundle:
+    """A bundle's layers as the energy model costs them, which model they are, and the new
+    samples per event to charge (``new_per_event``)."""
+
+    layers: tuple[LayerInfo, ...]
+    model: AnalysedModel
+    new_per_event: int
+
+
+def cost_bundle(
+    path: Path | str | None,
+    *,
+    new_per_event: int | None = None,
+    seed: int = 0,
+    announce: Callable[[str], None] | None = None,
+) -> CostedBundle:
+    """The bundle at ``path`` (None or ``default``: the default bundle for ``seed``, built on
+    first use, ``announce`` told before), charged ``new_per_event`` new samples per event, by
+    default the mean of the scenario the model is run on (for the default bundle: the events
+    ``vega-emu up`` streams), else the paper's 300. A
+    :class:`~device.model.errors.ModelError` for a bundle that cannot be loaded."""
+    from device.app.models import benchmark_of, is_default_bundle, load_model
+
+    bundle = load_model(path, seed=seed, announce=announce)
+    benchmark = benchmark_of(path, seed=seed)
+    if new_per_event is not None:
+        count, source = new_per_event, "option"
+    elif benchmark is not None:
+        count, source = benchmark.new_per_event, "benchmark"
+    else:
+        count, source = PAPER_NEW_PER_EVENT, "paper"
+    model = AnalysedModel(
+        bundle.name,
+        str(bundle.path),
+        is_default_bundle(path, seed=seed),
+        benchmark,
+        new_per_event_from=source,
+    )
+    return CostedBundle(tuple(bundle.layers()), model, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +153,7 @@ class EnergyReport:
     event: EventCost
     inference: InferenceCost
     duty: Duty
+    model: AnalysedModel | None = None
 
     def __post_init__(self) -> None:
         if self.inference.n_samples != 1:
@@ -59,10 +169,12 @@ class EnergyReport:
         config: CostConfig,
         *,
         inference_per_s: float = 0.0,
+        model: AnalysedModel | None = None,
     ) -> EnergyReport:
         """Cost ``layers`` on ``profile``: an event of ``config.new_per_event`` new samples
         with ``config.lr_size`` replays, one inference, and the duty at ``config``'s event rate
-        plus ``inference_per_s`` (an :class:`~device.energy.EnergyError` for a bad value)."""
+        plus ``inference_per_s`` (an :class:`~device.energy.EnergyError` for a bad value);
+        ``model`` says which model ``layers`` are (None: not said)."""
         from device.energy import Duty, event_cost, inference_cost
         from device.learning.layers import lr_layer_of
 
@@ -77,7 +189,7 @@ class EnergyReport:
             events_per_hour=config.events_per_hour,
             inference_per_s=inference_per_s,
         )
-        return cls(profile, config, lr_layer_of(layers), event, inference, duty)
+        return cls(profile, config, lr_layer_of(layers), event, inference, duty, model)
 
     @property
     def lifetime_h(self) -> float | None:
@@ -121,11 +233,23 @@ class EnergyReport:
             "memory": event.memory.as_dict(),
             "layers": [layer.as_dict() for layer in event.layers],
             "config": {"lr_layer": self.lr_layer, **self.config.as_dict()},
+            "model": None if self.model is None else self.model.as_dict(),
         }
+
+    def describe_model(self) -> str | None:
+        """The one line saying which model is costed (None when not said)."""
+        return None if self.model is None else self.model.describe(self.config.new_per_event)
 
     def to_json(self) -> str:
         """:meth:`to_dict` as indented JSON, the output of ``vega-emu energy --json``."""
         return json.dumps(self.to_dict(), indent=2)
 
 
-__all__ = ["EnergyReport"]
+__all__ = [
+    "NEW_PER_EVENT_FROM",
+    "PAPER_NEW_PER_EVENT",
+    "AnalysedModel",
+    "CostedBundle",
+    "EnergyReport",
+    "cost_bundle",
+]

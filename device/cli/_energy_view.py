@@ -52,6 +52,9 @@ _BASIS = {
 
 
 def show_energy(report: EnergyReport) -> None:
+    line = report.describe_model()
+    if line is not None:
+        out.print(line, highlight=False, soft_wrap=True)
     cost = report.event
     title = f"one learning event on {report.profile.name} (dim: frozen stage, INT8 forward only)"
     table = Table(title=title)
@@ -151,8 +154,17 @@ def write_csv(rows: Sequence[PlanRow], path: Path) -> None:
             writer.writerow(row.as_dict())
 
 
-def show_plan(rows: Sequence[PlanRow], profile: str, csv_path: Path, plot_path: Path) -> None:
-    """One line per (LR layer, LR count, LR bits); one lifetime column per event rate."""
+def show_plan(
+    rows: Sequence[PlanRow],
+    profile: str,
+    csv_path: Path,
+    plot_path: Path,
+    model_line: str | None = None,
+) -> None:
+    """One line per (LR layer, LR count, LR bits); one lifetime column per event rate;
+    ``model_line`` first, when given (which model is swept)."""
+    if model_line is not None:
+        out.print(model_line, highlight=False, soft_wrap=True)
     rates = sorted({row.events_per_hour for row in rows})
     groups: dict[tuple[int, int, int], dict[float, PlanRow]] = {}
     for row in rows:

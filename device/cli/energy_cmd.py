@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,12 +14,17 @@ from device.cli._runtime import fail
 from device.learning.layers import lr_layer_of
 
 if TYPE_CHECKING:
+    from device.app.energy import AnalysedModel
     from device.energy import CostConfig, PlanRow
     from device.learning.layers import LayerInfo
 
 ModelDir = Annotated[
     Path | None,
-    typer.Option("--model", help="Model bundle directory (its layers and LR layer)."),
+    typer.Option(
+        "--model",
+        help="Model bundle directory (its layers and LR layer), or 'default': the default "
+        "bundle vega-emu up runs.",
+    ),
 ]
 MobileNet = Annotated[
     bool,
@@ -30,7 +36,13 @@ Classes = Annotated[int, typer.Option(help="Classifier outputs.")]
 ProfileOpt = Annotated[
     str, typer.Option("--profile", help="vega, vega-hw, stm32l4 or a profile TOML file.")
 ]
-NewPerEvent = Annotated[int, typer.Option(help="New samples per learning event.")]
+NewPerEvent = Annotated[
+    int | None,
+    typer.Option(
+        help="New samples per learning event. Default: with --model default, the mean of the "
+        "events vega-emu up streams to it; else the paper's 300."
+    ),
+]
 MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
 NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
 Epochs = Annotated[int, typer.Option(help="Epochs per learning event.")]
@@ -44,30 +56,54 @@ InferenceRate = Annotated[
 ]
 
 
-def _layers_for(
-    model: Path | None, mobilenet: bool, res: int, width: float, classes: int
-) -> Callable[[int | None], list[LayerInfo]]:
-    """A function LR layer -> layers (``None``: the bundle's own / the default 27)."""
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """The model to cost: a function LR layer -> layers (``None``: the bundle's own / the
+    default 27), which model it is, and the new samples per event to charge."""
+
+    layers_for: Callable[[int | None], list[LayerInfo]]
+    model: AnalysedModel
+    new_per_event: int
+    fixed: bool  # a bundle, cut at one LR layer
+
+
+def _choose(
+    model: Path | None,
+    mobilenet: bool,
+    res: int,
+    width: float,
+    classes: int,
+    new_per_event: int | None,
+) -> _Choice:
+    from device.app.energy import PAPER_NEW_PER_EVENT, AnalysedModel, cost_bundle
+
     if model is not None and mobilenet:
         raise fail("give either --model DIR or --mobilenet-v1, not both", code=2)
     if model is not None:
-        from device.model.bundle import ModelBundle
-
-        bundle_layers = list(ModelBundle.load(model).layers())
+        costed = cost_bundle(
+            model, new_per_event=new_per_event, announce=lambda text: typer.echo(text, err=True)
+        )
+        bundle_layers = list(costed.layers)
 
         def from_bundle(lr_layer: int | None) -> list[LayerInfo]:
             if lr_layer is not None and lr_layer != lr_layer_of(bundle_layers):
                 raise fail(f"--model {model} is cut at one LR layer; drop --lr-layer(s)", code=2)
             return bundle_layers
 
-        return from_bundle
+        return _Choice(from_bundle, costed.model, costed.new_per_event, fixed=True)
     from device.model.mobilenet import mobilenet_v1_layers
 
     def analytical(lr_layer: int | None) -> list[LayerInfo]:
         layer = 27 if lr_layer is None else lr_layer
         return mobilenet_v1_layers(res=res, width=width, classes=classes, lr_layer=layer)
 
-    return analytical
+    given = new_per_event is not None
+    described = AnalysedModel(
+        f"MobileNet-V1 {width}/{res}, {classes} classes",
+        new_per_event_from="option" if given else "paper",
+    )
+    count = new_per_event if new_per_event is not None else PAPER_NEW_PER_EVENT
+    return _Choice(analytical, described, count, fixed=False)
 
 
 def _config(**values: Any) -> CostConfig:
@@ -88,7 +124,7 @@ def energy(
     profile: ProfileOpt = "vega",
     lr_size: Annotated[int, typer.Option(help="LRs in memory (assumed full).")] = 1500,
     lr_bits: Annotated[int, typer.Option(help="Bits per stored LR value (32 = FP32).")] = 8,
-    new_per_event: NewPerEvent = 300,
+    new_per_event: NewPerEvent = None,
     mb: MbSize = 128,
     new_per_mb: NewPerMb = 21,
     epochs: Epochs = 4,
@@ -104,17 +140,20 @@ def energy(
 
     try:
         prof = load_profile(profile)
+        choice = _choose(model, mobilenet_v1, res, width, classes, new_per_event)
         config = _config(
             lr_size=lr_size,
             lr_bits=lr_bits,
-            new_per_event=new_per_event,
+            new_per_event=choice.new_per_event,
             mb_size=mb,
             new_per_mb=new_per_mb,
             epochs=epochs,
             events_per_hour=events_per_hour,
         )
-        layers = _layers_for(model, mobilenet_v1, res, width, classes)(lr_layer)
-        report = EnergyReport.compute(layers, prof, config, inference_per_s=_rate(inference_rate))
+        layers = choice.layers_for(lr_layer)
+        report = EnergyReport.compute(
+            layers, prof, config, inference_per_s=_rate(inference_rate), model=choice.model
+        )
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
     if as_json:
@@ -154,7 +193,7 @@ def plan(
     lr_sizes: Annotated[str, typer.Option(help="LR counts to sweep.")] = "375,750,1500,3000",
     lr_bits: Annotated[str, typer.Option(help="LR bits to sweep (32 = FP32).")] = "6,7,8,32",
     rates: Annotated[str, typer.Option(help="Learning events per hour to sweep.")] = "0.25,1,4",
-    new_per_event: NewPerEvent = 300,
+    new_per_event: NewPerEvent = None,
     mb: MbSize = 128,
     new_per_mb: NewPerMb = 21,
     epochs: Epochs = 4,
@@ -180,12 +219,13 @@ def plan(
             raise fail(f"--summary {path}: {exc}", code=2) from exc
     try:
         prof = load_profile(profile)
+        choice = _choose(model, mobilenet_v1, res, width, classes, new_per_event)
         base = _config(
-            new_per_event=new_per_event, mb_size=mb, new_per_mb=new_per_mb, epochs=epochs
+            new_per_event=choice.new_per_event, mb_size=mb, new_per_mb=new_per_mb, epochs=epochs
         )
-        layers_for = _layers_for(model, mobilenet_v1, res, width, classes)
+        layers_for = choice.layers_for
         fixed: list[LayerInfo] | None = None  # a bundle is cut at one LR layer
-        if model is not None:
+        if choice.fixed:
             if lr_layers is not None:
                 raise fail(f"--model {model} is cut at one LR layer; drop --lr-layers", code=2)
             fixed = layers_for(None)
@@ -212,7 +252,8 @@ def plan(
         _energy_view.write_plot(rows, plot_path, prof.name)
     except OSError as exc:
         raise fail(f"cannot write output: {exc}") from exc
-    _energy_view.show_plan(rows, prof.name, csv_path, plot_path)
+    line = choice.model.describe(choice.new_per_event)
+    _energy_view.show_plan(rows, prof.name, csv_path, plot_path, model_line=line)
 
 
 def register(app: typer.Typer) -> None:

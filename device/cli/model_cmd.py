@@ -110,25 +110,32 @@ def split_cmd(
 
 @model_app.command("info")
 def info_cmd(
-    bundle_dir: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    bundle_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Bundle directory, or 'default' (also without one): the default bundle "
+            "vega-emu up runs, built on first use."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
     """Per-layer kind, output shape, params, forward MACs/sample and stage; LR sizes."""
     from rich.console import Console
     from rich.table import Table
 
-    from device.model.bundle import ModelBundle
+    from device.app.models import load_model
     from device.model.errors import ModelError
     from device.model.info import bundle_report
 
     try:
-        report = bundle_report(ModelBundle.load(bundle_dir))
+        bundle = load_model(bundle_dir, announce=lambda text: typer.echo(text, err=True))
+        report = bundle_report(bundle)
     except ModelError as exc:
         raise fail(str(exc)) from exc
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{report['name']} ({bundle_dir})")
+    table = Table(title=f"{report['name']} ({bundle.path})")
     for col in ("layer", "kind", "output", "params", "MACs", "stage"):
         table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
     for la in report["layers"]:
