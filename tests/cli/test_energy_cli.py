@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from device.cli import app
-from device.model.default import build_default
+from device.model.bundle import ModelBundle
+from device.model.default import build_default, default_cache_dir
 from device.model.train import FitConfig
 
 runner = CliRunner()
@@ -102,3 +103,47 @@ def test_model_bundle(tmp_path: Path) -> None:
     planned = runner.invoke(app, [*args, "--plot", str(tmp_path / "p.png"), "--rates", "60"])
     assert planned.exit_code == 0, planned.output
     assert out_csv.read_text().count("\n") == 1 + 4 * 4
+
+
+def test_without_a_model_it_says_which_one_it_analyses() -> None:
+    data = _json()
+    assert data["model"]["path"] is None and data["model"]["new_per_event_from"] == "paper"
+    assert data["config"]["new_per_event"] == 300
+    assert _json("--new-per-event", "50")["model"]["new_per_event_from"] == "option"
+    shown = runner.invoke(app, ["energy"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith("model: analytical MobileNet-V1") and "--model default" in first
+
+
+@pytest.fixture
+def default_named(default_bundle: ModelBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The test session's default bundle is the one ``default`` names."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / default_cache_dir().name).symlink_to(default_bundle.path.resolve())
+    monkeypatch.setenv("VEGA_EMU_CACHE", str(cache))
+    return default_bundle
+
+
+def test_model_default_takes_new_samples_from_its_benchmark(default_named: ModelBundle) -> None:
+    data = _json("--model", "default", "--events-per-hour", "60")
+    model = data["model"]
+    assert model["name"] == default_named.name and model["default"] is True
+    assert model["new_per_event_from"] == "benchmark"
+    mean = model["benchmark"]["mean_new_per_event"]
+    assert data["config"]["new_per_event"] == round(mean) and 100 < mean < 300
+    given = _json("--model", "default", "--new-per-event", "300")
+    assert given["config"]["new_per_event"] == 300
+    assert given["model"]["new_per_event_from"] == "option"
+    assert given["lifetime_h"] < _json("--model", "default")["lifetime_h"]
+    shown = runner.invoke(app, ["energy", "--model", "default"], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0, shown.output
+    assert "the default bundle up runs" in shown.stdout.splitlines()[0]
+
+
+def test_model_info_without_a_path_is_the_default_bundle(default_named: ModelBundle) -> None:
+    for args in ([], ["default"]):
+        result = runner.invoke(app, ["model", "info", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["name"] == default_named.name
