@@ -20,8 +20,8 @@ ModelOpt = Annotated[
     Path | None,
     typer.Option(
         "--model",
-        help="Model bundle directory (vega-emu model ...). Default: the cached default digits "
-        "model, built on first use.",
+        help="Model bundle directory (vega-emu model ...), or 'default': the cached default "
+        "digits model, built on first use (also what no --model means).",
         file_okay=False,
     ),
 ]
