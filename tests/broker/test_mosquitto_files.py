@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,3 +103,12 @@ def test_each_file_is_created_0600_not_tightened_after(tmp_path: Path) -> None:
     )
     ours = {path.name: mode for path, mode in modes.items() if path.name in (*FILES, "mq")}
     assert ours == {"mq": 0o700} | dict.fromkeys(FILES, 0o600)
+
+
+def test_the_readme_recipe_writes_its_password_file_private(tmp_path: Path) -> None:
+    """The README's own first line of the Mosquitto recipe, run as it is under umask 022."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [line] = [line for line in readme.splitlines() if line.rstrip().endswith("> users.txt)")]
+    subprocess.run(["bash", "-c", f"umask 022 && {line}"], cwd=tmp_path, check=True, timeout=30)
+    users = tmp_path / "users.txt"
+    assert users.read_text().startswith("node-0000:") and mode(users) == 0o600
