@@ -3,11 +3,16 @@
 Every command parses its ``--broker`` option here and nowhere else. Credentials may come from
 the URL, a password file, or the environment (``VEGA_EMU_MQTT_USERNAME`` /
 ``VEGA_EMU_MQTT_PASSWORD``); the password never appears in ``str()``, ``repr()`` or an error.
+
+An error shows the URL as :func:`mask_url` prints it, on every path: a URL is malformed in ways
+the parser cannot foresee (``stream:PW@host``, ``mqtt:/...``, ``mqtt//...``), so where the
+password would be is found without trusting the rest of the URL.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -23,6 +28,11 @@ ENV_PASSWORD = "VEGA_EMU_MQTT_PASSWORD"
 ENV_CA_FILE = "VEGA_EMU_MQTT_CA_FILE"
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+MASK = "***"
+#: What may follow a host's ``:`` and still be shown: a port number (of any size), then maybe a
+#: path, query or fragment. Anything else after the colon may be a password typed without its
+#: ``@host`` (``mqtt://stream:PW``).
+_SHOWN_PORT = re.compile(r"[0-9]*(?:[/?#].*)?", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,23 +108,30 @@ def parse_broker_url(
     too). No error message ever holds any part of the password.
     """
     env = os.environ if environ is None else environ
+    shown = mask_url(url)  # the only form of the URL an error may hold
     scheme, sep, rest = url.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")
-    shown = f"{scheme}{sep}{_mask_userinfo(userinfo)}{at}{hostpart}"  # safe to print
     if not sep or scheme not in _DEFAULT_PORTS:
         raise BrokerURLError(f"broker URL {shown!r} must start with mqtt:// or mqtts://")
     try:
         parts = urlsplit(f"{scheme}://{hostpart}")
         port = parts.port
     except ValueError:
+        parts = None  # raised below, outside the handler: no exception context holds the URL
+    if parts is None:
         raise BrokerURLError(
             f"cannot parse broker URL {shown!r}: want host or host:port with a port in 1..65535"
-        ) from None
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise BrokerURLError(f"broker URL {shown!r} must not have a path, query or fragment")
     if not parts.hostname:
         raise BrokerURLError(f"broker URL {shown!r} has no host")
     user_text, colon, password_text = userinfo.partition(":")
+    if "@" in user_text:  # user@password@host: a typo that would show the password as a name
+        raise BrokerURLError(
+            f"broker URL {shown!r}: the user name holds an '@'; a password goes after ':' "
+            "(user:password@host), an '@' in a user name is written %40"
+        )
     username = unquote(user_text) if at and user_text else env.get(ENV_USERNAME)
     password = unquote(password_text) if colon else None
     if password is not None and password_file is not None:
@@ -151,10 +168,27 @@ def _read_password(path: Path) -> str:
     return password
 
 
-def _mask_userinfo(userinfo: str) -> str:
-    """``user:***`` for ``user:password``; a user name alone is shown as it is."""
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:***" if colon else user
+def mask_url(text: str) -> str:
+    """``text`` (any string given as a broker URL) safe to print, however malformed it is.
+
+    Everything before the last ``@`` -- where a password is whenever there is one -- becomes
+    ``***``, except a leading ``mqtt://`` or ``mqtts://``; what follows a host's ``:`` is
+    masked too unless it is a port number (possibly with a path). So
+    ``mqtt://alice:pw@h:1`` -> ``mqtt://***@h:1``, ``stream:PW@h`` and ``mqtt:stream:PW@h``
+    -> ``***@h``, ``mqtt://stream:PW`` -> ``mqtt://stream:***``.
+    """
+    scheme = next((s for s in ("mqtt://", "mqtts://") if text.startswith(s)), "")
+    _, at, hostpart = text[len(scheme) :].rpartition("@")
+    return f"{scheme}{MASK if at else ''}{at}{_mask_port(hostpart)}"
+
+
+def _mask_port(hostpart: str) -> str:
+    """``host:port...`` with anything after the host's colon that is not a port masked."""
+    bracket = hostpart.find("]") + 1 if hostpart.startswith("[") else 0  # [v6 address]
+    host, colon, rest = hostpart[bracket:].partition(":")
+    if not colon or _SHOWN_PORT.fullmatch(rest):
+        return hostpart
+    return f"{hostpart[:bracket]}{host}:{MASK}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

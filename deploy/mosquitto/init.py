@@ -21,7 +21,8 @@ A password file that does not exist yet is created with a random password (mode 
 user a broker started as root switches to (default: Mosquitto's own, ``mosquitto``).
 Run as root, it gives the created password files to ``CLIENT_UID`` (default 10001, the image's
 user) and the broker's files to ``BROKER_UID`` (default 1883, the eclipse-mosquitto image's
-``mosquitto`` user); every file it writes is mode 0600.
+``mosquitto`` user); every file it writes is created mode 0600. The config bounds the packets
+and queues the broker takes as ``vega-emu broker`` does (:mod:`broker.limits`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 from pathlib import Path
 
 from broker.acl import acl_text, password_file_text
+from broker.limits import BrokerLimits
 
 PREFIX = "vega"
 USERS = {"stream": "STREAM_PASSWORD_FILE", "monitor": "MONITOR_PASSWORD_FILE"}
@@ -41,6 +43,14 @@ FLEET_USER = "fleet"
 def give(path: Path, uid: int) -> None:
     if os.geteuid() == 0:
         os.chown(path, uid, uid)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` into ``path``, created 0600 (an existing file is tightened first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)
+        f.write(text)
 
 
 def read_or_create(path: Path, owner: int) -> str:
@@ -81,8 +91,7 @@ def config(out: Path, port: int, data_dir: str, user: str | None) -> str:
             "log_type error",
             "log_type warning",
             "log_type notice",
-            "max_queued_messages 100000",
-            "max_inflight_messages 100",
+            *BrokerLimits().config_lines(),
             "persistence true",
             f"persistence_location {data_dir.rstrip('/')}/",
             "persistence_file mosquitto.db",
@@ -113,8 +122,7 @@ def write(out: Path, env: dict[str, str]) -> None:
     }
     for name, text in texts.items():
         path = out / name
-        path.write_text(text, encoding="utf-8")
-        path.chmod(0o600)
+        write_private(path, text)
         give(path, int(env.get("BROKER_UID", "1883")))
     print(f"mosquitto config in {out}: users {', '.join(users)}")
 

@@ -40,6 +40,7 @@ from device.model.errors import BundleError, ModelError
 from device.model.export import write_bundle
 from device.model.onnx_build import layers_to_onnx
 from device.model.train import Augment, FitConfig, fit
+from device.private import DIR_MODE, FILE_MODE, private_dir
 
 INPUT_SHAPE = (1, 32, 32)
 NUM_CLASSES = 10
@@ -183,16 +184,20 @@ def default_bundle_path(
     """The cached default bundle, built from ``factory()`` data on first use.
 
     Built in a temporary sibling directory and renamed into place, so a crash never leaves a
-    half bundle and two racing processes both end up with one complete bundle.
+    half bundle and two racing processes both end up with one complete bundle. The cache is the
+    user's own: a cache directory it creates is 0700, the bundle 0700 with 0600 files (the image
+    build opens its built-in cache to every user on purpose: deploy/Dockerfile).
     """
     target = cache_dir or default_cache_dir()
     if (target / MANIFEST).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        private_dir(target.parent)
     x, y = factory()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build_default(x, y, tmp / "bundle")
+        _make_private(tmp / "bundle")
         try:
             os.rename(tmp / "bundle", target)
         except OSError:  # somebody else finished first (target exists and is not empty)
@@ -205,6 +210,13 @@ def default_bundle_path(
     except BundleError as exc:
         raise BundleError(f"cached default model {target} is broken; delete it: {exc}") from exc
     return target
+
+
+def _make_private(tree: Path) -> None:
+    """``tree`` and every directory in it 0700, every file 0600."""
+    for path in tree.rglob("*"):
+        path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
+    tree.chmod(DIR_MODE)
 
 
 __all__ = [

@@ -8,11 +8,16 @@ fleet's energy by phase, the first nodes to die, the lag of telemetry behind sim
 the errors by code. A fleet of thousands draws at most :data:`MAX_NODE_LINES` node lines (evenly
 sampled) under fleet percentiles. What a recording lacks (no telemetry, no accuracy, no errors)
 is said on the page instead of a plot.
+
+A run's report tells how its fleet learnt and what it cost: the directory is created 0700 and
+every file 0600, like the recording it is made from (:mod:`device.private`); an existing
+directory keeps its mode. To publish a report, copy it or loosen the modes on purpose.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import math
 from collections import Counter
 from datetime import UTC, datetime
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from device.observe.recorder import RunData, load_run
+from device.private import private_dir, write_private
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,7 +50,8 @@ def render_report(run: Path, out_dir: Path) -> Path:
 
     matplotlib.use("Agg")
     data = load_run(run)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir():
+        private_dir(out_dir)
     sections = [_totals(data)]
     tel = data.telemetry
     if len(tel) == 0:
@@ -67,7 +74,7 @@ def render_report(run: Path, out_dir: Path) -> Path:
     title = f"vega-emu run: {data.path.name}"
     page = _PAGE.format(title=html.escape(title), body="\n".join(sections))
     index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
+    write_private(index, page.encode("utf-8"))
     return index
 
 
@@ -310,7 +317,9 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def _save(fig: Figure, out_dir: Path, name: str, alt: str) -> str:
-    fig.savefig(out_dir / name, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_private(out_dir / name, png.getvalue())
     return f"<img src='{name}' alt='{html.escape(alt)}'>"
 
 
