@@ -16,28 +16,25 @@ plot.
 from __future__ import annotations
 
 import html
-import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from device.observe import report_tables as tables
 from device.observe import report_text as text
-from device.observe.recorder import ErrorRow, RunData, load_run
+from device.observe.recorder import RunData, load_run
+from device.observe.report_tables import last_rows, nanmedian, section, split_errors
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Node lines drawn per plot at most; the others are in the fleet percentiles.
 MAX_NODE_LINES: Final = 50
-#: Rows of the first-to-die table.
-FIRST_TO_DIE: Final = 10
 PHASES: Final = ("frozen", "adaptive", "memory", "idle")
-#: The node's answer to a seq it had learned before: acknowledged, not applied again; not an error.
-DUPLICATE: Final = "duplicate"
 #: Simulated spans longer than this are drawn in days rather than hours.
 DAYS_AXIS_AFTER_H: Final = 72.0
 
@@ -55,11 +52,11 @@ def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None
     data = load_run(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     canvas = _Canvas(out_dir, on_figure)
-    sections = [_totals(data)]
+    sections = [tables.totals(data)]
     tel = data.telemetry
     if len(tel) == 0:
         sections.append(
-            _section(
+            section(
                 "Telemetry",
                 "<p>No telemetry was recorded: no accuracy, battery, energy, "
                 "lifetime or lag to show.</p>",
@@ -70,12 +67,12 @@ def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None
             _accuracy(data, canvas),
             _battery(data, canvas),
             _energy(data, canvas),
-            _first_to_die(data),
+            tables.first_to_die(data),
             _lag(data, canvas),
         ]
-    sections += [_errors(data, canvas), _meta(data)]
+    sections += [_errors(data, canvas), tables.run_table(data)]
     title = text.title(data.path, data.meta)
-    body = f"<p class='lead'>{_lead(data)}</p>" + "\n".join(sections)
+    body = f"<p class='lead'>{tables.lead(data)}</p>" + "\n".join(sections)
     page = _PAGE.format(title=html.escape(title), body=body)
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
@@ -102,61 +99,12 @@ class _Canvas:
 # -- sections ------------------------------------------------------------------------------------
 
 
-def _lead(data: RunData) -> str:
-    """One line under the title: what recorded the run, how big it was, how it was paced."""
-    command = data.meta.get("command")
-    parts = [f"Recorded by <code>{html.escape(str(command))}</code>" if command else "Recorded"]
-    parts.append(f"{len(data.devices):,} devices")
-    pace = text.pace_of(data.meta)
-    if pace.closed_loop:
-        parts.append("closed loop (<code>--speed max</code>)")
-    elif pace.speed is not None:
-        parts.append(f"paced at {html.escape(text.value_text('speed', pace.speed))}")
-    return ", ".join(parts) + ". The configuration is at the end of the page."
-
-
-def _totals(data: RunData) -> str:
-    tel = data.telemetry
-    last = _last_rows(data)
-    errors, duplicates = _split_errors(data.errors)
-    rows: list[tuple[str, Any]] = [
-        ("devices", f"{len(data.devices):,}"),
-        ("telemetry messages", f"{len(tel):,}"),
-        ("samples learned", f"{int(tel.samples.sum()):,}"),
-        ("status changes", f"{len(data.statuses):,}"),
-        ("errors", f"{len(errors):,}"),
-        ("duplicates (seqs learned before, sent again)", f"{len(duplicates):,}"),
-    ]
-    if len(tel):
-        span_h = float(tel.t.max() - tel.t.min()) / 3600
-        final_h = tel.lifetime_h[last]
-        rows += [
-            ("energy, fleet total", f"{text.num(float(tel.energy_j['total'].sum()))} J"),
-            ("simulated time covered", text.hours(span_h)),
-            ("wall time covered", f"{text.num(float(tel.received.max() - tel.received.min()))} s"),
-            ("emulator host time, total", f"{text.num(float(tel.host_s.sum()))} s"),
-            ("median final accuracy", text.num(_nanmedian(tel.accuracy[last]))),
-            ("median final state of charge", text.percent(_nanmedian(tel.soc[last]))),
-            ("lowest final state of charge", text.percent(_nanmin(tel.soc[last]))),
-            ("median final projected lifetime", text.lifetime(_nanmedian(final_h))),
-            ("shortest final projected lifetime", text.lifetime(_nanmin(final_h))),
-            (
-                "devices depleted at their last telemetry",
-                f"{int(np.sum(tel.state[last] == 'depleted')):,}",
-            ),
-        ]
-    body = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    return _section("Fleet totals", f"<table id='totals'>{body}</table>")
-
-
 def _accuracy(data: RunData, canvas: _Canvas) -> str:
     from device.observe.report_plots import count_axis, figure, fleet_band, node_lines
 
     tel = data.telemetry
     if np.all(np.isnan(tel.accuracy)):
-        return _section(
+        return section(
             "Accuracy", "<p>No accuracy in the telemetry (the nodes had no eval set).</p>"
         )
     events = tel.events.astype(np.float64)
@@ -166,7 +114,7 @@ def _accuracy(data: RunData, canvas: _Canvas) -> str:
     ax.set(xlabel="learning events", ylabel="accuracy", title="Accuracy over learning events")
     count_axis(ax.xaxis)
     ax.legend(loc="lower right")
-    return _section("Accuracy", canvas.save(fig, "accuracy.png", "accuracy over events"))
+    return section("Accuracy", canvas.save(fig, "accuracy.png", "accuracy over events"))
 
 
 def _battery(data: RunData, canvas: _Canvas) -> str:
@@ -200,7 +148,7 @@ def _battery(data: RunData, canvas: _Canvas) -> str:
         ax.set(xlabel=x_label, ylabel="projected lifetime (days)", title="Projected lifetime")
         ax.legend(loc="upper right")
         parts.append(canvas.save(fig, "lifetime.png", "projected lifetime over simulated time"))
-        final = life_d[_last_rows(data)]
+        final = life_d[last_rows(data)]
         final = final[np.isfinite(final)]
         if final.size:
             fig, ax = figure()
@@ -221,7 +169,7 @@ def _battery(data: RunData, canvas: _Canvas) -> str:
             "is the whole fleet.</p>"
         )
     )
-    return _section("Battery and lifetime", lines + "".join(parts))
+    return section("Battery and lifetime", lines + "".join(parts))
 
 
 def _soc_caption(data: RunData) -> str:
@@ -231,7 +179,7 @@ def _soc_caption(data: RunData) -> str:
     if soc.size == 0:
         return ""
     spread_pct = 100 * float(soc.max() - soc.min())
-    used = f"The median node ended at {text.percent(_nanmedian(tel.soc[_last_rows(data)]))}"
+    used = f"The median node ended at {text.percent(nanmedian(tel.soc[last_rows(data)]))}"
     if spread_pct < 1:
         return (
             f"<p>{used}: the whole run spans {text.num(spread_pct)} percentage points of charge, "
@@ -256,56 +204,7 @@ def _energy(data: RunData, canvas: _Canvas) -> str:
         for p, v in zip(PHASES, sums, strict=True)
     )
     table = f"<table><tr><th>phase</th><th>J</th><th>%</th></tr>{body}</table>"
-    return _section("Energy by phase", canvas.save(fig, "energy.png", "energy by phase") + table)
-
-
-def _first_to_die(data: RunData) -> str:
-    tel = data.telemetry
-    last = _last_rows(data)
-    depleted_at = _depleted_at(data)
-    lifetime = tel.lifetime_h[last]
-
-    def rank(k: int) -> tuple[int, float]:
-        device = int(tel.device[last[k]])
-        if device in depleted_at:
-            return (0, depleted_at[device])
-        return (1, math.inf if math.isnan(lifetime[k]) else float(lifetime[k]))
-
-    order = sorted(range(last.size), key=rank)
-    rows = []
-    for i in last[order[:FIRST_TO_DIE]]:
-        cells = (
-            data.devices[tel.device[i]],
-            str(tel.state[i]),
-            text.days(float(tel.lifetime_h[i])),
-            text.hours(float(tel.lifetime_h[i])),
-            text.percent(float(tel.soc[i])),
-            text.num(float(tel.accuracy[i])),
-            str(int(tel.seq[i])),
-        )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "device",
-            "state",
-            "projected lifetime",
-            "in hours",
-            "state of charge",
-            "accuracy",
-            "last seq",
-        )
-    )
-    shown = min(FIRST_TO_DIE, last.size)
-    note = (
-        f"<p>The {shown} of {last.size:,} nodes that die first: those depleted during the run "
-        "(in the order they ran out), then the lowest projected lifetimes at each node's last "
-        "telemetry.</p>"
-    )
-    return _section(
-        "First nodes to die",
-        f"{note}<table id='first-to-die'><tr>{head}</tr>{''.join(rows)}</table>",
-    )
+    return section("Energy by phase", canvas.save(fig, "energy.png", "energy by phase") + table)
 
 
 def _lag(data: RunData, canvas: _Canvas) -> str:
@@ -313,7 +212,7 @@ def _lag(data: RunData, canvas: _Canvas) -> str:
 
     pace = text.pace_of(data.meta)
     if pace.closed_loop:
-        return _section(
+        return section(
             "Event lag",
             "<p>Not shown: this run was a closed loop (<code>--speed max</code>), where each "
             "event is sent as soon as the previous one is answered, so there is no schedule for "
@@ -347,13 +246,13 @@ def _lag(data: RunData, canvas: _Canvas) -> str:
     ax.hist(lag, bins=50, color="tab:purple")
     ax.set(xlabel=label, ylabel="telemetry messages", title="Event lag")
     count_axis(ax.yaxis)
-    return _section("Event lag", note + canvas.save(fig, "lag.png", "event lag histogram"))
+    return section("Event lag", note + canvas.save(fig, "lag.png", "event lag histogram"))
 
 
 def _errors(data: RunData, canvas: _Canvas) -> str:
     from device.observe.report_plots import count_axis, figure
 
-    errors, duplicates = _split_errors(data.errors)
+    errors, duplicates = split_errors(data.errors)
     dup = ""
     if duplicates:
         devices = len({e.device for e in duplicates})
@@ -363,7 +262,7 @@ def _errors(data: RunData, canvas: _Canvas) -> str:
             "redelivery); the node acknowledged them and applied nothing twice.</p>"
         )
     if not errors:
-        return _section("Errors", "<p>No errors were recorded.</p>" + dup)
+        return section("Errors", "<p>No errors were recorded.</p>" + dup)
     counts = Counter(e.code for e in errors).most_common()
     fig, ax = figure()
     ax.barh([c for c, _ in counts][::-1], [n for _, n in counts][::-1], color="tab:red")
@@ -375,64 +274,10 @@ def _errors(data: RunData, canvas: _Canvas) -> str:
         for code, n in counts
     )
     table = f"<table><tr><th>code</th><th>errors</th><th>devices</th></tr>{body}</table>"
-    return _section("Errors", canvas.save(fig, "errors.png", "errors by code") + table + dup)
-
-
-def _meta(data: RunData) -> str:
-    meta = data.meta
-    rows = [("recording", data.path.name)]
-    if "command" in meta:
-        rows.append(("recorded by", text.value_text("command", meta["command"])))
-    started = text.started_text(meta)
-    if started is not None:
-        rows.append(("started", started))
-    for key in sorted(set(meta) - {"command", "started", "config", "schema"}):
-        rows.append((key, text.value_text(key, meta[key])))
-    if "schema" in meta:
-        rows.append(("recording format", text.value_text("schema", meta["schema"])))
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    body = f"<table id='run'>{table}</table>"
-    config = meta.get("config")
-    if isinstance(config, Mapping) and config:
-        cfg = "".join(
-            f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td>"
-            f"<td><code>{html.escape(key)}</code></td></tr>"
-            for label, key, value in text.config_rows(config)
-        )
-        body += (
-            "<h3>Configuration</h3><table id='config'><tr><th>setting</th><th>value</th>"
-            f"<th>key</th></tr>{cfg}</table>"
-        )
-    elif config is not None:
-        body += f"<h3>Configuration</h3><p>{html.escape(text.value_text('config', config))}</p>"
-    return _section("Run", body)
+    return section("Errors", canvas.save(fig, "errors.png", "errors by code") + table + dup)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _split_errors(rows: tuple[ErrorRow, ...]) -> tuple[list[ErrorRow], list[ErrorRow]]:
-    """The errors proper and the duplicates (answers to seqs sent again), apart."""
-    errors = [e for e in rows if e.code != DUPLICATE]
-    return errors, [e for e in rows if e.code == DUPLICATE]
-
-
-def _last_rows(data: RunData) -> np.ndarray:
-    """Row index of each device's last telemetry (rows are sorted by device, then ``t``)."""
-    dev = data.telemetry.device
-    if dev.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.append(dev[1:] != dev[:-1], True))
-
-
-def _depleted_at(data: RunData) -> dict[int, float]:
-    """Each depleted device's first simulated time in state ``depleted``, by device index."""
-    tel = data.telemetry
-    out: dict[int, float] = {}
-    for i in np.flatnonzero(tel.state == "depleted"):
-        device = int(tel.device[i])
-        out[device] = min(out.get(device, math.inf), float(tel.t[i]))
-    return out
 
 
 def _simulated_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
@@ -446,20 +291,6 @@ def _simulated_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
 def _save(fig: Figure, out_dir: Path, name: str, alt: str) -> str:
     fig.savefig(out_dir / name, dpi=100)
     return f"<img src='{name}' alt='{html.escape(alt)}'>"
-
-
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
-
-
-def _nanmedian(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else math.nan
-
-
-def _nanmin(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.min()) if finite.size else math.nan
 
 
 _PAGE: Final = """<!doctype html>
@@ -478,4 +309,4 @@ img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
 """
 
 
-__all__ = ["DUPLICATE", "FIRST_TO_DIE", "MAX_NODE_LINES", "OnFigure", "render_report"]
+__all__ = ["MAX_NODE_LINES", "OnFigure", "render_report"]

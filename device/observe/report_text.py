@@ -176,6 +176,16 @@ def hours(value: float) -> str:
     return f"{value:,.0f} h" if value >= 100 else f"{value:,.1f} h"
 
 
+def duration(value_h: float) -> str:
+    """A span of simulated time: ``9 min`` under an hour, ``20.5 h`` under two days, then
+    ``12.35 d (296 h)``; ``-`` for NaN."""
+    if not math.isfinite(value_h):
+        return "-"
+    if value_h < 1:
+        return f"{num(60 * value_h)} min"
+    return hours(value_h) if value_h < 48 else lifetime(value_h)
+
+
 def lifetime(value_h: float) -> str:
     """A lifetime in days and hours: ``456.6 d (10,959 h)``; ``-`` for NaN."""
     if not math.isfinite(value_h):
@@ -189,6 +199,7 @@ __all__ = [
     "Pace",
     "config_rows",
     "days",
+    "duration",
     "hours",
     "lifetime",
     "num",
