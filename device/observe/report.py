@@ -264,7 +264,7 @@ def _errors(data: RunData, canvas: _Canvas) -> str:
     if not errors:
         return section("Errors", "<p>No errors were recorded.</p>" + dup)
     counts = Counter(e.code for e in errors).most_common()
-    fig, ax = figure()
+    fig, ax = figure(height_in=1.5 + 0.4 * len(counts))  # a bar per code, not a wall of red
     ax.barh([c for c, _ in counts][::-1], [n for _, n in counts][::-1], color="tab:red")
     ax.set(xlabel="errors", title="Errors by code")
     count_axis(ax.xaxis)

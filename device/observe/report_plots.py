@@ -27,9 +27,9 @@ TIME_BINS: Final = 60
 MAX_DECIMALS: Final = 8
 
 
-def figure() -> tuple[Figure, Axes]:
-    """A new figure (8 x 4.5 in, constrained layout) with one axes; not tied to pyplot."""
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+def figure(height_in: float = 4.5) -> tuple[Figure, Axes]:
+    """A new figure (8 in wide, constrained layout) with one axes; not tied to pyplot."""
+    fig = Figure(figsize=(8, height_in), layout="constrained")
     return fig, fig.add_subplot()
 
 

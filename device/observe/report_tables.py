@@ -90,7 +90,7 @@ def first_to_die(data: RunData) -> str:
     for i in last[order[:FIRST_TO_DIE]]:
         cells = (
             data.devices[tel.device[i]],
-            str(tel.state[i]),
+            _state(data, i, depleted_at),
             text.days(float(tel.lifetime_h[i])),
             text.hours(float(tel.lifetime_h[i])),
             text.percent(float(tel.soc[i])),
@@ -171,6 +171,15 @@ def last_rows(data: RunData) -> np.ndarray:
     if dev.size == 0:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(np.append(dev[1:] != dev[:-1], True))
+
+
+def _state(data: RunData, row: int, depleted_at: Mapping[int, float]) -> str:
+    """A node's state at its last telemetry; for a depleted node, when it ran out."""
+    tel = data.telemetry
+    when = depleted_at.get(int(tel.device[row]))
+    if when is None:
+        return str(tel.state[row])
+    return f"depleted after {text.duration((when - float(tel.t.min())) / 3600)}"
 
 
 def _depleted_at(data: RunData) -> dict[int, float]:

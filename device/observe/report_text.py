@@ -166,6 +166,8 @@ def days(hours: float) -> str:
     if not math.isfinite(hours):
         return "-"
     d = hours / 24
+    if d == 0:
+        return "0 d"
     return f"{d:,.0f} d" if d >= 1000 else f"{d:,.{1 if d >= 100 else 2}f} d"
 
 
@@ -173,6 +175,8 @@ def hours(value: float) -> str:
     """A lifetime in hours: ``10,959 h``, ``20.5 h``; ``-`` for NaN."""
     if not math.isfinite(value):
         return "-"
+    if value == 0:
+        return "0 h"
     return f"{value:,.0f} h" if value >= 100 else f"{value:,.1f} h"
 
 

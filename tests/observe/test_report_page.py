@@ -223,7 +223,7 @@ def test_first_nodes_to_die_depleted_first_then_lowest_lifetime(tmp_path: Path) 
     rows = table(page, "first-to-die")
     assert rows[0][:4] == ["device", "state", "projected lifetime", "in hours"]
     assert [r[0] for r in rows[1:3]] == ["node-0004", "node-0002"]
-    assert rows[1][1] == "depleted"
+    assert rows[1][1:4] == ["depleted after 8 min", "0 d", "0 h"]  # seq 9: 8 min after seq 1
     assert re.fullmatch(r"[\d.,]+ d", rows[2][2]) and rows[2][3].endswith(" h")
     assert rows[2][4].endswith(" %")
     assert "Every node, first to die first" in page
