@@ -297,6 +297,7 @@ _PAGE: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+h1 {{ font-size: 1.6rem; }}
 .lead {{ color: #444; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
