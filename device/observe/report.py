@@ -2,12 +2,15 @@
 server.
 
 :func:`render_report` writes ``index.html`` and its PNG plots into one directory (image paths
-are relative: the directory can be copied or served as it is). The page shows fleet totals,
-accuracy over learning events, state of charge and projected lifetime over simulated time, the
-fleet's energy by phase, the first nodes to die, the lag of telemetry behind simulated time and
-the errors by code. A fleet of thousands draws at most :data:`MAX_NODE_LINES` node lines (evenly
-sampled) under fleet percentiles. What a recording lacks (no telemetry, no accuracy, no errors)
-is said on the page instead of a plot.
+are relative: the directory can be copied or served as it is). The page is titled with the run's
+name and date and shows fleet totals, accuracy over learning events, state of charge (%) and
+projected lifetime (days) over simulated time, the fleet's energy by phase, the first nodes to
+die, the lag of telemetry behind the stream's schedule (paced runs only: in a closed loop it
+means nothing), the errors by code (duplicates, seqs sent again, counted apart) and the run's
+configuration as a table. Plots are drawn by :mod:`device.observe.report_plots` (numbers in
+full, integer ticks for counts); words and units come from :mod:`device.observe.report_text`.
+What a recording lacks (no telemetry, no accuracy, no errors) is said on the page instead of a
+plot.
 
 A run's report tells how its fleet learnt and what it cost: the directory is created 0700 and
 every file 0600, like the recording it is made from (:mod:`device.private`); an existing
@@ -18,45 +21,49 @@ from __future__ import annotations
 
 import html
 import io
-import math
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from device.observe import report_tables as tables
+from device.observe import report_text as text
 from device.observe.recorder import RunData, load_run
+from device.observe.report_tables import last_rows, nanmedian, section, split_errors
 from device.private import private_dir, write_private
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: Node lines drawn per plot at most; the others are in the fleet percentiles.
 MAX_NODE_LINES: Final = 50
-#: Rows of the first-to-die table.
-FIRST_TO_DIE: Final = 10
-TIME_BINS: Final = 60
 PHASES: Final = ("frozen", "adaptive", "memory", "idle")
+#: Simulated spans longer than this are drawn in days rather than hours.
+DAYS_AXIS_AFTER_H: Final = 72.0
+
+#: Called with each plot's file name and figure once it is saved (its ticks are drawn then).
+OnFigure = Callable[[str, "Figure"], None]
 
 
-def render_report(run: Path, out_dir: Path) -> Path:
+def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None) -> Path:
     """Write the report of the recording ``run`` into ``out_dir`` (created if missing); return
     the path of its ``index.html``. Raises :class:`device.observe.recorder.RecordError` for a file
-    that is
-    not a readable recording."""
+    that is not a readable recording. ``on_figure`` sees every plot after it is saved."""
     import matplotlib
 
     matplotlib.use("Agg")
     data = load_run(run)
     if not out_dir.is_dir():
         private_dir(out_dir)
-    sections = [_totals(data)]
+    canvas = _Canvas(out_dir, on_figure)
+    sections = [tables.totals(data)]
     tel = data.telemetry
     if len(tel) == 0:
         sections.append(
-            _section(
+            section(
                 "Telemetry",
                 "<p>No telemetry was recorded: no accuracy, battery, energy, "
                 "lifetime or lag to show.</p>",
@@ -64,102 +71,103 @@ def render_report(run: Path, out_dir: Path) -> Path:
         )
     else:
         sections += [
-            _accuracy(data, out_dir),
-            _battery(data, out_dir),
-            _energy(data, out_dir),
-            _first_to_die(data),
-            _lag(data, out_dir),
+            _accuracy(data, canvas),
+            _battery(data, canvas),
+            _energy(data, canvas),
+            tables.first_to_die(data),
+            _lag(data, canvas),
         ]
-    sections += [_errors(data, out_dir), _meta(data)]
-    title = f"vega-emu run: {data.path.name}"
-    page = _PAGE.format(title=html.escape(title), body="\n".join(sections))
+    sections += [_errors(data, canvas), tables.run_table(data)]
+    title = text.title(data.path, data.meta)
+    body = f"<p class='lead'>{tables.lead(data)}</p>" + "\n".join(sections)
+    page = _PAGE.format(title=html.escape(title), body=body)
     index = out_dir / "index.html"
     write_private(index, page.encode("utf-8"))
     return index
 
 
+@dataclass(frozen=True, slots=True)
+class _Canvas:
+    """Where plots go: ``out_dir``, and who sees each figure once it is saved."""
+
+    out_dir: Path
+    on_figure: OnFigure | None
+
+    def save(self, fig: Figure, name: str, alt: str) -> str:
+        from device.observe.report_plots import plain_axes
+
+        plain_axes(fig)
+        tag = _save(fig, self.out_dir, name, alt)
+        if self.on_figure is not None:
+            self.on_figure(name, fig)
+        return tag
+
+
 # -- sections ------------------------------------------------------------------------------------
 
 
-def _totals(data: RunData) -> str:
-    tel = data.telemetry
-    last = _last_rows(data)
-    rows: list[tuple[str, Any]] = [
-        ("devices", len(data.devices)),
-        ("telemetry messages", len(tel)),
-        ("samples learned", int(tel.samples.sum())),
-        ("status changes", len(data.statuses)),
-        ("errors", len(data.errors)),
-    ]
-    if len(tel):
-        span_h = (tel.t.max() - tel.t.min()) / 3600
-        rows += [
-            ("energy, fleet total (J)", _num(float(tel.energy_j["total"].sum()))),
-            ("simulated time covered (h)", _num(span_h)),
-            ("wall time covered (s)", _num(float(tel.received.max() - tel.received.min()))),
-            ("emulator host time, total (s)", _num(float(tel.host_s.sum()))),
-            ("median final accuracy", _num(_nanmedian(tel.accuracy[last]))),
-            ("median final state of charge", _num(_nanmedian(tel.soc[last]))),
-            ("median final projected lifetime (h)", _num(_nanmedian(tel.lifetime_h[last]))),
-            (
-                "devices depleted at their last telemetry",
-                int(np.sum(tel.state[last] == "depleted")),
-            ),
-        ]
-    body = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    return _section("Fleet totals", f"<table>{body}</table>")
-
-
-def _accuracy(data: RunData, out_dir: Path) -> str:
-    from matplotlib.ticker import MaxNLocator
+def _accuracy(data: RunData, canvas: _Canvas) -> str:
+    from device.observe.report_plots import count_axis, figure, fleet_band, node_lines
 
     tel = data.telemetry
     if np.all(np.isnan(tel.accuracy)):
-        return _section(
+        return section(
             "Accuracy", "<p>No accuracy in the telemetry (the nodes had no eval set).</p>"
         )
-    fig, ax = _figure()
-    _node_lines(ax, data, tel.events.astype(np.float64), tel.accuracy)
-    _fleet_band(ax, tel.events.astype(np.float64), tel.accuracy, exact=True)
+    events = tel.events.astype(np.float64)
+    fig, ax = figure()
+    node_lines(ax, tel.device, events, tel.accuracy, max_lines=MAX_NODE_LINES)
+    fleet_band(ax, events, tel.accuracy, exact=True)
     ax.set(xlabel="learning events", ylabel="accuracy", title="Accuracy over learning events")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    count_axis(ax.xaxis)
     ax.legend(loc="lower right")
-    return _section("Accuracy", _save(fig, out_dir, "accuracy.png", "accuracy over events"))
+    return section("Accuracy", canvas.save(fig, "accuracy.png", "accuracy over events"))
 
 
-def _battery(data: RunData, out_dir: Path) -> str:
+def _battery(data: RunData, canvas: _Canvas) -> str:
+    from device.observe.report_plots import (
+        count_axis,
+        figure,
+        fleet_band,
+        histogram_range,
+        node_lines,
+    )
+
     tel = data.telemetry
-    hours = (tel.t - tel.t.min()) / 3600
-    parts = []
-    fig, ax = _figure()
-    _node_lines(ax, data, hours, tel.soc)
-    _fleet_band(ax, hours, tel.soc)
-    ax.set(xlabel="simulated hours", ylabel="state of charge", title="State of charge")
+    x, x_label = _simulated_axis(tel.t)
+    soc_pct = 100 * tel.soc
+    fig, ax = figure()
+    node_lines(ax, tel.device, x, soc_pct, max_lines=MAX_NODE_LINES)
+    fleet_band(ax, x, soc_pct)
+    ax.set(xlabel=x_label, ylabel="state of charge (%)", title="State of charge")
+    low, high = ax.get_ylim()
+    if low < 100 < high:  # a battery is never more than full
+        ax.set_ylim(low, 100)
     ax.legend(loc="lower left")
-    parts.append(_save(fig, out_dir, "soc.png", "state of charge over simulated time"))
+    parts = [_soc_caption(data), canvas.save(fig, "soc.png", "state of charge over simulated time")]
     if np.all(np.isnan(tel.lifetime_h)):
         parts.append("<p>No projected lifetime in the telemetry.</p>")
     else:
-        fig, ax = _figure()
-        _node_lines(ax, data, hours, tel.lifetime_h)
-        _fleet_band(ax, hours, tel.lifetime_h)
-        ax.set(
-            xlabel="simulated hours", ylabel="projected lifetime (h)", title="Projected lifetime"
-        )
+        life_d = tel.lifetime_h / 24
+        fig, ax = figure()
+        node_lines(ax, tel.device, x, life_d, max_lines=MAX_NODE_LINES)
+        fleet_band(ax, x, life_d)
+        ax.set(xlabel=x_label, ylabel="projected lifetime (days)", title="Projected lifetime")
         ax.legend(loc="upper right")
-        parts.append(_save(fig, out_dir, "lifetime.png", "projected lifetime over simulated time"))
-        final = tel.lifetime_h[_last_rows(data)]
+        parts.append(canvas.save(fig, "lifetime.png", "projected lifetime over simulated time"))
+        final = life_d[last_rows(data)]
         final = final[np.isfinite(final)]
-        fig, ax = _figure()
-        ax.hist(final, bins=min(50, max(5, final.size // 4)), color="tab:blue")
-        ax.set(
-            xlabel="projected lifetime at the last telemetry (h)",
-            ylabel="devices",
-            title="Final projected lifetime",
-        )
-        parts.append(_save(fig, out_dir, "lifetime_final.png", "histogram of final lifetime"))
+        if final.size:
+            fig, ax = figure()
+            bins = min(50, max(5, final.size // 4))
+            ax.hist(final, bins=bins, range=histogram_range(final), color="tab:blue")
+            ax.set(
+                xlabel="projected lifetime at the last telemetry (days)",
+                ylabel="devices",
+                title="Final projected lifetime",
+            )
+            count_axis(ax.yaxis)
+            parts.append(canvas.save(fig, "lifetime_final.png", "histogram of final lifetime"))
     lines = (
         ""
         if len(data.devices) <= MAX_NODE_LINES
@@ -168,152 +176,123 @@ def _battery(data: RunData, out_dir: Path) -> str:
             "is the whole fleet.</p>"
         )
     )
-    return _section("Battery and lifetime", lines + "".join(parts))
+    return section("Battery and lifetime", lines + "".join(parts))
 
 
-def _energy(data: RunData, out_dir: Path) -> str:
+def _soc_caption(data: RunData) -> str:
+    """How much of a battery the run used, said in words when the plot has to zoom in on it."""
+    tel = data.telemetry
+    soc = tel.soc[np.isfinite(tel.soc)]
+    if soc.size == 0:
+        return ""
+    spread_pct = 100 * float(soc.max() - soc.min())
+    used = f"The median node ended at {text.percent(nanmedian(tel.soc[last_rows(data)]))}"
+    if spread_pct < 1:
+        return (
+            f"<p>{used}: the whole run spans {text.num(spread_pct)} percentage points of charge, "
+            "so the axis is zoomed in on them.</p>"
+        )
+    return f"<p>{used}.</p>"
+
+
+def _energy(data: RunData, canvas: _Canvas) -> str:
+    from device.observe.report_plots import figure
+
     tel = data.telemetry
     sums = [float(tel.energy_j[p].sum()) for p in PHASES]
-    fig, ax = _figure()
+    fig, ax = figure()
     bars = ax.bar(PHASES, sums, color=["tab:blue", "tab:orange", "tab:green", "tab:gray"])
-    ax.bar_label(bars, labels=[_num(v) for v in sums])
+    ax.bar_label(bars, labels=[f"{text.num(v)} J" for v in sums])
     ax.set(ylabel="energy (J), fleet total", title="Energy by phase")
     total = sum(sums)
     body = "".join(
-        f"<tr><td>{p}</td><td>{_num(v)}</td><td>{_num(100 * v / total) if total else '-'}</td></tr>"
+        f"<tr><td>{p}</td><td>{text.num(v)}</td>"
+        f"<td>{text.num(100 * v / total) if total else '-'}</td></tr>"
         for p, v in zip(PHASES, sums, strict=True)
     )
     table = f"<table><tr><th>phase</th><th>J</th><th>%</th></tr>{body}</table>"
-    return _section("Energy by phase", _save(fig, out_dir, "energy.png", "energy by phase") + table)
+    return section("Energy by phase", canvas.save(fig, "energy.png", "energy by phase") + table)
 
 
-def _first_to_die(data: RunData) -> str:
-    tel = data.telemetry
-    last = _last_rows(data)
-    lifetime = tel.lifetime_h[last]
-    order = np.argsort(np.where(np.isnan(lifetime), np.inf, lifetime), kind="stable")
-    rows = []
-    for i in last[order[:FIRST_TO_DIE]]:
-        cells = (
-            data.devices[tel.device[i]],
-            _num(float(tel.lifetime_h[i])),
-            _num(float(tel.soc[i])),
-            _num(float(tel.accuracy[i])),
-            str(int(tel.seq[i])),
-            str(tel.state[i]),
+def _lag(data: RunData, canvas: _Canvas) -> str:
+    from device.observe.report_plots import count_axis, figure
+
+    pace = text.pace_of(data.meta)
+    if pace.closed_loop:
+        return section(
+            "Event lag",
+            "<p>Not shown: this run was a closed loop (<code>--speed max</code>), where each "
+            "event is sent as soon as the previous one is answered, so there is no schedule for "
+            "telemetry to lag behind.</p>",
         )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("device", "projected lifetime (h)", "state of charge", "accuracy", "seq", "state")
-    )
-    return _section(
-        "First nodes to die",
-        "<p>The lowest projected lifetimes at each node's last telemetry.</p>"
-        f"<table id='first-to-die'><tr>{head}</tr>{''.join(rows)}</table>",
-    )
-
-
-def _lag(data: RunData, out_dir: Path) -> str:
     tel = data.telemetry
-    lag = tel.received - tel.t
-    fig, ax = _figure()
-    ax.hist(lag, bins=50, color="tab:purple")
-    ax.set(xlabel="received - t (s)", ylabel="telemetry messages", title="Event lag")
-    note = (
-        "<p>Wall time of arrival minus the simulated time of the batch. Meaningful only for a "
-        "stream at <code>--speed 1</code> (real time); at other speeds simulated and wall time "
-        f"drift apart by design. Median {_num(float(np.median(lag)))} s, p99 "
-        f"{_num(float(np.percentile(lag, 99)))} s.</p>"
+    if pace.speed is not None:
+        t0 = float(tel.t.min())
+        lag = tel.received - (t0 + (tel.t - t0) / pace.speed)
+        note = (
+            "<p>How long after its batch was due on the stream's schedule each telemetry "
+            f"arrived (the stream ran at {html.escape(text.value_text('speed', pace.speed))}): "
+            "the node's learning time plus any queueing; a lag that grows means the fleet "
+            "cannot keep up with the pace."
+        )
+        label = "lag behind the schedule (s)"
+    else:
+        lag = tel.received - tel.t
+        note = (
+            "<p>Wall time of arrival minus the simulated time of the batch. The recording does "
+            "not say how the stream was paced: this is a lag only for a stream at "
+            "<code>--speed 1</code> (real time); at other speeds simulated and wall time "
+            "drift apart by design."
+        )
+        label = "received - t (s)"
+    note += (
+        f" Median {text.num(float(np.median(lag)))} s, "
+        f"p99 {text.num(float(np.percentile(lag, 99)))} s.</p>"
     )
-    return _section("Event lag", note + _save(fig, out_dir, "lag.png", "event lag histogram"))
+    fig, ax = figure()
+    ax.hist(lag, bins=50, color="tab:purple")
+    ax.set(xlabel=label, ylabel="telemetry messages", title="Event lag")
+    count_axis(ax.yaxis)
+    return section("Event lag", note + canvas.save(fig, "lag.png", "event lag histogram"))
 
 
-def _errors(data: RunData, out_dir: Path) -> str:
-    if not data.errors:
-        return _section("Errors", "<p>No errors were recorded.</p>")
-    counts = Counter(e.code for e in data.errors).most_common()
-    fig, ax = _figure()
+def _errors(data: RunData, canvas: _Canvas) -> str:
+    from device.observe.report_plots import count_axis, figure
+
+    errors, duplicates = split_errors(data.errors)
+    dup = ""
+    if duplicates:
+        devices = len({e.device for e in duplicates})
+        dup = (
+            f"<p id='duplicates'>{len(duplicates):,} duplicates from {devices:,} devices, not "
+            "counted as errors: seqs a node had learned before were sent again (a re-run or a "
+            "redelivery); the node acknowledged them and applied nothing twice.</p>"
+        )
+    if not errors:
+        return section("Errors", "<p>No errors were recorded.</p>" + dup)
+    counts = Counter(e.code for e in errors).most_common()
+    fig, ax = figure(height_in=1.5 + 0.4 * len(counts))  # a bar per code, not a wall of red
     ax.barh([c for c, _ in counts][::-1], [n for _, n in counts][::-1], color="tab:red")
     ax.set(xlabel="errors", title="Errors by code")
+    count_axis(ax.xaxis)
     body = "".join(
-        f"<tr><td>{html.escape(code)}</td><td>{n}</td><td>"
-        f"{len({e.device for e in data.errors if e.code == code})}</td></tr>"
+        f"<tr><td>{html.escape(code)}</td><td>{n:,}</td><td>"
+        f"{len({e.device for e in errors if e.code == code}):,}</td></tr>"
         for code, n in counts
     )
     table = f"<table><tr><th>code</th><th>errors</th><th>devices</th></tr>{body}</table>"
-    return _section("Errors", _save(fig, out_dir, "errors.png", "errors by code") + table)
-
-
-def _meta(data: RunData) -> str:
-    rows = []
-    for key, value in sorted(data.meta.items()):
-        text = str(value)
-        if key == "started" and isinstance(value, int | float):
-            text = datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
-        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(text)}</td></tr>")
-    return _section("Run", f"<table>{''.join(rows)}</table>")
+    return section("Errors", canvas.save(fig, "errors.png", "errors by code") + table + dup)
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _last_rows(data: RunData) -> np.ndarray:
-    """Row index of each device's last telemetry (rows are sorted by device, then ``t``)."""
-    dev = data.telemetry.device
-    if dev.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.append(dev[1:] != dev[:-1], True))
-
-
-def _node_lines(ax: Axes, data: RunData, x: np.ndarray, y: np.ndarray) -> None:
-    """Thin lines for at most :data:`MAX_NODE_LINES` nodes, evenly sampled."""
-    from matplotlib.collections import LineCollection
-
-    dev = data.telemetry.device
-    present = np.unique(dev)
-    step = max(1, math.ceil(present.size / MAX_NODE_LINES))
-    segments = []
-    for d in present[::step]:
-        rows = dev == d
-        keep = rows & np.isfinite(y)
-        segments.append(np.column_stack([x[keep], y[keep]]))
-    label = "nodes" if step == 1 else f"nodes (1 in {step})"
-    ax.add_collection(
-        LineCollection(segments, linewidths=0.6, alpha=0.35, color="gray", label=label)
-    )
-    ax.autoscale_view()
-
-
-def _fleet_band(ax: Axes, x: np.ndarray, y: np.ndarray, *, exact: bool = False) -> None:
-    """Fleet median and p10..p90 of ``y`` over ``x``: per distinct x (``exact``), else per bin."""
-    ok = np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size == 0:
-        return
-    if exact:
-        keys, groups = np.unique(x, return_inverse=True)
-        centres = keys
-    else:
-        edges = np.linspace(x.min(), x.max(), TIME_BINS + 1)
-        groups = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, TIME_BINS - 1)
-        used = np.unique(groups)
-        centres = ((edges[:-1] + edges[1:]) / 2)[used]
-        groups = np.searchsorted(used, groups)
-    order = np.argsort(groups, kind="stable")
-    splits = np.flatnonzero(np.diff(groups[order])) + 1
-    stats = np.array([np.percentile(part, [10, 50, 90]) for part in np.split(y[order], splits)])
-    ax.fill_between(
-        centres, stats[:, 0], stats[:, 2], alpha=0.25, color="tab:blue", label="fleet p10..p90"
-    )
-    ax.plot(centres, stats[:, 1], color="tab:blue", linewidth=2, label="fleet median")
-
-
-def _figure() -> tuple[Figure, Axes]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    return fig, fig.add_subplot()
+def _simulated_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
+    """Simulated time since the first telemetry, in hours, or in days for long runs."""
+    hours = (t - t.min()) / 3600
+    if float(hours.max()) > DAYS_AXIS_AFTER_H:
+        return hours / 24, "simulated days"
+    return hours, "simulated hours"
 
 
 def _save(fig: Figure, out_dir: Path, name: str, alt: str) -> str:
@@ -323,29 +302,15 @@ def _save(fig: Figure, out_dir: Path, name: str, alt: str) -> str:
     return f"<img src='{name}' alt='{html.escape(alt)}'>"
 
 
-def _section(title: str, body: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
-
-
-def _nanmedian(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else math.nan
-
-
-def _num(value: float) -> str:
-    if not math.isfinite(value):
-        return "-"
-    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-        return f"{value:.3g}"
-    return f"{value:,.3f}".rstrip("0").rstrip(".")
-
-
 _PAGE: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+h1 {{ font-size: 1.6rem; }}
+.lead {{ color: #444; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
+th {{ font-weight: 600; background: #f6f6f6; }}
 img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
 </style></head>
 <body><h1>{title}</h1>
@@ -354,4 +319,4 @@ img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
 """
 
 
-__all__ = ["MAX_NODE_LINES", "render_report"]
+__all__ = ["MAX_NODE_LINES", "OnFigure", "render_report"]
