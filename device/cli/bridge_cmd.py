@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from device.cli._nodeopts import ModelOpt, load_model
-from device.cli._runtime import console, fail, run_async
+from device.cli._runtime import (
+    DEFAULT_GIVE_UP_S,
+    GiveUpOpt,
+    StartPolicy,
+    console,
+    fail,
+    reached,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -79,6 +87,7 @@ def bridge(
         float,
         typer.Option("--max-outage", help="Seconds without a broker the bridge waits through."),
     ] = 300.0,
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
     report_every_s: Annotated[
         float,
         typer.Option(
@@ -135,9 +144,12 @@ def bridge(
     )
     _log_to_console()
 
+    start = StartPolicy(give_up_s=give_up_after_s, max_wait_s=max_outage_s)
+
     async def main(stop: asyncio.Event) -> BridgeReport:
         records = _records(where, form, spec, fields, settings.reconnect)
-        async with Bridge(url, spec, fields, settings) as running:
+        bridge = Bridge(url, spec, fields, settings)
+        async with reached(bridge, start, who="bridge", broker=url, stop=stop) as running:
             return await running.run(records, replay=_replays(where), stop=stop)
 
     try:

@@ -51,7 +51,8 @@ def broker(
         typer.Option(
             help="Mosquitto: ACL for N fleet devices (node-0000..) or a file of device ids, "
             "plus the 'stream' and 'monitor' users (and every stream-* or monitor-* user of "
-            "--passwords)."
+            "--passwords), and a gateway role for every gw-{first}-{count} user of --passwords "
+            "(a fleet worker's shared connection: its count devices from first on)."
         ),
     ] = None,
     tls_cert: Annotated[

@@ -1,8 +1,14 @@
-"""``vega-emu fleet``: N nodes (or a mixed fleet spec) in worker processes, until SIGINT/SIGTERM."""
+"""``vega-emu fleet``: N nodes (or a mixed fleet spec) in worker processes, until SIGINT/SIGTERM.
+
+SIGINT or SIGTERM stops the fleet cleanly in any state, its nodes connected or still waiting for
+the broker (exit status 0); a second signal, or a clean stop that has not ended within
+:data:`~device.cli._runtime.STOP_GRACE_S`, kills the workers and exits at once (130 or 143).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from enum import StrEnum
@@ -38,6 +44,7 @@ from device.cli._runtime import (
 
 if TYPE_CHECKING:
     from device.fleet.shard import ShardPlan
+    from device.fleet.supervisor import FleetSupervisor
 
 
 class Connection(StrEnum):
@@ -73,8 +80,10 @@ def fleet(
         Path | None,
         typer.Option(
             help="A user:password file (the one given to vega-emu broker --passwords): each node "
-            "logs in as its own device id with its own password, as a broker that binds client "
-            "ids to user names requires. Without it every node uses the --broker login.",
+            "logs in as its own device id with its own password (with --connection shared, each "
+            "worker's connection logs in as its gateway id, gw-{first device}-{count}), as a "
+            "broker that binds client ids to user names requires. Without it every node uses "
+            "the --broker login.",
             dir_okay=False,
         ),
     ] = None,
@@ -119,7 +128,8 @@ def fleet(
         float,
         typer.Option(
             "--give-up-after",
-            help="Seconds a node keeps trying when the broker refuses it for good.",
+            help="Seconds a node keeps trying when the broker refuses it for good (wrong "
+            "password, unknown host, rejected certificate); a broker that is down is waited for.",
             min=0,
         ),
     ] = 180.0,
@@ -128,7 +138,8 @@ def fleet(
 
     Every node has its own MQTT connection (the broker sees a real fleet), or with --connection
     shared each worker has one for all its nodes; the nodes of a worker share one onnxruntime
-    session per model. SIGINT or SIGTERM stops every node cleanly.
+    session per model. SIGINT or SIGTERM stops every node cleanly, connected or not; a second
+    one stops them at once.
     """
     from dataclasses import replace
 
@@ -140,12 +151,6 @@ def fleet(
     rate = learning_rate_flag(learning_rate, old_lr)
     if (devices is None) == (spec is None):
         raise fail("give the fleet as -n N or as --spec FILE (one of them)", code=2)
-    if connection is Connection.SHARED and credentials is not None:
-        raise fail(
-            "--credentials logs each node in as itself; with --connection shared a worker's "
-            "nodes share one login (the --broker user)",
-            code=2,
-        )
     try:
         url = parse_broker_url(broker, password_file=password_file)
         url.ssl_context()
@@ -180,11 +185,15 @@ def fleet(
     except (FleetSpecError, ValueError) as exc:
         raise fail(str(exc), code=2) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_async(lambda stop: _run(stop, plans, url.password, plan.size))
+    from device.fleet.supervisor import FleetSupervisor
+
+    supervisor = FleetSupervisor(plans, password=url.password)
+    run_async(lambda stop: _run(stop, supervisor, plan.size), on_force=supervisor.kill)
 
 
 def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[ShardPlan]:
-    """Check that ``path`` has a login for every device, and hand it to the workers."""
+    """Check that ``path`` has a login for every device (shared connections: for every
+    worker's gateway), and hand it to the workers."""
     from dataclasses import replace
 
     from broker import BrokerError
@@ -198,26 +207,36 @@ def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[S
         logins = read_credentials(path)
     except BrokerError as exc:
         raise fail(str(exc), code=2) from exc
-    missing = [d for p in plans for d, _ in p.devices if d not in logins]
+    shared = plans[0].shared
+    users = [p.gateway_id for p in plans] if shared else [d for p in plans for d, _ in p.devices]
+    missing = [u for u in users if u not in logins]
     if missing:
+        what = "gateway(s)" if shared else "device(s)"
         raise fail(
-            f"--credentials {path} has no password for {len(missing)} device(s), e.g. {missing[0]}",
+            f"--credentials {path} has no password for {len(missing)} {what}, e.g. {missing[0]}",
             code=2,
         )
     return [replace(p, credentials=str(path.resolve())) for p in plans]
 
 
-async def _run(stop: asyncio.Event, plans: list[ShardPlan], password: str | None, n: int) -> None:
+async def _run(stop: asyncio.Event, sup: FleetSupervisor, n: int) -> None:
     from device.cli._runtime import until_stopped
     from device.fleet.errors import FleetError
-    from device.fleet.supervisor import FleetSupervisor
 
+    plans = [w.plan for w in sup.workers]
     console.print(f"starting {n} nodes in {len(plans)} worker(s) ...")
     try:
-        async with FleetSupervisor(plans, password=password) as sup:
+        async with contextlib.AsyncExitStack() as stack:
+            # the workers wait for the broker as long as it is down: a signal ends that wait
+            if await until_stopped(stack.enter_async_context(sup), stop) is None:
+                console.print("fleet stopped before its nodes connected")
+                return
+            gateways = ""
+            if plans[0].shared:
+                gateways = f" behind gateway(s) {', '.join(p.gateway_id for p in plans)}"
             console.print(
-                f"[green]fleet[/]: {n} nodes in {len(plans)} worker(s) on {plans[0].broker}; "
-                "Ctrl-C stops them"
+                f"[green]fleet[/]: {n} nodes in {len(plans)} worker(s) on {plans[0].broker}"
+                f"{gateways}; Ctrl-C stops them"
             )
             await until_stopped(sup.failed.wait(), stop)
             if sup.failed.is_set():

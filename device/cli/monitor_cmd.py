@@ -1,4 +1,10 @@
-"""``vega-emu monitor``: watch a fleet through its broker; a live table, Prometheus, a recording."""
+"""``vega-emu monitor``: watch a fleet through its broker; a live table, Prometheus, a recording.
+
+At start the monitor waits for its broker as ``vega-emu node`` does (:class:`StartPolicy`: a
+broker that is down is waited for, one line per attempt; a refusal is retried for
+``--give-up-after``), within ``--duration`` or ``--once-after`` if given (they count from the
+start). SIGINT or SIGTERM stops it in any state (exit status 0; a second one at once: 130, 143).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,16 @@ import typer
 
 from device.cli._runtime import (
     DEFAULT_BROKER,
+    DEFAULT_GIVE_UP_S,
     BrokerOpt,
+    GiveUpOpt,
     PasswordFileOpt,
+    StartPolicy,
     console,
     creatable,
     fail,
     positive,
+    reached,
     run_async,
 )
 
@@ -44,6 +54,12 @@ class MonitorRun:
     stop_after_s: float | None  # --duration or --once-after
     once: bool  # --once-after: no live table, one table at the end
     quiet: bool
+    give_up_s: float = DEFAULT_GIVE_UP_S  # --give-up-after
+
+    @property
+    def start(self) -> StartPolicy:
+        """How long to wait for the broker at start: within the run's own time limit."""
+        return StartPolicy(give_up_s=self.give_up_s, max_wait_s=self.stop_after_s)
 
 
 def monitor(
@@ -81,6 +97,7 @@ def monitor(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="No table; metrics and recording only.")
     ] = (False),
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Watch a fleet's telemetry, status and errors: live table, Prometheus metrics, recording."""
     from broker import BrokerError, parse_broker_url
@@ -111,6 +128,7 @@ def monitor(
         stop_after_s=once_after_s if once_after_s is not None else duration_s,
         once=once_after_s is not None,
         quiet=quiet,
+        give_up_s=give_up_after_s,
     )
     _log_to_console()
     from device.errors import DeviceError
@@ -134,6 +152,7 @@ async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
     from device.observe.monitor import FleetMonitor
     from device.observe.recorder import RunRecorder
 
+    started_s = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         on_message = None
         if run.record is not None:
@@ -145,9 +164,11 @@ async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
             server = MetricsServer(monitor, run.prometheus_port, run.prometheus_addr)
             await stack.enter_async_context(server)
             console.print(f"metrics on {server.url}", highlight=False)
-        await stack.enter_async_context(monitor)
+        await stack.enter_async_context(
+            reached(monitor, run.start, who="monitor", broker=run.broker, stop=stop)
+        )
         console.print(f"watching {run.prefix}/+ on {run.broker}; Ctrl-C stops", highlight=False)
-        deadline_s = None if run.stop_after_s is None else time.monotonic() + run.stop_after_s
+        deadline_s = None if run.stop_after_s is None else started_s + run.stop_after_s
         if run.quiet or run.once:
             await _until_done(monitor, stop, deadline_s)
         else:

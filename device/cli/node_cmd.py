@@ -1,4 +1,10 @@
-"""``vega-emu node``: run one emulated device against a broker until SIGINT or SIGTERM."""
+"""``vega-emu node``: run one emulated device against a broker until SIGINT or SIGTERM.
+
+The node waits for a broker that is down (forever) and for one that refuses it for good
+(``--give-up-after``, then exit status 1). SIGINT or SIGTERM stops it cleanly in any state
+(exit status 0); a second one, or a clean stop still running after
+:data:`~device.cli._runtime.STOP_GRACE_S`, stops it at once (130 or 143).
+"""
 
 from __future__ import annotations
 
@@ -131,6 +137,7 @@ def node(
             raise gave_up
     except (DeviceError, BrokerError) as exc:
         raise fail(str(exc)) from exc
+    console.print(f"node {device_id} stopped")
 
 
 def register(app: typer.Typer) -> None:

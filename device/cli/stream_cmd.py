@@ -16,11 +16,15 @@ import typer
 from device.cli._pacing import STAGGER_REFUSED, pacing
 from device.cli._runtime import (
     DEFAULT_BROKER,
+    DEFAULT_GIVE_UP_S,
     BrokerOpt,
+    GiveUpOpt,
     PasswordFileOpt,
+    StartPolicy,
     console,
     creatable,
     fail,
+    reached,
     run_async,
     until_stopped,
 )
@@ -115,6 +119,7 @@ def stream(
             help="Seconds without a broker the stream waits through before it fails.",
         ),
     ] = 300.0,
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
     client_id: Annotated[
         str | None,
         typer.Option(help="MQTT client id (default: one of its own per run; must be unique)."),
@@ -157,7 +162,11 @@ def stream(
         if infer_rate:
             raise fail("--dump writes learning events only, not --infer-rate requests", code=2)
     url = None
-    link = _Link(ReconnectPolicy(max_outage_s=max_outage_s), client_id)
+    link = _Link(
+        ReconnectPolicy(max_outage_s=max_outage_s),
+        client_id,
+        StartPolicy(give_up_s=give_up_after_s, max_wait_s=max_outage_s),
+    )
     try:
         url = parse_broker_url(broker, password_file=password_file)
     except BrokerURLError as exc:
@@ -211,10 +220,11 @@ def stream(
 
 @dataclass(frozen=True, slots=True)
 class _Link:
-    """How the stream talks to its broker: reconnect policy and client id."""
+    """How the stream talks to its broker: reconnect policy, client id, the wait at start."""
 
     policy: ReconnectPolicy
     client_id: str | None
+    start: StartPolicy
 
 
 def _log_to_console() -> None:
@@ -348,7 +358,7 @@ def _run_publish(
         progress.update(task, total=publisher.total)
 
     async def session() -> StreamStats:
-        async with publisher:
+        async with reached(publisher, link.start, who="stream", broker=broker):
             return await publisher.run()
 
     async def main(stop: asyncio.Event) -> StreamStats | None:

@@ -2,12 +2,19 @@
 
 A fleet is data plus a factory: the device ids and a function that gives each id its settings;
 nodes are built on entry and own their state files.
+
+Entering a fleet waits until every node is connected, as a node waits for its broker: a broker
+that is down is waited for (up to ``connect_timeout_s``; ``None``: until cancelled), a node that
+the broker refuses for good ends the wait with its :class:`~device.errors.NodeGaveUp`, and a
+gateway that fails ends it with a :class:`~device.errors.NodeError`. Leaving it (or a failed or
+cancelled entry) stops every node at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
@@ -15,11 +22,14 @@ from typing import Self
 from threadpoolctl import threadpool_limits
 
 from broker.url import BrokerURL
+from device.errors import NodeError
 from device.fleet.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.node import Node, TelemetryHook
 from device.node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30.0
 
@@ -35,7 +45,7 @@ class Fleet:
         broker: BrokerURL,
         *,
         on_telemetry: TelemetryHook | None = None,
-        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
         broker_for: Callable[[str], BrokerURL] | None = None,
         gateway: Gateway | None = None,
     ) -> None:
@@ -52,15 +62,18 @@ class Fleet:
         if gateway is not None and broker_for is not None:
             raise ValueError("nodes behind a gateway share its login: no per-device logins")
         self.nodes: dict[str, Node] = {}
-        self._stack = contextlib.AsyncExitStack()
+        self._running: list[Node] = []  # entered and not stopped yet
+        self._limits: contextlib.ExitStack | None = None
 
     async def __aenter__(self) -> Self:
         frozen = FrozenStage.shared(self.bundle)
-        async with contextlib.AsyncExitStack() as stack:
-            # The fleet's parallelism is its nodes, on the worker threads; BLAS threads inside
-            # each small matrix product only fight them (3.5x fewer events per second with
-            # 100 nodes on 2 cores: benchmarks/fleet_scale.py). Restored when the fleet stops.
-            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        limits = contextlib.ExitStack()
+        # The fleet's parallelism is its nodes, on the worker threads; BLAS threads inside each
+        # small matrix product only fight them (3.5x fewer events per second with 100 nodes on
+        # 2 cores: benchmarks/fleet_scale.py). Restored when the fleet stops.
+        limits.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        self._limits = limits
+        try:
             for device_id in self.device_ids:
                 node = Node(
                     self.settings_for(device_id),
@@ -70,10 +83,12 @@ class Fleet:
                     on_telemetry=self.on_telemetry,
                     gateway=self.gateway,
                 )
-                self.nodes[device_id] = await stack.enter_async_context(node)
-            async with asyncio.timeout(self.connect_timeout_s):
-                await asyncio.gather(*(n.connected.wait() for n in self.nodes.values()))
-            self._stack = stack.pop_all()
+                self.nodes[device_id] = await node.__aenter__()
+                self._running.append(node)
+            await self._connected()
+        except BaseException:
+            await self._stop()
+            raise
         return self
 
     async def __aexit__(
@@ -82,7 +97,69 @@ class Fleet:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stack.aclose()
+        await self._stop()
+
+    async def _connected(self) -> None:
+        """Until every node is connected; see the module docstring for what ends the wait."""
+        nodes = list(self.nodes.values())
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self._connected_or_stopped(n)) for n in nodes
+        ]
+        if self.gateway is not None:
+            waits.append(asyncio.ensure_future(self.gateway.failed.wait()))
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                for done in asyncio.as_completed(waits):
+                    await done
+                    if self.gateway is not None and self.gateway.failed.is_set():
+                        raise NodeError(
+                            f"gateway {self.gateway.gateway_id} failed: {self.gateway.failure}"
+                        )
+                    for node in nodes:
+                        if node.gave_up is not None:
+                            raise node.gave_up
+                    if all(n.connected.is_set() for n in nodes):
+                        return
+        except TimeoutError:
+            waiting = [n for n in nodes if not n.connected.is_set()]
+            raise NodeError(
+                f"{len(waiting)} of {len(nodes)} nodes did not connect to {self.broker} within "
+                f"{self.connect_timeout_s:g} s, e.g. {waiting[0].device_id}"
+            ) from None
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    @staticmethod
+    async def _connected_or_stopped(node: Node) -> None:
+        connected = asyncio.ensure_future(node.connected.wait())
+        stopped = asyncio.ensure_future(node.stopped.wait())
+        try:
+            await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            stopped.cancel()
+            await asyncio.gather(connected, stopped, return_exceptions=True)
+
+    async def _stop(self) -> None:
+        """Stop every node at once (each lets the message in hand finish), then lift the limits;
+        the first error a node raised while stopping is raised after all of them stopped."""
+        nodes, self._running = self._running, []
+        try:
+            results = await asyncio.gather(
+                *(n.__aexit__(None, None, None) for n in nodes), return_exceptions=True
+            )
+        finally:
+            limits, self._limits = self._limits, None
+            if limits is not None:
+                limits.close()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("%s: stopping failed: %s", node.device_id, result, exc_info=result)
+        if errors:
+            raise errors[0]
 
 
 __all__ = ["Fleet"]

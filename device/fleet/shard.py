@@ -9,12 +9,21 @@ supervisor is gone (even killed with SIGKILL), and the worker stops its nodes cl
 does on SIGTERM or SIGINT.
 
 The nodes of a shard share one onnxruntime session per model bundle (:class:`Fleet`). When
-every node is connected the worker writes ``{"ready": N}`` on standard output.
+every node is connected the worker writes ``{"ready": N}`` on standard output. Until then it
+waits for its broker as a node does: a broker that is down is waited for, a refusal that
+retrying cannot fix is retried for ``give_up_s`` (then exit status :data:`EXIT_CONFIG`), and a
+stop is obeyed at once, connecting or not. A clean stop that takes longer than
+:data:`STOP_GRACE_S`, or a second signal, ends the worker at once (:class:`device.aio.Stopper`).
+
+With ``credentials`` each node logs in as its device id; with ``shared`` too, the shard's one
+connection logs in as its gateway id (:attr:`ShardPlan.gateway_id`, the gateway user of the
+broker's ACL).
 
 Exit status: 0 after a clean stop; :data:`EXIT_CONFIG` (2) when the plan, a model or the
-broker's answer (wrong password, unknown host) means that starting again would fail the same
-way -- the supervisor then gives up instead of restarting it; anything else is a crash, and
-the supervisor restarts the shard (its nodes resume from their databases).
+broker's answer (wrong password, unknown host, a refused subscription) means that starting
+again would fail the same way -- the supervisor then gives up instead of restarting it; 128 + N
+when stopped at once by signal N; anything else is a crash, and the supervisor restarts the
+shard (its nodes resume from their databases).
 """
 
 from __future__ import annotations
@@ -36,17 +45,23 @@ from typing import Any, Final
 from broker.acl import read_credentials
 from broker.errors import BrokerError
 from broker.url import BrokerURL, parse_broker_url
+from device.aio import Stopper
+from device.errors import DeviceError
 from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
 from device.fleet.spec import DeviceClass
 from device.model.bundle import ModelBundle
 from device.model.errors import ModelError
+from device.node.node import Node
 from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings
 
 log = logging.getLogger("vega_emu.shard")
 
 EXIT_CONFIG: Final = 2
 EXIT_CRASH: Final = 1  # the supervisor restarts the worker
+#: Seconds a worker's clean stop may take before it ends at once (its supervisor waits a little
+#: longer, then kills it: the whole fleet stops within 5 s).
+STOP_GRACE_S: Final = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +78,7 @@ class ShardPlan:
     seed: int = 0
     hold_s: float = 30.0
     give_up_s: float = 180.0
-    connect_timeout_s: float = 120.0
+    connect_timeout_s: float | None = None  # None: wait for the broker until stopped
     threads: int = 1  # threads that run the nodes' learning events
     credentials: str | None = None  # a user:password file: each node logs in as its device id
     shared: bool = False  # one MQTT connection for the shard's nodes (device.fleet.gateway)
@@ -102,7 +117,7 @@ class ShardPlan:
             seed=int(data["seed"]),
             hold_s=float(data["hold_s"]),
             give_up_s=float(data["give_up_s"]),
-            connect_timeout_s=float(data["connect_timeout_s"]),
+            connect_timeout_s=_seconds_or_none(data.get("connect_timeout_s")),
             threads=int(data["threads"]),
             credentials=data.get("credentials"),
             shared=bool(data.get("shared", False)),
@@ -111,8 +126,9 @@ class ShardPlan:
     @property
     def gateway_id(self) -> str:
         """The shared connection's client id: stable while the shard holds the same devices
-        (its persistent session, with any unacknowledged batches, is found again on restart)."""
-        return f"gw-{self.devices[0][0]}-{len(self.devices)}"[:64]
+        (its persistent session, with any unacknowledged batches, is found again on restart);
+        on a broker with an ACL, the gateway user of those devices (:mod:`broker.acl`)."""
+        return gateway_id(self.devices[0][0], len(self.devices))
 
     def node_settings(self, bundles: Mapping[str, ModelBundle]) -> dict[str, NodeSettings]:
         by_name = {c.name: c for c in self.classes}
@@ -125,6 +141,16 @@ class ShardPlan:
             )
             for device, name in self.devices
         }
+
+
+def gateway_id(first_device: str, count: int) -> str:
+    """The id of the gateway of ``count`` devices from ``first_device`` on, as
+    :func:`broker.acl.gateway_devices` reads it back."""
+    return f"gw-{first_device}-{count}"[:64]
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _bundles(plan: ShardPlan) -> dict[str, ModelBundle]:
@@ -160,51 +186,26 @@ def _raise_fd_limit(nodes: int) -> None:
 
 
 async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int:
-    """Run the shard's nodes until ``stop``; the exit status."""
+    """Run the shard's nodes until ``stop``; the exit status. Errors that stop the shard
+    before its nodes are connected are raised (:class:`~device.errors.DeviceError`, ...)."""
     _raise_fd_limit(len(plan.devices))
-    bundles = _bundles(plan)
-    settings = plan.node_settings(bundles)
-    groups: dict[int, tuple[ModelBundle, list[str]]] = {}
-    class_of = dict(plan.devices)
-    for device, name in plan.devices:
-        bundle = bundles[name]
-        groups.setdefault(id(bundle), (bundle, []))[1].append(device)
-    broker_for = None
-    if plan.credentials is not None:
-        logins = read_credentials(Path(plan.credentials))
-
-        def broker_for(device: str) -> BrokerURL:
-            return url.with_credentials(device, logins[device])
-
     async with contextlib.AsyncExitStack() as stack:
-        gateway = None
-        if plan.shared:
-            gateway = await stack.enter_async_context(
-                Gateway(
-                    url,
-                    plan.gateway_id,
-                    plan.topic_prefix,
-                    [d for d, _ in plan.devices],
-                    give_up_s=plan.give_up_s,
-                )
-            )
-        fleets = [
-            await stack.enter_async_context(
-                Fleet(
-                    ids,
-                    settings.__getitem__,
-                    bundle,
-                    url,
-                    connect_timeout_s=plan.connect_timeout_s,
-                    broker_for=broker_for,
-                    gateway=gateway,
-                )
-            )
-            for bundle, ids in groups.values()
-        ]
-        nodes = [n for f in fleets for n in f.nodes.values()]
+        starting = asyncio.ensure_future(_start(stack, plan, url))
+        waiting = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not starting.done():
+                starting.cancel()
+            await asyncio.gather(starting, waiting, return_exceptions=True)
+        if starting.cancelled():
+            log.info("worker %d: stopped before its nodes connected", plan.worker)
+            return 0
+        gateway, nodes = starting.result()
         sys.stdout.write(json.dumps({"ready": len(nodes)}) + "\n")
         sys.stdout.flush()
+        class_of = dict(plan.devices)
         log.info(
             "worker %d: %d nodes (%s) on %s",
             plan.worker,
@@ -235,8 +236,56 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
     return 0
 
 
-async def _main(plan: ShardPlan, url: BrokerURL) -> int:
-    stop = asyncio.Event()
+async def _start(
+    stack: contextlib.AsyncExitStack, plan: ShardPlan, url: BrokerURL
+) -> tuple[Gateway | None, list[Node]]:
+    """Enter the shard's gateway (shared mode) and fleets into ``stack``: its nodes, connected."""
+    bundles = _bundles(plan)
+    settings = plan.node_settings(bundles)
+    groups: dict[int, tuple[ModelBundle, list[str]]] = {}
+    for device, name in plan.devices:
+        bundle = bundles[name]
+        groups.setdefault(id(bundle), (bundle, []))[1].append(device)
+    logins = read_credentials(Path(plan.credentials)) if plan.credentials is not None else None
+    broker_for = None
+    gateway = None
+    if plan.shared:
+        gateway_url = url
+        if logins is not None:  # the gateway is a user of its own: its devices' topics only
+            gateway_url = url.with_credentials(plan.gateway_id, logins[plan.gateway_id])
+        gateway = await stack.enter_async_context(
+            Gateway(
+                gateway_url,
+                plan.gateway_id,
+                plan.topic_prefix,
+                [d for d, _ in plan.devices],
+                give_up_s=plan.give_up_s,
+            )
+        )
+    elif logins is not None:
+        known = logins
+
+        def broker_for(device: str) -> BrokerURL:
+            return url.with_credentials(device, known[device])
+
+    fleets = [
+        await stack.enter_async_context(
+            Fleet(
+                ids,
+                settings.__getitem__,
+                bundle,
+                url,
+                connect_timeout_s=plan.connect_timeout_s,
+                broker_for=broker_for,
+                gateway=gateway,
+            )
+        )
+        for bundle, ids in groups.values()
+    ]
+    return gateway, [n for f in fleets for n in f.nodes.values()]
+
+
+async def _main(plan: ShardPlan, url: BrokerURL, stopper: Stopper) -> int:
     loop = asyncio.get_running_loop()
     # The nodes' events run in these threads. One per worker process (and one process per
     # core) beats more: with the default pool (6 threads here) a 300-node fleet on 2 cores
@@ -245,16 +294,14 @@ async def _main(plan: ShardPlan, url: BrokerURL) -> int:
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=plan.threads, thread_name_prefix="node-events")
     )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
     def watch_stdin() -> None:  # end of file: the supervisor is gone
         sys.stdin.read()
-        loop.call_soon_threadsafe(stop.set)
+        stopper.request(signal.SIGTERM, "end of standard input (the supervisor is gone)")
 
     # A daemon thread, so that shutdown never waits for it (an executor thread would).
     threading.Thread(target=watch_stdin, name="supervisor watch", daemon=True).start()
-    return await run_shard(plan, url, stop)
+    return await stopper.run(lambda stop: run_shard(plan, url, stop))
 
 
 def main() -> None:
@@ -268,11 +315,18 @@ def main() -> None:
     except (ValueError, KeyError, TypeError, BrokerError) as exc:
         log.error("worker: unusable plan: %s", exc)
         sys.exit(EXIT_CONFIG)
-    try:
-        code = asyncio.run(_main(plan, url))
-    except (ModelError, ValueError, BrokerError) as exc:
-        log.error("worker %d: %s", plan.worker, exc)
-        code = EXIT_CONFIG
+    who = f"worker {plan.worker}: "
+    with Stopper(
+        grace_s=STOP_GRACE_S, who=who, on_stop=lambda why: log.info("%s%s: stopping", who, why)
+    ) as stopper:
+        try:
+            code = asyncio.run(_main(plan, url, stopper))
+        except (DeviceError, ValueError, BrokerError) as exc:  # a model, a login, an ACL
+            log.error("%s%s", who, exc)
+            code = EXIT_CONFIG
+        except Exception as exc:  # a bug: its traceback, and a restart
+            log.error("%scrashed: %s", who, exc, exc_info=exc)
+            code = EXIT_CRASH
     sys.exit(code)
 
 
@@ -280,4 +334,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["EXIT_CONFIG", "ShardPlan", "run_shard"]
+__all__ = ["EXIT_CONFIG", "STOP_GRACE_S", "ShardPlan", "gateway_id", "run_shard"]

@@ -1,19 +1,23 @@
 """``vega-emu fleet``'s parent process: worker processes that each run a shard of the fleet.
 
 ``async with FleetSupervisor(plans, password=...) as sup`` starts one ``python -m
-device.fleet.shard``
-per :class:`ShardPlan` and returns when every worker reports its nodes connected. Each worker
-is watched by a task the supervisor owns: a worker that dies (a crash, SIGKILL, the OOM killer)
-is logged at once with its exit status and restarted after a backoff, and its nodes resume from
-their databases (a node commits every event before it acknowledges the batch, so nothing is
-lost or learned twice). A worker that exits with :data:`~device.fleet.shard.EXIT_CONFIG` would fail
-the same way again (a broken model, a refused password): the supervisor sets ``failed`` and
-stops restarting it. Leaving the context sends SIGTERM to every worker, waits for their clean
-stop, and kills what is left after ``stop_grace_s``.
+device.fleet.shard`` per :class:`ShardPlan` and returns when every worker reports its nodes
+connected: while the broker is down that is when it comes back (or ``start_timeout_s``), and
+cancelling the entry stops the workers. A worker that cannot start (its nodes refused for good,
+a broken model) raises :class:`FleetError` and the others are stopped. Each worker is watched by
+a task the supervisor owns: a worker that dies (a crash, SIGKILL, the OOM killer) is logged at
+once with its exit status and restarted after a backoff, and its nodes resume from their
+databases (a node commits every event before it acknowledges the batch, so nothing is lost or
+learned twice). A worker that exits with :data:`~device.fleet.shard.EXIT_CONFIG` would fail the
+same way again (a broken model, a refused password): the supervisor sets ``failed`` and stops
+restarting it. Leaving the context sends SIGTERM to every worker, waits for their clean stop,
+and kills what is left after ``stop_grace_s``; :meth:`FleetSupervisor.kill` kills them at once.
 
-The password reaches the workers in their environment, never on a command line; the plan goes
-on their standard input, which stays open: a worker whose supervisor disappears sees end of file
-and stops its nodes.
+Workers run in sessions of their own: a Ctrl-C in the terminal reaches the parent only, which
+stops them (a worker that got the terminal's SIGINT and the parent's SIGTERM would take them for
+the "second signal" that stops it at once). The password reaches the workers in their
+environment, never on a command line; the plan goes on their standard input, which stays open:
+a worker whose supervisor disappears, even killed with SIGKILL, sees end of file and stops.
 """
 
 from __future__ import annotations
@@ -35,8 +39,13 @@ from broker.url import ENV_PASSWORD
 from device.aio import cancel_and_wait
 from device.fleet.errors import FleetError
 from device.fleet.shard import EXIT_CONFIG, ShardPlan
+from device.fleet.shard import STOP_GRACE_S as WORKER_STOP_GRACE_S
 
 log = logging.getLogger(__name__)
+
+#: Seconds the supervisor waits for its workers' clean stop before it kills them: a little more
+#: than a worker gives itself before it ends at once.
+STOP_GRACE_S = WORKER_STOP_GRACE_S + 0.5
 
 
 @dataclass(slots=True)
@@ -66,8 +75,8 @@ class FleetSupervisor:
         plans: Sequence[ShardPlan],
         *,
         password: str | None = None,
-        start_timeout_s: float = 600.0,
-        stop_grace_s: float = 60.0,
+        start_timeout_s: float | None = None,
+        stop_grace_s: float = STOP_GRACE_S,
         backoff: Backoff | None = None,
     ) -> None:
         if not plans:
@@ -92,10 +101,17 @@ class FleetSupervisor:
 
     async def __aenter__(self) -> Self:
         try:
-            async with asyncio.timeout(self.start_timeout_s):
-                await asyncio.gather(*(self._start(w) for w in self.workers))
-        except BaseException:
+            async with asyncio.timeout(self.start_timeout_s), asyncio.TaskGroup() as group:
+                for worker in self.workers:
+                    group.create_task(self._start(worker), name=f"start {worker.label}")
+        except BaseException as exc:
             await self._stop_all()
+            if isinstance(exc, TimeoutError):
+                raise FleetError(
+                    f"the workers did not connect their nodes within {self.start_timeout_s:g} s"
+                ) from None
+            if isinstance(exc, BaseExceptionGroup):  # the first worker that could not start
+                raise exc.exceptions[0] from None
             raise
         self._tasks = [
             asyncio.create_task(self._watch(w), name=f"fleet {w.label}") for w in self.workers
@@ -128,6 +144,7 @@ class FleetSupervisor:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
+            start_new_session=True,  # signals from the terminal reach the parent only
         )
         worker.process = proc
         worker.starts += 1
@@ -173,6 +190,15 @@ class FleetSupervisor:
                 log.warning("%s restarted (pid %s)", worker.label, worker.pid)
                 break
 
+    def kill(self) -> None:
+        """Kill every worker now (SIGKILL), for a parent that must end at once; safe to call
+        from a signal handler or another thread. Their nodes resume from their databases."""
+        for worker in self.workers:
+            proc = worker.process
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
     async def _stop_all(self) -> None:
         running = [
             w.process
@@ -189,7 +215,7 @@ class FleetSupervisor:
             for proc in running:
                 if proc.returncode is None:
                     log.error(
-                        "worker pid %d did not stop in %.0f s; killing it",
+                        "worker pid %d did not stop in %.1f s; killing it",
                         proc.pid,
                         self.stop_grace_s,
                     )

@@ -125,7 +125,7 @@ async def test_a_refused_password_never_shows_in_any_output(
         args += ["--id", DEVICE, "--state-dir", str(tmp_path / "s")]
         args += ["--model", str(default_bundle.path), "--give-up-after", "0"]
     else:
-        args += ["--devices", "1", "--speed", "max", "--events", "1"]
+        args += ["--devices", "1", "--speed", "max", "--events", "1", "--give-up-after", "0"]
     result = await asyncio.to_thread(
         subprocess.run, args, capture_output=True, text=True, timeout=120, env=env
     )

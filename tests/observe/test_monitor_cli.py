@@ -107,11 +107,15 @@ async def test_once_after_prints_one_table(mosquitto: Mosquitto) -> None:
     assert DEVICE in err and "life h" in err and "1 devices (1 learning), 1 events" in err
 
 
-async def test_a_bad_broker_is_one_error_line() -> None:
-    proc = await start("--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "5")
+async def test_a_broker_that_stays_down_is_one_line_per_attempt_then_one_error_line() -> None:
+    """Waited for as a node waits (within --duration), then one error line; no traceback."""
+    proc = await start("--broker", f"mqtt://127.0.0.1:{free_port()}", "--duration", "3")
     code, err = await finish(proc)
     assert code == 1
-    assert err.strip().splitlines() == [err.strip()] and "cannot connect to the broker" in err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert lines[-1].startswith("error: cannot connect to the broker"), err
+    assert lines[:-1] and all("Connection refused; reconnecting in" in x for x in lines[:-1]), err
 
 
 async def test_a_metrics_port_in_use_is_one_error_line(mosquitto: Mosquitto) -> None:

@@ -97,14 +97,14 @@ def test_bad_flags_exit_2_naming_the_flag(flags: list[str], hint: str) -> None:
 
 
 def test_unreachable_broker_exits_1(tmp_path: Path) -> None:
+    """A broker that is down is waited for up to --max-outage, then one error line."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        result = runner.invoke(
-            app, ["stream", "--broker", f"mqtt://127.0.0.1:{port}", "--events", "1"]
-        )
+        args = ["--broker", f"mqtt://127.0.0.1:{port}", "--events", "1", "--max-outage", "1"]
+        result = runner.invoke(app, ["stream", *args])
     assert result.exit_code == 1
     assert "cannot connect" in result.output
 
