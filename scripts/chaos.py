@@ -11,7 +11,10 @@ writes, persistence on and saved every ``--autosave`` seconds, restarted on the 
 data directory), ``vega-emu node`` per device (``kill``) or ``vega-emu fleet`` (``outage``), and
 ``vega-emu stream``. At the end every node's state file is read: each must pass
 ``PRAGMA integrity_check`` and hold every seq exactly once. Exit status 1 if not, or if the
-stream failed. Logs are kept in ``--work`` (default: a new temporary directory, printed).
+stream failed: the stream keeps every batch until its node answers and waits up to
+``--drain-timeout`` for the last answers (the nodes learn slower than the stream publishes, and
+a broker that dies takes with it what it had not saved: only the stream can send it again).
+Logs are kept in ``--work`` (default: a new temporary directory, printed).
 """
 
 from __future__ import annotations
@@ -166,6 +169,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--drain", type=float, default=300.0, help="the stream's --drain-timeout, seconds"
+    )
+    parser.add_argument(
         "--stall", type=float, default=60.0, help="give up after this long without progress, s"
     )
     parser.add_argument("--work", type=Path, default=None)
@@ -196,7 +202,8 @@ def main() -> None:
         fleet_cmd += ["--workers", str(args.workers), "--connection", args.connection]
         procs = {"fleet": Proc("fleet", fleet_cmd, logs)}
     stream_cmd = [*VEGA, "stream", "--broker", url, "--devices", str(nodes)]
-    stream = Proc("stream", [*stream_cmd, "--speed", f"{speed:g}", "--events", str(events)], logs)
+    stream_cmd += ["--speed", f"{speed:g}", "--events", str(events)]
+    stream = Proc("stream", [*stream_cmd, "--drain-timeout", f"{args.drain:g}"], logs)
     print(f"{args.scenario}: work dir {work}", flush=True)
     started = time.monotonic()
     code: int | None = None
