@@ -76,6 +76,8 @@ class MosquittoConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free port
     persistence: bool = True
+    # how often the persistence file is written: a SIGKILL loses what changed since the last save
+    autosave_interval_s: int = 60
     password_file: Path | None = None  # lines "user:password" or "user:$7$..." hashes
     acl_devices: tuple[str, ...] | None = None  # None: no ACL
     topic_prefix: str = "vega"
@@ -88,6 +90,8 @@ class MosquittoConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is outside 0..65535")
+        if self.autosave_interval_s < 1:
+            raise ValueError(f"autosave_interval_s must be >= 1, got {self.autosave_interval_s}")
         if self.password_file is not None and not Path(self.password_file).is_file():
             raise BrokerError(f"password file {self.password_file} does not exist")
         if self.bind_client_id and self.anonymous:
@@ -163,7 +167,7 @@ def render_config(config: MosquittoConfig, port: int, *, euid: int | None = None
             "persistence true",
             f"persistence_location {data}/",
             "persistence_file mosquitto.db",
-            "autosave_interval 60",
+            f"autosave_interval {config.autosave_interval_s}",
         ]
     lines.append(f"allow_anonymous {'true' if config.anonymous else 'false'}")
     if config.password_file is not None:

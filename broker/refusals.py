@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
     certificate, ...), or ``None`` for a failure that may pass (broker down, network, timeout)."""
     rc = getattr(exc, "rc", None)
     code = getattr(rc, "value", rc)
-    if isinstance(exc, aiomqtt.MqttCodeError) and isinstance(code, int):
+    # only a CONNACK carries these codes: other MqttCodeErrors carry paho's own error numbers
+    # (a publish on a lost connection is MQTT_ERR_NO_CONN, 4: not a refused password)
+    if isinstance(exc, MqttConnectError) and isinstance(code, int):
         return _PERMANENT_CONNACK.get(code)
     text = str(exc)
     return next((why for marker, why in _PERMANENT_TEXT.items() if marker in text), None)

@@ -22,11 +22,15 @@ the broker instead of thousands (see docs/fleet.md, "Shared connection").
   (:class:`device.observe.monitor.FleetMonitor` does). A clean stop still publishes every
   node's own ``offline`` status.
 - A lost connection closes every inbox (its reader gets ``MqttError``, as from a lost client);
-  the gateway reconnects with backoff and the nodes attach to the new connection. A refusal that
-  retrying cannot fix (wrong password, unknown host) is retried for ``give_up_s``, then every
-  node waiting to attach gets :class:`~device.errors.NodeGaveUp`. A subscription the broker
-  refuses (its ACL) ends the gateway (:attr:`Gateway.failed`): its nodes would never hear a
-  thing.
+  the gateway reconnects with backoff and the nodes attach to the new connection. Each
+  connection subscribes again, whether or not the broker kept the session (one restarted
+  without persistence, or before its first save, comes back with none); a broker that does
+  not acknowledge the subscription within ``timeout_s`` is a lost connection too (it may be
+  busy sending a resumed session's backlog first), never the end of the gateway. A refusal
+  that retrying cannot fix (wrong password, unknown host) is retried for ``give_up_s``, then
+  every node waiting to attach gets :class:`~device.errors.NodeGaveUp`. A subscription the
+  broker refuses (its ACL) ends the gateway (:attr:`Gateway.failed`): its nodes would never
+  hear a thing.
 
 The broker must let one client hold its devices' backlog: a burst of one batch per device is
 queued for this one client (Mosquitto's ``max_queued_messages``, 1000 by default; the config
@@ -77,6 +81,7 @@ class Gateway:
         *,
         give_up_s: float = 180.0,
         backoff: Backoff | None = None,
+        timeout_s: float = NETWORK_TIMEOUT_S,
     ) -> None:
         if not device_ids:
             raise ValueError("a gateway needs at least one device")
@@ -85,6 +90,9 @@ class Gateway:
         self.prefix = validate_prefix(prefix)
         self.device_ids = [validate_device_id(d) for d in device_ids]
         self.backoff = backoff or Backoff()
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s  # every network wait: connect, subscribe, publish
         self.connections = 0
         self.gave_up: NodeGaveUp | None = None
         self.failure: str | None = None  # why the connection loop died (a bug): see ``failed``
@@ -151,7 +159,7 @@ class Gateway:
 
     async def _run(self) -> None:
         will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
-        session = Session(self.broker, self.gateway_id, timeout_s=NETWORK_TIMEOUT_S, will=will)
+        session = Session(self.broker, self.gateway_id, timeout_s=self.timeout_s, will=will)
         try:
             while True:
                 # every node's reports share this connection's window of unacknowledged QoS 1
@@ -191,7 +199,12 @@ class Gateway:
             self._dispatch(client, inboxes), name=f"{self.gateway_id} reader"
         )
         try:
-            await subscribe(client, filters, within_s=NETWORK_TIMEOUT_S, broker=self.broker)
+            try:
+                await subscribe(client, filters, within_s=self.timeout_s, broker=self.broker)
+            except TimeoutError as exc:  # no SUBACK: this connection is of no use, try another
+                raise aiomqtt.MqttError(
+                    f"the broker did not acknowledge the subscription within {self.timeout_s:g} s"
+                ) from exc
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
             self.backoff.reset()
             self.connections += 1

@@ -14,9 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import paho.mqtt.client as paho
 import pytest
+from aiomqtt.exceptions import MqttConnectError
 
 from broker import BrokerURL, Mosquitto, MosquittoConfig
+from broker.refusals import permanent_failure
 from broker.url import free_port
 from device.model.bundle import ModelBundle
 from device.node.node import Node
@@ -40,6 +44,13 @@ async def guarded(tmp_path: Path) -> Any:
     config = MosquittoConfig(data_dir=tmp_path / "mq", password_file=users)
     async with Mosquitto(config) as broker:
         yield broker
+
+
+def test_only_a_connack_refusal_reads_as_a_refused_login() -> None:
+    assert permanent_failure(MqttConnectError(5)) == "the broker refused the login (not authorized)"
+    # a publish on a connection the broker just lost: paho's MQTT_ERR_NO_CONN is 4 too
+    lost = aiomqtt.MqttCodeError(paho.MQTT_ERR_NO_CONN, "Could not publish message")
+    assert permanent_failure(lost) is None
 
 
 async def test_a_wrong_password_is_reported_once_then_the_node_gives_up(

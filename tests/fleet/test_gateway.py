@@ -21,6 +21,8 @@ import aiomqtt
 import pytest
 
 from broker import BrokerURL, Mosquitto, MosquittoConfig, password_file_text
+from broker.backoff import Backoff
+from broker.session import ack
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.protocol import (
     ForeignMessage,
@@ -39,7 +41,9 @@ from device.model.bundle import ModelBundle
 from device.node.settings import NodeSettings
 from device.observe.monitor import FleetMonitor
 from tests.support.mosquitto import require_mosquitto
+from tests.support.relay import Relay
 from tests.support.times import T0
+from tests.support.wait import wait_until
 
 IDS = ["node-0000", "node-0001", "node-0002"]
 
@@ -145,6 +149,55 @@ async def test_a_gateway_whose_loop_dies_says_so_and_its_nodes_are_not_left_wait
         assert gateway.failure is not None and "gone.pem" in gateway.failure
         with pytest.raises(NodeError, match=r"gw-test is not running: .*gone\.pem"):
             await gateway.attach(IDS[0])
+
+
+async def next_batch(gateway: Gateway, device: str, url: BrokerURL) -> aiomqtt.Message:
+    """A batch published now for ``device`` as the gateway's current connection hands it over
+    (acknowledged): proof that the gateway is subscribed for it."""
+    client, inbox = await gateway.attach(device)
+    async with aiomqtt.Client(**url.client_kwargs()) as producer:
+        await producer.publish(topic("vega", device, "batch"), b"probe", qos=1)
+    message = await anext(aiter(inbox))
+    ack(client, message)
+    return message
+
+
+async def test_a_gateway_that_gets_no_suback_in_time_connects_again_instead_of_failing(
+    mosquitto: Mosquitto,
+) -> None:
+    # the broker takes the first connection's CONNECT and then hears nothing more from it
+    async with Relay(mosquitto.url, deaf=1) as relay:
+        gateway = Gateway(
+            relay.url, "gw-test", "vega", IDS, backoff=Backoff(0.05, 0.2), timeout_s=1.0
+        )
+        async with gateway, asyncio.timeout(20):
+            message = await next_batch(gateway, IDS[0], mosquitto.url)
+            assert message.payload == b"probe"
+            assert not gateway.failed.is_set() and gateway.failure is None
+        assert relay.connections >= 2 and gateway.connections == 1
+
+
+@pytest.mark.parametrize("persistence", [True, False], ids=["persistent", "empty"])
+async def test_a_gateway_subscribes_again_on_a_broker_that_came_back(
+    tmp_path: Path, persistence: bool
+) -> None:
+    """Killed, the broker comes back with the gateway's session (saved) or with nothing at all
+    (restarted without persistence): either way the gateway's devices hear their batches."""
+    require_mosquitto()
+    config = MosquittoConfig(
+        data_dir=tmp_path / "mosquitto", persistence=persistence, autosave_interval_s=1
+    )
+    async with Mosquitto(config) as mosquitto:
+        gateway = Gateway(mosquitto.url, "gw-test", "vega", IDS, backoff=Backoff(0.05, 0.2))
+        async with gateway, asyncio.timeout(30):
+            assert (await next_batch(gateway, IDS[0], mosquitto.url)).payload == b"probe"
+            await mosquitto.kill()
+            await mosquitto.start()
+            # the gateway offers no event for a new connection; its nodes just attach to it
+            await wait_until(lambda: gateway.connections >= 2, 20, what="a second connection")
+            for device in IDS:
+                assert (await next_batch(gateway, device, mosquitto.url)).payload == b"probe"
+            assert not gateway.failed.is_set()
 
 
 # -- under the ACL ---------------------------------------------------------------------------------
