@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from device.app import EnergyReport
+from device.app.energy import AnalysedModel
 from device.cli import app
 from device.energy import CostConfig, inference_cost, load_profile
 from device.model.mobilenet import mobilenet_v1_layers
@@ -26,13 +27,21 @@ KEYS = [
     "memory",
     "layers",
     "config",
+    "model",
 ]
+#: What ``energy --lr-layer L`` (no --model) analyses: the paper's network, new samples per
+#: event as in the paper.
+MOBILENET = AnalysedModel("MobileNet-V1 1.0/128, 50 classes")
 
 
 def report(inference_per_s: float = 0.0, **config: float) -> EnergyReport:
     layers = mobilenet_v1_layers(res=128, width=1.0, classes=50, lr_layer=27)
     return EnergyReport.compute(
-        layers, load_profile("vega"), CostConfig(**config), inference_per_s=inference_per_s
+        layers,
+        load_profile("vega"),
+        CostConfig(**config),
+        inference_per_s=inference_per_s,
+        model=MOBILENET,
     )
 
 
