@@ -4,8 +4,18 @@ requests on the fleet's broker.
 :class:`Bridge` connects on ``__aenter__`` and disconnects on ``__aexit__``; :meth:`Bridge.run`
 reads a source until it ends (a finite input) or ``stop`` is set, then closes the open windows,
 publishes them and returns a :class:`~dataset_stream.bridge.tally.BridgeReport`. Its loops (the
-reader, the sender, the window clock, the periodic report and the link's status reader) run in a
-task group it owns.
+reader, the sender, the window clock, the periodic report, the re-senders and the link's reader)
+run in a task group it owns.
+
+Delivery is end to end, as the stream's (``docs/protocol.md``, "End-to-end delivery"): each
+batch stays outstanding (:class:`~dataset_stream.outstanding.Outstanding`), its payload kept,
+until its node's telemetry or error for its seq arrives; it is published again after every
+reconnect, when its device announces itself online again, and when no answer comes in time
+(backoff, bounded: :class:`~dataset_stream.outstanding.ResendPolicy`). At most
+``keep_unanswered`` payloads are kept per device: past that the oldest unanswered batch is no
+longer published again (it stays unanswered). When its input ends the bridge drains: it waits
+up to ``drain_timeout_s`` (time without a broker not counted) for the answers still
+outstanding. A stopped bridge does not wait. Inference requests are at most once.
 
 Windows (``docs/live-data.md``): with ``replay=False`` (a live source: MQTT, standard input, a
 followed file) the clock is the wall clock, and a window closes when its time is up even if no
@@ -28,6 +38,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from dataset_stream.answers import AnswerLedger
 from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.samples import Fields, Record, Rejected, SampleSpec, parse_record
 from dataset_stream.bridge.tally import BridgeReport, BridgeTally
@@ -39,6 +50,8 @@ from dataset_stream.bridge.windows import (
     WindowSettings,
 )
 from dataset_stream.errors import ProtocolError
+from dataset_stream.outcome import default_drain_s, finite_drain
+from dataset_stream.outstanding import Outstanding, ResendPolicy
 from dataset_stream.protocol import (
     DEFAULT_PREFIX,
     Limits,
@@ -60,6 +73,10 @@ log = logging.getLogger(__name__)
 WARNINGS_PER_REASON: Final = 5
 #: Bytes a payload needs beyond its samples (header, labels); kept free below the size limit.
 PAYLOAD_OVERHEAD: Final = 64 * 1024
+#: Unanswered batches whose payload the bridge keeps per device, to publish them again.
+KEEP_UNANSWERED: Final = 256
+#: Seconds between two looks at the drain's progress (and at a stop).
+DRAIN_STEP_S: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +84,10 @@ class BridgeSettings:
     """How the bridge runs: topic ``prefix``, ``window_s`` per learning batch, ``infer_s`` per
     inference request, ``status_wait_s`` for the retained statuses, a progress log line per
     device every ``report_every_s``, the codec ``limits``, broker ``timeout_s`` and reconnects;
-    ``source`` is the payloads' ``source`` metadata."""
+    ``source`` is the payloads' ``source`` metadata. ``drain_timeout_s``: how long the bridge
+    waits, once its input ended, for the answers still outstanding (None:
+    :func:`~dataset_stream.outcome.default_drain_s` of ``window_s``); ``resend``: when a batch
+    without an answer goes again; ``keep_unanswered``: payloads kept per device for that."""
 
     prefix: str = DEFAULT_PREFIX
     window_s: float = 60.0
@@ -78,6 +98,9 @@ class BridgeSettings:
     timeout_s: float = 10.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     source: str = "bridge"
+    drain_timeout_s: float | None = None
+    resend: ResendPolicy = field(default_factory=ResendPolicy)
+    keep_unanswered: int = KEEP_UNANSWERED
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
@@ -89,6 +112,17 @@ class BridgeSettings:
             raise ValueError(f"status_wait_s must be >= 0, not {self.status_wait_s!r}")
         if not self.source:
             raise ValueError("source must not be empty")
+        if self.drain_timeout_s is not None and not finite_drain(self.drain_timeout_s):
+            raise ValueError(f"drain_timeout_s must be >= 0, not {self.drain_timeout_s!r}")
+        if self.keep_unanswered < 1:
+            raise ValueError(f"keep_unanswered must be >= 1, not {self.keep_unanswered!r}")
+
+    @property
+    def drain_s(self) -> float:
+        """The drain timeout in effect."""
+        if self.drain_timeout_s is None:
+            return default_drain_s(self.window_s)
+        return self.drain_timeout_s
 
     def windows(self, spec: SampleSpec) -> WindowSettings:
         """Window sizes, and the samples one payload may hold under ``limits``."""
@@ -112,6 +146,16 @@ class Bridge:
         self.settings = settings or BridgeSettings()
         self.tally = BridgeTally()
         self.seqs = NextSeqs(self.settings.status_wait_s)
+        self.book = Outstanding(self.settings.resend)
+        self._answered = asyncio.Event()
+        self._again: asyncio.Queue[str | None] = asyncio.Queue()  # a device, None: every one
+        self.answers = AnswerLedger(
+            self.settings.prefix,
+            None,
+            book=self.book,
+            on_answer=self._answered.set,
+            on_back=self._again.put_nowait,
+        )
         devices = [fields.device] if fields.device is not None else None
         self.link = TargetLink(
             broker,
@@ -120,9 +164,13 @@ class Bridge:
             devices=devices,
             reconnect=self.settings.reconnect,
             timeout_s=self.settings.timeout_s,
+            answers=self.answers,
+            on_reconnect=lambda: self._again.put_nowait(None),
         )
         self._windows = Windower(self.settings.windows(spec))
         self._warned: dict[str, int] = {}
+        self._payloads: dict[str, dict[int, bytes]] = {}  # unanswered batches, to send again
+        self.resent = self.republished = 0
 
     async def __aenter__(self) -> Self:
         await self.link.__aenter__()
@@ -152,6 +200,8 @@ class Bridge:
                 helpers = [
                     group.create_task(self.link.maintain()),
                     group.create_task(self._report_every()),
+                    group.create_task(self._resend_due()),
+                    group.create_task(self._publish_again_on_request()),
                 ]
                 if not replay:
                     helpers.append(group.create_task(self._tick(outbox)))
@@ -168,13 +218,21 @@ class Bridge:
                     await outbox.put(out)
                 await outbox.put(None)
                 await sender
+                drain_s = 0.0 if stop.is_set() else await self._drain(stop)
                 for task in helpers:
                     task.cancel()
         except BaseExceptionGroup as group:
             raise _essential(group) from None
         for line in self.tally.progress_lines():
             log.info("%s", line)
-        return self.tally.report(time.monotonic() - started)
+        return self.tally.report(
+            time.monotonic() - started,
+            self.answers,
+            resent=self.resent,
+            republished=self.republished,
+            drain_s=drain_s,
+            stopped=stop.is_set(),
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -251,6 +309,8 @@ class Bridge:
         except ProtocolError as exc:
             self._reject(device, "refused", f"a batch of {n} samples: {exc}", n)
             return
+        if self.answers.handing_over(device, seq):  # before publishing: answers are quick
+            self._keep(device, seq, payload)
         await self.link.publish(topic(self.settings.prefix, device, "batch"), payload)
         self.seqs.used(device, seq)
         count = self.tally.of(device)
@@ -279,6 +339,85 @@ class Bridge:
         count = self.tally.of(device)
         count.infers += 1
         count.infer_samples += n
+
+    # -- end-to-end delivery -----------------------------------------------------------------
+
+    def _keep(self, device: str, seq: int, payload: bytes) -> None:
+        """Keep ``payload`` until ``seq`` is answered; past ``keep_unanswered`` payloads for
+        ``device``, the oldest unanswered batch is no longer published again."""
+        kept = self._payloads.setdefault(device, {})
+        kept[seq] = payload
+        if len(kept) > self.settings.keep_unanswered:
+            self._forget_answered(device)
+        while len(kept) > self.settings.keep_unanswered:
+            oldest = min(kept)
+            del kept[oldest]
+            self.book.abandon(device, oldest)
+            log.warning("%s: %d batches unanswered; seq %d will not be sent again",
+                        device, len(kept) + 1, oldest)  # fmt: skip
+
+    def _forget_answered(self, device: str) -> None:
+        kept = self._payloads.get(device, {})
+        outstanding = self.book.book(device).batches
+        for seq in [s for s in kept if s not in outstanding]:
+            del kept[seq]
+
+    async def _publish_again(self, device: str, seqs: list[int], *, timed_out: bool) -> None:
+        """Publish ``device``'s ``seqs`` again, in order, those still unanswered."""
+        kept = self._payloads.get(device, {})
+        where = topic(self.settings.prefix, device, "batch")
+        for seq in seqs:
+            payload = kept.get(seq)
+            if payload is None or not self.book.resent(
+                device, seq, time.monotonic(), timed_out=timed_out
+            ):
+                continue
+            await self.link.publish(where, payload)
+            if timed_out:
+                self.resent += 1
+            else:
+                self.republished += 1
+
+    async def _resend_due(self) -> None:
+        """Publish again, with backoff, the batches that got no answer in time."""
+        tick_s = min(1.0, max(0.05, self.settings.resend.first_s / 4))
+        while True:
+            await asyncio.sleep(tick_s)
+            for device in self._payloads:
+                self._forget_answered(device)
+            for device, seqs in self.book.due(time.monotonic()).items():
+                if self._warned.get(f"resend:{device}") is None:
+                    self._warned[f"resend:{device}"] = 1
+                    log.warning("%s: no answer to seq %d in time; publishing it again", device,
+                                seqs[0])  # fmt: skip
+                await self._publish_again(device, seqs, timed_out=True)
+
+    async def _publish_again_on_request(self) -> None:
+        """After a reconnect (every device) or a device's return: its unanswered batches."""
+        while True:
+            which = await self._again.get()
+            devices = list(self._payloads) if which is None else [which]
+            for device in devices:
+                seqs = self.book.resendable(device)
+                if seqs:
+                    log.info("%s: publishing %d unanswered batch(es) again", device, len(seqs))
+                    await self._publish_again(device, seqs, timed_out=False)
+
+    async def _drain(self, stop: asyncio.Event) -> float:
+        """Wait until every batch is answered, ``stop`` is set or ``drain_s`` has passed with a
+        broker connection; return the seconds waited."""
+        budget_s, waited_s = self.settings.drain_s, 0.0
+        while self.book.count and waited_s < budget_s and not stop.is_set():
+            self._answered.clear()
+            before = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(DRAIN_STEP_S, budget_s - waited_s)):
+                    await self._answered.wait()
+            if self.link.connected:
+                waited_s += time.monotonic() - before
+        if self.book.count and not stop.is_set():
+            log.warning("%d batch(es) still unanswered after %.1f s", self.book.count, waited_s)
+        return waited_s
 
 
 def _essential(group: BaseExceptionGroup[BaseException]) -> BaseException:
