@@ -20,9 +20,10 @@ anything else is counted and logged, never acted on. What an answer means (``doc
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
 - an ``error`` with an ``infer_seq`` (or a ``prediction``) answers an inference request, not a
   batch: inference is at most once and not accounted here (counted as ``infer``);
-- a ``status``: whether the device is online; state ``error`` (its loop failed and is being
-  restarted) is logged once per change. A live (not retained) online status of a device with
-  unanswered batches calls ``on_back``: the producer publishes them again.
+- a ``status``: whether the device is online (an offline device gets no re-sends on a
+  timeout: its broker queues them); state ``error`` (its loop failed and is being restarted)
+  is logged once per change. A live (not retained) online status of a device with unanswered
+  batches calls ``on_back``: the producer publishes them again.
 
 Which batches are outstanding, and when they are due again, is the
 :class:`~dataset_stream.outstanding.Outstanding` book's: the ledger hands it every publish and
@@ -311,6 +312,7 @@ class AnswerLedger:
         before = rec.status
         rec.status = msg
         (rec.online.set if msg.online else rec.online.clear)()
+        self.book.away(rec.device, not msg.online)
         changed = before is None or (before.state, before.reason) != (msg.state, msg.reason)
         if msg.state == "error" and changed:
             log.warning("%s reports its loop failed and restarts: %s", rec.device, msg.reason)

@@ -19,6 +19,10 @@ The rules (``docs/protocol.md``, "End-to-end delivery"):
   ``cap_s``), if either its device has said nothing for ``first_s`` (a node busy learning the
   batches before it will answer it: a copy would only be answered ``duplicate``) or its node is
   known to be past it (it answered a later seq in order: the answer to this one was lost);
+- a device whose status says it is offline (:meth:`~Outstanding.away`) gets no re-sends on a
+  timeout: the broker queues its batches on its persistent session, and a producer publishes
+  them all again when it announces itself online (so a node away for a while is not sent a
+  copy of its backlog every few seconds);
 - after ``max_resends`` re-sends on a timeout a batch is no longer due: it waits for an answer
   only. A re-send after a reconnect or a device's return (``timed_out=False``) restarts its wait
   and does not count toward that bound (those are bounded by the events behind them);
@@ -85,12 +89,14 @@ class Batch:
 @dataclass(slots=True)
 class DeviceBook:
     """One device: the highest seq handed over, its outstanding batches (by seq), the last time
-    it answered anything (``heard_s``) and the highest seq its node is known to be past."""
+    it answered anything (``heard_s``), the highest seq its node is known to be past, and
+    whether its status says it is offline (``away``)."""
 
     highest_sent: int = 0
     batches: dict[int, Batch] = field(default_factory=dict)
     heard_s: float = -math.inf
     passed: int = 0
+    away: bool = False
 
     @property
     def seqs(self) -> KeysView[int]:
@@ -147,6 +153,10 @@ class Outstanding:
 
     # -- what the node answered ----------------------------------------------------------------
 
+    def away(self, device: str, away: bool) -> None:
+        """``device``'s status says it is offline (``away``) or online."""
+        self.book(device).away = away
+
     def heard(self, device: str, now_s: float) -> None:
         """``device`` answered something at ``now_s``: it is alive and learning."""
         book = self.book(device)
@@ -184,7 +194,7 @@ class Outstanding:
         policy = self.policy
         out: dict[str, list[int]] = {}
         for device, book in self.devices.items():
-            if not book.batches:
+            if not book.batches or book.away:
                 continue
             quiet = now_s >= book.heard_s + policy.first_s
             seqs = [

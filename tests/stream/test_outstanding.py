@@ -117,6 +117,16 @@ def test_when_a_batch_is_due(
     assert first_due == due_at, why
 
 
+def test_a_device_away_gets_no_copies_until_it_is_back() -> None:
+    book = Outstanding(POLICY)
+    book.sent(D, 1, 0.0)
+    book.away(D, True)  # its status says offline: the broker queues for it
+    assert book.due(100.0) == {}
+    assert book.resendable(D) == [1]  # its return publishes it again
+    book.away(D, False)
+    assert book.due(100.0) == {D: [1]}
+
+
 def test_an_abandoned_batch_stays_unanswered_until_answered() -> None:
     book = Outstanding(POLICY)
     for seq in (1, 2, 3):
