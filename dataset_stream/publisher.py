@@ -81,6 +81,7 @@ from dataset_stream.payloads import (
 from dataset_stream.protocol import topic
 from dataset_stream.protocol.topics import DEFAULT_PREFIX, validate_device_id
 from dataset_stream.reconnect import ReconnectPolicy
+from dataset_stream.redelivery import drain, resend_when_due
 from dataset_stream.scenarios import Event, Scenario
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ log = logging.getLogger(__name__)
 
 #: Topic filters per SUBSCRIBE packet (three per device).
 SUBSCRIBE_CHUNK: Final = 300
-#: Devices whose first re-send on a timeout is logged as a warning (the rest: counted).
-RESEND_WARNINGS: Final = 5
 
 
 def phase(device_id: str) -> float:
@@ -212,7 +211,6 @@ class StreamPublisher:
         self._late = self._republished = self._resent = 0
         self._max_late_s = 0.0
         self._drained_s = 0.0  # seconds spent draining, over every connection
-        self._resend_warned: set[str] = set()
 
     @property
     def acked(self) -> int:
@@ -333,7 +331,13 @@ class StreamPublisher:
                 helpers = [
                     group.create_task(self._read_answers(client)),
                     group.create_task(self._resend_to_returning(client)),
-                    group.create_task(self._resend_due(client)),
+                    group.create_task(
+                        resend_when_due(
+                            self.book,
+                            lambda due: self._publish_again(client, due, "timeout"),
+                            skip=self.stalled.__contains__,
+                        )
+                    ),
                 ]
                 await self._work(client)
                 for helper in helpers:
@@ -516,31 +520,6 @@ class StreamPublisher:
             log.warning("%s is back: re-publishing %d unanswered batch(es)", device_id, len(seqs))
             await self._publish_again(client, {device_id: seqs}, "back")
 
-    async def _resend_due(self, client: aiomqtt.Client) -> None:
-        """Publish again, with backoff, the batches that got no answer in time."""
-        tick_s = min(1.0, max(0.05, self.book.policy.first_s / 4))
-        while True:
-            await asyncio.sleep(tick_s)
-            due = self.book.due(time.monotonic())
-            due = {d: seqs for d, seqs in due.items() if d not in self.stalled}
-            if not due:
-                continue
-            for device_id, seqs in due.items():
-                if device_id in self._resend_warned:
-                    continue
-                self._resend_warned.add(device_id)
-                if len(self._resend_warned) <= RESEND_WARNINGS:
-                    log.warning(
-                        "%s: no answer to seq %d in time; publishing it again (with backoff, "
-                        "up to %d times)",
-                        device_id,
-                        seqs[0],
-                        self.book.policy.max_resends,
-                    )
-                elif len(self._resend_warned) == RESEND_WARNINGS + 1:
-                    log.warning("further devices without answers are counted, not logged")
-            await self._publish_again(client, due, "timeout")
-
     async def _paced(self, client: aiomqtt.Client, period_s: float) -> None:
         loop = asyncio.get_running_loop()
         while self._next_tick < self.per_device:
@@ -570,11 +549,10 @@ class StreamPublisher:
             return
         started = time.monotonic()
         try:
-            async with asyncio.timeout(remaining_s):
-                while self.book.count:
-                    self._any_answer.clear()
-                    await self._any_answer.wait()
-        except TimeoutError:
+            await drain(self.book, self._any_answer, remaining_s)
+        finally:
+            self._drained_s += time.monotonic() - started
+        if self.book.count:
             late = sorted(self.answers.unanswered())
             log.warning(
                 "no answer from %d device(s) within %.0f s of the end: %s",
@@ -583,8 +561,6 @@ class StreamPublisher:
                 ", ".join(late[:10]) + (", ..." if len(late) > 10 else ""),
             )
             self.stalled.extend(late)
-        finally:
-            self._drained_s += time.monotonic() - started
 
     async def _answered(self, device_id: str) -> None:
         """Until ``device_id`` has no unanswered batch."""

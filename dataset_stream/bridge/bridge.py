@@ -11,11 +11,12 @@ Delivery is end to end, as the stream's (``docs/protocol.md``, "End-to-end deliv
 batch stays outstanding (:class:`~dataset_stream.outstanding.Outstanding`), its payload kept,
 until its node's telemetry or error for its seq arrives; it is published again after every
 reconnect, when its device announces itself online again, and when no answer comes in time
-(backoff, bounded: :class:`~dataset_stream.outstanding.ResendPolicy`). At most
-``keep_unanswered`` payloads are kept per device: past that the oldest unanswered batch is no
-longer published again (it stays unanswered). When its input ends the bridge drains: it waits
-up to ``drain_timeout_s`` (time without a broker not counted) for the answers still
-outstanding. A stopped bridge does not wait. Inference requests are at most once.
+(backoff, bounded: :class:`~dataset_stream.outstanding.ResendPolicy`); its payload waits in
+:class:`~dataset_stream.bridge.kept.KeptBatches` (``keep_bytes`` at most: past that the oldest
+unanswered batch is no longer published again, and stays unanswered). When its input ends
+the bridge drains: it waits up to ``drain_timeout_s`` (time without a broker not counted) for
+the answers still outstanding. A stopped bridge does not wait. Inference requests are at most
+once.
 
 Windows (``docs/live-data.md``): with ``replay=False`` (a live source: MQTT, standard input, a
 followed file) the clock is the wall clock, and a window closes when its time is up even if no
@@ -39,6 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 from dataset_stream.answers import AnswerLedger
+from dataset_stream.bridge.kept import KeptBatches
 from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.samples import Fields, Record, Rejected, SampleSpec, parse_record
 from dataset_stream.bridge.tally import BridgeReport, BridgeTally
@@ -63,6 +65,7 @@ from dataset_stream.protocol import (
     validate_prefix,
 )
 from dataset_stream.reconnect import ReconnectPolicy
+from dataset_stream.redelivery import drain, resend_when_due
 
 if TYPE_CHECKING:
     from broker.url import BrokerURL
@@ -73,10 +76,8 @@ log = logging.getLogger(__name__)
 WARNINGS_PER_REASON: Final = 5
 #: Bytes a payload needs beyond its samples (header, labels); kept free below the size limit.
 PAYLOAD_OVERHEAD: Final = 64 * 1024
-#: Unanswered batches whose payload the bridge keeps per device, to publish them again.
-KEEP_UNANSWERED: Final = 256
-#: Seconds between two looks at the drain's progress (and at a stop).
-DRAIN_STEP_S: Final = 0.25
+#: Bytes of unanswered batch payloads the bridge keeps, to publish them again.
+KEEP_BYTES: Final = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ class BridgeSettings:
     ``source`` is the payloads' ``source`` metadata. ``drain_timeout_s``: how long the bridge
     waits, once its input ended, for the answers still outstanding (None:
     :func:`~dataset_stream.outcome.default_drain_s` of ``window_s``); ``resend``: when a batch
-    without an answer goes again; ``keep_unanswered``: payloads kept per device for that."""
+    without an answer goes again; ``keep_bytes``: payload bytes kept for that, at most."""
 
     prefix: str = DEFAULT_PREFIX
     window_s: float = 60.0
@@ -100,7 +101,7 @@ class BridgeSettings:
     source: str = "bridge"
     drain_timeout_s: float | None = None
     resend: ResendPolicy = field(default_factory=ResendPolicy)
-    keep_unanswered: int = KEEP_UNANSWERED
+    keep_bytes: int = KEEP_BYTES
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
@@ -114,8 +115,8 @@ class BridgeSettings:
             raise ValueError("source must not be empty")
         if self.drain_timeout_s is not None and not finite_drain(self.drain_timeout_s):
             raise ValueError(f"drain_timeout_s must be >= 0, not {self.drain_timeout_s!r}")
-        if self.keep_unanswered < 1:
-            raise ValueError(f"keep_unanswered must be >= 1, not {self.keep_unanswered!r}")
+        if self.keep_bytes < 1:
+            raise ValueError(f"keep_bytes must be >= 1, not {self.keep_bytes!r}")
 
     @property
     def drain_s(self) -> float:
@@ -167,10 +168,14 @@ class Bridge:
             answers=self.answers,
             on_reconnect=lambda: self._again.put_nowait(None),
         )
+        self.kept = KeptBatches(
+            self.book,
+            self.link.publish,
+            prefix=self.settings.prefix,
+            limit_bytes=self.settings.keep_bytes,
+        )
         self._windows = Windower(self.settings.windows(spec))
         self._warned: dict[str, int] = {}
-        self._payloads: dict[str, dict[int, bytes]] = {}  # unanswered batches, to send again
-        self.resent = self.republished = 0
 
     async def __aenter__(self) -> Self:
         await self.link.__aenter__()
@@ -200,7 +205,11 @@ class Bridge:
                 helpers = [
                     group.create_task(self.link.maintain()),
                     group.create_task(self._report_every()),
-                    group.create_task(self._resend_due()),
+                    group.create_task(
+                        resend_when_due(
+                            self.book, lambda due: self.kept.publish_again(due, timed_out=True)
+                        )
+                    ),
                     group.create_task(self._publish_again_on_request()),
                 ]
                 if not replay:
@@ -228,8 +237,8 @@ class Bridge:
         return self.tally.report(
             time.monotonic() - started,
             self.answers,
-            resent=self.resent,
-            republished=self.republished,
+            resent=self.kept.resent,
+            republished=self.kept.republished,
             drain_s=drain_s,
             stopped=stop.is_set(),
         )
@@ -310,7 +319,7 @@ class Bridge:
             self._reject(device, "refused", f"a batch of {n} samples: {exc}", n)
             return
         if self.answers.handing_over(device, seq):  # before publishing: answers are quick
-            self._keep(device, seq, payload)
+            self.kept.keep(device, seq, payload)
         await self.link.publish(topic(self.settings.prefix, device, "batch"), payload)
         self.seqs.used(device, seq)
         count = self.tally.of(device)
@@ -342,79 +351,26 @@ class Bridge:
 
     # -- end-to-end delivery -----------------------------------------------------------------
 
-    def _keep(self, device: str, seq: int, payload: bytes) -> None:
-        """Keep ``payload`` until ``seq`` is answered; past ``keep_unanswered`` payloads for
-        ``device``, the oldest unanswered batch is no longer published again."""
-        kept = self._payloads.setdefault(device, {})
-        kept[seq] = payload
-        if len(kept) > self.settings.keep_unanswered:
-            self._forget_answered(device)
-        while len(kept) > self.settings.keep_unanswered:
-            oldest = min(kept)
-            del kept[oldest]
-            self.book.abandon(device, oldest)
-            log.warning("%s: %d batches unanswered; seq %d will not be sent again",
-                        device, len(kept) + 1, oldest)  # fmt: skip
-
-    def _forget_answered(self, device: str) -> None:
-        kept = self._payloads.get(device, {})
-        outstanding = self.book.book(device).batches
-        for seq in [s for s in kept if s not in outstanding]:
-            del kept[seq]
-
-    async def _publish_again(self, device: str, seqs: list[int], *, timed_out: bool) -> None:
-        """Publish ``device``'s ``seqs`` again, in order, those still unanswered."""
-        kept = self._payloads.get(device, {})
-        where = topic(self.settings.prefix, device, "batch")
-        for seq in seqs:
-            payload = kept.get(seq)
-            if payload is None or not self.book.resent(
-                device, seq, time.monotonic(), timed_out=timed_out
-            ):
-                continue
-            await self.link.publish(where, payload)
-            if timed_out:
-                self.resent += 1
-            else:
-                self.republished += 1
-
-    async def _resend_due(self) -> None:
-        """Publish again, with backoff, the batches that got no answer in time."""
-        tick_s = min(1.0, max(0.05, self.settings.resend.first_s / 4))
-        while True:
-            await asyncio.sleep(tick_s)
-            for device in self._payloads:
-                self._forget_answered(device)
-            for device, seqs in self.book.due(time.monotonic()).items():
-                if self._warned.get(f"resend:{device}") is None:
-                    self._warned[f"resend:{device}"] = 1
-                    log.warning("%s: no answer to seq %d in time; publishing it again", device,
-                                seqs[0])  # fmt: skip
-                await self._publish_again(device, seqs, timed_out=True)
-
     async def _publish_again_on_request(self) -> None:
         """After a reconnect (every device) or a device's return: its unanswered batches."""
         while True:
             which = await self._again.get()
-            devices = list(self._payloads) if which is None else [which]
-            for device in devices:
-                seqs = self.book.resendable(device)
-                if seqs:
-                    log.info("%s: publishing %d unanswered batch(es) again", device, len(seqs))
-                    await self._publish_again(device, seqs, timed_out=False)
+            devices = self.kept.devices() if which is None else [which]
+            pending = {d: seqs for d in devices if (seqs := self.book.resendable(d))}
+            if pending:
+                count = sum(map(len, pending.values()))
+                log.info("publishing %d unanswered batch(es) again", count)
+                await self.kept.publish_again(pending, timed_out=False)
 
     async def _drain(self, stop: asyncio.Event) -> float:
-        """Wait until every batch is answered, ``stop`` is set or ``drain_s`` has passed with a
-        broker connection; return the seconds waited."""
-        budget_s, waited_s = self.settings.drain_s, 0.0
-        while self.book.count and waited_s < budget_s and not stop.is_set():
-            self._answered.clear()
-            before = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(DRAIN_STEP_S, budget_s - waited_s)):
-                    await self._answered.wait()
-            if self.link.connected:
-                waited_s += time.monotonic() - before
+        """Wait for the answers still outstanding: up to ``drain_s`` with a broker, or a stop."""
+        waited_s = await drain(
+            self.book,
+            self._answered,
+            self.settings.drain_s,
+            counting=lambda: self.link.connected,
+            stop=stop,
+        )
         if self.book.count and not stop.is_set():
             log.warning("%d batch(es) still unanswered after %.1f s", self.book.count, waited_s)
         return waited_s

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataset_stream.answers import AnswerLedger
+from dataset_stream.bridge.kept import KeptBatches
 from dataset_stream.outcome import (
     MIN_DRAIN_S,
     UNANSWERED_EXIT_STATUS,
@@ -330,3 +331,24 @@ def test_the_default_drain_is_three_cadences_and_at_least_ten_seconds() -> None:
     assert default_drain_s(60.0, 240.0) == MIN_DRAIN_S == 10.0
     assert default_drain_s(60.0, 6.0) == 30.0
     assert default_drain_s(60.0, None) == MIN_DRAIN_S
+
+
+async def test_the_bridge_keeps_unanswered_payloads_within_its_budget() -> None:
+    book = Outstanding(POLICY)
+    published: list[tuple[str, bytes]] = []
+
+    async def publish(where: str, payload: bytes) -> None:
+        published.append((where, payload))
+
+    kept = KeptBatches(book, publish, prefix="vega", limit_bytes=10)
+    for seq in (1, 2, 3):
+        book.sent(D, seq, 0.0)
+        kept.keep(D, seq, bytes([seq]) * 4)  # 12 bytes > 10: seq 1 is abandoned
+    assert kept.abandoned == 1 and kept.kept_bytes == 8
+    assert book.resendable(D) == [2, 3] and book.unanswered() == {D: [1, 2, 3]}
+    book.answered(D, 2, 1.0, in_order=True)
+    await kept.publish_again(book.due(100.0), timed_out=True)
+    assert published == [(f"vega/{D}/batch", b"\x03" * 4)] and kept.resent == 1
+    assert kept.kept_bytes == 4  # seq 2's payload let go once answered
+    await kept.publish_again({D: [1, 2, 3]}, timed_out=False)  # a reconnect: 3 only
+    assert [p for _, p in published] == [b"\x03" * 4] * 2 and kept.republished == 1
