@@ -35,7 +35,7 @@ def default_drain_s(cadence_s: float, speed: float | None = 1.0) -> float:
     cadences in wall time (``cadence_s / speed``), at least :data:`MIN_DRAIN_S` (a closed loop,
     ``speed`` None, waits the minimum: it already waited for each answer). A node that keeps
     up answers within a cadence; three leave room for a node a little behind and for a re-send
-    (the first comes 5 s after a publish without an answer)."""
+    or two (the first comes a cadence, at least 5 s, after a publish without an answer)."""
     if speed is None:
         return MIN_DRAIN_S
     return max(MIN_DRAIN_S, DRAIN_CADENCES * cadence_s / speed)

@@ -66,6 +66,17 @@ class ResendPolicy:
         if isinstance(self.max_resends, bool) or self.max_resends < 0:
             raise ValueError(f"max_resends must be an integer >= 0, not {self.max_resends!r}")
 
+    @classmethod
+    def for_pace(cls, cadence_s: float, speed: float | None) -> ResendPolicy:
+        """The policy of a stream paced at one event per ``cadence_s / speed`` wall seconds
+        (``speed`` None: a closed loop): the first re-send waits at least one of those, so a
+        node that keeps up, even late within its cadence, is never sent a copy; the defaults
+        otherwise."""
+        if speed is None:
+            return cls()
+        first_s = max(FIRST_S, cadence_s / speed)
+        return cls(first_s=first_s, cap_s=max(CAP_S, first_s))
+
     def wait_s(self, resends: int) -> float:
         """Seconds without an answer before re-send number ``resends + 1``."""
         return min(self.cap_s, self.first_s * 2.0 ** min(resends, 64))

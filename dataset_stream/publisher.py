@@ -109,7 +109,7 @@ class StreamPublisher:
     long ``run()`` waits at the end for the answers still outstanding (0: it returns after the
     last publish); None: ``ack_timeout_s`` with ``wait_for_answers``, else 0 (the command line
     passes :func:`~dataset_stream.outcome.default_drain_s`). ``resend``: when a batch without an
-    answer is published again.
+    answer is published again (default: :meth:`ResendPolicy.for_pace`).
     """
 
     def __init__(
@@ -188,7 +188,7 @@ class StreamPublisher:
         fewest = min(s.num_events for s in self._scenario_of.values())
         self.per_device = min(fewest, events or fewest)
         self.total = self.per_device * len(self.device_ids)
-        self.book = Outstanding(resend)
+        self.book = Outstanding(resend or ResendPolicy.for_pace(cadence_s, speed))
         self.answers = AnswerLedger(
             prefix,
             self.device_ids,
@@ -545,14 +545,13 @@ class StreamPublisher:
         """Wait until every published batch is answered, up to ``drain_timeout_s`` in all
         (time without a broker does not count: a reconnect comes back here for the rest)."""
         remaining_s = self.drain_timeout_s - self._drained_s
-        if not self.book.count or remaining_s <= 0:
-            return
-        started = time.monotonic()
-        try:
-            await drain(self.book, self._any_answer, remaining_s)
-        finally:
-            self._drained_s += time.monotonic() - started
-        if self.book.count:
+        if self.book.count and remaining_s > 0:
+            started = time.monotonic()
+            try:
+                await drain(self.book, self._any_answer, remaining_s)
+            finally:
+                self._drained_s += time.monotonic() - started
+        if self.book.count and self.drain_timeout_s > 0:
             late = sorted(self.answers.unanswered())
             log.warning(
                 "no answer from %d device(s) within %.0f s of the end: %s",
@@ -560,7 +559,7 @@ class StreamPublisher:
                 self.drain_timeout_s,
                 ", ".join(late[:10]) + (", ..." if len(late) > 10 else ""),
             )
-            self.stalled.extend(late)
+            self.stalled.extend(d for d in late if d not in self.stalled)
 
     async def _answered(self, device_id: str) -> None:
         """Until ``device_id`` has no unanswered batch."""

@@ -38,6 +38,9 @@ def test_the_policy_waits_double_up_to_the_cap() -> None:
     assert [POLICY.wait_s(k) for k in range(8)] == [5, 10, 20, 40, 60, 60, 60, 60]
     assert POLICY.patience_s == 5 + 10 + 20 + 40 + 60 + 60
     assert ResendPolicy(max_resends=0).patience_s == 0
+    assert ResendPolicy.for_pace(60.0, 240.0) == ResendPolicy() == ResendPolicy.for_pace(60, None)
+    assert ResendPolicy.for_pace(60.0, 1.0) == ResendPolicy(first_s=60.0, cap_s=60.0)
+    assert ResendPolicy.for_pace(60.0, 0.5) == ResendPolicy(first_s=120.0, cap_s=120.0)
     for bad in (
         {"first_s": 0},
         {"first_s": math.nan},
