@@ -63,6 +63,12 @@ class EchoDevice:
         client = aiomqtt.Client(
             **self.url.client_kwargs(), identifier=self.device, clean_session=False, timeout=2
         )
+        try:
+            await self._serve(client)
+        finally:
+            _read_why_it_ended(client)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
         async with client:
             self.connections += 1
             await client.subscribe(f"vega/{self.device}/batch", qos=1)
@@ -100,3 +106,12 @@ class EchoDevice:
             out.append((following, True))
             seq = following
         return out
+
+
+def _read_why_it_ended(client: aiomqtt.Client) -> None:
+    """aiomqtt keeps why a connection ended in a future only its message iterator reads: a
+    device that was publishing when the broker went away never reads it, and asyncio logs
+    "Future exception was never retrieved" when the client is collected. Read it here."""
+    ended = getattr(client, "_disconnected", None)
+    if isinstance(ended, asyncio.Future) and ended.done() and not ended.cancelled():
+        ended.exception()
