@@ -308,11 +308,11 @@ async def test_stream_command_rides_out_an_outage(broker: Mosquitto) -> None:
             await stop(node)
     text = err.decode()
     assert cli.returncode == 0, text  # every batch answered by its device
-    assert "sent 40/40 events to 2 devices" in text
-    assert "answered 40 of 40 batch(es)" in " ".join(text.split())
-    assert "1 reconnect(s)" in text and "Traceback" not in text
+    assert "sent 40/40 events to 2 devices" in text, text
+    assert "answered 40 of 40 batch(es)" in " ".join(text.split()), text
+    assert "1 reconnect(s)" in text and "Traceback" not in text, text
     for device in devices:
-        assert sorted(device.learned) == list(range(1, 21))
+        assert sorted(device.learned) == list(range(1, 21)), (device.device, text)
 
 
 async def test_stream_command_gives_up_after_max_outage(broker: Mosquitto) -> None:
