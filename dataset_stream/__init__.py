@@ -15,6 +15,8 @@ from dataset_stream.errors import (
     SourceError,
     UnsupportedSchema,
 )
+from dataset_stream.outcome import UNANSWERED_EXIT_STATUS, Delivery
+from dataset_stream.outstanding import Outstanding, ResendPolicy
 from dataset_stream.pacing import Pacing
 from dataset_stream.payloads import StreamStats
 from dataset_stream.publisher import StreamPublisher
@@ -23,14 +25,18 @@ from dataset_stream.sources import Dataset, load_source
 
 __all__ = [
     "SCENARIOS",
+    "UNANSWERED_EXIT_STATUS",
     "Dataset",
     "DatasetStreamError",
+    "Delivery",
     "Event",
     "ForeignMessage",
+    "Outstanding",
     "Pacing",
     "PacingError",
     "ProtocolError",
     "PublishError",
+    "ResendPolicy",
     "Scenario",
     "ScenarioError",
     "SourceError",

@@ -1,39 +1,48 @@
-"""What a fleet answered to the stream's batches: decoded, checked, accounted.
+"""What a fleet answered to a producer's batches: decoded, checked, accounted.
 
-The stream subscribes to the ``telemetry``, ``error`` and ``status`` topics of the devices it
-streams to (:meth:`AnswerLedger.subscriptions`); :meth:`AnswerLedger.handle` takes each message
-as it arrives. A message is acted on
-only if its topic is ``{prefix}/{device}/{kind}`` for one of those devices, it decodes into the
-typed message of its kind (:class:`Telemetry`, :class:`ErrorMessage`, :class:`Status`) and its
-``device`` field names the device of its topic; anything else is counted and logged, never
-acted on. What an answer means (``docs/protocol.md``, "Stream and monitor through broker
-outages"):
+The stream and the bridge subscribe to the ``telemetry``, ``error`` and ``status`` topics of the
+devices they feed (:meth:`AnswerLedger.subscriptions`); :meth:`AnswerLedger.handle` takes each
+message as it arrives. A message is acted on only if its topic is ``{prefix}/{device}/{kind}``
+for one of those devices (for a ledger opened without a device list, any device it has handed
+a batch to), it decodes into the typed message of its kind (:class:`Telemetry`,
+:class:`ErrorMessage`, :class:`Status`) and its ``device`` field names the device of its topic;
+anything else is counted and logged, never acted on. What an answer means (``docs/protocol.md``,
+"Stream and monitor through broker outages"):
 
-- ``telemetry`` for seq N, or an ``error`` ``duplicate`` for N: N was learned (``acked``);
+- ``telemetry`` for seq N: N was learned (``learned``);
+- an ``error`` ``duplicate`` for N: N was learned before (``duplicates``; with ``learned``, the
+  ``acked`` batches): the node had it already, its first answer was lost or the batch was
+  published again;
 - an ``error`` with a protocol code, ``stale_seq`` or ``internal`` (or any other node code) for
-  N: N was rejected;
+  N: N was refused (``rejected``);
 - an ``error`` ``gap``: the seqs ``gap_first..gap_last`` never reached the node in time and were
   skipped: answered, counted as ``lost`` (a kind of rejection);
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
 - an ``error`` with an ``infer_seq`` (or a ``prediction``) answers an inference request, not a
   batch: inference is at most once and not accounted here (counted as ``infer``);
-- a ``status``: whether the device is online; state ``error`` (its loop failed and is being
-  restarted) is logged once per change. A live (not retained) online status of a device with
-  unanswered batches calls ``on_back``: the stream re-publishes them.
+- a ``status``: whether the device is online (an offline device gets no re-sends on a
+  timeout: its broker queues them); state ``error`` (its loop failed and is being restarted)
+  is logged once per change. A live (not retained) online status of a device with unanswered
+  batches calls ``on_back``: the producer publishes them again.
 
-Each seq is accounted once: a second answer to it (a redelivery, or the ``duplicate`` answer to a
-batch the stream re-published) only counts as ``repeated``.
+Which batches are outstanding, and when they are due again, is the
+:class:`~dataset_stream.outstanding.Outstanding` book's: the ledger hands it every publish and
+every answer. Each seq is accounted once: a second answer to it (a redelivery, or the
+``duplicate`` answer to a batch published again) only counts as ``repeated``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, KeysView, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from dataset_stream.errors import ERROR_CODES, ForeignMessage, ProtocolError
+from dataset_stream.outcome import Delivery
+from dataset_stream.outstanding import DeviceBook, Outstanding
 from dataset_stream.protocol import (
     NODE_ERROR_CODES,
     ErrorMessage,
@@ -48,9 +57,11 @@ log = logging.getLogger(__name__)
 
 ANSWER_KINDS: Final = ("telemetry", "error")
 STATUS_KIND: Final = "status"
-LEARNED_CODES: Final = frozenset({"duplicate"})
+DUPLICATE_CODE: Final = "duplicate"
 NOT_AN_ANSWER_CODES: Final = frozenset({"store_failed"})
 GAP_CODE: Final = "gap"
+#: Error codes that show the node has committed the seq or gone past it (it learns in order).
+IN_ORDER_CODES: Final = frozenset({DUPLICATE_CODE, "stale_seq", "internal"})
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 #: Up to this many devices the stream subscribes to each one's topics, past it to wildcards.
@@ -89,67 +100,138 @@ class IgnoredMessages:
 
 @dataclass(slots=True)
 class DeviceLedger:
-    """One device: the highest seq handed to the broker, and the seqs still unanswered."""
+    """One device: its outstanding batches (``book``, shared with the producer's
+    :class:`~dataset_stream.outstanding.Outstanding`), its answers by kind, whether it is
+    online. ``answered`` is set at every answer."""
 
     device: str
-    sent_seq: int = 0
-    outstanding: set[int] = field(default_factory=set)
-    answered: asyncio.Event = field(default_factory=asyncio.Event)  # set at every answer
+    book: DeviceBook
+    learned: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    lost: int = 0
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
     online: asyncio.Event = field(default_factory=asyncio.Event)
     status: Status | None = None
 
+    @property
+    def sent_seq(self) -> int:
+        """The highest seq handed to the broker for this device."""
+        return self.book.highest_sent
+
+    @property
+    def outstanding(self) -> KeysView[int]:
+        """The seqs published and not answered yet (a live view)."""
+        return self.book.seqs
+
+    def delivery(self) -> Delivery:
+        """This device's batches and what became of them."""
+        unanswered = tuple(sorted(self.book.seqs))
+        answered = self.learned + self.duplicates + self.refused + self.lost
+        sent = answered + len(unanswered)
+        return Delivery(
+            planned=sent,
+            sent=sent,
+            learned=self.learned,
+            duplicates=self.duplicates,
+            refused=self.refused,
+            lost=self.lost,
+            unanswered={self.device: unanswered} if unanswered else {},
+        )
+
 
 class AnswerLedger:
-    """The answers of ``device_ids`` under ``prefix``; see the module docstring."""
+    """The answers of ``device_ids`` under ``prefix``; see the module docstring.
+
+    ``device_ids`` None: the devices are the ones handed a batch (:meth:`handing_over`), and
+    the subscriptions are wildcards. ``book``: the outstanding batches (a new book by
+    default); ``clock``: seconds on a monotonic clock, the time of each answer.
+    """
 
     def __init__(
         self,
         prefix: str,
-        device_ids: Sequence[str],
+        device_ids: Sequence[str] | None,
         *,
+        book: Outstanding | None = None,
+        clock: Callable[[], float] = time.monotonic,
         on_answer: Callable[[], None] | None = None,
         on_back: Callable[[str], None] | None = None,
     ) -> None:
         self.prefix = prefix
-        self.devices = {d: DeviceLedger(d) for d in device_ids}
+        self.book = book if book is not None else Outstanding()
+        self.clock = clock
+        self.open = device_ids is None
+        self.devices: dict[str, DeviceLedger] = {}
+        for device in device_ids or ():
+            self.track(device)
         self.on_answer = on_answer
         self.on_back = on_back
-        self.acked = self.rejected = self.lost = 0
+        self.acked = self.rejected = self.lost = self.duplicates = 0
         self._ignored = dict.fromkeys(IgnoredMessages.__dataclass_fields__, 0)
         self._unknown_codes: set[str] = set()
 
-    # -- what the stream sent ----------------------------------------------------------------
+    def track(self, device: str) -> DeviceLedger:
+        """``device``'s ledger (made the first time: its answers are acted on from now on)."""
+        rec = self.devices.get(device)
+        if rec is None:
+            rec = self.devices[device] = DeviceLedger(device, self.book.book(device))
+        return rec
+
+    # -- what the producer sent --------------------------------------------------------------
 
     def subscriptions(self, *, with_status: bool) -> list[tuple[str, int]]:
         """``(topic filter, qos)`` of what the stream reads: its own devices' topics, or, for
-        more than :data:`PER_DEVICE_UP_TO` devices, one ``{prefix}/+/{kind}`` filter per kind
-        (a broker such as amqtt matches every message against every filter, one by one); a
-        message of another device is then counted as ``foreign``."""
+        more than :data:`PER_DEVICE_UP_TO` devices (or an open ledger), one
+        ``{prefix}/+/{kind}`` filter per kind (a broker such as amqtt matches every message
+        against every filter, one by one); a message of another device is then counted as
+        ``foreign``."""
         kinds = (*ANSWER_KINDS, STATUS_KIND) if with_status else ANSWER_KINDS
-        if len(self.devices) > PER_DEVICE_UP_TO:
+        if self.open or len(self.devices) > PER_DEVICE_UP_TO:
             return [(topic_filter(self.prefix, kind), 1) for kind in kinds]
         return [(topic(self.prefix, d, kind), 1) for d in self.devices for kind in kinds]
 
     def handing_over(self, device: str, seq: int) -> bool:
         """``seq`` is about to be published to ``device`` (its answer may beat the PUBACK).
 
-        True the first time: ``seq`` is then unanswered until its answer comes. Publishing it
+        True the first time: ``seq`` is then outstanding until its answer comes. Publishing it
         again (after a reconnect) changes nothing here: an answered seq stays answered.
         """
-        rec = self.devices[device]
-        if seq <= rec.sent_seq:
-            return False
-        rec.sent_seq = seq
-        rec.outstanding.add(seq)
-        return True
+        if device not in self.devices:
+            if not self.open:
+                raise KeyError(f"{device!r} is not a device of this ledger")
+            self.track(device)
+        return self.book.sent(device, seq, self.clock())
 
     def unanswered(self) -> dict[str, list[int]]:
         """Every device's published but unanswered seqs, in order."""
-        return {d: sorted(rec.outstanding) for d, rec in self.devices.items() if rec.outstanding}
+        return self.book.unanswered()
+
+    @property
+    def learned(self) -> int:
+        """Batches answered with telemetry (``acked`` less the ``duplicates``)."""
+        return self.acked - self.duplicates
 
     @property
     def ignored(self) -> IgnoredMessages:
         return IgnoredMessages(**self._ignored)
+
+    def delivery(self, unsent: dict[str, tuple[int, ...]] | None = None) -> Delivery:
+        """Every batch handed over and what became of it; ``unsent``: seqs meant for a device
+        but never published (they make the planned total)."""
+        unanswered = {d: tuple(s) for d, s in self.unanswered().items()}
+        sent = self.acked + self.rejected + sum(map(len, unanswered.values()))
+        missing = {d: s for d, s in (unsent or {}).items() if s}
+        return Delivery(
+            planned=sent + sum(map(len, missing.values())),
+            sent=sent,
+            learned=self.learned,
+            duplicates=self.duplicates,
+            refused=self.rejected - self.lost,
+            lost=self.lost,
+            unanswered=unanswered,
+            unsent=missing,
+        )
 
     # -- what the fleet answered -------------------------------------------------------------
 
@@ -168,9 +250,9 @@ class AnswerLedger:
             return
         rec = self.devices.get(device)
         if rec is None:
-            self._ignore("foreign", f"a message on {where}, not a device this stream feeds")
+            self._ignore("foreign", f"a message on {where}, not a device this producer feeds")
         elif isinstance(message, Telemetry):
-            self._account(rec, message.seq, learned=True)
+            self._account(rec, message.seq, "learned", in_order=True)
         elif isinstance(message, ErrorMessage):
             self._error(rec, message)
         elif isinstance(message, Status):
@@ -186,6 +268,7 @@ class AnswerLedger:
         elif msg.code == GAP_CODE:
             self._gap(rec, msg)
         elif msg.code in NOT_AN_ANSWER_CODES:
+            self.book.heard(rec.device, self.clock())  # alive; it retries by itself
             self._ignore(
                 "store_failed",
                 f"{rec.device} could not store seq {msg.seq} ({msg.message}); it will retry",
@@ -193,18 +276,18 @@ class AnswerLedger:
         elif msg.seq is None:
             self._ignore("unattributed", f"{rec.device}: {msg.code} without a seq: {msg.message}")
         else:
-            learned = msg.code in LEARNED_CODES
-            if not learned and msg.seq in rec.outstanding:
+            kind = "duplicate" if msg.code == DUPLICATE_CODE else "refused"
+            if kind == "refused" and msg.seq in rec.outstanding:
                 self._note_code(msg.code)
                 log.info("%s rejected seq %d: %s: %s", rec.device, msg.seq, msg.code, msg.message)
-            self._account(rec, msg.seq, learned=learned)
+            self._account(rec, msg.seq, kind, in_order=msg.code in IN_ORDER_CODES)
 
     def _gap(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
         first, last = msg.gap_first, msg.gap_last
         if first is None or last is None or first > last:
             self._ignore("invalid", f"{rec.device}: a gap without a range ({first}..{last})")
             return
-        skipped = sorted(s for s in rec.outstanding if first <= s <= last)
+        skipped = self.book.gap(rec.device, first, last, self.clock())
         if not skipped:
             kind = "repeated" if last <= rec.sent_seq else "foreign"
             self._ignore(kind, f"{rec.device}: gap {first}..{last} answers nothing outstanding")
@@ -216,10 +299,9 @@ class AnswerLedger:
             last,
             len(skipped),
         )
-        for seq in skipped:
-            rec.outstanding.discard(seq)
         self.rejected += len(skipped)
         self.lost += len(skipped)
+        rec.lost += len(skipped)
         self._answered(rec)
 
     def _status(self, rec: DeviceLedger, msg: Status, *, retained: bool) -> None:
@@ -230,19 +312,26 @@ class AnswerLedger:
         before = rec.status
         rec.status = msg
         (rec.online.set if msg.online else rec.online.clear)()
+        self.book.away(rec.device, not msg.online)
         changed = before is None or (before.state, before.reason) != (msg.state, msg.reason)
         if msg.state == "error" and changed:
             log.warning("%s reports its loop failed and restarts: %s", rec.device, msg.reason)
 
-    def _account(self, rec: DeviceLedger, seq: int, *, learned: bool) -> None:
-        if seq in rec.outstanding:
-            rec.outstanding.discard(seq)
-            if learned:
+    def _account(self, rec: DeviceLedger, seq: int, kind: str, *, in_order: bool) -> None:
+        known = 0 < seq <= rec.sent_seq
+        if self.book.answered(rec.device, seq, self.clock(), in_order=in_order and known):
+            if kind == "learned":
                 self.acked += 1
+                rec.learned += 1
+            elif kind == "duplicate":
+                self.acked += 1
+                self.duplicates += 1
+                rec.duplicates += 1
             else:
                 self.rejected += 1
+                rec.refused += 1
             self._answered(rec)
-        elif 0 < seq <= rec.sent_seq:
+        elif known:
             self._ignore("repeated", f"{rec.device}: another answer to seq {seq}")
         else:
             self._ignore("foreign", f"{rec.device}: an answer to seq {seq}, never sent by us")
@@ -259,10 +348,12 @@ class AnswerLedger:
 
     def _ignore(self, kind: str, text: str) -> None:
         self._ignored[kind] += 1
-        quiet = kind in ("repeated", "infer") or self._ignored[kind] > WARNINGS_PER_KIND
-        log.log(logging.DEBUG if quiet else logging.WARNING, "stream: ignoring %s", text)
-        if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind not in ("repeated", "infer"):
-            log.warning("stream: further %s messages are counted, not logged", kind)
+        # an open ledger hears the whole fleet: another device's messages are expected there
+        expected = ("repeated", "infer", "foreign") if self.open else ("repeated", "infer")
+        quiet = kind in expected or self._ignored[kind] > WARNINGS_PER_KIND
+        log.log(logging.DEBUG if quiet else logging.WARNING, "answers: ignoring %s", text)
+        if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind not in expected:
+            log.warning("answers: further %s messages are counted, not logged", kind)
 
 
 __all__ = ["PER_DEVICE_UP_TO", "AnswerLedger", "DeviceLedger", "IgnoredMessages"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset_stream.answers import IgnoredMessages
+from dataset_stream.outcome import Delivery
 from dataset_stream.protocol import StreamSummary, encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
 
@@ -21,7 +22,9 @@ class LinkStats:
     ``reconnects``: connections made after the first; ``outage_s``: seconds spent without one;
     ``late``: events whose time passed while the stream had no broker, published at once when
     it came back (``max_late_s``: the latest of them, seconds after its time); ``republished``:
-    batches published again after a reconnect because they had no answer yet.
+    batches published again after a reconnect, or when their device came back online, because
+    they had no answer yet; ``resent``: batches published again because no answer came in time
+    (:class:`~dataset_stream.outstanding.ResendPolicy`).
     """
 
     reconnects: int = 0
@@ -29,16 +32,20 @@ class LinkStats:
     late: int = 0
     max_late_s: float = 0.0
     republished: int = 0
+    resent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class StreamStats:
     """What a stream run delivered.
 
-    ``sent``: distinct batches published; ``acked``: learned; ``rejected``: refused or skipped,
-    ``lost`` of them skipped in a gap (they never reached the node in time); ``stalled``:
-    devices that stopped answering; ``ignored``: messages received but not acted on;
-    ``infer_sent``: inference requests published (at most once; not accounted).
+    ``sent``: distinct batches published; ``acked``: learned (``duplicates`` of them answered
+    ``duplicate``: learned before); ``rejected``: refused or skipped, ``lost`` of them skipped
+    in a gap (they never reached the node in time); ``stalled``: devices that stopped
+    answering; ``ignored``: messages received but not acted on; ``infer_sent``: inference
+    requests published (at most once; not accounted); ``delivery``: every batch and what
+    became of it, the unanswered ones by device (None for ``--dump``); ``drain_s``: seconds
+    spent at the end waiting for the last answers.
     """
 
     devices: int
@@ -53,6 +60,14 @@ class StreamStats:
     link: LinkStats = field(default_factory=LinkStats)
     ignored: IgnoredMessages = field(default_factory=IgnoredMessages)
     infer_sent: int = 0
+    duplicates: int = 0
+    delivery: Delivery | None = None
+    drain_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every planned batch was sent and answered by its node."""
+        return self.delivery is not None and self.delivery.complete
 
     def summary(self, wall_s: float) -> StreamSummary:
         """The stream's part of a run summary, for a run of ``wall_s`` seconds."""
@@ -70,6 +85,10 @@ class StreamStats:
             invalid=self.ignored.invalid,
             foreign=self.ignored.foreign,
             infer_sent=self.infer_sent,
+            duplicates=self.duplicates,
+            unanswered=self.delivery.unanswered_count if self.delivery is not None else 0,
+            unsent=self.delivery.unsent_count if self.delivery is not None else 0,
+            resent=self.link.resent,
         )
 
 

@@ -16,19 +16,28 @@ learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulat
   once the previous one is answered; each device has at most one event in flight.
 
 The fleet's answers are accounted by an :class:`~dataset_stream.answers.AnswerLedger` (learned,
-rejected, lost in a gap; foreign and invalid messages counted, never acted on). In paced mode
-``run()`` returns after the last publish, or, with ``wait_for_answers``, once every event has been
-answered (or ``ack_timeout_s`` has passed).
+duplicate, refused, lost in a gap; foreign and invalid messages counted, never acted on). A
+batch stays outstanding (:class:`~dataset_stream.outstanding.Outstanding`) until its node's
+answer for its seq arrives; one without an answer in time is published again, with backoff, a
+bounded number of times (:class:`~dataset_stream.outstanding.ResendPolicy`): a broker may drop
+a batch it acknowledged (a crash before it saved its sessions, a restart without persistence,
+a device that has no session yet), and only the producer can make delivery end to end. A node
+learns each seq once, so every re-send is idempotent.
+
+At the end (the last event published, or every closed loop done) ``run()`` drains: it waits up
+to ``drain_timeout_s`` for the answers still outstanding, re-sending meanwhile, and returns a
+:class:`~dataset_stream.payloads.StreamStats` whose ``delivery`` names every batch that got no
+answer (time without a broker does not count toward the drain).
 
 Broker outages (``docs/protocol.md``, "Stream and monitor through broker outages"): the session
 is persistent (clean session off, a client id of its own per run unless one is given), so the
 broker keeps the stream's subscriptions and queues the answers sent while it is away. When the
 connection drops, ``run()`` reconnects in a loop with backoff (:class:`ReconnectPolicy`),
-subscribes again, re-publishes every batch that has no answer yet (a node ignores a seq it has
-seen; a device that announces itself online again gets its unanswered batches once more, in
-case it lost its subscription), and goes on where it was: a paced stream keeps its schedule,
-and the events whose time passed meanwhile are published at once and counted as ``late``; a
-closed loop waits and resumes.
+subscribes again, re-publishes every batch that has no answer yet (a node answers a seq it has
+learned ``duplicate``; a device that announces itself online again gets its unanswered batches
+once more, in case it lost its subscription), and goes on where it was: a paced stream keeps
+its schedule, and the events whose time passed meanwhile are published at once and counted as
+``late``; a closed loop waits and resumes.
 An outage longer than ``max_outage_s`` ends the run with a :class:`PublishError`.
 
 With ``infer_rate`` R (:mod:`dataset_stream.inference`), the interval before each learning event
@@ -60,6 +69,7 @@ from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.errors import PublishError
 from dataset_stream.inference import InferSchedule
+from dataset_stream.outstanding import Outstanding, ResendPolicy
 from dataset_stream.pacing import Pacing
 from dataset_stream.payloads import (
     LinkStats,
@@ -71,6 +81,7 @@ from dataset_stream.payloads import (
 from dataset_stream.protocol import topic
 from dataset_stream.protocol.topics import DEFAULT_PREFIX, validate_device_id
 from dataset_stream.reconnect import ReconnectPolicy
+from dataset_stream.redelivery import drain, resend_when_due
 from dataset_stream.scenarios import Event, Scenario
 
 if TYPE_CHECKING:
@@ -91,7 +102,15 @@ def phase(device_id: str) -> float:
 
 
 class StreamPublisher:
-    """Publish ``scenario`` to ``device_ids`` on ``broker``; see the module docstring."""
+    """Publish ``scenario`` to ``device_ids`` on ``broker``; see the module docstring.
+
+    ``ack_timeout_s``: how long a closed loop waits for a device to come online, and for each
+    answer, before it stops streaming to that device (``stalled``). ``drain_timeout_s``: how
+    long ``run()`` waits at the end for the answers still outstanding (0: it returns after the
+    last publish); None: ``ack_timeout_s`` with ``wait_for_answers``, else 0 (the command line
+    passes :func:`~dataset_stream.outcome.default_drain_s`). ``resend``: when a batch without an
+    answer is published again (default: :meth:`ResendPolicy.for_pace`).
+    """
 
     def __init__(
         self,
@@ -114,6 +133,8 @@ class StreamPublisher:
         reconnect: ReconnectPolicy | None = None,
         infer_rate: float = 0.0,
         stagger: bool = False,
+        drain_timeout_s: float | None = None,
+        resend: ResendPolicy | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -129,6 +150,11 @@ class StreamPublisher:
             raise ValueError("timeout_s, ack_timeout_s and max_in_flight must be positive")
         if client_id is not None and not client_id:
             raise ValueError("client_id must not be empty (None: one of its own per run)")
+        if drain_timeout_s is None:
+            drain_timeout_s = ack_timeout_s if wait_for_answers else 0.0
+        if not (0 <= drain_timeout_s < float("inf")):
+            raise ValueError(f"drain_timeout_s must be a number >= 0, not {drain_timeout_s!r}")
+        self.drain_timeout_s = float(drain_timeout_s)
         self.infer = InferSchedule(infer_rate, cadence_s) if infer_rate else None
         self.infer_sent = 0
         self.broker = broker
@@ -159,13 +185,18 @@ class StreamPublisher:
         self._reconnect_loop = self.reconnect.reconnect(
             broker=broker, who="stream", client_id=self.client_id
         )
-        self.wait_for_answers = wait_for_answers
         fewest = min(s.num_events for s in self._scenario_of.values())
         self.per_device = min(fewest, events or fewest)
         self.total = self.per_device * len(self.device_ids)
+        self.book = Outstanding(resend or ResendPolicy.for_pace(cadence_s, speed))
         self.answers = AnswerLedger(
-            prefix, self.device_ids, on_answer=self._progress, on_back=self._came_back
+            prefix,
+            self.device_ids,
+            book=self.book,
+            on_answer=self._progress,
+            on_back=self._came_back,
         )
+        self._any_answer = asyncio.Event()
         self._back: asyncio.Queue[str] = asyncio.Queue()  # devices to re-publish to
         self.sent = self.eval_sent = 0
         self.stalled: list[str] = []
@@ -177,8 +208,9 @@ class StreamPublisher:
         self._start = 0.0  # paced: loop time of event 1
         self._t0 = 0.0
         self._client: aiomqtt.Client | None = None
-        self._late = self._republished = 0
+        self._late = self._republished = self._resent = 0
         self._max_late_s = 0.0
+        self._drained_s = 0.0  # seconds spent draining, over every connection
 
     @property
     def acked(self) -> int:
@@ -196,6 +228,7 @@ class StreamPublisher:
             late=self._late,
             max_late_s=self._max_late_s,
             republished=self._republished,
+            resent=self._resent,
         )
 
     # -- connection ------------------------------------------------------------------------------
@@ -266,6 +299,11 @@ class StreamPublisher:
                 self._client = None
                 await close(client, within_s=self.timeout_s)
                 self._client = await self._reconnect(exc)
+        unsent = {
+            d: tuple(range(rec.sent_seq + 1, self.per_device + 1))
+            for d, rec in self.answers.devices.items()
+            if rec.sent_seq < self.per_device
+        }
         return StreamStats(
             devices=len(self.device_ids),
             total=self.total,
@@ -279,6 +317,9 @@ class StreamPublisher:
             link=self.link,
             ignored=self.answers.ignored,
             infer_sent=self.infer_sent,
+            duplicates=self.answers.duplicates,
+            delivery=self.answers.delivery(unsent),
+            drain_s=self._drained_s,
         )
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -287,11 +328,20 @@ class StreamPublisher:
             self._back.get_nowait()
         try:
             async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._read_answers(client))
-                resender = group.create_task(self._resend_to_returning(client))
+                helpers = [
+                    group.create_task(self._read_answers(client)),
+                    group.create_task(self._resend_to_returning(client)),
+                    group.create_task(
+                        resend_when_due(
+                            self.book,
+                            lambda due: self._publish_again(client, due, "timeout"),
+                            skip=self.stalled.__contains__,
+                        )
+                    ),
+                ]
                 await self._work(client)
-                reader.cancel()
-                resender.cancel()
+                for helper in helpers:
+                    helper.cancel()
         except BaseExceptionGroup as group:
             essential = _essential(group)
             raise essential from essential.__cause__  # keeps aiomqtt's reason as the cause
@@ -310,8 +360,7 @@ class StreamPublisher:
                         devices.create_task(self._closed_loop(client, device_id))
         else:
             await self._paced(client, self.cadence_s / self.speed)
-            if self.wait_for_answers:
-                await self._await_answers()
+        await self._drain()
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -352,13 +401,18 @@ class StreamPublisher:
         event: Event,
         cache: dict[tuple[int, float], bytes] | None = None,
         due: float | None = None,
+        again: str | None = None,
     ) -> bool:
         """Encode and publish one batch; the semaphore bounds payloads held in memory.
 
-        A batch published before is published again only while it has no answer (False if it
-        got one meanwhile). ``due``: the loop time the event was scheduled for (paced mode), to
-        account it as late.
+        ``again``: None for its first publish, else why it goes again (``timeout``: no answer
+        in time; ``reconnect``, ``back``: a new connection, its device back online), and then
+        only while it has no answer (False if it got one meanwhile). ``due``: the loop time the
+        event was scheduled for (paced mode), to account it as late.
         """
+        book = self.answers.devices[device_id].book
+        if again is not None and event.seq not in book.batches:
+            return False  # answered since it was found due
         async with self._sem:
             offset = self._offset[device_id]
             key = (id(event.indices), offset)
@@ -375,17 +429,25 @@ class StreamPublisher:
                 if cache is not None:
                     cache[key] = payload
             # before publishing: the answer may beat the PUBACK
-            if self.answers.handing_over(device_id, event.seq):
+            if again is None:
+                if not self.answers.handing_over(device_id, event.seq):
+                    return False  # published before
                 self.sent += 1
                 connected_at = self._reconnect_loop.connected_at
                 if due is not None and self._reconnect_loop.reconnects and due < connected_at:
                     self._late += 1  # its time passed while the stream had no broker
                     late_s = asyncio.get_running_loop().time() - due
                     self._max_late_s = max(self._max_late_s, late_s)
-            elif event.seq not in self.answers.devices[device_id].outstanding:
+            elif not self.book.resent(
+                device_id, event.seq, time.monotonic(), timed_out=again == "timeout"
+            ):
                 return False  # answered while it waited here
             where = topic(self.prefix, device_id, "batch")
             await client.publish(where, payload, qos=1, timeout=self.timeout_s)
+        if again == "timeout":
+            self._resent += 1
+        elif again is not None:
+            self._republished += 1
         self._progress()
         return True
 
@@ -419,17 +481,26 @@ class StreamPublisher:
     async def _republish(self, client: aiomqtt.Client) -> None:
         """After a reconnect: publish again every batch that has no answer (the node de-dups)."""
         pending = {
-            d: seqs for d, seqs in self.answers.unanswered().items() if d not in self.stalled
+            d: seqs
+            for d in self.device_ids
+            if d not in self.stalled and (seqs := self.book.resendable(d))
         }
         if not pending:
             return
         count = sum(map(len, pending.values()))
         log.warning("re-publishing %d unanswered batch(es) to %d device(s)", count, len(pending))
+        await self._publish_again(client, pending, "reconnect")
 
-        async def one(device_id: str, seqs: list[int]) -> None:
-            for seq in seqs:  # in order, so a node need not hold any of them
-                if await self._publish_batch(client, device_id, self._event(device_id, seq)):
-                    self._republished += 1
+    async def _publish_again(
+        self, client: aiomqtt.Client, pending: Mapping[str, Sequence[int]], why: str
+    ) -> None:
+        """Publish ``pending`` seqs again, each device's in order (so a node need not hold any
+        of them), the devices side by side."""
+
+        async def one(device_id: str, seqs: Sequence[int]) -> None:
+            for seq in seqs:
+                event = self._event(device_id, seq)
+                await self._publish_batch(client, device_id, event, again=why)
 
         async with asyncio.TaskGroup() as group:
             for device_id, seqs in pending.items():
@@ -443,13 +514,11 @@ class StreamPublisher:
         (a broker without persistence forgets its subscription), so publish them again."""
         while True:
             device_id = await self._back.get()
-            seqs = sorted(self.answers.devices[device_id].outstanding)
+            seqs = self.book.resendable(device_id)
             if device_id in self.stalled or not seqs:
                 continue
             log.warning("%s is back: re-publishing %d unanswered batch(es)", device_id, len(seqs))
-            for seq in seqs:
-                if await self._publish_batch(client, device_id, self._event(device_id, seq)):
-                    self._republished += 1
+            await self._publish_again(client, {device_id: seqs}, "back")
 
     async def _paced(self, client: aiomqtt.Client, period_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -472,16 +541,25 @@ class StreamPublisher:
             if self.infer is not None and seq < self.per_device:
                 await self._paced_infers(client, seq + 1, due)
 
-    async def _await_answers(self) -> None:
-        """Paced mode: wait (up to ``ack_timeout_s``) until every sent event has been answered."""
-        try:
-            async with asyncio.timeout(self.ack_timeout_s):
-                for device_id in self.device_ids:
-                    await self._answered(device_id)
-        except TimeoutError:
+    async def _drain(self) -> None:
+        """Wait until every published batch is answered, up to ``drain_timeout_s`` in all
+        (time without a broker does not count: a reconnect comes back here for the rest)."""
+        remaining_s = self.drain_timeout_s - self._drained_s
+        if self.book.count and remaining_s > 0:
+            started = time.monotonic()
+            try:
+                await drain(self.book, self._any_answer, remaining_s)
+            finally:
+                self._drained_s += time.monotonic() - started
+        if self.book.count and self.drain_timeout_s > 0:
             late = sorted(self.answers.unanswered())
-            log.warning("no answer within %.0f s from %s", self.ack_timeout_s, ", ".join(late))
-            self.stalled.extend(late)
+            log.warning(
+                "no answer from %d device(s) within %.0f s of the end: %s",
+                len(late),
+                self.drain_timeout_s,
+                ", ".join(late[:10]) + (", ..." if len(late) > 10 else ""),
+            )
+            self.stalled.extend(d for d in late if d not in self.stalled)
 
     async def _answered(self, device_id: str) -> None:
         """Until ``device_id`` has no unanswered batch."""
@@ -526,6 +604,7 @@ class StreamPublisher:
             await self._publish_batch(client, device_id, self._event(device_id, seq))
 
     def _progress(self) -> None:
+        self._any_answer.set()
         if self.on_progress is not None:
             self.on_progress(self.sent, self.answers.acked + self.answers.rejected)
 

@@ -4,8 +4,19 @@ requests on the fleet's broker.
 :class:`Bridge` connects on ``__aenter__`` and disconnects on ``__aexit__``; :meth:`Bridge.run`
 reads a source until it ends (a finite input) or ``stop`` is set, then closes the open windows,
 publishes them and returns a :class:`~dataset_stream.bridge.tally.BridgeReport`. Its loops (the
-reader, the sender, the window clock, the periodic report and the link's status reader) run in a
-task group it owns.
+reader, the sender, the window clock, the periodic report, the re-senders and the link's reader)
+run in a task group it owns.
+
+Delivery is end to end, as the stream's (``docs/protocol.md``, "End-to-end delivery"): each
+batch stays outstanding (:class:`~dataset_stream.outstanding.Outstanding`), its payload kept,
+until its node's telemetry or error for its seq arrives; it is published again after every
+reconnect, when its device announces itself online again, and when no answer comes in time
+(backoff, bounded: :class:`~dataset_stream.outstanding.ResendPolicy`); its payload waits in
+:class:`~dataset_stream.bridge.kept.KeptBatches` (``keep_bytes`` at most: past that the oldest
+unanswered batch is no longer published again, and stays unanswered). When its input ends
+the bridge drains: it waits up to ``drain_timeout_s`` (time without a broker not counted) for
+the answers still outstanding. A stopped bridge does not wait. Inference requests are at most
+once.
 
 Windows (``docs/live-data.md``): with ``replay=False`` (a live source: MQTT, standard input, a
 followed file) the clock is the wall clock, and a window closes when its time is up even if no
@@ -28,6 +39,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from dataset_stream.answers import AnswerLedger
+from dataset_stream.bridge.kept import KeptBatches
 from dataset_stream.bridge.link import NextSeqs, TargetLink
 from dataset_stream.bridge.samples import Fields, Record, Rejected, SampleSpec, parse_record
 from dataset_stream.bridge.tally import BridgeReport, BridgeTally
@@ -39,6 +52,8 @@ from dataset_stream.bridge.windows import (
     WindowSettings,
 )
 from dataset_stream.errors import ProtocolError
+from dataset_stream.outcome import default_drain_s, finite_drain
+from dataset_stream.outstanding import Outstanding, ResendPolicy
 from dataset_stream.protocol import (
     DEFAULT_PREFIX,
     Limits,
@@ -50,6 +65,7 @@ from dataset_stream.protocol import (
     validate_prefix,
 )
 from dataset_stream.reconnect import ReconnectPolicy
+from dataset_stream.redelivery import drain, resend_when_due
 
 if TYPE_CHECKING:
     from broker.url import BrokerURL
@@ -60,6 +76,8 @@ log = logging.getLogger(__name__)
 WARNINGS_PER_REASON: Final = 5
 #: Bytes a payload needs beyond its samples (header, labels); kept free below the size limit.
 PAYLOAD_OVERHEAD: Final = 64 * 1024
+#: Bytes of unanswered batch payloads the bridge keeps, to publish them again.
+KEEP_BYTES: Final = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +85,10 @@ class BridgeSettings:
     """How the bridge runs: topic ``prefix``, ``window_s`` per learning batch, ``infer_s`` per
     inference request, ``status_wait_s`` for the retained statuses, a progress log line per
     device every ``report_every_s``, the codec ``limits``, broker ``timeout_s`` and reconnects;
-    ``source`` is the payloads' ``source`` metadata."""
+    ``source`` is the payloads' ``source`` metadata. ``drain_timeout_s``: how long the bridge
+    waits, once its input ended, for the answers still outstanding (None:
+    :func:`~dataset_stream.outcome.default_drain_s` of ``window_s``); ``resend``: when a batch
+    without an answer goes again; ``keep_bytes``: payload bytes kept for that, at most."""
 
     prefix: str = DEFAULT_PREFIX
     window_s: float = 60.0
@@ -78,6 +99,9 @@ class BridgeSettings:
     timeout_s: float = 10.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     source: str = "bridge"
+    drain_timeout_s: float | None = None
+    resend: ResendPolicy = field(default_factory=ResendPolicy)
+    keep_bytes: int = KEEP_BYTES
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
@@ -89,6 +113,17 @@ class BridgeSettings:
             raise ValueError(f"status_wait_s must be >= 0, not {self.status_wait_s!r}")
         if not self.source:
             raise ValueError("source must not be empty")
+        if self.drain_timeout_s is not None and not finite_drain(self.drain_timeout_s):
+            raise ValueError(f"drain_timeout_s must be >= 0, not {self.drain_timeout_s!r}")
+        if self.keep_bytes < 1:
+            raise ValueError(f"keep_bytes must be >= 1, not {self.keep_bytes!r}")
+
+    @property
+    def drain_s(self) -> float:
+        """The drain timeout in effect."""
+        if self.drain_timeout_s is None:
+            return default_drain_s(self.window_s)
+        return self.drain_timeout_s
 
     def windows(self, spec: SampleSpec) -> WindowSettings:
         """Window sizes, and the samples one payload may hold under ``limits``."""
@@ -112,6 +147,16 @@ class Bridge:
         self.settings = settings or BridgeSettings()
         self.tally = BridgeTally()
         self.seqs = NextSeqs(self.settings.status_wait_s)
+        self.book = Outstanding(self.settings.resend)
+        self._answered = asyncio.Event()
+        self._again: asyncio.Queue[str | None] = asyncio.Queue()  # a device, None: every one
+        self.answers = AnswerLedger(
+            self.settings.prefix,
+            None,
+            book=self.book,
+            on_answer=self._answered.set,
+            on_back=self._again.put_nowait,
+        )
         devices = [fields.device] if fields.device is not None else None
         self.link = TargetLink(
             broker,
@@ -120,6 +165,14 @@ class Bridge:
             devices=devices,
             reconnect=self.settings.reconnect,
             timeout_s=self.settings.timeout_s,
+            answers=self.answers,
+            on_reconnect=lambda: self._again.put_nowait(None),
+        )
+        self.kept = KeptBatches(
+            self.book,
+            self.link.publish,
+            prefix=self.settings.prefix,
+            limit_bytes=self.settings.keep_bytes,
         )
         self._windows = Windower(self.settings.windows(spec))
         self._warned: dict[str, int] = {}
@@ -152,6 +205,12 @@ class Bridge:
                 helpers = [
                     group.create_task(self.link.maintain()),
                     group.create_task(self._report_every()),
+                    group.create_task(
+                        resend_when_due(
+                            self.book, lambda due: self.kept.publish_again(due, timed_out=True)
+                        )
+                    ),
+                    group.create_task(self._publish_again_on_request()),
                 ]
                 if not replay:
                     helpers.append(group.create_task(self._tick(outbox)))
@@ -168,13 +227,21 @@ class Bridge:
                     await outbox.put(out)
                 await outbox.put(None)
                 await sender
+                drain_s = 0.0 if stop.is_set() else await self._drain(stop)
                 for task in helpers:
                     task.cancel()
         except BaseExceptionGroup as group:
             raise _essential(group) from None
         for line in self.tally.progress_lines():
             log.info("%s", line)
-        return self.tally.report(time.monotonic() - started)
+        return self.tally.report(
+            time.monotonic() - started,
+            self.answers,
+            resent=self.kept.resent,
+            republished=self.kept.republished,
+            drain_s=drain_s,
+            stopped=stop.is_set(),
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -251,6 +318,8 @@ class Bridge:
         except ProtocolError as exc:
             self._reject(device, "refused", f"a batch of {n} samples: {exc}", n)
             return
+        if self.answers.handing_over(device, seq):  # before publishing: answers are quick
+            self.kept.keep(device, seq, payload)
         await self.link.publish(topic(self.settings.prefix, device, "batch"), payload)
         self.seqs.used(device, seq)
         count = self.tally.of(device)
@@ -279,6 +348,32 @@ class Bridge:
         count = self.tally.of(device)
         count.infers += 1
         count.infer_samples += n
+
+    # -- end-to-end delivery -----------------------------------------------------------------
+
+    async def _publish_again_on_request(self) -> None:
+        """After a reconnect (every device) or a device's return: its unanswered batches."""
+        while True:
+            which = await self._again.get()
+            devices = self.kept.devices() if which is None else [which]
+            pending = {d: seqs for d in devices if (seqs := self.book.resendable(d))}
+            if pending:
+                count = sum(map(len, pending.values()))
+                log.info("publishing %d unanswered batch(es) again", count)
+                await self.kept.publish_again(pending, timed_out=False)
+
+    async def _drain(self, stop: asyncio.Event) -> float:
+        """Wait for the answers still outstanding: up to ``drain_s`` with a broker, or a stop."""
+        waited_s = await drain(
+            self.book,
+            self._answered,
+            self.settings.drain_s,
+            counting=lambda: self.link.connected,
+            stop=stop,
+        )
+        if self.book.count and not stop.is_set():
+            log.warning("%d batch(es) still unanswered after %.1f s", self.book.count, waited_s)
+        return waited_s
 
 
 def _essential(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -10,12 +10,15 @@ reports one, else it starts at the wall clock in milliseconds: a node answers a 
 has seen recently as a repeat (its first answer, not charged), so a restarted bridge must not
 start again at 1; at most one request per device per millisecond keeps this monotonic.
 
-:class:`TargetLink` is the connection (a clean session): it subscribes to the statuses and
-re-subscribes after each reconnect (backoff with jitter and a cap,
-:class:`~dataset_stream.reconnect.ReconnectPolicy`); a refused subscription is a
-:class:`~dataset_stream.errors.PublishError`;
-:meth:`TargetLink.publish` publishes at QoS 1 and, when the connection is lost, publishes again
-on the next one. A node ignores a batch seq it has seen, so a message published twice is harmless.
+:class:`TargetLink` is the connection (a clean session): it subscribes to the devices' statuses
+and answers (``telemetry``, ``error``: each message goes to the bridge's
+:class:`~dataset_stream.answers.AnswerLedger`) and re-subscribes after each reconnect (backoff
+with jitter and a cap, :class:`~dataset_stream.reconnect.ReconnectPolicy`), then calls
+``on_reconnect`` (the bridge publishes its unanswered batches again: answers sent while it was
+away are not kept for a clean session); a refused subscription is a
+:class:`~dataset_stream.errors.PublishError`. :meth:`TargetLink.publish` publishes at QoS 1 and,
+when the connection is lost, publishes again on the next one. A node learns a batch seq once and
+answers a copy ``duplicate``, so a message published twice is harmless.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -32,6 +35,7 @@ import aiomqtt
 
 from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.session import Session, close, new_client_id
+from dataset_stream.answers import ANSWER_KINDS, STATUS_KIND, AnswerLedger
 from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError
 from dataset_stream.protocol import Status, read_node_message, topic, topic_filter
 from dataset_stream.reconnect import ReconnectPolicy
@@ -116,8 +120,10 @@ class NextSeqs:
 class TargetLink:
     """The connection to the fleet's broker; see the module docstring.
 
-    ``devices``: the ids whose statuses to read, or None for all (``{prefix}/+/status``).
-    Enter it, run :meth:`maintain` in a task for as long as it is used, then leave it.
+    ``devices``: the ids whose statuses and answers to read, or None for all
+    (``{prefix}/+/status`` and the like); ``answers``: where the answers go (None: statuses
+    only); ``on_reconnect``: called after each reconnect. Enter it, run :meth:`maintain` in a
+    task for as long as it is used, then leave it.
     """
 
     def __init__(
@@ -129,25 +135,35 @@ class TargetLink:
         devices: Sequence[str] | None,
         reconnect: ReconnectPolicy,
         timeout_s: float = 10.0,
+        answers: AnswerLedger | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
         self.seqs = seqs
+        self.answers = answers
+        self.on_reconnect = on_reconnect
         self.prefix = prefix
         self.reconnect = reconnect
         self.timeout_s = timeout_s
         self.client_id = new_client_id("bridge")
         self._session = Session(broker, self.client_id, timeout_s=timeout_s, persistent=False)
         self._reconnect = reconnect.reconnect(broker=broker, who="bridge", client_id=self.client_id)
+        kinds = (STATUS_KIND, *ANSWER_KINDS) if answers is not None else (STATUS_KIND,)
         if devices is None:
-            self._filters = [(topic_filter(prefix, "status"), 1)]
+            self._filters = [(topic_filter(prefix, kind), 1) for kind in kinds]
         else:
-            self._filters = [(topic(prefix, d, "status"), 1) for d in devices]
+            self._filters = [(topic(prefix, d, kind), 1) for d in devices for kind in kinds]
         self._client: aiomqtt.Client | None = None
         self._next_connection = asyncio.Event()  # set when the next connection is made
 
     @property
     def reconnects(self) -> int:
         return self._reconnect.reconnects
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up (as far as the link knows)."""
+        return self._client is not None
 
     async def __aenter__(self) -> Self:
         try:
@@ -187,6 +203,7 @@ class TargetLink:
                     self._on_message(message)
             except aiomqtt.MqttError as exc:
                 cause = exc
+            self._client = None
             await close(client, within_s=self.timeout_s)
             try:
                 self._client = await self._reconnect.again(self._connect, cause)
@@ -195,6 +212,8 @@ class TargetLink:
                 raise PublishError(f"{exc}: {last}") from last
             made, self._next_connection = self._next_connection, asyncio.Event()
             made.set()
+            if self.on_reconnect is not None:
+                self.on_reconnect()
 
     async def publish(self, where: str, payload: bytes) -> None:
         """Publish at QoS 1 until the broker acknowledges it (again after a reconnect)."""
@@ -210,6 +229,10 @@ class TargetLink:
             await made.wait()  # maintain() raises PublishError if it never comes
 
     def _on_message(self, message: aiomqtt.Message) -> None:
+        if self.answers is not None:
+            self.answers.handle(message.topic.value, message.payload, retained=message.retain)
+        if not message.topic.value.endswith(f"/{STATUS_KIND}"):
+            return
         try:
             device, report = read_node_message(self.prefix, message.topic.value, message.payload)
         except (ForeignMessage, ProtocolError) as exc:

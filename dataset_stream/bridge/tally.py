@@ -1,14 +1,19 @@
 """What the bridge did per device: sent (batches, inference requests, samples), dropped by
-reason; counters while it runs, a frozen :class:`BridgeReport` at the end."""
+reason, and what the nodes answered; counters while it runs, a frozen :class:`BridgeReport` at
+the end."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataset_stream.bridge.samples import REASONS
+from dataset_stream.outcome import Delivery
+
+if TYPE_CHECKING:
+    from dataset_stream.answers import AnswerLedger
 
 
 @dataclass(slots=True)
@@ -23,7 +28,7 @@ class DeviceCount:
     last_seq: int | None = None
     dropped: Counter[str] = field(default_factory=Counter)
 
-    def snapshot(self) -> DeviceReport:
+    def snapshot(self, delivery: Delivery | None = None) -> DeviceReport:
         return DeviceReport(
             batches=self.batches,
             learn_samples=self.learn_samples,
@@ -32,12 +37,14 @@ class DeviceCount:
             first_seq=self.first_seq,
             last_seq=self.last_seq,
             dropped={r: self.dropped[r] for r in REASONS if self.dropped[r]},
+            delivery=delivery,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceReport:
-    """What the bridge sent one device and what it dropped, by reason."""
+    """What the bridge sent one device, what it dropped, by reason, and (``delivery``) what its
+    node answered."""
 
     batches: int
     learn_samples: int
@@ -46,13 +53,14 @@ class DeviceReport:
     first_seq: int | None
     last_seq: int | None
     dropped: Mapping[str, int]
+    delivery: Delivery | None = None
 
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "batches": self.batches,
             "learn_samples": self.learn_samples,
             "infers": self.infers,
@@ -61,16 +69,35 @@ class DeviceReport:
             "last_seq": self.last_seq,
             "dropped": dict(self.dropped),
         }
+        if self.delivery is not None:
+            d = self.delivery
+            out["answers"] = {
+                "learned": d.learned,
+                "duplicates": d.duplicates,
+                "refused": d.refused,
+                "lost": d.lost,
+                "unanswered": [s for seqs in d.unanswered.values() for s in seqs],
+            }
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class BridgeReport:
     """The whole run: ``devices`` by id (``(none)``: records that named no usable device),
-    ``records`` read, ``elapsed_s`` of wall time."""
+    ``records`` read, ``elapsed_s`` of wall time; ``delivery``: every batch and what its node
+    answered (see :mod:`dataset_stream.outcome`); ``resent``: batches published again because
+    no answer came in time, ``republished``: after a reconnect or a device's return;
+    ``drain_s``: seconds spent at the end waiting for answers; ``stopped``: the bridge was
+    stopped (it did not wait for the last answers)."""
 
     devices: Mapping[str, DeviceReport]
     records: int
     elapsed_s: float
+    delivery: Delivery = field(default_factory=lambda: Delivery(planned=0, sent=0))
+    resent: int = 0
+    republished: int = 0
+    drain_s: float = 0.0
+    stopped: bool = False
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -84,6 +111,11 @@ class BridgeReport:
             "records": self.records,
             "elapsed_s": round(self.elapsed_s, 3),
             "dropped": self.dropped,
+            "delivery": self.delivery.to_dict(),
+            "resent": self.resent,
+            "republished": self.republished,
+            "drain_s": round(self.drain_s, 3),
+            "stopped": self.stopped,
             "devices": {d: r.to_dict() for d, r in sorted(self.devices.items())},
         }
 
@@ -105,9 +137,32 @@ class BridgeTally:
     def drop(self, device: str, reason: str, n: int = 1) -> None:
         self.of(device).dropped[reason] += n
 
-    def report(self, elapsed_s: float) -> BridgeReport:
-        devices = {d: c.snapshot() for d, c in self.devices.items()}
-        return BridgeReport(devices=devices, records=self.records, elapsed_s=elapsed_s)
+    def report(
+        self,
+        elapsed_s: float,
+        answers: AnswerLedger | None = None,
+        *,
+        resent: int = 0,
+        republished: int = 0,
+        drain_s: float = 0.0,
+        stopped: bool = False,
+    ) -> BridgeReport:
+        """The run so far; ``answers``: what the nodes answered to its batches."""
+        ledgers = answers.devices if answers is not None else {}
+        devices = {
+            d: c.snapshot(ledgers[d].delivery() if d in ledgers else None)
+            for d, c in self.devices.items()
+        }
+        return BridgeReport(
+            devices=devices,
+            records=self.records,
+            elapsed_s=elapsed_s,
+            delivery=answers.delivery() if answers is not None else Delivery(0, 0),
+            resent=resent,
+            republished=republished,
+            drain_s=drain_s,
+            stopped=stopped,
+        )
 
     def progress_lines(self) -> list[str]:
         """One line per device with something new since the last call."""

@@ -47,8 +47,12 @@ class StreamSummary:
 
     ``lost``: rejected because the node skipped them in a gap; ``reconnects``, ``outage_s``:
     broker outages the stream rode out; ``late``: events published late because of one;
-    ``republished``: batches published again after a reconnect; ``invalid``, ``foreign``:
-    messages the stream received and ignored; ``infer_sent``: inference requests published.
+    ``republished``: batches published again after a reconnect (or a device's return);
+    ``invalid``, ``foreign``: messages the stream received and ignored; ``infer_sent``:
+    inference requests published; ``duplicates``: batches of ``acked`` answered ``duplicate``
+    (learned before); ``unanswered``: batches sent that no answer came for; ``unsent``:
+    batches never sent (a device that stopped answering); ``resent``: batches published again
+    because no answer came in time.
     """
 
     sent: int
@@ -64,6 +68,10 @@ class StreamSummary:
     invalid: int = 0
     foreign: int = 0
     infer_sent: int = 0
+    duplicates: int = 0
+    unanswered: int = 0
+    unsent: int = 0
+    resent: int = 0
 
 
 @dataclass(frozen=True, slots=True)

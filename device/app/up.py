@@ -150,6 +150,8 @@ class Up:
         from device.observe.runsummary import device_summary
 
         stats = await self.stream.run()
+        if stats.delivery is not None and not stats.delivery.complete:
+            log.warning("%s", stats.delivery.missing_line())
         try:
             async with asyncio.timeout(LANDING_TIMEOUT_S):
                 await self._until_seen()

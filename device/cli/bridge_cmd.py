@@ -97,9 +97,28 @@ def bridge(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final summary as JSON to stdout.")
     ] = False,
+    drain_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-timeout",
+            help="Seconds to wait, once the input ended, for the answers still outstanding "
+            "(batches without an answer are published again meanwhile). Default: three "
+            "windows, at least 10 s.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Forward live samples to devices: labelled ones as one learning batch per device per
-    window, unlabelled ones as inference requests (one per device per second)."""
+    window, unlabelled ones as inference requests (one per device per second).
+
+    Every batch stays outstanding until its node answers it (telemetry or an error for its seq),
+    and is published again after a reconnect or when no answer comes in time.
+
+    Exit status: 0 when every batch was answered by its node, or the bridge was stopped
+    (SIGINT, SIGTERM: it does not wait for the last answers); 3 when the input ended and some
+    batches got no answer within --drain-timeout (one line names the devices and seqs); 1 on
+    an error; 2 on bad options.
+    """
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
     from dataset_stream.bridge import Bridge, BridgeSettings, Format
@@ -114,6 +133,10 @@ def bridge(
         raise typer.BadParameter(f"{report_every_s} is not positive", param_hint="--report-every")
     if not (math.isfinite(status_wait_s) and status_wait_s >= 0):
         raise typer.BadParameter(f"{status_wait_s} is not >= 0", param_hint="--status-wait")
+    if drain_timeout_s is not None and not (
+        math.isfinite(drain_timeout_s) and drain_timeout_s >= 0
+    ):
+        raise typer.BadParameter(f"{drain_timeout_s} is not >= 0", param_hint="--drain-timeout")
     try:
         form = Format(fmt)
     except ValueError:
@@ -133,6 +156,7 @@ def bridge(
             report_every_s=report_every_s,
             reconnect=ReconnectPolicy(max_outage_s=max_outage_s),
             source=f"bridge:{type(where).__name__.removesuffix('Source').lower()}",
+            drain_timeout_s=drain_timeout_s,
         )
     except (ValueError, ProtocolError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
@@ -159,6 +183,17 @@ def bridge(
     _print_report(report)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
+    delivery = report.delivery
+    if delivery.complete:
+        return
+    if report.stopped:
+        console.print(
+            f"[yellow]stopped[/] before {delivery.unanswered_count} batch(es) were answered "
+            "(not waited for)",
+            highlight=False,
+        )
+        return
+    raise fail(delivery.missing_line(), code=delivery.exit_status)
 
 
 def _source(text: str, follow: bool, password_file: Path | None) -> Source:
@@ -246,28 +281,42 @@ def _log_to_console() -> None:
 
 
 def _print_report(report: BridgeReport) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from dataset_stream.bridge import NO_DEVICE
 
     table = Table(title=f"bridge: {report.records} records in {report.elapsed_s:.1f} s")
-    for name in ("device", "batches", "samples", "seqs", "infer", "infer samples", "dropped"):
+    columns = ("device", "batches", "samples", "seqs", "answered", "infer", "infer samples")
+    for name in (*columns, "dropped"):
         table.add_column(name, justify="left" if name == "device" else "right")
     table.add_column("why dropped")
     for device, row in sorted(report.devices.items(), key=lambda i: (i[0] == NO_DEVICE, i[0])):
         seqs = "-" if row.first_seq is None else f"{row.first_seq}..{row.last_seq}"
         why = ", ".join(f"{r} {n}" for r, n in row.dropped.items())
+        answered = "-" if row.delivery is None else f"{row.delivery.answered}/{row.delivery.sent}"
         table.add_row(
             device,
             str(row.batches),
             str(row.learn_samples),
             seqs,
+            answered,
             str(row.infers),
             str(row.infer_samples),
             str(row.dropped_total),
             why,
         )
     console.print(table)
+    delivery = report.delivery
+    style = "" if delivery.complete else "[yellow]"
+    waited = f" (waited {report.drain_s:.1f} s at the end)" if report.drain_s >= 0.05 else ""
+    console.print(f"{style}{escape(delivery.summary_line())}{waited}", highlight=False)
+    if report.resent or report.republished:
+        console.print(
+            f"published again: {report.resent} batch(es) after no answer came in time, "
+            f"{report.republished} after a reconnect or a device's return",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

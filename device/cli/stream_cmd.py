@@ -132,8 +132,26 @@ def stream(
             min=0.0,
         ),
     ] = 0.0,
+    drain_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-timeout",
+            help="Seconds to wait at the end for the answers still outstanding (batches without "
+            "an answer are published again meanwhile). Default: three cadences in wall time "
+            "(3 x cadence / speed), at least 10 s; 10 s with --speed max.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Stream a dataset as continual-learning events to a fleet of devices over MQTT."""
+    """Stream a dataset as continual-learning events to a fleet of devices over MQTT.
+
+    Every batch stays outstanding until its node answers it (telemetry or an error for its seq),
+    and is published again after a reconnect or when no answer comes in time.
+
+    Exit status: 0 when every batch was answered by its node (learned, duplicate, refused or
+    lost in a gap: all said in the summary); 3 when some were not (one line names the devices
+    and seqs); 1 on an error (no broker); 2 on bad options.
+    """
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
     from dataset_stream import (
@@ -143,6 +161,7 @@ def stream(
         SourceError,
         build_scenario,
     )
+    from dataset_stream.outcome import default_drain_s, finite_drain
     from dataset_stream.reconnect import ReconnectPolicy
 
     device_ids = parse_devices(devices, prefix, start_index)
@@ -151,6 +170,13 @@ def stream(
         raise typer.BadParameter(
             f"{max_outage_s} is not a positive number of seconds", param_hint="--max-outage"
         )
+    if drain_timeout_s is not None and not finite_drain(drain_timeout_s):
+        raise typer.BadParameter(
+            f"{drain_timeout_s} is not a number of seconds >= 0", param_hint="--drain-timeout"
+        )
+    drain_s = (
+        default_drain_s(pace.cadence_s, pace.speed) if drain_timeout_s is None else drain_timeout_s
+    )
     if client_id is not None and not CLIENT_ID.fullmatch(client_id):
         raise typer.BadParameter(
             f"{client_id!r} is not a client id ([A-Za-z0-9_.-]{{1,64}})", param_hint="--client-id"
@@ -166,6 +192,7 @@ def stream(
         ReconnectPolicy(max_outage_s=max_outage_s),
         client_id,
         StartPolicy(give_up_s=give_up_after_s, max_wait_s=max_outage_s),
+        drain_s,
     )
     try:
         url = parse_broker_url(broker, password_file=password_file)
@@ -214,17 +241,19 @@ def stream(
         console.print("stopped")
         return
     _report(stats, dump)
-    if stats.stalled:
-        raise fail(f"{len(stats.stalled)} device(s) stopped answering: {', '.join(stats.stalled)}")
+    if stats.delivery is not None and not stats.delivery.complete:
+        raise fail(stats.delivery.missing_line(), code=stats.delivery.exit_status)
 
 
 @dataclass(frozen=True, slots=True)
 class _Link:
-    """How the stream talks to its broker: reconnect policy, client id, the wait at start."""
+    """How the stream talks to its broker: reconnect policy, client id, the wait at start, and
+    how long it waits at the end for the last answers."""
 
     policy: ReconnectPolicy
     client_id: str | None
     start: StartPolicy
+    drain_s: float
 
 
 def _log_to_console() -> None:
@@ -289,7 +318,11 @@ def _progress() -> tuple[Progress, TaskID, TaskID]:
         TimeElapsedColumn(),
         console=console,
     )
-    return progress, progress.add_task("sent", total=None), progress.add_task("acked", total=None)
+    return (
+        progress,
+        progress.add_task("sent", total=None),
+        progress.add_task("answered", total=None),
+    )
 
 
 def _run_dump(
@@ -302,8 +335,8 @@ def _run_dump(
 ) -> StreamStats | None:
     from dataset_stream import dump_stream
 
-    progress, sent_task, acked_task = _progress()
-    progress.remove_task(acked_task)
+    progress, sent_task, answered_task = _progress()
+    progress.remove_task(answered_task)
     total = min(built.num_events, events or built.num_events) * len(device_ids)
     progress.update(sent_task, total=total, description="written")
 
@@ -334,11 +367,11 @@ def _run_publish(
 ) -> StreamStats | None:
     from dataset_stream import StreamPublisher
 
-    progress, sent_task, acked_task = _progress()
+    progress, sent_task, answered_task = _progress()
 
-    def on_progress(sent: int, acked: int) -> None:
+    def on_progress(sent: int, answered: int) -> None:
         progress.update(sent_task, completed=sent)
-        progress.update(acked_task, completed=acked)
+        progress.update(answered_task, completed=answered)
 
     publisher = StreamPublisher(
         broker,
@@ -353,8 +386,9 @@ def _run_publish(
         reconnect=link.policy,
         infer_rate=pace.infer_per_s,
         stagger=pace.stagger,
+        drain_timeout_s=link.drain_s,
     )
-    for task in (sent_task, acked_task):
+    for task in (sent_task, answered_task):
         progress.update(task, total=publisher.total)
 
     async def session() -> StreamStats:
@@ -369,6 +403,8 @@ def _run_publish(
 
 
 def _report(stats: StreamStats, dump: Path | None) -> None:
+    from rich.markup import escape
+
     if dump is not None:
         console.print(
             f"wrote {stats.sent} events and {stats.eval_sent} eval sets under {dump} "
@@ -376,16 +412,28 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
             highlight=False,
         )
         return
-    lost = f" ({stats.lost} lost in gaps)" if stats.lost else ""
+    waited = (
+        f" ({stats.drain_s:.1f} s of it waiting for the last answers)"
+        if stats.drain_s >= 0.05
+        else ""
+    )
     console.print(
-        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices, "
-        f"{stats.acked} acknowledged, {stats.rejected} rejected{lost}, "
-        f"in {stats.elapsed_s:.1f} s",
+        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices in "
+        f"{stats.elapsed_s:.1f} s{waited}",
         highlight=False,
     )
+    if stats.delivery is not None:
+        style = "" if stats.delivery.complete else "[yellow]"
+        console.print(f"{style}{escape(stats.delivery.summary_line())}", highlight=False)
     if stats.infer_sent:
         console.print(f"sent {stats.infer_sent} inference requests", highlight=False)
     link = stats.link
+    if link.resent or link.republished:
+        console.print(
+            f"published again: {link.resent} batch(es) after no answer came in time, "
+            f"{link.republished} after a reconnect or a device's return",
+            highlight=False,
+        )
     if link.reconnects:
         console.print(
             f"broker outages: {link.reconnects} reconnect(s), {link.outage_s:.1f} s without a "

@@ -254,6 +254,8 @@ def _table(up: Up) -> Table:
 def _print_summary(summary: RunSummary) -> None:
     from rich.table import Table
 
+    from dataset_stream.outcome import answers_text
+
     console.print()
     table = Table(
         title="summary (acc: final accuracy; 1st: after the first event; factory / new cls: on "
@@ -282,10 +284,15 @@ def _print_summary(summary: RunSummary) -> None:
         )
     console.print(table)
     s = summary.stream
-    lost = f" ({s.lost} lost in gaps)" if s.lost else ""
-    console.print(
-        f"{s.acked} events learned, {s.rejected} rejected{lost}, in {s.wall_s:.1f} s wall time"
+    answers = answers_text(
+        sent=s.sent,
+        learned=s.acked - s.duplicates,
+        duplicates=s.duplicates,
+        refused=s.rejected - s.lost,
+        lost=s.lost,
+        unanswered=s.unanswered,
     )
+    console.print(f"{answers}, in {s.wall_s:.1f} s wall time", highlight=False)
     if s.infer_sent:
         scored = [d for d in summary.devices if d.prequential_n]
         n = sum(d.prequential_n for d in scored)

@@ -17,9 +17,10 @@ import pytest
 from broker import Mosquitto, MosquittoConfig
 from broker.url import BrokerURL
 from dataset_stream import PublishError, StreamPublisher, build_scenario
-from dataset_stream.protocol import ErrorMessage, Status, decode_batch
+from dataset_stream.outstanding import ResendPolicy
 from dataset_stream.reconnect import ReconnectPolicy
 from dataset_stream.scenarios import Scenario
+from tests.support.echo import EchoDevice
 from tests.support.messages import telemetry
 from tests.support.mosquitto import require_mosquitto
 from tests.support.times import T0
@@ -45,62 +46,6 @@ async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
         yield mosquitto
     finally:
         await mosquitto.stop()
-
-
-class EchoDevice:
-    """A device over its own real MQTT client that survives broker restarts (persistent session,
-    reconnect loop) and answers each batch like a node: telemetry the first time a seq arrives,
-    an ``error`` ``duplicate`` when it arrives again."""
-
-    def __init__(
-        self,
-        url: BrokerURL,
-        device: str,
-        *,
-        delay_s: float = 0.0,
-        gate: asyncio.Event | None = None,
-    ) -> None:
-        self.url = url
-        self.device = device
-        self.delay_s = delay_s
-        self.gate = gate  # connect only while it is set
-        self.learned: list[int] = []
-        self.deliveries: list[int] = []
-        self.connections = 0
-        self.ready = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.05)  # a device's reconnect backoff
-
-    async def _session(self) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        client = aiomqtt.Client(
-            **self.url.client_kwargs(), identifier=self.device, clean_session=False, timeout=2
-        )
-        async with client:
-            self.connections += 1
-            await client.subscribe(f"vega/{self.device}/batch", qos=1)
-            status = Status(state="idle", device=self.device).to_json()
-            await client.publish(f"vega/{self.device}/status", status, qos=1, retain=True)
-            self.ready.set()
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                seq = decode_batch(message.payload).seq
-                self.deliveries.append(seq)
-                await asyncio.sleep(self.delay_s)  # a device takes a while to learn (pacing)
-                if seq in self.learned:
-                    answer = ErrorMessage(self.device, "duplicate", "seen", seq=seq).to_json()
-                    await client.publish(f"vega/{self.device}/error", answer, qos=1)
-                else:
-                    self.learned.append(seq)
-                    await client.publish(
-                        f"vega/{self.device}/telemetry", telemetry(self.device, seq), qos=1
-                    )
 
 
 class Sent:
@@ -231,6 +176,71 @@ async def test_a_device_that_lost_its_session_gets_its_batches_again(
     assert stats.link.republished >= 1
 
 
+@pytest.mark.parametrize("speed", [300.0, None], ids=["paced", "closed-loop"])
+async def test_batches_a_broker_forgot_go_again_after_a_timeout(
+    tmp_path: Path, scenario: Scenario, speed: float | None
+) -> None:
+    """Mosquitto without persistence is restarted mid-run: the device's session and everything
+    queued for it are gone. The device comes back without a word (no status), so nothing but
+    the stream's timeouts can bring it what the broker forgot; it learns in order, holding
+    what comes early, and must end with every seq learned once."""
+    require_mosquitto()
+    broker = Mosquitto(MosquittoConfig(data_dir=tmp_path / "mosquitto", persistence=False))
+    gate = asyncio.Event()
+    gate.set()
+    events = 12
+    resend = ResendPolicy(first_s=0.5, cap_s=2.0, max_resends=10)
+    async with asyncio.timeout(60):
+        await broker.start()
+        device = EchoDevice(
+            broker.url,
+            "node-0000",
+            delay_s=0.0 if speed else 0.05,
+            gate=gate,
+            in_order=True,
+        )
+        node = asyncio.create_task(device.run())
+        try:
+            await device.ready.wait()
+            async with StreamPublisher(
+                broker.url,
+                scenario,
+                [device.device],
+                speed=speed,
+                events=events,
+                t0=T0,
+                drain_timeout_s=30,
+                reconnect=FAST,
+                resend=resend,
+                on_progress=(sent := Sent(4)),
+            ) as stream:
+                run = asyncio.create_task(stream.run())
+                await sent.reached(run)
+                gate.clear()
+                device.announce = False  # from now on it comes back without a word
+                await broker.stop()
+                await broker.start()
+                await wait_until(
+                    lambda: stream.link.reconnects == 1,
+                    timeout_s=10,
+                    what="the stream reconnected to the restarted broker",
+                )
+                # the subject: batches published while the device has no session are lost
+                await wait_until(
+                    lambda: stream.link.resent >= 1,
+                    timeout_s=10,
+                    what="a batch published again after a timeout",
+                )
+                gate.set()
+                stats = await run
+        finally:
+            await stop(node)
+            await broker.stop()
+    assert device.learned == list(range(1, events + 1))  # each once, in order
+    assert stats.complete and (stats.sent, stats.acked, stats.rejected) == (events, events, 0)
+    assert stats.link.resent >= 1 and stats.stalled == ()
+
+
 async def test_an_outage_longer_than_max_outage_fails_clearly(
     broker: Mosquitto, scenario: Scenario
 ) -> None:
@@ -278,20 +288,31 @@ async def first_batches(url: BrokerURL, count: int) -> None:
 
 async def test_stream_command_rides_out_an_outage(broker: Mosquitto) -> None:
     url = f"mqtt://127.0.0.1:{broker.port}"
-    async with asyncio.timeout(30):
-        # 20 events per device at 600x: one every 0.1 s; nobody answers (paced mode: fine)
-        cli = await run_stream_cli(
-            *("--broker", url, "--devices", "2", "--events", "20", "--speed", "600")
-        )
-        await first_batches(broker.url, 4)
-        await broker.stop()
-        await asyncio.sleep(2.0)  # the outage under test: the broker is away this long
-        await broker.start()
-        _, err = await cli.communicate()
+    devices = [EchoDevice(broker.url, f"node-000{i}") for i in range(2)]
+    nodes = [asyncio.create_task(device.run()) for device in devices]
+    try:
+        async with asyncio.timeout(40):
+            for device in devices:
+                await device.ready.wait()
+            # 20 events per device at 600x: one every 0.1 s; the devices answer each one
+            cli = await run_stream_cli(
+                *("--broker", url, "--devices", "2", "--events", "20", "--speed", "600")
+            )
+            await first_batches(broker.url, 4)
+            await broker.stop()
+            await asyncio.sleep(2.0)  # the outage under test: the broker is away this long
+            await broker.start()
+            _, err = await cli.communicate()
+    finally:
+        for node in nodes:
+            await stop(node)
     text = err.decode()
-    assert cli.returncode == 0, text
-    assert "sent 40/40 events to 2 devices" in text
-    assert "1 reconnect(s)" in text and "Traceback" not in text
+    assert cli.returncode == 0, text  # every batch answered by its device
+    assert "sent 40/40 events to 2 devices" in text, text
+    assert "answered 40 of 40 batch(es)" in " ".join(text.split()), text
+    assert "1 reconnect(s)" in text and "Traceback" not in text, text
+    for device in devices:
+        assert sorted(device.learned) == list(range(1, 21)), (device.device, text)
 
 
 async def test_stream_command_gives_up_after_max_outage(broker: Mosquitto) -> None:

@@ -207,10 +207,19 @@ async def bridge_proc(*args: str, stdin: bool = False) -> asyncio.subprocess.Pro
     )
 
 
-async def finish(proc: asyncio.subprocess.Process, data: bytes | None = None) -> dict[str, Any]:
+async def finish(
+    proc: asyncio.subprocess.Process, data: bytes | None = None, *, unanswered: str | None = None
+) -> dict[str, Any]:
+    """The bridge's JSON summary once it exited: with status 0, or, with ``unanswered`` (the
+    devices and seqs its error line must name), with status 3 (no node answered them)."""
     async with asyncio.timeout(60):
         out, err = await proc.communicate(data)
-    assert proc.returncode == 0, err.decode()
+    text = " ".join(err.decode().split())
+    if unanswered is None:
+        assert proc.returncode == 0, text
+    else:
+        assert proc.returncode == 3, text
+        assert f"got no answer from their node: {unanswered}" in text, text
     summary: dict[str, Any] = json.loads(out)
     return summary
 
@@ -283,9 +292,10 @@ async def test_stdin_json_lines_become_batches_continuing_the_retained_seq(
     try:
         proc = await bridge_proc(
             *("--broker", str(url), "--from", "-", "--device-field", "device", "--json"),
+            *("--drain-timeout", "0"),  # no node runs: nothing will answer
             stdin=True,
         )
-        summary = await finish(proc, lines(rows))
+        summary = await finish(proc, lines(rows), unanswered="dev-a: 42; dev-b: 1")
         await listener.wait(batches=2, infers=2)
     finally:
         await stop_listening(client, task)
@@ -309,6 +319,8 @@ async def test_stdin_json_lines_become_batches_continuing_the_retained_seq(
     assert devices["dev-b"]["dropped"] == {"non_finite": 1, "bad_type": 1}
     assert devices["(none)"]["dropped"] == {"bad_format": 1, "bad_device": 1}
     assert summary["records"] == len(rows) - 1  # the blank line is no record
+    assert summary["delivery"]["unanswered"] == {"dev-a": [42], "dev-b": [1]}
+    assert devices["dev-a"]["answers"]["unanswered"] == [42]
 
 
 async def test_a_recorded_file_is_windowed_by_its_own_time(
@@ -322,9 +334,9 @@ async def test_a_recorded_file_is_windowed_by_its_own_time(
     try:
         proc = await bridge_proc(
             *("--broker", str(mosquitto.url), "--from", str(path), "--device", "dev-a"),
-            *("--status-wait", "0.2", "--json"),
+            *("--status-wait", "0.2", "--json", "--drain-timeout", "0.5"),
         )
-        summary = await finish(proc)
+        summary = await finish(proc, unanswered="dev-a: 1-3")  # no node runs
         await listener.wait(batches=3)
     finally:
         await stop_listening(client, task)
@@ -349,9 +361,9 @@ async def test_csv_with_a_header(
     try:
         proc = await bridge_proc(
             *("--broker", str(mosquitto.url), "--from", str(path), "--device-field", "node"),
-            *("--label-field", "label", "--status-wait", "0.2", "--json"),
+            *("--label-field", "label", "--status-wait", "0.2", "--json", "--drain-timeout", "0"),
         )
-        summary = await finish(proc)
+        summary = await finish(proc, unanswered="dev-0: 1; dev-1: 1")  # no node runs
         await listener.wait(batches=2, infers=1)
     finally:
         await stop_listening(client, task)
@@ -506,6 +518,7 @@ async def test_a_piped_file_reaches_a_running_node_and_predictions_come_back(
                     break
     assert summary["devices"][device]["learn_samples"] == 40
     assert summary["devices"][device]["infer_samples"] == 5
+    assert summary["delivery"]["complete"] and summary["delivery"]["learned"] == 1
     telemetry, prediction = answers["telemetry"], answers["prediction"]
     assert telemetry.seq == 1 and telemetry.samples == 40
     assert len(prediction.classes) == 5 and all(0 <= c < 10 for c in prediction.classes)

@@ -128,12 +128,22 @@ async def test_stream_to_a_broker_then_sigterm_stops_cleanly(
     url = f"mqtt://127.0.0.1:{embedded_broker.port}"
     async with aiomqtt.Client(**embedded_broker.url.client_kwargs()) as sub:
         await sub.subscribe("vega/+/batch", qos=1)
-        # fast: 3 events per device at 600x (one per 0.1 s), then exit 0
-        done = await run_cli("--broker", url, "--devices", "2", "--events", "3", "--speed", "600")
+        # fast: 3 events per device at 600x (one per 0.1 s); no node runs, so after a drain of
+        # 1 s it exits 3 naming every batch
+        done = await run_cli(
+            *("--broker", url, "--devices", "2", "--events", "3", "--speed", "600"),
+            *("--drain-timeout", "1"),
+        )
         async with asyncio.timeout(30):
             _, err = await done.communicate()
-        assert done.returncode == 0, err.decode()
-        assert "sent 6/6 events to 2 devices" in err.decode()
+        text = " ".join(err.decode().split())
+        assert done.returncode == 3, text
+        assert "sent 6/6 events to 2 devices" in text
+        assert "answered 0 of 6 batch(es)" in text and "; 6 unanswered" in text
+        errors = [line for line in err.decode().splitlines() if line.startswith("error:")]
+        assert errors == [
+            "error: 6 batch(es) got no answer from their node: node-0000: 1-3; node-0001: 1-3"
+        ], text
         # real time with an hour between events: the first one goes out, then we stop it
         slow = await run_cli("--broker", url, "--devices", "2", "--cadence", "3600")
         seen = 0
