@@ -54,8 +54,10 @@ class Stopper:
     event loop is stuck (a blocking call, a worker thread that shutdown waits for).
 
     The handlers are ``signal.signal`` handlers, in place for the ``with`` block (in the main
-    thread; elsewhere there are none) and restored after it: unlike ``loop.add_signal_handler``
-    they also cover the loop's start and shutdown, so a Ctrl-C there is no traceback.
+    thread; elsewhere there are none) and restored after it unless a stop began (then a second
+    signal during the program's last lines still ends it at once): unlike
+    ``loop.add_signal_handler`` they also cover the loop's start and shutdown, so a Ctrl-C there
+    is no traceback.
     ``on_stop(why)`` is called in the loop when the clean stop begins (``why``: ``"SIGTERM"``, or
     the reason given to :meth:`request`); ``who`` starts the forced-exit line.
     """
@@ -95,9 +97,10 @@ class Stopper:
     ) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        if self.signum is None:  # else keep them: a second signal still ends the process at once
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
         self._loop = None
 
     @property

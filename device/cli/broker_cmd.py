@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -13,7 +16,7 @@ import typer
 from device.cli._runtime import console, fail, run_async
 
 if TYPE_CHECKING:
-    from broker.mosquitto import MosquittoTLS
+    from broker.mosquitto import Mosquitto, MosquittoTLS
 
 
 class Engine(StrEnum):
@@ -100,6 +103,8 @@ def broker(
     if port is None:
         port = 8883 if tls is not None else 1883
 
+    running: list[Mosquitto] = []  # the child a stop at once must not leave behind
+
     async def main(stop: asyncio.Event) -> None:
         if engine is Engine.embedded:
             async with EmbeddedBroker(host=host, port=port) as b:
@@ -116,16 +121,24 @@ def broker(
                 tls=tls,
             )
             async with Mosquitto(config) as m:
+                running.append(m)
                 _announce(str(m.url), f"mosquitto, data in {config.data_dir}")
                 if tls is not None and tls.ca_file is not None:
                     console.print(f"clients trust the CA: VEGA_EMU_MQTT_CA_FILE={tls.ca_file}")
                 await stop.wait()
 
     try:
-        run_async(main)
+        run_async(main, on_force=lambda: _kill(running))
     except BrokerError as exc:
         raise fail(str(exc)) from exc
     console.print("broker stopped")
+
+
+def _kill(running: list[Mosquitto]) -> None:
+    """Kill the Mosquitto child now: the command is ending at once (a second signal)."""
+    for broker in running:
+        with contextlib.suppress(ProcessLookupError, RuntimeError):
+            os.kill(broker.pid, signal.SIGKILL)
 
 
 def _announce(url: str, what: str) -> None:

@@ -200,7 +200,7 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
                 starting.cancel()
             await asyncio.gather(starting, waiting, return_exceptions=True)
         if starting.cancelled():
-            log.info("worker %d: stopped before its nodes connected", plan.worker)
+            log.debug("worker %d: stopped before its nodes connected", plan.worker)
             return 0
         gateway, nodes = starting.result()
         sys.stdout.write(json.dumps({"ready": len(nodes)}) + "\n")
@@ -297,7 +297,9 @@ async def _main(plan: ShardPlan, url: BrokerURL, stopper: Stopper) -> int:
 
     def watch_stdin() -> None:  # end of file: the supervisor is gone
         sys.stdin.read()
-        stopper.request(signal.SIGTERM, "end of standard input (the supervisor is gone)")
+        if not stopper.stopping:
+            log.warning("worker %d: the supervisor is gone; stopping", plan.worker)
+        stopper.request(signal.SIGTERM, "end of standard input")
 
     # A daemon thread, so that shutdown never waits for it (an executor thread would).
     threading.Thread(target=watch_stdin, name="supervisor watch", daemon=True).start()
@@ -317,7 +319,7 @@ def main() -> None:
         sys.exit(EXIT_CONFIG)
     who = f"worker {plan.worker}: "
     with Stopper(
-        grace_s=STOP_GRACE_S, who=who, on_stop=lambda why: log.info("%s%s: stopping", who, why)
+        grace_s=STOP_GRACE_S, who=who, on_stop=lambda why: log.debug("%s%s: stopping", who, why)
     ) as stopper:
         try:
             code = asyncio.run(_main(plan, url, stopper))

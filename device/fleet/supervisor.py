@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 #: Seconds the supervisor waits for its workers' clean stop before it kills them: a little more
 #: than a worker gives itself before it ends at once.
 STOP_GRACE_S = WORKER_STOP_GRACE_S + 0.5
+#: Seconds :meth:`FleetSupervisor.kill` waits for the killed workers to be gone.
+KILL_WAIT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -191,13 +194,26 @@ class FleetSupervisor:
                 break
 
     def kill(self) -> None:
-        """Kill every worker now (SIGKILL), for a parent that must end at once; safe to call
-        from a signal handler or another thread. Their nodes resume from their databases."""
+        """Kill every worker now (SIGKILL) and wait, up to :data:`KILL_WAIT_S`, until they are
+        gone: for a parent that must end at once, so that none outlives it. Safe to call from
+        a signal handler or another thread. Their nodes resume from their databases."""
+        pids = []
         for worker in self.workers:
             proc = worker.process
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
+                    pids.append(proc.pid)
+        deadline = time.monotonic() + KILL_WAIT_S
+        for pid in pids:
+            while time.monotonic() < deadline:
+                try:
+                    ended, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # reaped already (by asyncio's child watcher)
+                    break
+                if ended:
+                    break
+                time.sleep(0.01)
 
     async def _stop_all(self) -> None:
         running = [

@@ -137,7 +137,7 @@ async def test_a_node_stops_mid_event(
     4 s, then stops the node at once (143); a second SIGINT does so at once (130)."""
     device = "node-0000"
     args = command("node", str(mosquitto.url), tmp_path, default_bundle)
-    args += ["--epochs", "2000"]  # an event of tens of seconds
+    args += ["--epochs", "40000"]  # an event of a minute or more (4 s with 2000, unloaded)
     events = digits_nic.events(device)[:2]
     async with (
         aiomqtt.Client(**mosquitto.url.client_kwargs()) as client,
