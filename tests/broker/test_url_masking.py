@@ -154,7 +154,8 @@ def commands(where: Path) -> dict[str, list[str]]:
     return {
         "node": ["node", "--id", "node-0000", "--state-dir", str(where / "node")],
         "fleet": ["fleet", "-n", "1", "--state-dir", str(where / "fleet")],
-        "stream": ["stream", "--devices", "1", "--events", "1"],
+        # a broker that is down at start is waited for up to --max-outage: a second is enough here
+        "stream": ["stream", "--devices", "1", "--events", "1", "--max-outage", "1"],
         "monitor": ["monitor", "--duration", "1"],
         "bridge": ["bridge", "--from", str(source), "--device", "node-0000"],
     }
