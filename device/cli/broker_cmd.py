@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._logs import configure_logging
 from device.cli._runtime import console, fail, run_async
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ def broker(
     tls = _tls(*tls_options) if any(tls_options) else None
     if port is None:
         port = 8883 if tls is not None else 1883
+    configure_logging(logging.WARNING, console)
 
     async def main(stop: asyncio.Event) -> None:
         if engine is Engine.embedded:
