@@ -17,7 +17,7 @@ __all__ = ["DASH", "compact", "count", "hours", "mib", "optional", "si"]
 #: What a table shows for a value it does not have.
 DASH: Final = "-"
 #: (scale, prefix) from the largest down: a value is written in the first scale it reaches.
-_LARGE: Final = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_LARGE: Final = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _SMALL: Final = ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p"))
 MIB_BYTES: Final = 1024 * 1024
 
@@ -50,7 +50,7 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
 
 
 def compact(value: float, digits: int = 3) -> str:
-    """A plain number, with k, M, G or T from a thousand up: 10174 is ``10.2k``, 25_800 is
+    """A plain number, with k, M, G, T, P or E from a thousand up: 10174 is ``10.2k``, 25_800 is
     ``25.8k``, 0.772 is ``0.772``, 77 is ``77``."""
     if not math.isfinite(value):
         return str(value)
