@@ -8,6 +8,8 @@ Sub-command modules import their heavy dependencies inside the command functions
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from device.cli import (
@@ -22,9 +24,11 @@ from device.cli import (
     stream_cmd,
     up_cmd,
 )
+from device.cli._help import CommandsInOrder, show_version
 
 app = typer.Typer(
     name="vega-emu",
+    cls=CommandsInOrder,
     help=(
         "Emulate fleets of VEGA continual-learning nodes: MQTT brokers, data streams, INT8 frozen "
         "stages with quantized latent replays, energy and lifetime."
@@ -36,7 +40,17 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """Emulate fleets of VEGA continual-learning nodes."""
 
 

@@ -6,11 +6,13 @@ import csv
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from rich.console import Console
 from rich.table import Table
 
+from device.cli._tables import Col, fit_table
+from device.cli._units import DASH, compact, hours, mib, si
 from device.energy import FROZEN_PHASE, PlanRow
 
 if TYPE_CHECKING:
@@ -21,17 +23,8 @@ MIB = 1024 * 1024
 
 
 def _si(value: float, unit: str) -> str:
-    """3 significant digits with an SI prefix: 0.00123 s -> '1.23 ms'."""
-    if value == 0:
-        return "-"
-    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value / 1e-9:.3g} n{unit}"
-
-
-def _count(value: int) -> str:
-    return _si(value, "").strip() if value else "0"
+    """3 significant digits with an SI prefix (0.00123 s -> '1.23 ms'); nothing spent: '-'."""
+    return DASH if value == 0 else si(value, unit)
 
 
 def _mib(value: int) -> str:
@@ -51,41 +44,54 @@ _BASIS = {
 }
 
 
-def show_energy(report: EnergyReport) -> None:
-    line = report.describe_model()
-    if line is not None:
-        out.print(line, highlight=False, soft_wrap=True)
+#: The columns of the per-layer table, the least important with the highest ``hide``.
+LAYER_COLUMNS: Final = (
+    Col("layer", "name"),
+    Col("kind", "name", hide=1),
+    Col("MACs/smp"),
+    Col("event MACs", hide=3),
+    Col("fwd"),
+    Col("bw-err", hide=2),
+    Col("bw-grad", hide=2),
+    Col("energy"),
+)
+_PARTS: Final = (Col("part", "name"), Col("latency"), Col("energy"))
+
+
+def layer_table(report: EnergyReport, width: int) -> Table:
+    """One row per layer of one learning event: MACs, time per phase, energy."""
     cost = report.event
-    title = f"one learning event on {report.profile.name} (dim: frozen stage, INT8 forward only)"
-    table = Table(title=title)
-    table.add_column("layer")
-    table.add_column("kind")
-    for column in ("MACs/smp", "event MACs", "fwd", "bw-err", "bw-grad", "energy"):
-        table.add_column(column, justify="right")
+    rows = []
     for layer in cost.layers:
         phases = layer.phases
         forward = phases.get(FROZEN_PHASE) or phases.get("forward")
         cells = [phases.get(p) for p in ("backward_error", "backward_gradient")]
         event_macs = sum(p.macs for p in phases.values())
-        table.add_row(
-            layer.name if layer.adaptive else f"[dim]{layer.name}[/]",
-            layer.kind,
-            _count(layer.macs_per_sample),
-            _count(event_macs),
-            _si(forward.seconds, "s") if forward else "-",
-            *(_si(p.seconds, "s") if p else "-" for p in cells),
-            _si(layer.joules, "J"),
+        rows.append(
+            (
+                layer.name if layer.adaptive else f"[dim]{layer.name}[/]",
+                layer.kind,
+                compact(layer.macs_per_sample),
+                compact(event_macs),
+                _si(forward.seconds, "s") if forward else DASH,
+                *(_si(p.seconds, "s") if p else DASH for p in cells),
+                _si(layer.joules, "J"),
+            )
         )
-    out.print(table)
+    title = f"one learning event on {report.profile.name} (dim: frozen stage, INT8 forward only)"
+    return fit_table(LAYER_COLUMNS, rows, width, title=title)
+
+
+def show_energy(report: EnergyReport) -> None:
+    line = report.describe_model()
+    if line is not None:
+        out.print(line, highlight=False, soft_wrap=True)
+    cost = report.event
+    out.print(layer_table(report, out.width))
     latency, energy = cost.latency_s, cost.energy_j
-    totals = Table(title="event totals")
-    totals.add_column("part")
-    totals.add_column("latency", justify="right")
-    totals.add_column("energy", justify="right")
-    for part in ("frozen", "adaptive", "memory", "total"):
-        seconds = latency.get(part, 0.0)
-        totals.add_row(part, _si(seconds, "s"), _si(energy[part], "J"))
-    out.print(totals)
+    parts = ("frozen", "adaptive", "memory", "total")
+    totals = [(p, _si(latency.get(p, 0.0), "s"), _si(energy[p], "J")) for p in parts]
+    out.print(fit_table(_PARTS, totals, out.width, title="event totals"))
     profile = report.profile
     out.print(
         f"frozen stage: INT8 at {profile.int8_mac_per_cycle:.4g} MAC/cycle, "
@@ -99,29 +105,29 @@ def show_energy(report: EnergyReport) -> None:
         f"{plan.samples_trained:,} latents trained; LR traffic {traffic.bytes_read:,} B read, "
         f"{traffic.bytes_written:,} B written in {traffic.region or 'nowhere (does not fit)'}"
     )
-    memory = Table(title="memory map")
-    memory.add_column("item")
-    memory.add_column("size", justify="right")
-    memory.add_column("lives in")
-    for placement in cost.memory.placements:
-        where = placement.region or "[bold red]does not fit[/]"
-        memory.add_row(placement.item, _mib(placement.bytes), where)
-    for region in cost.memory.regions:
-        used = f"{_mib(region.used_bytes)} / {_mib(region.capacity_bytes)}"
-        memory.add_row(f"[dim]{region.name} used[/]", used, "")
-    out.print(memory)
+    memory = [
+        (placement.item, _mib(placement.bytes), placement.region or "[bold red]does not fit[/]")
+        for placement in cost.memory.placements
+    ]
+    memory += [
+        (
+            f"[dim]{region.name} used[/]",
+            f"{_mib(region.used_bytes)} / {_mib(region.capacity_bytes)}",
+            "",
+        )
+        for region in cost.memory.regions
+    ]
+    memory_cols = (Col("item", "name"), Col("size"), Col("lives in", "text"))
+    out.print(fit_table(memory_cols, memory, out.width, title="memory map"))
     for warning in cost.memory.warnings:
         out.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     per_sample = report.inference
-    infer = Table(title="one inference (one sample: frozen INT8 + adaptive forward)")
-    infer.add_column("part")
-    infer.add_column("latency", justify="right")
-    infer.add_column("energy", justify="right")
-    for part in ("frozen", "adaptive", "total"):
-        infer.add_row(
-            part, _si(per_sample.latency_s[part], "s"), _si(per_sample.energy_j[part], "J")
-        )
-    out.print(infer)
+    infer = [
+        (p, _si(per_sample.latency_s[p], "s"), _si(per_sample.energy_j[p], "J"))
+        for p in ("frozen", "adaptive", "total")
+    ]
+    title = "one inference (one sample: frozen INT8 + adaptive forward)"
+    out.print(fit_table(_PARTS, infer, out.width, title=title))
     duty = report.duty
     rate, inference_rate = report.config.events_per_hour, duty.inference_per_s
     limit = report.max_events_per_hour
@@ -154,6 +160,60 @@ def write_csv(rows: Sequence[PlanRow], path: Path) -> None:
             writer.writerow(row.as_dict())
 
 
+def plan_table(rows: Sequence[PlanRow], profile: str, width: int) -> Table:
+    """One line per (LR layer, LR count, LR bits), one lifetime column per event rate; the
+    measured accuracy only when some run summary gave one."""
+    rates = sorted({row.events_per_hour for row in rows})
+    groups: dict[tuple[int, int, int], dict[float, PlanRow]] = {}
+    for row in rows:
+        groups.setdefault((row.lr_layer, row.lr_size, row.lr_bits), {})[row.events_per_hour] = row
+    inference = {row.inference_per_s for row in rows}
+    extra = "".join(f" + {r:g} inferences/s" for r in inference if r)
+    measured_any = any(row.accuracy is not None for row in rows)
+    cols = [
+        Col("LR"),
+        Col("LRs"),
+        Col("bits"),
+        Col("LR MiB"),
+        Col("fits", hide=1),
+        Col("latency", hide=4),
+        Col("J/event", hide=2),
+        Col("max/h", hide=3, legend="max/h: the largest sustainable events/h"),
+        *(Col(f"life @{rate:g}/h") for rate in rates),
+    ]
+    if measured_any:
+        cols.append(Col("acc", legend="acc: measured accuracy"))
+    table_rows = []
+    for (layer, size, bits), by_rate in groups.items():
+        first = next(iter(by_rate.values()))
+        lives = [_life(by_rate.get(rate)) for rate in rates]
+        cells = [
+            str(layer),
+            str(size),
+            str(bits),
+            mib(first.lr_memory_bytes),
+            "yes" if first.fits else "[red]no[/]",
+            _si(first.latency_s, "s"),
+            _si(first.energy_j, "J"),
+            compact(first.max_events_per_hour),
+            *lives,
+        ]
+        if measured_any:
+            measured = [r.accuracy for r in by_rate.values() if r.accuracy is not None]
+            cells.append(f"{sum(measured) / len(measured):.3f}" if measured else DASH)
+        table_rows.append(cells)
+    title = f"plan on {profile}: lifetime of a full battery per events/h{extra}"
+    return fit_table(cols, table_rows, width, title=title)
+
+
+def _life(row: PlanRow | None) -> str:
+    """A plan row's lifetime, red when its rate is not sustainable."""
+    if row is None:
+        return DASH
+    text = hours(row.lifetime_h)
+    return text if row.sustainable else f"[red]{text}[/]"
+
+
 def show_plan(
     rows: Sequence[PlanRow],
     profile: str,
@@ -165,42 +225,7 @@ def show_plan(
     ``model_line`` first, when given (which model is swept)."""
     if model_line is not None:
         out.print(model_line, highlight=False, soft_wrap=True)
-    rates = sorted({row.events_per_hour for row in rows})
-    groups: dict[tuple[int, int, int], dict[float, PlanRow]] = {}
-    for row in rows:
-        groups.setdefault((row.lr_layer, row.lr_size, row.lr_bits), {})[row.events_per_hour] = row
-    inference = {row.inference_per_s for row in rows}
-    extra = "".join(f" + {r:g} inferences/s" for r in inference if r)
-    table = Table(title=f"plan on {profile}: lifetime of a full battery per events/h{extra}")
-    for column in ("LR", "LRs", "bits", "LR mem", "fits", "latency", "J/event", "max/h"):
-        table.add_column(column, justify="right")
-    for rate in rates:
-        table.add_column(f"life @{rate:g}/h", justify="right")
-    table.add_column("acc", justify="right")
-    for (layer, size, bits), by_rate in groups.items():
-        first = next(iter(by_rate.values()))
-        measured = [r.accuracy for r in by_rate.values() if r.accuracy is not None]
-        lives = [
-            ("" if r.sustainable else "[red]")
-            + _hours(r.lifetime_h)
-            + ("" if r.sustainable else "[/]")
-            if (r := by_rate.get(rate)) is not None
-            else "-"
-            for rate in rates
-        ]
-        table.add_row(
-            str(layer),
-            str(size),
-            str(bits),
-            f"{first.lr_memory_bytes / MIB:.2f}M",
-            "yes" if first.fits else "[red]no[/]",
-            _si(first.latency_s, "s"),
-            _si(first.energy_j, "J"),
-            f"{first.max_events_per_hour:.3g}",
-            *lives,
-            f"{sum(measured) / len(measured):.3f}" if measured else "-",
-        )
-    out.print(table)
+    out.print(plan_table(rows, profile, out.width))
     out.print("red: does not fit / rate not sustainable (lifetime at the largest sustainable rate)")
     out.print(f"{len(rows)} configurations -> {csv_path}, plot -> {plot_path}")
 

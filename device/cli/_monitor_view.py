@@ -6,36 +6,37 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Final
 
-from rich.table import Table
+from rich.markup import escape
+
+from device.cli._tables import Col, fit_table
+from device.cli._units import DASH, compact, count, hours, optional
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from device.observe.accounting import DeviceRecord
     from device.observe.monitor import FleetMonitor
 
+#: The columns, the least important with the highest ``hide`` (hidden first when narrow).
 COLUMNS: Final = (
-    "device",
-    "state",
-    "events",
-    "acc",
-    "SoC",
-    "life h",
-    "gaps",
-    "dup",
-    "rej",
-    "lag s",
+    Col("device", "name"),
+    Col("state", "name", hide=4),
+    Col("events"),
+    Col("acc", hide=3),
+    Col("SoC"),
+    Col("life h"),
+    Col("gaps", hide=5),
+    Col("dup", hide=6),
+    Col("rej", hide=7),
+    Col("lag s", hide=2),
 )
-#: Lines of the screen the table needs besides its rows: title, caption, header, borders.
-OVERHEAD_LINES: Final = 9
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+#: Lines of the screen the table needs besides its rows: title and caption (wrapped at 80
+#: columns), header, borders.
+OVERHEAD_LINES: Final = 12
 
 
 def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return DASH if value is None else compact(value)
 
 
 def _lifetime_key(rec: DeviceRecord) -> tuple[float, str]:
@@ -56,9 +57,9 @@ def fleet_line(monitor: FleetMonitor) -> str:
     return f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
 
 
-def monitor_table(monitor: FleetMonitor, max_rows: int) -> Table:
-    """The devices sorted by projected lifetime, at most ``max_rows`` of them, and the rest
-    counted in the caption."""
+def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
+    """The devices sorted by projected lifetime, at most ``max_rows`` of them (the rest counted
+    in the caption), fitted to ``width`` columns."""
     records = sorted(monitor.devices.values(), key=_lifetime_key)
     shown = records[: max(0, max_rows)]
     gaps = sum(rec.gaps for rec in records)
@@ -71,32 +72,25 @@ def monitor_table(monitor: FleetMonitor, max_rows: int) -> Table:
     )
     if len(records) > len(shown):
         caption = f"{len(records) - len(shown)} more devices not shown; " + caption
-    table = Table(
-        title=f"vega-emu monitor on {monitor.broker}: {fleet_line(monitor)}",
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-    )
-    for name in COLUMNS:
-        left = name in ("device", "state")
-        table.add_column(
-            name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
-        )
+    rows = []
     for rec in shown:
         tel = rec.telemetry
-        table.add_row(
-            rec.device,
-            rec.state,
-            str(rec.events),
-            _fmt(tel.accuracy if tel is not None else None, ".3f"),
-            _fmt(tel.battery.soc if tel is not None else None, ".2%"),
-            _fmt(tel.lifetime_h if tel is not None else None, ",.0f"),
-            str(rec.gaps),
-            str(rec.duplicates),
-            str(sum(rec.rejected.values())),
-            _seconds(rec.lag_s),
+        rows.append(
+            (
+                escape(rec.device),
+                rec.state,
+                count(rec.events),
+                optional(tel.accuracy if tel is not None else None, ".3f"),
+                optional(tel.battery.soc if tel is not None else None, ".2%"),
+                hours(tel.lifetime_h if tel is not None else None),
+                count(rec.gaps),
+                count(rec.duplicates),
+                count(sum(rec.rejected.values())),
+                _seconds(rec.lag_s),
+            )
         )
-    return table
+    title = f"vega-emu monitor on {monitor.broker}: {fleet_line(monitor)}"
+    return fit_table(COLUMNS, rows, width, title=escape(title), caption=caption)
 
 
-__all__ = ["fleet_line", "monitor_table"]
+__all__ = ["COLUMNS", "fleet_line", "monitor_table"]

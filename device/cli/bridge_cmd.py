@@ -8,7 +8,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -22,9 +22,13 @@ from device.cli._runtime import (
     reached,
     run_async,
 )
+from device.cli._tables import Col, fit_table
+from device.cli._units import DASH, count
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
+
+    from rich.table import Table
 
     from dataset_stream.bridge import BridgeReport, Fields, Format, Record, SampleSpec, Source
     from dataset_stream.reconnect import ReconnectPolicy
@@ -160,13 +164,13 @@ def bridge(
         )
     except (ValueError, ProtocolError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
+    _log_to_console()
     spec = _spec(model)
     console.print(
         f"bridge: samples {list(spec.shape)} {spec.dtype}, {spec.num_classes} classes; "
         f"{window_s:g} s windows -> {url} under {prefix}/",
         highlight=False,
     )
-    _log_to_console()
 
     start = StartPolicy(give_up_s=give_up_after_s, max_wait_s=max_outage_s)
 
@@ -273,40 +277,16 @@ def _records(
 
 
 def _log_to_console() -> None:
-    from rich.logging import RichHandler
+    """Warnings, and the bridge's progress lines (INFO), in the commands' one format."""
+    from device.cli._logs import configure_logging
 
-    handler = RichHandler(console=console, show_time=True, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
-    logging.getLogger("dataset_stream.bridge").setLevel(logging.INFO)
+    configure_logging(logging.WARNING, console, verbose=("dataset_stream.bridge",))
 
 
 def _print_report(report: BridgeReport) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    from dataset_stream.bridge import NO_DEVICE
-
-    table = Table(title=f"bridge: {report.records} records in {report.elapsed_s:.1f} s")
-    columns = ("device", "batches", "samples", "seqs", "answered", "infer", "infer samples")
-    for name in (*columns, "dropped"):
-        table.add_column(name, justify="left" if name == "device" else "right")
-    table.add_column("why dropped")
-    for device, row in sorted(report.devices.items(), key=lambda i: (i[0] == NO_DEVICE, i[0])):
-        seqs = "-" if row.first_seq is None else f"{row.first_seq}..{row.last_seq}"
-        why = ", ".join(f"{r} {n}" for r, n in row.dropped.items())
-        answered = "-" if row.delivery is None else f"{row.delivery.answered}/{row.delivery.sent}"
-        table.add_row(
-            device,
-            str(row.batches),
-            str(row.learn_samples),
-            seqs,
-            answered,
-            str(row.infers),
-            str(row.infer_samples),
-            str(row.dropped_total),
-            why,
-        )
-    console.print(table)
+    console.print(report_table(report, console.width))
     delivery = report.delivery
     style = "" if delivery.complete else "[yellow]"
     waited = f" (waited {report.drain_s:.1f} s at the end)" if report.drain_s >= 0.05 else ""
@@ -317,6 +297,48 @@ def _print_report(report: BridgeReport) -> None:
             f"{report.republished} after a reconnect or a device's return",
             highlight=False,
         )
+
+
+#: The columns of the bridge's table, the least important with the highest ``hide``.
+REPORT_COLUMNS: Final = (
+    Col("device", "name"),
+    Col("batches"),
+    Col("samples", hide=2),
+    Col("seqs"),
+    Col("answered"),
+    Col("infer", hide=4),
+    Col("infer samples", hide=5),
+    Col("dropped", hide=1),
+    Col("why dropped", "text", hide=3),
+)
+
+
+def report_table(report: BridgeReport, width: int) -> Table:
+    """What the bridge sent each device and what its node answered, fitted to ``width``."""
+    from rich.markup import escape
+
+    from dataset_stream.bridge import NO_DEVICE
+
+    rows = []
+    for device, row in sorted(report.devices.items(), key=lambda i: (i[0] == NO_DEVICE, i[0])):
+        seqs = DASH if row.first_seq is None else f"{row.first_seq}..{row.last_seq}"
+        why = ", ".join(f"{r} {n}" for r, n in row.dropped.items())
+        answered = DASH if row.delivery is None else f"{row.delivery.answered}/{row.delivery.sent}"
+        rows.append(
+            (
+                escape(device),
+                count(row.batches),
+                count(row.learn_samples),
+                seqs,
+                answered,
+                count(row.infers),
+                count(row.infer_samples),
+                count(row.dropped_total),
+                escape(why),
+            )
+        )
+    title = f"bridge: {report.records} records in {report.elapsed_s:.1f} s"
+    return fit_table(REPORT_COLUMNS, rows, width, title=title)
 
 
 def register(app: typer.Typer) -> None:

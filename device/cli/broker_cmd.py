@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import tempfile
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._logs import configure_logging
 from device.cli._runtime import console, fail, run_async
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ def broker(
     tls = _tls(*tls_options) if any(tls_options) else None
     if port is None:
         port = 8883 if tls is not None else 1883
+    configure_logging(logging.WARNING, console)
 
     running: list[Mosquitto] = []  # the child a stop at once must not leave behind
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._logs import configure_logging
 from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
@@ -184,7 +185,7 @@ def fleet(
             plans = _with_credentials(plans, credentials, url)
     except (FleetSpecError, ValueError) as exc:
         raise fail(str(exc), code=2) from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(logging.INFO, console)
     from device.fleet.supervisor import FleetSupervisor
 
     supervisor = FleetSupervisor(plans, password=url.password)

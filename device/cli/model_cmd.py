@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
+from rich.markup import escape
 
 from device.cli._runtime import console, creatable, fail
+from device.cli._tables import Col, fit_table
+from device.cli._units import count
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 model_app = typer.Typer(
     help="Model bundles: the default CNN, MobileNet-V1, splitting ONNX models, per-layer costs.",
@@ -121,7 +128,6 @@ def info_cmd(
 ) -> None:
     """Per-layer kind, output shape, params, forward MACs/sample and stage; LR sizes."""
     from rich.console import Console
-    from rich.table import Table
 
     from device.app.models import load_model
     from device.model.errors import ModelError
@@ -135,21 +141,37 @@ def info_cmd(
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{report['name']} ({bundle.path})")
-    for col in ("layer", "kind", "output", "params", "MACs", "stage"):
-        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
-    for la in report["layers"]:
-        shape = "x".join(str(d) for d in la["out_shape"])
-        table.add_row(la["name"], la["kind"], shape, f"{la['params']:,}", f"{la['macs']:,}",
-                      la["stage"])  # fmt: skip
-    t = report["totals"]
-    table.add_row("total", "", "", f"{t['params']:,}", f"{t['macs']:,}", "")
     out = Console()
-    out.print(table)
+    out.print(info_table(report, str(bundle.path), out.width))
     lr = report["lr"]
     sizes = ", ".join(f"{b} bit: {n:,} B" for b, n in lr["bytes"].items())
     out.print(f"LR {lr['tensor']!r} shape {lr['shape']} ({lr['numel']} values): {sizes}")
     out.print(f"({lr['overhead']}: {lr['overhead_bytes']} B)")
+
+
+#: The columns of ``model info``, the least important with the highest ``hide``.
+INFO_COLUMNS: Final = (
+    Col("layer", "name"),
+    Col("kind", "name", hide=1),
+    Col("output"),
+    Col("params"),
+    Col("MACs"),
+    Col("stage", "name"),
+)
+
+
+def info_table(report: Mapping[str, Any], where: str, width: int) -> Table:
+    """One row per layer of a bundle report (:func:`device.model.info.bundle_report`) and
+    the totals, fitted to ``width`` columns."""
+    rows = []
+    for la in report["layers"]:
+        shape = "x".join(str(d) for d in la["out_shape"])
+        cells = (la["name"], la["kind"], shape, count(la["params"]), count(la["macs"]), la["stage"])
+        rows.append(tuple(escape(str(cell)) for cell in cells))
+    t = report["totals"]
+    rows.append(("total", "", "", count(t["params"]), count(t["macs"]), ""))
+    title = escape(f"{report['name']} ({where})")
+    return fit_table(INFO_COLUMNS, rows, width, title=title)
 
 
 def register(app: typer.Typer) -> None:

@@ -141,10 +141,9 @@ def monitor(
 
 def _log_to_console() -> None:
     """Warnings (lost broker, ignored messages) above the live table."""
-    from rich.logging import RichHandler
+    from device.cli._logs import configure_logging
 
-    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    configure_logging(logging.WARNING, console)
 
 
 async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
@@ -216,7 +215,7 @@ def _table(monitor: FleetMonitor, *, every_device: bool = False) -> Table:
     from device.cli._monitor_view import OVERHEAD_LINES, monitor_table
 
     rows = len(monitor.devices) if every_device else console.size.height - OVERHEAD_LINES
-    return monitor_table(monitor, max_rows=rows)
+    return monitor_table(monitor, max_rows=rows, width=console.width)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._logs import configure_logging
 from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
@@ -93,7 +94,7 @@ def node(
     from device.node.settings import ConnectSettings, DeliverySettings
 
     rate = learning_rate_flag(learning_rate, old_lr)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(logging.INFO, console)
     try:
         url = parse_broker_url(broker, password_file=password_file)
         url.ssl_context()  # a CA file that cannot be used fails here, not in every reconnect

@@ -258,10 +258,9 @@ class _Link:
 
 def _log_to_console() -> None:
     """Warnings (lost broker, reconnects, rejected batches) above the progress bars."""
-    from rich.logging import RichHandler
+    from device.cli._logs import configure_logging
 
-    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    configure_logging(logging.WARNING, console)
 
 
 def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
+from device.cli._logs import configure_logging
 from device.cli._nodeopts import (
     BalancedOpt,
     EpochsOpt,
@@ -28,12 +30,17 @@ from device.cli._nodeopts import (
 )
 from device.cli._pacing import refused
 from device.cli._runtime import console, creatable, fail, run_async, until_stopped
+from device.cli._tables import Col, fit_table
+from device.cli._units import DASH, count, hours, optional, si
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rich.table import Table
 
     from dataset_stream.protocol import RunSummary
     from device.app.up import Up, UpConfig
+    from device.observe.accounting import DeviceRecord
 
 
 def up(
@@ -117,6 +124,7 @@ def up(
         run_dir = out or Path("vega-emu-runs") / time.strftime("%Y%m%d-%H%M%S")
         if (run_dir / "run.sqlite").exists():
             raise fail(f"{run_dir / 'run.sqlite'} exists: give another --out", code=2)
+    configure_logging(logging.WARNING, console)
     bundle = load_model(model, seed=seed)
     try:
         plan = build_scenario(dataset, scenario, seed=seed)
@@ -132,7 +140,6 @@ def up(
     options = LearningOptions(
         lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
     )
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     described: dict[str, object] = {
         "devices": devices,
@@ -219,70 +226,83 @@ def _write_report(recording: Path, where: Path) -> Path:
     return page
 
 
-def _fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _table(up: Up) -> Table:
-    from rich.table import Table
+    stream = up.stream
+    return live_table(up.monitor.devices, stream.acked, stream.total, console.width)
 
-    devices, stream = up.monitor.devices, up.stream
-    table = Table(
-        title=f"vega-emu fleet: {stream.acked}/{stream.total} events learned", title_justify="left"
+
+def live_table(devices: Mapping[str, DeviceRecord], acked: int, total: int, width: int) -> Table:
+    """The live table of ``up``: one row per device, fitted to ``width`` columns."""
+    cols = (
+        Col("device", "name"),
+        Col("state", "name", hide=2),
+        Col("events"),
+        Col("acc"),
+        Col("energy", hide=3),
+        Col("SoC", hide=1),
+        Col("life h"),
+        Col("LRs", hide=4),
     )
-    for name in ("device", "state", "events", "acc", "J", "SoC", "life h", "LRs"):
-        left = name in ("device", "state")
-        table.add_column(
-            name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
-        )
+    rows = []
     for dev in sorted(devices):
         rec = devices[dev]
         tel = rec.telemetry
-        table.add_row(
-            dev,
-            rec.state,
-            str(rec.events),
-            _fmt(tel.accuracy if tel is not None else None, ".3f"),
-            _fmt(rec.energy_j, ".3f"),
-            _fmt(tel.battery.soc if tel is not None else None, ".4%"),
-            _fmt(tel.lifetime_h if tel is not None else None, ",.0f"),
-            str(tel.replay.size) if tel is not None else "-",
+        rows.append(
+            (
+                escape(dev),
+                rec.state,
+                count(rec.events),
+                optional(tel.accuracy if tel is not None else None, ".3f"),
+                si(rec.energy_j, "J"),
+                optional(tel.battery.soc if tel is not None else None, ".4%"),
+                hours(tel.lifetime_h if tel is not None else None),
+                count(tel.replay.size) if tel is not None else DASH,
+            )
         )
-    return table
+    title = f"vega-emu fleet: {acked}/{total} events learned"
+    return fit_table(cols, rows, width, title=title)
+
+
+def summary_table(summary: RunSummary, width: int) -> Table:
+    """The end-of-run table of ``up``: one row per device, fitted to ``width`` columns; the
+    prequential columns only when something was scored."""
+    scored = any(d.prequential_n for d in summary.devices)
+    cols = [
+        Col("device", "name"),
+        Col("events"),
+        Col("acc", legend="acc: final accuracy"),
+        Col("acc 1st", hide=5, legend="acc 1st: after the first event"),
+        Col("factory", hide=3, legend="factory: on the factory classes"),
+        Col("new cls", hide=3, legend="new cls: on the classes learned on the device"),
+    ]
+    if scored:
+        cols += [
+            Col("preq", hide=1, legend="preq: prequential accuracy (test, then train)"),
+            Col("n", hide=1, legend="n: predictions scored"),
+        ]
+    cols += [Col("energy", hide=4), Col("life h")]
+    rows = []
+    for d in summary.devices:
+        cells = [
+            escape(d.device),
+            count(d.events),
+            optional(d.accuracy, ".3f"),
+            optional(d.accuracy_first_event, ".3f"),
+            optional(d.accuracy_factory_classes, ".3f"),
+            optional(d.accuracy_new_classes, ".3f"),
+        ]
+        if scored:
+            cells += [optional(d.prequential_accuracy, ".3f"), count(d.prequential_n)]
+        cells += [si(d.energy_j, "J"), hours(d.lifetime_h)]
+        rows.append(cells)
+    return fit_table(cols, rows, width, title="summary")
 
 
 def _print_summary(summary: RunSummary) -> None:
-    from rich.table import Table
-
     from dataset_stream.outcome import answers_text
 
     console.print()
-    table = Table(
-        title="summary (acc: final accuracy; 1st: after the first event; factory / new cls: on "
-        "the factory classes / the classes learned on the device; preq: prequential accuracy, "
-        "test-then-train, over n predictions)",
-        title_justify="left",
-    )
-    cols = ("device", "events", "acc", "acc 1st", "factory", "new cls", "preq", "n", "J", "life h")
-    for name in cols:
-        left = name == "device"
-        table.add_column(
-            name, justify="left" if left else "right", no_wrap=left, min_width=9 if left else None
-        )
-    for d in summary.devices:
-        table.add_row(
-            d.device,
-            str(d.events),
-            _fmt(d.accuracy, ".3f"),
-            _fmt(d.accuracy_first_event, ".3f"),
-            _fmt(d.accuracy_factory_classes, ".3f"),
-            _fmt(d.accuracy_new_classes, ".3f"),
-            _fmt(d.prequential_accuracy, ".3f"),
-            str(d.prequential_n),
-            _fmt(d.energy_j, ".3f"),
-            _fmt(d.lifetime_h, ",.0f"),
-        )
-    console.print(table)
+    console.print(summary_table(summary, console.width))
     s = summary.stream
     answers = answers_text(
         sent=s.sent,

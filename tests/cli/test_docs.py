@@ -35,6 +35,9 @@ def test_every_command_is_in_the_readme() -> None:
 
 def test_quick_start_is_what_ci_runs() -> None:
     assert "pip install -e . && vega-emu up" in README
+    # a virtual environment first: Debian's and Ubuntu's system Python refuse pip install
+    venv = "python3 -m venv .venv && . .venv/bin/activate"
+    assert venv in README and README.index(venv) < README.index("pip install -e . && vega-emu")
     test_command = "pip install -e '.[test]' && pytest"
     assert test_command in README
     assert test_command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
