@@ -2,10 +2,13 @@
 
 Supported, in a ``kustomization.yaml``: ``resources`` (YAML files, or directories with a
 ``kustomization.yaml`` of their own, rendered first) and ``patches`` given as ``path:`` to a
-file of strategic-merge patches, each naming its target by ``kind`` and ``metadata.name``.
-Anything else in a kustomization (``namePrefix``, ``commonLabels``, generators, JSON 6902
-patches, ``$patch`` directives, ...) is refused with an error, so this renderer cannot silently
-render something other than what kustomize would.
+file of strategic-merge patches, each naming its target by ``kind`` and ``metadata.name``,
+and ``secretGenerator`` entries of ``files`` (``key=path`` or ``path``) with an optional ``type``,
+under ``generatorOptions: {disableNameSuffixHash: true}`` (the Secret keeps its name, so nothing
+refers to a hashed one). A file a generator names that does not exist is an error naming it and
+the command that makes it. Anything else in a kustomization (``namePrefix``, ``commonLabels``,
+other generators or options, JSON 6902 patches, ``$patch`` directives, ...) is refused with an
+error, so this renderer cannot silently render something other than what kustomize would.
 
 The strategic merge: mappings merge key by key (a ``null`` deletes the key); the lists Kubernetes
 merges by name (containers, init containers, env, envFrom is not one, volumes, volume mounts)
@@ -16,13 +19,16 @@ kubectl is installed.
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-KEYS = {"apiVersion", "kind", "resources", "patches"}
+KEYS = {"apiVersion", "kind", "resources", "patches", "secretGenerator", "generatorOptions"}
+GENERATOR_KEYS = {"name", "files", "type"}
+MAKE_SECRETS = "python deploy/k8s/make-secrets.py"
 MERGE_BY_NAME = {"containers", "initContainers", "env", "volumes", "volumeMounts"}
 
 Manifest = dict[str, Any]
@@ -73,6 +79,41 @@ def merge(base: Any, patch: Any, field: str = "") -> Any:
     return copy.deepcopy(patch)
 
 
+def generated_secrets(directory: Path, spec: dict[str, Any]) -> list[Manifest]:
+    """The Secrets of ``spec``'s ``secretGenerator``, as ``kubectl kustomize`` writes them."""
+    generators = spec.get("secretGenerator", [])
+    if not generators:
+        if "generatorOptions" in spec:
+            raise KustomizeError(f"{directory}: generatorOptions without a generator")
+        return []
+    if spec.get("generatorOptions") != {"disableNameSuffixHash": True}:
+        raise KustomizeError(f"{directory}: generators need disableNameSuffixHash: true only")
+    docs = []
+    for generator in generators:
+        unknown = set(generator) - GENERATOR_KEYS
+        if unknown:
+            raise KustomizeError(f"{directory}: unsupported generator fields {sorted(unknown)}")
+        data = {}
+        for source in generator["files"]:
+            name, _, path = source.rpartition("=")
+            file = directory / path
+            if not file.is_file():
+                raise KustomizeError(
+                    f"{file} is missing (Secret {generator['name']!r}): run {MAKE_SECRETS}"
+                )
+            data[name or Path(path).name] = base64.b64encode(file.read_bytes()).decode("ascii")
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": generator["name"]},
+                "type": generator.get("type", "Opaque"),
+                "data": data,
+            }
+        )
+    return docs
+
+
 def render(directory: Path) -> list[Manifest]:
     """The manifests of the kustomization in ``directory``, in resource order."""
     path = directory / "kustomization.yaml"
@@ -84,6 +125,7 @@ def render(directory: Path) -> list[Manifest]:
     for resource in spec.get("resources", []):
         target = directory / resource
         docs += render(target) if target.is_dir() else load_all(target)
+    docs += generated_secrets(directory, spec)
     seen = [key(d) for d in docs]
     duplicates = {k for k in seen if seen.count(k) > 1}
     if duplicates:

@@ -1,21 +1,23 @@
 """deploy/: the image, the compose stack, the Kubernetes manifests and the Grafana dashboard.
 
-- every Kubernetes manifest (the base and both overlays, rendered by :mod:`tests.deploy.kustomize`,
-  which must agree with ``kubectl kustomize`` where kubectl exists) validates offline against
-  the Kubernetes JSON schemas of :data:`K8S_VERSION` (``kubernetes-validate``, strict);
+- every Kubernetes manifest (the base and both overlays, rendered by :mod:`tests.deploy.kustomize`
+  from a copy whose secret files ``deploy/k8s/make-secrets.py`` made, which must agree with
+  ``kubectl kustomize`` where kubectl exists) validates offline against the Kubernetes JSON
+  schemas of :data:`K8S_VERSION` (``kubernetes-validate``, strict);
 - every ``vega-emu`` command line of the compose file and of the manifests (the fleet shards'
   shell entrypoint run for real, with a stand-in ``vega-emu`` that prints its arguments) parses
   with the real command line parser of ``device.cli.app``;
 - the shard id ranges cover the stream's devices exactly once, in compose and in each overlay;
 - every metric a query of the Grafana dashboard names is one a live exporter serves;
 - the generated Mosquitto config lets a fleet node use its own topics only (real Mosquitto);
+- the security of the deployed stacks (secrets per role, TLS, NetworkPolicies, pod hardening,
+  pinned images and hashed locks) is in ``test_deploy_security.py``;
 - with a Docker daemon, the image builds and ``vega-emu --help`` runs in it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import os
@@ -24,11 +26,9 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiomqtt
@@ -44,28 +44,24 @@ from device.cli import app
 from device.observe.exporter import MetricsServer
 from device.observe.monitor import FleetMonitor
 from tests.deploy.kustomize import KustomizeError, Manifest, key, merge, render
+from tests.deploy.stack import (
+    DEPLOY,
+    IMAGE,
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    ROOT,
+    by_key,
+    compose,
+    k8s_with_secrets,
+    load_script,
+    rendered,
+)
 from tests.support.messages import report
 from tests.support.mosquitto import require_mosquitto
 from tests.support.times import NOW
 from tests.support.wait import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-KUSTOMIZATIONS = ["base", "overlays/small", "overlays/large"]
-OVERLAYS = {"overlays/small": 200, "overlays/large": 100_000}  # devices each one runs
 K8S_VERSION = "1.30.0"  # the Kubernetes schemas the manifests are validated against
-IMAGE = "vega-emu:latest"
-
-
-def load_script(name: str, path: Path) -> ModuleType:
-    """A script of deploy/ as a module (deploy/ is no package: the image copies the files)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 healthcheck = load_script("deploy_healthcheck", DEPLOY / "healthcheck.py")
@@ -102,14 +98,6 @@ def test_parse_vega_emu_refuses_what_the_command_line_refuses() -> None:
 # -- Kubernetes ------------------------------------------------------------------------------
 
 
-def rendered(name: str) -> list[Manifest]:
-    return render(K8S / name)
-
-
-def by_key(docs: list[Manifest]) -> dict[tuple[str, str], Manifest]:
-    return {key(d): d for d in docs}
-
-
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_manifests_validate_against_the_kubernetes_schemas(name: str) -> None:
     docs = rendered(name)
@@ -137,14 +125,21 @@ def test_the_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed: the Python renderer is checked on its own")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / name)],
+        ["kubectl", "kustomize", str(k8s_with_secrets() / name)],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     ).stdout
-    theirs = by_key([d for d in yaml.safe_load_all(out) if d])
+    theirs = by_key([unwrapped(d) for d in yaml.safe_load_all(out) if d])
     assert by_key(rendered(name)) == theirs
+
+
+def unwrapped(doc: Manifest) -> Manifest:
+    """``doc`` with a Secret's base64 values on one line (kustomize wraps long ones at 76)."""
+    if doc.get("kind") == "Secret":
+        doc["data"] = {k: "".join(v.split()) for k, v in doc.get("data", {}).items()}
+    return doc
 
 
 def test_the_renderer_refuses_what_it_does_not_support(tmp_path: Path) -> None:
@@ -216,8 +211,9 @@ def test_every_vega_emu_command_line_of_the_manifests_parses(name: str, tmp_path
     env = config_map(docs)
     seen = {}
     for doc, c in containers(docs):
-        if c["image"] != IMAGE or "/opt/vega-emu/init.py" in c.get("command", []):
-            continue  # the Mosquitto config's script: tested below
+        scripts = {"/opt/vega-emu/init.py", "/opt/vega-emu/tls.py"}
+        if c["image"] != IMAGE or scripts & set(c.get("command", [])):
+            continue  # the Mosquitto config's scripts: tested below
         if c.get("command") and "vega-emu" not in " ".join(c["args"]):
             continue  # EMQX's users file
         command, params = parse_vega_emu(
@@ -225,7 +221,7 @@ def test_every_vega_emu_command_line_of_the_manifests_parses(name: str, tmp_path
         )
         seen[command] = params
         assert params["password_file"] == Path(f"/secrets/{command}"), key(doc)
-        assert params["broker"] == f"mqtt://{command}@{env['BROKER_HOST']}", key(doc)
+        assert params["broker"] == f"mqtts://{command}@{env['BROKER_HOST']}", key(doc)
     assert sorted(seen) == ["fleet", "monitor", "stream"]
     assert seen["fleet"]["profile"] == env["PROFILE"]
     assert seen["fleet"]["lr_size"] == int(env["LR_SIZE"])
@@ -257,8 +253,9 @@ def test_the_brokers_and_the_credentials_line_up() -> None:
         service = docs["Service", host]
         assert int(port) in [p["port"] for p in service["spec"]["ports"]]
         assert ("StatefulSet", broker) in docs
-    secret = by_key(rendered("base"))["Secret", "vega-mqtt"]
-    assert set(secret["stringData"]) == {"fleet", "stream", "monitor"}
+    base = by_key(rendered("base"))
+    for role in ("fleet", "stream", "monitor"):
+        assert set(base["Secret", f"vega-mqtt-{role}"]["data"]) == {role}
     # each pod that reads a password mounts the Secret; each volume it mounts exists
     for name in KUSTOMIZATIONS:
         for doc, c in containers(rendered(name)):
@@ -288,11 +285,6 @@ def test_the_monitor_is_scraped_and_the_shards_keep_their_state() -> None:
 # -- compose ---------------------------------------------------------------------------------
 
 
-def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
-    return data
-
-
 def test_every_compose_command_is_a_real_vega_emu_command_line() -> None:
     services = compose()["services"]
     commands = {}
@@ -302,7 +294,7 @@ def test_every_compose_command_is_a_real_vega_emu_command_line() -> None:
         assert all(isinstance(a, str) for a in service["command"]), name
         commands[name], params = parse_vega_emu(service["command"])
         if "password_file" in params:
-            user = params["broker"].removeprefix("mqtt://").partition("@")[0]
+            user = params["broker"].removeprefix("mqtts://").partition("@")[0]
             assert params["password_file"] == Path(f"/secrets/{user}"), name
     assert sorted(commands.values()) == ["fleet", "fleet", "monitor", "stream"]
     init = services["mosquitto-init"]
@@ -349,10 +341,10 @@ def test_compose_files_and_volumes_exist() -> None:
 
 def test_the_dockerfile_follows_the_rules() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, flags=re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", text, flags=re.M)
     assert len(re.findall(r"^FROM ", text, flags=re.M)) >= 2  # multi-stage
-    assert "pip install -r requirements.lock" in text
-    assert "pip install --no-deps ." in text
+    assert "pip install --require-hashes --no-deps -r requirements-runtime.lock" in text
+    assert "pip install --no-deps /tmp/wheels/vega_emu-" in text
     assert re.search(r"^USER 10001", text, flags=re.M)
     assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck\.py", text, flags=re.M)
     assert 'ENTRYPOINT ["vega-emu"]' in text
