@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from broker.acl import read_credentials
 from broker.limits import BrokerLimits
@@ -248,3 +249,27 @@ def test_the_split_is_the_fleets(devices: int, workers: int) -> None:
     init = load_init()
     assert init.split(ids, workers) == shard(ids, workers)
     assert init.gateway_id("x" * 70, 3) == gateway_id("x" * 70, 3)
+
+
+def test_compose_shards_read_the_file_init_writes_for_their_range() -> None:
+    """compose.yaml's mosquitto-init ranges and each fleet service's command agree."""
+    compose = yaml.safe_load((INIT.parents[1] / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    env = services["mosquitto-init"]["environment"]
+    assert "FLEET_PASSWORD_FILE" not in env
+    size, workers = int(env["SHARD_SIZE"]), int(env["WORKERS"])
+    shards = {}
+    for name, service in services.items():
+        command = service.get("command") or []
+        if command[:1] != ["fleet"]:
+            continue
+        option = dict(zip(command[1::2], command[2::2], strict=False))
+        assert "@" not in option["--broker"], name  # no shared user: each node logs in as itself
+        start = int(option["--start-index"])
+        assert int(option["-n"]) == size and int(option["--workers"]) == workers, name
+        number = start // size
+        assert option["--credentials"] == env["FLEET_CREDENTIALS_FILE"].format(shard=number)
+        shards[number] = name
+    assert sorted(shards) == list(range(int(env["DEVICES"]) // size))
+    stream = services["stream"]["command"]
+    assert stream[stream.index("--devices") + 1] == env["DEVICES"]
