@@ -140,6 +140,38 @@ def gateway_devices(user: str, device_ids: Sequence[str]) -> list[str]:
     return mine
 
 
+def gateway_owns(user: str, device: str) -> bool:
+    """Whether the gateway ``gw-{first}-{count}`` speaks for ``device``, from the two names
+    alone (a consumer such as the monitor does not know the ACL's device list).
+
+    A fleet names its devices ``{prefix}{index:04d}`` and a gateway after the first of its
+    ``count`` devices, so ``first`` = ``{head}{digits}`` owns ``{head}{n}`` for ``n`` from
+    ``int(digits)`` to ``int(digits) + count - 1``, written with at least as many digits as
+    ``digits`` (``gw-node-9990-20`` owns ``node-9990`` .. ``node-9999`` and ``node-10000`` ..
+    ``node-10009``). That is :func:`gateway_devices` for an ACL made of the fleet's ids. A
+    ``first`` without an index owns itself only, and a name that is not a gateway's owns
+    nothing. When in doubt the answer is no: a consumer then ignores what the gateway says
+    about that device, and the device's own status still counts.
+    """
+    match = GATEWAY_USER.fullmatch(user)
+    if match is None:
+        return False
+    first, count = match["first"], int(match["count"])
+    if device == first:
+        return True
+    index = _INDEXED.fullmatch(first)
+    theirs = _INDEXED.fullmatch(device)
+    if index is None or theirs is None or theirs["head"] != index["head"]:
+        return False
+    start, n = int(index["digits"]), int(theirs["digits"])
+    width = len(index["digits"])
+    return start <= n < start + count and theirs["digits"] == f"{n:0{width}d}"
+
+
+#: A device id as ``{head}{digits}``: the fleet's ``{prefix}{index:04d}``.
+_INDEXED = re.compile(r"(?P<head>.*?)(?P<digits>[0-9]+)")
+
+
 def service_role(user: str) -> str:
     """``stream``, ``monitor`` or ``gateway``: the role a service user's name gives it."""
     match = SERVICE_USER.fullmatch(user)

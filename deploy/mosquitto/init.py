@@ -1,28 +1,61 @@
-"""Write a Mosquitto config for a containerised fleet: mosquitto.conf, passwords, acl.
+"""Write a Mosquitto config for a containerised fleet: mosquitto.conf, passwords, acl, and the
+fleet shards' credentials.
 
     python init.py OUT_DIR
 
 run once before the broker starts (compose: the ``mosquitto-init`` service; Kubernetes: an
-init container), in the vega-emu image (it uses :mod:`broker.acl`). Passwords come from files
-named by environment variables (Docker and Kubernetes secrets are files):
+init container), in the vega-emu image (the rules are :mod:`broker.acl`'s, the same as
+``vega-emu broker --passwords ... --acl-devices N``).
 
-- ``STREAM_PASSWORD_FILE``, ``MONITOR_PASSWORD_FILE``: the ``stream`` and ``monitor`` users,
-  with the rules of ``vega-emu broker --acl-devices`` (docs/operations.md);
-- ``FLEET_PASSWORD_FILE``: the ``fleet`` user, which every node of every shard logs in as
-  (``vega-emu fleet`` gives all its nodes one user name). Its ACL is by client id, which a
-  node sets to its device id: each connection reads only ``vega/{client id}/batch`` and
-  ``eval`` and writes only its own ``telemetry``, ``status`` and ``error``. Client ids cannot be
-  bound to user names here (they would all be ``fleet``), so whoever holds the fleet password
-  can connect as any device: keep it as secret as the stream's.
+**One identity per role.** Every login is a user of its own, and Mosquitto makes each user name
+the client id (``use_username_as_clientid``), so a login can only ever be its own client:
 
-A password file that does not exist yet is created with a random password (mode 0600), so
-``docker compose up`` works without a setup step. ``PORT`` (default 1883) is the listener,
-``DATA_DIR`` (default ``/mosquitto/data``) the persistence directory, ``MOSQUITTO_USER`` the
-user a broker started as root switches to (default: Mosquitto's own, ``mosquitto``).
-Run as root, it gives the created password files to ``CLIENT_UID`` (default 10001, the image's
-user) and the broker's files to ``BROKER_UID`` (default 1883, the eclipse-mosquitto image's
-``mosquitto`` user); every file it writes is created mode 0600. The config bounds the packets
-and queues the broker takes as ``vega-emu broker`` does (:mod:`broker.limits`).
+- every device ``{PREFIX}{index:04d}`` is a user: it reads its own ``batch``, ``eval`` and
+  ``infer`` and writes its own ``telemetry``, ``status``, ``error`` and ``prediction``;
+- every fleet worker's gateway ``gw-{first}-{count}`` is a user (``vega-emu fleet --connection
+  shared`` logs each worker in as one): the rules of its devices and its own
+  ``gateway/{id}/status``;
+- ``stream`` writes every device's inputs and reads their reports; ``monitor`` reads the reports
+  and the gateways' statuses. Neither may write a report or read an input, so neither can act
+  as a device.
+
+There are no ``pattern`` rules: each rule names its user's own topics. The shards run
+``vega-emu fleet --credentials FILE`` with no user in ``--broker``: each node logs in as its
+device id (``--connection node``, the deployed default: every device keeps its own last will,
+and the shards are sized for it), or each worker as its gateway (``--connection shared``); the
+file holds both, so a shard can switch modes without new secrets. Keep ``WORKERS`` equal to the
+shards' ``--workers``: the gateway users are named after the workers' id ranges.
+
+**The device ranges** come from the environment: ``DEVICES`` (how many, the stream's
+``--devices``), ``SHARD_SIZE`` (each shard's ``-n``; default ``DEVICES``; shard ``k`` runs ids
+``k*SHARD_SIZE`` ..), ``WORKERS`` (each shard's ``--workers``, default 1) and ``PREFIX``
+(default ``node-``).
+
+**Credentials and their trust boundary.** ``FLEET_CREDENTIALS_FILE`` names the plain
+``user:password`` file(s) the shards read. With ``{shard}`` in it (compose:
+``/secrets/fleet-{shard}``) each shard gets a file of its own, with the logins of its devices
+and gateways only: a shard that mounts only its own file can act as its own devices and nothing
+else. Without it (Kubernetes: ``/secrets/fleet``, one key of the Secret) there is one file for
+every shard -- a StatefulSet's pods share one pod spec and learn their ordinal only at run time,
+so each fleet pod holds every device's login: a compromised fleet pod can act as any device of
+the fleet (read its inputs, forge its reports), but never as ``stream`` (which decides what every
+node learns) or ``monitor``. ``STREAM_PASSWORD_FILE`` and ``MONITOR_PASSWORD_FILE`` hold those
+users' passwords (first line).
+
+A file that does not exist yet is created with random passwords (mode 0600), and a login
+missing from an existing file is added, so ``docker compose up`` works without a setup step and
+passwords already handed out are kept. A file that cannot be written (a Kubernetes Secret) must
+hold every login already: a missing one stops here, naming it. To make the Kubernetes Secret,
+run this script once with the same variables and files of your own, then
+``kubectl create secret generic vega-mqtt --from-file=DIR`` (docs/operations.md).
+
+``PORT`` (default 1883) is the listener, ``DATA_DIR`` (default ``/mosquitto/data``) the
+persistence directory, ``MOSQUITTO_USER`` the user a broker started as root switches to (no
+``user`` line when unset). Run as root, it gives the credentials and password files to
+``CLIENT_UID`` (default 10001, the image's user) and the broker's files to ``BROKER_UID``
+(default 1883, the eclipse-mosquitto image's ``mosquitto`` user); every file it writes is
+created mode 0600. The config bounds the packets and queues the broker takes as ``vega-emu
+broker`` does (:mod:`broker.limits`).
 """
 
 from __future__ import annotations
@@ -30,14 +63,60 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from broker.acl import acl_text, password_file_text
+from broker.acl import acl_text, password_file_text, read_credentials
+from broker.errors import BrokerError
 from broker.limits import BrokerLimits
 
-PREFIX = "vega"
+PREFIX = "vega"  # the topic prefix
 USERS = {"stream": "STREAM_PASSWORD_FILE", "monitor": "MONITOR_PASSWORD_FILE"}
-FLEET_USER = "fleet"
+SHARD_FIELD = "{shard}"
+GATEWAY_ID_MAX = 64  # a client id's length, as device.fleet.shard.gateway_id cuts it
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One fleet shard: its number, its device ids and its workers' gateway ids."""
+
+    number: int
+    devices: tuple[str, ...]
+    gateways: tuple[str, ...]
+
+    @property
+    def users(self) -> list[str]:
+        return [*self.devices, *self.gateways]
+
+
+def split(ids: Sequence[str], parts: int) -> list[list[str]]:
+    """``ids`` in ``parts`` contiguous ranges of sizes differing by at most one, the larger
+    first (empty ones dropped): how ``vega-emu fleet --workers`` splits a shard."""
+    size, extra = divmod(len(ids), parts)
+    out, start = [], 0
+    for w in range(parts):
+        end = start + size + (1 if w < extra else 0)
+        out.append(list(ids[start:end]))
+        start = end
+    return [part for part in out if part]
+
+
+def gateway_id(first_device: str, count: int) -> str:
+    """The gateway id of a fleet worker, as ``vega-emu fleet`` names it."""
+    return f"gw-{first_device}-{count}"[:GATEWAY_ID_MAX]
+
+
+def plan_shards(devices: int, shard_size: int, workers: int, prefix: str) -> list[Shard]:
+    """The shards of a fleet of ``devices`` ids, ``shard_size`` each (the last may be smaller)."""
+    if devices < 1 or shard_size < 1 or workers < 1:
+        raise SystemExit("DEVICES, SHARD_SIZE and WORKERS must be at least 1")
+    shards = []
+    for number, start in enumerate(range(0, devices, shard_size)):
+        ids = [f"{prefix}{i:04d}" for i in range(start, min(start + shard_size, devices))]
+        gateways = tuple(gateway_id(part[0], len(part)) for part in split(ids, workers))
+        shards.append(Shard(number, tuple(ids), gateways))
+    return shards
 
 
 def give(path: Path, uid: int) -> None:
@@ -54,31 +133,44 @@ def write_private(path: Path, text: str) -> None:
 
 
 def read_or_create(path: Path, owner: int) -> str:
+    """The password on the first line of ``path``; a random one in a new file if it is missing."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24) + "\n")
         give(path, owner)
-    password = path.read_text(encoding="utf-8").splitlines()[0].strip()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    password = lines[0].strip() if lines else ""
     if not password:
         raise SystemExit(f"{path}: the first line is empty")
     return password
 
 
-def fleet_acl(prefix: str = PREFIX) -> str:
-    """Rules by client id (``%c``) for every connection; only device ids have such topics."""
-    return "\n".join(
-        [
-            "# every node logs in as 'fleet': each may use its own device's topics only",
-            f"pattern read {prefix}/%c/batch",
-            f"pattern read {prefix}/%c/eval",
-            f"pattern write {prefix}/%c/telemetry",
-            f"pattern write {prefix}/%c/status",
-            f"pattern write {prefix}/%c/error",
-            "",
-        ]
-    )
+def credentials(path: Path, users: Sequence[str], owner: int) -> dict[str, str]:
+    """``{user: password}`` for ``users`` from the credentials file ``path``; the logins it
+    lacks (all of them if it does not exist) are made up and written into it, if it can be
+    written. Logins of other users in it are left alone and not given to the broker."""
+    try:
+        given = read_credentials(path) if path.exists() else {}
+    except BrokerError as exc:
+        raise SystemExit(str(exc)) from None
+    missing = [u for u in users if u not in given]
+    if missing:
+        made = {**given, **{u: secrets.token_urlsafe(24) for u in missing}}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(path, "".join(f"{u}:{p}\n" for u, p in made.items()))
+        except OSError as exc:
+            raise SystemExit(
+                f"{path} has no password for {len(missing)} of the fleet's logins (e.g. "
+                f"{missing[0]}) and cannot be written ({exc.strerror}): generate the file "
+                "with this script and the same DEVICES, SHARD_SIZE and WORKERS "
+                "(docs/operations.md)"
+            ) from None
+        give(path, owner)
+        given = made
+    return {u: given[u] for u in users}
 
 
 def config(out: Path, port: int, data_dir: str, user: str | None) -> str:
@@ -98,33 +190,82 @@ def config(out: Path, port: int, data_dir: str, user: str | None) -> str:
             "autosave_interval 60",
             "allow_anonymous false",
             f"password_file {out / 'passwords'}",
+            # each client id is its user name: no login can take another's connection, session
+            # or last will (broker/mosquitto.py does the same for vega-emu broker)
+            "use_username_as_clientid true",
             f"acl_file {out / 'acl'}",
             "",
         ]
     )
 
 
-def write(out: Path, env: dict[str, str]) -> None:
-    files = {**USERS, FLEET_USER: "FLEET_PASSWORD_FILE"}
+def number(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    text = env.get(name)
+    if text is None:
+        if default is None:
+            raise SystemExit(f"{name} is not set: the fleet's device ranges come from it")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise SystemExit(f"{name}={text!r} is not a whole number") from None
+
+
+def write(out: Path, env: Mapping[str, str]) -> None:
+    if "FLEET_PASSWORD_FILE" in env:
+        raise SystemExit(
+            "FLEET_PASSWORD_FILE (one 'fleet' login for every node) is no longer read: each "
+            "device and gateway is a user of its own; set FLEET_CREDENTIALS_FILE and DEVICES "
+            "(see the docstring of init.py)"
+        )
+    owner = int(env.get("CLIENT_UID", "10001"))
     users = {}
-    for user, var in files.items():
+    for user, var in USERS.items():
         if var not in env:
             raise SystemExit(f"{var} is not set: the file with the {user!r} password")
-        users[user] = read_or_create(Path(env[var]), int(env.get("CLIENT_UID", "10001")))
+        users[user] = read_or_create(Path(env[var]), owner)
+    if "FLEET_CREDENTIALS_FILE" not in env:
+        raise SystemExit("FLEET_CREDENTIALS_FILE is not set: the fleet shards' logins")
+    devices = number(env, "DEVICES")
+    shards = plan_shards(
+        devices,
+        number(env, "SHARD_SIZE", devices),
+        number(env, "WORKERS", 1),
+        env.get("PREFIX", "node-"),
+    )
+    template = env["FLEET_CREDENTIALS_FILE"]
+    files: dict[Path, list[str]] = {}  # credentials file -> the logins it holds
+    for shard in shards:
+        files.setdefault(Path(template.replace(SHARD_FIELD, str(shard.number))), []).extend(
+            shard.users
+        )
+    for path, logins in files.items():
+        users |= credentials(path, logins, owner)
+    device_ids = [d for shard in shards for d in shard.devices]
+    gateways = [g for shard in shards for g in shard.gateways]
     out.mkdir(parents=True, exist_ok=True)
-    port = int(env.get("PORT", "1883"))
+    try:
+        acl = acl_text(device_ids, PREFIX, service_users=gateways)
+    except BrokerError as exc:
+        raise SystemExit(str(exc)) from None
     texts = {
         "passwords": password_file_text(users),
-        "acl": acl_text([], PREFIX) + "\n" + fleet_acl(PREFIX),
+        "acl": acl,
         "mosquitto.conf": config(
-            out, port, env.get("DATA_DIR", "/mosquitto/data"), env.get("MOSQUITTO_USER")
+            out,
+            int(env.get("PORT", "1883")),
+            env.get("DATA_DIR", "/mosquitto/data"),
+            env.get("MOSQUITTO_USER"),
         ),
     }
     for name, text in texts.items():
         path = out / name
         write_private(path, text)
         give(path, int(env.get("BROKER_UID", "1883")))
-    print(f"mosquitto config in {out}: users {', '.join(users)}")
+    print(
+        f"mosquitto config in {out}: users stream, monitor, {len(device_ids)} devices, "
+        f"{len(gateways)} gateways; fleet credentials in {', '.join(map(str, files))}"
+    )
 
 
 if __name__ == "__main__":

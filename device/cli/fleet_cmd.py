@@ -168,9 +168,12 @@ def fleet(
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)
+        n_workers = min(workers or os.cpu_count() or 1, plan.size)
+        if connection is Connection.SHARED and credentials is None:
+            _one_login_per_worker(url, n_workers)
         plans = shard_plans(
             plan,
-            workers or os.cpu_count() or 1,
+            n_workers,
             load_model=load_model,
             broker=url,
             state_dir=state_dir,
@@ -190,6 +193,24 @@ def fleet(
 
     supervisor = FleetSupervisor(plans, password=url.password)
     run_async(lambda stop: _run(stop, supervisor, plan.size), on_force=supervisor.kill)
+
+
+def _one_login_per_worker(url: object, n_workers: int) -> None:
+    """Refuse shared workers that would all log in as the one user of ``--broker``: a broker
+    that binds client ids to user names gives them one client id, and each connection then
+    takes it from the others. Without a user name the broker is open (or the user comes from
+    nowhere the fleet can see) and the workers' gateway ids stay apart."""
+    from broker.url import BrokerURL
+
+    assert isinstance(url, BrokerURL)
+    if n_workers > 1 and url.username is not None:
+        raise fail(
+            f"--connection shared with {n_workers} workers would log every worker in as "
+            f"{url.username!r}, and a broker that binds client ids to users makes them one "
+            "client that keeps kicking itself off: give each worker its own gateway login with "
+            "--credentials FILE (docs/fleet.md, Secured shared fleets), or use --workers 1",
+            code=2,
+        )
 
 
 def _with_credentials(plans: list[ShardPlan], path: Path, url: object) -> list[ShardPlan]:

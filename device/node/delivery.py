@@ -14,10 +14,12 @@ The rules (docs/protocol.md, "Delivery guarantees"), for a node whose last commi
 - **early**: a later seq is held (unacknowledged) until the missing ones arrive: :class:`Hold`,
   whose deadline is ``hold_s`` after the first hold or after the last progress, whichever is
   later; a second copy of a held seq is :class:`HeldCopy` (acknowledged, nothing else);
-- **gap**: once the deadline passes, or as soon as more than ``max_held`` seqs are held, the
+- **gap**: once the deadline passes, or as soon as more than ``max_held`` seqs are held or the
+  held ones keep more than ``max_held_bytes`` (each arrival says what its batch keeps), the
   missing seqs before the lowest held one are given up as a :class:`Gap` and learning goes on
   from there (:meth:`SeqBook.due`); a node that never learned has nothing missing: it starts at
-  the lowest seq it holds;
+  the lowest seq it holds. So a node holds at most ``max_held`` batches and ``max_held_bytes``
+  plus one batch, whatever a producer sends;
 - **past**: a seq at or below ``last`` is a :class:`Duplicate` if the node handled it (learned,
   depleted or failed: it is in the event log) and :class:`Stale` if it was given up as a gap;
 - **too far**: a seq more than ``max_seq_ahead`` past ``last`` is :class:`TooFarAhead`.
@@ -121,7 +123,8 @@ class SeqBook:
     """Which seqs a node has committed and holds, and what to do with the next one.
 
     State: ``last_seq`` (the last seq committed, learned or given up; ``None`` if none), the
-    seqs held and the hold deadline (``None`` exactly when nothing is held).
+    seqs held with the bytes each keeps, and the hold deadline (``None`` exactly when nothing
+    is held).
     """
 
     def __init__(self, rules: DeliverySettings, last_seq: int | None = None) -> None:
@@ -129,7 +132,7 @@ class SeqBook:
             raise ValueError(f"last_seq must be >= 0 or None, got {last_seq}")
         self.rules = rules
         self._last_seq = last_seq
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}  # seq -> bytes its held batch keeps
         self._deadline_s: float | None = None
 
     @property
@@ -147,6 +150,11 @@ class SeqBook:
         return tuple(sorted(self._held))
 
     @property
+    def held_bytes(self) -> int:
+        """What the held batches keep, in all (as their arrivals said)."""
+        return sum(self._held.values())
+
+    @property
     def deadline_s(self) -> float | None:
         """When the seqs missing before the held ones are given up (``None``: nothing held)."""
         return self._deadline_s
@@ -158,11 +166,16 @@ class SeqBook:
 
     # -- events ------------------------------------------------------------------------------
 
-    def arrived(self, seq: int, now_s: float, *, handled: bool = False) -> Arrival:
+    def arrived(
+        self, seq: int, now_s: float, *, handled: bool = False, size_bytes: int = 0
+    ) -> Arrival:
         """A batch with ``seq`` arrived at ``now_s``; ``handled``: whether the event log holds
-        ``seq`` (looked at only when :meth:`is_past`)."""
+        ``seq`` (looked at only when :meth:`is_past`); ``size_bytes``: what the batch keeps in
+        memory if it is held."""
         if seq < 0:
             raise ValueError(f"seq must be >= 0, got {seq}")
+        if size_bytes < 0:
+            raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
         last = self._last_seq
         if last is not None and seq <= last:
             return Duplicate(seq) if handled else Stale(seq)
@@ -172,7 +185,7 @@ class SeqBook:
         if seq > expected:
             if seq in self._held:
                 return HeldCopy(seq)
-            self._held.add(seq)
+            self._held[seq] = size_bytes
             if self._deadline_s is None:
                 self._deadline_s = now_s + self.rules.hold_s
             return Hold(seq, expected, self._deadline_s)
@@ -181,10 +194,11 @@ class SeqBook:
 
     def due(self, now_s: float) -> Learn | None:
         """What is due at ``now_s``: the gap before the lowest held seq once the deadline has
-        passed or more than ``max_held`` seqs are held; else nothing."""
+        passed, more than ``max_held`` seqs are held or they keep more than ``max_held_bytes``;
+        else nothing."""
         if not self._held or self._deadline_s is None:
             return None
-        if len(self._held) <= self.rules.max_held and now_s < self._deadline_s:
+        if now_s < self._deadline_s and not self.over_budget:
             return None
         first_held = min(self._held)
         last = self._last_seq
@@ -193,12 +207,18 @@ class SeqBook:
             gap = Gap(last + 1, first_held - 1)
         return Learn(self._run_from(first_held), gap)
 
+    @property
+    def over_budget(self) -> bool:
+        """Whether the held batches are too many, or keep too many bytes, to wait any longer."""
+        rules = self.rules
+        return len(self._held) > rules.max_held or self.held_bytes > rules.max_held_bytes
+
     def committed(self, seq: int, now_s: float) -> None:
         """The node committed ``seq`` (learned, depleted or failed) at ``now_s``."""
         if self._last_seq is not None and seq != self._last_seq + 1:
             raise ValueError(f"seq {seq} committed after seq {self._last_seq}: not the next one")
         self._last_seq = seq
-        self._held.discard(seq)
+        self._held.pop(seq, None)
         self._progress(now_s)
 
     def skipped(self, gap: Gap, now_s: float) -> None:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TelemetryHook = Callable[[Telemetry], None]
 
-__all__ = ["Sequencer", "TelemetryHook"]
+__all__ = ["Sequencer", "TelemetryHook", "held_size_bytes"]
 
 
 class Sequencer:
@@ -89,7 +89,12 @@ class Sequencer:
         try:
             # whether a seq at or below the last one was handled or skipped: the event log knows
             handled = book.is_past(seq) and await asyncio.to_thread(engine.has_event, seq)
-            decision = book.arrived(seq, self._clock.monotonic_s(), handled=handled)
+            decision = book.arrived(
+                seq,
+                self._clock.monotonic_s(),
+                handled=handled,
+                size_bytes=held_size_bytes(message, batch),
+            )
             match decision:
                 case Learn():
                     await self._learn_run(client, decision, (message, batch))
@@ -101,9 +106,7 @@ class Sequencer:
                         seq,
                         decision.waiting_for,
                     )
-                    release = book.due(self._clock.monotonic_s())  # held too many: skip the gap
-                    if release is not None:
-                        await self._release(client, release)
+                    await self._release_over_budget(client)
                 case HeldCopy():  # a second copy (a producer re-publishing): one is enough
                     ack(client, message)
                 case Duplicate():
@@ -147,6 +150,17 @@ class Sequencer:
         """Answer a batch that is not applied with an error carrying its seq; acknowledge it."""
         await self._outbox.error(client, ErrorMessage(self.device_id, code, text, seq=seq))
         ack(client, message)
+
+    async def _release_over_budget(self, client: aiomqtt.Client) -> None:
+        """While the held batches are too many or too large, skip the gap before the lowest
+        one and learn on: one release may free less than the batch just held (a small run
+        before large ones), so it goes on until the book is within its budget again."""
+        book = self._book
+        while (release := book.due(self._clock.monotonic_s())) is not None:
+            held_before = len(book.held)
+            await self._release(client, release)
+            if len(book.held) >= held_before:  # nothing committed: the next arrival tries again
+                return
 
     async def _release(self, client: aiomqtt.Client, release: Learn) -> None:
         """Give up on the missing seqs before the first held batch; learn on from there."""
@@ -244,6 +258,14 @@ class Sequencer:
                     await self._outbox.error(client, error)
                     await self._outbox.status(client, "error", f"storage: {exc}")
                 await asyncio.sleep(delay)
+
+
+def held_size_bytes(message: aiomqtt.Message, batch: Batch) -> int:
+    """What a held batch keeps in memory: its wire payload and its decoded arrays."""
+    payload = message.payload
+    wire = len(payload) if isinstance(payload, bytes | bytearray) else 0
+    arrays = batch.x.nbytes + batch.y.nbytes + (0 if batch.ids is None else batch.ids.nbytes)
+    return wire + arrays
 
 
 async def _set_before(event: asyncio.Event, clock: Clock, deadline_s: float) -> bool:

@@ -35,14 +35,18 @@ class DeliverySettings:
 
     hold_s: how long (wall seconds) a batch that arrived early is held, unacknowledged, waiting
     for the missing seqs before they are skipped as a gap; max_held: early batches held at most
-    (one more forces the gap at once); max_seq_ahead: a seq further than this past the last one
-    is refused (``bad_metadata``) instead of making every later batch look stale;
+    (one more forces the gap at once); max_held_bytes: the bytes the held batches may keep in
+    memory (payload and decoded arrays, :func:`device.node.sequencer.held_size_bytes`) -- past
+    it the gap is forced at once too, so far-ahead batches near the largest valid size cannot
+    fill a node's memory before the count does; max_seq_ahead: a seq further than this past
+    the last one is refused (``bad_metadata``) instead of making every later batch look stale;
     retry_initial_s / retry_cap_s: backoff between attempts to commit an event the store
     refused (disk full, read-only): the batch is kept and retried, never dropped.
     """
 
     hold_s: float = 30.0
     max_held: int = 64
+    max_held_bytes: int = 64 * 1024 * 1024
     max_seq_ahead: int = 1_000_000
     retry_initial_s: float = 0.5
     retry_cap_s: float = 30.0
@@ -52,6 +56,8 @@ class DeliverySettings:
             raise ValueError(f"hold_s must be a number >= 0, got {self.hold_s}")
         if self.max_held < 1 or self.max_seq_ahead < 1:
             raise ValueError(f"max_held and max_seq_ahead must be >= 1, got {self.max_held}")
+        if self.max_held_bytes < 1:
+            raise ValueError(f"max_held_bytes must be >= 1, got {self.max_held_bytes}")
         if not 0 < self.retry_initial_s <= self.retry_cap_s:
             raise ValueError("need 0 < retry_initial_s <= retry_cap_s")
 

@@ -18,7 +18,14 @@ when leaving the context. Leaving the context ends the session at the broker.
 
 A gateway's status (:class:`~dataset_stream.protocol.GatewayStatus`, on
 ``{prefix}/gateway/{id}/status``) that says ``offline`` marks the devices it lists offline
-(those that still look online), since they have no last will of their own.
+(those that still look online), since they have no last will of their own -- but only the
+devices that gateway owns: a gateway ``gw-{first}-{count}`` speaks for the ``count`` fleet ids
+from ``first`` on (:func:`broker.acl.gateway_owns`, the range the broker's ACL gives that
+gateway user), a gateway named otherwise for none. A status that names other devices is
+counted (``foreign``, once per status) and logged (a warning once per gateway), and is applied
+to the gateway's own devices only. On a broker that binds client ids to users and has the
+generated ACL, the id in the topic is the gateway's login, so a gateway's credentials cannot
+mark another gateway's, or a standalone node's, devices offline.
 
 Delivery accounting (gaps, duplicates, rejected inputs, event lag) is kept per device in a
 :class:`~device.observe.accounting.DeviceRecord` and for the fleet in :attr:`FleetMonitor.lag`, all
@@ -45,6 +52,7 @@ from typing import Final, Self, TypeAlias
 
 import aiomqtt
 
+from broker.acl import gateway_owns
 from broker.backoff import Backoff
 from broker.errors import SubscriptionRefused
 from broker.reconnect import Reconnect
@@ -119,6 +127,7 @@ class FleetMonitor:
         self._warned: dict[str, int] = {}
         self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
         self._gateway_head = f"{self.prefix}/gateway/"
+        self._untrusted_gateways: set[str] = set()  # warned about once
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -243,16 +252,33 @@ class FleetMonitor:
             self._ignore("invalid", f"{where[:200]}: {exc.message}")
             return
         self.gateways[status.gateway] = status.state
+        mine = [d for d in status.devices if gateway_owns(status.gateway, d)]
+        if len(mine) < len(status.devices):
+            self._untrusted(status.gateway, [d for d in status.devices if d not in mine])
         if status.online:
             return
         received = self._clock()
-        for device in status.devices:
+        for device in mine:
             record = self.devices.get(device)
             if record is None or record.status is None or not record.status.online:
                 continue
             record.status = Status.offline(device)
             if self.on_message is not None:
                 self.on_message(device, record.status, received)
+
+    def _untrusted(self, gateway: str, devices: list[str]) -> None:
+        """A gateway's status named devices it does not own: counted, warned once per gateway,
+        not applied to them."""
+        self.foreign += 1
+        level = logging.DEBUG if gateway in self._untrusted_gateways else logging.WARNING
+        self._untrusted_gateways.add(gateway)
+        log.log(
+            level,
+            "monitor: gateway %s named %d device(s) it does not own (%s); ignored for those",
+            gateway,
+            len(devices),
+            ", ".join(devices[:3]) + (", ..." if len(devices) > 3 else ""),
+        )
 
     def _prediction(self, where: str) -> None:
         """Count a prediction for the device of its topic (its payload is not decoded)."""

@@ -9,7 +9,8 @@
   with the real command line parser of ``device.cli.app``;
 - the shard id ranges cover the stream's devices exactly once, in compose and in each overlay;
 - every metric a query of the Grafana dashboard names is one a live exporter serves;
-- the generated Mosquitto config lets a fleet node use its own topics only (real Mosquitto);
+- (the generated Mosquitto config: tests/deploy/test_mosquitto_init_config.py and, probed with
+  real clients, tests/deploy/test_deploy_broker_probe.py);
 - the security of the deployed stacks (secrets per role, TLS, NetworkPolicies, pod hardening,
   pinned images and hashed locks) is in ``test_deploy_security.py``;
 - with a Docker daemon, the image builds and ``vega-emu --help`` runs in it.
@@ -20,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
 import shutil
 import socket
-import stat
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ import typer.main
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker import BrokerURL, EmbeddedBroker, free_port
+from broker import BrokerURL, EmbeddedBroker
 from dataset_stream.protocol import ErrorMessage, Status, fleet_ids
 from device.cli import app
 from device.observe.exporter import MetricsServer
@@ -57,15 +56,12 @@ from tests.deploy.stack import (
     rendered,
 )
 from tests.support.messages import report
-from tests.support.mosquitto import require_mosquitto
 from tests.support.times import NOW
-from tests.support.wait import wait_until
 
 K8S_VERSION = "1.30.0"  # the Kubernetes schemas the manifests are validated against
 
 
 healthcheck = load_script("deploy_healthcheck", DEPLOY / "healthcheck.py")
-mosquitto_init = load_script("deploy_mosquitto_init", DEPLOY / "mosquitto" / "init.py")
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -293,7 +289,7 @@ def test_every_compose_command_is_a_real_vega_emu_command_line() -> None:
             continue
         assert all(isinstance(a, str) for a in service["command"]), name
         commands[name], params = parse_vega_emu(service["command"])
-        if "password_file" in params:
+        if params["password_file"] is not None:
             user = params["broker"].removeprefix("mqtts://").partition("@")[0]
             assert params["password_file"] == Path(f"/secrets/{user}"), name
     assert sorted(commands.values()) == ["fleet", "fleet", "monitor", "stream"]
@@ -531,97 +527,6 @@ def test_the_dashboard_is_provisioned_from_prometheus() -> None:
     path = providers["providers"][0]["options"]["path"]
     grafana = compose()["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{path}:ro" in grafana
-
-
-# -- the generated Mosquitto config ----------------------------------------------------------
-
-
-def test_the_init_script_writes_private_files_and_keeps_given_passwords(tmp_path: Path) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    (secrets / "stream").write_text("given-stream-password\n")
-    env = {f"{u.upper()}_PASSWORD_FILE": str(secrets / u) for u in ("stream", "monitor", "fleet")}
-    mosquitto_init.write(tmp_path / "conf", env)
-    assert (secrets / "stream").read_text() == "given-stream-password\n"
-    assert len((secrets / "fleet").read_text().strip()) >= 24  # made up, random
-    for path in [*(tmp_path / "conf").iterdir(), secrets / "fleet"]:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    passwords = (tmp_path / "conf" / "passwords").read_text()
-    assert "given-stream-password" not in passwords  # hashed
-    assert sorted(line.split(":")[0] for line in passwords.splitlines()) == [
-        "fleet",
-        "monitor",
-        "stream",
-    ]
-
-
-@pytest.mark.mosquitto
-async def test_a_fleet_node_reads_and_writes_only_its_own_topics(tmp_path: Path) -> None:
-    require_mosquitto()
-    import getpass
-
-    from broker import find_mosquitto
-
-    port = free_port()
-    secrets = tmp_path / "secrets"
-    env = {f"{u.upper()}_PASSWORD_FILE": str(secrets / u) for u in ("stream", "monitor", "fleet")}
-    env |= {"PORT": str(port), "DATA_DIR": str(tmp_path / "data")}
-    if os.geteuid() == 0:
-        env |= {"MOSQUITTO_USER": getpass.getuser(), "BROKER_UID": "0", "CLIENT_UID": "0"}
-    (tmp_path / "data").mkdir()
-    mosquitto_init.write(tmp_path / "conf", env)
-    password = {u: (secrets / u).read_text().strip() for u in ("stream", "fleet")}
-    process = await asyncio.create_subprocess_exec(
-        find_mosquitto(),
-        "-c",
-        str(tmp_path / "conf" / "mosquitto.conf"),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        # another process's port: nothing to wait on but the port itself
-        await wait_until(listening, timeout_s=30, what=f"mosquitto listening on port {port}")
-
-        def client(user: str, client_id: str) -> aiomqtt.Client:
-            return aiomqtt.Client(
-                "127.0.0.1",
-                port,
-                username=user,
-                password=password[user],
-                identifier=client_id,
-                timeout=10,
-            )
-
-        got: list[str] = []
-        async with client("fleet", "node-0003") as node, client("stream", "stream-x") as stream:
-            await node.subscribe("vega/node-0003/batch", qos=1)
-            await node.subscribe("vega/node-0004/batch", qos=1)  # not its own: nothing comes
-            for device in ("node-0004", "node-0003"):
-                await stream.publish(f"vega/{device}/batch", device.encode(), qos=1)
-            await stream.subscribe("vega/+/telemetry", qos=1)
-            await node.publish("vega/node-0004/telemetry", b"forged", qos=1)  # dropped
-            await node.publish("vega/node-0003/telemetry", b"own", qos=1)
-            async with asyncio.timeout(10):
-                async for message in node.messages:
-                    got.append(str(message.topic))
-                    break
-                async for message in stream.messages:
-                    got.append(f"{message.topic} {message.payload!r}")
-                    break
-        assert got == ["vega/node-0003/batch", "vega/node-0003/telemetry b'own'"]
-        with pytest.raises(aiomqtt.MqttError):
-            async with aiomqtt.Client("127.0.0.1", port, identifier="anon", timeout=5):
-                pass
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 # -- sizing: docs/scaling.md -----------------------------------------------------------------

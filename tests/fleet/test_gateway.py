@@ -202,7 +202,7 @@ async def test_a_gateway_subscribes_again_on_a_broker_that_came_back(
 
 # -- under the ACL ---------------------------------------------------------------------------------
 
-GATEWAY = "gw-acl"
+GATEWAY = "gw-node-0000-2"  # a fleet gateway's name: the monitor trusts it for node-0000, node-0001
 ACL_IDS = ["node-0000", "node-0001"]
 USERS = {"monitor": "pm", "stream": "ps", GATEWAY: "pg", **{d: f"p-{d}" for d in ACL_IDS}}
 
