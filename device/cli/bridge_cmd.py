@@ -202,7 +202,7 @@ def bridge(
 
 def _source(text: str, follow: bool, password_file: Path | None) -> Source:
     from broker.errors import BrokerURLError
-    from broker.url import parse_broker_url
+    from broker.url import mask_url, parse_broker_url
     from dataset_stream.bridge import FileSource, MqttSource, StdinSource, split_source_url
 
     if text.startswith(("mqtt://", "mqtts://")):
@@ -223,6 +223,11 @@ def _source(text: str, follow: bool, password_file: Path | None) -> Source:
         return StdinSource()
     path = Path(text)
     if not path.is_file():
+        if "@" in text or text.startswith("mqtt"):  # a mistyped URL: it may hold a password
+            raise typer.BadParameter(
+                f"{mask_url(text)} is neither a file nor an mqtt:// or mqtts:// URL",
+                param_hint="--from",
+            )
         raise typer.BadParameter(f"{path} is not a file", param_hint="--from")
     return FileSource(path, follow=follow)
 

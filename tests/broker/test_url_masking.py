@@ -183,6 +183,11 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
         ("bridge", "stream:{pw}@127.0.0.1:4"),
         ("node", "mqtt://stream:{pw}"),
         ("monitor", "mqtt://stream@{pw}@127.0.0.1:4"),
+        # the bridge's source is a URL too: a mistyped one is not taken for a file name
+        ("bridge-from", "mqtt:/stream:{pw}@127.0.0.1:4/sensors/#"),
+        ("bridge-from", "mqtt//stream:{pw}@127.0.0.1/sensors/#"),
+        ("bridge-from", "stream:{pw}@127.0.0.1:4"),
+        ("bridge-from", "mqtt:stream:{pw}@127.0.0.1"),
         # well formed, nothing listens: the connection error names the broker, masked
         ("stream", "mqtt://stream:{pw}@127.0.0.1:{port}"),
         ("monitor", "mqtt://stream:{pw}@127.0.0.1:{port}"),
@@ -190,7 +195,10 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
 )
 def test_no_command_prints_the_password(command: str, form: str, tmp_path: Path) -> None:
     url = form.format(pw=PASSWORD, port=free_port())
-    done = run_cli([*commands(tmp_path)[command], "--broker", url])
+    if command == "bridge-from":  # the password is in the bridge's source, not its broker
+        done = run_cli(["bridge", "--from", url, "--device", "node-0000"])
+    else:
+        done = run_cli([*commands(tmp_path)[command], "--broker", url])
     output = done.stdout + done.stderr
     assert done.returncode in (1, 2), output
     assert "***" in output, output  # it did reach the URL and named it
