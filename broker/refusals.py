@@ -5,13 +5,17 @@ certificate stays so however often a client tries; a broker that is down or a ne
 drops may come back. :class:`Refusals` is the give-up rule of a client that retries on its own
 (a node's session, a gateway's): a permanent refusal is said once, retried for ``give_up_s``,
 then raised as the client's own error.
+
+A process that holds many clients (a fleet worker: one session per node) would print one line
+per client per attempt while its broker is down: :class:`RetryLines` lets the first failure of
+each kind through per window and counts the others into the next line that goes out.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiomqtt
@@ -57,6 +61,32 @@ def permanent_failure(exc: aiomqtt.MqttError) -> str | None:
 
 
 @dataclass(slots=True)
+class RetryLines:
+    """Which retry lines to print. Per kind of failure (its text), one client speaks for the
+    process: every line of that client goes out, with the count of the same failures of other
+    clients held back since its last one; another client takes over when the speaker has been
+    silent for ``window_s``. A process with one client prints every line."""
+
+    window_s: float = 10.0
+    _kinds: dict[str, tuple[str, float, int]] = field(default_factory=dict)  # speaker, at, held
+
+    def admit(self, kind: str, who: str, now_s: float) -> int | None:
+        """``None`` to hold this line back; else the number held back since the last one."""
+        speaker, at, held = self._kinds.get(kind, (who, now_s, 0))
+        if speaker != who and now_s - at < self.window_s:
+            self._kinds[kind] = (speaker, at, held + 1)
+            return None
+        if len(self._kinds) > 1000:  # kinds are error texts: few, but never unbounded
+            self._kinds.clear()
+        self._kinds[kind] = (who, now_s, 0)
+        return held
+
+
+#: The process's retry lines (every client of a process shares its standard error).
+RETRY_LINES: Final = RetryLines()
+
+
+@dataclass(slots=True)
 class Refusals:
     """A client the broker refuses for good (:func:`permanent_failure`): say so once, keep
     trying for ``give_up_s``, then raise ``gave_up(message)``, the client's own error. Any
@@ -77,7 +107,10 @@ class Refusals:
         why = permanent_failure(exc)
         if why is None:
             self.since = None
-            log.warning("%s: MQTT %s; reconnecting in %.1f s", self.who, exc, delay_s)
+            held = RETRY_LINES.admit(str(exc), self.who, now_s)
+            if held is not None:
+                more = f" (and {held} more such failure(s) of other clients)" if held else ""
+                log.warning("%s: MQTT %s; reconnecting in %.1f s%s", self.who, exc, delay_s, more)
             return
         if self.since is None:
             self.since = now_s
@@ -96,4 +129,4 @@ class Refusals:
             )
 
 
-__all__ = ["Refusals", "permanent_failure"]
+__all__ = ["RETRY_LINES", "Refusals", "RetryLines", "permanent_failure"]

@@ -15,34 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Final
 
 from rich.console import Console
 from rich.logging import RichHandler
 
+from device.logs import LINE_FORMAT, OneLineFormatter
+
 __all__ = ["LINE_FORMAT", "OneLineFormatter", "configure_logging"]
 
-#: The fields of a plain log line.
-LINE_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Time of day on a terminal (ISO 8601's extended time).
 TERMINAL_TIME: Final = "%H:%M:%S"
-
-
-class OneLineFormatter(logging.Formatter):
-    """:data:`LINE_FORMAT` with an ISO-8601 time (milliseconds and the UTC offset), on one
-    line: line breaks in the message or its traceback are written ``\\n``."""
-
-    def __init__(self) -> None:
-        super().__init__(LINE_FORMAT)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        local = datetime.fromtimestamp(record.created).astimezone()
-        return local.isoformat(timespec="milliseconds")
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
 
 
 class _Lines(logging.StreamHandler):

@@ -50,6 +50,7 @@ from device.errors import DeviceError
 from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
 from device.fleet.spec import DeviceClass
+from device.logs import one_line_logging
 from device.model.bundle import ModelBundle
 from device.model.errors import ModelError
 from device.node.node import Node
@@ -307,9 +308,7 @@ async def _main(plan: ShardPlan, url: BrokerURL, stopper: Stopper) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    one_line_logging(logging.INFO)
     line = sys.stdin.readline()
     try:
         plan = ShardPlan.from_json(line)

@@ -4,7 +4,8 @@ Every module's imports are read with :mod:`ast` -- at the top, inside functions 
 ``TYPE_CHECKING`` alike: an import the type checker needs is a dependency all the same -- and
 each one is checked against :data:`MAY_IMPORT`. Layers, lowest first::
 
-    device base      device (the package), device.errors, device.aio, device.clock, device.private
+    device base      device (the package), device.errors, device.aio, device.clock, device.logs,
+                     device.private
     learning         the numeric core: numpy and device.errors only, no I/O of any kind
     energy, model    what the work costs, and the model bundles; both build on learning
     node             one node: session, delivery, engine, store
@@ -40,7 +41,7 @@ PACKAGES: Final = ("device", "broker", "dataset_stream")
 BASE: Final = "device base"
 #: Modules of the base layer; any other module belongs to the layer of its longest prefix below.
 BASE_MODULES: Final = frozenset(
-    {"device", "device.errors", "device.aio", "device.clock", "device.private"}
+    {"device", "device.errors", "device.aio", "device.clock", "device.logs", "device.private"}
 )
 LAYERS: Final = (
     "device.learning",
