@@ -6,8 +6,12 @@ Run once before ``kubectl apply -k deploy/k8s/overlays/...``; nothing in the rep
 password, so without these files ``kubectl kustomize`` stops at the first missing one. It makes,
 each mode 0600 with a random ``secrets.token_urlsafe(24)`` (an existing file is kept):
 
-- ``base/secrets/fleet``, ``stream``, ``monitor``: the MQTT passwords, one Secret per role
-  (``vega-mqtt-fleet``, ``vega-mqtt-stream``, ``vega-mqtt-monitor``): a pod mounts its own only;
+- ``base/secrets/stream``, ``monitor``: the MQTT passwords of those users, and
+  ``base/secrets/fleet``: the fleet's key, which every device's and fleet worker's password is
+  derived from (``deploy/mosquitto/init.py``: the broker derives them all, each fleet pod its
+  own shard's, so no file grows with the fleet and nobody types 100,000 passwords); one Secret
+  per role (``vega-mqtt-fleet``, ``vega-mqtt-stream``, ``vega-mqtt-monitor``): a pod mounts its
+  own only;
 - ``emqx/secrets/dashboard``: the EMQX dashboard's admin password (``emqx-dashboard``);
 - ``tls/secrets/tls.crt``, ``tls.key``, ``ca.crt``: a generated CA and the broker's server
   certificate for ``mosquitto`` and ``emqx`` (and their ``NS.svc`` names with ``--namespace``),

@@ -1,10 +1,12 @@
-"""Write a Mosquitto config for a containerised fleet: mosquitto.conf, passwords, acl, and the
-fleet shards' credentials.
+"""Write a Mosquitto config for a containerised fleet (mosquitto.conf, passwords, acl), and the
+fleet shards' logins.
 
-    python init.py OUT_DIR
+    python init.py OUT_DIR                        # the broker's config (compose, Kubernetes)
+    python init.py --shard-credentials FILE       # one Kubernetes fleet pod's logins
+    python init.py --emqx-users FILE              # EMQX's bootstrap users (Kubernetes, large)
 
-run once before the broker starts (compose: the ``mosquitto-init`` service; Kubernetes: an
-init container), in the vega-emu image (the rules are :mod:`broker.acl`'s, the same as
+run before the broker or the shard starts (compose: the ``mosquitto-init`` service; Kubernetes:
+init containers), in the vega-emu image (the rules are :mod:`broker.acl`'s, the same as
 ``vega-emu broker --passwords ... --acl-devices N``).
 
 **One identity per role.** Every login is a user of its own, and Mosquitto makes each user name
@@ -31,23 +33,29 @@ shards' ``--workers``: the gateway users are named after the workers' id ranges.
 ``k*SHARD_SIZE`` ..), ``WORKERS`` (each shard's ``--workers``, default 1) and ``PREFIX``
 (default ``node-``).
 
-**Credentials and their trust boundary.** ``FLEET_CREDENTIALS_FILE`` names the plain
-``user:password`` file(s) the shards read. With ``{shard}`` in it (compose:
-``/secrets/fleet-{shard}``) each shard gets a file of its own, with the logins of its devices
-and gateways only: a shard that mounts only its own file can act as its own devices and nothing
-else. Without it (Kubernetes: ``/secrets/fleet``, one key of the Secret) there is one file for
-every shard -- a StatefulSet's pods share one pod spec and learn their ordinal only at run time,
-so each fleet pod holds every device's login: a compromised fleet pod can act as any device of
-the fleet (read its inputs, forge its reports), but never as ``stream`` (which decides what every
-node learns) or ``monitor``. ``STREAM_PASSWORD_FILE`` and ``MONITOR_PASSWORD_FILE`` hold those
-users' passwords (first line).
+**Where the fleet's passwords come from: one of two sources.**
 
-A file that does not exist yet is created with random passwords (mode 0600), and a login
-missing from an existing file is added, so ``docker compose up`` works without a setup step and
-passwords already handed out are kept. A file that cannot be written (a Kubernetes Secret) must
-hold every login already: a missing one stops here, naming it. To make the Kubernetes Secret,
-run this script once with the same variables and files of your own, then
-``kubectl create secret generic vega-mqtt --from-file=DIR`` (docs/operations.md).
+- ``FLEET_CREDENTIALS_FILE`` (compose) names the plain ``user:password`` file(s) the shards
+  read. With ``{shard}`` in it (``/roles/fleet-{shard}/fleet-{shard}``) each shard gets a file
+  of its own, in a volume of its own, with the logins of its devices and gateways only: a shard
+  can act as its own devices and nothing else. A file that does not exist yet is created with
+  random passwords (mode 0600), and a login missing from an existing file is added, so
+  ``docker compose up`` works without a setup step and passwords already handed out are kept;
+  a file that cannot be written must hold every login already (a missing one stops here,
+  naming it).
+- ``FLEET_KEY_FILE`` (Kubernetes) names a random key (first line; ``make-secrets.py`` makes
+  it): each fleet login's password is derived from it, ``HMAC-SHA256(key, user)`` (see
+  :func:`derived_password`), so the ``vega-mqtt-fleet`` Secret stays one short line at any
+  fleet size (a Secret is at most 1 MiB; 100,000 logins are 4.4 MB) and a changed ``DEVICES``
+  needs no new secret. The broker derives every login; each fleet pod derives only its own
+  shard's (``--shard-credentials``, its shard from ``SHARD`` or the StatefulSet pod name's
+  ordinal in ``POD_NAME``) into a memory volume its fleet container mounts -- the key itself is
+  mounted in that init container only. Trust boundary: whoever holds the key (the broker's
+  pod, and each fleet pod's init container) can act as every device and gateway of the fleet,
+  never as ``stream`` or ``monitor``; a fleet container holds its own shard's logins only.
+
+``STREAM_PASSWORD_FILE`` and ``MONITOR_PASSWORD_FILE`` hold those users' passwords (first line;
+created with a random one when missing and writable).
 
 ``PORT`` (default 1883) is the listener, ``DATA_DIR`` (default ``/mosquitto/data``) the
 persistence directory, ``MOSQUITTO_USER`` the user a broker started as root switches to (no
@@ -55,11 +63,15 @@ persistence directory, ``MOSQUITTO_USER`` the user a broker started as root swit
 ``CLIENT_UID`` (default 10001, the image's user) and the broker's files to ``BROKER_UID``
 (default 1883, the eclipse-mosquitto image's ``mosquitto`` user); every file it writes is
 created mode 0600. The config bounds the packets and queues the broker takes as ``vega-emu
-broker`` does (:mod:`broker.limits`).
+broker`` does (:mod:`broker.limits`). At 100,000 devices (200 gateways) it takes about 10 s
+and writes a 50 MB ACL and a 12 MB password file (docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
 import sys
@@ -75,6 +87,7 @@ PREFIX = "vega"  # the topic prefix
 USERS = {"stream": "STREAM_PASSWORD_FILE", "monitor": "MONITOR_PASSWORD_FILE"}
 SHARD_FIELD = "{shard}"
 GATEWAY_ID_MAX = 64  # a client id's length, as device.fleet.shard.gateway_id cuts it
+DERIVATION = b"vega-emu mqtt login v1\x00"  # what a derived password is for (domain separation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,36 +224,81 @@ def number(env: Mapping[str, str], name: str, default: int | None = None) -> int
         raise SystemExit(f"{name}={text!r} is not a whole number") from None
 
 
-def write(out: Path, env: Mapping[str, str]) -> None:
+def derived_password(key: bytes, user: str) -> str:
+    """The password of fleet login ``user`` under ``key``: ``HMAC-SHA256(key, DERIVATION +
+    user)``, base64url without padding (43 characters, 256 bits). Without the key no login
+    tells anything about another."""
+    digest = hmac.new(key, DERIVATION + user.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def read_key(path: Path) -> bytes:
+    """The fleet key: the first line of ``path`` (at least 32 characters)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SystemExit(f"FLEET_KEY_FILE {path}: {exc.strerror} (make-secrets.py)") from None
+    key = lines[0].strip() if lines else ""
+    if len(key) < 32:
+        raise SystemExit(f"{path}: the fleet key must be at least 32 characters on line one")
+    return key.encode()
+
+
+def fleet_shards(env: Mapping[str, str]) -> list[Shard]:
+    """The shards ``DEVICES``, ``SHARD_SIZE``, ``WORKERS`` and ``PREFIX`` describe."""
     if "FLEET_PASSWORD_FILE" in env:
         raise SystemExit(
             "FLEET_PASSWORD_FILE (one 'fleet' login for every node) is no longer read: each "
-            "device and gateway is a user of its own; set FLEET_CREDENTIALS_FILE and DEVICES "
-            "(see the docstring of init.py)"
+            "device and gateway is a user of its own; set FLEET_CREDENTIALS_FILE or "
+            "FLEET_KEY_FILE, and DEVICES (see the docstring of init.py)"
         )
-    owner = int(env.get("CLIENT_UID", "10001"))
-    users = {}
-    for user, var in USERS.items():
-        if var not in env:
-            raise SystemExit(f"{var} is not set: the file with the {user!r} password")
-        users[user] = read_or_create(Path(env[var]), owner)
-    if "FLEET_CREDENTIALS_FILE" not in env:
-        raise SystemExit("FLEET_CREDENTIALS_FILE is not set: the fleet shards' logins")
     devices = number(env, "DEVICES")
-    shards = plan_shards(
+    return plan_shards(
         devices,
         number(env, "SHARD_SIZE", devices),
         number(env, "WORKERS", 1),
         env.get("PREFIX", "node-"),
     )
+
+
+def fleet_logins(env: Mapping[str, str], shards: Sequence[Shard], owner: int) -> dict[str, str]:
+    """``{user: password}`` of every device and gateway of ``shards``, from the one source the
+    environment names (``FLEET_KEY_FILE`` or ``FLEET_CREDENTIALS_FILE``)."""
+    given = [var for var in ("FLEET_KEY_FILE", "FLEET_CREDENTIALS_FILE") if var in env]
+    if len(given) != 1:
+        raise SystemExit(
+            "set one of FLEET_CREDENTIALS_FILE (files of logins) and FLEET_KEY_FILE (a key the "
+            f"logins are derived from): the fleet's passwords; found {given or 'neither'}"
+        )
+    if given == ["FLEET_KEY_FILE"]:
+        key = read_key(Path(env["FLEET_KEY_FILE"]))
+        return {u: derived_password(key, u) for shard in shards for u in shard.users}
     template = env["FLEET_CREDENTIALS_FILE"]
     files: dict[Path, list[str]] = {}  # credentials file -> the logins it holds
     for shard in shards:
-        files.setdefault(Path(template.replace(SHARD_FIELD, str(shard.number))), []).extend(
-            shard.users
-        )
-    for path, logins in files.items():
-        users |= credentials(path, logins, owner)
+        path = Path(template.replace(SHARD_FIELD, str(shard.number)))
+        files.setdefault(path, []).extend(shard.users)
+    logins: dict[str, str] = {}
+    for path, users in files.items():
+        logins |= credentials(path, users, owner)
+    return logins
+
+
+def service_passwords(env: Mapping[str, str], owner: int) -> dict[str, str]:
+    users = {}
+    for user, var in USERS.items():
+        if var not in env:
+            raise SystemExit(f"{var} is not set: the file with the {user!r} password")
+        users[user] = read_or_create(Path(env[var]), owner)
+    return users
+
+
+def write(out: Path, env: Mapping[str, str]) -> None:
+    """The broker's config, passwords and ACL in ``out``."""
+    owner = int(env.get("CLIENT_UID", "10001"))
+    users = service_passwords(env, owner)
+    shards = fleet_shards(env)
+    users |= fleet_logins(env, shards, owner)
     device_ids = [d for shard in shards for d in shard.devices]
     gateways = [g for shard in shards for g in shard.gateways]
     out.mkdir(parents=True, exist_ok=True)
@@ -262,13 +320,72 @@ def write(out: Path, env: Mapping[str, str]) -> None:
         path = out / name
         write_private(path, text)
         give(path, int(env.get("BROKER_UID", "1883")))
+    source = env.get("FLEET_CREDENTIALS_FILE", "derived from FLEET_KEY_FILE")
     print(
         f"mosquitto config in {out}: users stream, monitor, {len(device_ids)} devices, "
-        f"{len(gateways)} gateways; fleet credentials in {', '.join(map(str, files))}"
+        f"{len(gateways)} gateways; fleet logins: {source}"
     )
 
 
+def shard_number(env: Mapping[str, str]) -> int:
+    """``SHARD``, or the ordinal of the StatefulSet pod ``POD_NAME`` (``vega-fleet-3``: 3)."""
+    if "SHARD" in env:
+        return number(env, "SHARD")
+    if "POD_NAME" not in env:
+        raise SystemExit("SHARD or POD_NAME is not set: which shard's logins to write")
+    ordinal = env["POD_NAME"].rpartition("-")[2]
+    if not ordinal.isdigit():
+        raise SystemExit(f"POD_NAME={env['POD_NAME']!r} does not end in a pod ordinal")
+    return int(ordinal)
+
+
+def write_shard_credentials(path: Path, env: Mapping[str, str]) -> None:
+    """One shard's logins (its devices' and its workers'), derived from ``FLEET_KEY_FILE``,
+    into the credentials file ``path`` (created 0600) that ``vega-emu fleet --credentials``
+    reads."""
+    shards = fleet_shards(env)
+    wanted = shard_number(env)
+    if not 0 <= wanted < len(shards):
+        raise SystemExit(
+            f"shard {wanted} is not one of the fleet's {len(shards)} (DEVICES / SHARD_SIZE): "
+            "raise DEVICES with the StatefulSet's replicas"
+        )
+    if "FLEET_KEY_FILE" not in env:
+        raise SystemExit("FLEET_KEY_FILE is not set: the key the shard's logins come from")
+    key = read_key(Path(env["FLEET_KEY_FILE"]))
+    shard = shards[wanted]
+    write_private(path, "".join(f"{u}:{derived_password(key, u)}\n" for u in shard.users))
+    print(
+        f"{path}: the logins of shard {wanted}, {len(shard.devices)} devices "
+        f"({shard.devices[0]} ..) and {len(shard.gateways)} gateways"
+    )
+
+
+def write_emqx_users(path: Path, env: Mapping[str, str]) -> None:
+    """EMQX's bootstrap file (``user_id,password,is_superuser``, plain: EMQX hashes them) with
+    ``stream``, ``monitor`` and every device of the fleet, created 0600. No gateway: the EMQX
+    ACL (deploy/k8s/emqx) gives a user only its own device topics, so the shards on EMQX
+    connect a session per node (``--connection node``)."""
+    users = service_passwords(env, int(env.get("CLIENT_UID", "10001")))
+    shards = fleet_shards(env)
+    logins = fleet_logins(env, shards, int(env.get("CLIENT_UID", "10001")))
+    users |= {d: logins[d] for shard in shards for d in shard.devices}
+    lines = ["user_id,password,is_superuser", *(f"{u},{p},false" for u, p in users.items())]
+    write_private(path, "\n".join(lines) + "\n")
+    print(f"{path}: EMQX users stream, monitor and {len(users) - 2} devices")
+
+
+def main(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    modes = {"--shard-credentials": write_shard_credentials, "--emqx-users": write_emqx_users}
+    if len(argv) == 1 and not argv[0].startswith("-"):
+        write(Path(argv[0]), env)
+    elif len(argv) == 2 and argv[0] in modes:
+        modes[argv[0]](Path(argv[1]), env)
+    else:
+        raise SystemExit(
+            "usage: init.py OUT_DIR | init.py --shard-credentials FILE | init.py --emqx-users FILE"
+        )
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: init.py OUT_DIR")
-    write(Path(sys.argv[1]), dict(os.environ))
+    main(sys.argv[1:], dict(os.environ))

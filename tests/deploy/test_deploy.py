@@ -38,8 +38,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker import BrokerURL, EmbeddedBroker
+from broker.acl import read_credentials
 from dataset_stream.protocol import ErrorMessage, Status, fleet_ids
 from device.cli import app
+from device.fleet.shard import gateway_id
+from device.fleet.spec import shard
 from device.observe.exporter import MetricsServer
 from device.observe.monitor import FleetMonitor
 from tests.deploy.kustomize import KustomizeError, Manifest, key, merge, render
@@ -62,6 +65,7 @@ K8S_VERSION = "1.30.0"  # the Kubernetes schemas the manifests are validated aga
 
 
 healthcheck = load_script("deploy_healthcheck", DEPLOY / "healthcheck.py")
+mosquitto_init = load_script("deploy_mosquitto_init_k8s", DEPLOY / "mosquitto" / "init.py")
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -216,6 +220,11 @@ def test_every_vega_emu_command_line_of_the_manifests_parses(name: str, tmp_path
             pod_args(docs, c, f"{doc['metadata']['name']}-0", tmp_path)
         )
         seen[command] = params
+        if command == "fleet":  # each node logs in as its device: no user of its own
+            assert params["credentials"] == Path("/secrets/fleet"), key(doc)
+            assert params["password_file"] is None, key(doc)
+            assert params["broker"] == f"mqtts://{env['BROKER_HOST']}", key(doc)
+            continue
         assert params["password_file"] == Path(f"/secrets/{command}"), key(doc)
         assert params["broker"] == f"mqtts://{command}@{env['BROKER_HOST']}", key(doc)
     assert sorted(seen) == ["fleet", "monitor", "stream"]
@@ -240,6 +249,72 @@ def test_shard_ranges_cover_every_device_once(name: str, devices: int, tmp_path:
     stream = by_key(docs)["Deployment", "vega-stream"]["spec"]["template"]["spec"]
     _, params = parse_vega_emu(pod_args(docs, stream["containers"][0], "vega-stream", tmp_path))
     assert set(owners) == set(fleet_ids(int(params["devices"]))) and len(owners) == devices
+
+
+def container_env(docs: list[Manifest], container: Manifest, **more: str) -> dict[str, str]:
+    """A container's environment as Kubernetes makes it: ``envFrom`` the ConfigMap, ``value``
+    and ``configMapKeyRef`` entries (``more``: the downward API's, or paths moved)."""
+    data = config_map(docs)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        assert source["configMapRef"]["name"] == "vega-fleet"
+        env |= data
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["configMapKeyRef"]
+            assert ref["name"] == "vega-fleet"
+            env[entry["name"]] = data[ref["key"]]
+    return env | more
+
+
+def init_container(doc: Manifest, name: str) -> Manifest:
+    (c,) = [c for c in doc["spec"]["template"]["spec"]["initContainers"] if c["name"] == name]
+    return c
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_each_fleet_pod_derives_the_logins_its_broker_makes(name: str, tmp_path: Path) -> None:
+    """The fleet pods' init container and the broker's, run with the environment the rendered
+    manifests give them and the key make-secrets.py made: every shard's file holds exactly the
+    logins its ``vega-emu fleet`` needs (its devices, its workers' gateways), with the passwords
+    the broker's users have."""
+    docs = rendered(name)
+    by = by_key(docs)
+    key_file = k8s_with_secrets() / "base" / "secrets" / "fleet"
+    fleet = by["StatefulSet", "vega-fleet"]
+    logins = init_container(fleet, "logins")
+    assert logins["command"][:3] == ["python", "/opt/vega-emu/init.py", "--shard-credentials"]
+    out = Path(logins["command"][3])
+    mounts = {m["mountPath"]: m["name"] for m in logins["volumeMounts"]}
+    (main,) = fleet["spec"]["template"]["spec"]["containers"]
+    main_mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+    # the file the init container writes is the one --credentials reads
+    assert f"{main_mounts[mounts[str(out.parent)]]}/{out.name}" == "/secrets/fleet"
+    broker_doc = by["StatefulSet", "mosquitto" if name.endswith("small") else "emqx"]
+    broker_init = init_container(broker_doc, "config" if name.endswith("small") else "users")
+    broker_env = container_env(docs, broker_init)
+    assert Path(broker_env["FLEET_KEY_FILE"]).name == "fleet"
+    for var in ("DEVICES", "SHARD_SIZE", "WORKERS"):  # the same fleet on both sides
+        assert broker_env[var] == config_map(docs)[var], var
+    shards = mosquitto_init.fleet_shards(broker_env)
+    everyone = mosquitto_init.fleet_logins(
+        broker_env | {"FLEET_KEY_FILE": str(key_file)}, shards, 0
+    )
+    replicas = fleet["spec"]["replicas"]
+    assert len(shards) == replicas
+    for ordinal in sorted({0, replicas - 1}):
+        env = container_env(docs, logins, POD_NAME=f"vega-fleet-{ordinal}")
+        assert Path(env["FLEET_KEY_FILE"]).parent.as_posix() in mounts
+        env["FLEET_KEY_FILE"] = str(key_file)
+        mosquitto_init.write_shard_credentials(tmp_path / f"fleet-{ordinal}", env)
+        held = read_credentials(tmp_path / f"fleet-{ordinal}")
+        _, params = parse_vega_emu(shard_args(docs, ordinal, tmp_path))
+        ids = fleet_ids(params["devices"], start=params["start_index"])
+        gateways = [gateway_id(p[0], len(p)) for p in shard(ids, params["workers"])]
+        assert sorted(held) == sorted([*ids, *gateways])
+        assert held == {u: everyone[u] for u in held}
 
 
 def test_the_brokers_and_the_credentials_line_up() -> None:

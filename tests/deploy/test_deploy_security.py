@@ -36,6 +36,8 @@ import pytest
 import yaml
 
 from broker import free_port, parse_broker_url
+from broker.acl import read_credentials
+from dataset_stream.protocol import fleet_ids
 from tests.broker.test_tls import failed_handshakes
 from tests.deploy.kustomize import KustomizeError, Manifest, key, merge, render
 from tests.deploy.stack import (
@@ -139,6 +141,26 @@ def test_each_pod_holds_its_own_roles_secret_only(name: str) -> None:
             for volume in pod_spec(doc)["volumes"]:
                 if "secret" in volume:
                     assert "items" in volume["secret"], (key(doc), volume)
+    # the fleet's key is mounted in the fleet pod's init container only: the fleet container
+    # holds its shard's derived logins (a memory volume) and the CA, nothing else secret
+    fleet = by_key(docs)["StatefulSet", "vega-fleet"]
+    assert container_secrets(fleet, "fleet") == {"vega-mqtt-tls"}
+    assert container_secrets(fleet, "logins") == {"vega-mqtt-fleet"}
+    volumes = {v["name"]: v for v in pod_spec(fleet)["volumes"]}
+    (fleet_container,) = pod_spec(fleet)["containers"]
+    secrets_dir = {m["mountPath"]: m["name"] for m in fleet_container["volumeMounts"]}["/secrets"]
+    assert volumes[secrets_dir]["emptyDir"]["medium"] == "Memory"
+
+
+def container_secrets(doc: Manifest, container: str) -> set[str]:
+    """The Secrets one container of ``doc`` mounts."""
+    volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
+    (c,) = [c for c in all_containers(doc) if c["name"] == container]
+    return {
+        volumes[m["name"]]["secret"]["secretName"]
+        for m in c.get("volumeMounts", [])
+        if "secret" in volumes.get(m["name"], {})
+    }
 
 
 def patched_pod(doc: Manifest, pod: Manifest) -> Manifest:
@@ -296,14 +318,15 @@ def test_compose_each_service_mounts_its_own_roles_secret_only() -> None:
     data = compose()
     assert "secrets" not in data["volumes"]  # the one volume every container mounted
     role_volumes = {v for v in data["volumes"] if v.startswith("secret-")}
-    assert role_volumes == {"secret-fleet", "secret-stream", "secret-monitor", "secret-grafana"}
+    shards = ("secret-fleet-0", "secret-fleet-1")  # a volume per shard: its own logins only
+    assert role_volumes == {*shards, "secret-stream", "secret-monitor", "secret-grafana"}
     expected = {
-        "fleet-0": {"secret-fleet"},
-        "fleet-1": {"secret-fleet"},
+        "fleet-0": {"secret-fleet-0"},
+        "fleet-1": {"secret-fleet-1"},
         "stream": {"secret-stream"},
         "monitor": {"secret-monitor"},
         "grafana": {"secret-grafana"},
-        "mosquitto-init": {"secret-fleet", "secret-stream", "secret-monitor"},
+        "mosquitto-init": {*shards, "secret-stream", "secret-monitor"},
         "mosquitto-tls": {"secret-grafana"},
     }
     for name, service in data["services"].items():
@@ -325,6 +348,12 @@ def test_compose_each_service_mounts_its_own_roles_secret_only() -> None:
         if var.endswith("_PASSWORD_FILE"):
             volume = where[str(Path(path).parent)]
             assert volume == f"secret-{Path(path).name}", var
+    template = init["environment"]["FLEET_CREDENTIALS_FILE"]
+    for number, volume in enumerate(shards):
+        written = Path(template.replace("{shard}", str(number)))
+        assert where[str(written.parent)] == volume, written
+        command = data["services"][f"fleet-{number}"]["command"]
+        assert command[command.index("--credentials") + 1] == f"/secrets/{written.name}"
 
 
 def test_compose_mqtt_is_tls_only() -> None:
@@ -340,7 +369,9 @@ def test_compose_mqtt_is_tls_only() -> None:
         command = service.get("command") or []
         if service.get("image") == IMAGE and "--broker" in command:
             url = command[command.index("--broker") + 1]
-            assert re.fullmatch(r"mqtts://[a-z0-9-]+@mosquitto:8883", url), name
+            # the shards log in as their devices (--credentials), the services as themselves
+            user = "" if command[0] == "fleet" else f"{command[0]}@"
+            assert url == f"mqtts://{user}mosquitto:8883", name
             assert service["environment"]["VEGA_EMU_MQTT_CA_FILE"] == "/tls/ca.crt", name
 
 
@@ -387,7 +418,8 @@ def test_k8s_brokers_listen_with_tls_only(name: str, broker: str) -> None:
     assert [p["port"] for p in ports] == [8883]  # no plain MQTT, no dashboard
     for doc in workloads(list(docs.values())):
         if doc["metadata"]["name"] in CLIENTS:
-            mounts = {m["mountPath"]: m["name"] for m in all_containers(doc)[0]["volumeMounts"]}
+            (client,) = pod_spec(doc)["containers"]
+            mounts = {m["mountPath"]: m["name"] for m in client["volumeMounts"]}
             volume = {v["name"]: v for v in pod_spec(doc)["volumes"]}[mounts["/tls"]]
             assert volume["secret"]["secretName"] == "vega-mqtt-tls"
     pod = docs["StatefulSet", broker]
@@ -400,7 +432,7 @@ def test_k8s_brokers_listen_with_tls_only(name: str, broker: str) -> None:
             "--dir",
             "/mosquitto/tls",
         ]
-        init_env = {e["name"]: e["value"] for e in pod_spec(pod)["initContainers"][0]["env"]}
+        init_env = {e["name"]: e.get("value") for e in pod_spec(pod)["initContainers"][0]["env"]}
         assert init_env["PORT"] == "8883"
         assert {"name": "tls", "mountPath": "/mosquitto/tls", "readOnly": True} in server[
             "volumeMounts"
@@ -411,6 +443,107 @@ def test_k8s_brokers_listen_with_tls_only(name: str, broker: str) -> None:
         assert server_env["EMQX_LISTENERS__SSL__DEFAULT__BIND"]["value"].endswith(":8883")
         dashboard = server_env["EMQX_DASHBOARD__DEFAULT_PASSWORD"]["valueFrom"]
         assert dashboard["secretKeyRef"] == {"name": "emqx-dashboard", "key": "password"}
+
+
+EMQX_RULE = re.compile(r"^\{(allow|deny), (.+), (publish|subscribe|all), \[(.*)\]\}\.$")
+
+
+def emqx_rules(acl: str) -> list[tuple[str, str, str, list[str]]]:
+    """``(permission, who, action, topics)`` of each rule of an EMQX acl.conf of one-line
+    rules; the last, ``{deny, all}.``, as ``("deny", "all", "all", [])``."""
+    rules = []
+    for line in acl.strip().splitlines():
+        if line == "{deny, all}.":
+            rules.append(("deny", "all", "all", []))
+            continue
+        match = EMQX_RULE.fullmatch(line)
+        assert match, line
+        topics = re.findall(r'"([^"]*)"', match.group(4))
+        rules.append((match.group(1), match.group(2), match.group(3), topics))
+    return rules
+
+
+def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
+    """What in EMQX's ACL and settings lets a login act for another: every allow rule names
+    a user; a device rule's topics are that user's own (``vega/${username}/...``, no wildcard,
+    no client id: the client id is bound to the user name); stream and monitor never write a
+    report nor read an input; nothing matches the rest."""
+    problems = []
+    if env.get("EMQX_MQTT__USE_USERNAME_AS_CLIENTID") != "true":
+        problems.append("client ids are not bound to user names")
+    if env.get("EMQX_AUTHORIZATION__NO_MATCH") != "deny":
+        problems.append("no_match is not deny")
+    rules = emqx_rules(acl)
+    if rules[-1] != ("deny", "all", "all", []):
+        problems.append("the last rule is not {deny, all}")
+    reports, inputs = {"telemetry", "status", "error", "prediction"}, {"batch", "eval", "infer"}
+    for permission, who, action, topics in rules[:-1]:
+        if permission != "allow":
+            continue
+        device = re.fullmatch(r'\{username, \{re, "(.+)"\}\}', who)
+        service = re.fullmatch(r'\{username, "(stream|monitor)"\}', who)
+        if device is None and service is None:
+            problems.append(f"a rule for {who}: not one user or the devices' pattern")
+            continue
+        if device is not None:
+            pattern = re.compile(device.group(1))
+            if any(pattern.fullmatch(u) for u in ("stream", "monitor", "gw-node-0000-2")):
+                problems.append(f"the device pattern {pattern.pattern} matches a service user")
+            kinds = reports if action == "publish" else inputs
+            for topic in topics:
+                parts = topic.split("/")
+                if parts[:2] != ["vega", "${username}"] or len(parts) != 3 or parts[2] not in kinds:
+                    problems.append(f"device rule {action} {topic}: not the device's own")
+        else:
+            assert service is not None
+            kinds = {t.rsplit("/", 1)[1] for t in topics}
+            if action == "publish" and (service.group(1) == "monitor" or kinds & reports):
+                problems.append(f"{service.group(1)} publishes {topics}")
+            if action == "subscribe" and kinds & inputs:
+                problems.append(f"{service.group(1)} reads inputs {topics}")
+    return problems
+
+
+def test_emqx_binds_each_login_to_its_own_topics() -> None:
+    docs = by_key(rendered("overlays/large"))
+    acl = docs["ConfigMap", "emqx-acl"]["data"]["acl.conf"]
+    pod = docs["StatefulSet", "emqx"]
+    (server,) = pod_spec(pod)["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert emqx_violations(acl, env) == []
+    rules = emqx_rules(acl)
+    device_pattern = re.compile(re.findall(r'\{re, "(.+)"\}', rules[0][1])[0])
+    ids = fleet_ids(int(docs["ConfigMap", "vega-fleet"]["data"]["DEVICES"]))
+    assert all(device_pattern.fullmatch(d) for d in (ids[0], ids[-1]))
+    # the users: init.py --emqx-users from the fleet's key, the fleet the ConfigMap describes
+    (users,) = pod_spec(pod)["initContainers"]
+    assert users["command"] == [
+        "python",
+        "/opt/vega-emu/init.py",
+        "--emqx-users",
+        "/bootstrap/users.csv",
+    ]
+    refs = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in users["env"]
+            if "valueFrom" in e}  # fmt: skip
+    assert refs == {"DEVICES": "DEVICES", "SHARD_SIZE": "SHARD_SIZE", "WORKERS": "WORKERS"}
+    # the check catches: an unbound client id, a rule by client id, a wildcard for a device,
+    # a device pattern that takes in the stream, the monitor publishing, no final deny
+    wrongs = [
+        (acl, env | {"EMQX_MQTT__USE_USERNAME_AS_CLIENTID": "false"}),
+        (acl.replace("vega/${username}/batch", "vega/${clientid}/batch"), env),
+        (acl.replace("vega/${username}/telemetry", "vega/+/telemetry"), env),
+        (acl.replace(device_pattern.pattern, "^(node-[0-9]{4,}|stream)$"), env),
+        (acl.replace('"monitor"}, subscribe', '"monitor"}, publish'), env),
+        (acl.replace("{deny, all}.", ""), env),
+        (acl.replace('{username, "stream"}, publish', "all, publish"), env),
+    ]  # fmt: skip
+    for wrong_acl, wrong_env in wrongs:
+        assert (wrong_acl, wrong_env) != (acl, env)
+        try:
+            found = emqx_violations(wrong_acl, wrong_env)
+        except (AssertionError, IndexError):
+            found = ["unparsable"]
+        assert found, wrong_acl
 
 
 def test_cert_manager_writes_the_secret_the_pods_mount() -> None:
@@ -661,7 +794,9 @@ async def test_the_deployed_broker_speaks_tls_only_with_the_generated_ca(tmp_pat
 
     port = free_port()
     secrets = tmp_path / "secrets"
-    env = {f"{u.upper()}_PASSWORD_FILE": str(secrets / u) for u in ROLES}
+    env = {f"{u.upper()}_PASSWORD_FILE": str(secrets / u) for u in ("stream", "monitor")}
+    secret.ensure_secret(secrets / "fleet")  # the fleet's key, as make-secrets.py makes it
+    env |= {"FLEET_KEY_FILE": str(secrets / "fleet"), "DEVICES": "2", "POD_NAME": "vega-fleet-0"}
     env |= {"PORT": str(port), "DATA_DIR": str(tmp_path / "data")}
     if os.geteuid() == 0:
         env |= {"MOSQUITTO_USER": getpass.getuser(), "BROKER_UID": "0", "CLIENT_UID": "0"}
@@ -692,6 +827,20 @@ async def test_the_deployed_broker_speaks_tls_only_with_the_generated_ca(tmp_pat
         )
         async with aiomqtt.Client(**url.client_kwargs(), identifier="stream", timeout=10) as c:
             await c.publish("vega/node-0000/batch", b"x", qos=1)  # the stream's own right
+        # a device, with the login a Kubernetes fleet pod derives for its shard
+        mosquitto_init.write_shard_credentials(secrets / "shard", env)
+        node_password = read_credentials(secrets / "shard")["node-0000"]
+        tls_ca = ssl.create_default_context(cafile=tmp_path / "ca" / "ca.crt")
+        async with aiomqtt.Client(
+            "localhost",
+            port,
+            username="node-0000",
+            password=node_password,
+            identifier="node-0000",
+            tls_context=tls_ca,
+            timeout=10,
+        ) as node:
+            await node.publish("vega/node-0000/telemetry", b"{}", qos=1)
         plain = {"username": "stream", "password": password, "timeout": 5}
         with pytest.raises(aiomqtt.MqttError):
             async with aiomqtt.Client("127.0.0.1", port, identifier="plain", **plain):

@@ -268,8 +268,106 @@ def test_compose_shards_read_the_file_init_writes_for_their_range() -> None:
         start = int(option["--start-index"])
         assert int(option["-n"]) == size and int(option["--workers"]) == workers, name
         number = start // size
-        assert option["--credentials"] == env["FLEET_CREDENTIALS_FILE"].format(shard=number)
+        # init writes /roles/fleet-k/fleet-k into the volume it mounts there; the shard mounts
+        # that volume at /secrets and reads the same file
+        written = Path(env["FLEET_CREDENTIALS_FILE"].format(shard=number))
+        init_mounts = dict(v.split(":")[1::-1] for v in services["mosquitto-init"]["volumes"])
+        volume = init_mounts[str(written.parent)]
+        mine = [v.split(":") for v in service["volumes"] if v.split(":")[0] == volume]
+        assert mine, f"{name} does not mount {volume}"
+        assert option["--credentials"] == f"{mine[0][1]}/{written.name}", name
         shards[number] = name
     assert sorted(shards) == list(range(int(env["DEVICES"]) // size))
     stream = services["stream"]["command"]
     assert stream[stream.index("--devices") + 1] == env["DEVICES"]
+
+
+# -- Kubernetes: the logins derived from the fleet's key -------------------------------------
+
+
+def key_env(where: Path, **more: str) -> dict[str, str]:
+    """:func:`env_for` with the fleet's key instead of credentials files."""
+    env = env_for(where, **more)
+    del env["FLEET_CREDENTIALS_FILE"]
+    key = where / "secrets" / "fleet"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    if not key.exists():
+        key.write_text("k" * 32 + "\n")
+    return env | {"FLEET_KEY_FILE": str(key)}
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_each_shard_derives_the_passwords_the_broker_has(tmp_path: Path) -> None:
+    env = key_env(tmp_path, DEVICES="10", SHARD_SIZE="4", WORKERS="2")
+    init = load_init()
+    init.write(tmp_path / "conf", env)
+    assert not list((tmp_path / "secrets").glob("fleet-*"))  # no file of logins: derived
+    broker = init.fleet_logins(env, init.fleet_shards(env), 0)
+    seen: dict[str, str] = {}
+    for number, start in enumerate((0, 4, 8)):
+        path = tmp_path / f"shard-{number}"
+        init.write_shard_credentials(path, env | {"POD_NAME": f"vega-fleet-{number}"})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        held = logins(path)
+        mine = fleet_ids(10)[start : start + 4]
+        gateways = [gateway_id(part[0], len(part)) for part in shard(mine, 2)]
+        assert sorted(held) == sorted([*mine, *gateways])
+        assert held == {u: broker[u] for u in held}
+        seen |= held
+    assert seen == broker and len(set(seen.values())) == len(seen)  # one password per login
+    assert all(len(p) >= 43 for p in seen.values())  # 256 bits
+    hashed = (tmp_path / "conf" / "passwords").read_text()
+    assert sorted(line.split(":")[0] for line in hashed.splitlines()) == sorted(
+        ["stream", "monitor", *broker]
+    )
+    # another key, other passwords
+    (tmp_path / "other").write_text("o" * 32 + "\n")
+    other_env = env | {"FLEET_KEY_FILE": str(tmp_path / "other")}
+    other = init.fleet_logins(other_env, init.fleet_shards(env), 0)
+    assert not set(other.items()) & set(broker.items())
+
+
+@pytest.mark.parametrize(
+    ("more", "words"),
+    [
+        ({"POD_NAME": "vega-fleet-3"}, "shard 3 is not one of the fleet's 2"),
+        ({"POD_NAME": "vega-fleet"}, "does not end in a pod ordinal"),
+        ({}, "SHARD or POD_NAME is not set"),
+        ({"SHARD": "0", "FLEET_KEY_FILE": "/nonexistent/fleet"}, "FLEET_KEY_FILE /nonexistent"),
+    ],
+)
+def test_a_shard_that_cannot_derive_its_logins_says_why(
+    tmp_path: Path, more: dict[str, str], words: str
+) -> None:
+    with pytest.raises(SystemExit, match=words):
+        load_init().write_shard_credentials(tmp_path / "out", key_env(tmp_path) | more)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_source_of_fleet_passwords_and_a_long_key(tmp_path: Path) -> None:
+    both = key_env(tmp_path) | {"FLEET_CREDENTIALS_FILE": str(tmp_path / "fleet-{shard}")}
+    with pytest.raises(SystemExit, match="set one of FLEET_CREDENTIALS_FILE"):
+        load_init().write(tmp_path / "conf", both)
+    neither = env_for(tmp_path)
+    del neither["FLEET_CREDENTIALS_FILE"]
+    with pytest.raises(SystemExit, match="found neither"):
+        load_init().write(tmp_path / "conf", neither)
+    short = key_env(tmp_path)
+    Path(short["FLEET_KEY_FILE"]).write_text("short\n")
+    with pytest.raises(SystemExit, match="at least 32 characters"):
+        load_init().write(tmp_path / "conf", short)
+
+
+def test_emqx_users_are_stream_monitor_and_every_device(tmp_path: Path) -> None:
+    env = key_env(tmp_path, DEVICES="5", SHARD_SIZE="3", WORKERS="2")
+    init = load_init()
+    init.write_emqx_users(tmp_path / "users.csv", env)
+    lines = (tmp_path / "users.csv").read_text().splitlines()
+    assert lines[0] == "user_id,password,is_superuser"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == ["stream", "monitor", *fleet_ids(5)]  # no gateway
+    assert {r[2] for r in rows} == {"false"}
+    derived = init.fleet_logins(env, init.fleet_shards(env), 0)
+    assert {r[0]: r[1] for r in rows[2:]} == {d: derived[d] for d in fleet_ids(5)}
+    assert rows[0][1] == (tmp_path / "secrets" / "stream").read_text().strip()
+    assert stat.S_IMODE((tmp_path / "users.csv").stat().st_mode) == 0o600
