@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from dataset_stream.errors import PacingError
 
 CLOSED_LOOP = "max"  # the speed text of a closed loop
+#: The slowest pace a stream takes: one event a year of wall time (a slower one never sends,
+#: and its re-send waits would overflow).
+MAX_WALL_CADENCE_S = 365 * 86400.0
 
 
 def _is_speed(value: float) -> bool:
@@ -55,6 +58,13 @@ class Pacing:
             raise PacingError(
                 "cadence_s", self.cadence_s, f"{self.cadence_s} is not a positive number of seconds"
             )
+        if self.speed is not None and not self.cadence_s / self.speed <= MAX_WALL_CADENCE_S:
+            raise PacingError(
+                "speed",
+                self.speed,
+                f"{self.speed!r} is too slow: one event every {self.cadence_s / self.speed:.3g} "
+                f"s of wall time (at most {MAX_WALL_CADENCE_S:.0f} s, a year)",
+            )
         if self.stagger and (self.closed_loop or rate):
             raise PacingError(
                 "stagger",
@@ -85,4 +95,4 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
-__all__ = ["CLOSED_LOOP", "Pacing", "PacingError", "parse_speed"]
+__all__ = ["CLOSED_LOOP", "MAX_WALL_CADENCE_S", "Pacing", "PacingError", "parse_speed"]

@@ -20,6 +20,7 @@ from dataset_stream.pacing import Pacing, PacingError, parse_speed
         ({"cadence_s": -1.0}, "cadence_s", "-1.0 is not"),
         ({"cadence_s": math.inf}, "cadence_s", "inf is not"),
         ({"cadence_s": math.nan}, "cadence_s", "nan is not"),
+        ({"speed": 1.6e-306}, "speed", "1.6e-306 is too slow"),
         ({"speed": 0.0}, "speed", "0.0 is not a positive number"),
         ({"speed": math.nan}, "speed", "nan is not"),
         ({"infer_per_s": math.nan}, "infer_per_s", "nan is not a number"),
