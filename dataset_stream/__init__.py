@@ -12,6 +12,7 @@ from dataset_stream.errors import (
     ProtocolError,
     PublishError,
     ScenarioError,
+    SeqsRefused,
     SourceError,
     UnsupportedSchema,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ResendPolicy",
     "Scenario",
     "ScenarioError",
+    "SeqsRefused",
     "SourceError",
     "StreamPublisher",
     "StreamStats",

@@ -22,8 +22,10 @@ anything else is counted and logged, never acted on. What an answer means (``doc
   batch: inference is at most once and not accounted here (counted as ``infer``);
 - a ``status``: whether the device is online (an offline device gets no re-sends on a
   timeout: its broker queues them); state ``error`` (its loop failed and is being restarted)
-  is logged once per change. A live (not retained) online status of a device with unanswered
-  batches calls ``on_back``: the producer publishes them again.
+  is logged once per change. A live (not retained) online status that says the node connected
+  again (the first status heard, one after an offline one, or a new ``online_since``; a node
+  also publishes its status after every event, which is not a return) of a device with
+  unanswered batches calls ``on_back``: the producer publishes them again.
 
 Which batches are outstanding, and when they are due again, is the
 :class:`~dataset_stream.outstanding.Outstanding` book's: the ledger hands it every publish and
@@ -102,7 +104,9 @@ class IgnoredMessages:
 class DeviceLedger:
     """One device: its outstanding batches (``book``, shared with the producer's
     :class:`~dataset_stream.outstanding.Outstanding`), its answers by kind, whether it is
-    online. ``answered`` is set at every answer."""
+    online. ``answered`` is set at every answer, ``heard_status`` once a status came (retained
+    or live). ``node_last_seq``: the highest ``last_seq`` its node has said it committed (in a
+    status, or a ``duplicate`` / ``stale_seq`` error), None while it said none."""
 
     device: str
     book: DeviceBook
@@ -112,7 +116,14 @@ class DeviceLedger:
     lost: int = 0
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     online: asyncio.Event = field(default_factory=asyncio.Event)
+    heard_status: asyncio.Event = field(default_factory=asyncio.Event)
     status: Status | None = None
+    node_last_seq: int | None = None
+
+    def said_last_seq(self, last_seq: int | None) -> None:
+        """Its node said it committed up to ``last_seq`` (None: said nothing)."""
+        if last_seq is not None and (self.node_last_seq is None or last_seq > self.node_last_seq):
+            self.node_last_seq = last_seq
 
     @property
     def sent_seq(self) -> int:
@@ -261,6 +272,7 @@ class AnswerLedger:
             self._ignore("infer", f"{device}: prediction for inference request {message.seq}")
 
     def _error(self, rec: DeviceLedger, msg: ErrorMessage) -> None:
+        rec.said_last_seq(msg.last_seq)
         if msg.answers_infer:
             self._ignore(
                 "infer", f"{rec.device} refused inference request {msg.infer_seq}: {msg.code}"
@@ -305,12 +317,14 @@ class AnswerLedger:
         self._answered(rec)
 
     def _status(self, rec: DeviceLedger, msg: Status, *, retained: bool) -> None:
-        if msg.online and not retained and rec.outstanding and self.on_back is not None:
+        before = rec.status
+        if _returned(before, msg) and not retained and rec.outstanding and self.on_back:
             # a node publishes its status when it (re)connects: a batch sent while it had no
             # subscription (a broker restarted without persistence) never reached it
             self.on_back(rec.device)
-        before = rec.status
         rec.status = msg
+        rec.heard_status.set()
+        rec.said_last_seq(msg.last_seq)
         (rec.online.set if msg.online else rec.online.clear)()
         self.book.away(rec.device, not msg.online)
         changed = before is None or (before.state, before.reason) != (msg.state, msg.reason)
@@ -354,6 +368,15 @@ class AnswerLedger:
         log.log(logging.DEBUG if quiet else logging.WARNING, "answers: ignoring %s", text)
         if self._ignored[kind] == WARNINGS_PER_KIND + 1 and kind not in expected:
             log.warning("answers: further %s messages are counted, not logged", kind)
+
+
+def _returned(before: Status | None, now: Status) -> bool:
+    """Whether status ``now`` says its node connected (again) since status ``before``."""
+    if not now.online:
+        return False
+    if before is None or not before.online or now.online_since is None:
+        return True
+    return now.online_since != before.online_since
 
 
 __all__ = ["PER_DEVICE_UP_TO", "AnswerLedger", "DeviceLedger", "IgnoredMessages"]

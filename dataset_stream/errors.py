@@ -104,6 +104,11 @@ class PublishError(DatasetStreamError):
     """The stream could not be delivered: broker unreachable or a device not acknowledging."""
 
 
+class SeqsRefused(DatasetStreamError):
+    """A producer refused to start: what it would send was learned before (an explicit first
+    seq at or below a device's last seq), or a device has no events left. Nothing was sent."""
+
+
 __all__ = [
     "ERROR_CODES",
     "DatasetStreamError",
@@ -112,6 +117,7 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "ScenarioError",
+    "SeqsRefused",
     "SourceError",
     "UnsupportedSchema",
 ]

@@ -8,7 +8,9 @@ was lost and the batch published again), ``refused`` (any other ``error`` naming
 ``lost`` (skipped in a ``gap``: the node gave it up before it arrived), or ``unanswered`` (no
 answer by the end of the drain). A batch never published (a closed loop whose device stopped
 answering) is ``unsent``. Only ``unanswered`` and ``unsent`` batches make a run incomplete:
-refusals and gaps are the node's answers, told in the summary line.
+refusals and gaps are the node's answers, told in the summary line. A complete run that sent
+batches of which none was learned (every one a duplicate, refused or lost) taught the fleet
+nothing: that is said too, with an exit status of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any, Final
 #: Exit status of ``stream`` and ``bridge`` when a batch got no answer from its node (or was
 #: never sent): distinct from 1 (an error: no broker) and 2 (bad options).
 UNANSWERED_EXIT_STATUS: Final = 3
+#: Exit status of ``stream`` and ``bridge`` when the fleet learned nothing from the run: nothing
+#: was sent (what it would send was learned before, or the scenario has no events left), or
+#: every batch sent was answered without being learned (duplicates, refusals, gaps).
+NOTHING_LEARNED_EXIT_STATUS: Final = 4
 #: The shortest default drain, seconds.
 MIN_DRAIN_S: Final = 10.0
 #: The default drain, in cadences of the producer (events of a device, or bridge windows).
@@ -115,9 +121,29 @@ class Delivery:
         return not self.unanswered_count and not self.unsent_count
 
     @property
+    def nothing_learned(self) -> bool:
+        """Every batch was answered, some were sent, and none of them was learned."""
+        return self.complete and self.sent > 0 and self.learned == 0
+
+    @property
     def exit_status(self) -> int:
-        """0 when :attr:`complete`, else :data:`UNANSWERED_EXIT_STATUS`."""
-        return 0 if self.complete else UNANSWERED_EXIT_STATUS
+        """:data:`UNANSWERED_EXIT_STATUS` when not :attr:`complete`,
+        :data:`NOTHING_LEARNED_EXIT_STATUS` when :attr:`nothing_learned`, else 0."""
+        if not self.complete:
+            return UNANSWERED_EXIT_STATUS
+        return NOTHING_LEARNED_EXIT_STATUS if self.nothing_learned else 0
+
+    def failure_line(self) -> str:
+        """The line that goes with a non-zero :attr:`exit_status` (empty with 0): the batches
+        without an answer (:meth:`missing_line`), or that none of those sent was learned."""
+        if not self.complete:
+            return self.missing_line()
+        if not self.nothing_learned:
+            return ""
+        return (
+            f"none of the {self.sent} batch(es) sent was learned: {self.duplicates} duplicate "
+            f"(learned before), {self.refused} refused, {self.lost} lost in gaps"
+        )
 
     def summary_line(self) -> str:
         """What the nodes answered (see :func:`answers_text`), and what was never sent."""
@@ -176,6 +202,7 @@ __all__ = [
     "MIN_DRAIN_S",
     "NAMED_DEVICES",
     "NAMED_RANGES",
+    "NOTHING_LEARNED_EXIT_STATUS",
     "UNANSWERED_EXIT_STATUS",
     "Delivery",
     "answers_text",

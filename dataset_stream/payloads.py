@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset_stream.answers import IgnoredMessages
+from dataset_stream.continuation import SeqPlan
 from dataset_stream.outcome import Delivery
 from dataset_stream.protocol import StreamSummary, encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
@@ -45,7 +46,8 @@ class StreamStats:
     answering; ``ignored``: messages received but not acted on; ``infer_sent``: inference
     requests published (at most once; not accounted); ``delivery``: every batch and what
     became of it, the unanswered ones by device (None for ``--dump``); ``drain_s``: seconds
-    spent at the end waiting for the last answers.
+    spent at the end waiting for the last answers; ``plan``: the seqs sent each device
+    (None for ``--dump``).
     """
 
     devices: int
@@ -63,6 +65,7 @@ class StreamStats:
     duplicates: int = 0
     delivery: Delivery | None = None
     drain_s: float = 0.0
+    plan: SeqPlan | None = None
 
     @property
     def complete(self) -> bool:

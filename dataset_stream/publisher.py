@@ -1,9 +1,13 @@
 """The paced publisher: a scenario's events for a fleet of devices, over MQTT, through outages.
 
 ``StreamPublisher`` connects on ``__aenter__`` and disconnects on ``__aexit__``; ``run()`` first
-publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then the
-learning events to ``{prefix}/{id}/batch`` (QoS 1) with ``seq`` 1..K and simulated capture time
-``t = t0 + (seq - 1) * cadence_s`` (at ``speed=1`` that is the wall time it is sent at):
+reads the devices' retained statuses (:mod:`dataset_stream.continuation`: each device continues
+after its ``last_seq``, or from ``from_seq``; a run that would send seqs learned before, or finds
+a device with no events left, is refused with :class:`SeqsRefused` before anything is sent),
+then publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then
+the learning events to ``{prefix}/{id}/batch`` (QoS 1): seq ``k`` is the scenario's event ``k``
+(so two runs agree), from each device's ``first`` seq on, with simulated capture time
+``t = t0 + (seq - first) * cadence_s`` (at ``speed=1`` that is the wall time it is sent at):
 
 - paced (``speed=X``): event ``k`` of every device is published ``(k - 1) * cadence_s / X`` seconds
   after the start (``speed=1`` is real time); a late tick is published at once, never in a burst;
@@ -67,7 +71,8 @@ from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import describe
 from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
-from dataset_stream.errors import PublishError
+from dataset_stream.continuation import SeqPlan, plan_seqs
+from dataset_stream.errors import PublishError, SeqsRefused
 from dataset_stream.inference import InferSchedule
 from dataset_stream.outstanding import Outstanding, ResendPolicy
 from dataset_stream.pacing import Pacing
@@ -91,6 +96,9 @@ log = logging.getLogger(__name__)
 
 #: Topic filters per SUBSCRIBE packet (three per device).
 SUBSCRIBE_CHUNK: Final = 300
+#: Seconds a stream waits at its start for the devices' retained statuses (it goes on as soon
+#: as every device's has come).
+STATUS_WAIT_S: Final = 2.0
 
 
 def phase(device_id: str) -> float:
@@ -109,7 +117,9 @@ class StreamPublisher:
     long ``run()`` waits at the end for the answers still outstanding (0: it returns after the
     last publish); None: ``ack_timeout_s`` with ``wait_for_answers``, else 0 (the command line
     passes :func:`~dataset_stream.outcome.default_drain_s`). ``resend``: when a batch without an
-    answer is published again (default: :meth:`ResendPolicy.for_pace`).
+    answer is published again (default: :meth:`ResendPolicy.for_pace`). ``from_seq``: every
+    device's first seq (None: each continues after the ``last_seq`` of its retained status,
+    read for at most ``status_wait_s`` at the start); ``events``: at most this many per device.
     """
 
     def __init__(
@@ -135,6 +145,8 @@ class StreamPublisher:
         stagger: bool = False,
         drain_timeout_s: float | None = None,
         resend: ResendPolicy | None = None,
+        from_seq: int | None = None,
+        status_wait_s: float = STATUS_WAIT_S,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -146,6 +158,10 @@ class StreamPublisher:
         )
         if events is not None and events < 1:
             raise ValueError(f"events must be >= 1, not {events!r}")
+        if from_seq is not None and from_seq < 1:
+            raise ValueError(f"from_seq must be >= 1, not {from_seq!r}")
+        if not (0 <= status_wait_s < float("inf")):
+            raise ValueError(f"status_wait_s must be a number >= 0, not {status_wait_s!r}")
         if timeout_s <= 0 or ack_timeout_s <= 0 or max_in_flight < 1:
             raise ValueError("timeout_s, ack_timeout_s and max_in_flight must be positive")
         if client_id is not None and not client_id:
@@ -186,8 +202,13 @@ class StreamPublisher:
             broker=broker, who="stream", client_id=self.client_id
         )
         fewest = min(s.num_events for s in self._scenario_of.values())
+        self.events = events
+        self.from_seq = from_seq
+        self.status_wait_s = float(status_wait_s)
+        self.plan: SeqPlan | None = None  # made at the start of run(), from the statuses
+        # until then, what a run from seq 1 would send
         self.per_device = min(fewest, events or fewest)
-        self.total = self.per_device * len(self.device_ids)
+        self._estimate = self.per_device * len(self.device_ids)
         self.book = Outstanding(resend or ResendPolicy.for_pace(cadence_s, speed))
         self.answers = AnswerLedger(
             prefix,
@@ -211,6 +232,17 @@ class StreamPublisher:
         self._late = self._republished = self._resent = 0
         self._max_late_s = 0.0
         self._drained_s = 0.0  # seconds spent draining, over every connection
+
+    @property
+    def total(self) -> int:
+        """Batches this run sends (before its plan is made: what a run from seq 1 would)."""
+        return self._estimate if self.plan is None else self.plan.total
+
+    def seqs_of(self, device_id: str) -> tuple[int, int]:
+        """``(first, last)``: the seqs the run sends ``device_id`` (once planned)."""
+        if self.plan is None:
+            return (1, self.per_device)
+        return self.plan.ranges[device_id]
 
     @property
     def acked(self) -> int:
@@ -299,11 +331,11 @@ class StreamPublisher:
                 self._client = None
                 await close(client, within_s=self.timeout_s)
                 self._client = await self._reconnect(exc)
-        unsent = {
-            d: tuple(range(rec.sent_seq + 1, self.per_device + 1))
-            for d, rec in self.answers.devices.items()
-            if rec.sent_seq < self.per_device
-        }
+        unsent: dict[str, tuple[int, ...]] = {}
+        for d, rec in self.answers.devices.items():
+            first, last = self.seqs_of(d)
+            if rec.sent_seq < last:
+                unsent[d] = tuple(range(max(rec.sent_seq + 1, first), last + 1))
         return StreamStats(
             devices=len(self.device_ids),
             total=self.total,
@@ -320,6 +352,7 @@ class StreamPublisher:
             duplicates=self.answers.duplicates,
             delivery=self.answers.delivery(unsent),
             drain_s=self._drained_s,
+            plan=self.plan,
         )
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -351,6 +384,8 @@ class StreamPublisher:
             self.answers.handle(message.topic.value, message.payload, retained=message.retain)
 
     async def _work(self, client: aiomqtt.Client) -> None:
+        if self.plan is None:
+            await self._plan()
         await self._publish_evals(client)
         await self._republish(client)
         if self.speed is None:
@@ -362,13 +397,57 @@ class StreamPublisher:
             await self._paced(client, self.cadence_s / self.speed)
         await self._drain()
 
+    # -- where each device's seqs continue ------------------------------------------------------
+
+    async def _plan(self) -> None:
+        """Read the devices' retained statuses (subscribed already; at most ``status_wait_s``,
+        less once every device's has come) and plan the seqs of the run; refuse it
+        (:class:`SeqsRefused`) when it would send seqs learned before or a device has no events
+        left. The schedule (``t0``, the paced start) begins once this is done."""
+        devices = self.answers.devices
+        try:
+            async with asyncio.timeout(self.status_wait_s):
+                for rec in devices.values():
+                    await rec.heard_status.wait()
+        except TimeoutError:
+            silent = [d for d, rec in devices.items() if rec.status is None]
+            log.warning(
+                "%d device(s) sent no status within %.1f s (%s%s): they start at seq %s",
+                len(silent),
+                self.status_wait_s,
+                ", ".join(silent[:5]),
+                ", ..." if len(silent) > 5 else "",
+                self.from_seq or 1,
+            )
+        last_seqs = {
+            d: rec.status.last_seq if rec.status is not None else None for d, rec in devices.items()
+        }
+        available = {d: s.num_events for d, s in self._scenario_of.items()}
+        plan = plan_seqs(last_seqs, available, events=self.events, from_seq=self.from_seq)
+        if plan.refused:
+            raise SeqsRefused(plan.refusal_line())
+        self.plan = plan
+        self.per_device = max(last - first + 1 for first, last in plan.ranges.values())
+        if plan.continued:
+            log.info("%d device(s) continue after their last seq", len(plan.continued))
+        self._t0 = time.time() if self.t0 is None else self.t0
+        self._start = asyncio.get_running_loop().time()
+        self._progress()
+
+    def _t0_of(self, device_id: str) -> float:
+        """The ``t0`` of ``batch_payload`` for ``device_id``: its first seq of this run is
+        captured at the run's start (plus its offset), the next ones a cadence apart."""
+        first, _ = self.seqs_of(device_id)
+        return self._t0 + self._offset[device_id] - (first - 1) * self.cadence_s
+
     # -- publishing ------------------------------------------------------------------------------
 
     def _event(self, device_id: str, seq: int) -> Event:
+        """Event ``seq`` of ``device_id``'s stream (seq ``k`` is event ``k`` of the scenario)."""
         stream = self._streams.get(device_id)
         if stream is None:
             scenario = self._scenario_of[device_id]
-            stream = scenario.events(device_id, self.same_order)[: self.per_device]
+            stream = scenario.events(device_id, self.same_order)
             self._streams[device_id] = stream
         return stream[seq - 1]
 
@@ -399,7 +478,7 @@ class StreamPublisher:
         client: aiomqtt.Client,
         device_id: str,
         event: Event,
-        cache: dict[tuple[int, float], bytes] | None = None,
+        cache: dict[tuple[int, int, float], bytes] | None = None,
         due: float | None = None,
         again: str | None = None,
     ) -> bool:
@@ -414,15 +493,15 @@ class StreamPublisher:
         if again is not None and event.seq not in book.batches:
             return False  # answered since it was found due
         async with self._sem:
-            offset = self._offset[device_id]
-            key = (id(event.indices), offset)
+            t0 = self._t0_of(device_id)
+            key = (id(event.indices), event.seq, t0)
             payload = cache.get(key) if cache is not None else None
             if payload is None:
                 payload = await asyncio.to_thread(
                     batch_payload,
                     self._scenario_of[device_id],
                     event,
-                    t0=self._t0 + offset,
+                    t0=t0,
                     cadence_s=self.cadence_s,
                     with_ids=self.infer is not None,
                 )
@@ -454,7 +533,7 @@ class StreamPublisher:
     def _infer_payloads(self, device_id: str, seq: int) -> list[tuple[int, bytes]]:
         """``(k, payload)`` of the inference requests before event ``seq`` of ``device_id``."""
         assert self.infer is not None
-        t_start = self._t0 + (seq - 2) * self.cadence_s  # the previous event's time
+        t_start = self._t0_of(device_id) + (seq - 2) * self.cadence_s  # the previous event's
         event = self._event(device_id, seq)
         return self.infer.payloads(self._scenario_of[device_id], event, t_start=t_start)
 
@@ -464,12 +543,17 @@ class StreamPublisher:
             await client.publish(where, payload, qos=1, timeout=self.timeout_s)
         self.infer_sent += 1
 
-    async def _paced_infers(self, client: aiomqtt.Client, seq: int, start: float) -> None:
-        """Paced: the interval before event ``seq``, which starts at loop time ``start``."""
+    async def _paced_infers(self, client: aiomqtt.Client, tick: int, start: float) -> None:
+        """Paced: the interval before the run's event ``tick`` (0 is the first) of every device,
+        which starts at loop time ``start``."""
         assert self.infer is not None and self.speed is not None
         loop = asyncio.get_running_loop()
-        devices = [d for d in self.device_ids if d not in self.stalled]
-        plans = {d: self._infer_payloads(d, seq) for d in devices}
+        devices = [
+            d
+            for d in self.device_ids
+            if d not in self.stalled and self.seqs_of(d)[0] + tick <= self.seqs_of(d)[1]
+        ]
+        plans = {d: self._infer_payloads(d, self.seqs_of(d)[0] + tick) for d in devices}
         for m, (k, _) in enumerate(self.infer.seconds):
             await asyncio.sleep(max(0.0, start + k / self.speed - loop.time()))
             async with asyncio.TaskGroup() as group:
@@ -523,23 +607,27 @@ class StreamPublisher:
     async def _paced(self, client: aiomqtt.Client, period_s: float) -> None:
         loop = asyncio.get_running_loop()
         while self._next_tick < self.per_device:
-            seq = self._next_tick + 1
-            due = self._start + self._next_tick * period_s
+            tick = self._next_tick
+            due = self._start + tick * period_s
             await asyncio.sleep(max(0.0, due - loop.time()))
             # devices sharing an event (--same-order) and an offset share its bytes
-            cache: dict[tuple[int, float], bytes] = {}
+            cache: dict[tuple[int, int, float], bytes] = {}
             async with asyncio.TaskGroup() as group:
                 for device_id in self._by_offset:
                     mine = due + self._offset[device_id] * period_s / self.cadence_s
+                    first, last = self.seqs_of(device_id)
+                    seq = first + tick
+                    if seq > last:
+                        continue  # fewer events left for this device
                     if mine > loop.time():
                         await asyncio.sleep(mine - loop.time())
                     if self.answers.devices[device_id].sent_seq < seq:  # else: re-published
                         event = self._event(device_id, seq)
                         task = self._publish_batch(client, device_id, event, cache, mine)
                         group.create_task(task)
-            self._next_tick = seq
-            if self.infer is not None and seq < self.per_device:
-                await self._paced_infers(client, seq + 1, due)
+            self._next_tick = tick + 1
+            if self.infer is not None and tick + 1 < self.per_device:
+                await self._paced_infers(client, tick + 1, due)
 
     async def _drain(self) -> None:
         """Wait until every published batch is answered, up to ``drain_timeout_s`` in all
@@ -595,10 +683,11 @@ class StreamPublisher:
                 )
                 self.stalled.append(device_id)
                 return
-            if rec.sent_seq >= self.per_device:
+            first, last = self.seqs_of(device_id)
+            if rec.sent_seq >= last:
                 return
-            seq = rec.sent_seq + 1
-            if self.infer is not None and seq >= 2:  # test, then train: predict, then learn
+            seq = max(rec.sent_seq + 1, first)
+            if self.infer is not None and seq > first:  # test, then train: predict, then learn
                 for _, payload in self._infer_payloads(device_id, seq):
                     await self._publish_infer(client, device_id, payload)
             await self._publish_batch(client, device_id, self._event(device_id, seq))

@@ -88,7 +88,8 @@ class BridgeSettings:
     ``source`` is the payloads' ``source`` metadata. ``drain_timeout_s``: how long the bridge
     waits, once its input ended, for the answers still outstanding (None:
     :func:`~dataset_stream.outcome.default_drain_s` of ``window_s``); ``resend``: when a batch
-    without an answer goes again; ``keep_bytes``: payload bytes kept for that, at most."""
+    without an answer goes again; ``keep_bytes``: payload bytes kept for that, at most;
+    ``from_seq``: every device's first batch seq (None: after the ``last_seq`` of its status)."""
 
     prefix: str = DEFAULT_PREFIX
     window_s: float = 60.0
@@ -102,6 +103,7 @@ class BridgeSettings:
     drain_timeout_s: float | None = None
     resend: ResendPolicy = field(default_factory=ResendPolicy)
     keep_bytes: int = KEEP_BYTES
+    from_seq: int | None = None
 
     def __post_init__(self) -> None:
         validate_prefix(self.prefix)
@@ -115,6 +117,8 @@ class BridgeSettings:
             raise ValueError("source must not be empty")
         if self.drain_timeout_s is not None and not finite_drain(self.drain_timeout_s):
             raise ValueError(f"drain_timeout_s must be >= 0, not {self.drain_timeout_s!r}")
+        if self.from_seq is not None and self.from_seq < 1:
+            raise ValueError(f"from_seq must be >= 1, not {self.from_seq!r}")
         if self.keep_bytes < 1:
             raise ValueError(f"keep_bytes must be >= 1, not {self.keep_bytes!r}")
 
@@ -146,7 +150,7 @@ class Bridge:
         self.fields = fields
         self.settings = settings or BridgeSettings()
         self.tally = BridgeTally()
-        self.seqs = NextSeqs(self.settings.status_wait_s)
+        self.seqs = NextSeqs(self.settings.status_wait_s, self.settings.from_seq)
         self.book = Outstanding(self.settings.resend)
         self._answered = asyncio.Event()
         self._again: asyncio.Queue[str | None] = asyncio.Queue()  # a device, None: every one
@@ -212,6 +216,8 @@ class Bridge:
                     ),
                     group.create_task(self._publish_again_on_request()),
                 ]
+                if self.fields.device is not None:  # refused before reading, if it must be
+                    await self.seqs.batch_seq(self.fields.device)
                 if not replay:
                     helpers.append(group.create_task(self._tick(outbox)))
                 sender = group.create_task(self._send(outbox))
@@ -318,10 +324,11 @@ class Bridge:
         except ProtocolError as exc:
             self._reject(device, "refused", f"a batch of {n} samples: {exc}", n)
             return
-        if self.answers.handing_over(device, seq):  # before publishing: answers are quick
+        # before publishing: answers (and the node's status naming this seq) are quick
+        self.seqs.used(device, seq)
+        if self.answers.handing_over(device, seq):
             self.kept.keep(device, seq, payload)
         await self.link.publish(topic(self.settings.prefix, device, "batch"), payload)
-        self.seqs.used(device, seq)
         count = self.tally.of(device)
         count.batches += 1
         count.learn_samples += n

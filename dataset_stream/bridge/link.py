@@ -4,7 +4,9 @@ sequence numbers continue from.
 :class:`NextSeqs` reads the retained ``{prefix}/{device}/status`` of the devices: a device's first
 batch gets ``last_seq + 1``, so a bridge follows a stream or its own earlier run. The bridge waits
 for the retained statuses at most ``wait_s`` after it subscribed; a device with none by then
-starts at seq 1 (with a warning: no node has announced itself under that id). Inference requests
+starts at seq 1 (with a warning: no node has announced itself under that id). With ``from_seq``
+every device starts there instead, and a device whose ``last_seq`` is at or past it is refused
+(:class:`~dataset_stream.errors.SeqsRefused`: those seqs were learned before). Inference requests
 have a sequence of their own; it continues from the status's ``last_infer_seq`` when a node
 reports one, else it starts at the wall clock in milliseconds: a node answers a request seq it
 has seen recently as a repeat (its first answer, not charged), so a restarted bridge must not
@@ -36,7 +38,8 @@ import aiomqtt
 from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.session import Session, close, new_client_id
 from dataset_stream.answers import ANSWER_KINDS, STATUS_KIND, AnswerLedger
-from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError
+from dataset_stream.continuation import plan_seqs
+from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError, SeqsRefused
 from dataset_stream.protocol import Status, read_node_message, topic, topic_filter
 from dataset_stream.reconnect import ReconnectPolicy
 
@@ -49,8 +52,11 @@ log = logging.getLogger(__name__)
 class NextSeqs:
     """Next batch and inference seq of every device; see the module docstring."""
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, from_seq: int | None = None) -> None:
+        if from_seq is not None and from_seq < 1:
+            raise ValueError(f"from_seq must be >= 1, not {from_seq!r}")
         self.wait_s = wait_s
+        self.from_seq = from_seq
         self._status: dict[str, Status] = {}
         self._arrived: dict[str, asyncio.Event] = {}
         self._next: dict[str, int] = {}
@@ -72,17 +78,22 @@ class NextSeqs:
             self._next[device] = last + 1
 
     async def batch_seq(self, device: str) -> int:
-        """The seq of ``device``'s next batch (not used up until :meth:`used`)."""
+        """The seq of ``device``'s next batch (not used up until :meth:`used`); raises
+        :class:`SeqsRefused` for a device that learned ``from_seq`` before."""
         if device not in self._next:
             status = await self._status_of(device)
             last = status.last_seq if status is not None else None
-            self._next[device] = (last or 0) + 1
+            plan = plan_seqs({device: last}, {device: 10**18}, from_seq=self.from_seq)
+            if plan.refused:
+                raise SeqsRefused(plan.refusal_line())
+            self._next[device] = plan.ranges[device][0]
             if status is None:
                 log.warning(
                     "%s: no retained status within %.1f s (is its node running?); "
-                    "starting at seq 1",
+                    "starting at seq %d",
                     device,
                     self.wait_s,
+                    self._next[device],
                 )
         return self._next[device]
 

@@ -204,7 +204,15 @@ class Status(JsonMessage):
     """The retained ``{prefix}/{device}/status`` (``schemas/status.json``).
 
     The last will is ``{"state": "offline"}`` alone, so everything but ``state`` is optional.
-    ``reason`` says why a node is in state ``error``.
+    ``reason`` says why a node is in state ``error``. A node publishes it when it connects,
+    after every event it commits (``last_seq``, ``events``, ``battery``, ``lifetime_h`` and
+    ``accuracy`` as that event left them) and when it stops cleanly, so a producer knows where
+    each device's seqs continue and a monitor its last state, from the moment they subscribe.
+    ``accuracy``: on the node's eval set after its last learning event (None: not measured).
+    ``online_since``: the wall time (unix s) the node's current connection was made, the same
+    in every status of that connection: a consumer that sees it change knows the node
+    connected again (and may have missed what was published while it had no subscription),
+    while a status after an event keeps it.
     """
 
     SCHEMA: ClassVar[str] = "status"
@@ -221,6 +229,8 @@ class Status(JsonMessage):
             "replay",
             "model",
             "reason",
+            "accuracy",
+            "online_since",
         ]
     )
 
@@ -235,6 +245,8 @@ class Status(JsonMessage):
     replay: ReplayStats | None = None
     model: str | None = None
     reason: str | None = None
+    accuracy: float | None = None
+    online_since: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -255,7 +267,8 @@ class Status(JsonMessage):
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "state": self.state}
-        for name in ("device", "t", "last_seq", "events", "gaps", "lifetime_h", "model", "reason"):
+        names = ("device", "t", "last_seq", "events", "gaps", "lifetime_h", "model", "reason")
+        for name in (*names, "accuracy", "online_since"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -279,6 +292,8 @@ class Status(JsonMessage):
             replay=None if "replay" not in obj else ReplayStats.from_dict(obj["replay"]),
             model=obj.get("model"),
             reason=obj.get("reason"),
+            accuracy=_optional_float(obj.get("accuracy")),
+            online_since=_optional_float(obj.get("online_since")),
             extra=_extra(obj, cls.KNOWN),
         )
 
@@ -291,12 +306,24 @@ class ErrorMessage(JsonMessage):
     batch the message answers (absent only when the input had no readable seq). A ``gap`` names
     the skipped range ``gap_first..gap_last`` and the seq learned next (``next_seq``). An error
     that answers an inference request carries its seq as ``infer_seq``, never as ``seq`` (the two
-    sequences are independent).
+    sequences are independent). A ``duplicate`` or ``stale_seq`` also carries the node's
+    ``last_seq`` (the last seq it committed), so a producer that started without the node's
+    status learns where the device's seqs continue.
     """
 
     SCHEMA: ClassVar[str] = "error"
     KNOWN: ClassVar[frozenset[str]] = frozenset(
-        ["device", "seq", "code", "message", "gap_first", "gap_last", "next_seq", "infer_seq"]
+        [
+            "device",
+            "seq",
+            "code",
+            "message",
+            "gap_first",
+            "gap_last",
+            "next_seq",
+            "infer_seq",
+            "last_seq",
+        ]
     )
 
     device: str
@@ -307,10 +334,13 @@ class ErrorMessage(JsonMessage):
     gap_last: int | None = None
     next_seq: int | None = None
     infer_seq: int | None = None
+    last_seq: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device)
+        if self.last_seq is not None and self.last_seq < 0:
+            raise ValueError(f"error last_seq must be >= 0, not {self.last_seq}")
         if self.seq is not None and self.seq < 0:
             raise ValueError(f"error seq must be >= 0, not {self.seq}")
         if self.infer_seq is not None and (self.infer_seq < 0 or self.seq is not None):
@@ -324,7 +354,7 @@ class ErrorMessage(JsonMessage):
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "device": self.device, "code": self.code}
         out["message"] = self.message[:4096]
-        for name in ("seq", "gap_first", "gap_last", "next_seq", "infer_seq"):
+        for name in ("seq", "gap_first", "gap_last", "next_seq", "infer_seq", "last_seq"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -341,6 +371,7 @@ class ErrorMessage(JsonMessage):
             gap_last=obj.get("gap_last"),
             next_seq=obj.get("next_seq"),
             infer_seq=obj.get("infer_seq"),
+            last_seq=obj.get("last_seq"),
             extra=_extra(obj, cls.KNOWN),
         )
 

@@ -41,9 +41,8 @@ def _seconds(value: float | None) -> str:
 
 def _lifetime_key(rec: DeviceRecord) -> tuple[float, str]:
     """Sort key: the shortest projected lifetime first; devices without one last."""
-    tel = rec.telemetry
-    life = tel.lifetime_h if tel is not None and tel.lifetime_h is not None else math.inf
-    return (life, rec.device)
+    life = rec.lifetime_h
+    return (math.inf if life is None else life, rec.device)
 
 
 def fleet_line(monitor: FleetMonitor) -> str:
@@ -51,7 +50,7 @@ def fleet_line(monitor: FleetMonitor) -> str:
     records = list(monitor.devices.values())
     states = Counter(rec.state for rec in records)
     by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"
-    events = sum(rec.events for rec in records)
+    events = sum(rec.node_events for rec in records)
     p50, p99 = monitor.lag.percentile(0.5), monitor.lag.percentile(0.99)
     lag = "-" if p50 is None else f"p50 {_seconds(p50)} s, p99 {_seconds(p99)} s"
     return f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
@@ -74,15 +73,14 @@ def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
         caption = f"{len(records) - len(shown)} more devices not shown; " + caption
     rows = []
     for rec in shown:
-        tel = rec.telemetry
         rows.append(
             (
                 escape(rec.device),
                 rec.state,
-                count(rec.events),
-                optional(tel.accuracy if tel is not None else None, ".3f"),
-                optional(tel.battery.soc if tel is not None else None, ".2%"),
-                hours(tel.lifetime_h if tel is not None else None),
+                count(rec.node_events),
+                optional(rec.accuracy, ".3f"),
+                optional(rec.soc, ".2%"),
+                hours(rec.lifetime_h),
                 count(rec.gaps),
                 count(rec.duplicates),
                 count(sum(rec.rejected.values())),

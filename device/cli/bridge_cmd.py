@@ -87,6 +87,16 @@ def bridge(
             "--status-wait", help="Seconds to wait for the devices' retained status (last seq)."
         ),
     ] = 2.0,
+    from_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--from-seq",
+            help="First batch seq of every device. Default: each device continues after the "
+            "last seq its retained status names (1 without one).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     max_outage_s: Annotated[
         float,
         typer.Option("--max-outage", help="Seconds without a broker the bridge waits through."),
@@ -115,18 +125,24 @@ def bridge(
     """Forward live samples to devices: labelled ones as one learning batch per device per
     window, unlabelled ones as inference requests (one per device per second).
 
+    Each device's batches continue after the last seq its node committed (its retained
+    status), so a bridge follows a stream or its own earlier run; --from-seq N starts at N.
+
     Every batch stays outstanding until its node answers it (telemetry or an error for its seq),
     and is published again after a reconnect or when no answer comes in time.
 
-    Exit status: 0 when every batch was answered by its node, or the bridge was stopped
-    (SIGINT, SIGTERM: it does not wait for the last answers); 3 when the input ended and some
-    batches got no answer within --drain-timeout (one line names the devices and seqs); 1 on
-    an error; 2 on bad options.
+    Exit status: 0 when every batch was answered by its node (and some were learned), or the
+    bridge was stopped (SIGINT, SIGTERM: it does not wait for the last answers); 3 when the
+    input ended and some batches got no answer within --drain-timeout (one line names the
+    devices and seqs); 4 when the fleet learned nothing: --from-seq names seqs a device learned
+    before (one line names it; nothing more is sent), or none of the batches sent was learned;
+    1 on an error; 2 on bad options.
     """
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
     from dataset_stream.bridge import Bridge, BridgeSettings, Format
-    from dataset_stream.errors import DatasetStreamError
+    from dataset_stream.errors import DatasetStreamError, SeqsRefused
+    from dataset_stream.outcome import NOTHING_LEARNED_EXIT_STATUS
     from dataset_stream.protocol import ProtocolError
     from dataset_stream.reconnect import ReconnectPolicy
 
@@ -161,6 +177,7 @@ def bridge(
             reconnect=ReconnectPolicy(max_outage_s=max_outage_s),
             source=f"bridge:{type(where).__name__.removesuffix('Source').lower()}",
             drain_timeout_s=drain_timeout_s,
+            from_seq=from_seq,
         )
     except (ValueError, ProtocolError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--prefix") from exc
@@ -182,22 +199,24 @@ def bridge(
 
     try:
         report = run_async(main)
+    except SeqsRefused as exc:
+        raise fail(str(exc), code=NOTHING_LEARNED_EXIT_STATUS) from exc
     except DatasetStreamError as exc:
         raise fail(str(exc)) from exc
     _print_report(report)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     delivery = report.delivery
-    if delivery.complete:
+    if not delivery.exit_status:
         return
-    if report.stopped:
+    if report.stopped and not delivery.complete:
         console.print(
             f"[yellow]stopped[/] before {delivery.unanswered_count} batch(es) were answered "
             "(not waited for)",
             highlight=False,
         )
         return
-    raise fail(delivery.missing_line(), code=delivery.exit_status)
+    raise fail(delivery.failure_line(), code=delivery.exit_status)
 
 
 def _source(text: str, follow: bool, password_file: Path | None) -> Source:

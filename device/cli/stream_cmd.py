@@ -89,8 +89,27 @@ def stream(
         ),
     ] = "1",
     events: Annotated[
-        int | None, typer.Option(help="Learning events per device (default: all).", min=1)
+        int | None,
+        typer.Option(help="Learning events per device (default: all that are left).", min=1),
     ] = None,
+    from_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--from-seq",
+            help="First seq (and scenario event) of every device. Default: each device "
+            "continues after the last seq its retained status names (1 without one).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    status_wait_s: Annotated[
+        float,
+        typer.Option(
+            "--status-wait",
+            help="Seconds to wait at the start for the devices' retained status (last seq); "
+            "the stream goes on once every device's has come.",
+        ),
+    ] = 2.0,
     seed: Annotated[int, typer.Option(help="Scenario seed: factory split, events, order.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="Every device gets the events in the same order.")
@@ -145,12 +164,19 @@ def stream(
 ) -> None:
     """Stream a dataset as continual-learning events to a fleet of devices over MQTT.
 
+    Seq k is the scenario's event k. Each device continues after the last seq its node
+    committed (its retained status), so a second run goes on where the first one ended;
+    --from-seq N starts every device at N instead.
+
     Every batch stays outstanding until its node answers it (telemetry or an error for its seq),
     and is published again after a reconnect or when no answer comes in time.
 
     Exit status: 0 when every batch was answered by its node (learned, duplicate, refused or
-    lost in a gap: all said in the summary); 3 when some were not (one line names the devices
-    and seqs); 1 on an error (no broker); 2 on bad options.
+    lost in a gap: all said in the summary) and some were learned; 3 when some were not
+    answered (one line names the devices and seqs); 4 when the fleet learned nothing: nothing
+    was sent (what the stream would send was learned before, or no events are left; one line
+    names the devices), or none of the batches sent was learned; 1 on an error (no broker);
+    2 on bad options.
     """
     from broker.errors import BrokerURLError
     from broker.url import parse_broker_url
@@ -158,14 +184,19 @@ def stream(
         DatasetStreamError,
         Scenario,
         ScenarioError,
+        SeqsRefused,
         SourceError,
         build_scenario,
     )
-    from dataset_stream.outcome import default_drain_s, finite_drain
+    from dataset_stream.outcome import NOTHING_LEARNED_EXIT_STATUS, default_drain_s, finite_drain
     from dataset_stream.reconnect import ReconnectPolicy
 
     device_ids = parse_devices(devices, prefix, start_index)
     pace = pacing(speed, cadence_s, infer_rate, stagger)
+    if not (math.isfinite(status_wait_s) and status_wait_s >= 0):
+        raise typer.BadParameter(f"{status_wait_s} is not >= 0", param_hint="--status-wait")
+    if dump is not None and from_seq is not None:
+        raise fail("--dump writes every device's events from seq 1; drop --from-seq", code=2)
     if not (math.isfinite(max_outage_s) and max_outage_s > 0):
         raise typer.BadParameter(
             f"{max_outage_s} is not a positive number of seconds", param_hint="--max-outage"
@@ -193,6 +224,8 @@ def stream(
         client_id,
         StartPolicy(give_up_s=give_up_after_s, max_wait_s=max_outage_s),
         drain_s,
+        from_seq,
+        status_wait_s,
     )
     try:
         url = parse_broker_url(broker, password_file=password_file)
@@ -235,25 +268,30 @@ def stream(
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
         raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+    except SeqsRefused as exc:
+        raise fail(str(exc), code=NOTHING_LEARNED_EXIT_STATUS) from exc
     except DatasetStreamError as exc:
         raise fail(str(exc)) from exc
     if stats is None:
         console.print("stopped")
         return
     _report(stats, dump)
-    if stats.delivery is not None and not stats.delivery.complete:
-        raise fail(stats.delivery.missing_line(), code=stats.delivery.exit_status)
+    if stats.delivery is not None and stats.delivery.exit_status:
+        raise fail(stats.delivery.failure_line(), code=stats.delivery.exit_status)
 
 
 @dataclass(frozen=True, slots=True)
 class _Link:
-    """How the stream talks to its broker: reconnect policy, client id, the wait at start, and
-    how long it waits at the end for the last answers."""
+    """How the stream talks to its broker: reconnect policy, client id, the wait at start, how
+    long it waits at the end for the last answers, the first seq (None: continue after each
+    device's last seq) and how long it waits for the devices' statuses."""
 
     policy: ReconnectPolicy
     client_id: str | None
     start: StartPolicy
     drain_s: float
+    from_seq: int | None = None
+    status_wait_s: float = 2.0
 
 
 def _log_to_console() -> None:
@@ -369,8 +407,9 @@ def _run_publish(
     progress, sent_task, answered_task = _progress()
 
     def on_progress(sent: int, answered: int) -> None:
-        progress.update(sent_task, completed=sent)
-        progress.update(answered_task, completed=answered)
+        total = publisher.total  # known once the statuses said where each device continues
+        progress.update(sent_task, completed=sent, total=total)
+        progress.update(answered_task, completed=answered, total=total)
 
     publisher = StreamPublisher(
         broker,
@@ -386,6 +425,8 @@ def _run_publish(
         infer_rate=pace.infer_per_s,
         stagger=pace.stagger,
         drain_timeout_s=link.drain_s,
+        from_seq=link.from_seq,
+        status_wait_s=link.status_wait_s,
     )
     for task in (sent_task, answered_task):
         progress.update(task, total=publisher.total)
@@ -416,8 +457,9 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
         if stats.drain_s >= 0.05
         else ""
     )
+    seqs = f" ({stats.plan.seqs_text()})" if stats.plan is not None else ""
     console.print(
-        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices in "
+        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices{seqs} in "
         f"{stats.elapsed_s:.1f} s{waited}",
         highlight=False,
     )

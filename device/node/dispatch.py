@@ -75,8 +75,10 @@ class Dispatcher:
         )
 
     def new_connection(self) -> None:
-        """Held batches belong to the last connection; unacknowledged, they come again."""
+        """Held batches belong to the last connection; unacknowledged, they come again. Its
+        statuses say when it was made."""
         self._sequencer.reset()
+        self._outbox.connected()
 
     async def watch_holds(self, client: aiomqtt.Client) -> None:
         """Skip the gap before held batches that waited too long (runs beside the reader)."""

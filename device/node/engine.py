@@ -187,6 +187,12 @@ class NodeEngine:
 
     # -- reports -------------------------------------------------------------------------------
 
-    def status(self, state: str, reason: str | None = None) -> Status:
+    def status(
+        self,
+        state: str,
+        reason: str | None = None,
+        accuracy: float | None = None,
+        online_since: float | None = None,
+    ) -> Status:
         """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
-        return reporting.status(self._parts, self._live, state, reason)
+        return reporting.status(self._parts, self._live, state, reason, accuracy, online_since)

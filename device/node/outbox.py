@@ -2,13 +2,16 @@
 
 :class:`Outbox` words nothing itself: the engine builds the messages (:mod:`device.node.reporting`,
 :mod:`dataset_stream.protocol`); the outbox puts them on the node's topics with the QoS and retain
-flag each one needs, and remembers the last status it published, so that a state is published
-once when it changes, not with every batch. Every error is logged as it is published.
+flag each one needs. It remembers the state of the last status it published and the last
+accuracy a telemetry reported, which every later status carries (a node does not evaluate for a
+status), with the time the current connection was made (``online_since``, set by
+:meth:`Outbox.connected`). Every error is logged as it is published.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import aiomqtt
 
@@ -28,6 +31,12 @@ class Outbox:
         self.device_id = engine.settings.device_id
         self._prefix = engine.settings.prefix
         self.state = "idle"  # the last status published
+        self.accuracy: float | None = None  # the last one a telemetry reported
+        self.online_since: float | None = None  # wall time the current connection was made
+
+    def connected(self) -> None:
+        """A new connection is made: its statuses carry its time (``online_since``)."""
+        self.online_since = time.time()
 
     def topic(self, kind: str) -> str:
         """This node's topic ``{prefix}/{id}/{kind}``."""
@@ -35,7 +44,7 @@ class Outbox:
 
     async def status(self, client: aiomqtt.Client, state: str, reason: str | None = None) -> None:
         """Publish the retained status (the engine's: ``depleted`` wins) and remember its state."""
-        status = self._engine.status(state, reason)
+        status = self._engine.status(state, reason, self.accuracy, self.online_since)
         if reason:
             log.warning("%s: status %s: %s", self.device_id, status.state, reason)
         await client.publish(self.topic("status"), status.to_json(), qos=1, retain=True)
@@ -46,6 +55,8 @@ class Outbox:
         await client.publish(self.topic("error"), error.to_json(), qos=1)
 
     async def telemetry(self, client: aiomqtt.Client, telemetry: Telemetry) -> None:
+        if telemetry.accuracy is not None:
+            self.accuracy = telemetry.accuracy
         await client.publish(self.topic("telemetry"), telemetry.to_json(), qos=1)
 
     async def prediction(self, client: aiomqtt.Client, prediction: Prediction) -> None:

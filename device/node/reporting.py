@@ -78,8 +78,17 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
     )
 
 
-def status(parts: NodeParts, live: LiveState, state: str, reason: str | None = None) -> Status:
-    """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
+def status(
+    parts: NodeParts,
+    live: LiveState,
+    state: str,
+    reason: str | None = None,
+    accuracy: float | None = None,
+    online_since: float | None = None,
+) -> Status:
+    """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``);
+    ``accuracy``: the last one measured, if any (the node does not evaluate for a status);
+    ``online_since``: when the connection it is published on was made."""
     if live.battery.depleted and state in ("idle", "learning"):
         state = "depleted"
     sim_time = live.state.sim_time
@@ -95,4 +104,6 @@ def status(parts: NodeParts, live: LiveState, state: str, reason: str | None = N
         replay=ReplayStats.from_dict(parts.memory.stats()),
         model=parts.store.meta.model_id,
         reason=reason,
+        accuracy=accuracy,
+        online_since=online_since,
     )

@@ -6,7 +6,10 @@ Delivery (docs/protocol.md, "Delivery guarantees"):
   arrive or ``hold_s`` passes; then the missing range is committed as a gap, reported (``gap``
   error, ``gaps`` in telemetry and status) and learning goes on with the held batches;
 - a seq already learned is acknowledged and answered with a ``duplicate`` error carrying it; a
-  seq that was skipped as part of a gap gets ``stale_seq``;
+  seq that was skipped as part of a gap gets ``stale_seq``; both carry the node's ``last_seq``
+  too, so a producer learns where the device's seqs continue;
+- after every event it commits (learned, depleted or skipped as failed) the node publishes its
+  retained status, so producers and monitors that subscribe later read its last seq and state;
 - an event the store cannot commit (disk full, read-only) is *not* acknowledged: the node
   reports ``store_failed`` and status ``error``, and retries it with backoff until it commits;
 - any other failure on a batch is reported (``internal``, with its seq), committed as a
@@ -111,10 +114,10 @@ class Sequencer:
                     ack(client, message)
                 case Duplicate():
                     text = f"seq {seq} was learned before; not applied again"
-                    await self._refuse(client, message, "duplicate", text, seq)
+                    await self._refuse(client, message, "duplicate", text, seq, book.last_seq)
                 case Stale():
                     text = f"seq {seq} arrived after it was skipped as a gap"
-                    await self._refuse(client, message, "stale_seq", text, seq)
+                    await self._refuse(client, message, "stale_seq", text, seq, book.last_seq)
                 case TooFarAhead():
                     raise ProtocolError(
                         "bad_metadata",
@@ -145,10 +148,18 @@ class Sequencer:
                         await self._release(client, release)
 
     async def _refuse(
-        self, client: aiomqtt.Client, message: aiomqtt.Message, code: str, text: str, seq: int
+        self,
+        client: aiomqtt.Client,
+        message: aiomqtt.Message,
+        code: str,
+        text: str,
+        seq: int,
+        last_seq: int | None,
     ) -> None:
-        """Answer a batch that is not applied with an error carrying its seq; acknowledge it."""
-        await self._outbox.error(client, ErrorMessage(self.device_id, code, text, seq=seq))
+        """Answer a batch that is not applied with an error carrying its seq and the node's
+        ``last_seq``; acknowledge it."""
+        error = ErrorMessage(self.device_id, code, text, seq=seq, last_seq=last_seq)
+        await self._outbox.error(client, error)
         ack(client, message)
 
     async def _release_over_budget(self, client: aiomqtt.Client) -> None:
@@ -218,13 +229,14 @@ class Sequencer:
                 client, ErrorMessage(self.device_id, "internal", text, seq=batch.seq)
             )
             ack(client, message)
+            await outbox.status(client, "idle")  # its last seq moved on
             return
         telemetry = outcome.telemetry
         await outbox.telemetry(client, telemetry)
         ack(client, message)
-        state = "idle" if outcome.learned else "depleted"
-        if outbox.state != state:
-            await outbox.status(client, state)
+        # after every event, not only on a change of state: the retained status is where
+        # producers read the last seq and monitors the last state
+        await outbox.status(client, "idle" if outcome.learned else "depleted")
         if self._on_telemetry is not None:
             try:
                 self._on_telemetry(telemetry)

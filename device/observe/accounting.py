@@ -115,6 +115,11 @@ class DeviceRecord:
     :meth:`add_telemetry`); ``received``: when a new telemetry seq last arrived.
     ``predictions``: prediction messages seen (counted, not decoded); ``prediction_received``:
     when the last one arrived.
+
+    The node's last known state (:attr:`node_events`, :attr:`accuracy`, :attr:`soc`,
+    :attr:`lifetime_h`, :attr:`state`) is read from the newer of its last telemetry and its
+    status (a node publishes its retained status after every event): a monitor that connects
+    after a run knows every node's events, accuracy, battery and lifetime at once.
     """
 
     device: str
@@ -136,12 +141,60 @@ class DeviceRecord:
     prediction_received: float | None = None
 
     @property
+    def status_is_newer(self) -> bool:
+        """Whether the status says more than the last telemetry: it names a last seq at or
+        past that telemetry's (published after it), or no telemetry was seen."""
+        status, tel = self.status, self.telemetry
+        if status is None:
+            return False
+        if tel is None:
+            return True
+        return status.last_seq is not None and status.last_seq >= tel.seq
+
+    @property
     def state(self) -> str:
         if self.status is not None and self.status.state in ("offline", "depleted", "error"):
             return self.status.state
+        if self.status is not None and self.status_is_newer:
+            return self.status.state
         if self.telemetry is not None:
             return self.telemetry.state
-        return self.status.state if self.status is not None else "unknown"
+        return "unknown"
+
+    @property
+    def node_events(self) -> int:
+        """Events the node learned by its own count (its newest telemetry or status), at least
+        those seen here."""
+        counts = [self.events]
+        if self.telemetry is not None:
+            counts.append(self.telemetry.events)
+        if self.status is not None and self.status.events is not None:
+            counts.append(self.status.events)
+        return max(counts)
+
+    @property
+    def accuracy(self) -> float | None:
+        """The node's last accuracy on its eval set (None: not measured, or not known)."""
+        tel, status = self.telemetry, self.status
+        if status is not None and status.accuracy is not None and self.status_is_newer:
+            return status.accuracy
+        return tel.accuracy if tel is not None else None
+
+    @property
+    def soc(self) -> float | None:
+        """The node's last state of charge, 0..1 (None: not known)."""
+        tel, status = self.telemetry, self.status
+        if status is not None and status.battery is not None and self.status_is_newer:
+            return status.battery.soc
+        return tel.battery.soc if tel is not None else None
+
+    @property
+    def lifetime_h(self) -> float | None:
+        """The node's last projected lifetime, hours (None: unbounded, or not known)."""
+        tel, status = self.telemetry, self.status
+        if status is not None and status.battery is not None and self.status_is_newer:
+            return status.lifetime_h
+        return tel.lifetime_h if tel is not None else None
 
     @property
     def gaps(self) -> int:
