@@ -89,7 +89,10 @@ async def test_sigint_twice_stops_a_command_whose_broker_is_down(
         if cmd.returncode is None:  # its clean stop may be over already: then there is no second
             cmd.send(signal.SIGINT)
         await cmd.ended_within(STOP_WITHIN_S)
-    assert cmd.returncode in (0, 130), cmd.stderr  # clean, or stopped at once
+    # clean (0), or stopped at once: by the Stopper (130), or -- when the second SIGINT lands
+    # in the interpreter's last instants, after its finalization gave SIGINT back its default
+    # action -- by the signal itself (-2; a shell reports that as 130 too)
+    assert cmd.returncode in (0, 130, -signal.SIGINT), cmd.stderr
     assert_clean(cmd)
     assert not [p for p in workers if alive(p)]
 
