@@ -12,8 +12,10 @@
     ├── ScenarioError (ValueError)      a scenario that cannot be built from a source
     ├── PacingError (ValueError)        a pacing value out of range (cadence, speed, stagger,
     │                                   inference rate)
-    └── PublishError                    the broker cannot be reached, or a device stopped
-                                        acknowledging
+    ├── PublishError                    the broker cannot be reached, or a device stopped
+    │                                   acknowledging
+    └── SeqsRefused                     a producer refused to start: what it would send was
+                                        learned before, or a device has no events left
 
 The errors of :mod:`dataset_stream.protocol` (the first three) are defined here too and
 re-exported there, so that a node imports the protocol and nothing else of this package. The
