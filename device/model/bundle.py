@@ -157,6 +157,9 @@ class ModelBundle:
             raise BundleError(
                 f"{MANIFEST}: adaptive stage outputs {out}, expected ({self.num_classes},)"
             )
+        replays = self.factory_replays
+        if replays is not None and len(replays) and int(replays.labels.max()) >= self.num_classes:
+            raise BundleError(f"{self.path}: a factory replay's label is >= {self.num_classes}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -238,7 +241,7 @@ class ModelBundle:
         num_classes = _get(_get(doc, "classes", "", dict), "count", "classes.", int)
         replays = None
         if "replays" in doc:
-            replays = read_replays(root, doc["replays"], lr_shape, num_classes)
+            replays = read_replays(root, doc["replays"], lr_shape)
         return cls(
             path=root,
             name=str(doc.get("name", root.name)),

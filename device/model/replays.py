@@ -96,11 +96,9 @@ def replays_table(replays: FactoryReplays, lr_size: int, source: str) -> dict[st
     }
 
 
-def read_replays(
-    root: Path, table: Any, lr_shape: tuple[int, ...], num_classes: int
-) -> FactoryReplays:
+def read_replays(root: Path, table: Any, lr_shape: tuple[int, ...]) -> FactoryReplays:
     """The factory replays the ``[replays]`` ``table`` of ``root/model.toml`` lists, checked
-    against the bundle (LR shape, class count) and the table (count, bits)."""
+    against the LR shape and the table (count, bits); the bundle checks their labels."""
     from safetensors import SafetensorError, safe_open
 
     if not isinstance(table, dict) or table.get("file") != REPLAYS:
@@ -128,8 +126,6 @@ def read_replays(
         )
     except QuantizationError as exc:
         raise BundleError(f"{path}: {exc}") from exc
-    if len(replays) and int(replays.labels.max()) >= num_classes:
-        raise BundleError(f"{path}: a label is >= classes.count {num_classes}")
     if (table.get("count"), table.get("bits")) != (len(replays), bits):
         raise BundleError(
             f"model.toml: [replays] says count = {table.get('count')!r}, bits = "
