@@ -54,7 +54,7 @@ CACHE_NAME = MODEL_NAME + "-seed{seed}"
 #: On-device SGD rate of this head. With the factory replays in the memory, 0.01 keeps the
 #: factory classes through the first event (8 devices, seed 0: -4.7 points on them, against
 #: -12.1 at 0.05) at about the same final accuracy (seed 0: 82.2 % against 83.9 %);
-#: ``python benchmarks/first_events.py``.
+#: ``python benchmarks/first_events.py [--learning-rate 0.05]``.
 RECOMMENDED_LEARNING_RATE = 0.01
 
 
