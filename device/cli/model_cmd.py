@@ -147,6 +147,15 @@ def info_cmd(
     sizes = ", ".join(f"{b} bit: {n:,} B" for b, n in lr["bytes"].items())
     out.print(f"LR {lr['tensor']!r} shape {lr['shape']} ({lr['numel']} values): {sizes}")
     out.print(f"({lr['overhead']}: {lr['overhead_bytes']} B)")
+    replays = report["factory_replays"]
+    if replays is None:
+        out.print("factory replays: none (new nodes start with an empty replay memory)")
+    else:
+        classes = ", ".join(f"{c}: {n}" for c, n in replays["per_class"].items())
+        out.print(
+            f"factory replays: {replays['count']} LRs at {replays['bits']} bits "
+            f"({replays['bytes']:,} B) in {replays['file']}, per class {classes}"
+        )
 
 
 #: The columns of ``model info``, the least important with the highest ``hide``.

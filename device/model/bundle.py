@@ -5,6 +5,8 @@
     model.toml            manifest: input, normalisation, LR tensor, classes, layer lists
     frozen.onnx           INT8 static-quantized frozen stage: input -> LR tensor
     adaptive.safetensors  FP32 weights of the adaptive stage (keys "<layer>.<tensor>")
+    factory_replays.safetensors   optional: quantized factory latents a node's replay memory
+                          starts from (:mod:`device.model.replays`; listed in ``[replays]``)
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 from device.learning.layers import KINDS, LayerInfo
 from device.learning.nn.base import LayerSpec
 from device.learning.nn.sequential import Sequential, build_sequential
+from device.learning.replay import FactoryReplays
 from device.model.errors import BundleError
+from device.model.replays import read_replays
 
 FORMAT = "vega-emu-bundle"
 VERSION = 1
@@ -137,6 +141,9 @@ class ModelBundle:
     adaptive_specs: tuple[LayerSpec, ...]
     weights: Mapping[str, np.ndarray] = field(repr=False)
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: Latents of the factory training data a new node's replay memory starts from; None for a
+    #: bundle that carries none (``model split``, older bundles): its nodes start empty.
+    factory_replays: FactoryReplays | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -150,6 +157,9 @@ class ModelBundle:
             raise BundleError(
                 f"{MANIFEST}: adaptive stage outputs {out}, expected ({self.num_classes},)"
             )
+        replays = self.factory_replays
+        if replays is not None and len(replays) and int(replays.labels.max()) >= self.num_classes:
+            raise BundleError(f"{self.path}: a factory replay's label is >= {self.num_classes}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -227,17 +237,23 @@ class ModelBundle:
                 specs.append(LayerSpec(t["name"], t["op"], t.get("attrs", {})))
             except (KeyError, TypeError, ValueError) as exc:
                 raise BundleError(f"{MANIFEST}: adaptive.layers[{i}]: {exc!s}") from exc
+        lr_shape = _shape(_get(lr, "shape", "lr.", list), "lr.shape")
+        num_classes = _get(_get(doc, "classes", "", dict), "count", "classes.", int)
+        replays = None
+        if "replays" in doc:
+            replays = read_replays(root, doc["replays"], lr_shape)
         return cls(
             path=root,
             name=str(doc.get("name", root.name)),
             input=spec_in,
             lr_tensor=_get(lr, "tensor", "lr.", str),
-            lr_shape=_shape(_get(lr, "shape", "lr.", list), "lr.shape"),
-            num_classes=_get(_get(doc, "classes", "", dict), "count", "classes.", int),
+            lr_shape=lr_shape,
+            num_classes=num_classes,
             frozen_layers=tuple(_layer_info(t, i) for i, t in enumerate(frozen.get("layers", []))),
             adaptive_specs=tuple(specs),
             weights=_read_weights(root / ADAPTIVE),
             meta=_meta(doc, root / MANIFEST, warn_old_keys=warn_old_keys),
+            factory_replays=replays,
         )
 
 

@@ -23,6 +23,13 @@ from device.model.bundle import (
 )
 from device.model.errors import ExportError
 from device.model.quantize import quantize_int8
+from device.model.replays import (
+    FACTORY_LR_SIZE,
+    REPLAYS,
+    pick_factory,
+    replays_table,
+    write_replays,
+)
 from device.model.toml_out import dumps
 
 FROZEN_FP32 = "frozen_fp32.onnx"
@@ -55,10 +62,14 @@ def write_bundle(
     num_classes: int,
     meta: Mapping[str, Any] | None = None,
     keep_fp32: bool = True,
+    factory: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ModelBundle:
     """Quantize the frozen stage, save the head and the manifest into ``out_dir``.
 
     ``calibration`` is raw input (wire dtype, ``[N, *input_spec.shape]``); it is normalised here.
+    With ``factory`` (the raw training input and its labels), the bundle carries factory replays:
+    the INT8 frozen stage's latents of a class-balanced subset of at most
+    :data:`~device.model.replays.FACTORY_LR_SIZE` of them (:mod:`device.model.replays`).
     ``out_dir`` must not exist or be empty. Returns the bundle as loaded back from disk.
     """
     from safetensors.numpy import save_file
@@ -105,6 +116,15 @@ def write_bundle(
             "layers": [{"name": s.name, "op": s.op, "attrs": dict(s.attrs)} for s in head.specs()],
         },
     }
+    if factory is not None:
+        x, y = factory
+        keep = pick_factory(y)
+        latents = run_onnx(out_dir / FROZEN, input_spec.normalize(x[keep]))
+        replays = write_replays(out_dir / REPLAYS, latents, y[keep])
+        source = (
+            f"INT8 frozen stage on {len(keep)} of {len(y)} factory training samples, class-balanced"
+        )
+        manifest["replays"] = replays_table(replays, FACTORY_LR_SIZE, source)
     (out_dir / MANIFEST).write_text(dumps(manifest), "utf-8")
     return ModelBundle.load(out_dir)
 

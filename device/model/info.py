@@ -7,6 +7,7 @@ from typing import Any
 
 from device.learning.layers import total_macs
 from device.model.bundle import ModelBundle
+from device.model.replays import REPLAYS
 
 LR_BITS = (32, 8, 7, 6)
 LR_OVERHEAD_BYTES = 8  # per quantized LR: one float32 scale + one float32 zero point
@@ -42,6 +43,7 @@ def bundle_report(bundle: ModelBundle) -> dict[str, Any]:
             "overhead_bytes": LR_OVERHEAD_BYTES,
             "overhead": "per LR below 32 bits: float32 scale + float32 zero point",
         },
+        "factory_replays": _replays(bundle),
         "layers": [
             {
                 "name": la.name,
@@ -60,6 +62,20 @@ def bundle_report(bundle: ModelBundle) -> dict[str, Any]:
             "params": sum(la.params for la in layers),
             "params_adaptive": sum(la.params for la in layers if la.adaptive),
         },
+    }
+
+
+def _replays(bundle: ModelBundle) -> dict[str, Any] | None:
+    """The factory replays a new node's memory starts from; None when the bundle has none."""
+    replays = bundle.factory_replays
+    if replays is None:
+        return None
+    return {
+        "file": REPLAYS,
+        "count": len(replays),
+        "bits": replays.bits,
+        "bytes": replays.lrs.nbytes,
+        "per_class": {str(c): n for c, n in replays.class_counts().items()},
     }
 
 

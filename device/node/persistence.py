@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from device.learning.nn import SGD, Sequential
 from device.learning.prequential import PrequentialScore
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
+from device.model.replays import REPLAYS
 from device.node.parts import NodeParts
 from device.node.settings import NodeSettings
 from device.node.store import NodeState, NodeStore, StoreError
@@ -43,21 +46,28 @@ __all__ = [
 BUNDLE_FILES = ("model.toml", "frozen.onnx", "adaptive.safetensors")
 OPT_PREFIX = "opt."  # optimizer velocity buffers live next to the weights
 
+log = logging.getLogger(__name__)
+
 
 def model_id(bundle: ModelBundle) -> str:
     """Content hash of a bundle: a state file belongs to exactly one model.
 
-    Hashed once per process for each version of the files (a fleet's nodes share the bundle).
+    Hashes :data:`BUNDLE_FILES`, then the factory replays when the bundle has them (a bundle
+    without them keeps the id it always had). Hashed once per process for each version of the
+    files (a fleet's nodes share the bundle).
     """
     root = bundle.path.resolve()
-    stamps = tuple((root / name).stat().st_mtime_ns for name in BUNDLE_FILES)
-    return _content_id(bundle.name, str(root), stamps)
+    files = BUNDLE_FILES + ((REPLAYS,) if bundle.factory_replays is not None else ())
+    stamps = tuple((root / name).stat().st_mtime_ns for name in files)
+    return _content_id(bundle.name, str(root), files, stamps)
 
 
 @functools.lru_cache(maxsize=16)
-def _content_id(name: str, root: str, stamps: tuple[int, ...]) -> str:  # stamps: cache key
+def _content_id(
+    name: str, root: str, files: tuple[str, ...], stamps: tuple[int, ...]
+) -> str:  # stamps: cache key
     digest = hashlib.sha256()
-    for file in BUNDLE_FILES:
+    for file in files:
         digest.update((Path(root) / file).read_bytes())
     return f"{name}-{digest.hexdigest()[:16]}"
 
@@ -86,12 +96,33 @@ def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage)
                 bits=settings.replay.bits,
                 shape=bundle.lr_shape,
                 class_balanced=settings.replay.class_balanced,
-            )
+            ),
+            factory=bundle.factory_replays,
+            rng=_factory_rng(settings),
         )
     except BaseException:
         store.close()
         raise
+    if memory.created and bundle.factory_replays is None and memory.lr_size:
+        _note_no_factory_replays(str(bundle.path))
     return NodeParts(settings, bundle, frozen, profile, bundle.layers(), cost_config, store, memory)
+
+
+def _factory_rng(settings: NodeSettings) -> np.random.Generator:
+    """The draws that fit the factory replays to a node's memory: per (seed, device)."""
+    key = zlib.crc32(settings.device_id.encode())
+    return np.random.default_rng([settings.seed, key, 0xFAC7])
+
+
+@functools.lru_cache(maxsize=16)
+def _note_no_factory_replays(bundle_path: str) -> None:
+    """Say once per bundle and process that its new nodes start with an empty memory."""
+    log.warning(
+        "model bundle %s carries no factory replays (%s): new nodes start with an empty replay "
+        "memory, so their first events may forget the factory classes",
+        bundle_path,
+        REPLAYS,
+    )
 
 
 def weights_snapshot(head: Sequential, optimizer: SGD) -> dict[str, np.ndarray]:

@@ -139,18 +139,25 @@ def test_learning_rate_is_written_learning_rate_and_old_bundles_still_load(
     assert bundle.recommended_learning_rate == RECOMMENDED_LEARNING_RATE
     old = tmp_path / "old"
     shutil.copytree(bundle.path, old)
-    (old / MANIFEST).write_text(text.replace("learning_rate = 0.05", "lr = 0.07"))
+    (old / MANIFEST).write_text(
+        text.replace(f"learning_rate = {RECOMMENDED_LEARNING_RATE}", "lr = 0.07")
+    )
     assert ModelBundle.load(old).recommended_learning_rate == 0.07  # the old spelling
     assert "[train] lr is the deprecated spelling of [train] learning_rate" in caplog.text
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     caplog.clear()
     assert ModelBundle.load(old, warn_old_keys=False).recommended_learning_rate == 0.07
     assert not caplog.records
-    both = text.replace("learning_rate = 0.05", "learning_rate = 0.05\nlr = 0.07")
+    both = text.replace(
+        f"learning_rate = {RECOMMENDED_LEARNING_RATE}",
+        f"learning_rate = {RECOMMENDED_LEARNING_RATE}\nlr = 0.07",
+    )
     (old / MANIFEST).write_text(both)
     with pytest.raises(BundleError, match="both learning_rate and its old spelling lr"):
         ModelBundle.load(old)
-    (old / MANIFEST).write_text(text.replace("[train]\nlearning_rate = 0.05\n", ""))
+    (old / MANIFEST).write_text(
+        text.replace(f"[train]\nlearning_rate = {RECOMMENDED_LEARNING_RATE}\n", "")
+    )
     assert ModelBundle.load(old).recommended_learning_rate == DEFAULT_LEARNING_RATE
 
 
@@ -166,12 +173,16 @@ def test_a_default_model_cached_with_the_old_spelling_loads_quietly(
     cache = default_cache_dir(0)
     shutil.copytree(bundle.path, cache)
     text = (cache / MANIFEST).read_text()
-    (cache / MANIFEST).write_text(text.replace("learning_rate = 0.05", "lr = 0.05"))
+    (cache / MANIFEST).write_text(
+        text.replace(
+            f"learning_rate = {RECOMMENDED_LEARNING_RATE}", f"lr = {RECOMMENDED_LEARNING_RATE}"
+        )
+    )
 
     def never() -> tuple[np.ndarray, np.ndarray]:
         raise AssertionError("the cached model is there: nothing to build")
 
-    assert load_default(0, factory=never).recommended_learning_rate == 0.05
+    assert load_default(0, factory=never).recommended_learning_rate == RECOMMENDED_LEARNING_RATE
     assert not caplog.records
 
 

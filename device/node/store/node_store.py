@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from device.learning.replay import FactoryReplays
 from device.node.store.arrays import decode_array
 from device.node.store.checks import stored
 from device.node.store.errors import (
@@ -179,10 +180,17 @@ class NodeStore:
         """The memory opened by :meth:`open_replay`, if any."""
         return self._replay
 
-    def open_replay(self, config: ReplayConfig) -> ReplayMemory:
-        """Open the node's replay memory; the store reloads it when an event rolls back."""
+    def open_replay(
+        self,
+        config: ReplayConfig,
+        *,
+        factory: FactoryReplays | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> ReplayMemory:
+        """Open the node's replay memory (a new one starts from ``factory``, see
+        :meth:`ReplayMemory.open`); the store reloads it when an event rolls back."""
         self._check_open()
-        self._replay = ReplayMemory.open(self._db, config)
+        self._replay = ReplayMemory.open(self._db, config, factory=factory, rng=rng)
         return self._replay
 
     def load_weights(self) -> dict[str, npt.NDArray[np.generic]] | None:

@@ -13,6 +13,11 @@ rows are written; if the caller's transaction then rolls back, the caller must c
 :meth:`~ReplayMemory.reload` (``device.node.store.NodeStore`` does this for the memory it opened).
 After a crash the mirror is rebuilt from what was committed, so both always agree.
 
+A new memory starts from the model's factory replays (:class:`FactoryReplays`, fitted to its
+size and bits) in the same transaction that records its config, as AR1* starts from the latents
+of its initial training batch: that batch counts as AR1* event 0, so the first learning event
+gets the quota ``lr_size // 2``. A memory that exists is never seeded again.
+
 Not thread-safe: one thread at a time, like the connection it uses.
 """
 
@@ -28,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from device.learning.replay.factory import FactoryReplays
 from device.learning.replay.policy import ar1_writes, plan_placement
 from device.learning.replay.quant import (
     SUPPORTED_BITS,
@@ -77,17 +83,37 @@ class ReplayConfig:
 class ReplayMemory:
     """Quantized LR memory with AR1* replacement; open it with :meth:`open`."""
 
-    def __init__(self, db: sqlite_utils.Database, config: ReplayConfig) -> None:
+    def __init__(
+        self, db: sqlite_utils.Database, config: ReplayConfig, *, created: bool = False
+    ) -> None:
         self._db = db
         self._config = config
         self._row_bytes = row_bytes(config.dim, config.bits)
+        #: Whether :meth:`open` created this memory (rather than finding it in the database).
+        self.created = created
         self.reload()
 
     @classmethod
-    def open(cls, db: sqlite_utils.Database, config: ReplayConfig) -> ReplayMemory:
-        """Create the tables if needed (committing), check the stored config, load the mirror."""
+    def open(
+        cls,
+        db: sqlite_utils.Database,
+        config: ReplayConfig,
+        *,
+        factory: FactoryReplays | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> ReplayMemory:
+        """Create the tables if needed (committing), check the stored config, load the mirror.
+
+        A memory created here starts from ``factory``, fitted to the config's lr_size and bits
+        (:meth:`FactoryReplays.fit`, drawing from ``rng``); one found in the database keeps
+        what it holds.
+        """
         if db.conn.in_transaction:
             raise ReplayStateError("open the replay memory outside of a transaction")
+        if factory is not None and factory.shape != config.shape:
+            raise ReplayConfigError(
+                f"factory replays of shape {factory.shape} do not fit a memory of {config.shape}"
+            )
         try:
             MIGRATIONS.apply(db)
             row = next(
@@ -97,10 +123,21 @@ class ReplayMemory:
             )
             if row is None:
                 with db.atomic():
+                    seeded = _seed_rows(factory, config, rng)
                     db.execute(
                         "INSERT INTO replay_config (id, capacity, bits, shape, updates)"
-                        " VALUES (1, ?, ?, ?, 0)",
-                        [config.lr_size, config.bits, json.dumps(list(config.shape))],
+                        " VALUES (1, ?, ?, ?, ?)",
+                        [
+                            config.lr_size,
+                            config.bits,
+                            json.dumps(list(config.shape)),
+                            int(bool(seeded)),  # the factory batch is AR1* event 0
+                        ],
+                    )
+                    db.conn.executemany(
+                        "INSERT INTO replay (slot, label, scale, zero_point, codes)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        seeded,
                     )
         except sqlite3.Error as exc:
             raise ReplayStateError(f"cannot open the replay tables: {exc}") from exc
@@ -113,7 +150,7 @@ class ReplayMemory:
                     f"{stored}, but {wanted} was asked for; use another state directory "
                     "or the stored settings"
                 )
-        return cls(db, config)
+        return cls(db, config, created=row is None)
 
     def reload(self) -> None:
         """Rebuild the in-memory mirror from the committed (or current) database content."""
@@ -323,3 +360,19 @@ class ReplayMemory:
         self._size += int((slots >= self._size).sum())
         self._updates += 1
         return len(slots)
+
+
+def _seed_rows(
+    factory: FactoryReplays | None, config: ReplayConfig, rng: np.random.Generator | None
+) -> list[tuple[Any, ...]]:
+    """The ``replay`` rows a new memory starts with: ``factory`` fitted to ``config``."""
+    if factory is None or config.lr_size == 0 or len(factory) == 0:
+        return []
+    fitted = factory.fit(config.lr_size, config.bits, rng or np.random.default_rng(0))
+    q = fitted.lrs
+    return [
+        (slot, int(label), float(scale), float(zero_point), q.packed[slot].tobytes())
+        for slot, (label, scale, zero_point) in enumerate(
+            zip(fitted.labels, q.scale, q.zero_point, strict=True)
+        )
+    ]

@@ -1,7 +1,8 @@
 """Tables of the latent-replay memory, created and upgraded by the ``vega-replay`` migrations.
 
 ``replay_config``  one row (id 1): capacity, bits, latent shape (JSON list), and ``updates``,
-                   the number of AR1* events applied so far (the ``i`` of the AR1* quota).
+                   the number of AR1* events applied so far (the ``i`` of the AR1* quota; the
+                   factory replays a new memory starts from count as event 0).
                    ``capacity`` is N_LR, ``ReplayConfig.lr_size`` in the code: the column keeps
                    its first name because renaming it would rewrite every existing state file.
 ``replay``         one row per occupied slot: slot (0 .. size-1), label, FP32 scale and zero point
