@@ -5,6 +5,7 @@
 =======================  ===========================================================
 ``digits``               bundled handwritten digits as an 11-session benchmark (default)
 ``synthetic-sensor``     float32 ``[3, 64]`` time-series windows, sessions as drift
+``watch``                smartwatch exercise recordings (seglearn's data), ``[6, 100]`` windows
 ``core50:PATH``          the CORe50 128x128 folder layout, 50 object classes
 ``core50-cat:PATH``      the same, labelled by the 10 categories
 ``npz:PATH``             your own arrays ``x``, ``y`` and optionally ``session``
@@ -20,8 +21,9 @@ from dataset_stream.sources.base import ArrayStore, Dataset, SampleStore, strati
 from dataset_stream.sources.digits import load_digits_benchmark
 from dataset_stream.sources.files import PngStore, load_core50, load_npz, write_core50_sample
 from dataset_stream.sources.sensor import load_sensor_benchmark
+from dataset_stream.sources.watch import load_watch
 
-BUILTIN_SOURCES = ("digits", "synthetic-sensor")
+BUILTIN_SOURCES = ("digits", "synthetic-sensor", "watch")
 PATH_SOURCES = ("core50", "core50-cat", "npz")
 
 
@@ -31,6 +33,8 @@ def load_source(spec: str, *, seed: int = 0) -> Dataset:
         return load_digits_benchmark(seed)
     if spec == "synthetic-sensor":
         return load_sensor_benchmark(seed)
+    if spec == "watch":
+        return load_watch()
     kind, sep, path = spec.partition(":")
     if sep and kind in PATH_SOURCES:
         if not path:
@@ -54,6 +58,7 @@ __all__ = [
     "load_npz",
     "load_sensor_benchmark",
     "load_source",
+    "load_watch",
     "stratified_split",
     "write_core50_sample",
 ]

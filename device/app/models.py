@@ -7,7 +7,9 @@ streams to it, whose events set how many new samples one learning event trains -
 ``vega-emu energy --model default`` costs the events ``up`` sends, not the paper's 300 images.
 
 ``default`` (:data:`DEFAULT_MODEL`) names the default bundle wherever a model is given; a bundle
-directory of that name is reached by its absolute path.
+directory of that name is reached by its absolute path. With the ``watch`` data set
+(:data:`WATCH_DATASET`) the default bundle is the watch model (:mod:`device.model.watch`),
+trained on the factory classes of that data set's training subjects.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DEFAULT_MODEL: Final = "default"
 #: ``vega-emu up`` streams by default.
 DEFAULT_DATASET: Final = "digits"
 DEFAULT_SCENARIO: Final = "nic"
+#: The data set whose default bundle is the watch 1-D CNN, not the digits CNN.
+WATCH_DATASET: Final = "watch"
 
 
 def is_default(path: Path | str | None) -> bool:
@@ -47,10 +51,15 @@ def is_default_bundle(path: Path | str | None, *, seed: int = 0) -> bool:
 
 
 def load_model(
-    path: Path | str | None, *, seed: int = 0, announce: Callable[[str], None] | None = None
+    path: Path | str | None,
+    *,
+    seed: int = 0,
+    announce: Callable[[str], None] | None = None,
+    dataset: str = DEFAULT_DATASET,
 ) -> ModelBundle:
     """The bundle at ``path``, or the cached default model for ``seed`` when ``path`` is None
-    or ``default`` (built on first use, about 10 s; ``announce`` is told before a build).
+    or ``default`` (built on first use, about 10 s; ``announce`` is told before a build): the
+    watch model when ``dataset`` is ``watch``, else the digits one.
     Raises :class:`~device.model.errors.ModelError` for a bundle that cannot be loaded."""
     from dataset_stream.scenarios import factory_split
     from device.model.bundle import ModelBundle
@@ -58,8 +67,36 @@ def load_model(
 
     if path is not None and not is_default(path):
         return ModelBundle.load(Path(path))
+    if dataset == WATCH_DATASET:
+        return load_watch_default(seed, announce=announce)
     factory = partial(factory_split, DEFAULT_DATASET, DEFAULT_SCENARIO, seed)
     return load_default(seed, factory=factory, announce=announce)
+
+
+def load_watch_default(
+    seed: int = 0, *, announce: Callable[[str], None] | None = None
+) -> ModelBundle:
+    """The cached watch model for ``seed``, trained on first use on the factory classes of the
+    watch training subjects (the ``nc`` factory batch: the same classes as ``nic``'s)."""
+    from dataset_stream.scenarios import factory_split
+    from device.model.watch import load_watch_model
+
+    factory = partial(factory_split, WATCH_DATASET, "nc", seed)
+    return load_watch_model(seed, factory=factory, announce=announce)
+
+
+def _is_watch_bundle(path: Path) -> bool:
+    """Whether the bundle at ``path`` is a watch model (by the name in its manifest)."""
+    import tomllib
+
+    from device.model.bundle import MANIFEST
+    from device.model.watch import WATCH_NAME
+
+    try:
+        with (path / MANIFEST).open("rb") as fh:
+            return bool(tomllib.load(fh).get("name") == WATCH_NAME)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +152,17 @@ def benchmark_of(path: Path | str | None, *, seed: int = 0) -> Benchmark | None:
 
     The default model (``path`` None or ``default``) is trained on the factory split of the
     digits ``nic`` scenario for ``seed`` and ``vega-emu up`` streams that scenario's events to
-    it (also when ``path`` is its cache directory); another bundle directory names no
-    scenario, so its benchmark is not known.
+    it (also when ``path`` is its cache directory); a watch model's (a bundle named
+    ``watch-cnn1d-v1``, cached or built by ``model build-default --dataset watch``) is the
+    watch ``nic`` scenario; another bundle directory names no scenario, so its benchmark is
+    not known.
     """
-    if not is_default_bundle(path, seed=seed):
-        return None
     from dataset_stream.scenarios import build_scenario
 
+    if path is not None and not is_default(path) and _is_watch_bundle(Path(path)):
+        return Benchmark.of(build_scenario(WATCH_DATASET, DEFAULT_SCENARIO, seed=seed))
+    if not is_default_bundle(path, seed=seed):
+        return None
     return Benchmark.of(build_scenario(DEFAULT_DATASET, DEFAULT_SCENARIO, seed=seed))
 
 
@@ -129,9 +170,11 @@ __all__ = [
     "DEFAULT_DATASET",
     "DEFAULT_MODEL",
     "DEFAULT_SCENARIO",
+    "WATCH_DATASET",
     "Benchmark",
     "benchmark_of",
     "is_default",
     "is_default_bundle",
     "load_model",
+    "load_watch_default",
 ]

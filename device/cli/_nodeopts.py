@@ -111,13 +111,15 @@ def learning_rate_flag(learning_rate: float | None, old_lr: float | None) -> flo
     return old_lr
 
 
-def load_model(path: Path | None, *, seed: int = 0) -> ModelBundle:
-    """:func:`device.app.load_model`, announcing a first build on the console; a bundle that
-    cannot be loaded exits with status 2."""
+def load_model(path: Path | None, *, seed: int = 0, dataset: str = "digits") -> ModelBundle:
+    """:func:`device.app.load_model` (the default bundle of ``dataset``), announcing a first
+    build on the console; a bundle that cannot be loaded, or a data set the default bundle
+    cannot be trained from, exits with status 2."""
+    from dataset_stream.errors import SourceError
     from device.app.models import load_model as load
     from device.model.errors import ModelError
 
     try:
-        return load(path, seed=seed, announce=console.print)
-    except ModelError as exc:
+        return load(path, seed=seed, announce=console.print, dataset=dataset)
+    except (ModelError, SourceError) as exc:
         raise fail(str(exc), code=2) from exc

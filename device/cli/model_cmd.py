@@ -18,6 +18,8 @@ from device.cli._units import count
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from device.model.bundle import ModelBundle
+
 model_app = typer.Typer(
     help="Model bundles: the default CNN, MobileNet-V1, splitting ONNX models, per-layer costs.",
     no_args_is_help=True,
@@ -32,6 +34,16 @@ def _digits_factory() -> tuple[object, object]:
     return factory_split(dataset="digits", scenario="nic", seed=0)
 
 
+def _build_watch(out: Path, lr_layer: str | None, seed: int) -> ModelBundle:
+    from dataset_stream.scenarios import factory_split
+    from device.model.watch import WATCH_LR_LAYER, build_watch
+
+    if lr_layer not in (None, WATCH_LR_LAYER):
+        raise fail(f"the watch model is cut after {WATCH_LR_LAYER} only", code=2)
+    x, y = factory_split(dataset="watch", scenario="nc", seed=0)
+    return build_watch(x, y, out, seed=seed)
+
+
 @model_app.command("build-default")
 def build_default_cmd(
     out: OutOpt,
@@ -39,17 +51,30 @@ def build_default_cmd(
         str | None, typer.Option(help="Layer whose output is the LR (default p2: 32x4x4).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and training.")] = 0,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="digits: the 2-D CNN for 1x32x32 digits; watch: the 1-D CNN for 6x100 "
+            "smartwatch windows (needs pip install 'vega-emu[watch]')."
+        ),
+    ] = "digits",
 ) -> None:
-    """Train the default CNN on the digits factory split and write its bundle."""
+    """Train a default CNN on its data set's factory split and write its bundle."""
+    from dataset_stream.errors import SourceError
     from device.model.default import build_default
     from device.model.errors import ModelError
 
+    if dataset not in ("digits", "watch"):
+        raise fail(f"--dataset must be digits or watch, not {dataset!r}", code=2)
     creatable(out, "--out")
     start = time.perf_counter()
     try:
-        x, y = _digits_factory()
-        bundle = build_default(x, y, out, lr_layer=lr_layer, seed=seed)  # type: ignore[arg-type]
-    except ModelError as exc:
+        if dataset == "watch":
+            bundle = _build_watch(out, lr_layer, seed)
+        else:
+            x, y = _digits_factory()
+            bundle = build_default(x, y, out, lr_layer=lr_layer, seed=seed)  # type: ignore[arg-type]
+    except (ModelError, SourceError) as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"[green]default bundle[/] {out} (LR {bundle.lr_shape}) in "

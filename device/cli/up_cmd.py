@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 def up(
     devices: Annotated[int, typer.Option(help="Number of nodes (node-0000, ...).", min=1)] = 4,
     dataset: Annotated[
-        str, typer.Option(help="Data source: digits (bundled) or another source with --model.")
+        str,
+        typer.Option(
+            help="Data source: digits (bundled), watch (pip install 'vega-emu[watch]'), or "
+            "another source with --model."
+        ),
     ] = "digits",
     scenario: Annotated[str, typer.Option(help="nic, nc or ni.")] = "nic",
     events: Annotated[
@@ -125,7 +129,7 @@ def up(
         if (run_dir / "run.sqlite").exists():
             raise fail(f"{run_dir / 'run.sqlite'} exists: give another --out", code=2)
     configure_logging(logging.WARNING, console)
-    bundle = load_model(model, seed=seed)
+    bundle = load_model(model, seed=seed, dataset=dataset)
     try:
         plan = build_scenario(dataset, scenario, seed=seed)
     except (ScenarioError, SourceError) as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 LayerKind = Literal[
-    "conv",  # dense convolution (k x k, groups = 1), including the first layer
+    "conv",  # dense convolution (k x k or k-wide 1-D, groups = 1), including the first layer
     "pointwise",  # 1x1 convolution
     "depthwise",  # k x k convolution with groups == channels
     "linear",  # fully connected (Gemm / MatMul)

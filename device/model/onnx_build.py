@@ -21,14 +21,15 @@ def _conv(spec: LayerSpec, x: str, out: str) -> onnx.NodeProto:
     s = int(a.get("stride", 1))
     p = int(a.get("padding", 0))
     group = int(a["channels"]) if spec.op == "depthwise" else 1
+    axes = 1 if spec.op == "conv1d" else 2
     return helper.make_node(
         "Conv",
         [x, f"{spec.name}.weight", f"{spec.name}.bias"],
         [out],
         name=spec.name,
-        kernel_shape=[k, k],
-        strides=[s, s],
-        pads=[p, p, p, p],
+        kernel_shape=[k] * axes,
+        strides=[s] * axes,
+        pads=[p] * (2 * axes),
         group=group,
     )
 
@@ -54,7 +55,7 @@ def layers_to_onnx(
         name, op = spec.name, spec.op
         own = {k: v for k, v in params.items() if k.startswith(f"{name}.")}
         inits.update({k: np.asarray(v, np.float32) for k, v in own.items()})
-        if op in ("conv", "pointwise", "depthwise"):
+        if op in ("conv", "conv1d", "pointwise", "depthwise"):
             nodes.append(_conv(spec, x, out))
         elif op == "linear":
             ins = [x, f"{name}.weight", f"{name}.bias"]
@@ -70,11 +71,17 @@ def layers_to_onnx(
             inits[f"{name}.max"] = np.array(6.0, np.float32)
             ins = [x, f"{name}.min", f"{name}.max"]
             nodes.append(helper.make_node("Clip", ins, [out], name=name))
-        elif op == "avgpool":
+        elif op in ("avgpool", "avgpool1d"):
             k, s = int(spec.attrs.get("kernel", 2)), int(spec.attrs.get("stride", 2))
+            axes = 1 if op == "avgpool1d" else 2
             nodes.append(
                 helper.make_node(
-                    "AveragePool", [x], [out], name=name, kernel_shape=[k, k], strides=[s, s]
+                    "AveragePool",
+                    [x],
+                    [out],
+                    name=name,
+                    kernel_shape=[k] * axes,
+                    strides=[s] * axes,
                 )
             )
         elif op == "globalavgpool":

@@ -6,6 +6,7 @@ node uses for its adaptive stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,12 +100,13 @@ def fit(
     config: FitConfig,
     rng: np.random.Generator,
     *,
-    augment: Augment | None = None,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     normalize: tuple[float, float] = (0.0, 1.0),
 ) -> list[float]:
     """Train ``net`` on ``x [N, ...]`` / int ``y [N]``; returns the mean loss of each epoch.
 
-    With ``augment``, ``x`` is raw 0..255 images, augmented afresh each epoch, then mapped by
+    With ``augment`` (an :class:`Augment` for raw 0..255 images, or any function of the same
+    form), ``x`` is augmented afresh each epoch, then mapped by
     ``(x - normalize[0]) / normalize[1]``.
     """
     mean, std = normalize

@@ -6,6 +6,7 @@ trains the whole default CNN with it.
 
 from device.learning.nn.base import OPS, Layer, LayerSpec
 from device.learning.nn.conv import Conv2d, DepthwiseConv2d, PointwiseConv2d
+from device.learning.nn.conv1d import AvgPool1d, Conv1d
 from device.learning.nn.dense import BatchNorm, Flatten, Linear, ReLU, ReLU6
 from device.learning.nn.loss import log_softmax, softmax_cross_entropy
 from device.learning.nn.optim import SGD, SGDConfig
@@ -16,7 +17,9 @@ __all__ = [
     "OPS",
     "SGD",
     "AvgPool",
+    "AvgPool1d",
     "BatchNorm",
+    "Conv1d",
     "Conv2d",
     "DepthwiseConv2d",
     "Flatten",

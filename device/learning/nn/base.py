@@ -32,6 +32,7 @@ AttrValue = int | float | bool
 OPS: frozenset[str] = frozenset(
     [
         "conv",
+        "conv1d",
         "pointwise",
         "depthwise",
         "linear",
@@ -39,6 +40,7 @@ OPS: frozenset[str] = frozenset(
         "relu",
         "relu6",
         "avgpool",
+        "avgpool1d",
         "globalavgpool",
         "flatten",
     ]

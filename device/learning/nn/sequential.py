@@ -10,6 +10,7 @@ import numpy as np
 from device.learning.layers import LayerInfo
 from device.learning.nn.base import Layer, LayerSpec
 from device.learning.nn.conv import Conv2d, DepthwiseConv2d, PointwiseConv2d
+from device.learning.nn.conv1d import AvgPool1d, Conv1d
 from device.learning.nn.dense import BatchNorm, Flatten, Linear, ReLU, ReLU6
 from device.learning.nn.pool import AvgPool, GlobalAvgPool
 
@@ -161,6 +162,18 @@ def build_layer(spec: LayerSpec, rng: np.random.Generator) -> Layer:
             name=name,
             rng=rng,
         )
+    if op == "conv1d":
+        return Conv1d(
+            i("in_channels"),
+            i("out_channels"),
+            i("kernel"),
+            stride=i("stride", 1),
+            padding=i("padding", 0),
+            name=name,
+            rng=rng,
+        )
+    if op == "avgpool1d":
+        return AvgPool1d(i("kernel", 2), i("stride", i("kernel", 2)), name=name)
     if op == "pointwise":
         return PointwiseConv2d(i("in_channels"), i("out_channels"), name=name, rng=rng)
     if op == "depthwise":
