@@ -31,6 +31,7 @@ import numpy as np
 
 from device.learning.nn import AvgPool1d, Conv1d, Flatten, Linear, ReLU, Sequential
 from device.model.bundle import MANIFEST, InputSpec, ModelBundle
+from device.model.default import RECOMMENDED_LEARNING_RATE as DIGITS_LEARNING_RATE
 from device.model.errors import BundleError, ModelError
 from device.model.export import write_bundle
 from device.model.onnx_build import layers_to_onnx
@@ -42,8 +43,9 @@ NUM_CLASSES = 7
 WATCH_LR_LAYER = "p2"
 WATCH_NAME = "watch-cnn1d-v1"
 CACHE_NAME = "watch-cnn1d-v1-seed{seed}"
-#: On-device SGD rate of this head (the digits default's; the head is of the same size).
-RECOMMENDED_LEARNING_RATE = 0.05
+#: On-device SGD rate of this head: the digits default's (a head of the same size that also
+#: starts from factory replays); not tuned on the watch data.
+RECOMMENDED_LEARNING_RATE = DIGITS_LEARNING_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,8 @@ def build_watch(
     fit_config: FitConfig | None = None,
 ) -> ModelBundle:
     """Train the watch CNN on ``x`` float32 ``[N, 6, 100]`` / ``y`` int64 ``[N]`` and write a
-    bundle split after ``p2`` (LR = 32x12) into ``out_dir``."""
+    bundle split after ``p2`` (LR = 32x12) into ``out_dir``, with the factory replays of ``x``
+    (:mod:`device.model.replays`)."""
     if x.dtype != np.float32 or x.shape[1:] != INPUT_SHAPE or y.shape != (len(x),):
         raise ModelError(
             f"want x float32 [N, 6, 100] and y [N], got {x.dtype} {x.shape}, {y.shape}"
@@ -140,6 +143,7 @@ def build_watch(
             "factory_classes": classes,
             "train": {"learning_rate": RECOMMENDED_LEARNING_RATE},
         },
+        factory=(x, y),
     )
 
 
