@@ -8,7 +8,9 @@
     ├── UnsupportedSchema (ValueError)  a JSON Schema that the protocol's fast checker cannot
     │                                   compile (a keyword it does not implement)
     ├── SourceError (ValueError)        a data source that cannot be loaded (bad spec, missing
-    │                                   or bad files)
+    │   │                               or bad files)
+    │   └── UnsafePickleError           a pickled data file that names a global the restricted
+    │                                   unpickler does not allow
     ├── ScenarioError (ValueError)      a scenario that cannot be built from a source
     ├── PacingError (ValueError)        a pacing value out of range (cadence, speed, stagger,
     │                                   inference rate)
@@ -83,6 +85,11 @@ class SourceError(DatasetStreamError, ValueError):
     """A data source that cannot be loaded."""
 
 
+class UnsafePickleError(SourceError):
+    """A pickled data file names a global outside the restricted unpickler's allowed ones
+    (:mod:`dataset_stream.sources.npy_object`); nothing of it was run."""
+
+
 class ScenarioError(DatasetStreamError, ValueError):
     """A continual-learning scenario that cannot be built."""
 
@@ -121,5 +128,6 @@ __all__ = [
     "ScenarioError",
     "SeqsRefused",
     "SourceError",
+    "UnsafePickleError",
     "UnsupportedSchema",
 ]

@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.lib import format as npy_format
 
-from dataset_stream.errors import SourceError
+from dataset_stream.errors import SourceError, UnsafePickleError
 
 #: ``(module, name)`` of every global a pickle may name: what numpy arrays and dtypes pickle
 #: to (``_reconstruct`` under its numpy 1 and numpy 2 module names) and the bytes decoder a
@@ -32,10 +32,6 @@ ALLOWED_GLOBALS: Final = frozenset(
         ("_codecs", "encode"),
     }
 )
-
-
-class UnsafePickleError(SourceError):
-    """A pickle names a global outside :data:`ALLOWED_GLOBALS` (nothing of it was run)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
