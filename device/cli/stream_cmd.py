@@ -247,8 +247,12 @@ def stream(
         scenarios = list({id(s): s for s in plan.values()}.values())
     fewest = min(s.num_events for s in scenarios)
     per_device = min(fewest, events or fewest)
-    if events is not None and events > fewest:
-        console.print(f"[yellow]note:[/] the scenario has {fewest} events")
+    if dump is not None and events is not None and events > fewest:  # a run says it once planned
+        console.print(
+            f"[yellow]note:[/] {scenarios[0].source} / {scenarios[0].name} has {fewest} events "
+            f"per device; writing {fewest} of the {events} asked",
+            highlight=False,
+        )
     for one in scenarios:
         console.print(
             f"{one.source} / {one.name}: {len(one.classes)} classes, sample "
