@@ -28,13 +28,15 @@ class SeqPlan:
     (``last >= first``). Refused devices: ``learned_before`` (their ``last_seq``, at or past the
     explicit ``from_seq``), ``exhausted`` (their ``last_seq``, the scenario's last event or past
     it); ``available``: events the scenario has per device; ``from_seq`` as asked (None:
-    continue after each device's ``last_seq``)."""
+    continue after each device's ``last_seq``); ``events``: per device, as asked (None: all
+    that are left)."""
 
     ranges: Mapping[str, tuple[int, int]]
     learned_before: Mapping[str, int] = field(default_factory=dict)
     exhausted: Mapping[str, int] = field(default_factory=dict)
     available: Mapping[str, int] = field(default_factory=dict)
     from_seq: int | None = None
+    events: int | None = None
 
     @property
     def refused(self) -> bool:
@@ -58,6 +60,34 @@ class SeqPlan:
         first = min(a for a, _ in self.ranges.values())
         last = max(b for _, b in self.ranges.values())
         return f"seq {first}" if first == last else f"seqs {first}-{last}"
+
+    @property
+    def short(self) -> dict[str, int]:
+        """The devices that get fewer than the ``events`` asked (their scenario ends first),
+        with the number they get."""
+        if self.events is None:
+            return {}
+        sizes = {d: last - first + 1 for d, (first, last) in self.ranges.items()}
+        return {d: n for d, n in sizes.items() if n < self.events}
+
+    def short_line(self, label: Callable[[str], str]) -> str:
+        """One line saying that the scenario of some devices (``label`` names a device's) ends
+        before the ``events`` asked and what they get instead, e.g. ``digits / nic has 77 events
+        per device; sending 77 of the 100 asked (seqs 1-77)``; empty if none is short."""
+        groups: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
+        for device in self.short:
+            key = (label(device), self.available.get(device, 0))
+            groups.setdefault(key, {})[device] = self.ranges[device]
+        parts = []
+        for (name, available), ranges in groups.items():
+            sizes = sorted({last - first + 1 for first, last in ranges.values()})
+            sending = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            seqs = SeqPlan(ranges).seqs_text()
+            parts.append(
+                f"{name} has {available} events per device; sending {sending} of the "
+                f"{self.events} asked ({seqs})"
+            )
+        return "; ".join(parts)
 
     def refusal_line(self) -> str:
         """One line saying why nothing is sent, naming the devices; empty if not refused."""
@@ -113,7 +143,7 @@ def plan_seqs(
             continue
         last = count if events is None else min(count, first + events - 1)
         ranges[device] = (first, last)
-    return SeqPlan(ranges, learned_before, exhausted, dict(available), from_seq)
+    return SeqPlan(ranges, learned_before, exhausted, dict(available), from_seq, events)
 
 
 def _named(devices: Mapping[str, int], say: Callable[[str, int], str]) -> str:

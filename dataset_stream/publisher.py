@@ -430,6 +430,10 @@ class StreamPublisher:
         self.per_device = max(last - first + 1 for first, last in plan.ranges.values())
         if plan.continued:
             log.info("%d device(s) continue after their last seq", len(plan.continued))
+        if plan.short:
+            scenario_of = self._scenario_of
+            label = lambda d: f"{scenario_of[d].source} / {scenario_of[d].name}"  # noqa: E731
+            log.warning("%s", plan.short_line(label))
         self._t0 = time.time() if self.t0 is None else self.t0
         self._start = asyncio.get_running_loop().time()
         self._progress()

@@ -203,12 +203,17 @@ class Up:
         return out
 
     def _seen(self, device: str, seq: int) -> bool:
-        """Whether the monitor has an answer of ``device`` to ``seq`` or a later batch."""
+        """Whether the monitor has an answer of ``device`` to ``seq`` or a later batch (for a
+        telemetry, with the status that follows it)."""
         record = self.monitor.devices.get(device)
         if record is None:
             return False
-        if record.telemetry is not None and record.telemetry.seq >= seq:
-            return True
+        tel = record.telemetry
+        if tel is not None and tel.seq >= seq:
+            # and the retained status the node publishes right after it: the state the summary
+            # shows is then the node's after its last event (idle), not the event's (learning)
+            status = record.status
+            return status is not None and status.last_seq is not None and status.last_seq >= tel.seq
         return any(
             (e.seq is not None and e.seq >= seq) or (e.gap_last is not None and e.gap_last >= seq)
             for e in record.recent_errors

@@ -41,6 +41,7 @@ from device.cli._runtime import (
     run_async,
     until_stopped,
 )
+from device.cli._units import count, hours, optional, si
 
 if TYPE_CHECKING:
     from dataset_stream.protocol import Telemetry
@@ -116,15 +117,7 @@ def node(
         raise fail(str(exc), code=2) from exc
 
     def show(t: Telemetry) -> None:
-        accuracy = "-" if t.accuracy is None else f"{t.accuracy:.3f}"
-        lifetime = "-" if t.lifetime_h is None else f"{t.lifetime_h:,.0f}"
-        gaps = f", {t.gaps} seqs skipped" if t.gaps else ""
-        console.print(
-            f"seq {t.seq}: {t.state}, {t.samples} samples, accuracy {accuracy}, "
-            f"{t.energy_j['total']:.4f} J in {t.latency_s['total']:.3f} s (emulated), "
-            f"SoC {t.battery.soc:.4%}, lifetime {lifetime} h, "
-            f"{t.replay.size} LRs, host {t.host_s:.3f} s{gaps}"
-        )
+        console.print(event_line(t), highlight=False, soft_wrap=True)  # one line per event
 
     async def main(stop: asyncio.Event) -> NodeGaveUp | None:
         async with Node(settings, bundle, url, on_telemetry=show) as node:
@@ -139,6 +132,20 @@ def node(
     except (DeviceError, BrokerError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"node {device_id} stopped")
+
+
+def event_line(t: Telemetry) -> str:
+    """What the node prints after an event: its figures in SI units (``18.7 mJ in 302 ms``,
+    ``60.7 uJ``), a lifetime as tables write it (``34.7k h``), never ``0.0000 J`` nor
+    ``5,268,051 h``."""
+    accuracy = optional(t.accuracy, ".3f")
+    gaps = f", {t.gaps} seqs skipped" if t.gaps else ""
+    return (
+        f"seq {t.seq}: {t.state}, {t.samples} samples, accuracy {accuracy}, "
+        f"{si(t.energy_j['total'], 'J')} in {si(t.latency_s['total'], 's')} (emulated), "
+        f"SoC {t.battery.soc:.4%}, lifetime {hours(t.lifetime_h)}, "
+        f"{count(t.replay.size)} LRs, host {si(t.host_s, 's')}{gaps}"
+    )
 
 
 def register(app: typer.Typer) -> None:

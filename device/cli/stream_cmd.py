@@ -247,8 +247,12 @@ def stream(
         scenarios = list({id(s): s for s in plan.values()}.values())
     fewest = min(s.num_events for s in scenarios)
     per_device = min(fewest, events or fewest)
-    if events is not None and events > fewest:
-        console.print(f"[yellow]note:[/] the scenario has {fewest} events")
+    if dump is not None and events is not None and events > fewest:  # a run says it once planned
+        console.print(
+            f"[yellow]note:[/] {scenarios[0].source} / {scenarios[0].name} has {fewest} events "
+            f"per device; writing {fewest} of the {events} asked",
+            highlight=False,
+        )
     for one in scenarios:
         console.print(
             f"{one.source} / {one.name}: {len(one.classes)} classes, sample "
@@ -302,22 +306,35 @@ def _log_to_console() -> None:
 
 
 def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:
-    """The devices of a fleet spec and each one's scenario (one object per distinct scenario)."""
-    from dataset_stream import build_scenario
+    """The devices of a fleet spec and each one's scenario (one object per distinct scenario);
+    a spec with problems, its classes' data among them, fails with all of them."""
+    from dataset_stream import ScenarioError, SourceError, build_scenario
     from device.fleet.errors import FleetSpecError
-    from device.fleet.spec import FleetSpec
+    from device.fleet.spec import DeviceClass, FleetSpec
 
-    try:
-        spec = FleetSpec.load(path)
-    except FleetSpecError as exc:
-        raise fail(str(exc), code=2) from exc
-    built: dict[tuple[str, str], Scenario] = {}
-    out: dict[str, Scenario] = {}
-    for device_class, ids in spec.by_class():
+    built: dict[tuple[str, str], Scenario | str] = {}
+
+    def data_problems(device_class: DeviceClass) -> list[str]:
         key = (device_class.dataset, device_class.scenario)
         if key not in built:
-            built[key] = build_scenario(*key, seed=seed)
-        out.update(dict.fromkeys(ids, built[key]))
+            try:
+                built[key] = build_scenario(*key, seed=seed)
+            except SourceError as exc:
+                built[key] = f"dataset: {exc}"
+            except ScenarioError as exc:
+                built[key] = f"scenario: {exc}"
+        made = built[key]
+        return [made] if isinstance(made, str) else []
+
+    try:
+        spec = FleetSpec.load(path, check=data_problems)
+    except FleetSpecError as exc:
+        raise fail(str(exc), code=2) from exc
+    out: dict[str, Scenario] = {}
+    for device_class, ids in spec.by_class():
+        scenario = built[(device_class.dataset, device_class.scenario)]
+        assert not isinstance(scenario, str)  # a class with a data problem failed the load
+        out.update(dict.fromkeys(ids, scenario))
     return list(out), out
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from dataset_stream.protocol import FLEET_PREFIX, fleet_ids
 from device.fleet.errors import FleetSpecError
@@ -102,30 +102,85 @@ class DeviceClass:
             out["model"] = str(self.model)
         return out
 
+    def problems(self) -> list[str]:
+        """What is wrong with this class's values (the profile, the replay and training
+        settings, the learning rate), each led by its field; empty when the class can run (its
+        model is checked when it is loaded). Checked with the constructors the node uses, so
+        the rules live there."""
+        from device.energy import load_profile
+        from device.learning.learner import TrainConfig
+        from device.learning.nn import SGDConfig
+        from device.node.settings import ReplaySettings
+
+        out = []
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("profile", lambda: load_profile(self.profile)),
+            ("lr_size", lambda: ReplaySettings(self.lr_size)),
+            ("lr_bits", lambda: ReplaySettings(0, self.lr_bits)),
+            ("epochs, mb, new_per_mb", lambda: TrainConfig(self.epochs, self.mb, self.new_per_mb)),
+        ]
+        if self.learning_rate is not None:
+            rate = self.learning_rate
+            checks.append(("learning_rate", lambda: SGDConfig(learning_rate=rate)))
+        for key, check in checks:
+            try:
+                check()
+            except ValueError as exc:  # a ProfileError too
+                out.append(f"{key}: {exc}")
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None) -> DeviceClass:
         """From a TOML table or :meth:`to_dict`; relative ``model`` paths are under ``base``.
+        :class:`FleetSpecError` names every problem of the table's keys, types and values.
 
         ``lr``, the old spelling of ``learning_rate``, is read as that with a logged deprecation
         notice.
         """
-        name = data.get("name", "?")
-        data = _renamed(data, name)
-        unknown = sorted(set(data) - KEYS)
-        if unknown:
-            raise FleetSpecError(
-                f"class {name!r}: unknown key(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(KEYS))}"
-            )
-        values = dict(data)
-        for key, kind in TYPES.items():
-            if key in values and not _is(values[key], kind):
-                raise FleetSpecError(f"class {name!r}: {key} must be {kind}, not {values[key]!r}")
-        model = values.get("model")
-        if model is not None:
-            path = Path(model)
-            values["model"] = path if path.is_absolute() or base is None else base / path
-        return cls(**values)
+        device_class, problems = _parse(data, base)
+        if problems:
+            name = data.get("name", "?")
+            raise FleetSpecError("; ".join(f"class {name!r}: {p}" for p in problems))
+        return device_class
+
+
+def _parse(data: Mapping[str, Any], base: Path | None) -> tuple[DeviceClass, list[str]]:
+    """The class of the table ``data`` and every problem of its keys, types and values (with
+    problems, the class is a stand-in, named ``?``, with a default for each bad value)."""
+    name = data.get("name", "?")
+    problems: list[str] = []
+    old = [key for key in OLD_KEYS if key in data]
+    values = dict(data)
+    for key in old:
+        new = OLD_KEYS[key]
+        if new in data:
+            problems.append(f"give {new} only, not also its old spelling {key}")
+            values.pop(key)
+            continue
+        log.warning("class %r: %s is deprecated, write %s (read as that now)", name, key, new)
+        values[new] = values.pop(key)
+    unknown = sorted(set(values) - KEYS)
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}")
+    problems += [f"{key} is missing" for key in REQUIRED if key not in values]
+    for key, kind in TYPES.items():
+        if key in values and not _is(values[key], kind):
+            problems.append(f"{key} must be {kind}, not {values[key]!r}")
+    count = values.get("count")
+    if isinstance(count, int) and not isinstance(count, bool) and count < 1:
+        problems.append(f"count must be an int >= 1, not {count!r}")
+    if values.get("name") == "":
+        problems.append("a device class needs a name")
+    typed = {k: v for k, v in values.items() if k in KEYS and _is(v, TYPES[k])}
+    model = typed.get("model")
+    if model is not None:
+        path = Path(model)
+        typed["model"] = path if path.is_absolute() or base is None else base / path
+    if problems:  # check the values that can be, on a stand-in with the others' defaults
+        stand_in = DeviceClass(**{**typed, "name": "?", "count": 1})
+        return stand_in, problems + stand_in.problems()
+    device_class = DeviceClass(**typed)
+    return device_class, device_class.problems()
 
 
 #: Keys of a class table and the type each must have.
@@ -145,25 +200,12 @@ TYPES: Final[dict[str, str]] = {
     "scenario": "str",
 }
 KEYS: Final = frozenset(f.name for f in fields(DeviceClass))
+#: More problems of a device class (each led by its key), for :meth:`FleetSpec.load`.
+ClassCheck: TypeAlias = Callable[[DeviceClass], list[str]]
+#: Keys every class table must have.
+REQUIRED: Final = ("name", "count")
 #: Old spellings of class keys, still read: old key -> key.
 OLD_KEYS: Final[dict[str, str]] = {"lr": "learning_rate"}
-
-
-def _renamed(data: Mapping[str, Any], name: object) -> Mapping[str, Any]:
-    """``data`` with the old spellings of :data:`OLD_KEYS` renamed, each with a notice."""
-    old = [key for key in OLD_KEYS if key in data]
-    if not old:
-        return data
-    out = dict(data)
-    for key in old:
-        new = OLD_KEYS[key]
-        if new in data:
-            raise FleetSpecError(
-                f"class {name!r}: give {new} only, not also its old spelling {key}"
-            )
-        log.warning("class %r: %s is deprecated, write %s (read as that now)", name, key, new)
-        out[new] = out.pop(key)
-    return out
 
 
 def _is(value: object, kind: str) -> bool:
@@ -197,17 +239,10 @@ class FleetSpec:
     source: str = field(default="command line", compare=False)
 
     def __post_init__(self) -> None:
-        if not self.classes:
-            raise FleetSpecError(f"{self.source}: a fleet needs at least one [[class]]")
         names = [c.name for c in self.classes]
-        if len(set(names)) != len(names):
-            raise FleetSpecError(f"{self.source}: class names must be distinct, got {names}")
-        if isinstance(self.start_index, bool) or self.start_index < 0:
-            raise FleetSpecError(f"{self.source}: start_index must be >= 0")
-        try:
-            fleet_ids(1, self.prefix)
-        except ValueError as exc:
-            raise FleetSpecError(f"{self.source}: {exc}") from exc
+        problems = _fleet_problems(names, self.prefix, self.start_index)
+        if problems:
+            raise FleetSpecError("; ".join(f"{self.source}: {p}" for p in problems))
 
     @property
     def size(self) -> int:
@@ -234,30 +269,61 @@ class FleetSpec:
             yield device_class, [m.device_id for m in members if m.device_class is device_class]
 
     @classmethod
-    def load(cls, path: Path) -> FleetSpec:
-        """Read a TOML spec; :class:`FleetSpecError` names what is wrong and where."""
+    def load(cls, path: Path, check: ClassCheck | None = None) -> FleetSpec:
+        """Read a TOML spec and check all of it: :class:`FleetSpecError` has one line per
+        problem, each naming the file, the class and the key. ``check`` adds problems of a
+        class (e.g. its dataset, which the stream reads), each led by its key."""
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise FleetSpecError(f"cannot read the fleet spec {path}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise FleetSpecError(f"fleet spec {path} is not valid TOML: {exc}") from exc
+        problems = []
         unknown = sorted(set(doc) - {"prefix", "start_index", "class"})
         if unknown:
-            raise FleetSpecError(f"fleet spec {path}: unknown key(s) {', '.join(unknown)}")
+            problems.append(f"unknown key(s) {', '.join(unknown)}")
         tables = doc.get("class", [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise FleetSpecError(f"fleet spec {path}: write each device class as [[class]]")
+            problems.append("write each device class as [[class]]")
+            tables = []
         prefix, start = doc.get("prefix", FLEET_PREFIX), doc.get("start_index", 0)
         if not isinstance(prefix, str) or not _is(start, "int"):
-            raise FleetSpecError(f"fleet spec {path}: prefix must be a string, start_index an int")
-        try:
-            classes = tuple(DeviceClass.from_dict(t, base=path.parent) for t in tables)
-            return cls(classes, prefix, start, source=str(path))
-        except TypeError as exc:  # a missing required key (name, count)
-            raise FleetSpecError(f"fleet spec {path}: {exc}") from exc
-        except FleetSpecError as exc:
-            raise FleetSpecError(f"fleet spec {path}: {exc}") from exc
+            problems.append("prefix must be a string, start_index an int")
+            prefix, start = FLEET_PREFIX, 0
+        classes = []
+        for i, table in enumerate(tables, 1):
+            device_class, bad = _parse(table, path.parent)
+            if not bad:
+                classes.append(device_class)
+            bad += check(device_class) if check is not None else []
+            name = table.get("name")
+            where = f"class {name!r}" if isinstance(name, str) and name else f"class #{i}"
+            problems += [f"{where}: {p}" for p in bad]
+        names = [t.get("name") for t in tables]
+        problems += _fleet_problems(names, prefix, start)
+        if problems:
+            lines = [f"fleet spec {path}: {p}" for p in dict.fromkeys(problems)]
+            head = f"{len(lines)} problems in fleet spec {path}:\n" if len(lines) > 1 else ""
+            raise FleetSpecError(head + "\n".join(lines))
+        return cls(tuple(classes), prefix, start, source=str(path))
+
+
+def _fleet_problems(names: list[Any], prefix: str, start_index: int) -> list[str]:
+    """What is wrong with a fleet of classes named ``names`` as a whole (its classes' own
+    problems aside)."""
+    out = []
+    if not names:
+        out.append("a fleet needs at least one [[class]]")
+    if len(set(map(str, names))) != len(names):
+        out.append(f"class names must be distinct, got {names}")
+    if isinstance(start_index, bool) or start_index < 0:
+        out.append("start_index must be >= 0")
+    try:
+        fleet_ids(1, prefix)
+    except ValueError as exc:
+        out.append(str(exc))
+    return out
 
 
 def shard(members: list[Member], workers: int) -> list[list[Member]]:
@@ -273,4 +339,4 @@ def shard(members: list[Member], workers: int) -> list[list[Member]]:
     return [part for part in out if part]
 
 
-__all__ = ["DeviceClass", "FleetSpec", "Member", "shard"]
+__all__ = ["ClassCheck", "DeviceClass", "FleetSpec", "Member", "shard"]

@@ -50,3 +50,24 @@ def test_a_config_is_checked_when_built(
     settings = {"node-0000": DeviceClass("d", 1).settings("node-0000", tmp_path, default_bundle)}
     with pytest.raises(ValueError, match="events must be >= 1, not 0"):
         UpConfig(digits_nic, default_bundle, settings, Pacing(), events=0)
+
+
+async def test_after_the_run_every_node_is_idle_in_the_summary_and_the_table(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    """The last telemetry says ``learning`` (the event's state); the retained status the node
+    publishes right after it says ``idle``: the run's end waits for it."""
+    ids = fleet_ids(4)
+    node = DeviceClass("default", count=1)
+    config = UpConfig(
+        scenario=digits_nic,
+        bundle=default_bundle,
+        settings={d: node.settings(d, tmp_path, default_bundle) for d in ids},
+        pacing=Pacing(speed=None),  # closed loop: the last status follows the last answer closely
+        events=2,
+    )
+    async with Up(config) as up:
+        summary = await up.run()
+        states = {d: up.monitor.record(d).state for d in ids}
+    assert states == dict.fromkeys(ids, "idle")
+    assert [d.state for d in summary.devices] == ["idle"] * 4

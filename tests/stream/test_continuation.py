@@ -51,6 +51,19 @@ def test_the_plan_refuses_seqs_learned_before_and_an_exhausted_scenario() -> Non
     assert plan_seqs({"a": 3}, {"a": 77}, from_seq=4).ranges == {"a": (4, 77)}
 
 
+def test_the_plan_says_which_devices_get_fewer_events_than_asked() -> None:
+    plan = plan_seqs({"a": 3, "b": None}, {"a": 77, "b": 77, "c": 10}, events=100)
+    assert plan.short == {"a": 74, "b": 77, "c": 10}
+    names = {"a": "digits / nic", "b": "digits / nic", "c": "watch / nic"}
+    assert plan.short_line(names.__getitem__) == (
+        "digits / nic has 77 events per device; sending 74-77 of the 100 asked (seqs 1-77); "
+        "watch / nic has 10 events per device; sending 10 of the 100 asked (seqs 1-10)"
+    )
+    enough = plan_seqs({"a": 3}, {"a": 77}, events=5)
+    assert enough.short == {} and enough.short_line(names.__getitem__) == ""
+    assert plan_seqs({"a": 3}, {"a": 77}).short == {}  # all that are left: none is short
+
+
 def test_a_run_that_learned_nothing_fails() -> None:
     duplicates = Delivery(planned=6, sent=6, duplicates=6)
     assert duplicates.complete and duplicates.nothing_learned
@@ -132,6 +145,20 @@ async def test_a_second_stream_learns_the_next_seqs_and_a_rerun_from_1_is_refuse
         "77), node-0001 (learned up to 77 of 77); start their nodes on fresh state to stream "
         "the scenario again"
     ], text
+
+
+async def test_more_events_than_the_scenario_has_are_said_once_and_counted_as_sent(
+    fleet: BrokerURL,
+) -> None:
+    code, text = await vega(*stream_args(fleet, "--from-seq", "76", "--events", "5"))
+    assert code == 0, text
+    warned = [line for line in text.splitlines() if "events per device" in line]
+    assert len(warned) == 1, text
+    assert warned[0].endswith(
+        "WARNING dataset_stream.publisher: digits / nic has 77 events per device; sending 2 of "
+        "the 5 asked (seqs 76-77)"
+    )
+    assert "sent 4/4 events to 2 devices (seqs 76-77)" in text
 
 
 async def test_a_bridge_after_a_stream_continues_its_seqs(fleet: BrokerURL, tmp_path: Path) -> None:
