@@ -159,9 +159,13 @@ def default_cache_dir(seed: int = 0) -> Path:
 
     The seed is the scenario seed: it picks the factory split the model is trained on.
     """
+    return models_root() / CACHE_NAME.format(seed=seed)
+
+
+def models_root() -> Path:
+    """Where built models are cached: ``$VEGA_EMU_CACHE``, else ``~/.cache/vega-emu/models``."""
     root = os.environ.get("VEGA_EMU_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "vega-emu" / "models"
-    return base / CACHE_NAME.format(seed=seed)
+    return Path(root) if root else Path.home() / ".cache" / "vega-emu" / "models"
 
 
 def load_default(
@@ -198,14 +202,20 @@ def default_bundle_path(
     build opens its built-in cache to every user on purpose: deploy/Dockerfile).
     """
     target = cache_dir or default_cache_dir()
+    return cached_bundle(target, lambda out: build_default(*factory(), out), what="default model")
+
+
+def cached_bundle(target: Path, build: Callable[[Path], object], *, what: str) -> Path:
+    """``target``, a bundle ``build(out_dir)`` writes on first use: built in a temporary sibling
+    directory and renamed into place, so a crash never leaves a half bundle and two racing
+    processes both end up with one complete bundle; 0700 directories and 0600 files."""
     if (target / MANIFEST).is_file():
         return target
     if not target.parent.is_dir():
         private_dir(target.parent)
-    x, y = factory()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_default(x, y, tmp / "bundle")
+        build(tmp / "bundle")
         _make_private(tmp / "bundle")
         try:
             os.rename(tmp / "bundle", target)
@@ -217,7 +227,7 @@ def default_bundle_path(
     try:
         ModelBundle.load(target, warn_old_keys=False)
     except BundleError as exc:
-        raise BundleError(f"cached default model {target} is broken; delete it: {exc}") from exc
+        raise BundleError(f"cached {what} {target} is broken; delete it: {exc}") from exc
     return target
 
 
@@ -231,9 +241,11 @@ def _make_private(tree: Path) -> None:
 __all__ = [
     "DEFAULT_LR_LAYER",
     "build_default",
+    "cached_bundle",
     "default_bundle_path",
     "default_cache_dir",
     "default_network",
     "load_default",
+    "models_root",
     "split_index",
 ]

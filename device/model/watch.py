@@ -19,9 +19,6 @@ the profile's INT8 rate.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +29,11 @@ import numpy as np
 from device.learning.nn import AvgPool1d, Conv1d, Flatten, Linear, ReLU, Sequential
 from device.model.bundle import MANIFEST, InputSpec, ModelBundle
 from device.model.default import RECOMMENDED_LEARNING_RATE as DIGITS_LEARNING_RATE
-from device.model.errors import BundleError, ModelError
+from device.model.default import cached_bundle, models_root
+from device.model.errors import ModelError
 from device.model.export import write_bundle
 from device.model.onnx_build import layers_to_onnx
 from device.model.train import FitConfig, fit
-from device.private import DIR_MODE, FILE_MODE, private_dir
 
 INPUT_SHAPE = (6, 100)
 NUM_CLASSES = 7
@@ -149,9 +146,7 @@ def build_watch(
 
 def watch_cache_dir(seed: int = 0) -> Path:
     """``$VEGA_EMU_CACHE/watch-cnn1d-v1-seed{seed}``, else under ``~/.cache/vega-emu/models``."""
-    root = os.environ.get("VEGA_EMU_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "vega-emu" / "models"
-    return base / CACHE_NAME.format(seed=seed)
+    return models_root() / CACHE_NAME.format(seed=seed)
 
 
 def load_watch_model(
@@ -162,36 +157,16 @@ def load_watch_model(
 ) -> ModelBundle:
     """The cached watch model for ``seed``, built from ``factory()`` on first use.
 
-    Built in a temporary sibling directory and renamed into place (a crash never leaves half a
-    bundle); the cache directory it creates is 0700, the bundle's files 0600.
+    Built and cached as the default model is (:func:`device.model.default.cached_bundle`).
     """
     target = watch_cache_dir(seed)
-    if not (target / MANIFEST).is_file():
-        if announce is not None:
-            announce(
-                "first run: training the watch model (1-D CNN, about 10 s) and caching it in "
-                f"{target}; later runs start at once"
-            )
-        if not target.parent.is_dir():
-            private_dir(target.parent)
-        x, y = factory()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            build_watch(x, y, tmp / "bundle", seed=seed)
-            for path in (tmp / "bundle").rglob("*"):
-                path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
-            (tmp / "bundle").chmod(DIR_MODE)
-            try:
-                os.rename(tmp / "bundle", target)
-            except OSError:  # another process finished first
-                if not (target / MANIFEST).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        return ModelBundle.load(target, warn_old_keys=False)
-    except BundleError as exc:
-        raise BundleError(f"cached watch model {target} is broken; delete it: {exc}") from exc
+    if announce is not None and not (target / MANIFEST).is_file():
+        announce(
+            "first run: training the watch model (1-D CNN, about 10 s) and caching it in "
+            f"{target}; later runs start at once"
+        )
+    cached_bundle(target, lambda out: build_watch(*factory(), out, seed=seed), what="watch model")
+    return ModelBundle.load(target, warn_old_keys=False)
 
 
 __all__ = [
