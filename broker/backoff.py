@@ -13,9 +13,6 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-#: Past this many attempts the ceiling no longer grows (``factor ** n`` would overflow a float
-#: after about a thousand attempts: a loop that retries forever must never crash on that).
-_MAX_EXPONENT: Final = 64
 _INITIAL_S: Final = 0.2
 _CAP_S: Final = 30.0
 _FACTOR: Final = 2.0
@@ -40,7 +37,11 @@ class BackoffPolicy:
 
     def ceiling_s(self, attempt: int) -> float:
         """The longest delay before attempt ``attempt`` (0 for the first retry)."""
-        return min(self.cap_s, self.initial_s * self.factor ** min(attempt, _MAX_EXPONENT))
+        if self.factor <= 1.0:
+            return min(self.cap_s, self.initial_s)
+        # the exponent stops where the ceiling reaches the cap: never overflows, always gets there
+        reaches_cap = math.ceil(math.log(self.cap_s / self.initial_s) / math.log(self.factor))
+        return min(self.cap_s, self.initial_s * self.factor ** min(attempt, reaches_cap))
 
 
 class Backoff:

@@ -68,6 +68,13 @@ def test_every_delay_is_jittered_under_its_ceiling(
     assert backoff.next_delay() <= initial_s
 
 
+def test_a_slowly_growing_backoff_still_reaches_its_cap() -> None:
+    # factor 1.0625 needs 66 attempts to grow from 1 s to 53 s: an exponent frozen at a fixed
+    # count (it was 64) left the ceiling at 48.4 s forever
+    assert BackoffPolicy(1.0, 53.0, 1.0625).ceiling_s(75) == 53.0
+    assert BackoffPolicy(1.0, 53.0, 1.0625).ceiling_s(10**9) == 53.0
+
+
 def test_a_loop_that_retries_forever_stays_at_the_cap() -> None:
     backoff = Backoff(0.2, 5.0)  # a float power would overflow after ~1,000 attempts
     delays = [backoff.next_delay() for _ in range(5000)]
