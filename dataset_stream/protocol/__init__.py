@@ -3,7 +3,8 @@
 - batches, eval sets and inference requests: safetensors bytes, :func:`encode_batch` /
   :func:`decode_batch`, :func:`encode_eval` / :func:`decode_eval`, :func:`encode_infer` /
   :func:`decode_infer` (:class:`InferRequest`), bounded by :class:`Limits`;
-- node messages: typed :class:`Telemetry`, :class:`Status` (its last will:
+- node messages: typed :class:`Telemetry` (with its long-horizon :class:`ClassMetrics`),
+  :class:`Status` (its last will:
   :meth:`Status.offline`), :class:`ErrorMessage`, :class:`Prediction`; a gateway's
   :class:`GatewayStatus` (JSON on the wire, validated against the schemas shipped in
   ``dataset_stream/schemas``); the end-of-run :class:`RunSummary`;
@@ -14,6 +15,7 @@ Every failure is a :class:`ProtocolError` with a stable ``code``.
 """
 
 from dataset_stream.errors import ERROR_CODES, ForeignMessage, ProtocolError
+from dataset_stream.protocol.class_metrics import CLASS_METRIC_FIELDS, PER_CLASS_CAP, ClassMetrics
 from dataset_stream.protocol.codec import (
     EVAL_LIMITS,
     RESERVED_KEYS,
@@ -78,6 +80,7 @@ from dataset_stream.protocol.topics import (
 )
 
 __all__ = [
+    "CLASS_METRIC_FIELDS",
     "DEFAULT_PREFIX",
     "ERROR_CODES",
     "EVAL_LIMITS",
@@ -87,6 +90,7 @@ __all__ = [
     "KINDS",
     "NODE_ERROR_CODES",
     "NODE_MESSAGE_KINDS",
+    "PER_CLASS_CAP",
     "REPORT_KINDS",
     "RESERVED_KEYS",
     "SCHEMA_NAMES",
@@ -95,6 +99,7 @@ __all__ = [
     "WIRE_VERSION",
     "Batch",
     "BatteryState",
+    "ClassMetrics",
     "DeviceSummary",
     "ErrorMessage",
     "EvalSet",

@@ -10,7 +10,8 @@ conservative (it gives ``False`` for anything json.loads cannot produce, e.g. a 
 ``tests/protocol/test_fastcheck.py`` runs both on many variants of real messages.
 
 Only the keywords the shipped schemas use are supported: ``type``, ``enum``, ``minimum``,
-``maximum``, ``pattern``, ``maxLength``, ``required``, ``properties``, ``additionalProperties``,
+``maximum``, ``pattern``, ``maxLength``, ``maxProperties``, ``required``, ``properties``,
+``additionalProperties``,
 ``items``, local ``$ref`` (``#/...``) and ``$defs``, plus annotations (``title``,
 ``description``, ...). Any other keyword raises :class:`UnsupportedSchema` when the schema is
 compiled, so that a schema edit can never be silently ignored; keyword semantics follow
@@ -45,6 +46,7 @@ _KEYWORDS: Final = frozenset(
         "maximum",
         "pattern",
         "maxLength",
+        "maxProperties",
         "required",
         "properties",
         "additionalProperties",
@@ -177,7 +179,7 @@ class _Compiler:
         if not any(k in schema for k in constraints):
             return _plain_any
         types = _types(schema.get("type", sorted(_TYPES)), where)
-        for name in ("properties", "additionalProperties", "required", "items"):
+        for name in ("properties", "additionalProperties", "required", "items", "maxProperties"):
             _check_shape(schema, name, where)
         # compiled whatever the type, so that an unsupported keyword below is always refused
         check_object = self.object(schema, where)
@@ -215,10 +217,11 @@ class _Compiler:
         }
         extra = self.node(schema.get("additionalProperties", True), f"{where}/additional")
         required = frozenset(schema.get("required", ()))
+        most: float = schema.get("maxProperties", math.inf)
         get = props.get
 
         def check_object(value: dict[Any, Any]) -> bool:
-            if not value.keys() >= required:
+            if not value.keys() >= required or len(value) > most:
                 return False
             for key, item in value.items():  # noqa: SIM110 (a loop is faster)
                 if not get(key, extra)(item):
@@ -274,6 +277,8 @@ def _check_shape(schema: Mapping[str, Any], name: str, where: str) -> None:
         "additionalProperties": isinstance(value, Mapping | bool),
         "items": isinstance(value, Mapping | bool),
         "required": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        # an integral float is legal JSON Schema, unused here
+        "maxProperties": type(value) is int and value >= 0,
     }[name]
     if not ok:
         raise UnsupportedSchema(f"{where}: {name} {value!r} is not supported")

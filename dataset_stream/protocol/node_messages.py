@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
 from dataset_stream.errors import ForeignMessage, ProtocolError
+from dataset_stream.protocol.class_metrics import CLASS_METRIC_FIELDS, PER_CLASS_CAP, ClassMetrics
 from dataset_stream.protocol.messages import JsonMessage
 from dataset_stream.protocol.messages import extra_fields as _extra
 from dataset_stream.protocol.prediction import Prediction
@@ -84,7 +85,11 @@ class Telemetry(JsonMessage):
     Optional (absent from the JSON when None): ``inferences`` and ``inference_energy_j``, the
     inference requests answered and their energy since the previous telemetry;
     ``prequential_accuracy`` over the ``prequential_n`` predictions scored so far
-    (test-then-train: a prediction scored when its sample's label arrives in a batch).
+    (test-then-train: a prediction scored when its sample's label arrives in a batch);
+    ``classes``: the long-horizon metrics (forgetting, backward transfer, recency per class;
+    :class:`~dataset_stream.protocol.class_metrics.ClassMetrics`), flat fields on the wire.
+    ``accuracy_by_class`` is sent by a node only for a model of at most
+    :data:`~dataset_stream.protocol.class_metrics.PER_CLASS_CAP` classes.
     """
 
     SCHEMA: ClassVar[str] = "telemetry"
@@ -109,6 +114,7 @@ class Telemetry(JsonMessage):
             "inference_energy_j",
             "prequential_accuracy",
             "prequential_n",
+            *CLASS_METRIC_FIELDS,
         ]
     )
 
@@ -131,6 +137,7 @@ class Telemetry(JsonMessage):
     inference_energy_j: float | None = None
     prequential_accuracy: float | None = None
     prequential_n: int | None = None
+    classes: ClassMetrics | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -168,11 +175,14 @@ class Telemetry(JsonMessage):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.classes is not None:
+            out.update(self.classes.to_dict())
         return out
 
     @classmethod
     def from_valid(cls, obj: dict[str, Any]) -> Self:
         by_class = obj.get("accuracy_by_class")
+        classes = ClassMetrics.from_fields(obj)
         return cls(
             device=obj["device"],
             seq=obj["seq"],
@@ -195,8 +205,13 @@ class Telemetry(JsonMessage):
             inference_energy_j=_optional_float(obj.get("inference_energy_j")),
             prequential_accuracy=_optional_float(obj.get("prequential_accuracy")),
             prequential_n=obj.get("prequential_n"),
-            extra=_extra(obj, cls.KNOWN),
+            classes=classes,
+            # without classes_seen, fields that look like its metrics are a producer's own
+            extra=_extra(obj, cls.KNOWN if classes is not None else _KNOWN_WITHOUT_CLASSES),
         )
+
+
+_KNOWN_WITHOUT_CLASSES: Final = Telemetry.KNOWN - frozenset(CLASS_METRIC_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +227,11 @@ class Status(JsonMessage):
     ``online_since``: the wall time (unix s) the node's current connection was made, the same
     in every status of that connection: a consumer that sees it change knows the node
     connected again (and may have missed what was published while it had no subscription),
-    while a status after an event keeps it.
+    while a status after an event keeps it. ``forgetting``: the mean forgetting its last
+    telemetry reported (see :class:`ClassMetrics`). ``accuracy_by_class``: only in the status a
+    node publishes when it measured its factory model on a new eval set before its first learning
+    event (``events`` 0: the start of its accuracy curve), for a model of at most
+    :data:`PER_CLASS_CAP` classes.
     """
 
     SCHEMA: ClassVar[str] = "status"
@@ -231,6 +250,8 @@ class Status(JsonMessage):
             "reason",
             "accuracy",
             "online_since",
+            "accuracy_by_class",
+            "forgetting",
         ]
     )
 
@@ -247,6 +268,8 @@ class Status(JsonMessage):
     reason: str | None = None
     accuracy: float | None = None
     online_since: float | None = None
+    accuracy_by_class: Mapping[int, float] | None = None
+    forgetting: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -254,6 +277,11 @@ class Status(JsonMessage):
             raise ValueError(f"status state {self.state!r} is not one of {STATUS_STATES}")
         if self.device is not None:
             validate_device_id(self.device)
+        by_class = self.accuracy_by_class
+        if by_class is not None and len(by_class) > PER_CLASS_CAP:
+            raise ValueError(
+                f"status accuracy_by_class holds {len(by_class)} classes, more than {PER_CLASS_CAP}"
+            )
 
     @classmethod
     def offline(cls, device: str | None = None) -> Self:
@@ -268,10 +296,12 @@ class Status(JsonMessage):
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "state": self.state}
         names = ("device", "t", "last_seq", "events", "gaps", "lifetime_h", "model", "reason")
-        for name in (*names, "accuracy", "online_since"):
+        for name in (*names, "accuracy", "online_since", "forgetting"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.accuracy_by_class is not None:
+            out["accuracy_by_class"] = {str(k): v for k, v in self.accuracy_by_class.items()}
         if self.battery is not None:
             out["battery"] = self.battery.to_dict()
         if self.replay is not None:
@@ -280,6 +310,7 @@ class Status(JsonMessage):
 
     @classmethod
     def from_valid(cls, obj: dict[str, Any]) -> Self:
+        status_by_class = obj.get("accuracy_by_class")
         return cls(
             state=obj["state"],
             device=obj.get("device"),
@@ -294,6 +325,10 @@ class Status(JsonMessage):
             reason=obj.get("reason"),
             accuracy=_optional_float(obj.get("accuracy")),
             online_since=_optional_float(obj.get("online_since")),
+            accuracy_by_class=None
+            if status_by_class is None
+            else {int(k): float(v) for k, v in status_by_class.items()},
+            forgetting=_optional_float(obj.get("forgetting")),
             extra=_extra(obj, cls.KNOWN),
         )
 
@@ -427,11 +462,13 @@ __all__ = [
     "LATENCY_PARTS",
     "NODE_ERROR_CODES",
     "NODE_MESSAGE_KINDS",
+    "PER_CLASS_CAP",
     "PHASES",
     "REPORT_KINDS",
     "STATUS_STATES",
     "TELEMETRY_STATES",
     "BatteryState",
+    "ClassMetrics",
     "ErrorMessage",
     "NodeMessage",
     "Prediction",

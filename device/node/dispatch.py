@@ -169,6 +169,8 @@ class Dispatcher:
             await outbox.status(client, "depleted")
 
     async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
+        """Measure accuracy on the eval set from now on; before the first learned event, measure
+        the factory model on it and publish that in the status (event 0 of the accuracy curve)."""
         engine = self._engine
         model = engine.bundle
         eval_set = decode_eval(
@@ -182,3 +184,11 @@ class Dispatcher:
         except StoreError as exc:  # measured from memory all the same; the broker retains it
             text = f"eval set in use but not saved: {exc}"
             await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))
+        try:
+            factory = await finish_in_thread(engine.measure_factory)
+        except StoreError as exc:  # nothing committed: the next eval message measures it again
+            text = f"factory accuracy measured but not saved: {exc}"
+            await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))
+            return
+        if factory is not None:
+            await self._outbox.factory_status(client, factory)

@@ -4,7 +4,8 @@
 thread at a time (the node serialises its events). It composes the node's jobs, each in its
 own module over the same parts and live state:
 
-- :mod:`device.node.learning`: a batch becomes one committed learning event, a skip or a gap;
+- :mod:`device.node.learning`: a batch becomes one committed learning event, a skip or a gap,
+  and the factory model is measured before the first event;
 - :mod:`device.node.inference`: an infer request is answered and its charge committed;
 - :mod:`device.node.reporting`: telemetry and status messages;
 - :mod:`device.node.persistence`: the state file, the state reloaded from its last commit,
@@ -33,6 +34,7 @@ from device.learning.prequential import PrequentialScore
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node import reporting
+from device.node.classbook import ClassBook
 from device.node.inference import Inference, InferenceCharge
 from device.node.learning import Learning
 from device.node.persistence import EvalFile, LiveState, model_id, open_parts
@@ -162,6 +164,17 @@ class NodeEngine:
     def evaluate(self) -> Evaluation | None:
         return self._learning.evaluate()
 
+    def measure_factory(self) -> Evaluation | None:
+        """Before the first learned event, the factory model's accuracy on the eval set (event 0),
+        committed as the start of each class's record; None once an event was learned or
+        without an eval set. Not charged, like every evaluation."""
+        return self._learning.measure_factory()
+
+    @property
+    def classes(self) -> ClassBook:
+        """What the node remembers of each class, as of the last commit."""
+        return self._live.classes
+
     def apply(self, batch: Batch) -> EventOutcome:
         """Learn from one validated batch (its ``seq`` is new) and commit it."""
         facts = self._learning.apply(batch)
@@ -193,6 +206,22 @@ class NodeEngine:
         reason: str | None = None,
         accuracy: float | None = None,
         online_since: float | None = None,
+        *,
+        forgetting: float | None = None,
+        accuracy_by_class: dict[int, float] | None = None,
     ) -> Status:
         """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
-        return reporting.status(self._parts, self._live, state, reason, accuracy, online_since)
+        return reporting.status(
+            self._parts,
+            self._live,
+            state,
+            reason,
+            accuracy,
+            online_since,
+            forgetting=forgetting,
+            accuracy_by_class=accuracy_by_class,
+        )
+
+    def factory_accuracy_by_class(self, evaluation: Evaluation) -> dict[int, float] | None:
+        """``evaluation``'s accuracy of each class, within the telemetry's class cap."""
+        return reporting.by_class(self._parts, evaluation)

@@ -2,14 +2,16 @@
 
 :meth:`Learning.apply` turns a validated batch into one learning event: frozen stage -> AR1*
 training with dequantized replays -> LR memory update -> battery draw -> evaluation -> ONE
-SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, last
-``seq``, event log). A battery that cannot pay browns out instead: what is left is spent on the
-attempt and nothing is learned, for good. If anything fails before the commit, the live state is
-reloaded from the last commit, so memory and disk never disagree.
+SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, the
+per-class records of :mod:`device.node.classbook`, last ``seq``, event log). A battery that
+cannot pay browns out instead: what is left is spent on the attempt and nothing is learned, for
+good. If anything fails before the commit, the live state is reloaded from the last commit, so
+memory and disk never disagree.
 
 :meth:`Learning.skip` and :meth:`Learning.record_gap` commit the batches that are not learned:
 one the node failed on, and seqs that never arrived. A batch with sample ``ids`` first scores
 the predictions made for them (prequential accuracy), committed with its event.
+:meth:`Learning.measure_factory` measures the factory model before the first event (event 0).
 """
 
 from __future__ import annotations
@@ -48,6 +50,29 @@ class Learning:
     def evaluate(self) -> Evaluation | None:
         """The head's accuracy on the eval set; None before one was given."""
         return None if self._eval is None else evaluate(self._live.head, *self._eval)
+
+    def measure_factory(self) -> Evaluation | None:
+        """The factory model's accuracy on the eval set, committed as the start of each class's
+        record, while no event has been learned; None once one has, or without an eval set.
+
+        Like every evaluation, the emulator's own measurement: not charged to the battery.
+        Measured again (the same figures) each time an eval set arrives before the first event.
+        """
+        live = self._live
+        if live.state.events_applied > 0:
+            return None
+        evaluation = self.evaluate()
+        if evaluation is None:
+            return None
+        classes = live.classes.after_factory_evaluation(evaluation.per_class)
+        try:
+            with self._parts.store.event_transaction(durable=False) as tx:
+                tx.set_class_rows(classes.changed(live.classes))
+        except BaseException:
+            live.reload()
+            raise
+        live.committed(live.state, synced=False, classes=classes)
+        return evaluation
 
     def apply(self, batch: Batch) -> EventFacts:
         """Learn from one validated batch (its ``seq`` is new) and commit it."""
@@ -102,11 +127,18 @@ class Learning:
             energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
             latency = dict.fromkeys(cost.latency_s, 0.0)
         evaluation = self.evaluate()
+        events_applied = live.state.events_applied + int(learned)
+        classes = live.classes.after_event(
+            events_applied,
+            t,
+            {int(c) for c in np.unique(batch.y)} if learned else (),
+            None if evaluation is None else evaluation.per_class,
+        )
         host_s = time.perf_counter() - started
         since = live.state.inference
         new_state = NodeState(
             last_seq=batch.seq,
-            events_applied=live.state.events_applied + int(learned),
+            events_applied=events_applied,
             sim_time=t,
             gaps=live.state.gaps,
             battery=BatterySnapshot.of(battery),
@@ -120,6 +152,7 @@ class Learning:
                 memory.update(latents, batch.y, self._rng(batch.seq, stream=1))
                 tx.save_weights(weights_snapshot(live.head, live.optimizer))
             tx.set_state(new_state)
+            tx.set_class_rows(classes.changed(live.classes))
             tx.log_event(
                 EventRecord(
                     seq=batch.seq,
@@ -131,7 +164,7 @@ class Learning:
                     outcome="learned" if learned else "depleted",
                 )
             )
-        live.committed(new_state, synced=True)
+        live.committed(new_state, synced=True, classes=classes)
         live.prequential.apply(tally)
         return EventFacts(
             seq=batch.seq,
@@ -143,6 +176,7 @@ class Learning:
             energy_j=energy,
             host_s=host_s,
             inferences=since,
+            classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
         )
 
     def _event_energy(self, cost: EventCost, t: float, prev_t: float | None) -> dict[str, float]:

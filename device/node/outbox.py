@@ -3,9 +3,12 @@
 :class:`Outbox` words nothing itself: the engine builds the messages (:mod:`device.node.reporting`,
 :mod:`dataset_stream.protocol`); the outbox puts them on the node's topics with the QoS and retain
 flag each one needs. It remembers the state of the last status it published and the last
-accuracy a telemetry reported, which every later status carries (a node does not evaluate for a
-status), with the time the current connection was made (``online_since``, set by
-:meth:`Outbox.connected`). Every error is logged as it is published.
+accuracy and mean forgetting a telemetry reported, which every later status carries (a node does
+not evaluate for a status), with the time the current connection was made (``online_since``, set
+by :meth:`Outbox.connected`). Before its first learned event, a node measures its factory model
+when an eval set arrives: :meth:`Outbox.factory_status` publishes that accuracy (``events`` 0,
+with the accuracy of each class), and later statuses carry it until a telemetry reports another.
+Every error is logged as it is published.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 import aiomqtt
 
 from dataset_stream.protocol import ErrorMessage, Prediction, Telemetry, topic
+from device.learning.learner import Evaluation
 from device.node.engine import NodeEngine
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class Outbox:
         self._prefix = engine.settings.prefix
         self.state = "idle"  # the last status published
         self.accuracy: float | None = None  # the last one a telemetry reported
+        self.forgetting: float | None = None  # the last mean forgetting a telemetry reported
         self.online_since: float | None = None  # wall time the current connection was made
 
     def connected(self) -> None:
@@ -42,9 +47,23 @@ class Outbox:
         """This node's topic ``{prefix}/{id}/{kind}``."""
         return topic(self._prefix, self.device_id, kind)
 
-    async def status(self, client: aiomqtt.Client, state: str, reason: str | None = None) -> None:
+    async def status(
+        self,
+        client: aiomqtt.Client,
+        state: str,
+        reason: str | None = None,
+        *,
+        accuracy_by_class: dict[int, float] | None = None,
+    ) -> None:
         """Publish the retained status (the engine's: ``depleted`` wins) and remember its state."""
-        status = self._engine.status(state, reason, self.accuracy, self.online_since)
+        status = self._engine.status(
+            state,
+            reason,
+            self.accuracy,
+            self.online_since,
+            forgetting=self.forgetting,
+            accuracy_by_class=accuracy_by_class,
+        )
         if reason:
             log.warning("%s: status %s: %s", self.device_id, status.state, reason)
         await client.publish(self.topic("status"), status.to_json(), qos=1, retain=True)
@@ -54,9 +73,18 @@ class Outbox:
         log.warning("%s: %s: %s", self.device_id, error.code, error.message)
         await client.publish(self.topic("error"), error.to_json(), qos=1)
 
+    async def factory_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:
+        """Publish the factory model's accuracy, measured before the first learned event, in
+        the status (in the state of the last one), and carry it in the next ones."""
+        self.accuracy = evaluation.accuracy
+        by_class = self._engine.factory_accuracy_by_class(evaluation)
+        await self.status(client, self.state, accuracy_by_class=by_class)
+
     async def telemetry(self, client: aiomqtt.Client, telemetry: Telemetry) -> None:
         if telemetry.accuracy is not None:
             self.accuracy = telemetry.accuracy
+        if telemetry.classes is not None and telemetry.classes.forgetting is not None:
+            self.forgetting = telemetry.classes.forgetting
         await client.publish(self.topic("telemetry"), telemetry.to_json(), qos=1)
 
     async def prediction(self, client: aiomqtt.Client, prediction: Prediction) -> None:

@@ -27,6 +27,7 @@ from device.learning.prequential import PrequentialScore
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.model.replays import REPLAYS
+from device.node.classbook import ClassBook
 from device.node.parts import NodeParts
 from device.node.settings import NodeSettings
 from device.node.store import NodeState, NodeStore, StoreError
@@ -38,6 +39,7 @@ __all__ = [
     "OPT_PREFIX",
     "EvalFile",
     "LiveState",
+    "factory_classes",
     "model_id",
     "open_parts",
     "weights_snapshot",
@@ -125,6 +127,18 @@ def _note_no_factory_replays(bundle_path: str) -> None:
     )
 
 
+def factory_classes(bundle: ModelBundle) -> frozenset[int]:
+    """The classes the bundle's factory model was trained on: its ``factory_classes``, else the
+    labels of its factory replays, else none known."""
+    named = bundle.meta.get("factory_classes")
+    if isinstance(named, list) and all(isinstance(c, int) for c in named):
+        return frozenset(named)
+    replays = bundle.factory_replays
+    if replays is not None and len(replays):
+        return frozenset(int(c) for c in np.unique(replays.labels))
+    return frozenset()
+
+
 def weights_snapshot(head: Sequential, optimizer: SGD) -> dict[str, np.ndarray]:
     """What an event commits of the adaptive stage: a copy of its parameters and the
     optimizer's velocity buffers (named with :data:`OPT_PREFIX`)."""
@@ -140,7 +154,8 @@ class LiveState:
     :meth:`committed` once its transaction is committed; a job that fails before that calls
     :meth:`reload`, which forgets the partial work. ``prequential`` keeps its remembered
     predictions across a reload (only its counts are committed); ``synced_s`` is the monotonic
-    time of the last commit that flushed the log to disk.
+    time of the last commit that flushed the log to disk. ``classes``: what the node remembers of
+    each class (:mod:`device.node.classbook`), a value replaced by each commit that changes it.
     """
 
     head: Sequential
@@ -148,6 +163,7 @@ class LiveState:
     state: NodeState
     battery: Battery
     lifetime: LifetimeEstimator
+    classes: ClassBook
 
     def __init__(self, parts: NodeParts) -> None:
         self._parts = parts
@@ -177,12 +193,21 @@ class LiveState:
         )
         self.prequential.right = state.inference.preq_right
         self.prequential.n = state.inference.preq_n
+        # the factory classes, seen at event 0, as they stand until a commit writes them
+        start = ClassBook.new(factory_classes(parts.bundle))
+        kept = {row.label: row for row in parts.store.class_rows()}
+        self.classes = ClassBook({**start.rows, **kept})
 
-    def committed(self, state: NodeState, *, synced: bool) -> None:
-        """``state`` is what the file holds now; ``synced``: that commit flushed the log."""
+    def committed(
+        self, state: NodeState, *, synced: bool, classes: ClassBook | None = None
+    ) -> None:
+        """``state`` (and ``classes``, if given) is what the file holds now; ``synced``: that
+        commit flushed the log."""
         if synced:
             self.synced_s = time.monotonic()
         self.state = state
+        if classes is not None:
+            self.classes = classes
 
 
 def _nominal_lifetime(parts: NodeParts) -> LifetimeEstimator:

@@ -11,14 +11,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dataset_stream.protocol import BatteryState, ReplayStats, Status, Telemetry
+from dataset_stream.protocol import (
+    PER_CLASS_CAP,
+    BatteryState,
+    ClassMetrics,
+    ReplayStats,
+    Status,
+    Telemetry,
+)
 from device.energy import Battery, LifetimeEstimator
 from device.learning.inference import InferenceCounters
 from device.learning.learner import Evaluation
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState
 
-__all__ = ["EventFacts", "battery_state", "lifetime_h", "status", "telemetry"]
+__all__ = ["EventFacts", "battery_state", "by_class", "lifetime_h", "status", "telemetry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,8 @@ class EventFacts:
     learned: False when the battery could not pay (the node browned out); samples: the new
     samples learned (0 when not learned); latency_s / energy_j: by stage, on the emulated
     hardware; host_s: wall time the emulator spent; inferences: the inference counters as they
-    stood before the event (their ``since_*`` part is what it reports).
+    stood before the event (their ``since_*`` part is what it reports); classes: the
+    long-horizon metrics after it.
     """
 
     seq: int
@@ -40,6 +48,7 @@ class EventFacts:
     energy_j: Mapping[str, float]
     host_s: float
     inferences: InferenceCounters
+    classes: ClassMetrics | None = None
 
 
 def battery_state(battery: Battery) -> BatteryState:
@@ -70,12 +79,21 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
         host_s=facts.host_s,
         events=live.state.events_applied,
         gaps=live.state.gaps,
-        accuracy_by_class=None if evaluation is None else dict(evaluation.per_class),
+        accuracy_by_class=by_class(parts, evaluation),
         inferences=facts.inferences.since_count,
         inference_energy_j=facts.inferences.since_energy_j,
         prequential_accuracy=live.prequential.accuracy,
         prequential_n=live.prequential.n,
+        classes=facts.classes,
     )
+
+
+def by_class(parts: NodeParts, evaluation: Evaluation | None) -> dict[int, float] | None:
+    """The accuracy of each class, for a model of at most :data:`PER_CLASS_CAP` classes (a
+    message stays bounded whatever the model); None otherwise or without an evaluation."""
+    if evaluation is None or parts.bundle.num_classes > PER_CLASS_CAP:
+        return None
+    return dict(evaluation.per_class)
 
 
 def status(
@@ -85,10 +103,14 @@ def status(
     reason: str | None = None,
     accuracy: float | None = None,
     online_since: float | None = None,
+    *,
+    forgetting: float | None = None,
+    accuracy_by_class: dict[int, float] | None = None,
 ) -> Status:
     """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``);
-    ``accuracy``: the last one measured, if any (the node does not evaluate for a status);
-    ``online_since``: when the connection it is published on was made."""
+    ``accuracy`` and ``forgetting``: the last ones measured, if any (the node does not evaluate
+    for a status, but for the factory model before its first event: then with
+    ``accuracy_by_class``); ``online_since``: when the connection it is published on was made."""
     if live.battery.depleted and state in ("idle", "learning"):
         state = "depleted"
     sim_time = live.state.sim_time
@@ -106,4 +128,6 @@ def status(
         reason=reason,
         accuracy=accuracy,
         online_since=online_since,
+        accuracy_by_class=accuracy_by_class,
+        forgetting=forgetting,
     )

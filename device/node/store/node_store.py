@@ -42,6 +42,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from device.learning.replay import FactoryReplays
+from device.node.classbook import ClassRow
 from device.node.store.arrays import decode_array
 from device.node.store.checks import stored
 from device.node.store.errors import (
@@ -55,7 +56,7 @@ from device.node.store.replay import ReplayConfig, ReplayMemory
 from device.node.store.replay_schema import MIGRATIONS as REPLAY_MIGRATIONS
 from device.node.store.schema import MIGRATIONS
 from device.node.store.state_rows import read_state
-from device.node.store.transaction import EventTransaction
+from device.node.store.transaction import CLASS_COLUMNS, EventTransaction
 from device.private import private_database, private_dir
 
 __all__ = ["NodeStore"]
@@ -210,6 +211,11 @@ class NodeStore:
         return [
             stored(EventRecord, r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
         ]
+
+    def class_rows(self) -> list[ClassRow]:
+        """What the node remembers of each class (:mod:`device.node.classbook`), by label."""
+        rows = self._read(f"SELECT {CLASS_COLUMNS} FROM class_metrics ORDER BY label")
+        return [stored(ClassRow, *row) for row in rows]
 
     def has_event(self, seq: int) -> bool:
         """Whether ``seq`` is in the event log (the node handled it: learned, depleted, failed)."""

@@ -19,6 +19,11 @@
 ``inferences`` the last charged inference requests (migration 0003): seq (their own sequence,
              primary key), n (the node's inference count when it was charged; the window is
              the rows with the largest n), samples
+``class_metrics`` (migration 0005) one row per class the node was trained on or measured:
+             label (primary key), accuracy, best_earlier, trained_accuracy, first_seen_event,
+             last_trained_event, last_trained_t, trained_events, recurrences (the fields of
+             :class:`~device.node.classbook.ClassRow`, what the long-horizon metrics are drawn
+             from); written in the transaction of the event or evaluation that changed them
 
 Before migration 0004 the battery, the energy bookkeeping (``lifetime``, ``totals``,
 ``last_latency_s``) and the inference counters were JSON objects in columns of ``state``;
@@ -218,3 +223,22 @@ def _insert(db: sqlite_utils.Database, table: str, values: dict[str, Any]) -> No
     columns = ", ".join(values)
     marks = ", ".join("?" for _ in values)
     db.execute(f"INSERT INTO {table} (id, {columns}) VALUES (1, {marks})", list(values.values()))
+
+
+@MIGRATIONS(name="0005_class_metrics")
+def _class_metrics(db: sqlite_utils.Database) -> None:
+    db.table("class_metrics").create(
+        {
+            "label": int,
+            "accuracy": float,
+            "best_earlier": float,
+            "trained_accuracy": float,
+            "first_seen_event": int,
+            "last_trained_event": int,
+            "last_trained_t": float,
+            "trained_events": int,
+            "recurrences": int,
+        },
+        pk="label",
+        not_null={"trained_events", "recurrences"},
+    )

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import astuple, fields
+from typing import Any, Final
 
 import numpy.typing as npt
 import sqlite_utils
 
+from device.node.classbook import ClassRow
 from device.node.store.arrays import encode_array
 from device.node.store.errors import StoreError
 from device.node.store.records import EventRecord, NodeState
 from device.node.store.state_rows import state_writes
 
-__all__ = ["EventTransaction"]
+__all__ = ["CLASS_COLUMNS", "EventTransaction"]
+
+#: The columns of ``class_metrics``: the fields of :class:`ClassRow`, in order.
+CLASS_COLUMNS: Final = ", ".join(f.name for f in fields(ClassRow))
+_REPLACE_CLASS: Final = (
+    f"INSERT OR REPLACE INTO class_metrics ({CLASS_COLUMNS})"
+    f" VALUES ({', '.join('?' for _ in fields(ClassRow))})"
+)
 
 
 class EventTransaction:
@@ -56,6 +65,10 @@ class EventTransaction:
         """Replace the node's counters, battery, lifetime, energy and inference bookkeeping."""
         for sql, params in state_writes(state):
             self._execute(sql, params)
+
+    def set_class_rows(self, rows: Iterable[ClassRow]) -> None:
+        """Write these classes' records (the others stay as they are)."""
+        self._execute(_REPLACE_CLASS, [astuple(row) for row in rows], many=True)
 
     def log_inference(self, seq: int, n: int, samples: int, *, window: int) -> None:
         """Record that inference request ``seq`` (the node's ``n``-th) was charged; keep only
