@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 #: The columns, the least important with the highest ``hide`` (hidden first when narrow).
 COLUMNS: Final = (
     Col("device", "name"),
-    Col("state", "name", hide=4),
+    Col("state", "name", hide=5),
     Col("events"),
     Col("acc", hide=3),
+    Col("forg", hide=4, legend="forg: mean forgetting of the classes seen"),
     Col("SoC"),
     Col("life h"),
-    Col("gaps", hide=5),
-    Col("dup", hide=6),
-    Col("rej", hide=7),
+    Col("gaps", hide=6),
+    Col("dup", hide=7),
+    Col("rej", hide=8),
     Col("lag s", hide=2),
 )
 #: Lines of the screen the table needs besides its rows: title and caption (wrapped at 80
@@ -79,6 +80,7 @@ def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
                 rec.state,
                 count(rec.node_events),
                 optional(rec.accuracy, ".3f"),
+                optional(rec.forgetting, ".2f"),
                 optional(rec.soc, ".2%"),
                 hours(rec.lifetime_h),
                 count(rec.gaps),

@@ -116,10 +116,10 @@ class DeviceRecord:
     ``predictions``: prediction messages seen (counted, not decoded); ``prediction_received``:
     when the last one arrived.
 
-    The node's last known state (:attr:`node_events`, :attr:`accuracy`, :attr:`soc`,
-    :attr:`lifetime_h`, :attr:`state`) is read from the newer of its last telemetry and its
-    status (a node publishes its retained status after every event): a monitor that connects
-    after a run knows every node's events, accuracy, battery and lifetime at once.
+    The node's last known state (:attr:`node_events`, :attr:`accuracy`, :attr:`forgetting`,
+    :attr:`soc`, :attr:`lifetime_h`, :attr:`state`) is read from the newer of its last telemetry
+    and its status (a node publishes its retained status after every event): a monitor that
+    connects after a run knows every node's events, accuracy, battery and lifetime at once.
     """
 
     device: str
@@ -179,6 +179,16 @@ class DeviceRecord:
         if status is not None and status.accuracy is not None and self.status_is_newer:
             return status.accuracy
         return tel.accuracy if tel is not None else None
+
+    @property
+    def forgetting(self) -> float | None:
+        """The node's last mean forgetting over the classes it has seen (None: not measured)."""
+        tel, status = self.telemetry, self.status
+        if status is not None and status.forgetting is not None and self.status_is_newer:
+            return status.forgetting
+        if tel is None or tel.classes is None:
+            return None
+        return tel.classes.forgetting
 
     @property
     def soc(self) -> float | None:

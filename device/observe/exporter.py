@@ -10,7 +10,9 @@ loop* and waits for it at most :data:`SCRAPE_TIMEOUT_S`; only that copy is made 
 
 :class:`MetricsServer` serves them over HTTP (``prometheus_client.start_http_server``, a thread
 of its own) on a registry of its own, not the process-wide one. Label cardinality is bounded:
-``device`` by the fleet, ``phase``, ``state`` and ``code`` by fixed lists.
+``device`` by the fleet, ``phase``, ``state`` and ``code`` by fixed lists, ``class`` by
+:data:`~dataset_stream.protocol.PER_CLASS_CAP` (per-class figures are the fleet's, never a
+device's: no device x class series).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dataset_stream.protocol import NODE_ERROR_CODES, STATUS_STATES
+from dataset_stream.protocol import NODE_ERROR_CODES, PER_CLASS_CAP, STATUS_STATES
 from device.observe.accounting import OTHER_CODE, DeviceRecord
 from device.observe.errors import ExporterError
 
@@ -187,6 +189,12 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
         "Prequential (test-then-train) accuracy: predictions later labelled, 0..1.",
         labels=dev,
     )
+    forgetting = GaugeMetricFamily(
+        "vega_forgetting_ratio",
+        "Mean forgetting over the classes the device has seen: best earlier accuracy minus "
+        "accuracy now, on its held-out set (Chaudhry et al. 2018); negative: improved.",
+        labels=dev,
+    )
     faults = CounterMetricFamily(
         "vega_node_errors",
         "Node errors other than duplicates and gaps, by code (unknown codes: other).",
@@ -220,10 +228,12 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
             accuracy.add_metric([name], tel.accuracy)
         if tel.prequential_accuracy is not None:
             prequential.add_metric([name], tel.prequential_accuracy)
+        if rec.forgetting is not None:
+            forgetting.add_metric([name], rec.forgetting)
         if rec.received is not None:
             received.add_metric([name], rec.received)
     yield from (remaining, soc, energy, events, lifetime, accuracy, info, received)
-    yield from (gaps, duplicates, rejected, faults, predictions, prequential)
+    yield from (gaps, duplicates, rejected, faults, predictions, prequential, forgetting)
 
 
 def _fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
@@ -251,6 +261,7 @@ def _fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
         buckets=buckets,
         gsum_value=math.fsum(t for t in lifetimes if math.isfinite(t)),
     )
+    yield from _class_families(snap.devices)
     nodes = GaugeMetricFamily("vega_nodes", "Devices by state.", labels=["state"])
     by_state = dict.fromkeys(NODE_STATES, 0)
     for rec in snap.devices:
@@ -258,6 +269,46 @@ def _fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
     for state, count in by_state.items():
         nodes.add_metric([state], float(count))
     yield nodes
+
+
+def _class_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
+    """Per class, the fleet's mean over the devices whose newest telemetry measured it: accuracy,
+    forgetting, and the devices that count. Classes below :data:`PER_CLASS_CAP` only (a node
+    sends per-class figures for a model of at most that many classes)."""
+    sums: dict[str, dict[int, list[float]]] = {"accuracy": {}, "forgetting": {}}
+    for rec in records:
+        tel = rec.telemetry
+        if tel is None:
+            continue
+        forgotten = tel.classes.forgetting_by_class if tel.classes is not None else None
+        for name, by_class in (("accuracy", tel.accuracy_by_class), ("forgetting", forgotten)):
+            if by_class is None or len(by_class) > PER_CLASS_CAP:
+                continue
+            for label, value in by_class.items():
+                if 0 <= label < PER_CLASS_CAP:
+                    sums[name].setdefault(label, []).append(value)
+    accuracy = GaugeMetricFamily(
+        "vega_fleet_class_accuracy_ratio",
+        "Mean over the devices of a class's accuracy on their held-out sets, 0..1.",
+        labels=["class"],
+    )
+    forgetting = GaugeMetricFamily(
+        "vega_fleet_class_forgetting_ratio",
+        "Mean over the devices that have seen a class of its forgetting (best earlier "
+        "accuracy minus accuracy now).",
+        labels=["class"],
+    )
+    devices = GaugeMetricFamily(
+        "vega_fleet_class_devices",
+        "Devices whose newest telemetry measured the class's accuracy.",
+        labels=["class"],
+    )
+    for label, values in sorted(sums["accuracy"].items()):
+        accuracy.add_metric([str(label)], math.fsum(values) / len(values))
+        devices.add_metric([str(label)], float(len(values)))
+    for label, values in sorted(sums["forgetting"].items()):
+        forgetting.add_metric([str(label)], math.fsum(values) / len(values))
+    yield from (accuracy, forgetting, devices)
 
 
 def _monitor_families(snap: FleetSnapshot) -> Iterator[Metric]:

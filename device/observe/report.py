@@ -3,9 +3,10 @@ server.
 
 :func:`render_report` writes ``index.html`` and its PNG plots into one directory (image paths
 are relative: the directory can be copied or served as it is). The page is titled with the run's
-name and date and shows fleet totals, accuracy over learning events, state of charge (%) and
-projected lifetime (days) over simulated time, the fleet's energy by phase, the first nodes to
-die, the lag of telemetry behind the stream's schedule (paced runs only: in a closed loop it
+name and date and shows fleet totals, accuracy over learning events (from event 0, the factory
+model), per-class accuracy and forgetting (:mod:`device.observe.report_classes`), state of
+charge (%) and projected lifetime (days) over simulated time, the fleet's energy by phase, the
+first nodes to die, the lag of telemetry behind the stream's schedule (paced runs only: in a closed loop it
 means nothing), the errors by code (duplicates, seqs sent again, counted apart) and the run's
 configuration as a table. Plots are drawn by :mod:`device.observe.report_plots` (numbers in
 full, integer ticks for counts); words and units come from :mod:`device.observe.report_text`.
@@ -32,6 +33,7 @@ import numpy as np
 from device.observe import report_tables as tables
 from device.observe import report_text as text
 from device.observe.recorder import RunData, load_run
+from device.observe.report_classes import accuracy_points, classes_section
 from device.observe.report_tables import last_rows, nanmedian, section, split_errors
 from device.private import private_dir, write_private
 
@@ -72,6 +74,7 @@ def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None
     else:
         sections += [
             _accuracy(data, canvas),
+            classes_section(data, canvas),
             _battery(data, canvas),
             _energy(data, canvas),
             tables.first_to_die(data),
@@ -109,19 +112,25 @@ class _Canvas:
 def _accuracy(data: RunData, canvas: _Canvas) -> str:
     from device.observe.report_plots import count_axis, figure, fleet_band, node_lines
 
-    tel = data.telemetry
-    if np.all(np.isnan(tel.accuracy)):
+    device, events, accuracy = accuracy_points(data)
+    if np.all(np.isnan(accuracy)):
         return section(
             "Accuracy", "<p>No accuracy in the telemetry (the nodes had no eval set).</p>"
         )
-    events = tel.events.astype(np.float64)
     fig, ax = figure()
-    node_lines(ax, tel.device, events, tel.accuracy, max_lines=MAX_NODE_LINES)
-    fleet_band(ax, events, tel.accuracy, exact=True)
+    node_lines(ax, device, events, accuracy, max_lines=MAX_NODE_LINES)
+    fleet_band(ax, events, accuracy, exact=True)
     ax.set(xlabel="learning events", ylabel="accuracy", title="Accuracy over learning events")
     count_axis(ax.xaxis)
     ax.legend(loc="lower right")
-    return section("Accuracy", canvas.save(fig, "accuracy.png", "accuracy over events"))
+    factory = len(data.classes.factory)
+    note = (
+        f"<p>Event 0 is the factory model: {factory:,} of {len(data.devices):,} nodes measured "
+        "it when their eval set arrived, before their first learning event.</p>"
+        if factory
+        else ""
+    )
+    return section("Accuracy", note + canvas.save(fig, "accuracy.png", "accuracy over events"))
 
 
 def _battery(data: RunData, canvas: _Canvas) -> str:

@@ -3,22 +3,37 @@ and telemetry that stays bounded whatever the model's number of classes."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from broker import BrokerURL
 from dataset_stream import Scenario
-from dataset_stream.protocol import PER_CLASS_CAP, Batch, EvalSet, Telemetry
+from dataset_stream.protocol import (
+    PER_CLASS_CAP,
+    Batch,
+    EvalSet,
+    Status,
+    Telemetry,
+    encode_eval,
+)
+from device.fleet.fleet import Fleet
+from device.fleet.gateway import Gateway
 from device.learning.learner import evaluate
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
 from device.node.settings import NodeSettings
+from device.observe.monitor import FleetMonitor
 from tests.support.times import T0
+from tests.support.wait import wait_for_monitor
 
 
 def engine(bundle: ModelBundle, state_dir: Path) -> NodeEngine:
@@ -208,3 +223,51 @@ def test_the_cap_is_the_documented_one() -> None:
     assert PER_CLASS_CAP == 64
     text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     assert "64 classes" in text
+
+
+@pytest.mark.parametrize("connection", ["node", "shared"])
+async def test_a_node_publishes_its_factory_accuracy_as_event_0(
+    connection: str,
+    embedded_broker: Any,
+    default_bundle: ModelBundle,
+    digits_nic: Scenario,
+    tmp_path: Path,
+) -> None:
+    url: BrokerURL = embedded_broker.url
+    ids = ["node-0000", "node-0001"]
+    ex, ey = digits_nic.eval_set
+    expected = evaluate(default_bundle.build_head(), FrozenStage.shared(default_bundle).run(ex), ey)
+    statuses: list[tuple[str, Status]] = []
+
+    def seen(device: str, message: object, received: float) -> None:
+        if isinstance(message, Status):
+            statuses.append((device, message))
+
+    def factory_points() -> dict[str, Status]:
+        return {d: s for d, s in statuses if s.events == 0 and s.accuracy is not None}
+
+    def settings(device: str) -> NodeSettings:
+        return NodeSettings(device, tmp_path)
+
+    async with contextlib.AsyncExitStack() as stack:
+        monitor = await stack.enter_async_context(FleetMonitor(url, on_message=seen))
+        gateway = None
+        if connection == "shared":
+            gateway = await stack.enter_async_context(Gateway(url, "gw-test", "vega", ids))
+        await stack.enter_async_context(Fleet(ids, settings, default_bundle, url, gateway=gateway))
+        async with aiomqtt.Client(**url.client_kwargs()) as producer:
+            for device in ids:  # the stream's eval set, once the nodes are up
+                payload = encode_eval(ex, ey, source="digits")
+                await producer.publish(f"vega/{device}/eval", payload, qos=1, retain=True)
+        await wait_for_monitor(
+            monitor, lambda: len(factory_points()) == 2, 30, what="both factory points"
+        )
+        points = factory_points()
+        for device in ids:
+            status = points[device]
+            assert status.accuracy == expected.accuracy and status.last_seq is None
+            assert status.accuracy_by_class == expected.per_class
+            assert status.battery is not None and status.battery.soc == 1.0  # not charged
+            record = monitor.devices[device]
+            assert record.accuracy == expected.accuracy and record.events == 0
+        assert monitor.accepted["telemetry"] == 0  # not an event: no telemetry, no seq

@@ -10,7 +10,8 @@ damaged file. It is created 0600 (the reports say what the fleet learned).
 A recording is one run. The recorder refuses an existing file (an empty one excepted): another
 recording, so that two runs are never mixed up in one report, or any other file, so that nothing
 is overwritten. :func:`load_run` reads a recording back into numpy columns for the report;
-:func:`iter_messages` gives back the messages themselves, in the order they were added.
+:func:`iter_messages` gives back the messages themselves, in the order they were added; the
+per-class figures come with the columns (:class:`ClassColumns`, read from the messages' JSON).
 
 Tables (every row has ``n``, its place in arrival order, and ``received``, wall unix seconds):
 ``run`` (key, value as JSON: ``command``, ``config``, ``started``, ...), ``telemetry`` (the
@@ -22,6 +23,7 @@ redelivered seq is ignored and counted in :attr:`RunRecorder.repeated`), ``statu
 from __future__ import annotations
 
 from device.observe.errors import NotARecording, RecordError, UnsupportedRecording
+from device.observe.recorder.classes import ClassColumns, ClassMap, FactoryPoint
 from device.observe.recorder.reader import (
     ErrorRow,
     RecordedMessage,
@@ -39,7 +41,10 @@ __all__ = [
     "ENERGY_PHASES",
     "FLUSH_EVERY_ROWS",
     "FLUSH_EVERY_S",
+    "ClassColumns",
+    "ClassMap",
     "ErrorRow",
+    "FactoryPoint",
     "NotARecording",
     "RecordError",
     "RecordedMessage",

@@ -14,6 +14,7 @@ import numpy as np
 
 from dataset_stream.protocol import ErrorMessage, NodeMessage, ProtocolError, Status, Telemetry
 from device.observe.errors import RecordError
+from device.observe.recorder.classes import ClassColumns, read_classes
 from device.observe.recorder.schema import ENERGY_PHASES, open_recording
 
 
@@ -101,7 +102,8 @@ class ErrorRow:
 @dataclass(frozen=True, slots=True)
 class RunData:
     """A recording read back: ``meta`` (the ``run`` table), ``devices`` (sorted, every device
-    that sent anything), telemetry columns, status changes and errors in arrival order."""
+    that sent anything), telemetry columns, status changes and errors in arrival order, and the
+    per-class figures (:mod:`device.observe.recorder.classes`)."""
 
     path: Path
     meta: Mapping[str, Any]
@@ -109,6 +111,7 @@ class RunData:
     telemetry: TelemetryColumns
     statuses: tuple[StatusRow, ...]
     errors: tuple[ErrorRow, ...]
+    classes: ClassColumns
 
 
 _COLUMNS: Final = (
@@ -125,6 +128,8 @@ def load_run(path: Path) -> RunData:
     try:
         meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM run")}
         rows = db.execute(f"SELECT {_COLUMNS} FROM telemetry ORDER BY device, t, seq").fetchall()
+        order = db.execute("SELECT n FROM telemetry ORDER BY device, t, seq").fetchall()
+        classes = read_classes(db, {n: i for i, (n,) in enumerate(order)})
         statuses = tuple(
             StatusRow(*row)
             for row in db.execute(
@@ -150,6 +155,7 @@ def load_run(path: Path) -> RunData:
         telemetry=_columns(rows, {d: i for i, d in enumerate(devices)}),
         statuses=statuses,
         errors=errors,
+        classes=classes,
     )
 
 
