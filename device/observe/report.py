@@ -6,10 +6,11 @@ are relative: the directory can be copied or served as it is). The page is title
 name and date and shows fleet totals, accuracy over learning events (from event 0, the factory
 model), per-class accuracy and forgetting (:mod:`device.observe.report_classes`), state of
 charge (%) and projected lifetime (days) over simulated time, the fleet's energy by phase, the
-first nodes to die, the lag of telemetry behind the stream's schedule (paced runs only: in a closed loop it
-means nothing), the errors by code (duplicates, seqs sent again, counted apart) and the run's
-configuration as a table. Plots are drawn by :mod:`device.observe.report_plots` (numbers in
-full, integer ticks for counts); words and units come from :mod:`device.observe.report_text`.
+first nodes to die, the lag of telemetry behind the stream's schedule (paced runs only: in a
+closed loop it means nothing), the errors by code (duplicates, seqs sent again, counted apart)
+and the run's configuration as a table. Plots are drawn by :mod:`device.observe.report_plots`
+(numbers in full, integer ticks for counts); words and units come from
+:mod:`device.observe.report_text`.
 What a recording lacks (no telemetry, no accuracy, no errors) is said on the page instead of a
 plot.
 
