@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
-from dataset_stream.protocol import messages
+from dataset_stream.protocol import ClassMetrics, messages
 from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
 from dataset_stream.protocol.gateway_status import GatewayStatus
 from dataset_stream.protocol.messages import SCHEMA_NAMES, load_schema, validate_message
@@ -75,6 +75,21 @@ BASES: dict[str, list[dict[str, Any]]] = {
             extra={"firmware": "1.2", "radio": {"rssi": -70, "snr": 7.5}, "tags": [1, "a"]},
         ),
         _telemetry(state="depleted", samples=0, prequential_accuracy=1.0, prequential_n=5),
+        _telemetry(  # the long-horizon metrics
+            events=40,
+            accuracy_by_class={0: 0.5, 3: 0.25},
+            classes=ClassMetrics(
+                classes_seen=2,
+                forgetting=0.125,
+                forgetting_max=0.25,
+                backward_transfer=-0.125,
+                forgetting_by_class={0: 0.0, 3: 0.25},
+                backward_transfer_by_class={0: 0.0, 3: -0.25},
+                events_since_class={0: 4, 3: 0},
+                seconds_since_class={3: 0.0},
+            ),
+        ),
+        _telemetry(classes=ClassMetrics(classes_seen=0)),  # aggregates only, all null
     ],
     "status": [
         {"state": "offline"},  # the last will
@@ -91,6 +106,10 @@ BASES: dict[str, list[dict[str, Any]]] = {
             model="mcunet",
         ).to_dict(),
         Status(state="error", device="n_1", last_seq=None, reason="loop failed").to_dict(),
+        Status(  # the factory point: events 0, with the accuracy of each class
+            state="idle", device="n_1", events=0, accuracy=0.3, accuracy_by_class={0: 0.9, 1: 0.0}
+        ).to_dict(),
+        Status(state="idle", device="n_1", events=9, accuracy=0.5, forgetting=-0.25).to_dict(),
     ],
     "error": [
         ErrorMessage(device="node-0002", code="stale_seq", message="seen", seq=3).to_dict(),
@@ -468,6 +487,8 @@ def test_recursion_is_left_to_the_full_validator() -> None:
         {"minimum": True},
         {"maximum": "1"},
         {"maxLength": -1},
+        {"maxProperties": -1},
+        {"maxProperties": 1.5},
         {"required": "a"},
         {"items": [{"type": "string"}]},
         {"$schema": "http://json-schema.org/draft-07/schema#"},
@@ -526,6 +547,9 @@ SCHEMAS: list[Any] = [
     {"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"},
     {"type": "object", "properties": {"self": {"$ref": "#"}}, "maxLength": 0},
     {"$ref": "#/$defs/a~1b", "$defs": {"a/b": {"type": "string"}}, "maxLength": 2},
+    {"type": "object", "maxProperties": 1},
+    {"maxProperties": 0},  # no type: only objects are bounded
+    {"type": "object", "maxProperties": 2, "additionalProperties": {"type": "number"}},
 ]
 
 
