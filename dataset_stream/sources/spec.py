@@ -23,8 +23,10 @@ from typing import Final
 
 from dataset_stream.errors import SourceError
 
-__all__ = ["PathSpec", "split_list"]
+__all__ = ["FILE_KINDS", "PathSpec", "file_spec", "split_list"]
 
+#: The kinds of spec that name one data file of the user's.
+FILE_KINDS: Final = ("csv", "npz")
 _FORM: Final = re.compile(r"(?P<kind>[a-z0-9-]+)(?:\[(?P<options>[^\]]*)\])?:(?P<path>.*)", re.S)
 _KEY: Final = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -95,3 +97,17 @@ class PathSpec:
 def split_list(value: str) -> tuple[str, ...]:
     """A list option's items (``a,b,c``), stripped; empty items are dropped."""
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def file_spec(data: str, options: dict[str, str]) -> PathSpec:
+    """The spec of ``data`` -- a ``.csv`` or ``.npz`` file, or a ``csv:``/``npz:`` spec -- with
+    ``options`` added (an option given in both is refused)."""
+    parsed = PathSpec.parse(data)
+    if parsed is None or parsed.kind not in FILE_KINDS:
+        suffix = data.rsplit(".", 1)[-1].lower() if "." in data else ""
+        if suffix not in FILE_KINDS:
+            raise SourceError(
+                f"{data!r} is neither a .csv nor a .npz file, nor a csv:PATH or npz:PATH dataset"
+            )
+        parsed = PathSpec(suffix, data)
+    return parsed.with_options(options)
