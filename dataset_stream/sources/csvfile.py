@@ -107,7 +107,7 @@ class CsvOptions:
             x=listed("x"),
             y=spec.get("y") or "label",
             session=spec.get("session") or "session",
-            window=number("window") or 1,
+            window=1 if spec.get("window") is None else number("window") or 0,
             stride=number("stride"),
             test=listed("test"),
             classes=listed("classes"),
@@ -146,8 +146,8 @@ def load_csv(path: str | Path, options: CsvOptions | None = None) -> Dataset:
     x, starts = _windows(values.astype(np.float32), y, session, options)
     if len(starts) == 0:
         raise DataError(
-            f"{path}: no run of {options.window} consecutive lines of one {options.session} and "
-            f"one {options.y} (window={options.window}): use a shorter window",
+            f"{path}: no run of {options.window} consecutive lines of one {options.session!r} "
+            f"and one {options.y!r} (window={options.window}): use a shorter window",
             field=options.y,
         )
     by_id = {v: k for k, v in names.items()}
