@@ -176,7 +176,7 @@ def build_model(x: np.ndarray, y: np.ndarray, out_dir: Path, config: BuildConfig
         if attempt == RETRIES - 1:
             raise ModelError(
                 f"the training did not converge even at learning rate {rate:g} (mean loss by "
-                f"epoch: {', '.join(f'{v:.3g}' for v in losses)}); check the data's labels"
+                f"epoch: {', '.join(f'{v:.3g}' for v in losses)})"
             )
         rate /= 4
     cut = [layer.name for layer in net.layers].index(LR_LAYERS[config.arch]) + 1
@@ -227,10 +227,12 @@ def _train(
 
 
 def _converged(losses: list[float]) -> bool:
-    """Whether a training ended finite and well below its first epoch's loss; a rate too high
-    for the data blows the loss up instead (and leaves dead ReLUs: latents of zeros)."""
-    finite = all(math.isfinite(v) for v in losses)
-    return finite and losses[-1] < 0.5 * losses[0]
+    """Whether a training stayed stable: every epoch's loss finite, none above twice the first
+    one's, the last not above the first. A rate too high for the data blows the loss up
+    instead, and leaves dead ReLUs behind (latents of zeros for whole classes)."""
+    if not all(math.isfinite(v) for v in losses):
+        return False
+    return max(losses) <= 2 * losses[0] and losses[-1] <= 1.1 * losses[0]
 
 
 def _input_spec(x: np.ndarray) -> InputSpec:
