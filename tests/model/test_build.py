@@ -234,3 +234,23 @@ def test_build_own_model_defaults_to_the_seeds_pick_and_the_shapes_arch(
     plan = scenario_for(spec, "nc", seed=1, bundle=None)
     picked = sorted(plan.classes[c] for c in set(plan.factory[1].tolist()))
     assert list(made.factory_classes) == picked
+
+
+def test_stream_with_the_model_sends_the_other_classes(
+    built: tuple[Path, str], readings: Path, tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    spec = SPEC.format(path=readings)
+    args = ["stream", "--dataset", spec, "--scenario", "nc", "--seed", "5", "--devices", "1"]
+    result = CliRunner().invoke(
+        app, [*args, "--model", str(built[0]), "--dump", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "d" / "node-0000").glob("0*.safetensors"))
+    sent = {int(c) for f in files for c in np.unique(load_file(str(f))["y"])}
+    assert sent == {1, 3}  # run, stand: the classes walk-model was not trained on
+    other = f"csv[y=activity;session=subject;window=20]:{readings}"
+    args = ["stream", "--dataset", other, "--model", str(built[0]), "--dump", str(tmp_path / "e")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "the model takes (3, 25)" in " ".join(result.output.split())
