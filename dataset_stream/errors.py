@@ -9,6 +9,9 @@
     │                                   compile (a keyword it does not implement)
     ├── SourceError (ValueError)        a data source that cannot be loaded (bad spec, missing
     │   │                               or bad files)
+    │   ├── DataError                   a user's data file with bad data: a bad cell or value
+    │   │                               (naming its row and field), one class only, too few
+    │   │                               samples of a class, too few sessions
     │   └── UnsafePickleError           a pickled data file that names a global the restricted
     │                                   unpickler does not allow
     ├── ScenarioError (ValueError)      a scenario that cannot be built from a source
@@ -85,6 +88,18 @@ class SourceError(DatasetStreamError, ValueError):
     """A data source that cannot be loaded."""
 
 
+class DataError(SourceError):
+    """A user's data file (``csv:``, ``npz:``) holds data that cannot be used. The message names
+    the file, the row (a CSV line, an array index) and the field (a column, an array) of the
+    first bad value; ``row`` and ``field`` hold them too, None for a problem of the whole file
+    (one class only, too few sessions)."""
+
+    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.row = row
+
+
 class UnsafePickleError(SourceError):
     """A pickled data file names a global outside the restricted unpickler's allowed ones
     (:mod:`dataset_stream.sources.npy_object`); nothing of it was run."""
@@ -120,6 +135,7 @@ class SeqsRefused(DatasetStreamError):
 
 __all__ = [
     "ERROR_CODES",
+    "DataError",
     "DatasetStreamError",
     "ForeignMessage",
     "PacingError",

@@ -20,6 +20,7 @@ Sequence numbers of events are 1..K; the factory batch is never published.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +162,7 @@ def build_scenario(
     seed: int = 0,
     data_seed: int = 0,
     factory_classes: int | None = None,
+    factory_class_ids: Sequence[int] | None = None,
     factory_sessions: int = 1,
     max_event_samples: int = 4096,
     eval_max_bytes: int = DEFAULT_EVAL_MAX_BYTES,
@@ -169,8 +171,10 @@ def build_scenario(
 
     ``seed`` fixes the factory batch, the event contents and the default order; ``data_seed``
     fixes generated sources (digits sessions, sensor drift). ``factory_classes`` defaults to 30%
-    of the classes present in training. The eval set keeps a class-stratified subset of the test
-    sessions of at most ``eval_max_bytes``.
+    of the classes present in training; ``factory_class_ids`` names them instead (label indices:
+    the classes a model was trained on, so that its events are the other classes; every other
+    draw of the seed stays what it would be without them). The eval set keeps a
+    class-stratified subset of the test sessions of at most ``eval_max_bytes``.
     """
     data = load_source(dataset, seed=data_seed) if isinstance(dataset, str) else dataset
     if scenario not in SCENARIOS:
@@ -188,6 +192,8 @@ def build_scenario(
     if factory_sessions >= len(sessions) and scenario == "ni":
         raise ScenarioError(f"factory_sessions={factory_sessions} leaves no new session")
     f_classes = np.sort(rng.choice(present, size=n_classes, replace=False))
+    if factory_class_ids is not None:
+        f_classes = _named_classes(factory_class_ids, present, scenario)
     n_sessions = min(factory_sessions, len(sessions))
     f_sessions = np.sort(rng.choice(sessions, size=n_sessions, replace=False))
 
@@ -224,6 +230,20 @@ def factory_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The factory batch ``(x, y)`` of ``build_scenario(dataset, scenario, seed=seed)``."""
     return build_scenario(dataset, scenario, seed=seed).factory
+
+
+def _named_classes(ids: Sequence[int], present: np.ndarray, scenario: str) -> np.ndarray:
+    """``ids`` as sorted factory classes, each one present in training, leaving a new one."""
+    chosen = np.unique(np.asarray(list(ids), dtype=np.int64))
+    missing = sorted(set(chosen.tolist()) - set(present.tolist()))
+    if len(chosen) == 0 or missing:
+        raise ScenarioError(
+            f"factory classes {list(ids)}: {missing or 'none'} not among the classes of the "
+            f"training sessions {present.tolist()}"
+        )
+    if len(chosen) >= len(present) and scenario != "ni":
+        raise ScenarioError(f"factory classes {chosen.tolist()} leave no new class to learn")
+    return chosen
 
 
 def _chunks(indices: np.ndarray, size: int) -> tuple[np.ndarray, ...]:

@@ -19,6 +19,7 @@ where they enter, with ``raise ... from exc``::
     │   ├── BundleError                      a bundle directory, file or key missing or wrong
     │   ├── UnsupportedModelError            an ONNX operator or attribute the tools cannot use
     │   ├── ModelInputError (ValueError)     frozen-stage input of the wrong shape or dtype
+    │   ├── DataMismatchError (ValueError)   a model run on data of other classes or shape
     │   └── ExportError                      building, quantizing or running an ONNX model failed
     ├── NodeError                        the node, or a gateway for its nodes, cannot go on (here)
     │   └── NodeGaveUp                       the broker refused it for good (password, host, ...)

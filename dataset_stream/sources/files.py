@@ -10,7 +10,10 @@ float), ``y`` (``[N]`` integers) and optionally ``session`` (``[N]`` integers), 
 (``[K]`` strings) and ``test_sessions`` (integers). Without ``session`` the samples are split 80/20
 (stratified, seeded) into session 0 (training) and session 1 (test); without ``test_sessions`` the
 last ``max(1, round(3 * S / 11))`` of the ``S`` sorted sessions are the test sessions (CORe50's
-proportion).
+proportion). ``npz[x=ARRAY;y=ARRAY;session=ARRAY]:PATH`` reads arrays of other names
+(:mod:`dataset_stream.sources.spec`). The file must hold at least two classes and two sessions,
+at least two training samples of every class and one test sample of every class
+(:mod:`dataset_stream.sources.quality`); y may be integers or floats holding whole numbers.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from dataset_stream.errors import SourceError
+from dataset_stream.errors import DataError, SourceError
 from dataset_stream.sources.base import ArrayStore, Dataset, stratified_split
+from dataset_stream.sources.quality import Labelled, default_test_sessions
+from dataset_stream.sources.spec import PathSpec
 
 CORE50_TEST_SESSIONS = (3, 7, 10)
 CORE50_TRAIN_SESSIONS = (1, 2, 4, 5, 6, 8, 9, 11)
@@ -40,6 +45,8 @@ CORE50_CATEGORIES = (
     "cup",
     "remote_control",
 )
+#: The options of ``npz[...]:PATH``: the names of the arrays that hold x, y and session.
+NPZ_OPTIONS = ("x", "y", "session")
 _CORE50_NAME = re.compile(r"C_(\d{2})_(\d{2})_(\d{3})\.png")
 
 
@@ -142,57 +149,133 @@ def write_core50_sample(
     return root
 
 
-def load_npz(path: str | Path, *, seed: int = 0) -> Dataset:
-    """Load a user's ``.npz`` (see the module docstring for the arrays it may hold)."""
+def load_npz(path: str | Path, *, seed: int = 0, options: NpzOptions | None = None) -> Dataset:
+    """Load a user's ``.npz`` (see the module docstring for the arrays it may hold).
+
+    Bad data is one :class:`DataError` naming the array and the index of the first bad value
+    (``x[12, 3, 40] is nan``), or the array and the class or session that is missing.
+    """
     path = Path(path)
+    names = options or NpzOptions()
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise SourceError(f"cannot read {path} as a .npz without pickles: {exc}") from exc
-    missing = {"x", "y"} - set(arrays)
+    missing = [a for a in (names.x, names.y) if a not in arrays]
     if missing:
-        raise SourceError(f"{path} lacks array(s) {sorted(missing)}")
-    x, y = arrays["x"], arrays["y"]
-    if len(x) == 0:
-        raise SourceError(f"{path}: x holds no samples")
-    if x.dtype.kind == "f":
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise SourceError(f"{path}: x holds NaN or infinite values")
-    elif x.dtype != np.uint8:
-        raise SourceError(f"{path}: x must be uint8 or floating point, not {x.dtype}")
-    if y.dtype.kind not in "iu" or y.shape != x.shape[:1]:
-        raise SourceError(f"{path}: y must be integers [{len(x)}], not {y.dtype} {y.shape}")
-    if "session" in arrays:
-        session = arrays["session"]
-        if session.dtype.kind not in "iu" or session.shape != y.shape:
-            raise SourceError(f"{path}: session must be integers [{len(y)}]")
-        session = session.astype(np.int64)
-        origin = np.arange(len(y), dtype=np.int64)
-    else:
-        _, test = stratified_split(y, 0.2, np.random.default_rng([seed, 2024]))
-        session = np.zeros(len(y), dtype=np.int64)
-        session[test] = 1
-        origin = np.arange(len(y), dtype=np.int64)
-    sessions = sorted(set(session.tolist()))
-    if "test_sessions" in arrays:
-        test_sessions = tuple(int(s) for s in np.asarray(arrays["test_sessions"]).ravel())
-    elif len(sessions) < 2:
-        raise SourceError(f"{path}: one session only; add a second one or test_sessions")
-    else:
-        test_sessions = tuple(sessions[-max(1, round(3 * len(sessions) / 11)) :])
+        raise DataError(
+            f"{path} lacks array(s) {missing} (it holds {sorted(arrays)}); name others with "
+            "the options x=ARRAY;y=ARRAY",
+            field=missing[0],
+        )
+    x = _samples(path, names.x, arrays[names.x])
+    y = _integers(path, names.y, arrays[names.y], len(x))
     if "classes" in arrays:
         classes = tuple(str(c) for c in np.asarray(arrays["classes"]).ravel())
     else:
         classes = tuple(str(c) for c in range(max(int(y.max()) + 1, 1)))
+    bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: {names.y}[{i}] = {y[i]}: labels must lie in 0..{len(classes) - 1}"
+            + (f" (classes names {len(classes)})" if "classes" in arrays else ""),
+            field=names.y,
+            row=i,
+        )
+    if names.session in arrays:
+        session = _integers(path, names.session, arrays[names.session], len(x))
+    else:
+        _, test = stratified_split(y, 0.2, np.random.default_rng([seed, 2024]))
+        session = np.zeros(len(y), dtype=np.int64)
+        session[test] = 1
+    sessions = sorted(set(session.tolist()))
+    if "test_sessions" in arrays:
+        test_sessions = tuple(int(s) for s in np.asarray(arrays["test_sessions"]).ravel())
+        unknown = sorted(set(test_sessions) - set(sessions))
+        if unknown:
+            raise DataError(
+                f"{path}: test_sessions names {unknown}, not in {names.session} ({sessions})",
+                field="test_sessions",
+            )
+    else:
+        test_sessions = default_test_sessions(sessions)
+    Labelled(
+        source=str(path),
+        y=y,
+        session=session,
+        classes=classes,
+        label_field=names.y,
+        session_field=names.session,
+        where=lambda i: f"{names.y}[{i}]",
+    ).check(test_sessions)
     return Dataset(
         name=f"npz:{path.name}",
         store=ArrayStore(np.ascontiguousarray(x)),
-        y=y.astype(np.int64),
+        y=y,
         session=session,
-        origin=origin,
+        origin=np.arange(len(y), dtype=np.int64),
         classes=classes,
         train_sessions=tuple(s for s in sessions if s not in test_sessions),
         test_sessions=test_sessions,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NpzOptions:
+    """The array names of a ``npz[x=...;y=...;session=...]:PATH`` spec."""
+
+    x: str = "x"
+    y: str = "y"
+    session: str = "session"
+
+    @classmethod
+    def of(cls, spec: PathSpec) -> NpzOptions:
+        spec.check_keys(NPZ_OPTIONS)
+        return cls(spec.get("x") or "x", spec.get("y") or "y", spec.get("session") or "session")
+
+
+def _samples(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    """``x`` as uint8 or float32 ``[N, *sample_shape]``, every value finite."""
+    if x.ndim < 2:
+        raise DataError(
+            f"{path}: {name} must be [N, *sample_shape], not {list(x.shape)}", field=name
+        )
+    if len(x) == 0:
+        raise DataError(f"{path}: {name} holds no samples", field=name)
+    if x.dtype.kind == "f":
+        x = x.astype(np.float32)
+        bad = np.argwhere(~np.isfinite(x))
+        if len(bad):
+            index = tuple(int(i) for i in bad[0])
+            raise DataError(
+                f"{path}: {name}[{', '.join(map(str, index))}] is {x[index]} (NaN or infinite "
+                "values cannot be learned)",
+                field=name,
+                row=index[0],
+            )
+    elif x.dtype != np.uint8:
+        raise DataError(
+            f"{path}: {name} must be uint8 or floating point, not {x.dtype}", field=name
+        )
+    return x
+
+
+def _integers(path: Path, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """``values`` as int64 ``[n]``: integers, or floats holding whole numbers."""
+    if values.shape != (n,):
+        raise DataError(
+            f"{path}: {name} must be integers [{n}] (one per sample), not {list(values.shape)}",
+            field=name,
+        )
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"{path}: {name}[{i}] = {values[i]} is not a whole number", field=name, row=i
+            )
+    elif values.dtype.kind not in "iub":
+        raise DataError(f"{path}: {name} must be integers, not {values.dtype}", field=name)
+    return values.astype(np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from device.model.bundle import ModelBundle
 
 model_app = typer.Typer(
-    help="Model bundles: the default CNN, MobileNet-V1, splitting ONNX models, per-layer costs.",
+    help="Model bundles: the default CNN, a model for your own data, MobileNet-V1, splitting "
+    "ONNX models, per-layer costs.",
     no_args_is_help=True,
 )
 
@@ -79,6 +81,139 @@ def build_default_cmd(
     console.print(
         f"[green]default bundle[/] {out} (LR {bundle.lr_shape}) in "
         f"{time.perf_counter() - start:.1f} s"
+    )
+
+
+class Arch(StrEnum):
+    cnn2d = "cnn2d"
+    cnn1d = "cnn1d"
+    mlp = "mlp"
+
+
+@model_app.command("build")
+def build_cmd(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="Your data: a .csv of sensor readings or a .npz of arrays, or a dataset spec "
+            "csv[...]:PATH / npz[...]:PATH as stream and up take it (docs/datasets.md).",
+            show_default=False,
+        ),
+    ],
+    out: OutOpt,
+    x: Annotated[
+        str | None,
+        typer.Option(
+            "--x",
+            help="CSV: the channel columns, comma-separated (default: every column but the "
+            "label, session and a time column). NPZ: the array of samples (default x).",
+        ),
+    ] = None,
+    y: Annotated[
+        str | None,
+        typer.Option(
+            "--y", help="The label column or array (default: label for a CSV, y for an NPZ)."
+        ),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            help="The session column or array: subject, recording, day; the test set is held "
+            "out by session (default: session)."
+        ),
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            help="CSV: readings per sample (default 1: each line is a feature vector; W > 1: "
+            "windows [channels, W] cut inside runs of one session and label).",
+            min=1,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="CSV: readings between two window starts (default window // 2).", min=1),
+    ] = None,
+    factory_classes: Annotated[
+        str | None,
+        typer.Option(
+            "--factory-classes",
+            help="The classes the factory model is trained on, by name or label index, "
+            "comma-separated (default: 30% of them, picked by --seed); the devices learn the "
+            "others.",
+        ),
+    ] = None,
+    arch: Annotated[
+        Arch | None,
+        typer.Option(
+            help="cnn2d for images [C, H, W], cnn1d for windows [C, L], mlp for feature "
+            "vectors [F] (default: the one for the data's sample shape)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Training epochs (default: about 6400 sample passes, 4 to 30).", min=1),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the factory pick and the training.")] = 0,
+    name: Annotated[str, typer.Option(help="The bundle's name (model.toml).")] = "own-model",
+) -> None:
+    """Train a small factory model on your own data and write its bundle.
+
+    The model is trained in numpy on the factory classes of every training session (never on
+    the test sessions), its frozen stage quantized to INT8 with calibration from that data; the
+    bundle carries factory replays and records the factory classes and every class's name, so
+    that stream and up with --model DIR send the other classes as learning events. Bad data
+    stops it with one error naming the line (or index) and the column (or array). It prints
+    the --dataset string to give stream and up. Walk-through: docs/own-data.md.
+    """
+    import shlex
+
+    from dataset_stream.errors import ScenarioError, SourceError
+    from dataset_stream.sources.spec import file_spec
+    from device.app.owndata import build_own_model
+    from device.model.errors import ModelError
+
+    fields = {"x": x, "y": y, "session": session, "window": window, "stride": stride}
+    try:
+        spec = str(file_spec(data, {k: str(v) for k, v in fields.items() if v is not None}))
+    except SourceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    creatable(out, "--out")
+    chosen = None
+    if factory_classes is not None:
+        chosen = [c.strip() for c in factory_classes.split(",") if c.strip()]
+    start = time.perf_counter()
+    try:
+        built = build_own_model(
+            spec,
+            out,
+            arch=None if arch is None else arch.value,
+            factory_classes=chosen,
+            seed=seed,
+            epochs=epochs,
+            name=name,
+        )
+    except ValueError as exc:
+        if isinstance(exc, (SourceError, ScenarioError, ModelError)):
+            raise fail(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint="--factory-classes") from exc
+    except ModelError as exc:
+        raise fail(str(exc)) from exc
+    bundle = built.bundle
+    console.print(
+        f"[green]model[/] {escape(str(out))}: {built.arch}, input {list(bundle.input_shape)} "
+        f"{bundle.input.dtype}, LR {list(bundle.lr_shape)}, {bundle.num_classes} classes; "
+        f"trained on {escape(', '.join(built.factory_classes))} ({built.samples} samples) in "
+        f"{time.perf_counter() - start:.1f} s",
+        highlight=False,
+    )
+    quoted = shlex.quote(spec)
+    console.print(f"dataset: {escape(quoted)}", highlight=False)
+    console.print(
+        f"run it: vega-emu up --dataset {escape(quoted)} --model {escape(shlex.quote(str(out)))}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from dataset_stream import Scenario, StreamStats
     from dataset_stream.pacing import Pacing
     from dataset_stream.reconnect import ReconnectPolicy
+    from device.model.bundle import ModelBundle
 
 
 class ScenarioName(StrEnum):
@@ -70,12 +71,26 @@ def stream(
     ] = None,
     dataset: Annotated[
         str,
-        typer.Option(help="digits | synthetic-sensor | core50:PATH | core50-cat:PATH | npz:PATH"),
+        typer.Option(
+            help="digits | synthetic-sensor | watch | core50:PATH | core50-cat:PATH | npz:PATH "
+            "| csv:PATH, options before the path: csv[window=50;stride=25]:PATH "
+            "(docs/datasets.md)"
+        ),
     ] = "digits",
     scenario: Annotated[
         ScenarioName,
         typer.Option(help="nic: new instances and classes; nc: new classes; ni: new instances."),
     ] = ScenarioName.nic,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model bundle the fleet runs: the scenario's factory classes are the ones "
+            "it records (vega-emu model build), so the events teach the others; a model built "
+            "for other classes or another sample shape is refused. Default: the seed's pick, "
+            "what the default model is trained on.",
+            file_okay=False,
+        ),
+    ] = None,
     cadence_s: Annotated[
         float,
         typer.Option(
@@ -186,10 +201,11 @@ def stream(
         ScenarioError,
         SeqsRefused,
         SourceError,
-        build_scenario,
     )
     from dataset_stream.outcome import NOTHING_LEARNED_EXIT_STATUS, default_drain_s, finite_drain
     from dataset_stream.reconnect import ReconnectPolicy
+    from device.app.owndata import scenario_for
+    from device.model.errors import DataMismatchError
 
     device_ids = parse_devices(devices, prefix, start_index)
     pace = pacing(speed, cadence_s, infer_rate, stagger)
@@ -232,13 +248,18 @@ def stream(
     except BrokerURLError as exc:
         raise typer.BadParameter(str(exc), param_hint="--broker") from exc
     plan: Scenario | dict[str, Scenario]
+    if spec is not None and model is not None:
+        raise fail("--model names the model of one data set; a fleet spec names its own", code=2)
     try:
         if spec is not None:
             device_ids, plan = _spec_scenarios(spec, seed)
         else:
-            plan = build_scenario(dataset, scenario.value, seed=seed)
-    except (SourceError, ScenarioError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--spec" if spec else "--dataset") from exc
+            plan = scenario_for(dataset, scenario.value, seed=seed, bundle=_bundle(model))
+    except (SourceError, ScenarioError, DataMismatchError) as exc:
+        hint = (
+            "--spec" if spec else "--model" if isinstance(exc, DataMismatchError) else "--dataset"
+        )
+        raise typer.BadParameter(str(exc), param_hint="--spec" if spec else hint) from exc
     if isinstance(plan, Scenario):
         built: Scenario | None = plan
         scenarios = [plan]
@@ -305,24 +326,44 @@ def _log_to_console() -> None:
     configure_logging(logging.WARNING, console)
 
 
+def _bundle(model: Path | None) -> ModelBundle | None:
+    """The bundle ``--model`` names (None without one); exits with status 2 if it is unusable."""
+    from device.model.bundle import ModelBundle
+    from device.model.errors import ModelError
+
+    if model is None:
+        return None
+    try:
+        return ModelBundle.load(model)
+    except ModelError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
 def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenario]]:
-    """The devices of a fleet spec and each one's scenario (one object per distinct scenario);
-    a spec with problems, its classes' data among them, fails with all of them."""
-    from dataset_stream import ScenarioError, SourceError, build_scenario
+    """The devices of a fleet spec and each one's scenario (one object per distinct scenario,
+    with the factory classes its class's model records); a spec with problems, its classes'
+    data among them, fails with all of them."""
+    from dataset_stream import ScenarioError, SourceError
+    from device.app.owndata import scenario_for
     from device.fleet.errors import FleetSpecError
     from device.fleet.spec import DeviceClass, FleetSpec
+    from device.model.bundle import ModelBundle
+    from device.model.errors import ModelError
 
-    built: dict[tuple[str, str], Scenario | str] = {}
+    built: dict[tuple[str, str, Path | None], Scenario | str] = {}
 
     def data_problems(device_class: DeviceClass) -> list[str]:
-        key = (device_class.dataset, device_class.scenario)
+        key = (device_class.dataset, device_class.scenario, device_class.model)
         if key not in built:
             try:
-                built[key] = build_scenario(*key, seed=seed)
+                bundle = None if key[2] is None else ModelBundle.load(key[2])
+                built[key] = scenario_for(key[0], key[1], seed=seed, bundle=bundle)
             except SourceError as exc:
                 built[key] = f"dataset: {exc}"
             except ScenarioError as exc:
                 built[key] = f"scenario: {exc}"
+            except ModelError as exc:
+                built[key] = f"model: {exc}"
         made = built[key]
         return [made] if isinstance(made, str) else []
 
@@ -332,7 +373,7 @@ def _spec_scenarios(path: Path, seed: int) -> tuple[list[str], dict[str, Scenari
         raise fail(str(exc), code=2) from exc
     out: dict[str, Scenario] = {}
     for device_class, ids in spec.by_class():
-        scenario = built[(device_class.dataset, device_class.scenario)]
+        scenario = built[(device_class.dataset, device_class.scenario, device_class.model)]
         assert not isinstance(scenario, str)  # a class with a data problem failed the load
         out.update(dict.fromkeys(ids, scenario))
     return list(out), out

@@ -49,7 +49,8 @@ def up(
         str,
         typer.Option(
             help="Data source: digits (bundled), watch (pip install 'vega-emu[watch]'), or "
-            "another source with --model."
+            "another source with --model, e.g. your csv:FILE with the model vega-emu model "
+            "build made for it (docs/own-data.md)."
         ),
     ] = "digits",
     scenario: Annotated[str, typer.Option(help="nic, nc or ni.")] = "nic",
@@ -106,11 +107,13 @@ def up(
 ) -> None:
     """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
     from broker.errors import BrokerError
-    from dataset_stream import DatasetStreamError, ScenarioError, SourceError, build_scenario
+    from dataset_stream import DatasetStreamError, ScenarioError, SourceError
     from dataset_stream.pacing import Pacing, PacingError, parse_speed
     from dataset_stream.protocol import fleet_ids
+    from device.app.owndata import scenario_for
     from device.app.up import UpConfig
     from device.errors import DeviceError
+    from device.model.errors import DataMismatchError
 
     rate = learning_rate_flag(learning_rate, old_lr)
     try:
@@ -130,16 +133,10 @@ def up(
             raise fail(f"{run_dir / 'run.sqlite'} exists: give another --out", code=2)
     configure_logging(logging.WARNING, console)
     bundle = load_model(model, seed=seed, dataset=dataset)
-    try:
-        plan = build_scenario(dataset, scenario, seed=seed)
-    except (ScenarioError, SourceError) as exc:
+    try:  # with the factory classes the model records, checked against the data's
+        plan = scenario_for(dataset, scenario, seed=seed, bundle=bundle)
+    except (ScenarioError, SourceError, DataMismatchError) as exc:
         raise fail(str(exc), code=2) from exc
-    if plan.sample_shape != bundle.input_shape:
-        raise fail(
-            f"dataset {dataset} gives samples of shape {plan.sample_shape}, the model takes "
-            f"{bundle.input_shape}: pass a matching --model",
-            code=2,
-        )
     ids = fleet_ids(devices)
     options = LearningOptions(
         lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced

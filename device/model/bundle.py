@@ -119,8 +119,9 @@ def layer_info_table(info: LayerInfo) -> dict[str, Any]:
 
 #: Optional top-level keys of model.toml kept in ``ModelBundle.meta``: ``train.learning_rate`` is
 #: the model's recommended on-device learning rate, ``factory_classes`` the classes it was trained
-#: on.
-META_KEYS = ("description", "source", "calibration", "train", "factory_classes")
+#: on, ``class_names`` the name of each class (``model build`` writes them: a run of the model
+#: checks its data's classes against them).
+META_KEYS = ("description", "source", "calibration", "train", "factory_classes", "class_names")
 #: The paper's SGD learning rate, for bundles that recommend none.
 DEFAULT_LEARNING_RATE = 0.001
 #: The old spelling of ``[train] learning_rate``: still read, with a deprecation notice.

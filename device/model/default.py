@@ -36,7 +36,7 @@ from device.learning.nn import (
     Sequential,
 )
 from device.model.bundle import MANIFEST, InputSpec, ModelBundle
-from device.model.errors import BundleError, ModelError
+from device.model.errors import BundleError, ModelError, ModelInputError
 from device.model.export import write_bundle
 from device.model.onnx_build import layers_to_onnx
 from device.model.train import Augment, FitConfig, fit
@@ -58,11 +58,20 @@ CACHE_NAME = MODEL_NAME + "-seed{seed}"
 RECOMMENDED_LEARNING_RATE = 0.01
 
 
-def default_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) -> Sequential:
-    """The untrained default CNN (input ``[N, 1, 32, 32]`` float32, output logits)."""
+def default_network(
+    rng: np.random.Generator,
+    num_classes: int = NUM_CLASSES,
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+) -> Sequential:
+    """The untrained default CNN (input ``[N, *input_shape]`` float32, default ``[N, 1, 32,
+    32]``, output logits). Its four poolings halve height and width (rounding down), so both
+    must be at least 16; the classifier takes what is left, ``64 x H/16 x W/16``."""
+    channels, height, width = input_shape
+    if height < 16 or width < 16:
+        raise ModelInputError(f"the 2-D CNN needs images of at least 16x16, not {input_shape}")
     return Sequential(
         [
-            Conv2d(1, 16, 3, padding=1, name="c0", rng=rng),
+            Conv2d(channels, 16, 3, padding=1, name="c0", rng=rng),
             ReLU(name="r0"),
             AvgPool(2, name="p0"),
             Conv2d(16, 32, 3, padding=1, name="c1", rng=rng),
@@ -77,7 +86,7 @@ def default_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) ->
             ReLU(name="r4"),
             AvgPool(2, name="p4"),
             Flatten(name="flat"),
-            Linear(256, num_classes, name="fc5", rng=rng),
+            Linear(64 * (height // 16) * (width // 16), num_classes, name="fc5", rng=rng),
         ]
     )
 
@@ -240,6 +249,8 @@ def _make_private(tree: Path) -> None:
 
 __all__ = [
     "DEFAULT_LR_LAYER",
+    "INPUT_SHAPE",
+    "RECOMMENDED_LEARNING_RATE",
     "build_default",
     "cached_bundle",
     "default_bundle_path",

@@ -6,6 +6,8 @@ onnxruntime, safetensors, TOML, files) are converted where they enter, with
     ├── BundleError                 a bundle directory, file or key is missing or wrong
     ├── UnsupportedModelError       an ONNX operator / attribute the tools cannot handle
     ├── ModelInputError (ValueError) input to the frozen stage has the wrong shape or dtype
+    ├── DataMismatchError (ValueError) a model run on data it was not built for (other classes,
+    │                               another sample shape)
     └── ExportError                 building, quantizing or running an ONNX model failed
 """
 
@@ -30,8 +32,20 @@ class ModelInputError(ModelError, ValueError):
     """Data given to a model does not match its input shape or dtype."""
 
 
+class DataMismatchError(ModelError, ValueError):
+    """A model and a data set that do not fit: the bundle records other class names than the
+    data's, or takes another sample shape. The message names both."""
+
+
 class ExportError(ModelError):
     """Building, quantizing or checking an ONNX model failed."""
 
 
-__all__ = ["BundleError", "ExportError", "ModelError", "ModelInputError", "UnsupportedModelError"]
+__all__ = [
+    "BundleError",
+    "DataMismatchError",
+    "ExportError",
+    "ModelError",
+    "ModelInputError",
+    "UnsupportedModelError",
+]

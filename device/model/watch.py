@@ -30,7 +30,7 @@ from device.learning.nn import AvgPool1d, Conv1d, Flatten, Linear, ReLU, Sequent
 from device.model.bundle import MANIFEST, InputSpec, ModelBundle
 from device.model.default import RECOMMENDED_LEARNING_RATE as DIGITS_LEARNING_RATE
 from device.model.default import cached_bundle, models_root
-from device.model.errors import ModelError
+from device.model.errors import ModelError, ModelInputError
 from device.model.export import write_bundle
 from device.model.onnx_build import layers_to_onnx
 from device.model.train import FitConfig, fit
@@ -67,11 +67,20 @@ class SignalAugment:
         return out
 
 
-def watch_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) -> Sequential:
-    """The untrained watch CNN (input ``[N, 6, 100]`` float32, output logits)."""
+def watch_network(
+    rng: np.random.Generator,
+    num_classes: int = NUM_CLASSES,
+    input_shape: tuple[int, int] = INPUT_SHAPE,
+) -> Sequential:
+    """The untrained watch CNN (input ``[N, *input_shape]`` float32, default ``[N, 6, 100]``,
+    output logits). Its three poolings halve the length (rounding down), so it must be at
+    least 8; the LR is ``32 x L/8``."""
+    channels, length = input_shape
+    if length < 8:
+        raise ModelInputError(f"the 1-D CNN needs windows of at least 8 readings, not {length}")
     return Sequential(
         [
-            Conv1d(6, 16, 5, padding=2, name="c0", rng=rng),
+            Conv1d(channels, 16, 5, padding=2, name="c0", rng=rng),
             ReLU(name="r0"),
             AvgPool1d(2, name="p0"),
             Conv1d(16, 32, 5, padding=2, name="c1", rng=rng),
@@ -81,7 +90,7 @@ def watch_network(rng: np.random.Generator, num_classes: int = NUM_CLASSES) -> S
             ReLU(name="r2"),
             AvgPool1d(2, name="p2"),
             Flatten(name="flat3"),
-            Linear(32 * 12, 64, name="fc3", rng=rng),
+            Linear(32 * (length // 8), 64, name="fc3", rng=rng),
             ReLU(name="r3"),
             Linear(64, num_classes, name="fc4", rng=rng),
         ]
@@ -171,6 +180,7 @@ def load_watch_model(
 
 __all__ = [
     "INPUT_SHAPE",
+    "RECOMMENDED_LEARNING_RATE",
     "WATCH_LR_LAYER",
     "WATCH_NAME",
     "SignalAugment",
