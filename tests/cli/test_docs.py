@@ -7,6 +7,7 @@ import re
 import runpy
 from pathlib import Path
 
+import pytest
 import typer.main
 
 from device.cli import app
@@ -76,10 +77,14 @@ def test_lock_file_pins_every_dependency_within_its_range() -> None:
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {text}"
 
 
-def test_the_readme_accuracy_table_is_the_benchmarks_table_of_its_results() -> None:
-    """Not typed: `benchmarks/accuracy.py --readme` wrote it from the committed results."""
+@pytest.mark.parametrize("dataset", ["digits", "watch"])
+def test_the_readme_accuracy_table_is_the_benchmarks_table_of_its_results(dataset: str) -> None:
+    """Not typed: `benchmarks/accuracy.py [--dataset D] --readme` wrote it from the committed
+    results."""
     bench = runpy.run_path(str(ROOT / "benchmarks" / "accuracy.py"))
-    done = json.loads((ROOT / "benchmarks" / "results" / "accuracy.json").read_text())
+    results = ROOT / "benchmarks" / "results" / bench["RESULT_FILES"][dataset]
+    done = json.loads(results.read_text())
+    assert done["args"].get("dataset", "digits") == dataset
     want = bench["table"](done["runs"], done["args"]["bits"], done["args"]["sizes"])
-    start, end = bench["MARKERS"]
+    start, end = bench["markers"](dataset)
     assert README.split(start, 1)[1].split(end, 1)[0].strip("\n") == want
