@@ -223,7 +223,7 @@ class StreamPublisher:
         self.stalled: list[str] = []
         self._max_in_flight = max_in_flight
         self._sem = asyncio.Semaphore(max_in_flight)
-        self._streams: dict[str, list[Event]] = {}
+        self._streams: dict[str, Sequence[Event]] = {}
         self._evals_done: set[str] = set()
         self._next_tick = 0  # paced: index of the next event to publish to every device
         self._start = 0.0  # paced: loop time of event 1

@@ -20,6 +20,7 @@ Sequence numbers of events are 1..K; the factory batch is never published.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,10 @@ class Event:
     @property
     def y(self) -> np.ndarray:
         return self.dataset.y[self.indices]
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The samples at ``positions`` (int ``[k]``, into ``indices``) of this event's ``x``."""
+        return self.dataset.take(self.indices[positions])
 
     @property
     def sessions(self) -> tuple[int, ...]:
@@ -139,10 +144,11 @@ class Scenario:
         """``(x, y)`` from the held-out test sessions."""
         return self.dataset.take(self.eval_indices), self.dataset.y[self.eval_indices]
 
-    def events(self, device_id: str, same_order: bool = False) -> list[Event]:
+    def events(self, device_id: str, same_order: bool = False) -> Sequence[Event]:
         """The learning events of ``device_id``, ordered by ``(seed, device_id)``.
 
-        With ``same_order`` every device gets the order fixed by ``seed`` alone.
+        With ``same_order`` every device gets the order fixed by ``seed`` alone. (An endless
+        scenario, :mod:`dataset_stream.endless`, gives these, then generated ones, lazily.)
         """
         validate_device_id(device_id)
         entropy = [self.seed, _ORDER_SALT]
