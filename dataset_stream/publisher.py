@@ -72,6 +72,7 @@ from broker.reconnect import describe
 from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.continuation import SeqPlan, plan_seqs
+from dataset_stream.endless.scenario import ENDLESS_EVENTS
 from dataset_stream.errors import PublishError, SeqsRefused
 from dataset_stream.inference import InferSchedule
 from dataset_stream.outstanding import Outstanding, ResendPolicy
@@ -334,7 +335,7 @@ class StreamPublisher:
         unsent: dict[str, tuple[int, ...]] = {}
         for d, rec in self.answers.devices.items():
             first, last = self.seqs_of(d)
-            if rec.sent_seq < last:
+            if rec.sent_seq < last < ENDLESS_EVENTS:  # a run for ever plans no end to miss
                 unsent[d] = tuple(range(max(rec.sent_seq + 1, first), last + 1))
         return StreamStats(
             devices=len(self.device_ids),

@@ -128,6 +128,11 @@ class Scenario:
 
     @property
     def num_events(self) -> int:
+        return self.finite_events
+
+    @property
+    def finite_events(self) -> int:
+        """Events made from the blocks (an endless scenario's later ones are generated)."""
         return sum(len(block) for block in self.blocks)
 
     @property

@@ -191,11 +191,6 @@ class EndlessScenario(Scenario):
     def num_events(self) -> int:
         return ENDLESS_EVENTS
 
-    @property
-    def finite_events(self) -> int:
-        """``K``: events of the finite scenario; later seqs are generated."""
-        return sum(len(block) for block in self.blocks)
-
     def events(self, device_id: str, same_order: bool = False) -> EventStream:
         """``device_id``'s events, lazily: the finite ones, then generated ones for ever."""
         validate_device_id(device_id)
