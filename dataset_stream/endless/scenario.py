@@ -246,6 +246,15 @@ class EndlessScenario(Scenario):
             rendering=rendering,
         )
 
+    def away(self, device_id: str, seq: int, same_order: bool = False) -> tuple[int, ...]:
+        """The classes away (:class:`Recurrence`) at ``device_id``'s generated event ``seq``."""
+        g = seq - self.finite_events - 1
+        if g < 0:
+            raise ValueError(f"seq {seq} is not a generated event (K = {self.finite_events})")
+        words = [] if same_order else _device_words(device_id)
+        shift = words[0] % len(self.present) if words else 0
+        return tuple(c for c in self.present if self._away(c, shift, g))
+
     def _away(self, label: int, shift: int, g: int) -> bool:
         rank = self.present.index(label)
         return self.options.recurrence.away(rank, len(self.present), shift, g)

@@ -117,7 +117,7 @@ class Recurrence:
         return (g + phase) % self.cycle_events < self.absent_events
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EndlessOptions:
     """What a scenario's generated events do: their drift and their classes' recurrence."""
 
