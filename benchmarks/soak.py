@@ -49,28 +49,32 @@ class Point:
     rss_mib: float
     db_mib: float
     s_per_event: float
+    cpu_s_per_event: float
 
 
 def dir_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of process ``pid`` and all its descendants."""
+def tree_usage(pid: int) -> tuple[float, float]:
+    """Resident memory (MiB) and CPU seconds (user + system) of process ``pid`` and all its
+    descendants."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    rss = cpu = 0.0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            rss += proc.memory_info().rss
+            times = proc.cpu_times()
+            cpu += times.user + times.system
         except psutil.NoSuchProcess:
             continue
-    return total / 2**20
+    return rss / 2**20, cpu
 
 
 def checkpoints(total: int, warmup: int) -> dict[int, str]:
@@ -89,6 +93,7 @@ def growth(points: list[Point]) -> dict[str, float]:
         "rss_pct": pct(first.rss_mib, last.rss_mib),
         "db_pct": pct(first.db_mib, last.db_mib),
         "s_per_event_pct": pct(first.s_per_event, last.s_per_event),
+        "cpu_s_per_event_pct": pct(first.cpu_s_per_event, last.cpu_s_per_event),
     }
 
 
@@ -123,6 +128,7 @@ def soak_node(events: int, warmup: int, window: int) -> dict[str, Any]:
     me = psutil.Process()
     points: list[Point] = []
     spent: list[float] = []
+    cpu: list[float] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1, user_api="blas"):
         settings = NodeSettings(
@@ -138,18 +144,19 @@ def soak_node(events: int, warmup: int, window: int) -> dict[str, Any]:
             for seq in range(1, events + 1):
                 event = stream[seq - 1]
                 batch = Batch(event.x, event.y, seq=seq, t=1.764e9 + 60 * seq, source="digits")
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 engine.apply(batch)
                 spent.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
                 if seq in at:
-                    recent = spent[-window:]
                     points.append(
                         Point(
                             at[seq],
                             seq,
                             round(me.memory_info().rss / 2**20, 1),
                             round(dir_mib(Path(tmp)), 2),
-                            round(sum(recent) / len(recent), 4),
+                            round(sum(spent[-window:]) / len(spent[-window:]), 4),
+                            round(sum(cpu[-window:]) / len(cpu[-window:]), 4),
                         )
                     )
                     print(f"node  {_line(points[-1])}", flush=True)
@@ -185,7 +192,9 @@ async def soak_fleet(
     total = devices * events
     at = {devices * k: name for k, name in checkpoints(events, warmup).items()}
     points: list[Point] = []
-    answered: list[tuple[float, int]] = []  # (wall time, answers) samples for the rate
+    taken: set[str] = set()
+    # (wall time, answers, the fleet's CPU seconds), about one a second, for the rates
+    samples: list[tuple[float, int, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         async with Mosquitto(MosquittoConfig(data_dir=Path(tmp) / "mq")) as broker:
@@ -202,23 +211,27 @@ async def soak_fleet(
 
                 def on_progress(sent: int, acked: int) -> None:
                     now = time.monotonic()
-                    answered.append((now, acked))
-                    for mark, name in at.items():
-                        if acked >= mark and name not in {p.name for p in points}:
-                            old = [(t, n) for t, n in answered if t >= now - fleet_window_s]
-                            t0, n0 = old[0]
-                            rate = (now - t0) / max(1, acked - n0)
-                            points.append(
-                                Point(
-                                    name,
-                                    acked // devices,
-                                    round(tree_rss_mib(fleet.pid), 1),
-                                    round(dir_mib(state), 2),
-                                    round(rate, 5),
-                                )
+                    marks = [n for m, n in at.items() if acked >= m and n not in taken]
+                    if not marks and samples and now - samples[-1][0] < 1.0:
+                        return
+                    rss, cpu = tree_usage(fleet.pid)
+                    samples.append((now, acked, cpu))
+                    for name in marks:
+                        taken.add(name)
+                        base = next(s for s in samples if s[0] >= now - fleet_window_s)
+                        events = max(1, acked - base[1])
+                        points.append(
+                            Point(
+                                name,
+                                acked // devices,
+                                round(rss, 1),
+                                round(dir_mib(state), 2),
+                                round((now - base[0]) / events, 5),
+                                round((cpu - base[2]) / events, 5),
                             )
-                            print(f"fleet {_line(points[-1])}", flush=True)
-                    del answered[: max(0, len(answered) - 10_000)]
+                        )
+                        print(f"fleet {_line(points[-1])}", flush=True)
+                    del samples[: max(0, len(samples) - 10_000)]
 
                 async with StreamPublisher(
                     broker.url,
@@ -258,7 +271,8 @@ async def soak_fleet(
 def _line(p: Point) -> str:
     return (
         f"{p.name:>6} after {p.events:>6} events: rss {p.rss_mib:8.1f} MiB, db "
-        f"{p.db_mib:8.2f} MiB, {1000 * p.s_per_event:8.2f} ms/event"
+        f"{p.db_mib:8.2f} MiB, {1000 * p.s_per_event:8.2f} ms/event "
+        f"({1000 * p.cpu_s_per_event:.2f} ms CPU)"
     )
 
 
@@ -289,7 +303,8 @@ def main() -> None:
             g = result[part]["growth"]
             print(
                 f"{part}: growth end vs start: rss {g.get('rss_pct')} %, db {g.get('db_pct')} %, "
-                f"time per event {g.get('s_per_event_pct')} %"
+                f"time per event {g.get('s_per_event_pct')} % "
+                f"(CPU {g.get('cpu_s_per_event_pct')} %)"
             )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
