@@ -5,8 +5,10 @@ it is stopped."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -138,3 +140,25 @@ async def test_stream_forever_goes_past_the_last_event_until_stopped(
     assert "events until stopped x 2 devices, each from seq 75" in text
     assert "events past 77 are generated" in text
     assert "stopped" in text.splitlines()[-1], text
+
+
+def test_up_events_past_the_last_go_on_into_generated_events(
+    default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    summary = tmp_path / "S.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "device.cli", "up", "--devices", "1", "--events", "80", "--quiet"),
+            *("--model", str(default_bundle.path), "--no-report"),
+            *("--summary-json", str(summary)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert [d["events"] for d in data["devices"]] == [80]  # 77, then 3 generated
+    assert data["stream"]["acked"] == 80
