@@ -9,7 +9,9 @@ with the events after the last one learned.
 
 :func:`plan_seqs` decides, without I/O, what a run sends each device, and refuses a run (all of
 it, with one line: :meth:`SeqPlan.refusal_line`) when what it would send was learned before (an
-explicit ``from_seq`` at or below a device's ``last_seq``) or a device has no events left.
+explicit ``from_seq`` at or below a device's ``last_seq``) or a device has no events left. An
+endless scenario (:mod:`dataset_stream.endless`) has ``ENDLESS_EVENTS`` per device: it never
+runs out, and a run continues into its generated events like into any other.
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ from dataset_stream.sources import Dataset
 #: The ``num_events`` of an endless scenario: more than any stream sends (at one event a
 #: second, 31 million years), and a valid seq on the wire (below 10**18).
 ENDLESS_EVENTS: Final = 10**15
-#: Generated events an :class:`EventStream` keeps (the ones being published, resent or asked
-#: for inference at one time), so that asking twice gives the same object.
-KEPT_EVENTS: Final = 8
+#: Generated events an :class:`EventStream` keeps (the one being published and the one before),
+#: so that asking twice gives the same object; few, as a stream holds one per device.
+KEPT_EVENTS: Final = 2
 #: Samples whose sensor noise one generator draws (any subset of an event renders alike).
 NOISE_BLOCK: Final = 64
 #: Training rows the per-channel scale of sensor windows is measured on (evenly spaced).
@@ -267,12 +267,14 @@ class EndlessScenario(Scenario):
         drift = self.options.drift
         keys = np.stack([self.dataset.session[rows], self.dataset.y[rows]], axis=1)
         groups, look_of = np.unique(keys, axis=0, return_inverse=True)
+        if len(groups) > np.iinfo(np.uint16).max:
+            raise ScenarioError(f"an event spans {len(groups)} (session, class) pairs")
         amounts = {
             int(c): drift.strength * drift.intensity(self.seed, int(c), g)
             for c in np.unique(groups[:, 1])
         }
         looks = tuple(self._look(round_, int(s), int(c), amounts[int(c)]) for s, c in groups)
-        return looks, look_of.reshape(-1), tuple(amounts.items())
+        return looks, look_of.reshape(-1).astype(np.uint16), tuple(amounts.items())
 
     def _look(self, round_: int, session: int, label: int, amount: float) -> Look:
         """The look of ``session`` in round ``round_``, moved by ``amount`` of ``label``'s
