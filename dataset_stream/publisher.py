@@ -71,8 +71,7 @@ from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import describe
 from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
-from dataset_stream.continuation import SeqPlan, plan_seqs
-from dataset_stream.endless.scenario import ENDLESS_EVENTS
+from dataset_stream.continuation import ENDLESS_EVENTS, SeqPlan, plan_seqs
 from dataset_stream.errors import PublishError, SeqsRefused
 from dataset_stream.inference import InferSchedule
 from dataset_stream.outstanding import Outstanding, ResendPolicy

@@ -35,6 +35,7 @@ from typing import Any, Final, overload
 
 import numpy as np
 
+from dataset_stream.continuation import ENDLESS_EVENTS
 from dataset_stream.endless.looks import ImageLook, Look, SignalLook
 from dataset_stream.endless.schedule import EndlessOptions
 from dataset_stream.errors import ScenarioError
@@ -42,9 +43,6 @@ from dataset_stream.protocol.topics import validate_device_id
 from dataset_stream.scenarios import Event, Scenario, build_scenario
 from dataset_stream.sources import Dataset
 
-#: The ``num_events`` of an endless scenario: more than any stream sends (at one event a
-#: second, 31 million years), and a valid seq on the wire (below 10**18).
-ENDLESS_EVENTS: Final = 10**15
 #: Generated events an :class:`EventStream` keeps (the one being published and the one before),
 #: so that asking twice gives the same object; few, as a stream holds one per device.
 KEPT_EVENTS: Final = 2

@@ -315,7 +315,7 @@ def stream(
     if stats is None:
         console.print("stopped")
         return
-    _report(stats, dump)
+    _report(stats, dump, length.forever)
     if stats.delivery is not None and stats.delivery.exit_status:
         raise fail(stats.delivery.failure_line(), code=stats.delivery.exit_status)
 
@@ -514,7 +514,7 @@ def _run_publish(
         return run_async(main)
 
 
-def _report(stats: StreamStats, dump: Path | None) -> None:
+def _report(stats: StreamStats, dump: Path | None, forever: bool = False) -> None:
     from rich.markup import escape
 
     if dump is not None:
@@ -530,8 +530,9 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
         else ""
     )
     seqs = f" ({stats.plan.seqs_text()})" if stats.plan is not None else ""
+    planned = "" if forever else f"/{stats.total}"  # a run for ever ends only if it must
     console.print(
-        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices{seqs} in "
+        f"sent {stats.sent}{planned} events to {stats.devices} devices{seqs} in "
         f"{stats.elapsed_s:.1f} s{waited}",
         highlight=False,
     )

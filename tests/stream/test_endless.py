@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dataset_stream import build_scenario
+from dataset_stream.continuation import ENDLESS_EVENTS, plan_seqs
 from dataset_stream.endless import (
     Drift,
     DriftKind,
@@ -223,3 +224,16 @@ def test_options_are_checked() -> None:
         build_endless(
             "digits", "nic", options=EndlessOptions(drift=Drift(DriftKind.abrupt, classes=(10,)))
         )
+
+
+def test_a_plan_on_an_endless_scenario_never_runs_out() -> None:
+    endless = {"a": ENDLESS_EVENTS, "b": ENDLESS_EVENTS}
+    plan = plan_seqs({"a": 80, "b": None}, endless)
+    assert not plan.refused and dict(plan.ranges) == {
+        "a": (81, ENDLESS_EVENTS),
+        "b": (1, ENDLESS_EVENTS),
+    }
+    assert plan.seqs_text() == "seqs from 1" and plan.short == {}
+    capped = plan_seqs({"a": 80}, {"a": ENDLESS_EVENTS}, events=3)
+    assert dict(capped.ranges) == {"a": (81, 83)} and capped.seqs_text() == "seqs 81-83"
+    assert build_endless("digits", "nic").num_events == ENDLESS_EVENTS
