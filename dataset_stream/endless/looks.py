@@ -15,14 +15,23 @@ samples of the whole event do.
   and a time shift along the last axis of ``[C, T]`` windows (linear interpolation, the edge
   values held); offsets and noise are in units of each channel's standard deviation over the
   training samples.
+
+:class:`Rendering` holds what one generated event needs to render any of its samples: the looks
+of its (session, class) groups, each sample's group and the seed of its noise.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
+
+from dataset_stream.sources import Dataset
+
+#: Samples whose sensor noise one generator draws (any subset of an event renders alike).
+NOISE_BLOCK: Final = 64
 
 _MID_GREY = 127.5
 
@@ -198,4 +207,58 @@ def _shifted(x: np.ndarray, shift: float) -> np.ndarray:
 
 Look = ImageLook | SignalLook
 
-__all__ = ["ImageLook", "Look", "SignalLook"]
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rendering:
+    """How a generated event's samples are rendered: ``looks``, the look of each position
+    (``look_of`` int ``[n]``), the noise seed and, for sensor data, each channel's standard
+    deviation (``scale``, None for images)."""
+
+    looks: tuple[Look, ...]
+    look_of: np.ndarray
+    noise_entropy: tuple[int, ...]
+    scale: np.ndarray | None = None
+
+    def samples(self, dataset: Dataset, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The rendered samples at ``positions`` of the event whose rows are ``rows``."""
+        positions = np.asarray(positions, dtype=np.intp)
+        raw = dataset.take(rows[positions])
+        if not len(positions):
+            return raw
+        noise = self._noise(positions, raw.shape[1:])
+        out = np.empty(raw.shape, dtype=raw.dtype)
+        which = self.look_of[positions]
+        for index in np.unique(which):
+            mask = which == index
+            out[mask] = self._render(self.looks[int(index)], raw[mask], noise[mask])
+        return out
+
+    def _noise(self, positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Standard normal noise ``[len(positions), *shape]``: position ``p``'s is row
+        ``p mod NOISE_BLOCK`` of block ``p // NOISE_BLOCK``, each block from its own seed."""
+        out = np.empty((len(positions), *shape), dtype=np.float32)
+        blocks, slot = np.divmod(positions, NOISE_BLOCK)
+        for block in np.unique(blocks):
+            seq = np.random.SeedSequence([*self.noise_entropy, int(block)])
+            drawn = np.random.default_rng(seq).standard_normal(
+                (NOISE_BLOCK, *shape), dtype=np.float32
+            )
+            mine = blocks == block
+            out[mine] = drawn[slot[mine]]
+        return out
+
+    def _render(self, look: Look, x: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        if isinstance(look, ImageLook):
+            four = x if x.ndim == 4 else x[:, np.newaxis]
+            return look.render(four, noise.reshape(four.shape)).reshape(x.shape)
+        assert self.scale is not None
+        windows = x.ndim == 3
+        three = x.reshape(len(x), len(self.scale), -1)
+        shaped = look.render(three, noise.reshape(three.shape), self.scale, time_axis=windows)
+        out = shaped.reshape(x.shape)
+        if x.dtype == np.uint8:
+            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return out
+
+
+__all__ = ["NOISE_BLOCK", "ImageLook", "Look", "Rendering", "SignalLook"]

@@ -36,7 +36,7 @@ from typing import Any, Final, overload
 import numpy as np
 
 from dataset_stream.continuation import ENDLESS_EVENTS
-from dataset_stream.endless.looks import ImageLook, Look, SignalLook
+from dataset_stream.endless.looks import ImageLook, Look, Rendering, SignalLook
 from dataset_stream.endless.schedule import EndlessOptions
 from dataset_stream.errors import ScenarioError
 from dataset_stream.protocol.topics import validate_device_id
@@ -46,8 +46,6 @@ from dataset_stream.sources import Dataset
 #: Generated events an :class:`EventStream` keeps (the one being published and the one before),
 #: so that asking twice gives the same object; few, as a stream holds one per device.
 KEPT_EVENTS: Final = 2
-#: Samples whose sensor noise one generator draws (any subset of an event renders alike).
-NOISE_BLOCK: Final = 64
 #: Training rows the per-channel scale of sensor windows is measured on (evenly spaced).
 SCALE_ROWS: Final = 4096
 
@@ -56,59 +54,6 @@ _PICK_SALT: Final = 0x91C4
 _LOOK_SALT: Final = 0x100C
 _DRIFT_SALT: Final = 0xD21F
 _NOISE_SALT: Final = 0x2015E
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Rendering:
-    """How a generated event's samples are rendered: ``looks``, the look of each position
-    (``look_of`` int ``[n]``), the noise seed and, for sensor data, each channel's standard
-    deviation (``scale``, None for images)."""
-
-    looks: tuple[Look, ...]
-    look_of: np.ndarray
-    noise_entropy: tuple[int, ...]
-    scale: np.ndarray | None = None
-
-    def samples(self, dataset: Dataset, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """The rendered samples at ``positions`` of the event whose rows are ``rows``."""
-        positions = np.asarray(positions, dtype=np.intp)
-        raw = dataset.take(rows[positions])
-        if not len(positions):
-            return raw
-        noise = self._noise(positions, raw.shape[1:])
-        out = np.empty(raw.shape, dtype=raw.dtype)
-        which = self.look_of[positions]
-        for index in np.unique(which):
-            mask = which == index
-            out[mask] = self._render(self.looks[int(index)], raw[mask], noise[mask])
-        return out
-
-    def _noise(self, positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """Standard normal noise ``[len(positions), *shape]``: position ``p``'s is row
-        ``p mod NOISE_BLOCK`` of block ``p // NOISE_BLOCK``, each block from its own seed."""
-        out = np.empty((len(positions), *shape), dtype=np.float32)
-        blocks, slot = np.divmod(positions, NOISE_BLOCK)
-        for block in np.unique(blocks):
-            seq = np.random.SeedSequence([*self.noise_entropy, int(block)])
-            drawn = np.random.default_rng(seq).standard_normal(
-                (NOISE_BLOCK, *shape), dtype=np.float32
-            )
-            mine = blocks == block
-            out[mine] = drawn[slot[mine]]
-        return out
-
-    def _render(self, look: Look, x: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        if isinstance(look, ImageLook):
-            four = x if x.ndim == 4 else x[:, np.newaxis]
-            return look.render(four, noise.reshape(four.shape)).reshape(x.shape)
-        assert self.scale is not None
-        windows = x.ndim == 3
-        three = x.reshape(len(x), len(self.scale), -1)
-        shaped = look.render(three, noise.reshape(three.shape), self.scale, time_axis=windows)
-        out = shaped.reshape(x.shape)
-        if x.dtype == np.uint8:
-            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-        return out
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
@@ -373,6 +318,5 @@ __all__ = [
     "EndlessScenario",
     "EventStream",
     "GeneratedEvent",
-    "Rendering",
     "build_endless",
 ]
