@@ -9,7 +9,9 @@ with the events after the last one learned.
 
 :func:`plan_seqs` decides, without I/O, what a run sends each device, and refuses a run (all of
 it, with one line: :meth:`SeqPlan.refusal_line`) when what it would send was learned before (an
-explicit ``from_seq`` at or below a device's ``last_seq``) or a device has no events left.
+explicit ``from_seq`` at or below a device's ``last_seq``) or a device has no events left. An
+endless scenario (:mod:`dataset_stream.endless`) has :data:`ENDLESS_EVENTS` per device: it
+never runs out, and a run continues into its generated events like into any other.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from typing import Final
 
 #: Devices named in a refusal line before the rest are counted.
 NAMED_DEVICES: Final = 5
+#: The events per device of a scenario without an end (an endless scenario's ``num_events``):
+#: more than any stream sends (at one event a second, 31 million years), and a valid seq on
+#: the wire (below 10**18). A run whose last seq is this one has no planned end.
+ENDLESS_EVENTS: Final = 10**15
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,8 @@ class SeqPlan:
             return "no seqs"
         first = min(a for a, _ in self.ranges.values())
         last = max(b for _, b in self.ranges.values())
+        if last >= ENDLESS_EVENTS:
+            return f"seqs from {first}"
         return f"seq {first}" if first == last else f"seqs {first}-{last}"
 
     @property
@@ -153,4 +161,4 @@ def _named(devices: Mapping[str, int], say: Callable[[str, int], str]) -> str:
     return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
-__all__ = ["NAMED_DEVICES", "SeqPlan", "plan_seqs"]
+__all__ = ["ENDLESS_EVENTS", "NAMED_DEVICES", "SeqPlan", "plan_seqs"]

@@ -53,7 +53,7 @@ async def dump_stream(
     for device_id in device_ids:
         await asyncio.to_thread(_write, eval_path(directory, device_id), eval_bytes)
         evals += 1
-        stream: list[Event] = scenario.events(device_id, same_order)[:per_device]
+        stream: Sequence[Event] = scenario.events(device_id, same_order)[:per_device]
         for event in stream:
             path = event_path(directory, device_id, event.seq)
             await asyncio.to_thread(_write_event, path, scenario, event, start_t, cadence_s)

@@ -69,10 +69,11 @@ class InferSchedule:
         base = (event.seq - 2) * self.messages_per_interval
         for m, (k, n) in enumerate(self.seconds):
             n = min(n, len(rows))  # ids are distinct within a request
-            pick = rows[(position + np.arange(n)) % len(rows)]
+            at = (position + np.arange(n)) % len(rows)
+            pick = rows[at]
             position += n
             payload = encode_infer(
-                event.dataset.take(pick),
+                event.take(at),
                 seq=base + m + 1,
                 t=t_start + k,
                 source=scenario.source,

@@ -71,7 +71,7 @@ from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import describe
 from broker.session import Session, close, new_client_id
 from dataset_stream.answers import AnswerLedger
-from dataset_stream.continuation import SeqPlan, plan_seqs
+from dataset_stream.continuation import ENDLESS_EVENTS, SeqPlan, plan_seqs
 from dataset_stream.errors import PublishError, SeqsRefused
 from dataset_stream.inference import InferSchedule
 from dataset_stream.outstanding import Outstanding, ResendPolicy
@@ -223,7 +223,7 @@ class StreamPublisher:
         self.stalled: list[str] = []
         self._max_in_flight = max_in_flight
         self._sem = asyncio.Semaphore(max_in_flight)
-        self._streams: dict[str, list[Event]] = {}
+        self._streams: dict[str, Sequence[Event]] = {}
         self._evals_done: set[str] = set()
         self._next_tick = 0  # paced: index of the next event to publish to every device
         self._start = 0.0  # paced: loop time of event 1
@@ -334,7 +334,7 @@ class StreamPublisher:
         unsent: dict[str, tuple[int, ...]] = {}
         for d, rec in self.answers.devices.items():
             first, last = self.seqs_of(d)
-            if rec.sent_seq < last:
+            if rec.sent_seq < last < ENDLESS_EVENTS:  # a run for ever plans no end to miss
                 unsent[d] = tuple(range(max(rec.sent_seq + 1, first), last + 1))
         return StreamStats(
             devices=len(self.device_ids),

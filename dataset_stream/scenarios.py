@@ -63,6 +63,10 @@ class Event:
     def y(self) -> np.ndarray:
         return self.dataset.y[self.indices]
 
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The samples at ``positions`` (int ``[k]``, into ``indices``) of this event's ``x``."""
+        return self.dataset.take(self.indices[positions])
+
     @property
     def sessions(self) -> tuple[int, ...]:
         return tuple(int(s) for s in np.unique(self.dataset.session[self.indices]))
@@ -124,6 +128,11 @@ class Scenario:
 
     @property
     def num_events(self) -> int:
+        return self.finite_events
+
+    @property
+    def finite_events(self) -> int:
+        """Events made from the blocks (an endless scenario's later ones are generated)."""
         return sum(len(block) for block in self.blocks)
 
     @property
@@ -140,10 +149,11 @@ class Scenario:
         """``(x, y)`` from the held-out test sessions."""
         return self.dataset.take(self.eval_indices), self.dataset.y[self.eval_indices]
 
-    def events(self, device_id: str, same_order: bool = False) -> list[Event]:
+    def events(self, device_id: str, same_order: bool = False) -> Sequence[Event]:
         """The learning events of ``device_id``, ordered by ``(seed, device_id)``.
 
-        With ``same_order`` every device gets the order fixed by ``seed`` alone.
+        With ``same_order`` every device gets the order fixed by ``seed`` alone. (An endless
+        scenario, :mod:`dataset_stream.endless`, gives these, then generated ones, lazily.)
         """
         validate_device_id(device_id)
         entropy = [self.seed, _ORDER_SALT]

@@ -13,6 +13,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device.cli._endless import (
+    DriftClassesOpt,
+    DriftName,
+    DriftOpt,
+    DriftPeriodOpt,
+    DriftStrengthOpt,
+    ForeverOpt,
+    HoursOpt,
+    RecurAbsentOpt,
+    RecurCycleOpt,
+    RunLength,
+    describe,
+    endless_options,
+    run_length,
+)
 from device.cli._pacing import STAGGER_REFUSED, pacing
 from device.cli._runtime import (
     DEFAULT_BROKER,
@@ -39,6 +54,7 @@ if TYPE_CHECKING:
 
     from broker.url import BrokerURL
     from dataset_stream import Scenario, StreamStats
+    from dataset_stream.endless import EndlessOptions
     from dataset_stream.pacing import Pacing
     from dataset_stream.reconnect import ReconnectPolicy
     from device.model.bundle import ModelBundle
@@ -105,8 +121,20 @@ def stream(
     ] = "1",
     events: Annotated[
         int | None,
-        typer.Option(help="Learning events per device (default: all that are left).", min=1),
+        typer.Option(
+            help="Learning events per device, generated past the scenario's last event "
+            "(default: the scenario's events that are left).",
+            min=1,
+        ),
     ] = None,
+    forever: ForeverOpt = False,
+    hours: HoursOpt = None,
+    drift: DriftOpt = DriftName.none,
+    drift_period: DriftPeriodOpt = 200,
+    drift_strength: DriftStrengthOpt = 1.0,
+    drift_classes: DriftClassesOpt = None,
+    recur_cycle: RecurCycleOpt = 300,
+    recur_absent: RecurAbsentOpt = 100,
     from_seq: Annotated[
         int | None,
         typer.Option(
@@ -181,7 +209,9 @@ def stream(
 
     Seq k is the scenario's event k. Each device continues after the last seq its node
     committed (its retained status), so a second run goes on where the first one ended;
-    --from-seq N starts every device at N instead.
+    --from-seq N starts every device at N instead. With --events, --hours or --forever the
+    scenario never runs dry: past its last event, events are generated (new recordings of the
+    training data, drifting classes, classes that leave and come back).
 
     Every batch stays outstanding until its node answers it (telemetry or an error for its seq),
     and is published again after a reconnect or when no answer comes in time.
@@ -209,6 +239,12 @@ def stream(
 
     device_ids = parse_devices(devices, prefix, start_index)
     pace = pacing(speed, cadence_s, infer_rate, stagger)
+    length = run_length(events, forever, hours, pace.cadence_s)
+    generated = endless_options(
+        drift, drift_period, drift_strength, drift_classes, recur_cycle, recur_absent
+    )
+    if forever and dump is not None:
+        raise fail("--dump writes files: give --events or --hours, not --forever", code=2)
     if not (math.isfinite(status_wait_s) and status_wait_s >= 0):
         raise typer.BadParameter(f"{status_wait_s} is not >= 0", param_hint="--status-wait")
     if dump is not None and from_seq is not None:
@@ -260,36 +296,36 @@ def stream(
             "--spec" if spec else "--model" if isinstance(exc, DataMismatchError) else "--dataset"
         )
         raise typer.BadParameter(str(exc), param_hint="--spec" if spec else hint) from exc
+    try:
+        plan = _lengthened(plan, length, generated)
+    except ScenarioError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--drift-classes") from exc
     if isinstance(plan, Scenario):
         built: Scenario | None = plan
         scenarios = [plan]
     else:
         built = None
         scenarios = list({id(s): s for s in plan.values()}.values())
-    fewest = min(s.num_events for s in scenarios)
-    per_device = min(fewest, events or fewest)
-    if dump is not None and events is not None and events > fewest:  # a run says it once planned
-        console.print(
-            f"[yellow]note:[/] {scenarios[0].source} / {scenarios[0].name} has {fewest} events "
-            f"per device; writing {fewest} of the {events} asked",
-            highlight=False,
-        )
-    for one in scenarios:
+    finite = [s.finite_events for s in scenarios]
+    for one, count in zip(scenarios, finite, strict=True):
         console.print(
             f"{one.source} / {one.name}: {len(one.classes)} classes, sample "
-            f"{list(one.sample_shape)} {one.dtype}",
+            f"{list(one.sample_shape)} {one.dtype}, {count} events",
             highlight=False,
         )
-    console.print(f"{per_device} events x {len(device_ids)} devices")
+    if length.endless:
+        console.print(describe(generated, min(finite)), highlight=False)
+    first = 1 if dump is not None else from_seq  # files start at seq 1
+    console.print(length.plan_line(min(finite), len(device_ids), first), highlight=False)
     if dump is not None and built is None:
         raise fail("--dump writes one scenario; this fleet spec has several", code=2)
     try:
         if dump is not None:
             assert built is not None
-            stats = _run_dump(built, device_ids, dump, events, same_order, pace.cadence_s)
+            stats = _run_dump(built, device_ids, dump, length.events, same_order, pace.cadence_s)
         else:
             _log_to_console()
-            stats = _run_publish(url, plan, device_ids, pace, events, same_order, link)
+            stats = _run_publish(url, plan, device_ids, pace, length, same_order, link)
     except OSError as exc:
         where = f"--dump {dump}: " if dump is not None else ""
         raise fail(f"{where}{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
@@ -300,7 +336,7 @@ def stream(
     if stats is None:
         console.print("stopped")
         return
-    _report(stats, dump)
+    _report(stats, dump, length.forever)
     if stats.delivery is not None and stats.delivery.exit_status:
         raise fail(stats.delivery.failure_line(), code=stats.delivery.exit_status)
 
@@ -317,6 +353,24 @@ class _Link:
     drain_s: float
     from_seq: int | None = None
     status_wait_s: float = 2.0
+
+
+def _lengthened(
+    plan: Scenario | dict[str, Scenario], length: RunLength, options: EndlessOptions
+) -> Scenario | dict[str, Scenario]:
+    """``plan`` made endless with ``options`` when the run goes past the finite events (each
+    distinct scenario of a fleet spec once)."""
+    from dataset_stream.endless import EndlessScenario
+
+    if not length.endless:
+        return plan
+    if not isinstance(plan, dict):
+        return EndlessScenario.of(plan, options)
+    made: dict[int, Scenario] = {}
+    for one in plan.values():
+        if id(one) not in made:
+            made[id(one)] = EndlessScenario.of(one, options)
+    return {device: made[id(one)] for device, one in plan.items()}
 
 
 def _log_to_console() -> None:
@@ -456,7 +510,7 @@ def _run_publish(
     built: Scenario | Mapping[str, Scenario],
     device_ids: list[str],
     pace: Pacing,
-    events: int | None,
+    length: RunLength,
     same: bool,
     link: _Link,
 ) -> StreamStats | None:
@@ -465,7 +519,8 @@ def _run_publish(
     progress, sent_task, answered_task = _progress()
 
     def on_progress(sent: int, answered: int) -> None:
-        total = publisher.total  # known once the statuses said where each device continues
+        # known once the statuses said where each device continues; none for ever
+        total = None if length.forever else publisher.total
         progress.update(sent_task, completed=sent, total=total)
         progress.update(answered_task, completed=answered, total=total)
 
@@ -475,7 +530,7 @@ def _run_publish(
         device_ids,
         cadence_s=pace.cadence_s,
         speed=pace.speed,
-        events=events,
+        events=length.events,
         same_order=same,
         on_progress=on_progress,
         client_id=link.client_id,
@@ -487,7 +542,7 @@ def _run_publish(
         status_wait_s=link.status_wait_s,
     )
     for task in (sent_task, answered_task):
-        progress.update(task, total=publisher.total)
+        progress.update(task, total=None if length.forever else publisher.total)
 
     async def session() -> StreamStats:
         async with reached(publisher, link.start, who="stream", broker=broker):
@@ -500,7 +555,7 @@ def _run_publish(
         return run_async(main)
 
 
-def _report(stats: StreamStats, dump: Path | None) -> None:
+def _report(stats: StreamStats, dump: Path | None, forever: bool = False) -> None:
     from rich.markup import escape
 
     if dump is not None:
@@ -516,8 +571,9 @@ def _report(stats: StreamStats, dump: Path | None) -> None:
         else ""
     )
     seqs = f" ({stats.plan.seqs_text()})" if stats.plan is not None else ""
+    planned = "" if forever else f"/{stats.total}"  # a run for ever ends only if it must
     console.print(
-        f"sent {stats.sent}/{stats.total} events to {stats.devices} devices{seqs} in "
+        f"sent {stats.sent}{planned} events to {stats.devices} devices{seqs} in "
         f"{stats.elapsed_s:.1f} s{waited}",
         highlight=False,
     )

@@ -55,7 +55,12 @@ def up(
     ] = "digits",
     scenario: Annotated[str, typer.Option(help="nic, nc or ni.")] = "nic",
     events: Annotated[
-        int | None, typer.Option(help="Learning events per device (default: all).", min=1)
+        int | None,
+        typer.Option(
+            help="Learning events per device (default: all the scenario has); past its last "
+            "event, events are generated (docs/datasets.md, endless scenarios).",
+            min=1,
+        ),
     ] = None,
     speed: Annotated[
         str, typer.Option(help="max: as fast as the fleet learns; X: X times real time.")
@@ -108,6 +113,7 @@ def up(
     """Run an embedded broker, a data stream and a fleet of learning nodes; print a summary."""
     from broker.errors import BrokerError
     from dataset_stream import DatasetStreamError, ScenarioError, SourceError
+    from dataset_stream.endless import EndlessScenario
     from dataset_stream.pacing import Pacing, PacingError, parse_speed
     from dataset_stream.protocol import fleet_ids
     from device.app.owndata import scenario_for
@@ -135,6 +141,8 @@ def up(
     bundle = load_model(model, seed=seed, dataset=dataset)
     try:  # with the factory classes the model records, checked against the data's
         plan = scenario_for(dataset, scenario, seed=seed, bundle=bundle)
+        if events is not None:  # may go past the finite events: generated ones follow
+            plan = EndlessScenario.of(plan)
     except (ScenarioError, SourceError, DataMismatchError) as exc:
         raise fail(str(exc), code=2) from exc
     ids = fleet_ids(devices)

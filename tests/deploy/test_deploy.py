@@ -232,6 +232,7 @@ def test_every_vega_emu_command_line_of_the_manifests_parses(name: str, tmp_path
     assert seen["fleet"]["lr_size"] == int(env["LR_SIZE"])
     assert seen["fleet"]["workers"] == int(env["WORKERS"])
     assert seen["stream"]["speed"] == env["STREAM_SPEED"]
+    assert seen["stream"]["forever"], "the deployed stream runs an endless scenario"
 
 
 @pytest.mark.parametrize(("name", "devices"), OVERLAYS.items())
@@ -389,6 +390,7 @@ def test_compose_shards_cover_the_streamed_devices_once() -> None:
             assert [params["state_dir"].as_posix()] == [v[1] for v in volumes if "state" in v[0]]
         elif command == "stream":
             streamed = fleet_ids(int(params["devices"]))
+            assert params["forever"], "the deployed stream runs an endless scenario"
     assert sorted(owners) == streamed and len(set(owners.values())) >= 2
 
 

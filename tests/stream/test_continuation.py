@@ -136,29 +136,35 @@ async def test_a_second_stream_learns_the_next_seqs_and_a_rerun_from_1_is_refuse
         "continue after each device's last seq"
     ], text
     # the scenario's last event (77, after a gap the nodes skip at once), then nothing is left
+    # of the finite scenario
     code, text = await vega(*stream_args(fleet, "--from-seq", "77"))
     assert code == 0, text
-    code, text = await vega(*stream_args(fleet, "--events", "3"))
+    assert "1 event x 2 devices (seq 77)" in text
+    code, text = await vega(*stream_args(fleet))
     assert code == NOTHING_LEARNED_EXIT_STATUS, text
     assert errors(text) == [
         "error: nothing sent: no events left for 2 device(s): node-0000 (learned up to 77 of "
         "77), node-0001 (learned up to 77 of 77); start their nodes on fresh state to stream "
         "the scenario again"
     ], text
+    # but --events goes on into generated events
+    code, text = await vega(*stream_args(fleet, "--events", "3"))
+    assert code == 0, text
+    assert "sent 6/6 events to 2 devices (seqs 78-80)" in text
+    assert "answered 6 of 6 batch(es): 6 learned, 0 duplicate" in text
 
 
-async def test_more_events_than_the_scenario_has_are_said_once_and_counted_as_sent(
+async def test_events_past_the_scenarios_last_are_generated_not_capped(
     fleet: BrokerURL,
 ) -> None:
     code, text = await vega(*stream_args(fleet, "--from-seq", "76", "--events", "5"))
     assert code == 0, text
-    warned = [line for line in text.splitlines() if "events per device" in line]
-    assert len(warned) == 1, text
-    assert warned[0].endswith(
-        "WARNING dataset_stream.publisher: digits / nic has 77 events per device; sending 2 of "
-        "the 5 asked (seqs 76-77)"
-    )
-    assert "sent 4/4 events to 2 devices (seqs 76-77)" in text
+    assert "digits / nic: 10 classes, sample [1, 32, 32] uint8, 77 events" in text
+    assert "events past 77 are generated: no drift, each class away 100 of every 300 events" in text
+    assert "5 events x 2 devices, each from seq 76" in text
+    assert not [line for line in text.splitlines() if "events per device" in line], text
+    assert "sent 10/10 events to 2 devices (seqs 76-80)" in text
+    assert "answered 10 of 10 batch(es): 10 learned, 0 duplicate" in text
 
 
 async def test_a_bridge_after_a_stream_continues_its_seqs(fleet: BrokerURL, tmp_path: Path) -> None:
