@@ -213,6 +213,7 @@ class Learning:
         new_state = replace(live.state, last_seq=last, gaps=live.state.gaps + last - first + 1)
         with self._parts.store.event_transaction() as tx:
             tx.set_state(new_state)
+            tx.log_gap(first, last)
         live.committed(new_state, synced=False)
 
     def _rng(self, seq: int, stream: int = 0) -> np.random.Generator:

@@ -204,7 +204,7 @@ class NodeStore:
         return read_state(self._read, self._path)
 
     def events(self) -> list[EventRecord]:
-        """The event log, by ``seq``."""
+        """The event log, by ``seq`` (its most recent rows: ``transaction.EVENT_LOG_KEEP``)."""
         rows = self._read(
             "SELECT seq, t, samples, accuracy, energy, host_s, outcome FROM events ORDER BY seq"
         )
@@ -218,13 +218,23 @@ class NodeStore:
         return [stored(ClassRow, *row) for row in rows]
 
     def has_event(self, seq: int) -> bool:
-        """Whether ``seq`` is in the event log (the node handled it: learned, depleted, failed)."""
+        """Whether the node handled ``seq`` (learned, depleted, failed): it is in the event log,
+        or below the rows the log keeps, logged since the node's first seq and not in a gap."""
         self._check_open()
         try:
-            row = self._db.execute("SELECT 1 FROM events WHERE seq = ?", [seq]).fetchone()
+            if self._db.execute("SELECT 1 FROM events WHERE seq = ?", [seq]).fetchone():
+                return True
+            window = self._db.execute(
+                "SELECT first_seq, kept_from FROM event_window WHERE id = 1"
+            ).fetchone()
+            if window is None or not window[0] <= seq < window[1]:
+                return False
+            skipped = self._db.execute(
+                "SELECT 1 FROM gap_ranges WHERE first <= ? AND last >= ?", [seq, seq]
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
-        return row is not None
+        return skipped is None
 
     def inference_samples(self, seq: int) -> int | None:
         """How many samples inference request ``seq`` had, if it is among the charged ones kept

@@ -13,9 +13,15 @@
 ``energy_totals`` (migration 0004) one row (id 1): joules spent by stage, ``{stage}_j``
 ``inference_counters`` (migration 0004) one row (id 1): the fields of
              :class:`~device.learning.inference.InferenceCounters`
-``events``   append-only log, one row per batch the node handled: seq (primary key, so a ``seq``
-             can never be logged twice), t, samples, accuracy, energy (JSON), host_s, outcome
-             (``learned``, ``depleted`` or ``failed``; migration 0002)
+``events``   the log of the batches the node handled, one row each: seq (primary key, so a
+             ``seq`` can never be logged twice), t, samples, accuracy, energy (JSON), host_s,
+             outcome (``learned``, ``depleted`` or ``failed``; migration 0002); only the most
+             recent rows are kept (migration 0006, ``event_window``)
+``event_window`` (migration 0006) at most one row (id 1), once the log was first pruned:
+             first_seq (the first seq the node ever logged) and kept_from (the seqs below it
+             were pruned from ``events``)
+``gap_ranges`` (migration 0006) one row per gap given up: first, last (the seqs that never
+             arrived); with ``event_window`` it tells a pruned handled seq from a skipped one
 ``inferences`` the last charged inference requests (migration 0003): seq (their own sequence,
              primary key), n (the node's inference count when it was charged; the window is
              the rows with the largest n), samples
@@ -242,3 +248,13 @@ def _class_metrics(db: sqlite_utils.Database) -> None:
         pk="label",
         not_null={"trained_events", "recurrences"},
     )
+
+
+@MIGRATIONS(name="0006_event_window")
+def _event_window(db: sqlite_utils.Database) -> None:
+    db.table("event_window").create(
+        {"id": int, "first_seq": int, "kept_from": int},
+        pk="id",
+        not_null={"first_seq", "kept_from"},
+    )
+    db.table("gap_ranges").create({"first": int, "last": int}, pk="first", not_null={"last"})

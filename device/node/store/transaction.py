@@ -17,7 +17,14 @@ from device.node.store.errors import StoreError
 from device.node.store.records import EventRecord, NodeState
 from device.node.store.state_rows import state_writes
 
-__all__ = ["CLASS_COLUMNS", "EventTransaction"]
+__all__ = ["CLASS_COLUMNS", "EVENT_LOG_KEEP", "EventTransaction"]
+
+#: Rows of the event log kept: the most recent ones (a seq re-sent from further back than this
+#: is still told apart as handled or skipped, by ``event_window`` and ``gap_ranges``). The log
+#: is pruned back to this many once it holds :data:`_PRUNE_SLACK` more, so a node's file stays
+#: bounded however long it runs.
+EVENT_LOG_KEEP: Final = 1000
+_PRUNE_SLACK: Final = 100
 
 #: The columns of ``class_metrics``: the fields of :class:`ClassRow`, in order.
 CLASS_COLUMNS: Final = ", ".join(f.name for f in fields(ClassRow))
@@ -80,8 +87,28 @@ class EventTransaction:
         )
         self._execute("DELETE FROM inferences WHERE n <= ?", (n - window,))
 
+    def log_gap(self, first: int, last: int) -> None:
+        """Record that seqs ``first..last`` never arrived and were given up."""
+        self._execute("INSERT INTO gap_ranges (first, last) VALUES (?, ?)", (first, last))
+
+    def _prune_events(self) -> None:
+        """Keep the :data:`EVENT_LOG_KEEP` most recent rows of the event log once it holds
+        :data:`_PRUNE_SLACK` more, remembering where the pruned seqs began and ended."""
+        probe = "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        if self._db.execute(probe, [EVENT_LOG_KEEP + _PRUNE_SLACK]).fetchone() is None:
+            return
+        (cut,) = self._db.execute(probe, [EVENT_LOG_KEEP]).fetchone()
+        self._execute(
+            "INSERT INTO event_window (id, first_seq, kept_from)"
+            " VALUES (1, (SELECT MIN(seq) FROM events), ?)"
+            " ON CONFLICT(id) DO UPDATE SET kept_from = excluded.kept_from",
+            (cut + 1,),
+        )
+        self._execute("DELETE FROM events WHERE seq <= ?", (cut,))
+
     def log_event(self, record: EventRecord) -> None:
-        """Append one event to the log; a ``seq`` already logged is an error."""
+        """Append one event to the log (pruning its oldest rows, :data:`EVENT_LOG_KEEP`); a
+        ``seq`` already logged is an error."""
         if self._db.execute("SELECT 1 FROM events WHERE seq = ?", [record.seq]).fetchone():
             raise StoreError(f"seq {record.seq} is already in the event log")
         self._execute(
@@ -97,3 +124,4 @@ class EventTransaction:
                 record.outcome,
             ),
         )
+        self._prune_events()
