@@ -76,6 +76,7 @@ def acl_text(
             f"topic read {prefix}/+/status",
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/prediction",
+            f"topic read {prefix}/+/fault",  # injected faults (docs/faults.md)
             f"topic read {prefix}/gateway/+/status",
         ],
     }
@@ -113,7 +114,7 @@ def _device_rules(prefix: str, device: str) -> list[str]:
     reads = [f"topic read {prefix}/{device}/{kind}" for kind in ("batch", "eval", "infer")]
     writes = [
         f"topic write {prefix}/{device}/{kind}"
-        for kind in ("telemetry", "status", "error", "prediction")
+        for kind in ("telemetry", "status", "error", "prediction", "fault")
     ]
     return reads + writes
 
