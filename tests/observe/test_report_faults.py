@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dataset_stream.protocol import FaultReport
-from device.observe.recorder import RunRecorder
+from device.observe.recorder import FLUSH_EVERY_ROWS, RunRecorder, load_run
 from device.observe.report import render_report
 from device.observe.report_faults import MAX_MARKS_PER_KIND
 from tests.support.messages import draining_telemetry
@@ -117,3 +117,12 @@ def test_a_big_fleet_draws_a_bounded_sample_and_counts_everything(tmp_path: Path
     assert figures["faults.png"].axes[0].get_xlabel().startswith("simulated days")
     assert f"{MAX_MARKS_PER_KIND + 7:,} of them drawn" in page
     assert table(page, "faults")[1][:2] == ["crash", f"{3 * MAX_MARKS_PER_KIND:,}"]
+
+
+def test_faults_are_committed_every_so_many_rows_like_messages(tmp_path: Path) -> None:
+    """A burst of faults is on disk before the recorder closes (no running loop: no timer)."""
+    path = tmp_path / "run.sqlite"
+    with RunRecorder(path) as recorder:
+        for n in range(FLUSH_EVERY_ROWS):
+            recorder.add_fault(report("node-0001", "clock_jump", float(n), None, n), T0)
+        assert len(load_run(path).faults) == FLUSH_EVERY_ROWS

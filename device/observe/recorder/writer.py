@@ -98,14 +98,7 @@ class RunRecorder:
         else:
             row = (self._n, received, device, message.code, message.seq, message.message)
             self._rows["error"].append((*row, message.to_json().decode()))
-        self._pending += 1
-        if (
-            self._pending >= FLUSH_EVERY_ROWS
-            or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
-        ):
-            self._try_flush()
-        elif self._timer is None:
-            self._arm_timer()
+        self._buffered()
 
     def add_fault(self, report: FaultReport, received: float) -> None:
         """Buffer an injected fault a node reported (docs/faults.md), as :meth:`add` does."""
@@ -128,8 +121,17 @@ class RunRecorder:
                 report.to_json().decode(),
             )
         )
+        self._buffered()
+
+    def _buffered(self) -> None:
+        """One more row buffered: commit now if enough rows or time went by, else arm the timer."""
         self._pending += 1
-        if self._timer is None:
+        if (
+            self._pending >= FLUSH_EVERY_ROWS
+            or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
+        ):
+            self._try_flush()
+        elif self._timer is None:
             self._arm_timer()
 
     def flush(self) -> None:
