@@ -111,7 +111,11 @@ class Up:
                 recorder = stack.enter_context(RunRecorder(config.recording, meta=meta))
             broker = await stack.enter_async_context(EmbeddedBroker(port=0))
             monitor = await stack.enter_async_context(
-                FleetMonitor(broker.url, on_message=recorder.add if recorder is not None else None)
+                FleetMonitor(
+                    broker.url,
+                    on_message=recorder.add if recorder is not None else None,
+                    on_fault=recorder.add_fault if recorder is not None else None,
+                )
             )
             await stack.enter_async_context(
                 Fleet(self.device_ids, config.settings.__getitem__, config.bundle, broker.url)

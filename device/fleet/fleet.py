@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from broker.url import BrokerURL
 from device.errors import NodeError
+from device.faults import DeviceFaults
 from device.fleet.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -48,6 +49,7 @@ class Fleet:
         connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
         broker_for: Callable[[str], BrokerURL] | None = None,
         gateway: Gateway | None = None,
+        faults_for: Callable[[str], DeviceFaults | None] | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("a fleet needs distinct device ids")
@@ -61,6 +63,7 @@ class Fleet:
         self.gateway = gateway  # one shared connection for every node (device.fleet.gateway)
         if gateway is not None and broker_for is not None:
             raise ValueError("nodes behind a gateway share its login: no per-device logins")
+        self.faults_for = faults_for  # each device's injected faults (device.faults)
         self.nodes: dict[str, Node] = {}
         self._running: list[Node] = []  # entered and not stopped yet
         self._limits: contextlib.ExitStack | None = None
@@ -82,6 +85,7 @@ class Fleet:
                     frozen=frozen,
                     on_telemetry=self.on_telemetry,
                     gateway=self.gateway,
+                    faults=None if self.faults_for is None else self.faults_for(device_id),
                 )
                 self.nodes[device_id] = await node.__aenter__()
                 self._running.append(node)

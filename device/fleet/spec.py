@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from dataset_stream.protocol import FLEET_PREFIX, fleet_ids
+from device.faults import FaultPlan, parse_faults
 from device.fleet.errors import FleetSpecError
 
 if TYPE_CHECKING:
@@ -237,6 +238,8 @@ class FleetSpec:
     prefix: str = FLEET_PREFIX
     start_index: int = 0
     source: str = field(default="command line", compare=False)
+    #: The spec's ``seed`` and ``[[fault]]`` tables (docs/faults.md).
+    faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.classes]
@@ -280,7 +283,7 @@ class FleetSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise FleetSpecError(f"fleet spec {path} is not valid TOML: {exc}") from exc
         problems = []
-        unknown = sorted(set(doc) - {"prefix", "start_index", "class"})
+        unknown = sorted(set(doc) - {"prefix", "start_index", "class", "seed", "fault"})
         if unknown:
             problems.append(f"unknown key(s) {', '.join(unknown)}")
         tables = doc.get("class", [])
@@ -302,11 +305,13 @@ class FleetSpec:
             problems += [f"{where}: {p}" for p in bad]
         names = [t.get("name") for t in tables]
         problems += _fleet_problems(names, prefix, start)
+        faults, bad_faults = parse_faults(doc, [n for n in names if isinstance(n, str)])
+        problems += bad_faults
         if problems:
             lines = [f"fleet spec {path}: {p}" for p in dict.fromkeys(problems)]
             head = f"{len(lines)} problems in fleet spec {path}:\n" if len(lines) > 1 else ""
             raise FleetSpecError(head + "\n".join(lines))
-        return cls(tuple(classes), prefix, start, source=str(path))
+        return cls(tuple(classes), prefix, start, source=str(path), faults=faults)
 
 
 def _fleet_problems(names: list[Any], prefix: str, start_index: int) -> list[str]:

@@ -3,7 +3,9 @@
 :meth:`Learning.apply` turns a validated batch into one learning event: frozen stage -> AR1*
 training with dequantized replays -> LR memory update -> battery draw -> evaluation -> ONE
 SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, the
-per-class records of :mod:`device.node.classbook`, last ``seq``, event log). A battery that
+per-class records of :mod:`device.node.classbook`, last ``seq``, event log). An injected
+brown-out (:attr:`Learning.power_cut`) raises :class:`~device.node.restart.PowerLost` inside
+that transaction, after its writes: it rolls back, as a power loss would. A battery that
 cannot pay browns out instead: what is left is spent on the attempt and nothing is learned, for
 good. If anything fails before the commit, the live state is reloaded from the last commit, so
 memory and disk never disagree.
@@ -29,6 +31,7 @@ from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
 from device.node.reporting import EventFacts
+from device.node.restart import PowerLost
 from device.node.store import EventRecord, NodeState
 from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
 
@@ -42,6 +45,8 @@ class Learning:
         self._parts = parts
         self._live = live
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        #: An injected brown-out: the next learning event loses power before its commit.
+        self.power_cut = False
 
     def set_eval(self, eval_set: EvalSet) -> None:
         """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
@@ -164,6 +169,9 @@ class Learning:
                     outcome="learned" if learned else "depleted",
                 )
             )
+            if self.power_cut:  # every write made, none committed: the transaction rolls back
+                self.power_cut = False
+                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
         live.committed(new_state, synced=True, classes=classes)
         live.prequential.apply(tally)
         return EventFacts(

@@ -48,6 +48,7 @@ def totals(data: RunData) -> str:
         ("status changes", f"{len(data.statuses):,}"),
         ("errors", f"{len(errors):,}"),
         ("duplicates (seqs learned before, sent again)", f"{len(duplicates):,}"),
+        ("injected faults", f"{len(data.faults):,}"),
     ]
     if len(tel):
         span_h = float(tel.t.max() - tel.t.min()) / 3600
