@@ -36,6 +36,7 @@ from device.model.frozen import FrozenStage
 from device.node.dispatch import Dispatcher
 from device.node.engine import NodeEngine
 from device.node.inbox import SharedConnection
+from device.node.presence import Presence
 from device.node.sequencer import TelemetryHook
 from device.node.session import NodeSession
 from device.node.settings import NodeSettings
@@ -61,6 +62,7 @@ class Node:
         on_telemetry: TelemetryHook | None = None,
         gateway: SharedConnection | None = None,
         clock: Clock | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = (
@@ -72,7 +74,8 @@ class Node:
         self.clock = clock or SystemClock()  # times the hold of early batches
         self.engine: NodeEngine | None = None
         self.failures = 0  # session loops that ended with an unexpected error
-        self._session = NodeSession(settings, broker, backoff or Backoff())
+        self.presence = presence  # on and off the network (availability); None: always on
+        self._session = NodeSession(settings, broker, backoff or Backoff(), presence)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one event at a time
         self.gave_up: NodeGaveUp | None = None
