@@ -194,17 +194,23 @@ class NodeSession:
                 async with asyncio.timeout(2):
                     await dispatcher.publish_status(client, "offline")
         else:
-            _drop(client)
+            await _drop(client)
         log.info("%s: offline", self.device_id)
         raise aiomqtt.MqttError("offline")
 
 
-def _drop(client: aiomqtt.Client) -> None:
-    """Close ``client``'s socket with no MQTT DISCONNECT: to the broker, a lost device."""
-    sock = client._client.socket()  # aiomqtt has no public unclean close: paho's socket
+async def _drop(client: aiomqtt.Client) -> None:
+    """Close ``client``'s socket with no MQTT DISCONNECT: to the broker, a lost device. Returns
+    once the client has seen the loss (so leaving it sends no DISCONNECT either)."""
+    # aiomqtt has no public unclean close: shut paho's socket down and wait for the client's
+    # "disconnected" future, whose exception is then retrieved, not left to the garbage collector
+    sock = client._client.socket()
     if isinstance(sock, socket.socket):  # a TLS socket too
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(NETWORK_TIMEOUT_S):
+            await client._disconnected
 
 
 async def _read(dispatcher: Dispatcher, client: aiomqtt.Client, inbox: Inbox | None) -> None:
