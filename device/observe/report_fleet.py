@@ -52,8 +52,8 @@ def drawn_section(data: RunData) -> str | None:
     drawn: Mapping[str, Mapping[str, float]] = devices["drawn"]
     class_of: Mapping[str, str] = devices.get("class", {})
     by_class: dict[str, list[Mapping[str, float]]] = {}
-    for device, values in drawn.items():
-        by_class.setdefault(str(class_of.get(device, "?")), []).append(values)
+    for device, mine in drawn.items():
+        by_class.setdefault(str(class_of.get(device, "?")), []).append(mine)
     head = "".join(
         f"<th>{h}</th>"
         for h in ("class", "setting", "devices", "min", "25 %", "median", "75 %", "max", "spread")
