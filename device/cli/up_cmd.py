@@ -155,7 +155,8 @@ def up(
     if spec is not None:
         fleet = _load_spec(spec, devices)
         first = fleet.classes[0]
-        model, dataset, scenario = first.model, first.dataset, first.scenario
+        # a class without a model of its own runs --model (default: the dataset's default)
+        model, dataset, scenario = first.model or model, first.dataset, first.scenario
         devices = fleet.size
     bundle = load_model(model, seed=seed, dataset=dataset)
     try:  # with the factory classes the model records, checked against the data's
