@@ -75,9 +75,9 @@ class Node:
         self.engine: NodeEngine | None = None
         self.failures = 0  # session loops that ended with an unexpected error
         self.presence = presence  # on and off the network (availability); None: always on
-        self._session = NodeSession(settings, broker, backoff or Backoff(), presence)
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one event at a time
+        self._session = NodeSession(settings, broker, backoff or Backoff(), presence, self._lock)
+        self._task: asyncio.Task[None] | None = None
         self.gave_up: NodeGaveUp | None = None
         self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 

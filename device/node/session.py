@@ -55,7 +55,8 @@ class NodeSession:
     connection is served, ``connections`` counts them, and ``failure`` (set by the node's
     supervisor) is reported as status ``error`` on the next one, then cleared. Once
     ``stopping`` is set, a lost connection ends the loop instead of a reconnect. ``presence``
-    (optional) takes the device off the network and back (:mod:`device.node.presence`).
+    (optional) takes the device off the network and back (:mod:`device.node.presence`); an
+    event in hand (``lock``: the node's, held while one runs) finishes before the device drops.
     """
 
     def __init__(
@@ -64,9 +65,11 @@ class NodeSession:
         broker: BrokerURL,
         backoff: Backoff,
         presence: Presence | None = None,
+        lock: asyncio.Lock | None = None,
     ) -> None:
         self.device_id = settings.device_id
         self.presence = presence
+        self._lock = lock or asyncio.Lock()  # the node's one-event-at-a-time lock
         self._prefix = settings.prefix
         self.broker = broker
         self.backoff = backoff
@@ -161,15 +164,17 @@ class NodeSession:
             dispatcher.watch_holds(client), name=f"{self.device_id} holds"
         )
         tasks = {reader, watcher}
+        outage = None
         if self.presence is not None:
-            tasks.add(
-                asyncio.create_task(
-                    self._outage(dispatcher, client, self.presence, shared=inbox is not None),
-                    name=f"{self.device_id} presence",
-                )
+            outage = asyncio.create_task(
+                self._outage(dispatcher, client, inbox is not None, reader, watcher),
+                name=f"{self.device_id} presence",
             )
+            tasks.add(outage)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if outage is not None and self._away():  # it cancels the others: let it finish
+                await asyncio.wait({outage})
         except asyncio.CancelledError:  # a clean stop: say so (the will is for crashes)
             await _cancel_all(*tasks)
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -182,19 +187,28 @@ class NodeSession:
         raise aiomqtt.MqttError("message stream ended")
 
     async def _outage(
-        self, dispatcher: Dispatcher, client: aiomqtt.Client, presence: Presence, *, shared: bool
+        self,
+        dispatcher: Dispatcher,
+        client: aiomqtt.Client,
+        shared: bool,
+        *serving: asyncio.Task[None],
     ) -> None:
         """When the device goes offline, end this connection as a real outage would: on its own
         session the socket drops without a DISCONNECT (the broker fires the will); on a shared
-        one the node stops reading and publishes the will's ``offline`` status itself."""
-        await presence.offline.wait()
-        self.connected.clear()
-        if shared:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                async with asyncio.timeout(2):
-                    await dispatcher.publish_status(client, "offline")
-        else:
-            await _drop(client)
+        one the node stops reading and publishes the will's ``offline`` status itself. The event
+        in hand finishes first (its commit and seq book stay in step), and no other starts:
+        ``serving`` (the reader and the holds watcher) are cancelled while the lock is held."""
+        assert self.presence is not None
+        await self.presence.offline.wait()
+        async with self._lock:
+            self.connected.clear()
+            await _cancel_all(*serving)
+            if shared:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await dispatcher.publish_status(client, "offline")
+            else:
+                await _drop(client)
         log.info("%s: offline", self.device_id)
         raise aiomqtt.MqttError("offline")
 

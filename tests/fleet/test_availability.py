@@ -246,12 +246,14 @@ async def test_the_same_seed_runs_the_same_devices_values_and_offline_windows_tw
         '[[class]]\nname = "a"\ncount = 2\n'
         'battery_j = {dist = "uniform", low = 20000, high = 40000}\n'
         'availability.up = {dist = "exponential", mean_s = 3}\n'
-        'availability.down = {dist = "exponential", mean_s = 3}\n'
+        'availability.down = {dist = "weibull", shape = 5, scale_s = 4}\n'
         '[[class]]\nname = "b"\ncount = 1\nprofile = "stm32l4"\noffline_batches = "miss"\n'
         'availability.up = {dist = "weibull", shape = 1.5, scale_s = 4}\n'
-        'availability.down = {dist = "weibull", shape = 1.5, scale_s = 3}\n',
+        'availability.down = {dist = "weibull", shape = 5, scale_s = 4}\n',
         encoding="utf-8",
     )
+    # down times of about 4 simulated s (1 wall s): long enough for an embedded broker to see
+    # each drop before the node is back
     scenario = build_scenario("digits", "nic", seed=0)
     runs = []
     for run in range(2):
