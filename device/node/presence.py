@@ -4,10 +4,11 @@ A device that goes offline in the field does not say goodbye: its radio drops. A
 :class:`Presence` (:class:`device.node.session.NodeSession`) does the same when it is switched
 off: on its own session it drops its socket without an MQTT DISCONNECT, so the broker fires its
 last will (retained status ``offline``); behind a shared connection it stops reading its inbox
-and publishes that status itself, as its gateway would for a sensor it lost. Nothing is learned
-while offline. When switched on again it connects as after any loss; with ``miss`` the broker
-first forgets what it queued while the device was away (one clean-session connect), otherwise
-(``wait``) the queued batches are delivered then, each learned once. The battery needs nothing
+and publishes that status itself, as its gateway would for a sensor it lost. An event in
+progress finishes first; nothing is learned while offline. When switched on again it connects
+as after any loss; with ``miss`` the broker first forgets what it queued while the device was
+away (one clean-session connect), otherwise (``wait``) the queued batches are delivered then,
+each learned once. The battery needs nothing
 here: a node charges sleep power for the simulated time between its events, offline or not.
 """
 
