@@ -154,6 +154,7 @@ def up(
     fleet = None
     if spec is not None:
         fleet = _load_spec(spec, devices)
+        logging.getLogger("asyncio").addFilter(_VanishedClientNoise())
         first = fleet.classes[0]
         # a class without a model of its own runs --model (default: the dataset's default)
         model, dataset, scenario = first.model or model, first.dataset, first.scenario
@@ -277,6 +278,18 @@ def _fleet_extra(fleet: FleetSpec) -> dict[str, Any]:
             "offline": {d: [[w.start_s, w.end_s] for w in ws] for d, ws in windows.items()},
         },
     }
+
+
+class _VanishedClientNoise(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for amqtt's delivery to a client
+    that vanished (a device gone offline): the embedded broker leaves its PUBACK timeout in a
+    task nobody awaits, and the delivery is retried when the client is back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (
+            "ProtocolHandler.mqtt_publish()" in text and "Timeout waiting for PUBACK" in text
+        )
 
 
 async def _run(stop: asyncio.Event, config: UpConfig, quiet: bool) -> RunSummary | None:

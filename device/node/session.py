@@ -173,8 +173,8 @@ class NodeSession:
             tasks.add(outage)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if outage is not None and self._away():  # it cancels the others: let it finish
-                await asyncio.wait({outage})
+            if outage is not None and (reader.cancelled() or watcher.cancelled()):
+                await asyncio.wait({outage})  # it went offline and stopped them: let it finish
         except asyncio.CancelledError:  # a clean stop: say so (the will is for crashes)
             await _cancel_all(*tasks)
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
