@@ -23,7 +23,7 @@ import csv
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -186,6 +186,55 @@ def read_trace(path: Path) -> dict[str, tuple[Window, ...]]:
     return {device: tuple(windows) for device, windows in out.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class AvailabilitySettings:
+    """A spec's ``[availability]`` table: offline windows of named devices from a ``trace``
+    CSV (they win over their class's model), ``speed`` (simulated seconds per wall second: the
+    stream's ``--speed``; ``vega-emu up`` uses its own when paced) and ``horizon_s`` (models
+    draw windows up to this simulated time)."""
+
+    trace: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
+    trace_file: str | None = None
+    speed: float = 1.0
+    horizon_s: float = HORIZON_S
+
+    def __post_init__(self) -> None:
+        for name in ("speed", "horizon_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+
+def parse_availability_table(table: object, base: Path) -> tuple[object, list[str]]:
+    """A spec's ``[availability]`` table (``base``: the spec's directory, for ``trace``): the
+    :class:`AvailabilitySettings` and the problems, each naming the table."""
+    if not isinstance(table, Mapping):
+        return None, ["[availability] must be a table"]
+    unknown = sorted(set(table) - {"trace", "speed", "horizon_s"})
+    if unknown:
+        return None, [f"[availability]: unknown key(s) {', '.join(unknown)}"]
+    trace: dict[str, tuple[Window, ...]] = {}
+    trace_file = table.get("trace")
+    if trace_file is not None:
+        if not isinstance(trace_file, str):
+            return None, ["[availability] trace must be the path of a CSV file"]
+        path = Path(trace_file)
+        try:
+            trace = read_trace(path if path.is_absolute() else base / path)
+        except FleetSpecError as exc:
+            return None, [str(exc)]
+    try:
+        speed, horizon_s = table.get("speed", 1.0), table.get("horizon_s", HORIZON_S)
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (speed, horizon_s)
+        ):
+            raise ValueError("speed and horizon_s must be numbers")
+        value = AvailabilitySettings(trace, trace_file, float(speed), float(horizon_s))
+    except ValueError as exc:
+        return None, [f"[availability]: {exc}"]
+    return value, []
+
+
 class Follower:
     """Switches each device's :class:`Presence` at the wall times of its offline windows.
 
@@ -221,8 +270,10 @@ __all__ = [
     "HORIZON_S",
     "OFFLINE_BATCHES",
     "AvailabilityModel",
+    "AvailabilitySettings",
     "Durations",
     "Follower",
     "Window",
+    "parse_availability_table",
     "read_trace",
 ]

@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from dataset_stream.protocol import FLEET_PREFIX, fleet_ids
 from device.fleet.availability import (
-    HORIZON_S,
     OFFLINE_BATCHES,
     AvailabilityModel,
+    AvailabilitySettings,
     Window,
-    read_trace,
+    parse_availability_table,
 )
 from device.fleet.distributions import (
     Distribution,
@@ -357,56 +357,11 @@ class Member:
     device_class: DeviceClass
 
 
-@dataclass(frozen=True, slots=True)
-class AvailabilitySettings:
-    """A spec's ``[availability]`` table: offline windows of named devices from a ``trace``
-    CSV (they win over their class's model), ``speed`` (simulated seconds per wall second: the
-    stream's ``--speed``; ``vega-emu up`` uses its own when paced) and ``horizon_s`` (models
-    draw windows up to this simulated time)."""
-
-    trace: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
-    trace_file: str | None = None
-    speed: float = 1.0
-    horizon_s: float = HORIZON_S
-
-    def __post_init__(self) -> None:
-        for name in ("speed", "horizon_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
-
-
-def _parse_availability(table: object, base: Path) -> tuple[object, list[str]]:
-    if not isinstance(table, Mapping):
-        return None, ["[availability] must be a table"]
-    unknown = sorted(set(table) - {"trace", "speed", "horizon_s"})
-    if unknown:
-        return None, [f"[availability]: unknown key(s) {', '.join(unknown)}"]
-    trace: dict[str, tuple[Window, ...]] = {}
-    trace_file = table.get("trace")
-    if trace_file is not None:
-        if not isinstance(trace_file, str):
-            return None, ["[availability] trace must be the path of a CSV file"]
-        path = Path(trace_file)
-        try:
-            trace = read_trace(path if path.is_absolute() else base / path)
-        except FleetSpecError as exc:
-            return None, [str(exc)]
-    try:
-        speed, horizon_s = table.get("speed", 1.0), table.get("horizon_s", HORIZON_S)
-        if not (_is(speed, "float") and _is(horizon_s, "float")):
-            raise ValueError("speed and horizon_s must be numbers")
-        value = AvailabilitySettings(trace, trace_file, float(speed), float(horizon_s))
-    except ValueError as exc:
-        return None, [f"[availability]: {exc}"]
-    return value, []
-
-
 #: Parses one extra top-level table of a spec (its value and the spec's directory), giving the
 #: value kept in :attr:`FleetSpec.extras` and its problems (each a line, naming the table).
 TableParser: TypeAlias = Callable[[object, Path], tuple[object, list[str]]]
 #: Top-level tables a spec may have besides ``[[class]]``: name -> parser. Add one here.
-TABLES: Final[dict[str, TableParser]] = {"availability": _parse_availability}
+TABLES: Final[dict[str, TableParser]] = {"availability": parse_availability_table}
 
 
 @dataclass(frozen=True, slots=True)
