@@ -124,7 +124,9 @@ class Learning:
             )
             battery.draw(energy["total"])
             # active energy only: the estimator adds sleep power between events itself
-            live.lifetime.observe(t, cost.energy_j["total"], cost.latency_s["total"])
+            # the node times its events with its own (drifting) clock
+            local_t = parts.settings.hardware.local_time(t)
+            live.lifetime.observe(local_t, cost.energy_j["total"], cost.latency_s["total"])
             latency = cost.latency_s
         else:  # not enough energy left: the node browns out and stops learning for good;
             # what was left is spent on the failed attempt and reported as such

@@ -42,6 +42,7 @@ from device.node.dispatch import Dispatcher
 from device.node.engine import NodeEngine
 from device.node.faulting import NodeFaults
 from device.node.inbox import SharedConnection
+from device.node.presence import Presence
 from device.node.restart import DeviceRestart
 from device.node.sequencer import TelemetryHook
 from device.node.session import NodeSession
@@ -69,6 +70,7 @@ class Node:
         gateway: SharedConnection | None = None,
         clock: Clock | None = None,
         faults: DeviceFaults | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = (
@@ -82,9 +84,10 @@ class Node:
         self.restarts = 0  # injected crashes and brown-outs survived
         self.engine: NodeEngine | None = None
         self.failures = 0  # session loops that ended with an unexpected error
-        self._session = NodeSession(settings, broker, backoff or Backoff())
-        self._task: asyncio.Task[None] | None = None
+        self.presence = presence  # on and off the network (availability); None: always on
         self._lock = asyncio.Lock()  # one event at a time
+        self._session = NodeSession(settings, broker, backoff or Backoff(), presence, self._lock)
+        self._task: asyncio.Task[None] | None = None
         self.gave_up: NodeGaveUp | None = None
         self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 
