@@ -19,10 +19,18 @@ A fleet spec lists faults as ``[[fault]]`` tables (docs/faults.md); each becomes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
 
-__all__ = ["KINDS", "NODE_CLOCK_KINDS", "FaultSpec", "NetworkImpairment"]
+__all__ = [
+    "KINDS",
+    "NODE_CLOCK_KINDS",
+    "FaultSpec",
+    "NetworkImpairment",
+    "fault_from_dict",
+    "fault_to_dict",
+]
 
 #: Every kind of fault, in the order docs/faults.md describes them.
 KINDS: Final = (
@@ -127,3 +135,22 @@ class FaultSpec:
     def start_s(self) -> float:
         """Simulated seconds after the device's first batch the fault may first happen."""
         return 0.0 if self.at_s is None else self.at_s
+
+
+def fault_to_dict(spec: FaultSpec) -> dict[str, Any]:
+    """``spec`` as JSON-able values (a fleet worker's plan carries its devices' faults)."""
+    out = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    out["classes"], out["ids"] = list(spec.classes), list(spec.ids)
+    out["network"] = None if spec.network is None else asdict(spec.network)
+    return out
+
+
+def fault_from_dict(data: Mapping[str, Any]) -> FaultSpec:
+    """The :class:`FaultSpec` :func:`fault_to_dict` wrote."""
+    network = data.get("network")
+    values = dict(data) | {
+        "classes": tuple(data.get("classes", ())),
+        "ids": tuple(data.get("ids", ())),
+        "network": None if network is None else NetworkImpairment(**network),
+    }
+    return FaultSpec(**values)

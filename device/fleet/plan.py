@@ -47,7 +47,7 @@ def shard_plans(
     per worker for all its nodes (a gateway) instead of one per node. Each device's drawn values
     are checked with its settings, and its offline windows (:meth:`FleetSpec.offline_windows`)
     go to its worker, followed at ``availability_speed`` simulated seconds per wall second
-    (None: the spec's ``[availability] speed``).
+    (None: the spec's ``[availability] speed``), as do its injected faults (docs/faults.md).
     """
     resolved = []
     bundles = {}
@@ -62,6 +62,7 @@ def shard_plans(
         if c.vary:
             c.for_device(spec.seed, m.device_id).settings(m.device_id, state_dir, bundles[c.name])
     windows = spec.offline_windows()
+    faults = spec.faults.by_device([(m.device_id, m.device_class.name) for m in members])
     speed = spec.availability.speed if availability_speed is None else availability_speed
     no_password = broker.with_credentials(broker.username, None)
     return [
@@ -81,6 +82,7 @@ def shard_plans(
             spec_seed=spec.seed,
             offline=tuple((d, windows[d]) for d in (m.device_id for m in part) if d in windows),
             availability_speed=speed,
+            faults=tuple((d, faults[d].specs) for d in (m.device_id for m in part) if d in faults),
         )
         for w, part in enumerate(shard(members, workers))
     ]

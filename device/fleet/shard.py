@@ -18,7 +18,9 @@ stop is obeyed at once, connecting or not. A clean stop that takes longer than
 Each node's settings are its class's with the values drawn for its id from the spec's seed
 (:meth:`~device.fleet.spec.DeviceClass.for_device`); the devices with ``offline`` windows go
 off the network and back on them, from the moment the shard is ready, at ``availability_speed``
-simulated seconds per wall second (:mod:`device.fleet.availability`).
+simulated seconds per wall second (:mod:`device.fleet.availability`), and the devices with
+injected faults carry them out (``faults``: each device's ``[[fault]]`` tables of the spec, with
+their indices, so the times are those ``up --spec`` gives; docs/faults.md).
 
 With ``credentials`` each node logs in as its device id; with ``shared`` too, the shard's one
 connection logs in as its gateway id (:attr:`ShardPlan.gateway_id`, the gateway user of the
@@ -52,6 +54,8 @@ from broker.errors import BrokerError
 from broker.url import BrokerURL, parse_broker_url
 from device.aio import Stopper
 from device.errors import DeviceError
+from device.faults import DeviceFaults, FaultSpec
+from device.faults.kinds import fault_from_dict, fault_to_dict
 from device.fleet.availability import Follower, Window
 from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
@@ -93,6 +97,8 @@ class ShardPlan:
     spec_seed: int = 0  # what the devices' drawn values and availability come from
     offline: tuple[tuple[str, tuple[Window, ...]], ...] = ()  # device -> its offline windows
     availability_speed: float = 1.0  # simulated seconds per wall second, for ``offline``
+    #: device -> its injected faults, each with its index in the spec (docs/faults.md)
+    faults: tuple[tuple[str, tuple[tuple[int, FaultSpec], ...]], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -116,6 +122,9 @@ class ShardPlan:
                     [d, [[w.start_s, w.end_s] for w in windows]] for d, windows in self.offline
                 ],
                 "availability_speed": self.availability_speed,
+                "faults": [
+                    [d, [[i, fault_to_dict(spec)] for i, spec in specs]] for d, specs in self.faults
+                ],
             }
         )
 
@@ -143,7 +152,15 @@ class ShardPlan:
                 for d, windows in data.get("offline", [])
             ),
             availability_speed=float(data.get("availability_speed", 1.0)),
+            faults=tuple(
+                (str(d), tuple((int(i), fault_from_dict(spec)) for i, spec in specs))
+                for d, specs in data.get("faults", [])
+            ),
         )
+
+    def device_faults(self) -> dict[str, DeviceFaults]:
+        """Each of this worker's devices with injected faults: its schedule."""
+        return {d: DeviceFaults(d, specs, self.spec_seed) for d, specs in self.faults}
 
     @property
     def gateway_id(self) -> str:
@@ -309,6 +326,7 @@ async def _start(
 
     presences = plan.presences()
     follower = plan.follower()
+    faults = plan.device_faults()
     fleets = []
     for bundle, ids in groups.values():
         mine = {d: presences[d] for d in ids if d in presences}
@@ -322,6 +340,7 @@ async def _start(
             gateway=gateway,
             presences=mine,
             follower=None if follower is None or not mine else follower,
+            faults_for=faults.get if faults else None,
         )
         fleets.append(await stack.enter_async_context(fleet))
     return gateway, [n for f in fleets for n in f.nodes.values()]
