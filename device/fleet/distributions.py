@@ -25,9 +25,7 @@ from typing import Any, Final, TypeAlias
 
 import numpy as np
 
-
-class DistributionError(ValueError):
-    """A distribution table that cannot be drawn from; the message names the key."""
+from device.fleet.errors import DistributionError
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,7 +203,7 @@ class NodeEngine:
 
     def cut_power_in_next_event(self) -> None:
         """An injected brown-out: the next learning event raises
-        :class:`~device.node.restart.PowerLost` before its commit, which rolls it back."""
+        :class:`~device.node.errors.PowerLost` before its commit, which rolls it back."""
         self._learning.power_cut = True
 
     def set_battery(self, capacity_j: float, remaining_j: float) -> None:

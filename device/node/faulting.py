@@ -8,8 +8,8 @@ holds it even when the fault is a crash), then acts:
 
 - ``battery_death``, ``capacity_loss``: the engine commits the new battery at once;
 - ``brownout``: the next learning event loses power before its commit
-  (:class:`~device.node.restart.PowerLost`), and the device restarts;
-- ``crash``: :class:`~device.node.restart.DeviceRestart` is raised: the batch in hand is not
+  (:class:`~device.node.errors.PowerLost`), and the device restarts;
+- ``crash``: :class:`~device.node.errors.DeviceRestart` is raised: the batch in hand is not
   acknowledged, the supervisor reopens the engine from its state file;
 - ``storage_full``: every commit fails as on a full disk for ``duration_s`` of the node's clock
   (the sequencer reports ``store_failed`` and retries; nothing half-written is kept);
@@ -34,7 +34,7 @@ from dataset_stream.protocol import FaultReport, topic
 from device.clock import Clock
 from device.faults import DeviceFaults, Fault, NetworkFilter
 from device.node.engine import NodeEngine
-from device.node.restart import DeviceRestart
+from device.node.errors import DeviceRestart
 from device.node.worker import finish_in_thread
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 training with dequantized replays -> LR memory update -> battery draw -> evaluation -> ONE
 SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, the
 per-class records of :mod:`device.node.classbook`, last ``seq``, event log). An injected
-brown-out (:attr:`Learning.power_cut`) raises :class:`~device.node.restart.PowerLost` inside
+brown-out (:attr:`Learning.power_cut`) raises :class:`~device.node.errors.PowerLost` inside
 that transaction, after its writes: it rolls back, as a power loss would. A battery that
 cannot pay browns out instead: what is left is spent on the attempt and nothing is learned, for
 good. If anything fails before the commit, the live state is reloaded from the last commit, so
@@ -27,11 +27,11 @@ import numpy as np
 from dataset_stream.protocol import Batch, EvalSet
 from device.energy import EventCost, event_cost
 from device.learning.learner import Evaluation, evaluate, train_event
+from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
 from device.node.reporting import EventFacts
-from device.node.restart import PowerLost
 from device.node.store import EventRecord, NodeState
 from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
 

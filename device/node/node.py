@@ -19,7 +19,7 @@ published as a retained status ``error`` with the reason on the next connection,
 is restarted with backoff. A broker that refuses the node for good stops it (``gave_up``).
 
 Injected faults (``faults``, docs/faults.md) are carried out by :mod:`device.node.faulting`; a
-crash or a brown-out (:class:`~device.node.restart.DeviceRestart`) ends the connection served,
+crash or a brown-out (:class:`~device.node.errors.DeviceRestart`) ends the connection served,
 and the supervisor drops the engine, opens it again from its state file, and serves on.
 """
 
@@ -40,10 +40,10 @@ from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.dispatch import Dispatcher
 from device.node.engine import NodeEngine
+from device.node.errors import DeviceRestart
 from device.node.faulting import NodeFaults
 from device.node.inbox import SharedConnection
 from device.node.presence import Presence
-from device.node.restart import DeviceRestart
 from device.node.sequencer import TelemetryHook
 from device.node.session import NodeSession
 from device.node.settings import NodeSettings

@@ -19,7 +19,7 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
-from device.node.restart import PowerLost
+from device.node.errors import PowerLost
 from device.node.settings import NodeSettings
 from device.node.store import NodeStore
 from tests.support.times import T0
