@@ -3,7 +3,8 @@
 Rules (wire contract v1, topic prefix ``vega`` by default):
 
 - device ``{id}``: read ``{prefix}/{id}/batch``, ``eval`` and ``infer``; write
-  ``{prefix}/{id}/telemetry``, ``status``, ``error`` and ``prediction`` -- its own topics only;
+  ``{prefix}/{id}/telemetry``, ``status``, ``error``, ``prediction`` and ``fault`` (an injected
+  fault it reports, docs/faults.md) -- its own topics only;
 - gateway ``gw-{first}-{count}`` (the shared connection of one ``vega-emu fleet --connection
   shared`` worker, :func:`device.fleet.shard.gateway_id`): the device rules of its devices --
   the ``count`` devices of the ACL's device list from ``first`` on (:func:`gateway_devices`) --
@@ -11,9 +12,9 @@ Rules (wire contract v1, topic prefix ``vega`` by default):
   never another gateway's status, nor another gateway's devices;
 - user ``stream``: write every device's ``batch``, ``eval`` and ``infer``; read ``telemetry``,
   ``error``, ``status`` (the closed-loop stream waits for them) and ``prediction``;
-- user ``monitor``: read every device's ``telemetry``, ``status``, ``error`` and ``prediction``,
-  and every gateway's status ``{prefix}/gateway/+/status`` (a gateway that goes offline takes
-  its devices with it: they have no last will of their own).
+- user ``monitor``: read every device's ``telemetry``, ``status``, ``error``, ``prediction``
+  and ``fault``, and every gateway's status ``{prefix}/gateway/+/status`` (a gateway that goes
+  offline takes its devices with it: they have no last will of their own).
 
 Service users are named by role: ``stream`` or ``stream-<suffix>``, ``monitor`` or
 ``monitor-<suffix>`` (suffix ``[A-Za-z0-9_-]{1,48}``), and ``gw-{first}-{count}`` for a gateway.
@@ -76,6 +77,7 @@ def acl_text(
             f"topic read {prefix}/+/status",
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/prediction",
+            f"topic read {prefix}/+/fault",  # injected faults (docs/faults.md)
             f"topic read {prefix}/gateway/+/status",
         ],
     }
@@ -113,7 +115,7 @@ def _device_rules(prefix: str, device: str) -> list[str]:
     reads = [f"topic read {prefix}/{device}/{kind}" for kind in ("batch", "eval", "infer")]
     writes = [
         f"topic write {prefix}/{device}/{kind}"
-        for kind in ("telemetry", "status", "error", "prediction")
+        for kind in ("telemetry", "status", "error", "prediction", "fault")
     ]
     return reads + writes
 

@@ -28,6 +28,7 @@ where they enter, with ``raise ... from exc``::
     │   └── StoreCorruptError                not a vega-emu state file, or bad values in it
     ├── FleetError                       a fleet worker failed for good (device.fleet.errors)
     │   └── FleetSpecError (ValueError)      a fleet spec that cannot be used
+    │       └── DistributionError                a distribution table that cannot be drawn from
     └── ObserveError                     the observers of a fleet (device.observe.errors)
         ├── MonitorError                     the monitor's first connection to the broker failed
         ├── ExporterError                    the Prometheus metrics server could not listen
@@ -39,8 +40,11 @@ where they enter, with ``raise ... from exc``::
 node on its own session and a :class:`~device.fleet.gateway.Gateway` (one session for many
 nodes) raise them. This module imports nothing, so every layer can derive from it.
 
-The other packages have roots of their own: :class:`dataset_stream.DatasetStreamError` and
-:class:`broker.BrokerError`; the command line turns any of the three into a one-line error.
+An injected crash or brown-out raises :class:`device.node.errors.DeviceRestart`, a
+``BaseException`` on purpose (it must pass every ``except Exception`` up to the node's
+supervisor). The other packages have roots of their own:
+:class:`dataset_stream.DatasetStreamError` and :class:`broker.BrokerError`; the command line
+turns any of the three into a one-line error.
 """
 
 from __future__ import annotations

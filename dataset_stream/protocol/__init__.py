@@ -31,6 +31,7 @@ from dataset_stream.protocol.codec import (
     encode_eval,
     encode_infer,
 )
+from dataset_stream.protocol.fault import FAULT_KINDS, FaultReport, read_fault
 from dataset_stream.protocol.gateway_status import (
     GATEWAY_STATES,
     GatewayStatus,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "ERROR_CODES",
     "EVAL_LIMITS",
+    "FAULT_KINDS",
     "FLEET_PREFIX",
     "GATEWAY_STATES",
     "INFERENCE_PARTS",
@@ -103,6 +105,7 @@ __all__ = [
     "DeviceSummary",
     "ErrorMessage",
     "EvalSet",
+    "FaultReport",
     "ForeignMessage",
     "GatewayStatus",
     "InferRequest",
@@ -129,6 +132,7 @@ __all__ = [
     "load_schema",
     "parse_gateway_topic",
     "parse_topic",
+    "read_fault",
     "read_gateway_status",
     "read_node_message",
     "topic",

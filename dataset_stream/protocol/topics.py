@@ -13,7 +13,16 @@ from typing import Final
 
 from dataset_stream.errors import ProtocolError
 
-KINDS: Final = ("batch", "eval", "telemetry", "status", "error", "infer", "prediction")
+KINDS: Final = (
+    "batch",
+    "eval",
+    "telemetry",
+    "status",
+    "error",
+    "infer",
+    "prediction",
+    "fault",
+)
 DEFAULT_PREFIX: Final = "vega"
 FLEET_PREFIX: Final = "node-"
 

@@ -6,7 +6,10 @@ feeds the recorder, a :class:`~device.fleet.fleet.Fleet` (entered once every nod
 and a :class:`~dataset_stream.StreamPublisher` that waits for every answer; leaving stops them in
 the reverse order. :meth:`Up.run` streams the scenario to the end, waits until the monitor has
 seen the answer to every device's last answered batch (a node answers in order, so everything it
-published before that has been seen too), and returns the :class:`RunSummary`::
+published before that has been seen too), and returns the :class:`RunSummary`. Devices with
+``offline`` windows go off the network and come back on them (:mod:`device.fleet.availability`),
+at the stream's speed, or ``availability_speed`` simulated seconds per wall second in a closed
+loop::
 
     async with Up(config) as up:
         summary = await up.run()
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from dataset_stream import Scenario, StreamPublisher
     from dataset_stream.pacing import Pacing
     from dataset_stream.protocol import RunSummary
+    from device.faults import DeviceFaults
+    from device.fleet.availability import Window
     from device.model.bundle import ModelBundle
     from device.node.settings import NodeSettings
     from device.observe.monitor import FleetMonitor
@@ -48,7 +53,12 @@ class UpConfig:
     per device (None: all the scenario has); ``same_order``: every device gets the events in the
     same order; ``recording``: the run's recording (``run.sqlite``) to write, or None;
     ``described``: the run's settings as JSON-able values, stored in the recording and in the
-    summary.
+    summary. ``offline``: devices that go offline, with their windows (simulated seconds from the
+    fleet's start); ``miss``: those of them whose batches are lost while away (the others'
+    wait at the broker); ``availability_speed``: simulated seconds per wall second for the
+    windows when the stream is a closed loop; ``faults``: each device's injected faults
+    (docs/faults.md); ``fleet``: JSON-able facts about the devices (their
+    class, drawn values, offline windows) stored in the recording as ``devices``.
     """
 
     scenario: Scenario
@@ -59,6 +69,11 @@ class UpConfig:
     same_order: bool = False
     recording: Path | None = None
     described: Mapping[str, object] = field(default_factory=dict)
+    offline: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
+    miss: frozenset[str] = frozenset()
+    availability_speed: float = 1.0
+    faults: Mapping[str, DeviceFaults] = field(default_factory=dict)
+    fleet: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.settings:
@@ -98,7 +113,9 @@ class Up:
     async def __aenter__(self) -> Self:
         from broker import EmbeddedBroker
         from dataset_stream import StreamPublisher
+        from device.fleet.availability import Follower
         from device.fleet.fleet import Fleet
+        from device.node.presence import Presence
         from device.observe.monitor import FleetMonitor
         from device.observe.recorder import RunRecorder
 
@@ -107,16 +124,32 @@ class Up:
         async with contextlib.AsyncExitStack() as stack:
             recorder = None
             if config.recording is not None:
-                meta = {"command": "up", "config": dict(config.described)}
+                meta: dict[str, object] = {"command": "up", "config": dict(config.described)}
+                if config.fleet:
+                    meta["devices"] = dict(config.fleet)
                 recorder = stack.enter_context(RunRecorder(config.recording, meta=meta))
             broker = await stack.enter_async_context(EmbeddedBroker(port=0))
             monitor = await stack.enter_async_context(
-                FleetMonitor(broker.url, on_message=recorder.add if recorder is not None else None)
-            )
-            await stack.enter_async_context(
-                Fleet(self.device_ids, config.settings.__getitem__, config.bundle, broker.url)
+                FleetMonitor(
+                    broker.url,
+                    on_message=recorder.add if recorder is not None else None,
+                    on_fault=recorder.add_fault if recorder is not None else None,
+                )
             )
             pacing = config.pacing
+            presences = {d: Presence(miss=d in config.miss) for d in config.offline}
+            speed = pacing.speed if pacing.speed is not None else config.availability_speed
+            await stack.enter_async_context(
+                Fleet(
+                    self.device_ids,
+                    config.settings.__getitem__,
+                    config.bundle,
+                    broker.url,
+                    presences=presences,
+                    follower=Follower(config.offline, speed) if config.offline else None,
+                    faults_for=config.faults.get if config.faults else None,
+                )
+            )
             stream = await stack.enter_async_context(
                 StreamPublisher(
                     broker.url,

@@ -1,4 +1,5 @@
-"""The live table of ``vega-emu monitor``: the devices first to die on top, fleet figures above."""
+"""The live table of ``vega-emu monitor``: the devices first to die on top, fleet figures above,
+delivery trouble and injected faults (docs/faults.md) in the caption."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ COLUMNS: Final = (
     Col("lag s", hide=2),
 )
 #: Lines of the screen the table needs besides its rows: title and caption (wrapped at 80
-#: columns), header, borders.
-OVERHEAD_LINES: Final = 12
+#: columns; two more lines once faults are injected), header, borders.
+OVERHEAD_LINES: Final = 14
 
 
 def _seconds(value: float | None) -> str:
@@ -57,6 +58,21 @@ def fleet_line(monitor: FleetMonitor) -> str:
     return f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
 
 
+def _injected(monitor: FleetMonitor, records: list[DeviceRecord]) -> str:
+    """The injected faults in words for the caption (no column: the table is full at 80
+    columns), with the gaps and duplicates seen during them; empty when there were none."""
+    if not monitor.faults:
+        return ""
+    total = sum(monitor.faults.values())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(monitor.faults.items()))
+    gaps = sum(rec.injected_gaps for rec in records)
+    duplicates = sum(rec.injected_duplicates for rec in records)
+    return (
+        f"{total} faults injected ({kinds}), {gaps} of the seqs skipped and {duplicates} of "
+        "the duplicates during them"
+    )
+
+
 def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
     """The devices sorted by projected lifetime, at most ``max_rows`` of them (the rest counted
     in the caption), fitted to ``width`` columns."""
@@ -70,6 +86,9 @@ def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
         f"ignored: {monitor.invalid} invalid, {monitor.foreign} foreign; "
         f"{monitor.reconnects} reconnects"
     )
+    injected = _injected(monitor, records)
+    if injected:
+        caption += "; " + injected
     if len(records) > len(shown):
         caption = f"{len(records) - len(shown)} more devices not shown; " + caption
     rows = []

@@ -7,7 +7,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -40,11 +40,30 @@ if TYPE_CHECKING:
 
     from dataset_stream.protocol import RunSummary
     from device.app.up import Up, UpConfig
+    from device.fleet.spec import FleetSpec
     from device.observe.accounting import DeviceRecord
 
 
 def up(
-    devices: Annotated[int, typer.Option(help="Number of nodes (node-0000, ...).", min=1)] = 4,
+    devices: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of nodes (node-0000, ...; default 4); with --spec, the spec's classes "
+            "scaled to this many in all.",
+            min=1,
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="Fleet spec TOML (docs/fleet.md): device classes with distributions of their "
+            "settings and availability; its classes set the learning options, model, dataset "
+            "and scenario.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     dataset: Annotated[
         str,
         typer.Option(
@@ -138,6 +157,14 @@ def up(
         if (run_dir / "run.sqlite").exists():
             raise fail(f"{run_dir / 'run.sqlite'} exists: give another --out", code=2)
     configure_logging(logging.WARNING, console)
+    fleet = None
+    if spec is not None:
+        fleet = _load_spec(spec, devices)
+        logging.getLogger("asyncio").addFilter(_VanishedClientNoise())
+        first = fleet.classes[0]
+        # a class without a model of its own runs --model (default: the dataset's default)
+        model, dataset, scenario = first.model or model, first.dataset, first.scenario
+        devices = fleet.size
     bundle = load_model(model, seed=seed, dataset=dataset)
     try:  # with the factory classes the model records, checked against the data's
         plan = scenario_for(dataset, scenario, seed=seed, bundle=bundle)
@@ -145,7 +172,8 @@ def up(
             plan = EndlessScenario.of(plan)
     except (ScenarioError, SourceError, DataMismatchError) as exc:
         raise fail(str(exc), code=2) from exc
-    ids = fleet_ids(devices)
+    devices = devices or 4
+    ids = fleet_ids(devices) if fleet is None else fleet.device_ids()
     options = LearningOptions(
         lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
     )
@@ -162,7 +190,21 @@ def up(
     }
     with tempfile.TemporaryDirectory(prefix="vega-emu-up-") as tmp:
         where = state_dir or Path(tmp)
-        settings = {d: options.settings(d, where, bundle, seed=seed) for d in ids}
+        if fleet is None:
+            settings = {d: options.settings(d, where, bundle, seed=seed) for d in ids}
+            extra = {}
+        else:
+            try:
+                settings = {
+                    m.device_id: m.device_class.for_device(fleet.seed, m.device_id).settings(
+                        m.device_id, where, bundle, seed=seed
+                    )
+                    for m in fleet.members()
+                }
+            except ValueError as exc:
+                raise fail(str(exc), code=2) from exc
+            extra = _fleet_extra(fleet)
+            described |= {"spec": str(spec), "spec_seed": fleet.seed}
         described |= next(iter(settings.values())).learning_config()
         recording = None if run_dir is None else run_dir / "run.sqlite"
         if recording is not None:  # made now that every flag is known to be good
@@ -176,6 +218,7 @@ def up(
             same_order=same_order,
             recording=recording,
             described=described,
+            **extra,
         )
         try:
             summary = run_async(lambda stop: _run(stop, config, quiet))
@@ -201,6 +244,63 @@ def up(
         console.print(f"report: {page}")
 
 
+def _load_spec(path: Path, devices: int | None) -> FleetSpec:
+    """The spec of ``--spec``, scaled to ``--devices``; ``up`` runs one model, dataset and
+    scenario, so its classes must agree on them."""
+    from device.fleet.errors import FleetSpecError
+    from device.fleet.spec import FleetSpec
+
+    try:
+        fleet = FleetSpec.load(path)
+        if devices is not None:
+            fleet = fleet.scaled(devices)
+    except FleetSpecError as exc:
+        raise fail(str(exc), code=2) from exc
+    first = fleet.classes[0]
+    for c in fleet.classes[1:]:
+        for key in ("model", "dataset", "scenario"):
+            if getattr(c, key) != getattr(first, key):
+                raise fail(
+                    f"fleet spec {path}: class {c.name!r}: {key} {getattr(c, key)!r} differs "
+                    f"from class {first.name!r}'s {getattr(first, key)!r}; vega-emu up runs "
+                    "one model, dataset and scenario (run vega-emu fleet and vega-emu stream "
+                    "for a spec that mixes them)",
+                    code=2,
+                )
+    return fleet
+
+
+def _fleet_extra(fleet: FleetSpec) -> dict[str, Any]:
+    """The :class:`UpConfig` fields that ``fleet`` sets: offline windows, who misses batches,
+    the injected faults, the availability speed, and the devices' facts for the recording."""
+    windows = fleet.offline_windows()
+    class_of = {m.device_id: m.device_class for m in fleet.members()}
+    return {
+        "offline": windows,
+        "faults": fleet.faults.by_device([(d, c.name) for d, c in class_of.items()]),
+        "miss": frozenset(d for d in windows if class_of[d].offline_batches == "miss"),
+        "availability_speed": fleet.availability.speed,
+        "fleet": {
+            "seed": fleet.seed,
+            "class": {d: c.name for d, c in class_of.items()},
+            "drawn": fleet.drawn(),
+            "offline": {d: [[w.start_s, w.end_s] for w in ws] for d, ws in windows.items()},
+        },
+    }
+
+
+class _VanishedClientNoise(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for amqtt's delivery to a client
+    that vanished (a device gone offline): the embedded broker leaves its PUBACK timeout in a
+    task nobody awaits, and the delivery is retried when the client is back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (
+            "ProtocolHandler.mqtt_publish()" in text and "Timeout waiting for PUBACK" in text
+        )
+
+
 async def _run(stop: asyncio.Event, config: UpConfig, quiet: bool) -> RunSummary | None:
     """Run ``config`` with a live table (unless ``quiet``) until it ends or ``stop`` is set."""
     from rich.live import Live
@@ -208,9 +308,10 @@ async def _run(stop: asyncio.Event, config: UpConfig, quiet: bool) -> RunSummary
     from device.app.up import Up
 
     async with Up(config) as up:
+        away = f", {len(config.offline)} go offline at times" if config.offline else ""
         console.print(
             f"[green]up[/]: {len(up.device_ids)} nodes on {up.broker.url}, model "
-            f"{config.bundle.name}, {up.stream.per_device} events each"
+            f"{config.bundle.name}, {up.stream.per_device} events each{away}"
         )
         work = up.run()
         if quiet:
@@ -237,11 +338,21 @@ def _write_report(recording: Path, where: Path) -> Path:
 
 def _table(up: Up) -> Table:
     stream = up.stream
-    return live_table(up.monitor.devices, stream.acked, stream.total, console.width)
+    return live_table(
+        up.monitor.devices, stream.acked, stream.total, console.width, faults=up.monitor.faults
+    )
 
 
-def live_table(devices: Mapping[str, DeviceRecord], acked: int, total: int, width: int) -> Table:
-    """The live table of ``up``: one row per device, fitted to ``width`` columns."""
+def live_table(
+    devices: Mapping[str, DeviceRecord],
+    acked: int,
+    total: int,
+    width: int,
+    *,
+    faults: Mapping[str, int] | None = None,
+) -> Table:
+    """The live table of ``up``: one row per device, fitted to ``width`` columns; its title
+    counts the devices offline and the faults injected so far."""
     cols = (
         Col("device", "name"),
         Col("state", "name", hide=2),
@@ -268,7 +379,13 @@ def live_table(devices: Mapping[str, DeviceRecord], acked: int, total: int, widt
                 count(tel.replay.size) if tel is not None else DASH,
             )
         )
-    title = f"vega-emu fleet: {acked}/{total} events learned"
+    offline = sum(1 for rec in devices.values() if rec.state == "offline")
+    injected = sum((faults or {}).values())
+    title = (
+        f"vega-emu fleet: {acked}/{total} events learned"
+        + (f", {offline} offline" if offline else "")
+        + (f", {injected} faults injected" if injected else "")
+    )
     return fit_table(cols, rows, width, title=title)
 
 

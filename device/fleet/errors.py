@@ -4,7 +4,8 @@
     │                                worker could not start, or failed in a way a restart cannot
     │                                mend
     └── FleetSpecError (ValueError)  a fleet spec that cannot be used (the message names the
-                                     file, class and key)
+        │                            file, class and key)
+        └── DistributionError            a distribution table that cannot be drawn from
 
 A gateway that cannot go on raises :class:`device.errors.NodeError` to the nodes attached to it,
 as a node's own session would.
@@ -23,4 +24,8 @@ class FleetSpecError(FleetError, ValueError):
     """A fleet spec that cannot be used; the message names the file, class and key."""
 
 
-__all__ = ["FleetError", "FleetSpecError"]
+class DistributionError(FleetSpecError):
+    """A distribution table that cannot be drawn from; the message names the key."""
+
+
+__all__ = ["DistributionError", "FleetError", "FleetSpecError"]

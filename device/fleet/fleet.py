@@ -8,6 +8,10 @@ that is down is waited for (up to ``connect_timeout_s``; ``None``: until cancell
 the broker refuses for good ends the wait with its :class:`~device.errors.NodeGaveUp`, and a
 gateway that fails ends it with a :class:`~device.errors.NodeError`. Leaving it (or a failed or
 cancelled entry) stops every node at the same time.
+
+Devices with a :class:`~device.node.presence.Presence` go offline and come back as the fleet's
+:class:`~device.fleet.availability.Follower` says, from the moment every node is connected
+until the fleet stops.
 """
 
 from __future__ import annotations
@@ -15,18 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
 from threadpoolctl import threadpool_limits
 
 from broker.url import BrokerURL
+from device.aio import cancel_and_wait
 from device.errors import NodeError
+from device.faults import DeviceFaults
+from device.fleet.availability import Follower
 from device.fleet.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.node import Node, TelemetryHook
+from device.node.presence import Presence
 from device.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,9 @@ class Fleet:
         connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
         broker_for: Callable[[str], BrokerURL] | None = None,
         gateway: Gateway | None = None,
+        faults_for: Callable[[str], DeviceFaults | None] | None = None,
+        presences: Mapping[str, Presence] | None = None,
+        follower: Follower | None = None,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("a fleet needs distinct device ids")
@@ -61,8 +72,12 @@ class Fleet:
         self.gateway = gateway  # one shared connection for every node (device.fleet.gateway)
         if gateway is not None and broker_for is not None:
             raise ValueError("nodes behind a gateway share its login: no per-device logins")
+        self.faults_for = faults_for  # each device's injected faults (device.faults)
+        self.presences = dict(presences or {})  # devices that go offline: their switches
+        self.follower = follower  # when they do
         self.nodes: dict[str, Node] = {}
         self._running: list[Node] = []  # entered and not stopped yet
+        self._following: asyncio.Task[None] | None = None
         self._limits: contextlib.ExitStack | None = None
 
     async def __aenter__(self) -> Self:
@@ -82,10 +97,18 @@ class Fleet:
                     frozen=frozen,
                     on_telemetry=self.on_telemetry,
                     gateway=self.gateway,
+                    faults=None if self.faults_for is None else self.faults_for(device_id),
+                    presence=self.presences.get(device_id),
                 )
+                if self.gateway is not None and device_id in self.presences:
+                    self.gateway.presences[device_id] = self.presences[device_id]
                 self.nodes[device_id] = await node.__aenter__()
                 self._running.append(node)
             await self._connected()
+            if self.follower is not None:
+                self._following = asyncio.create_task(
+                    self.follower.run(self.presences), name="availability"
+                )
         except BaseException:
             await self._stop()
             raise
@@ -145,6 +168,9 @@ class Fleet:
     async def _stop(self) -> None:
         """Stop every node at once (each lets the message in hand finish), then lift the limits;
         the first error a node raised while stopping is raised after all of them stopped."""
+        following, self._following = self._following, None
+        if following is not None:
+            await cancel_and_wait(following)
         nodes, self._running = self._running, []
         try:
             results = await asyncio.gather(

@@ -63,6 +63,7 @@ from dataset_stream.protocol import (
 from device.aio import cancel_and_wait
 from device.errors import NodeError, NodeGaveUp
 from device.node.inbox import INPUT_KINDS, Inbox
+from device.node.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class Gateway:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refusals = Refusals(self.gateway_id, give_up_s, NodeGaveUp)
+        #: device -> its presence, for devices that go offline (availability): while one with
+        #: ``miss`` is offline, its messages are acknowledged and dropped, never delivered
+        self.presences: dict[str, Presence] = {}
 
     @property
     def status_topic(self) -> str:
@@ -224,6 +228,10 @@ class Gateway:
             except (ProtocolError, KeyError):  # not subscribed by us: acknowledge and drop it
                 log.warning("%s: dropping a message on %r", self.gateway_id, where[:200])
                 ack(client, message)
+                continue
+            presence = self.presences.get(device)
+            if presence is not None and presence.miss and not presence.is_online:
+                ack(client, message)  # the device is away and misses it, as in the field
                 continue
             inbox.put(message)
             del message  # an idle gateway keeps no batch alive

@@ -15,6 +15,13 @@ retrying cannot fix is retried for ``give_up_s`` (then exit status :data:`EXIT_C
 stop is obeyed at once, connecting or not. A clean stop that takes longer than
 :data:`STOP_GRACE_S`, or a second signal, ends the worker at once (:class:`device.aio.Stopper`).
 
+Each node's settings are its class's with the values drawn for its id from the spec's seed
+(:meth:`~device.fleet.spec.DeviceClass.for_device`); the devices with ``offline`` windows go
+off the network and back on them, from the moment the shard is ready, at ``availability_speed``
+simulated seconds per wall second (:mod:`device.fleet.availability`), and the devices with
+injected faults carry them out (``faults``: each device's ``[[fault]]`` tables of the spec, with
+their indices, so the times are those ``up --spec`` gives; docs/faults.md).
+
 With ``credentials`` each node logs in as its device id; with ``shared`` too, the shard's one
 connection logs in as its gateway id (:attr:`ShardPlan.gateway_id`, the gateway user of the
 broker's ACL).
@@ -47,6 +54,9 @@ from broker.errors import BrokerError
 from broker.url import BrokerURL, parse_broker_url
 from device.aio import Stopper
 from device.errors import DeviceError
+from device.faults import DeviceFaults, FaultSpec
+from device.faults.kinds import fault_from_dict, fault_to_dict
+from device.fleet.availability import Follower, Window
 from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
 from device.fleet.spec import DeviceClass
@@ -54,6 +64,7 @@ from device.logs import one_line_logging
 from device.model.bundle import ModelBundle
 from device.model.errors import ModelError
 from device.node.node import Node
+from device.node.presence import Presence
 from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings
 
 log = logging.getLogger("vega_emu.shard")
@@ -83,6 +94,11 @@ class ShardPlan:
     threads: int = 1  # threads that run the nodes' learning events
     credentials: str | None = None  # a user:password file: each node logs in as its device id
     shared: bool = False  # one MQTT connection for the shard's nodes (device.fleet.gateway)
+    spec_seed: int = 0  # what the devices' drawn values and availability come from
+    offline: tuple[tuple[str, tuple[Window, ...]], ...] = ()  # device -> its offline windows
+    availability_speed: float = 1.0  # simulated seconds per wall second, for ``offline``
+    #: device -> its injected faults, each with its index in the spec (docs/faults.md)
+    faults: tuple[tuple[str, tuple[tuple[int, FaultSpec], ...]], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -101,6 +117,14 @@ class ShardPlan:
                 "threads": self.threads,
                 "credentials": self.credentials,
                 "shared": self.shared,
+                "spec_seed": self.spec_seed,
+                "offline": [
+                    [d, [[w.start_s, w.end_s] for w in windows]] for d, windows in self.offline
+                ],
+                "availability_speed": self.availability_speed,
+                "faults": [
+                    [d, [[i, fault_to_dict(spec)] for i, spec in specs]] for d, specs in self.faults
+                ],
             }
         )
 
@@ -122,7 +146,21 @@ class ShardPlan:
             threads=int(data["threads"]),
             credentials=data.get("credentials"),
             shared=bool(data.get("shared", False)),
+            spec_seed=int(data.get("spec_seed", 0)),
+            offline=tuple(
+                (str(d), tuple(Window(float(a), float(b)) for a, b in windows))
+                for d, windows in data.get("offline", [])
+            ),
+            availability_speed=float(data.get("availability_speed", 1.0)),
+            faults=tuple(
+                (str(d), tuple((int(i), fault_from_dict(spec)) for i, spec in specs))
+                for d, specs in data.get("faults", [])
+            ),
         )
+
+    def device_faults(self) -> dict[str, DeviceFaults]:
+        """Each of this worker's devices with injected faults: its schedule."""
+        return {d: DeviceFaults(d, specs, self.spec_seed) for d, specs in self.faults}
 
     @property
     def gateway_id(self) -> str:
@@ -131,11 +169,28 @@ class ShardPlan:
         on a broker with an ACL, the gateway user of those devices (:mod:`broker.acl`)."""
         return gateway_id(self.devices[0][0], len(self.devices))
 
+    def presences(self) -> dict[str, Presence]:
+        """A :class:`Presence` for each device that goes offline (``miss`` from its class)."""
+        by_name = {c.name: c for c in self.classes}
+        class_of = dict(self.devices)
+        return {
+            device: Presence(miss=by_name[class_of[device]].offline_batches == "miss")
+            for device, _ in self.offline
+        }
+
+    def follower(self) -> Follower | None:
+        """What switches :meth:`presences` (None: no device goes offline)."""
+        if not self.offline:
+            return None
+        return Follower(dict(self.offline), self.availability_speed)
+
     def node_settings(self, bundles: Mapping[str, ModelBundle]) -> dict[str, NodeSettings]:
         by_name = {c.name: c for c in self.classes}
         return {
             device: replace(
-                by_name[name].settings(device, self.state_dir, bundles[name], seed=self.seed),
+                by_name[name]
+                .for_device(self.spec_seed, device)
+                .settings(device, self.state_dir, bundles[name], seed=self.seed),
                 prefix=self.topic_prefix,
                 delivery=DeliverySettings(hold_s=self.hold_s),
                 connect=ConnectSettings(give_up_s=self.give_up_s),
@@ -269,20 +324,25 @@ async def _start(
         def broker_for(device: str) -> BrokerURL:
             return url.with_credentials(device, known[device])
 
-    fleets = [
-        await stack.enter_async_context(
-            Fleet(
-                ids,
-                settings.__getitem__,
-                bundle,
-                url,
-                connect_timeout_s=plan.connect_timeout_s,
-                broker_for=broker_for,
-                gateway=gateway,
-            )
+    presences = plan.presences()
+    follower = plan.follower()
+    faults = plan.device_faults()
+    fleets = []
+    for bundle, ids in groups.values():
+        mine = {d: presences[d] for d in ids if d in presences}
+        fleet = Fleet(
+            ids,
+            settings.__getitem__,
+            bundle,
+            url,
+            connect_timeout_s=plan.connect_timeout_s,
+            broker_for=broker_for,
+            gateway=gateway,
+            presences=mine,
+            follower=None if follower is None or not mine else follower,
+            faults_for=faults.get if faults else None,
         )
-        for bundle, ids in groups.values()
-    ]
+        fleets.append(await stack.enter_async_context(fleet))
     return gateway, [n for f in fleets for n in f.nodes.values()]
 
 

@@ -18,6 +18,11 @@ Inference (docs/protocol.md, "Inference"): a request on ``infer`` is handled in 
 batches (same lock, same worker thread) but touches none of their delivery state: it is decoded,
 classified, charged and committed by the engine, answered on ``prediction`` (or ``error`` with
 ``infer_seq``), then acknowledged. A repeat of a charged request is answered, not charged.
+
+Injected faults (docs/faults.md; :mod:`device.node.faulting`): a batch whose simulated time makes
+faults due has them published and carried out before it is handled; while a ``network`` fault
+holds, each message first goes through its filter (delayed, lost -- acknowledged and dropped --,
+handled twice, or after the next one).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataset_stream.protocol import (
 )
 from device.clock import Clock
 from device.node.engine import NodeEngine
+from device.node.faulting import NodeFaults
 from device.node.inbox import INPUT_KINDS
 from device.node.outbox import Outbox
 from device.node.sequencer import Sequencer, TelemetryHook
@@ -64,8 +70,13 @@ class Dispatcher:
         clock: Clock,
         lock: asyncio.Lock,
         on_telemetry: TelemetryHook | None = None,
+        faults: NodeFaults | None = None,
     ) -> None:
         self._engine = engine
+        self._faults = faults
+        if faults is not None:
+            faults.attach(engine)
+            clock = faults.clock
         self._lock = lock
         self._settings = engine.settings
         self.device_id = engine.settings.device_id
@@ -90,7 +101,24 @@ class Dispatcher:
         await self._outbox.status(client, state, reason)
 
     async def handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """One message: learned, held, or answered with an error; the node never stops here."""
+        """One message: learned, held, or answered with an error; the node never stops here
+        (an injected crash aside). An injected network fault may delay, drop, repeat or
+        reorder it first."""
+        faults = self._faults
+        network = None if faults is None else faults.network()
+        if faults is None or network is None:
+            await self._handle(client, message)
+            return
+        deliveries, lost = network.admit(message)
+        if lost is not None:  # lost past the transport: the broker is done with it
+            ack(client, lost)
+        for delivery in deliveries:
+            if delivery.delay_s > 0:
+                await faults.clock.sleep(delivery.delay_s)
+            handed = _copy(delivery.message) if delivery.copy else delivery.message
+            await self._handle(client, handed)
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         where = str(message.topic)
         try:
             device, kind = parse_topic(self._settings.prefix, where)
@@ -138,6 +166,9 @@ class Dispatcher:
             dtype=model.input_dtype,
             num_classes=model.num_classes,
         )
+        if self._faults is not None:
+            for fault in self._faults.due(batch.t):
+                await self._faults.fire(client, self._engine, fault, batch.seq)
         await self._sequencer.arrived(client, message, batch)
 
     async def _on_infer(self, client: aiomqtt.Client, raw: bytes) -> None:
@@ -192,3 +223,10 @@ class Dispatcher:
             return
         if factory is not None:
             await self._outbox.factory_status(client, factory)
+
+
+def _copy(message: aiomqtt.Message) -> aiomqtt.Message:
+    """A second copy of ``message`` that is never acknowledged (the first one is): QoS 0."""
+    return aiomqtt.Message(
+        message.topic, message.payload, 0, message.retain, message.mid, message.properties
+    )

@@ -14,7 +14,7 @@ own module over the same parts and live state:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dataset_stream.protocol import (
@@ -40,6 +40,7 @@ from device.node.learning import Learning
 from device.node.persistence import EvalFile, LiveState, model_id, open_parts
 from device.node.settings import NodeSettings
 from device.node.store import NodeState, NodeStore, ReplayMemory
+from device.node.store.snapshots import BatterySnapshot
 
 __all__ = ["EventOutcome", "InferenceCharge", "NodeEngine", "model_id"]
 
@@ -197,6 +198,28 @@ class NodeEngine:
         """Classify ``request``'s samples, charge the battery, commit (see
         :meth:`device.node.inference.Inference.infer`)."""
         return self._inference.infer(request)
+
+    # -- injected faults (docs/faults.md) -----------------------------------------------------
+
+    def cut_power_in_next_event(self) -> None:
+        """An injected brown-out: the next learning event raises
+        :class:`~device.node.errors.PowerLost` before its commit, which rolls it back."""
+        self._learning.power_cut = True
+
+    def set_battery(self, capacity_j: float, remaining_j: float) -> None:
+        """An injected battery fault: the battery holds ``remaining_j`` of ``capacity_j`` from
+        now on, committed at once (its drawn and sleep figures are kept)."""
+        live = self._live
+        battery = live.battery
+        battery.capacity_j, battery.remaining_j = capacity_j, min(remaining_j, capacity_j)
+        new_state = replace(live.state, battery=BatterySnapshot.of(battery))
+        try:
+            with self._parts.store.event_transaction() as tx:
+                tx.set_state(new_state)
+        except BaseException:
+            live.reload()
+            raise
+        live.committed(new_state, synced=False)
 
     # -- reports -------------------------------------------------------------------------------
 

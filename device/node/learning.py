@@ -3,7 +3,9 @@
 :meth:`Learning.apply` turns a validated batch into one learning event: frozen stage -> AR1*
 training with dequantized replays -> LR memory update -> battery draw -> evaluation -> ONE
 SQLite transaction (weights, optimizer state, LR memory, battery, energy bookkeeping, the
-per-class records of :mod:`device.node.classbook`, last ``seq``, event log). A battery that
+per-class records of :mod:`device.node.classbook`, last ``seq``, event log). An injected
+brown-out (:attr:`Learning.power_cut`) raises :class:`~device.node.errors.PowerLost` inside
+that transaction, after its writes: it rolls back, as a power loss would. A battery that
 cannot pay browns out instead: what is left is spent on the attempt and nothing is learned, for
 good. If anything fails before the commit, the live state is reloaded from the last commit, so
 memory and disk never disagree.
@@ -25,6 +27,7 @@ import numpy as np
 from dataset_stream.protocol import Batch, EvalSet
 from device.energy import EventCost, event_cost
 from device.learning.learner import Evaluation, evaluate, train_event
+from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
@@ -42,6 +45,8 @@ class Learning:
         self._parts = parts
         self._live = live
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        #: An injected brown-out: the next learning event loses power before its commit.
+        self.power_cut = False
 
     def set_eval(self, eval_set: EvalSet) -> None:
         """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
@@ -119,7 +124,9 @@ class Learning:
             )
             battery.draw(energy["total"])
             # active energy only: the estimator adds sleep power between events itself
-            live.lifetime.observe(t, cost.energy_j["total"], cost.latency_s["total"])
+            # the node times its events with its own (drifting) clock
+            local_t = parts.settings.hardware.local_time(t)
+            live.lifetime.observe(local_t, cost.energy_j["total"], cost.latency_s["total"])
             latency = cost.latency_s
         else:  # not enough energy left: the node browns out and stops learning for good;
             # what was left is spent on the failed attempt and reported as such
@@ -164,6 +171,9 @@ class Learning:
                     outcome="learned" if learned else "depleted",
                 )
             )
+            if self.power_cut:  # every write made, none committed: the transaction rolls back
+                self.power_cut = False
+                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
         live.committed(new_state, synced=True, classes=classes)
         live.prequential.apply(tally)
         return EventFacts(

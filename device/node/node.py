@@ -17,6 +17,10 @@ lets the message in hand finish (answered and acknowledged), then stops the loop
 engine. Supervision: anything that still ends the loop is logged at once with its traceback,
 published as a retained status ``error`` with the reason on the next connection, and the loop
 is restarted with backoff. A broker that refuses the node for good stops it (``gave_up``).
+
+Injected faults (``faults``, docs/faults.md) are carried out by :mod:`device.node.faulting`; a
+crash or a brown-out (:class:`~device.node.errors.DeviceRestart`) ends the connection served,
+and the supervisor drops the engine, opens it again from its state file, and serves on.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ from broker.url import BrokerURL
 from device.aio import cancel_and_wait
 from device.clock import Clock, SystemClock
 from device.errors import NodeGaveUp
+from device.faults import DeviceFaults
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.dispatch import Dispatcher
 from device.node.engine import NodeEngine
+from device.node.errors import DeviceRestart
+from device.node.faulting import NodeFaults
 from device.node.inbox import SharedConnection
+from device.node.presence import Presence
 from device.node.sequencer import TelemetryHook
 from device.node.session import NodeSession
 from device.node.settings import NodeSettings
@@ -61,6 +69,8 @@ class Node:
         on_telemetry: TelemetryHook | None = None,
         gateway: SharedConnection | None = None,
         clock: Clock | None = None,
+        faults: DeviceFaults | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = (
@@ -70,11 +80,14 @@ class Node:
         self.frozen = frozen or FrozenStage.shared(bundle)
         self.on_telemetry = on_telemetry
         self.clock = clock or SystemClock()  # times the hold of early batches
+        self.faults = None if faults is None else NodeFaults(faults, self.clock)
+        self.restarts = 0  # injected crashes and brown-outs survived
         self.engine: NodeEngine | None = None
         self.failures = 0  # session loops that ended with an unexpected error
-        self._session = NodeSession(settings, broker, backoff or Backoff())
-        self._task: asyncio.Task[None] | None = None
+        self.presence = presence  # on and off the network (availability); None: always on
         self._lock = asyncio.Lock()  # one event at a time
+        self._session = NodeSession(settings, broker, backoff or Backoff(), presence, self._lock)
+        self._task: asyncio.Task[None] | None = None
         self.gave_up: NodeGaveUp | None = None
         self.stopped = asyncio.Event()  # set when the node stops by itself (``gave_up``)
 
@@ -117,11 +130,30 @@ class Node:
 
     async def __aenter__(self) -> Self:
         self.engine = await asyncio.to_thread(NodeEngine, self.settings, self.bundle, self.frozen)
-        dispatcher = Dispatcher(
-            self.engine, clock=self.clock, lock=self._lock, on_telemetry=self.on_telemetry
-        )
+        dispatcher = self._dispatcher(self.engine)
         self._task = asyncio.create_task(self._supervise(dispatcher), name=f"node {self.device_id}")
         return self
+
+    def _dispatcher(self, engine: NodeEngine) -> Dispatcher:
+        return Dispatcher(
+            engine,
+            clock=self.clock,
+            lock=self._lock,
+            on_telemetry=self.on_telemetry,
+            faults=self.faults,
+        )
+
+    async def _restart(self) -> Dispatcher:
+        """An injected crash: the engine's memory is gone; it is opened again from its file."""
+        async with self._lock:
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                await asyncio.to_thread(engine.close)
+            self.engine = await asyncio.to_thread(
+                NodeEngine, self.settings, self.bundle, self.frozen
+            )
+        self.restarts += 1
+        return self._dispatcher(self.engine)
 
     async def __aexit__(
         self,
@@ -172,6 +204,10 @@ class Node:
                     await session.run_own(dispatcher)
                 else:
                     await session.run_shared(self.gateway, dispatcher)
+            except DeviceRestart as exc:  # injected: the device starts again from its database
+                session.connected.clear()
+                log.warning("%s: %s; restarting from the state file", self.device_id, exc)
+                dispatcher = await self._restart()
             except NodeGaveUp as exc:  # refused for good: the owner decides what happens
                 log.error("%s", exc)
                 self.gave_up = exc

@@ -15,13 +15,21 @@ import hashlib
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dataset_stream.protocol import EvalSet, ProtocolError, decode_eval
-from device.energy import Battery, CostConfig, LifetimeEstimator, event_cost, load_profile
+from device.energy import (
+    Battery,
+    CostConfig,
+    LifetimeEstimator,
+    Profile,
+    event_cost,
+    load_profile,
+)
 from device.learning.nn import SGD, Sequential
 from device.learning.prequential import PrequentialScore
 from device.model.bundle import ModelBundle
@@ -29,7 +37,7 @@ from device.model.frozen import FrozenStage
 from device.model.replays import REPLAYS
 from device.node.classbook import ClassBook
 from device.node.parts import NodeParts
-from device.node.settings import NodeSettings
+from device.node.settings import Hardware, NodeSettings
 from device.node.store import NodeState, NodeStore, StoreError
 from device.node.store.replay import ReplayConfig
 from device.private import write_private
@@ -76,7 +84,7 @@ def _content_id(
 
 def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage) -> NodeParts:
     """Open (creating if needed) the state file and replay memory of ``settings.device_id``."""
-    profile = load_profile(settings.profile)
+    profile = _as_built(load_profile(settings.profile), settings.hardware)
     cost_config = CostConfig(
         lr_size=settings.replay.lr_size,
         lr_bits=settings.replay.bits,
@@ -108,6 +116,16 @@ def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage)
     if memory.created and bundle.factory_replays is None and memory.lr_size:
         _note_no_factory_replays(str(bundle.path))
     return NodeParts(settings, bundle, frozen, profile, bundle.layers(), cost_config, store, memory)
+
+
+def _as_built(profile: Profile, hardware: Hardware) -> Profile:
+    """``profile`` with this device's battery capacity and compute clock."""
+    changes: dict[str, Any] = {}
+    if hardware.battery_j is not None:
+        changes["capacity_mah"] = hardware.battery_j / (3.6 * profile.voltage_v)
+    if hardware.speed_factor != 1.0:
+        changes["freq_hz"] = profile.freq_hz * hardware.speed_factor
+    return replace(profile, **changes) if changes else profile
 
 
 def _factory_rng(settings: NodeSettings) -> np.random.Generator:
@@ -186,8 +204,10 @@ class LiveState:
         self.state = state = parts.store.state()
         if state.battery is not None:
             self.battery = state.battery.restore()
-        else:  # nothing spent yet: a full battery
-            self.battery = Battery.from_profile(parts.profile)
+        else:  # nothing spent yet: the battery as the device was delivered
+            full = Battery.from_profile(parts.profile)
+            soc = parts.settings.hardware.initial_soc
+            self.battery = replace(full, remaining_j=full.capacity_j * soc) if soc < 1 else full
         self.lifetime = (
             state.lifetime.restore() if state.lifetime is not None else _nominal_lifetime(parts)
         )

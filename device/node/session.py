@@ -23,19 +23,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 import aiomqtt
 
 from broker.backoff import Backoff
 from broker.errors import SubscriptionRefused
 from broker.refusals import Refusals
-from broker.session import persistent_client, subscribe
+from broker.session import Session, persistent_client, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import Status, topic
 from device.aio import cancel_and_wait
 from device.errors import NodeGaveUp
 from device.node.dispatch import Dispatcher
 from device.node.inbox import INPUT_KINDS, Inbox, SharedConnection
+from device.node.presence import Presence
 from device.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,22 @@ class NodeSession:
     spaces reconnects (reset once a connection is served). ``connected`` is set while a
     connection is served, ``connections`` counts them, and ``failure`` (set by the node's
     supervisor) is reported as status ``error`` on the next one, then cleared. Once
-    ``stopping`` is set, a lost connection ends the loop instead of a reconnect.
+    ``stopping`` is set, a lost connection ends the loop instead of a reconnect. ``presence``
+    (optional) takes the device off the network and back (:mod:`device.node.presence`); an
+    event in hand (``lock``: the node's, held while one runs) finishes before the device drops.
     """
 
-    def __init__(self, settings: NodeSettings, broker: BrokerURL, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        broker: BrokerURL,
+        backoff: Backoff,
+        presence: Presence | None = None,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
         self.device_id = settings.device_id
+        self.presence = presence
+        self._lock = lock or asyncio.Lock()  # the node's one-event-at-a-time lock
         self._prefix = settings.prefix
         self.broker = broker
         self.backoff = backoff
@@ -78,6 +91,7 @@ class NodeSession:
             retain=True,
         )
         while True:
+            await self._until_online(forget=True)
             client = persistent_client(self.broker, self.device_id, will, NETWORK_TIMEOUT_S)
             try:
                 async with client:
@@ -88,6 +102,8 @@ class NodeSession:
                     # leaving the client after a cancel can fail with MqttError, which would
                     # replace the CancelledError: the stop must still win over a reconnect
                     raise asyncio.CancelledError from exc
+                if self._away():  # the device left the network: not the broker's doing
+                    continue
                 delay = self.backoff.next_delay()
                 now = asyncio.get_running_loop().time()
                 self._refusals.failed(self.broker, exc, delay, now)
@@ -97,6 +113,7 @@ class NodeSession:
         """Serve on the gateway's connection; when it is lost, wait for the next one (the
         gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
         while True:
+            await self._until_online(forget=False)
             client, inbox = await gateway.attach(self.device_id)
             try:
                 await self._serve(dispatcher, client, inbox)
@@ -105,6 +122,23 @@ class NodeSession:
                 if self.stopping:
                     raise asyncio.CancelledError from exc
                 log.debug("%s: %s; waiting for the gateway", self.device_id, exc)
+
+    def _away(self) -> bool:
+        return self.presence is not None and not self.presence.is_online
+
+    async def _until_online(self, *, forget: bool) -> None:
+        """While the device is off the network, wait; back with ``miss`` on its own session,
+        first end what the broker kept for it (one clean-session connect), so the batches
+        queued meanwhile are lost, as for a device that was really gone."""
+        presence = self.presence
+        if presence is None:
+            return
+        await presence.online.wait()
+        if presence.take_forget() and forget:
+            try:
+                await Session(self.broker, self.device_id, timeout_s=NETWORK_TIMEOUT_S).end()
+            except (aiomqtt.MqttError, TimeoutError) as exc:  # the connect below meets it too
+                log.debug("%s: could not end the session: %s", self.device_id, exc)
 
     async def _serve(
         self, dispatcher: Dispatcher, client: aiomqtt.Client, inbox: Inbox | None = None
@@ -129,18 +163,68 @@ class NodeSession:
         watcher = asyncio.create_task(
             dispatcher.watch_holds(client), name=f"{self.device_id} holds"
         )
+        tasks = {reader, watcher}
+        outage = None
+        if self.presence is not None:
+            outage = asyncio.create_task(
+                self._outage(dispatcher, client, inbox is not None, reader, watcher),
+                name=f"{self.device_id} presence",
+            )
+            tasks.add(outage)
         try:
-            await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if outage is not None and (reader.cancelled() or watcher.cancelled()):
+                await asyncio.wait({outage})  # it went offline and stopped them: let it finish
         except asyncio.CancelledError:  # a clean stop: say so (the will is for crashes)
-            await _cancel_all(reader, watcher)
+            await _cancel_all(*tasks)
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 async with asyncio.timeout(2):
                     await dispatcher.publish_status(client, "offline")
             raise
         finally:
             self.connected.clear()
-        await _cancel_all(reader, watcher)  # raises what ended the first one, if it failed
+        await _cancel_all(*tasks)  # raises what ended the first one, if it failed
         raise aiomqtt.MqttError("message stream ended")
+
+    async def _outage(
+        self,
+        dispatcher: Dispatcher,
+        client: aiomqtt.Client,
+        shared: bool,
+        *serving: asyncio.Task[None],
+    ) -> None:
+        """When the device goes offline, end this connection as a real outage would: on its own
+        session the socket drops without a DISCONNECT (the broker fires the will); on a shared
+        one the node stops reading and publishes the will's ``offline`` status itself. The event
+        in hand finishes first (its commit and seq book stay in step), and no other starts:
+        ``serving`` (the reader and the holds watcher) are cancelled while the lock is held."""
+        assert self.presence is not None
+        await self.presence.offline.wait()
+        async with self._lock:
+            self.connected.clear()
+            await _cancel_all(*serving)
+            if shared:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await dispatcher.publish_status(client, "offline")
+            else:
+                await _drop(client)
+        log.info("%s: offline", self.device_id)
+        raise aiomqtt.MqttError("offline")
+
+
+async def _drop(client: aiomqtt.Client) -> None:
+    """Close ``client``'s socket with no MQTT DISCONNECT: to the broker, a lost device. Returns
+    once the client has seen the loss (so leaving it sends no DISCONNECT either)."""
+    # aiomqtt has no public unclean close: shut paho's socket down and wait for the client's
+    # "disconnected" future, whose exception is then retrieved, not left to the garbage collector
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):  # a TLS socket too
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(NETWORK_TIMEOUT_S):
+            await client._disconnected
 
 
 async def _read(dispatcher: Dispatcher, client: aiomqtt.Client, inbox: Inbox | None) -> None:

@@ -76,6 +76,39 @@ class ConnectSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Hardware:
+    """How one device differs from its energy profile (a fleet spec draws these per device).
+
+    battery_j: battery capacity (None: the profile's); initial_soc: the charge a new node starts
+    with, as a fraction of that capacity; speed_factor: its compute clock over the profile's
+    (time, and so active energy, per operation divided by it); drift_ppm: its clock's error, in
+    parts per million: the node measures the time between its events with it, which is what it
+    projects its event rate and lifetime from (sleep drain follows the true time).
+    """
+
+    battery_j: float | None = None
+    initial_soc: float = 1.0
+    speed_factor: float = 1.0
+    drift_ppm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.battery_j is not None and not (
+            math.isfinite(self.battery_j) and self.battery_j > 0
+        ):
+            raise ValueError(f"battery_j must be > 0, got {self.battery_j}")
+        if not (math.isfinite(self.initial_soc) and 0 < self.initial_soc <= 1):
+            raise ValueError(f"initial_soc must be in (0, 1], got {self.initial_soc}")
+        if not (math.isfinite(self.speed_factor) and self.speed_factor > 0):
+            raise ValueError(f"speed_factor must be > 0, got {self.speed_factor}")
+        if not (math.isfinite(self.drift_ppm) and abs(self.drift_ppm) < 1e6):
+            raise ValueError(f"drift_ppm must be within +-1e6, got {self.drift_ppm}")
+
+    def local_time(self, t: float) -> float:
+        """Simulated time ``t`` as this device's drifting clock reads it."""
+        return t * (1.0 + self.drift_ppm * 1e-6)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSettings:
     """Everything one node needs besides its model and its broker."""
 
@@ -91,6 +124,7 @@ class NodeSettings:
     limits: Limits = field(default_factory=Limits)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     connect: ConnectSettings = field(default_factory=ConnectSettings)
+    hardware: Hardware = field(default_factory=Hardware)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -111,4 +145,4 @@ class NodeSettings:
         }
 
 
-__all__ = ["ConnectSettings", "DeliverySettings", "NodeSettings", "ReplaySettings"]
+__all__ = ["ConnectSettings", "DeliverySettings", "Hardware", "NodeSettings", "ReplaySettings"]

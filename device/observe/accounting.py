@@ -20,6 +20,7 @@ from dataset_stream.protocol import (
     ERROR_CODES,
     NODE_ERROR_CODES,
     ErrorMessage,
+    FaultReport,
     Status,
     Telemetry,
 )
@@ -139,6 +140,11 @@ class DeviceRecord:
     received: float | None = None  # wall time the newest telemetry seq was accepted
     predictions: int = 0
     prediction_received: float | None = None
+    faults: dict[str, int] = field(default_factory=dict)  # injected faults reported, by kind
+    # injected network faults: (from, until) simulated seconds after the first batch
+    network_windows: list[tuple[float, float]] = field(default_factory=list)
+    injected_gaps: int = 0  # seqs of gap errors during an injected network fault
+    injected_duplicates: int = 0  # duplicate errors during an injected network fault
 
     @property
     def status_is_newer(self) -> bool:
@@ -244,7 +250,38 @@ class DeviceRecord:
             self.first = msg
         return True
 
+    @property
+    def sim_s(self) -> float | None:
+        """The device's simulated time, seconds after its first batch (its newest telemetry's
+        ``t`` less its first one's): the clock of its injected faults."""
+        if self.telemetry is None or self.first is None:
+            return None
+        return self.telemetry.t - self.first.t
+
+    @property
+    def in_injected_network_fault(self) -> bool:
+        """Whether an injected network fault holds for the device now."""
+        now = self.sim_s if self.sim_s is not None else 0.0
+        return any(start <= now < until for start, until in self.network_windows)
+
+    def add_fault(self, report: FaultReport) -> None:
+        """Account an injected fault the device reported."""
+        self.faults[report.kind] = self.faults.get(report.kind, 0) + 1
+        if report.kind == "network":
+            until = math.inf if report.duration_s is None else report.at_s + report.duration_s
+            self.network_windows.append((report.fired_s, until))
+            del self.network_windows[:-RECENT_ERRORS]  # bounded: the recent ones matter
+
     def add_error(self, msg: ErrorMessage) -> None:
+        """Account ``msg``; gaps and duplicates while an injected network fault holds are
+        counted apart too (``injected_gaps``, ``injected_duplicates``): trouble that was made,
+        not found."""
+        injected = self.in_injected_network_fault
+        if injected and msg.code == "duplicate":
+            self.injected_duplicates += 1
+        if injected and msg.code == "gap":
+            span = (msg.gap_last or 0) - (msg.gap_first or 0) + 1
+            self.injected_gaps += max(1, span)
         code = msg.code if msg.code in KNOWN_ERROR_CODES else OTHER_CODE
         self.errors += 1
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1

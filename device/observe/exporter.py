@@ -35,7 +35,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dataset_stream.protocol import NODE_ERROR_CODES, PER_CLASS_CAP, STATUS_STATES
+from dataset_stream.protocol import FAULT_KINDS, NODE_ERROR_CODES, PER_CLASS_CAP, STATUS_STATES
 from device.observe.accounting import OTHER_CODE, DeviceRecord
 from device.observe.errors import ExporterError
 
@@ -70,6 +70,7 @@ class FleetSnapshot:
     ignored: dict[str, int]
     reconnects: int
     connected: bool
+    faults: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, monitor: FleetMonitor) -> Self:
@@ -78,6 +79,8 @@ class FleetSnapshot:
                 rec,
                 errors_by_code=dict(rec.errors_by_code),
                 energy_by_phase_j=dict(rec.energy_by_phase_j),
+                faults=dict(rec.faults),
+                network_windows=list(rec.network_windows),
             )
             for rec in monitor.devices.values()
         )
@@ -93,6 +96,7 @@ class FleetSnapshot:
             },
             reconnects=monitor.reconnects,
             connected=monitor.connected.is_set(),
+            faults=dict(monitor.faults),
         )
 
 
@@ -329,6 +333,22 @@ def _monitor_families(snap: FleetSnapshot) -> Iterator[Metric]:
         ignored.add_metric([reason], float(count))
     yield messages
     yield ignored
+    faults = CounterMetricFamily(
+        "vega_faults_injected",
+        "Injected faults the nodes reported (docs/faults.md), by kind.",
+        labels=["kind"],
+    )
+    for kind in FAULT_KINDS:
+        faults.add_metric([kind], float(snap.faults.get(kind, 0)))
+    yield faults
+    injected = CounterMetricFamily(
+        "vega_injected_delivery_trouble",
+        "Gaps (seqs) and duplicates seen while an injected network fault held, by kind.",
+        labels=["kind"],
+    )
+    injected.add_metric(["gap"], float(sum(r.injected_gaps for r in snap.devices)))
+    injected.add_metric(["duplicate"], float(sum(r.injected_duplicates for r in snap.devices)))
+    yield injected
     yield CounterMetricFamily(
         "vega_monitor_reconnects", "Reconnections to the broker.", value=snap.reconnects
     )

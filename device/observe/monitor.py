@@ -16,6 +16,10 @@ telemetry seq already counted (a QoS 1 redelivery) is not counted twice. A subsc
 broker refuses (its ACL) is a :class:`MonitorError`: on the first connection at once, later
 when leaving the context. Leaving the context ends the session at the broker.
 
+Injected faults (``{prefix}/+/fault``, docs/faults.md) are counted by kind (``faults``), kept in
+each device's record (delivery accounting tells trouble during them apart), and passed to
+``on_fault`` (the run recorder).
+
 A gateway's status (:class:`~dataset_stream.protocol.GatewayStatus`, on
 ``{prefix}/gateway/{id}/status``) that says ``offline`` marks the devices it lists offline
 (those that still look online), since they have no last will of their own -- but only the
@@ -61,12 +65,14 @@ from broker.url import BrokerURL
 from dataset_stream.protocol import (
     REPORT_KINDS,
     ErrorMessage,
+    FaultReport,
     ForeignMessage,
     ProtocolError,
     Status,
     Telemetry,
     gateway_filter,
     parse_topic,
+    read_fault,
     read_gateway_status,
     read_node_message,
     topic_filter,
@@ -84,6 +90,8 @@ WARNINGS_PER_KIND: Final = 5
 
 #: ``on_message(device, message, received)``: ``received`` is the arrival wall time (unix s).
 OnMessage: TypeAlias = Callable[[str, Telemetry | Status | ErrorMessage, float], None]
+#: ``on_fault(report, received)``: an injected fault a node reported (docs/faults.md).
+OnFault: TypeAlias = Callable[[FaultReport, float], None]
 
 
 class FleetMonitor:
@@ -98,6 +106,7 @@ class FleetMonitor:
         client_id: str | None = None,
         backoff: Backoff | None = None,
         on_message: OnMessage | None = None,
+        on_fault: OnFault | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
@@ -109,6 +118,8 @@ class FleetMonitor:
         self.handled = 0  # messages handled, whatever they were
         self.accepted: dict[str, int] = dict.fromkeys(WATCHED, 0)  # by kind
         self.lag = LagStats()
+        self.faults: dict[str, int] = {}  # injected faults reported, by kind
+        self.on_fault = on_fault
         self.on_message = on_message
         self._clock = clock
         self.connected = asyncio.Event()
@@ -123,6 +134,7 @@ class FleetMonitor:
         )
         # the gateways last: their retained statuses then come after the devices' ones
         self._filters = [(topic_filter(self.prefix, k), 1) for k in WATCHED]
+        self._filters.append((topic_filter(self.prefix, "fault"), 1))  # injected faults
         self._filters.append((gateway_filter(self.prefix), 1))
         self._warned: dict[str, int] = {}
         self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
@@ -209,6 +221,9 @@ class FleetMonitor:
         if where.endswith("/prediction"):
             self._prediction(where)
             return
+        if where.endswith("/fault") and not where.startswith(self._gateway_head):
+            self._fault(where, payload)
+            return
         if where.startswith(self._gateway_head) and "/" in where[len(self._gateway_head) :]:
             self._gateway(where, payload)  # {prefix}/gateway/{id}/status, not a device "gateway"
             return
@@ -280,6 +295,21 @@ class FleetMonitor:
             ", ".join(devices[:3]) + (", ..." if len(devices) > 3 else ""),
         )
 
+    def _fault(self, where: str, payload: object) -> None:
+        """An injected fault a node reports: counted by kind, kept in its device's record."""
+        try:
+            report = read_fault(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
+            return
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+            return
+        self.record(report.device).add_fault(report)
+        self.faults[report.kind] = self.faults.get(report.kind, 0) + 1
+        if self.on_fault is not None:
+            self.on_fault(report, self._clock())
+
     def _prediction(self, where: str) -> None:
         """Count a prediction for the device of its topic (its payload is not decoded)."""
         try:
@@ -302,4 +332,4 @@ class FleetMonitor:
         log.log(level, "monitor: ignoring a message (%s): %s", kind, text)
 
 
-__all__ = ["DeviceRecord", "FleetMonitor", "OnMessage"]
+__all__ = ["DeviceRecord", "FleetMonitor", "OnFault", "OnMessage"]

@@ -6,11 +6,13 @@ are relative: the directory can be copied or served as it is). The page is title
 name and date and shows fleet totals, accuracy over learning events (from event 0, the factory
 model), per-class accuracy and forgetting (:mod:`device.observe.report_classes`), state of
 charge (%) and projected lifetime (days) over simulated time, the fleet's energy by phase, the
-first nodes to die, the lag of telemetry behind the stream's schedule (paced runs only: in a
-closed loop it means nothing), the errors by code (duplicates, seqs sent again, counted apart)
-and the run's configuration as a table. Plots are drawn by :mod:`device.observe.report_plots`
-(numbers in full, integer ticks for counts); words and units come from
-:mod:`device.observe.report_text`.
+first nodes to die, each device's drawn values and its offline stretches for a run of a fleet
+spec (:mod:`device.observe.report_fleet`), the lag of telemetry behind the stream's schedule
+(paced runs only: in a closed loop it means nothing), the errors by code (duplicates, seqs
+sent again, counted apart), the injected faults over simulated time
+(:mod:`device.observe.report_faults`) and the run's configuration as a table. Plots are drawn by
+:mod:`device.observe.report_plots` (numbers in full, integer ticks for counts); words and units
+come from :mod:`device.observe.report_text`.
 What a recording lacks (no telemetry, no accuracy, no errors) is said on the page instead of a
 plot.
 
@@ -35,6 +37,8 @@ from device.observe import report_tables as tables
 from device.observe import report_text as text
 from device.observe.recorder import RunData, load_run
 from device.observe.report_classes import accuracy_points, classes_section
+from device.observe.report_faults import faults_section
+from device.observe.report_fleet import availability_section, drawn_section
 from device.observe.report_tables import last_rows, nanmedian, section, split_errors
 from device.private import private_dir, write_private
 
@@ -81,7 +85,8 @@ def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None
             tables.first_to_die(data),
             _lag(data, canvas),
         ]
-    sections += [_errors(data, canvas), tables.run_table(data)]
+    sections += [s for s in (drawn_section(data), availability_section(data)) if s is not None]
+    sections += [_errors(data, canvas), faults_section(data, canvas), tables.run_table(data)]
     title = text.title(data.path, data.meta)
     body = f"<p class='lead'>{tables.lead(data)}</p>" + "\n".join(sections)
     page = _PAGE.format(title=html.escape(title), body=body)

@@ -48,6 +48,7 @@ def totals(data: RunData) -> str:
         ("status changes", f"{len(data.statuses):,}"),
         ("errors", f"{len(errors):,}"),
         ("duplicates (seqs learned before, sent again)", f"{len(duplicates):,}"),
+        ("injected faults", f"{len(data.faults):,}"),
     ]
     if len(tel):
         span_h = float(tel.t.max() - tel.t.min()) / 3600
@@ -131,7 +132,8 @@ def run_table(data: RunData) -> str:
     started = text.started_text(meta)
     if started is not None:
         rows.append(("started", started))
-    for key in sorted(set(meta) - {"command", "started", "config", "schema"}):
+    # "devices": the fleet's per-device facts, shown by device.observe.report_fleet
+    for key in sorted(set(meta) - {"command", "started", "config", "schema", "devices"}):
         rows.append((key, text.value_text(key, meta[key])))
     if "schema" in meta:
         rows.append(("recording format", text.value_text("schema", meta["schema"])))

@@ -164,6 +164,20 @@ def test_monitor_table(width: int) -> None:
     monitor.devices.update(_records())
     text = check_table(monitor_table(monitor, max_rows=10, width=width), width)
     assert "life h" in text and "SoC" in text  # what the monitor is for: never hidden
+    assert "injected" not in text  # no fault, no word of them
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_monitor_table_counts_injected_faults_in_its_caption(width: int) -> None:
+    """Injected faults are said under the table (a column would not fit 80 columns)."""
+    monitor = FleetMonitor(BrokerURL("127.0.0.1", 1884))
+    monitor.devices.update(_records())
+    monitor.faults.update({"crash": 5, "network": 2})
+    monitor.devices["node-0001"].injected_gaps = 3
+    text = check_table(monitor_table(monitor, max_rows=10, width=width), width)
+    caption = " ".join(text.split())
+    assert "7 faults injected (5 crash, 2 network), 3 of the seqs skipped and 0 of the " in caption
+    assert "life h" in text and "SoC" in text
 
 
 @pytest.mark.parametrize("width", WIDTHS)

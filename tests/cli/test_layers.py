@@ -8,6 +8,7 @@ each one is checked against :data:`MAY_IMPORT`. Layers, lowest first::
                      device.private
     learning         the numeric core: numpy and device.errors only, no I/O of any kind
     energy, model    what the work costs, and the model bundles; both build on learning
+    faults           which injected faults hit which device, when: pure, seeded
     node             one node: session, delivery, engine, store
     fleet            many nodes: spec, shards, supervisor, gateway
     observe          the monitor, exporter, recorder and report: they read the wire, not the node
@@ -47,6 +48,7 @@ LAYERS: Final = (
     "device.learning",
     "device.energy",
     "device.model",
+    "device.faults",
     "device.node",
     "device.fleet",
     "device.observe",
@@ -58,7 +60,15 @@ LAYERS: Final = (
     "dataset_stream",
 )
 _BELOW_NODE: Final = frozenset(
-    {BASE, "device.learning", "device.energy", "device.model", "broker", "dataset_stream.protocol"}
+    {
+        BASE,
+        "device.learning",
+        "device.energy",
+        "device.model",
+        "device.faults",
+        "broker",
+        "dataset_stream.protocol",
+    }
 )
 #: The layers each layer may import, besides its own.
 MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
@@ -67,6 +77,7 @@ MAY_IMPORT: Final[dict[str, frozenset[str]]] = {
     # the plan sweep reads run summaries (RunSummary only: NAMES_ONLY)
     "device.energy": frozenset({BASE, "device.learning", "dataset_stream.protocol"}),
     "device.model": frozenset({BASE, "device.learning"}),
+    "device.faults": frozenset({BASE}),
     "device.node": _BELOW_NODE,
     "device.fleet": _BELOW_NODE | {"device.node"},
     "device.observe": frozenset({BASE, "broker", "dataset_stream.protocol"}),

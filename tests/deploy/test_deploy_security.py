@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from broker import free_port, parse_broker_url
-from broker.acl import read_credentials
+from broker.acl import acl_text, read_credentials
 from dataset_stream.protocol import fleet_ids
 from tests.broker.test_tls import failed_handshakes
 from tests.deploy.kustomize import KustomizeError, Manifest, key, merge, render
@@ -476,7 +476,8 @@ def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
     rules = emqx_rules(acl)
     if rules[-1] != ("deny", "all", "all", []):
         problems.append("the last rule is not {deny, all}")
-    reports, inputs = {"telemetry", "status", "error", "prediction"}, {"batch", "eval", "infer"}
+    reports = {"telemetry", "status", "error", "prediction", "fault"}
+    inputs = {"batch", "eval", "infer"}
     for permission, who, action, topics in rules[:-1]:
         if permission != "allow":
             continue
@@ -544,6 +545,29 @@ def test_emqx_binds_each_login_to_its_own_topics() -> None:
         except (AssertionError, IndexError):
             found = ["unparsable"]
         assert found, wrong_acl
+
+
+def test_emqx_grants_the_topics_the_mosquitto_acl_grants() -> None:
+    """A device publishes and the monitor reads on EMQX what they do on Mosquitto (broker/acl.py):
+    a kind of report added to one ACL and not the other is caught here."""
+    acl = by_key(rendered("overlays/large"))["ConfigMap", "emqx-acl"]["data"]["acl.conf"]
+    emqx: dict[tuple[str, str], set[str]] = {}
+    for permission, who, action, topics in emqx_rules(acl)[:-1]:
+        if permission == "allow":
+            role = "monitor" if '"monitor"' in who else "stream" if '"stream"' in who else "device"
+            emqx.setdefault((role, action), set()).update(topics)
+    mosquitto: dict[tuple[str, str], set[str]] = {}
+    user = ""
+    for line in acl_text(["node-0000"]).splitlines():
+        if line.startswith("user "):
+            user = "device" if line == "user node-0000" else line.split()[1]
+        elif line.startswith("topic "):
+            _, access, topic = line.split()
+            action = "publish" if access == "write" else "subscribe"
+            mosquitto.setdefault((user, action), set()).add(
+                topic.replace("vega/node-0000/", "vega/${username}/")
+            )
+    assert emqx == mosquitto
 
 
 def test_cert_manager_writes_the_secret_the_pods_mount() -> None:

@@ -133,7 +133,7 @@ def test_every_login_is_a_user_of_its_own_with_its_own_topics(tmp_path: Path) ->
             [f"topic read vega/{device}/{k}" for k in ("batch", "eval", "infer")]
             + [
                 f"topic write vega/{device}/{k}"
-                for k in ("telemetry", "status", "error", "prediction")
+                for k in ("telemetry", "status", "error", "prediction", "fault")
             ]
         )
     assert rules["gw-node-0000-2"][0] == "topic write vega/gateway/gw-node-0000-2/status"
@@ -143,7 +143,7 @@ def test_every_login_is_a_user_of_its_own_with_its_own_topics(tmp_path: Path) ->
         assert not [
             w
             for w in writes
-            if w.rsplit("/", 1)[1] in {"telemetry", "status", "error", "prediction"}
+            if w.rsplit("/", 1)[1] in {"telemetry", "status", "error", "prediction", "fault"}
         ]
         reads = [r for r in rules[service] if r.startswith("topic read")]
         assert not [r for r in reads if r.rsplit("/", 1)[1] in {"batch", "eval", "infer"}]

@@ -77,3 +77,53 @@ def test_a_class_learns_at_its_own_rate_or_the_models(
     assert "lr" not in own.learning_config()  # lr_size and lr_bits are the latent replays
     models = DeviceClass("a", 1).settings("n-1", tmp_path, default_bundle)
     assert models.sgd.learning_rate == default_bundle.recommended_learning_rate
+
+
+def test_each_worker_carries_its_devices_faults_as_up_would_schedule_them(
+    default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """A `fleet --spec` worker injects the same faults at the same times as `up --spec`: the
+    plan carries each device's `[[fault]]` tables (with their indices) through its JSON."""
+    text = """
+seed = 5
+[[class]]
+name = "a"
+count = 6
+[[class]]
+name = "b"
+count = 4
+[[fault]]
+kind = "crash"
+class = "a"
+rate_per_hour = 2.0
+[[fault]]
+kind = "network"
+fraction = 0.5
+at_s = 0
+loss = 0.1
+duplicate = 0.05
+"""
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    spec = FleetSpec.load(path)
+    plans = shard_plans(
+        spec,
+        3,
+        load_model=lambda _: default_bundle,
+        broker=BrokerURL("127.0.0.1", 1884),
+        state_dir=tmp_path,
+        topic_prefix="vega",
+        seed=0,
+        hold_s=5.0,
+        give_up_s=9.0,
+    )
+    members = [(m.device_id, m.device_class.name) for m in spec.members()]
+    want = spec.faults.by_device(members)
+    got = {}
+    for plan in plans:
+        got |= type(plan).from_json(plan.to_json()).device_faults()
+    assert set(got) == set(want) and len(got) >= 6  # every "a" device crashes; half are lossy
+    for device, faults in want.items():
+        assert got[device].specs == faults.specs
+        horizon = 4 * 3600.0
+        assert got[device].due(horizon) == faults.due(horizon)

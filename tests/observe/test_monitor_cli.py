@@ -1,4 +1,5 @@
-"""``vega-emu monitor`` as a process: metrics over HTTP, a recording, clear errors."""
+"""``vega-emu monitor`` as a process: metrics over HTTP, a recording (injected faults
+included), clear errors."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 import aiomqtt
 
 from broker import Mosquitto
+from dataset_stream.protocol import FaultReport
 from tests.support.messages import telemetry
 from tests.support.metrics import Samples, scrape, value
 from tests.support.wait import wait_for_line, wait_until
 
 DEVICE = "node-0004"
+CRASH = FaultReport(device=DEVICE, kind="crash", index=0, n=0, at_s=55.0, fired_s=60.0, seq=2)
 
 
 def free_port() -> int:
@@ -66,27 +69,35 @@ async def test_monitor_serves_metrics_records_and_exits(
         async with aiomqtt.Client(**mosquitto.url.client_kwargs()) as node:
             for seq in (1, 2):
                 await node.publish(f"vega/{DEVICE}/telemetry", telemetry(DEVICE, seq), qos=1)
+            await node.publish(f"vega/{DEVICE}/fault", CRASH.to_json(), qos=1)
         url = f"http://127.0.0.1:{port}/metrics"
         got: Samples = {}
 
         async def counted_both() -> bool:  # another process's metrics: polled, no event
             nonlocal got
             got = await asyncio.to_thread(scrape, url)
-            return value(got, "vega_monitor_messages_total", kind="telemetry") == 2
+            return (
+                value(got, "vega_monitor_messages_total", kind="telemetry") == 2
+                and value(got, "vega_faults_injected_total", kind="crash") == 1
+            )
 
-        await wait_until(counted_both, timeout_s=10, what="both telemetry messages counted")
+        await wait_until(
+            counted_both, timeout_s=10, what="both telemetry messages and the fault counted"
+        )
         assert value(got, "vega_battery_remaining_joules", device=DEVICE) == 39000.0
         assert value(got, "vega_events_total", device=DEVICE) == 2
     finally:
         code, err = await finish(proc)
     assert code == 0, err
     assert "1 devices (1 learning), 2 events" in err
-    from device.observe.recorder import iter_messages
+    from device.observe.recorder import iter_messages, load_run
 
     assert [(m.device, type(m.message).__name__) for m in iter_messages(recording)] == [
         (DEVICE, "Telemetry"),
         (DEVICE, "Telemetry"),
     ]
+    faults = load_run(recording).faults
+    assert [(f.device, f.kind, f.fired_s, f.seq) for f in faults] == [(DEVICE, "crash", 60.0, 2)]
     try:
         await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
     except (urllib.error.URLError, OSError):

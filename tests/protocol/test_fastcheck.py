@@ -29,6 +29,7 @@ from jsonschema.exceptions import best_match
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol import ClassMetrics, messages
 from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
+from dataset_stream.protocol.fault import FaultReport
 from dataset_stream.protocol.gateway_status import GatewayStatus
 from dataset_stream.protocol.messages import SCHEMA_NAMES, load_schema, validate_message
 from dataset_stream.protocol.node_messages import ErrorMessage, ReplayStats, Status, Telemetry
@@ -144,6 +145,10 @@ BASES: dict[str, list[dict[str, Any]]] = {
     "gateway_status": [
         GatewayStatus("gw-node-0000-500", "online", ["node-0000", "node-0001"]).to_dict(),
         GatewayStatus("gw_1", "offline", [], extra={"site": "lab", "since": 1.5}).to_dict(),
+    ],
+    "fault": [
+        FaultReport("node-0001", "network", 2, 0, 0.0, 0.0, seq=1, params={"loss": 0.05}).to_dict(),
+        FaultReport("node-0002", "crash", 0, 3, 61.5, 120.0, ts=1.0).to_dict(),
     ],
 }
 

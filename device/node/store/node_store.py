@@ -30,7 +30,7 @@ import contextlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +84,9 @@ class NodeStore:
         self._replay: ReplayMemory | None = None
         self._replay_stale = False  # the mirror may hold uncommitted moves: reload before use
         self._closed = False
+        #: While this says so, every commit fails as on a full disk (an injected
+        #: ``storage_full``; nothing is written, the caller retries).
+        self.refuse_writes: Callable[[], bool] | None = None
 
     @staticmethod
     def path_for(state_dir: str | Path, device_id: str) -> Path:
@@ -275,6 +278,9 @@ class NodeStore:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db.atomic():
                 yield tx
+                if self.refuse_writes is not None and self.refuse_writes():
+                    # an injected full disk: the commit fails as SQLite's would
+                    raise sqlite3.OperationalError("database or disk is full (injected)")
         except BaseException as exc:
             tx.finish()
             self._replay_stale = self._replay is not None  # drop the mirror's uncommitted moves

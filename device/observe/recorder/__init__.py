@@ -17,7 +17,8 @@ Tables (every row has ``n``, its place in arrival order, and ``received``, wall 
 ``run`` (key, value as JSON: ``command``, ``config``, ``started``, ...), ``telemetry`` (the
 figures a report needs as columns, and the message as JSON; one row per device and seq: a
 redelivered seq is ignored and counted in :attr:`RunRecorder.repeated`), ``status`` and
-``error``.
+``error``, ``fault`` (the injected faults the nodes reported, docs/faults.md; absent from
+recordings made before, read as none).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from device.observe.errors import NotARecording, RecordError, UnsupportedRecordi
 from device.observe.recorder.classes import ClassColumns, ClassMap, FactoryPoint
 from device.observe.recorder.reader import (
     ErrorRow,
+    FaultRow,
     RecordedMessage,
     RunData,
     StatusRow,
@@ -45,6 +47,7 @@ __all__ = [
     "ClassMap",
     "ErrorRow",
     "FactoryPoint",
+    "FaultRow",
     "NotARecording",
     "RecordError",
     "RecordedMessage",

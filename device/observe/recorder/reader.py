@@ -100,6 +100,22 @@ class ErrorRow:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultRow:
+    """An injected fault a node reported: due at ``at_s``, carried out at ``fired_s``
+    (simulated seconds after the device's first batch), at batch ``seq``."""
+
+    device: str
+    received: float
+    kind: str
+    index: int
+    n: int
+    at_s: float
+    fired_s: float
+    seq: int | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunData:
     """A recording read back: ``meta`` (the ``run`` table), ``devices`` (sorted, every device
     that sent anything), telemetry columns, status changes and errors in arrival order, and the
@@ -112,6 +128,7 @@ class RunData:
     statuses: tuple[StatusRow, ...]
     errors: tuple[ErrorRow, ...]
     classes: ClassColumns
+    faults: tuple[FaultRow, ...] = ()  # injected faults, in arrival order
 
 
 _COLUMNS: Final = (
@@ -142,6 +159,7 @@ def load_run(path: Path) -> RunData:
                 "SELECT device, received, code, seq, message FROM error ORDER BY n"
             )
         )
+        faults = _faults(db)
     except (sqlite3.Error, ValueError) as exc:
         raise RecordError(f"cannot read the recording {path}: {exc}") from exc
     finally:
@@ -156,7 +174,17 @@ def load_run(path: Path) -> RunData:
         statuses=statuses,
         errors=errors,
         classes=classes,
+        faults=faults,
     )
+
+
+def _faults(db: sqlite3.Connection) -> tuple[FaultRow, ...]:
+    """The recording's injected faults (none in a recording made before they were kept)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fault'"
+    if db.execute(query).fetchone() is None:
+        return ()
+    columns = "device, received, kind, fault_index, occurrence, at_s, fired_s, seq, duration_s"
+    return tuple(FaultRow(*row) for row in db.execute(f"SELECT {columns} FROM fault ORDER BY n"))
 
 
 def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> TelemetryColumns:

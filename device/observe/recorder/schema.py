@@ -32,8 +32,15 @@ CREATE TABLE error (
     n INTEGER PRIMARY KEY, received REAL NOT NULL, device TEXT NOT NULL, code TEXT NOT NULL,
     seq INTEGER, message TEXT NOT NULL, json TEXT NOT NULL
 );
+CREATE TABLE fault (
+    n INTEGER PRIMARY KEY, received REAL NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+    fault_index INTEGER NOT NULL, occurrence INTEGER NOT NULL, at_s REAL NOT NULL,
+    fired_s REAL NOT NULL, seq INTEGER, duration_s REAL, json TEXT NOT NULL
+);
 CREATE INDEX telemetry_device ON telemetry (device, t);
 """
+#: Tables a recording of schema 1 may lack (made before they were added): read as empty.
+OPTIONAL_TABLES: Final = ("fault",)
 
 
 def is_recording(path: Path) -> bool:

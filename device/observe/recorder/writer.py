@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from dataset_stream.protocol import NodeMessage, Status, Telemetry
+from dataset_stream.protocol import FaultReport, NodeMessage, Status, Telemetry
 from device.observe.errors import RecordError
 from device.observe.recorder.schema import (
     APPLICATION_ID,
@@ -32,6 +32,7 @@ _INSERT: Final = {
     "telemetry": "INSERT OR IGNORE INTO telemetry VALUES (" + ",".join("?" * 21) + ")",
     "status": "INSERT INTO status VALUES (?,?,?,?,?,?,?)",
     "error": "INSERT INTO error VALUES (?,?,?,?,?,?,?)",
+    "fault": "INSERT INTO fault VALUES (?,?,?,?,?,?,?,?,?,?,?)",
 }
 
 
@@ -97,6 +98,33 @@ class RunRecorder:
         else:
             row = (self._n, received, device, message.code, message.seq, message.message)
             self._rows["error"].append((*row, message.to_json().decode()))
+        self._buffered()
+
+    def add_fault(self, report: FaultReport, received: float) -> None:
+        """Buffer an injected fault a node reported (docs/faults.md), as :meth:`add` does."""
+        if self.closed:
+            raise RecordError(f"the recording {self.path} is closed")
+        self._n += 1
+        self.added += 1
+        self._rows["fault"].append(
+            (
+                self._n,
+                received,
+                report.device,
+                report.kind,
+                report.index,
+                report.n,
+                report.at_s,
+                report.fired_s,
+                report.seq,
+                report.duration_s,
+                report.to_json().decode(),
+            )
+        )
+        self._buffered()
+
+    def _buffered(self) -> None:
+        """One more row buffered: commit now if enough rows or time went by, else arm the timer."""
         self._pending += 1
         if (
             self._pending >= FLUSH_EVERY_ROWS
@@ -120,7 +148,7 @@ class RunRecorder:
                 telemetry = self._rows["telemetry"]
                 self._db.executemany(_INSERT["telemetry"], telemetry)
                 self.repeated += len(telemetry) - (self._db.total_changes - before)
-                for table in ("status", "error"):
+                for table in ("status", "error", "fault"):
                     self._db.executemany(_INSERT[table], self._rows[table])
         except sqlite3.Error as exc:
             raise RecordError(f"cannot write the recording {self.path}: {exc}") from exc
