@@ -95,3 +95,11 @@ def test_bad_values_are_refused() -> None:
         NetworkImpairment(loss=1.5)
     with pytest.raises(ValueError, match="at_s"):
         FaultSpec("crash")
+
+
+def test_the_kinds_a_spec_takes_are_the_kinds_the_protocol_carries() -> None:
+    """The layers keep the two lists apart (device.faults may not import the protocol)."""
+    from dataset_stream.protocol.fault import FAULT_KINDS
+    from device.faults import KINDS
+
+    assert KINDS == FAULT_KINDS
