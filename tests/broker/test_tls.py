@@ -14,6 +14,7 @@ import gc
 import ssl
 import warnings
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiomqtt
@@ -108,12 +109,24 @@ async def test_a_fleet_learns_over_tls(
 async def failed_handshakes() -> AsyncIterator[None]:
     """paho-mqtt 2.x leaves the socket of a failed TLS handshake open (``Client._ssl_wrap_socket``
     does not close it when ``do_handshake`` raises); collect it here, warning ignored, so that its
-    ResourceWarning (an error under ``filterwarnings = error``) does not land in a later test."""
+    ResourceWarning (an error under ``filterwarnings = error``) does not land in a later test.
+
+    aiomqtt connects in the loop's default executor, and the worker thread keeps the failed call
+    (and through its exception the socket) until it takes its next work item: the socket can be
+    released in that thread after this block has ended (seen once in a CI run, on the teardown of
+    ``test_a_client_trusting_another_ca_is_refused``). So the handshakes run in an executor of
+    their own, joined before the collection.
+    """
+    loop = asyncio.get_running_loop()
+    handshakes = ThreadPoolExecutor(thread_name_prefix="failed-handshake")
+    loop.set_default_executor(handshakes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         try:
             yield
         finally:
+            loop.set_default_executor(ThreadPoolExecutor())
+            handshakes.shutdown(wait=True)  # its workers have let go of every finished call
             await asyncio.sleep(0)  # the loop's handle that resumed us holds the failed future
             gc.collect()
 
