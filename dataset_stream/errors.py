@@ -2,7 +2,9 @@
 
     DatasetStreamError                  catch this to catch any of the below
     ├── ProtocolError (ValueError)      a payload or message that breaks wire contract v1 (has
-    │                                   ``.code``, one of :data:`ERROR_CODES`)
+    │   │                               ``.code``, one of :data:`ERROR_CODES`)
+    │   └── DesiredRefused              a desired state a device cannot apply (``.version``,
+    │                                   ``.field``: the setting at fault)
     ├── ForeignMessage                  a message that is not a node's report (another topic,
     │                                   another device)
     ├── UnsupportedSchema (ValueError)  a JSON Schema that the protocol's fast checker cannot
@@ -75,6 +77,18 @@ class ProtocolError(DatasetStreamError, ValueError):
         return out
 
 
+class DesiredRefused(ProtocolError):
+    """A desired state a device cannot apply (docs/protocol.md, "The downlink"): ``version``
+    (None when it could not be read) and the ``field`` at fault (``"settings.lr_bits"``,
+    ``"version"``, ...); ``reason`` says what is wrong with it."""
+
+    def __init__(self, version: int | None, field: str, reason: str) -> None:
+        super().__init__("bad_format", f"desired version {version}: {field}: {reason}")
+        self.version = version
+        self.field = field
+        self.reason = reason
+
+
 class ForeignMessage(DatasetStreamError):
     """A message that is not one node's report: not a node's telemetry, status or error topic,
     or a report naming another device than its topic."""
@@ -137,6 +151,7 @@ __all__ = [
     "ERROR_CODES",
     "DataError",
     "DatasetStreamError",
+    "DesiredRefused",
     "ForeignMessage",
     "PacingError",
     "ProtocolError",

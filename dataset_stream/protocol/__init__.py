@@ -8,6 +8,8 @@
   :meth:`Status.offline`), :class:`ErrorMessage`, :class:`Prediction`; a gateway's
   :class:`GatewayStatus` (JSON on the wire, validated against the schemas shipped in
   ``dataset_stream/schemas``); the end-of-run :class:`RunSummary`;
+- the downlink: a device's :class:`DesiredState` (set by an operator) and
+  :class:`ReportedState`, pushed heads (:func:`head_topic`), a rollout's :class:`RolloutState`;
 - topics: :func:`topic`, :func:`parse_topic`, :func:`gateway_topic`, :func:`fleet_ids`,
   device-id validation.
 
@@ -30,6 +32,22 @@ from dataset_stream.protocol.codec import (
     encode_batch,
     encode_eval,
     encode_infer,
+)
+from dataset_stream.protocol.desired import (
+    DESIRED_SETTINGS,
+    LR_BITS,
+    OWN_HEAD,
+    ROLLOUT_STATES,
+    DesiredRefused,
+    DesiredState,
+    Refusal,
+    ReportedState,
+    RolloutState,
+    check_settings,
+    head_topic,
+    read_desired,
+    read_reported,
+    rollout_topic,
 )
 from dataset_stream.protocol.fault import FAULT_KINDS, FaultReport, read_fault
 from dataset_stream.protocol.gateway_status import (
@@ -83,6 +101,7 @@ from dataset_stream.protocol.topics import (
 __all__ = [
     "CLASS_METRIC_FIELDS",
     "DEFAULT_PREFIX",
+    "DESIRED_SETTINGS",
     "ERROR_CODES",
     "EVAL_LIMITS",
     "FAULT_KINDS",
@@ -90,11 +109,14 @@ __all__ = [
     "GATEWAY_STATES",
     "INFERENCE_PARTS",
     "KINDS",
+    "LR_BITS",
     "NODE_ERROR_CODES",
     "NODE_MESSAGE_KINDS",
+    "OWN_HEAD",
     "PER_CLASS_CAP",
     "REPORT_KINDS",
     "RESERVED_KEYS",
+    "ROLLOUT_STATES",
     "SCHEMA_NAMES",
     "STATUS_STATES",
     "TELEMETRY_STATES",
@@ -102,6 +124,8 @@ __all__ = [
     "Batch",
     "BatteryState",
     "ClassMetrics",
+    "DesiredRefused",
+    "DesiredState",
     "DeviceSummary",
     "ErrorMessage",
     "EvalSet",
@@ -114,11 +138,15 @@ __all__ = [
     "NodeMessage",
     "Prediction",
     "ProtocolError",
+    "Refusal",
     "ReplayStats",
+    "ReportedState",
+    "RolloutState",
     "RunSummary",
     "Status",
     "StreamSummary",
     "Telemetry",
+    "check_settings",
     "decode_batch",
     "decode_eval",
     "decode_infer",
@@ -128,13 +156,17 @@ __all__ = [
     "fleet_ids",
     "gateway_filter",
     "gateway_topic",
+    "head_topic",
     "is_device_id",
     "load_schema",
     "parse_gateway_topic",
     "parse_topic",
+    "read_desired",
     "read_fault",
     "read_gateway_status",
     "read_node_message",
+    "read_reported",
+    "rollout_topic",
     "topic",
     "topic_filter",
     "validate_device_id",

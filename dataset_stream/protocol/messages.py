@@ -24,7 +24,17 @@ from jsonschema.exceptions import best_match
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol.fastcheck import Check, compile_schema
 
-SCHEMA_NAMES = ("telemetry", "status", "error", "prediction", "gateway_status", "fault")
+SCHEMA_NAMES = (
+    "telemetry",
+    "status",
+    "error",
+    "prediction",
+    "gateway_status",
+    "fault",
+    "desired",
+    "reported",
+    "rollout",
+)
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 

@@ -36,6 +36,8 @@ NODE_ERROR_CODES: Final = frozenset(
         "internal",  # an unexpected failure while handling the input; the node goes on
         "foreign_topic",  # a message on a topic that is not this node's
         "depleted",  # an inference request the battery cannot pay for: nothing classified
+        "bad_desired",  # a desired state the node cannot apply (desired_version; nothing changed)
+        "inference_off",  # an inference request while the desired state turns inference off
     }
 )
 
@@ -343,7 +345,8 @@ class ErrorMessage(JsonMessage):
     that answers an inference request carries its seq as ``infer_seq``, never as ``seq`` (the two
     sequences are independent). A ``duplicate`` or ``stale_seq`` also carries the node's
     ``last_seq`` (the last seq it committed), so a producer that started without the node's
-    status learns where the device's seqs continue.
+    status learns where the device's seqs continue. A ``bad_desired`` carries the refused
+    ``desired_version`` (absent when it could not be read) and names the field in its message.
     """
 
     SCHEMA: ClassVar[str] = "error"
@@ -358,6 +361,7 @@ class ErrorMessage(JsonMessage):
             "next_seq",
             "infer_seq",
             "last_seq",
+            "desired_version",
         ]
     )
 
@@ -370,6 +374,7 @@ class ErrorMessage(JsonMessage):
     next_seq: int | None = None
     infer_seq: int | None = None
     last_seq: int | None = None
+    desired_version: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -389,7 +394,15 @@ class ErrorMessage(JsonMessage):
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {**self.extra, "device": self.device, "code": self.code}
         out["message"] = self.message[:4096]
-        for name in ("seq", "gap_first", "gap_last", "next_seq", "infer_seq", "last_seq"):
+        for name in (
+            "seq",
+            "gap_first",
+            "gap_last",
+            "next_seq",
+            "infer_seq",
+            "last_seq",
+            "desired_version",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -407,6 +420,7 @@ class ErrorMessage(JsonMessage):
             next_seq=obj.get("next_seq"),
             infer_seq=obj.get("infer_seq"),
             last_seq=obj.get("last_seq"),
+            desired_version=obj.get("desired_version"),
             extra=_extra(obj, cls.KNOWN),
         )
 

@@ -22,6 +22,8 @@ KINDS: Final = (
     "infer",
     "prediction",
     "fault",
+    "desired",
+    "reported",
 )
 DEFAULT_PREFIX: Final = "vega"
 FLEET_PREFIX: Final = "node-"

@@ -9,12 +9,16 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import pytest
 from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
 from device.cli._logs import OneLineFormatter, configure_logging
 
@@ -54,13 +58,51 @@ def test_configuring_again_replaces_its_own_handler_only() -> None:
         assert [h for h in root.handlers if h not in others] == [second]
         assert logging.getLogger("vega.test.verbose").level == logging.INFO
         assert isinstance(second.formatter, OneLineFormatter)  # off a terminal
-        assert type(configure_logging(logging.INFO, Console(force_terminal=True))).__name__ == (
-            "_TerminalLines"
-        )
+        terminal = configure_logging(logging.INFO, Console(force_terminal=True))
+        assert type(terminal).__name__ == "_TerminalLines"
+        terminal.close()
     finally:
         for handler in [h for h in root.handlers if h not in others]:
             root.removeHandler(handler)
         root.setLevel(level)
+
+
+def test_a_record_logged_while_the_live_table_draws_does_not_freeze_the_console() -> None:
+    """A finalizer run by the garbage collector in the middle of drawing a live table (a future
+    whose exception nobody retrieved) logs from inside the console's locks, while the table's
+    refresh thread takes them in the other order: printing such a record at once froze
+    ``vega-emu up``. Here the table itself logs each time it is drawn."""
+    root = logging.getLogger()
+    others, level = list(root.handlers), root.level
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    log = logging.getLogger("vega.test.drawing")
+
+    class LogsWhenDrawn:
+        def __rich_console__(self, console: Console, options: object) -> Iterator[Text]:
+            log.warning("logged while drawing")
+            yield Text("the table")
+
+    finished = threading.Event()
+
+    def work() -> None:
+        with Live(LogsWhenDrawn(), console=console, refresh_per_second=100):
+            for i in range(200):
+                log.warning("record %d", i)
+        finished.set()
+
+    handler = configure_logging(logging.WARNING, console)
+    try:
+        threading.Thread(target=work, daemon=True).start()
+        assert finished.wait(60), "the console froze: logging and the live table deadlocked"
+        handler.flush()
+        text = console.file.getvalue()  # type: ignore[attr-defined]
+        assert "record 199" in text and "logged while drawing" in text
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(level)
+        for extra in [h for h in root.handlers if h not in others]:
+            root.removeHandler(extra)
 
 
 def _closed_port() -> int:

@@ -28,6 +28,7 @@ from jsonschema.exceptions import best_match
 
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
 from dataset_stream.protocol import ClassMetrics, messages
+from dataset_stream.protocol.desired import DesiredState, Refusal, ReportedState, RolloutState
 from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
 from dataset_stream.protocol.fault import FaultReport
 from dataset_stream.protocol.gateway_status import GatewayStatus
@@ -149,6 +150,20 @@ BASES: dict[str, list[dict[str, Any]]] = {
     "fault": [
         FaultReport("node-0001", "network", 2, 0, 0.0, 0.0, seq=1, params={"loss": 0.05}).to_dict(),
         FaultReport("node-0002", "crash", 0, 3, 61.5, 120.0, ts=1.0).to_dict(),
+    ],
+    "desired": [
+        DesiredState("node-0001", 3, {"lr_bits": 6, "learning": False}, ts=1.0, by="ctl").to_dict(),
+        DesiredState("n_1", 1, {"head": "v2", "head_sha256": "ab" * 32}).to_dict(),
+    ],
+    "reported": [
+        ReportedState("node-0001", 0, {"lr_bits": 8, "learning_rate": 0.01}).to_dict(),
+        ReportedState(
+            "node-0001", 2, {}, seq=17, t=1020.0, refused=Refusal(3, "settings.lr_bits", "x")
+        ).to_dict(),
+    ],
+    "rollout": [
+        RolloutState("r1", "v2", "soaking", 1, [5.0, 25.0, 100.0], ["node-0001"]).to_dict(),
+        RolloutState("r_2", "h.1", "halted", 0, [100.0], reason="accuracy_drop 0.2").to_dict(),
     ],
 }
 
