@@ -68,8 +68,8 @@ def _injected(monitor: FleetMonitor, records: list[DeviceRecord]) -> str:
     gaps = sum(rec.injected_gaps for rec in records)
     duplicates = sum(rec.injected_duplicates for rec in records)
     return (
-        f"{total} faults injected ({kinds}), {gaps} of the seqs skipped and {duplicates} of "
-        "the duplicates during them"
+        f"{total} fault{'' if total == 1 else 's'} injected ({kinds}), {gaps} of the seqs "
+        f"skipped and {duplicates} of the duplicates during them"
     )
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from dataset_stream.reconnect import ReconnectPolicy
 
 BROKER_HELP = (
-    "MQTT broker of the fleet, mqtt://[user@]host:port or mqtts://...; give the password with "
+    "MQTT broker of the fleet, mqtt://\\[user@]host:port or mqtts://...; give the password with "
     "--password-file or VEGA_EMU_MQTT_PASSWORD."
 )
 FROM_HELP = (

@@ -57,7 +57,7 @@ def build_default_cmd(
         str,
         typer.Option(
             help="digits: the 2-D CNN for 1x32x32 digits; watch: the 1-D CNN for 6x100 "
-            "smartwatch windows (needs pip install 'vega-emu[watch]')."
+            "smartwatch windows (needs pip install 'vega-emu\\[watch]')."
         ),
     ] = "digits",
 ) -> None:
@@ -127,7 +127,7 @@ def build_cmd(
         int | None,
         typer.Option(
             help="CSV: readings per sample (default 1: each line is a feature vector; W > 1: "
-            "windows [channels, W] cut inside runs of one session and label).",
+            "windows \\[channels, W] cut inside runs of one session and label).",
             min=1,
         ),
     ] = None,
@@ -147,8 +147,8 @@ def build_cmd(
     arch: Annotated[
         Arch | None,
         typer.Option(
-            help="cnn2d for images [C, H, W], cnn1d for windows [C, L], mlp for feature "
-            "vectors [F] (default: the one for the data's sample shape)."
+            help="cnn2d for images \\[C, H, W], cnn1d for windows \\[C, L], mlp for feature "
+            "vectors \\[F] (default: the one for the data's sample shape)."
         ),
     ] = None,
     epochs: Annotated[
@@ -251,7 +251,7 @@ def split_cmd(
     out: OutOpt,
     calib: Annotated[
         Path | None,
-        typer.Option(help=".npz whose first array is float32 calibration input [N, ...]."),
+        typer.Option(help=".npz whose first array is float32 calibration input \\[N, ...]."),
     ] = None,
 ) -> None:
     """Split an ONNX model at a tensor into an INT8 frozen stage and a numpy head."""

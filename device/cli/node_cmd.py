@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 
 def node(
-    device_id: Annotated[str, typer.Option("--id", help="Device id, [A-Za-z0-9_-]{1,64}.")],
+    device_id: Annotated[str, typer.Option("--id", help="Device id, \\[A-Za-z0-9_-]{1,64}.")],
     state_dir: Annotated[
         Path, typer.Option(help="Directory of the node's SQLite state file.", file_okay=False)
     ],

@@ -89,7 +89,7 @@ def stream(
         str,
         typer.Option(
             help="digits | synthetic-sensor | watch | core50:PATH | core50-cat:PATH | npz:PATH "
-            "| csv:PATH, options before the path: csv[window=50;stride=25]:PATH "
+            "| csv:PATH, options before the path: csv\\[window=50;stride=25]:PATH "
             "(docs/datasets.md)"
         ),
     ] = "digits",

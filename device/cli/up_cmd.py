@@ -67,7 +67,7 @@ def up(
     dataset: Annotated[
         str,
         typer.Option(
-            help="Data source: digits (bundled), watch (pip install 'vega-emu[watch]'), or "
+            help="Data source: digits (bundled), watch (pip install 'vega-emu\\[watch]'), or "
             "another source with --model, e.g. your csv:FILE with the model vega-emu model "
             "build made for it (docs/own-data.md)."
         ),
@@ -384,7 +384,7 @@ def live_table(
     title = (
         f"vega-emu fleet: {acked}/{total} events learned"
         + (f", {offline} offline" if offline else "")
-        + (f", {injected} faults injected" if injected else "")
+        + (f", {injected} fault{'' if injected == 1 else 's'} injected" if injected else "")
     )
     return fit_table(cols, rows, width, title=title)
 

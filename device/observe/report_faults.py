@@ -54,7 +54,8 @@ def faults_section(data: RunData, canvas: Canvas) -> str:
     total = len(data.faults)
     devices = len({f.device for f in data.faults})
     lead = (
-        f"<p>{total:,} faults injected into {devices:,} of {len(data.devices):,} devices, "
+        f"<p>{total:,} fault{'' if total == 1 else 's'} injected into {devices:,} of "
+        f"{len(data.devices):,} device{'' if len(data.devices) == 1 else 's'}, "
         "as the nodes reported them (docs/faults.md), at the simulated time each was carried "
         "out, after the device's first batch."
     )

@@ -6,9 +6,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version
+from typing import Any
 
 import pytest
+import typer
 
 from device.cli._help import ORDER
 
@@ -56,3 +59,28 @@ def test_no_flag_shows_a_value_type(command: list[str]) -> None:
 def test_a_flag_still_takes_no_value() -> None:
     result = _cli("up", "--quiet", "true")
     assert result.returncode == 2 and "true" in result.stderr
+
+
+def _helps(command: Any, path: str = "vega-emu") -> Iterator[tuple[str, str]]:
+    """(where, text) of every help text in the command tree (Typer's own click carries it):
+    commands and their options."""
+    yield path, command.help or ""
+    for param in command.params:
+        yield f"{path} {param.name}", getattr(param, "help", None) or ""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _helps(sub, f"{path} {name}")
+
+
+def test_no_help_text_loses_square_brackets_to_markup() -> None:
+    """The help is drawn with rich markup, which takes ``[watch]`` for a style and drops it:
+    ``pip install 'vega-emu[watch]'`` read ``pip install 'vega-emu'``. Brackets are escaped."""
+    from device.cli import app
+
+    lost = [
+        (where, text)
+        for where, text in _helps(typer.main.get_command(app))
+        if re.search(r"(?<!\\)\[[A-Za-z/][^\]]*\]", text)
+    ]
+    assert lost == []
+    result = _cli("up", "--help")
+    assert "vega-emu[watch]" in re.sub(r"[│\s]+", "", result.stdout)
