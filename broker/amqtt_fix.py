@@ -18,6 +18,13 @@ passes the call on only if ``session`` holds ``subscription``'s filter. A SUBSCR
 before that hook runs, so retained messages on subscribe are unchanged; on CONNECT only the
 session's own filters remain.
 
+A second fix: amqtt does not close every client connection it accepted. A connection whose
+client vanished, or that was still connecting when the broker shut down, kept its socket open
+until the garbage collector found it (a ``ResourceWarning``, after the broker's event loop had
+closed), so a long run with devices that drop off leaked sockets. ``ScopedRetainBroker`` keeps
+the connections it accepted, closes each one when amqtt's handler of it returns, and closes the
+remaining ones when the broker shuts down.
+
 Tested with amqtt 0.11.1 (no loop on connect; the fix changes nothing there), 0.11.4 and 0.12.1.
 On another version the subclass checks the internals it relies on and raises
 :class:`~broker.errors.BrokerStartError` naming the version if they are gone.
@@ -25,6 +32,7 @@ On another version the subclass checks the internals it relies on and raises
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from typing import Any
@@ -78,6 +86,26 @@ class ScopedRetainBroker(Broker):
         if not isinstance(getattr(self, "_subscriptions", None), dict):
             version = getattr(amqtt, "__version__", "unknown")
             raise BrokerStartError(f"amqtt {version}: Broker._subscriptions is not a dict")
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        """One accepted TCP connection, served by amqtt, then closed whatever amqtt left."""
+        self._connections.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name=listener_name)
+        finally:
+            self._connections.discard(writer)
+            writer.close()  # idempotent; amqtt's handler of this connection has returned
+
+    async def shutdown(self) -> None:
+        """amqtt's shutdown, then every accepted connection still open is closed."""
+        try:
+            await super().shutdown()
+        finally:
+            for writer in list(self._connections):
+                writer.close()
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session

@@ -28,6 +28,7 @@ from amqtt.broker import Broker
 from broker import BrokerStartError, BrokerURL, EmbeddedBroker, free_port
 from broker.amqtt_fix import check_amqtt_internals
 from broker.embedded import amqtt_config
+from tests.support.wait import wait_until
 
 # amqtt 0.11.1 sends no retained messages on connect; from 0.11.2 on it does, through this hook
 SENDS_RETAINED_ON_CONNECT = (
@@ -174,3 +175,20 @@ def test_the_upstream_report_script_shows_the_bug_on_the_installed_amqtt() -> No
     lines = result.stdout.splitlines()
     assert lines[-1] == "client-b received vega/b/batch b'marker'"
     assert ("client-b received vega/a/status b'online'" in lines) == SENDS_RETAINED_ON_CONNECT
+
+
+async def test_the_embedded_broker_closes_every_connection_it_accepted_when_it_stops() -> None:
+    """A client that vanished, or one still connecting, kept its server-side socket open after
+    amqtt shut down, until the garbage collector found it after the loop had closed."""
+    async with EmbeddedBroker() as broker:
+        assert broker.url is not None
+        silent = [await asyncio.open_connection(broker.url.host, broker.url.port) for _ in range(3)]
+        amqtt_broker = broker._broker
+        assert amqtt_broker is not None
+        await wait_until(lambda: len(amqtt_broker._connections) == 3, 10, what="3 accepted")
+        server_side = list(amqtt_broker._connections)
+    assert all(writer.is_closing() for writer in server_side)
+    for reader, writer in silent:  # the broker hung up on the connections that never spoke
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        await writer.wait_closed()

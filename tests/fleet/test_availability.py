@@ -227,9 +227,6 @@ async def test_batches_sent_while_offline_wait_at_the_broker_or_are_missed(
         assert rows == [(2, "learned")]
 
 
-# amqtt (the broker of ``up``) leaves the server side of a client that vanished unclosed: its
-# ResourceWarning surfaces at garbage collection, and says nothing about this code
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_the_same_seed_runs_the_same_devices_values_and_offline_windows_twice(
     default_bundle: ModelBundle, tmp_path: Path
 ) -> None:
