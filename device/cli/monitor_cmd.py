@@ -199,17 +199,20 @@ async def _until_done(monitor: FleetMonitor, stop: asyncio.Event, deadline_s: fl
 async def _live(monitor: FleetMonitor, stop: asyncio.Event, deadline_s: float | None) -> None:
     from rich.live import Live
 
-    with Live(_table(monitor), console=console, auto_refresh=False) as live:
+    # The loop builds the table; rich's refresh thread draws the latest one, so the loop (and
+    # the MQTT messages it reads) never waits for a terminal slow to take the output.
+    latest = [_table(monitor)]
+    with Live(get_renderable=lambda: latest[0], console=console, refresh_per_second=1 / REFRESH_S):
         while True:
             next_s = time.monotonic() + REFRESH_S
             if deadline_s is not None:
                 next_s = min(next_s, deadline_s)
             if await _until_done(monitor, stop, next_s):
                 break
-            live.update(_table(monitor), refresh=True)
+            latest[0] = _table(monitor)
             if deadline_s is not None and time.monotonic() >= deadline_s:
                 break
-        live.update(_table(monitor), refresh=True)
+        latest[0] = _table(monitor)  # drawn once more when the display stops
 
 
 def _table(monitor: FleetMonitor, *, every_device: bool = False) -> Table:

@@ -316,12 +316,17 @@ async def _run(stop: asyncio.Event, config: UpConfig, quiet: bool) -> RunSummary
         work = up.run()
         if quiet:
             return await until_stopped(work, stop)
-        with Live(_table(up), console=console, refresh_per_second=4) as live:
+        # The loop builds the table; rich's refresh thread draws the latest one. The loop never
+        # takes the live display's lock, which that thread holds while it writes: a terminal
+        # slow to take the output (a remote session, a full pseudo-terminal) must not hold up
+        # the nodes.
+        latest = [_table(up)]
+        with Live(get_renderable=lambda: latest[0], console=console, refresh_per_second=4):
             task = asyncio.ensure_future(until_stopped(work, stop))
             while not task.done():
-                live.update(_table(up))
+                latest[0] = _table(up)
                 await asyncio.wait({task}, timeout=0.25)  # the table's refresh
-            live.update(_table(up))
+            latest[0] = _table(up)  # drawn once more when the display stops
             return task.result()
 
 
