@@ -228,6 +228,12 @@ class NodeEngine:
         """The desired version in force (0: none)."""
         return self._downlink.version
 
+    @property
+    def desired_pending(self) -> int | None:
+        """The desired version waiting for the next batch (or its pushed head), if any."""
+        pending = self._downlink.pending
+        return None if pending is None else pending.version
+
     def _apply_desired(self) -> None:
         """Apply the pending desired state, if any, and run on the settings it makes. A store
         failure propagates (the batch is retried, the state stays pending); any other failure
