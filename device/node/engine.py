@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dataset_stream.errors import DesiredRefused
 from dataset_stream.protocol import (
     Batch,
+    DesiredRefused,
     ErrorMessage,
     EvalSet,
     InferRequest,
