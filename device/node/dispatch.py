@@ -209,13 +209,17 @@ class Dispatcher:
 
     async def _follow_head(self, version: int) -> None:
         """Subscribe to the pushed head the pending desired state waits for, if any (its
-        retained bytes come then); a subscription the broker refuses refuses the state."""
+        retained bytes come then); a subscription the broker refuses refuses the state, one it
+        does not acknowledge in time leaves it pending (the retained desired state comes again
+        on the next connection, and with it another try)."""
         wanted = self._engine.wanted_head()
         if wanted is None or self._follow is None:
             return
         where = head_topic(self._settings.prefix, wanted[0])
         try:
             await self._follow(where)
+        except TimeoutError:
+            log.warning("%s: no SUBACK for %s; tried again later", self.device_id, where)
         except SubscriptionRefused as exc:
             self._engine.refuse_desired(
                 DesiredRefused(version, "settings.head", f"cannot subscribe to {where}: {exc}")
