@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from device.app.errors import HaltRuleError
+
 __all__ = ["METRICS", "Comparison", "HaltRule", "HaltRuleError", "parse_rule"]
 
 #: The metrics a rule may name, and what each one is.
@@ -40,10 +42,6 @@ _TOKEN: Final = re.compile(
 )
 #: The longest rule accepted (a rule is one line typed by an operator).
 MAX_RULE_CHARS: Final = 1000
-
-
-class HaltRuleError(ValueError):
-    """A rule that does not parse; the message says where and what was expected."""
 
 
 @dataclass(frozen=True, slots=True)
