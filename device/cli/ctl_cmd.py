@@ -80,7 +80,7 @@ class Target:
         return list(self.devices)
 
 
-def _target(
+def target_of(
     broker: str,
     password_file: Path | None,
     ca_file: Path | None,
@@ -162,7 +162,7 @@ def get(
     prefix: PrefixOpt = "vega",
 ) -> None:
     """Print desired vs reported state per device."""
-    target = _target(
+    target = target_of(
         broker, password_file, ca_file, prefix, devices or [], every, fleet, klass, spec
     )
 
@@ -215,7 +215,7 @@ def set_(
         changes = parse_changes(pairs, unset or [])
     except SettingError as exc:
         raise fail(f"nothing published: {exc}", code=2) from exc
-    target = _target(broker, password_file, ca_file, prefix, ids, every, fleet, klass, spec)
+    target = target_of(broker, password_file, ca_file, prefix, ids, every, fleet, klass, spec)
 
     async def work(stop: asyncio.Event) -> bool:
         from device.app.ctl import FleetLink
@@ -273,7 +273,7 @@ def watch(
     """Live table of desired vs reported state and the devices not converged."""
     if duration_s is not None:
         positive(duration_s, "--duration")
-    target = _target(
+    target = target_of(
         broker, password_file, ca_file, prefix, devices or [], every, fleet, klass, spec
     )
 
@@ -445,4 +445,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ctl_app, name="ctl")
 
 
-__all__ = ["device_line", "not_converged_line", "register", "settings_cell", "state_table"]
+__all__ = [
+    "Target",
+    "device_line",
+    "not_converged_line",
+    "register",
+    "settings_cell",
+    "state_table",
+    "target_of",
+]
