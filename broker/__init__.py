@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.acl import (
     MONITOR_USER,
+    OPERATOR_USER,
     STREAM_USER,
     acl_text,
     hash_password,
@@ -43,6 +44,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MONITOR_USER",
+    "OPERATOR_USER",
     "STREAM_USER",
     "Backoff",
     "BackoffPolicy",

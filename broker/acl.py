@@ -2,9 +2,11 @@
 
 Rules (wire contract v1, topic prefix ``vega`` by default):
 
-- device ``{id}``: read ``{prefix}/{id}/batch``, ``eval`` and ``infer``; write
-  ``{prefix}/{id}/telemetry``, ``status``, ``error``, ``prediction`` and ``fault`` (an injected
-  fault it reports, docs/faults.md) -- its own topics only;
+- device ``{id}``: read ``{prefix}/{id}/batch``, ``eval``, ``infer`` and ``desired`` (an
+  operator's desired state, docs/protocol.md, "The downlink") and the pushed heads
+  ``{prefix}/heads/+/weights``; write ``{prefix}/{id}/telemetry``, ``status``, ``error``,
+  ``prediction``, ``fault`` (an injected fault it reports, docs/faults.md) and ``reported``
+  -- its own topics only;
 - gateway ``gw-{first}-{count}`` (the shared connection of one ``vega-emu fleet --connection
   shared`` worker, :func:`device.fleet.shard.gateway_id`): the device rules of its devices --
   the ``count`` devices of the ACL's device list from ``first`` on (:func:`gateway_devices`) --
@@ -12,12 +14,18 @@ Rules (wire contract v1, topic prefix ``vega`` by default):
   never another gateway's status, nor another gateway's devices;
 - user ``stream``: write every device's ``batch``, ``eval`` and ``infer``; read ``telemetry``,
   ``error``, ``status`` (the closed-loop stream waits for them) and ``prediction``;
-- user ``monitor``: read every device's ``telemetry``, ``status``, ``error``, ``prediction``
-  and ``fault``, and every gateway's status ``{prefix}/gateway/+/status`` (a gateway that goes
-  offline takes its devices with it: they have no last will of their own).
+- user ``monitor``: read every device's ``telemetry``, ``status``, ``error``, ``prediction``,
+  ``fault``, ``desired`` and ``reported``, every gateway's status ``{prefix}/gateway/+/status``
+  (a gateway that goes offline takes its devices with it: they have no last will of their
+  own) and every rollout's state ``{prefix}/rollout/+/state``;
+- user ``operator`` (``vega-emu ctl`` and ``vega-emu rollout``): write every device's
+  ``desired``, the pushed heads ``{prefix}/heads/+/weights`` and the rollouts' state
+  ``{prefix}/rollout/+/state``; read every device's ``reported``, ``telemetry``, ``status``,
+  ``error`` and ``desired``, and the rollouts' state. The only user that writes a desired state.
 
 Service users are named by role: ``stream`` or ``stream-<suffix>``, ``monitor`` or
-``monitor-<suffix>`` (suffix ``[A-Za-z0-9_-]{1,48}``), and ``gw-{first}-{count}`` for a gateway.
+``monitor-<suffix>``, ``operator`` or ``operator-<suffix>`` (suffix ``[A-Za-z0-9_-]{1,48}``),
+and ``gw-{first}-{count}`` for a gateway.
 Each gets its role's rules; those names are reserved, never device ids. Several of them exist
 because a broker that binds the client id to the user name (``use_username_as_clientid``, see
 :mod:`broker.mosquitto`) lets one user hold one connection at a time: each stream or monitor
@@ -40,13 +48,14 @@ from broker.errors import BrokerError
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STREAM_USER = "stream"
 MONITOR_USER = "monitor"
+OPERATOR_USER = "operator"
 GATEWAY_ROLE = "gateway"
 #: ``gw-{first device}-{count}``: a gateway's user, as :func:`device.fleet.shard.gateway_id`
 #: names the shared connection of a fleet worker.
 GATEWAY_USER = re.compile(r"^gw-(?P<first>[A-Za-z0-9_-]+)-(?P<count>[1-9][0-9]{0,8})$")
 #: Every user name that has a role (the gateway ones: at most 64 characters, as any client id).
 SERVICE_USER = re.compile(
-    rf"^({STREAM_USER}|{MONITOR_USER})(-[A-Za-z0-9_-]{{1,48}})?$"
+    rf"^({STREAM_USER}|{MONITOR_USER}|{OPERATOR_USER})(-[A-Za-z0-9_-]{{1,48}})?$"
     r"|^(?=.{1,64}$)gw-[A-Za-z0-9_-]+-[1-9][0-9]{0,8}$"
 )
 _PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.x writes for "$7$" hashes
@@ -57,9 +66,10 @@ def acl_text(
 ) -> str:
     """The content of a Mosquitto ``acl_file`` for these devices.
 
-    ``stream`` and ``monitor`` always get their rules; ``service_users`` adds more users named
-    by the role rule (``stream-2``, ``monitor-lab``, ``gw-node-0000-50``, ...); any other name
-    there is an error, and so is a gateway whose devices are not in ``device_ids``.
+    ``stream``, ``monitor`` and ``operator`` always get their rules; ``service_users`` adds
+    more users named by the role rule (``stream-2``, ``monitor-lab``, ``operator-ci``,
+    ``gw-node-0000-50``, ...); any other name there is an error, and so is a gateway whose
+    devices are not in ``device_ids``.
     """
     devices = list(device_ids)
     rules = {
@@ -78,19 +88,36 @@ def acl_text(
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/prediction",
             f"topic read {prefix}/+/fault",  # injected faults (docs/faults.md)
+            f"topic read {prefix}/+/desired",  # the downlink: desired vs reported
+            f"topic read {prefix}/+/reported",
             f"topic read {prefix}/gateway/+/status",
+            f"topic read {prefix}/rollout/+/state",
+        ],
+        OPERATOR_USER: [
+            f"topic write {prefix}/+/desired",
+            f"topic write {prefix}/heads/+/weights",
+            f"topic write {prefix}/rollout/+/state",
+            f"topic read {prefix}/+/desired",  # the retained one: the next version is + 1
+            f"topic read {prefix}/+/reported",
+            f"topic read {prefix}/+/telemetry",
+            f"topic read {prefix}/+/status",
+            f"topic read {prefix}/+/error",
+            f"topic read {prefix}/rollout/+/state",
         ],
     }
     lines = [
         "# generated by vega-emu: each device reads its own batch/eval, writes its own reports"
     ]
-    for user in dict.fromkeys([STREAM_USER, MONITOR_USER, *service_users]):
+    for user in dict.fromkeys([STREAM_USER, MONITOR_USER, OPERATOR_USER, *service_users]):
         role = service_role(user)
         if role == GATEWAY_ROLE:
             lines += [
                 f"user {user}",
                 f"topic write {prefix}/gateway/{user}/status",
-                *(r for d in gateway_devices(user, devices) for r in _device_rules(prefix, d)),
+                # its devices' rules, each once (they share the pushed heads' rule)
+                *dict.fromkeys(
+                    r for d in gateway_devices(user, devices) for r in _device_rules(prefix, d)
+                ),
                 "",
             ]
         else:
@@ -100,8 +127,8 @@ def acl_text(
         check_device_id(device)
         if SERVICE_USER.fullmatch(device):
             raise BrokerError(
-                f"device id {device!r} is reserved: stream[-...], monitor[-...] and "
-                "gw-...-N are service user names"
+                f"device id {device!r} is reserved: stream[-...], monitor[-...], "
+                "operator[-...] and gw-...-N are service user names"
             )
         if device in seen:
             raise BrokerError(f"device id {device!r} appears twice")
@@ -111,13 +138,15 @@ def acl_text(
 
 
 def _device_rules(prefix: str, device: str) -> list[str]:
-    """What one device may do: read its inputs, write its reports."""
-    reads = [f"topic read {prefix}/{device}/{kind}" for kind in ("batch", "eval", "infer")]
+    """What one device may do: read its inputs and the pushed heads, write its reports."""
+    reads = [
+        f"topic read {prefix}/{device}/{kind}" for kind in ("batch", "eval", "infer", "desired")
+    ]
     writes = [
         f"topic write {prefix}/{device}/{kind}"
-        for kind in ("telemetry", "status", "error", "prediction", "fault")
+        for kind in ("telemetry", "status", "error", "prediction", "fault", "reported")
     ]
-    return reads + writes
+    return [*reads, f"topic read {prefix}/heads/+/weights", *writes]
 
 
 def gateway_devices(user: str, device_ids: Sequence[str]) -> list[str]:
@@ -175,12 +204,14 @@ _INDEXED = re.compile(r"(?P<head>.*?)(?P<digits>[0-9]+)")
 
 
 def service_role(user: str) -> str:
-    """``stream``, ``monitor`` or ``gateway``: the role a service user's name gives it."""
+    """``stream``, ``monitor``, ``operator`` or ``gateway``: the role a service user's name
+    gives it."""
     match = SERVICE_USER.fullmatch(user)
     if match is None:
         raise BrokerError(
-            f"user {user!r} is not a service user name: stream, monitor, stream-<suffix>, "
-            "monitor-<suffix> (suffix [A-Za-z0-9_-]{1,48}) or a gateway, gw-{first}-{count}"
+            f"user {user!r} is not a service user name: stream, monitor, operator, "
+            "stream-<suffix>, monitor-<suffix>, operator-<suffix> (suffix [A-Za-z0-9_-]{1,48}) "
+            "or a gateway, gw-{first}-{count}"
         )
     return match.group(1) or GATEWAY_ROLE
 

@@ -50,9 +50,11 @@ from device.energy.profile import (
     load_profile,
     parse_profile,
 )
+from device.energy.radio import DOWNLINK_J_PER_BYTE, downlink_energy_j
 
 __all__ = [
     "BUILTIN",
+    "DOWNLINK_J_PER_BYTE",
     "FROZEN_PHASE",
     "PHASES",
     "PRIMITIVES",
@@ -78,6 +80,7 @@ __all__ = [
     "RegionUse",
     "attach_accuracy",
     "average_power_w",
+    "downlink_energy_j",
     "event_cost",
     "inference_cost",
     "item_sizes",

@@ -11,10 +11,13 @@ the broker instead of thousands (see docs/fleet.md, "Shared connection").
   and the nodes' ``seq`` check keeps each batch learned once. PUBACKs then go out in the order
   the nodes finish, not the order the broker sent (MQTT asks for the latter; Mosquitto, EMQX
   and amqtt match an acknowledgement by its packet id).
-- The gateway subscribes to the ``batch``, ``eval`` and ``infer`` topics of its devices (never a
-  wildcard: a shard sees only its own devices) and hands each message to its node's
-  :class:`Inbox`. A node reads its inbox as it would read its own client's messages; each node
-  still publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
+- The gateway subscribes to the ``batch``, ``eval``, ``infer`` and ``desired`` topics of its
+  devices (never a wildcard: a shard sees only its own devices) and hands each message to its
+  node's :class:`Inbox`. A node that waits for a pushed head asks the gateway to
+  :meth:`~Gateway.follow` its topic: the gateway subscribes to it (again on each connection)
+  and hands each node that follows it a copy (QoS 0: the gateway acknowledges the message).
+  A node reads its inbox as it would read its own client's messages; each node still
+  publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
 - MQTT has one last will per connection, so a device cannot have its own. The gateway announces
   itself on ``{prefix}/gateway/{id}/status`` (a retained
   :class:`~dataset_stream.protocol.GatewayStatus`, ``online``) and its will is that message
@@ -105,6 +108,8 @@ class Gateway:
         #: device -> its presence, for devices that go offline (availability): while one with
         #: ``miss`` is offline, its messages are acknowledged and dropped, never delivered
         self.presences: dict[str, Presence] = {}
+        #: topic outside the devices' own (a pushed head) -> the devices that follow it
+        self._follows: dict[str, set[str]] = {}
 
     @property
     def status_topic(self) -> str:
@@ -159,6 +164,20 @@ class Gateway:
             self._changed.clear()
             await self._changed.wait()
 
+    async def follow(self, device_id: str, where: str) -> None:
+        """Hand ``device_id`` the messages on ``where`` (a pushed head's topic) from now on,
+        subscribing to it on this connection and the next ones."""
+        followers = self._follows.setdefault(where, set())
+        new = not followers
+        followers.add(device_id)
+        link = self._link
+        if new and link is not None:
+            try:
+                await subscribe(link[0], [(where, 1)], within_s=self.timeout_s, broker=self.broker)
+            except TimeoutError as exc:
+                text = f"no SUBACK for {where} within {self.timeout_s:g} s"
+                raise aiomqtt.MqttError(text) from exc
+
     # -- the connection ---------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -198,7 +217,7 @@ class Gateway:
         self._refusals.clear()
         filters = [
             (topic(self.prefix, d, kind), 1) for d in self.device_ids for kind in INPUT_KINDS
-        ]
+        ] + [(where, 1) for where in self._follows]
         reader = asyncio.create_task(
             self._dispatch(client, inboxes), name=f"{self.gateway_id} reader"
         )
@@ -222,6 +241,12 @@ class Gateway:
     async def _dispatch(self, client: aiomqtt.Client, inboxes: dict[str, Inbox]) -> None:
         async for message in client.messages:
             where = str(message.topic)
+            followers = self._follows.get(where)
+            if followers:  # a pushed head: a copy to each node that follows it
+                for device in followers:
+                    inboxes[device].put(_copy(message))
+                ack(client, message)
+                continue
             try:
                 device, _ = parse_topic(self.prefix, where)
                 inbox = inboxes[device]
@@ -235,6 +260,13 @@ class Gateway:
                 continue
             inbox.put(message)
             del message  # an idle gateway keeps no batch alive
+
+
+def _copy(message: aiomqtt.Message) -> aiomqtt.Message:
+    """A copy of ``message`` for one of several nodes, never acknowledged by it: QoS 0."""
+    return aiomqtt.Message(
+        message.topic, message.payload, 0, message.retain, message.mid, message.properties
+    )
 
 
 __all__ = ["Gateway"]

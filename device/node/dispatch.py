@@ -11,6 +11,12 @@ node's lock), and never lets one stop the node:
   holds it or refuses it, and acknowledges it itself;
 - any other failure is answered ``internal``; the node goes on.
 
+The downlink (docs/protocol.md, "The downlink"; :mod:`device.node.desired`): a message on
+``desired`` is read (a retained one comes again on each connection: a version not newer than
+the one in force is ignored) and kept pending for the next batch, or refused at once
+(``bad_desired``); a pending state that names a pushed head makes the node follow that head's
+topic (:data:`Follow`), and the head's bytes, when they come, are checked and kept for it.
+
 Every message but a batch is acknowledged once handled. A lost connection or a stop is not
 handled here: the message, unacknowledged, comes again.
 
@@ -29,10 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
+from broker.errors import SubscriptionRefused
 from broker.session import ack
+from dataset_stream.errors import DesiredRefused
 from dataset_stream.protocol import (
     ErrorMessage,
     Prediction,
@@ -42,6 +51,7 @@ from dataset_stream.protocol import (
     decode_infer,
     parse_topic,
 )
+from dataset_stream.protocol.desired import head_topic, read_desired
 from device.clock import Clock
 from device.node.engine import NodeEngine
 from device.node.faulting import NodeFaults
@@ -53,7 +63,10 @@ from device.node.worker import finish_in_thread
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "Follow"]
+
+#: Subscribes the node's connection to one more topic (a pushed head's).
+Follow = Callable[[str], Awaitable[None]]
 
 
 class Dispatcher:
@@ -84,12 +97,20 @@ class Dispatcher:
         self._sequencer = Sequencer(
             engine, self._outbox, clock=clock, lock=lock, on_telemetry=on_telemetry
         )
+        self._follow: Follow | None = None
+        self._heads_prefix = f"{self._settings.prefix}/heads/"
 
-    def new_connection(self) -> None:
+    def new_connection(self, follow: Follow | None = None) -> None:
         """Held batches belong to the last connection; unacknowledged, they come again. Its
-        statuses say when it was made."""
+        statuses say when it was made. ``follow`` subscribes it to a pushed head's topic."""
         self._sequencer.reset()
         self._outbox.connected()
+        self._follow = follow
+
+    async def publish_reported(self, client: aiomqtt.Client) -> None:
+        """The retained reported state, as in force (on each connection)."""
+        async with self._lock:
+            await self._outbox.reported(client)
 
     async def watch_holds(self, client: aiomqtt.Client) -> None:
         """Skip the gap before held batches that waited too long (runs beside the reader)."""
@@ -120,6 +141,13 @@ class Dispatcher:
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         where = str(message.topic)
+        head = self._head_name(where)
+        if head is not None:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            async with self._lock:
+                await self._on_head(client, head, bytes(payload))
+            ack(client, message)
+            return
         try:
             device, kind = parse_topic(self._settings.prefix, where)
         except ProtocolError:
@@ -139,6 +167,8 @@ class Dispatcher:
                     return  # the sequencer acknowledges (or holds) it
                 if kind == "infer":
                     await self._on_infer(client, bytes(payload))
+                elif kind == "desired":
+                    await self._on_desired(client, where, bytes(payload))
                 else:
                     await self._on_eval(client, bytes(payload))
             except ProtocolError as exc:
@@ -156,6 +186,50 @@ class Dispatcher:
                 failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
                 await self._outbox.error(client, failed)
         ack(client, message)
+
+    def _head_name(self, where: str) -> str | None:
+        """The head named by ``where`` if it is a pushed head's topic, else None."""
+        if not where.startswith(self._heads_prefix) or not where.endswith("/weights"):
+            return None
+        name = where[len(self._heads_prefix) : -len("/weights")]
+        return name if name and "/" not in name else None
+
+    async def _on_desired(self, client: aiomqtt.Client, where: str, raw: bytes) -> None:
+        """A desired state: pending for the next batch (or refused, answered); a pushed head it
+        names is followed."""
+        engine = self._engine
+        try:
+            state = read_desired(self._settings.prefix, where, raw)
+        except DesiredRefused as exc:
+            engine.refuse_desired(exc)
+        else:
+            engine.offer_desired(state)
+            await self._follow_head(state.version)
+        await self._outbox.news(client)
+
+    async def _follow_head(self, version: int) -> None:
+        """Subscribe to the pushed head the pending desired state waits for, if any (its
+        retained bytes come then); a subscription the broker refuses refuses the state."""
+        wanted = self._engine.wanted_head()
+        if wanted is None or self._follow is None:
+            return
+        where = head_topic(self._settings.prefix, wanted[0])
+        try:
+            await self._follow(where)
+        except SubscriptionRefused as exc:
+            self._engine.refuse_desired(
+                DesiredRefused(version, "settings.head", f"cannot subscribe to {where}: {exc}")
+            )
+
+    async def _on_head(self, client: aiomqtt.Client, name: str, raw: bytes) -> None:
+        """A pushed head's bytes: checked and kept if the pending desired state wants them."""
+        try:
+            await finish_in_thread(self._engine.head_arrived, name, raw)
+        except Exception as exc:  # never let a head stop the node
+            log.exception("%s: failed on head %s", self.device_id, name)
+            failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
+            await self._outbox.error(client, failed)
+        await self._outbox.news(client)
 
     async def _on_batch(self, client: aiomqtt.Client, message: aiomqtt.Message, raw: bytes) -> None:
         model = self._engine.bundle

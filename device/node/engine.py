@@ -9,14 +9,17 @@ own module over the same parts and live state:
 - :mod:`device.node.inference`: an infer request is answered and its charge committed;
 - :mod:`device.node.reporting`: telemetry and status messages;
 - :mod:`device.node.persistence`: the state file, the state reloaded from its last commit,
-  the eval set kept beside it, and the model id that ties them together.
+  the eval set kept beside it, and the model id that ties them together;
+- :mod:`device.node.desired`: an operator's desired state, applied before the next batch.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dataset_stream.errors import DesiredRefused
 from dataset_stream.protocol import (
     Batch,
     ErrorMessage,
@@ -26,6 +29,7 @@ from dataset_stream.protocol import (
     Status,
     Telemetry,
 )
+from dataset_stream.protocol.desired import DesiredState, ReportedState
 from device.energy import Battery, CostConfig, LifetimeEstimator, Profile
 from device.learning.layers import LayerInfo
 from device.learning.learner import Evaluation
@@ -35,14 +39,17 @@ from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node import reporting
 from device.node.classbook import ClassBook
+from device.node.desired import Downlink, DownlinkNews, effective_settings
 from device.node.inference import Inference, InferenceCharge
 from device.node.learning import Learning
 from device.node.persistence import EvalFile, LiveState, model_id, open_parts
 from device.node.settings import NodeSettings
-from device.node.store import NodeState, NodeStore, ReplayMemory
+from device.node.store import NodeState, NodeStore, ReplayMemory, StoreError
 from device.node.store.snapshots import BatterySnapshot
 
 __all__ = ["EventOutcome", "InferenceCharge", "NodeEngine", "model_id"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +64,13 @@ class NodeEngine:
     """One node's model, LR memory, battery and state file."""
 
     def __init__(self, settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage) -> None:
-        self._parts = parts = open_parts(settings, bundle, frozen)
+        # the settings it runs: its launch ones with the desired state in force over them
+        self._parts = parts = open_parts(settings, bundle, frozen, effective_settings)
         try:
             self._live = LiveState(parts)
             self._learning = Learning(parts, self._live)
             self._inference = Inference(parts, self._live)
+            self._downlink = Downlink(settings, parts, self._live)
             self._eval_file = EvalFile.beside(parts.store)
             eval_set = self._eval_file.load(bundle)
         except BaseException:
@@ -177,10 +186,66 @@ class NodeEngine:
         return self._live.classes
 
     def apply(self, batch: Batch) -> EventOutcome:
-        """Learn from one validated batch (its ``seq`` is new) and commit it."""
-        facts = self._learning.apply(batch)
+        """Learn from one validated batch (its ``seq`` is new) and commit it; a pending desired
+        state is applied first (committed on its own), and with learning turned off the batch
+        is committed without being learned."""
+        self._apply_desired()
+        if self._downlink.learning:
+            facts = self._learning.apply(batch)
+        else:
+            facts = self._learning.pause(batch)
         telemetry = reporting.telemetry(self._parts, self._live, facts)
-        return EventOutcome(telemetry=telemetry, learned=facts.learned)
+        return EventOutcome(telemetry=telemetry, learned=facts.learned or facts.paused)
+
+    # -- the downlink (docs/protocol.md, "The downlink") ---------------------------------------
+
+    def offer_desired(self, state: DesiredState) -> None:
+        """A valid desired state: pending until the next batch, if newer than the one in force."""
+        self._downlink.offer(state)
+
+    def refuse_desired(self, refused: DesiredRefused) -> None:
+        """A desired state that cannot apply: answered, named in the reported state."""
+        self._downlink.refuse(refused)
+
+    def wanted_head(self) -> tuple[str, str] | None:
+        """The pushed head (name, SHA-256) the pending desired state waits for, if any."""
+        return self._downlink.wanted_head()
+
+    def head_arrived(self, name: str, payload: bytes) -> None:
+        """The bytes of pushed head ``name`` (kept if wanted, checked)."""
+        self._downlink.head_arrived(name, payload)
+
+    def reported(self) -> ReportedState:
+        """The node's reported state (desired version in force, every setting's value)."""
+        return self._downlink.reported()
+
+    def downlink_news(self) -> list[DownlinkNews]:
+        """Reported states and ``bad_desired`` errors to publish since the last call."""
+        return self._downlink.take_news()
+
+    @property
+    def desired_version(self) -> int:
+        """The desired version in force (0: none)."""
+        return self._downlink.version
+
+    def _apply_desired(self) -> None:
+        """Apply the pending desired state, if any, and run on the settings it makes. A store
+        failure propagates (the batch is retried, the state stays pending); any other failure
+        refuses that state, so it cannot make every later batch fail."""
+        downlink = self._downlink
+        try:
+            parts = downlink.apply_pending()
+        except StoreError:
+            raise
+        except Exception as exc:
+            log.exception("%s: cannot apply the desired state", self.settings.device_id)
+            version = None if downlink.pending is None else downlink.pending.version
+            downlink.refuse(DesiredRefused(version, "(apply)", f"{type(exc).__name__}: {exc}"))
+            return
+        if parts is not None:
+            self._parts = parts
+            self._learning.use(parts)
+            self._inference.use(parts)
 
     def skip(self, seq: int, t: float) -> None:
         """Commit that ``seq`` was handled but not learned (the node failed on it)."""
@@ -196,7 +261,13 @@ class NodeEngine:
 
     def infer(self, request: InferRequest) -> Prediction | ErrorMessage:
         """Classify ``request``'s samples, charge the battery, commit (see
-        :meth:`device.node.inference.Inference.infer`)."""
+        :meth:`device.node.inference.Inference.infer`); refused ``inference_off`` (nothing
+        charged) while the desired state in force turns inference off."""
+        if not self._downlink.inference:
+            text = f"inference is off (desired version {self._downlink.version})"
+            return ErrorMessage(
+                self.settings.device_id, "inference_off", text, infer_seq=request.seq
+            )
         return self._inference.infer(request)
 
     # -- injected faults (docs/faults.md) -----------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 import aiomqtt
 
 #: The topic kinds a node reads (``{prefix}/{id}/{kind}``).
-INPUT_KINDS: Final = ("batch", "eval", "infer")
+INPUT_KINDS: Final = ("batch", "eval", "infer", "desired")
 
 
 class Inbox:
@@ -53,6 +53,11 @@ class SharedConnection(Protocol):
 
         Raises :class:`~device.errors.NodeGaveUp` when the connection gave up for good and
         :class:`~device.errors.NodeError` when it is not running."""
+        ...
+
+    async def follow(self, device_id: str, where: str) -> None:
+        """Hand ``device_id`` the messages on topic ``where`` too (a pushed head's), from now
+        on and on every later connection."""
         ...
 
 

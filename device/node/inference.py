@@ -47,6 +47,10 @@ class Inference:
         self._answers: OrderedDict[int, Prediction] = OrderedDict()  # the last SEQ_WINDOW
         self._charges: dict[int, InferenceCharge] = {}
 
+    def use(self, parts: NodeParts) -> None:
+        """The node's parts after a desired state changed its settings."""
+        self._parts = parts
+
     def charge(self, n_samples: int) -> InferenceCharge:
         """The modelled latency and energy of classifying ``n_samples`` on this node's profile
         (:func:`device.energy.inference_cost`), kept per sample count."""

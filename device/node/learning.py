@@ -11,8 +11,10 @@ good. If anything fails before the commit, the live state is reloaded from the l
 memory and disk never disagree.
 
 :meth:`Learning.skip` and :meth:`Learning.record_gap` commit the batches that are not learned:
-one the node failed on, and seqs that never arrived. A batch with sample ``ids`` first scores
-the predictions made for them (prequential accuracy), committed with its event.
+one the node failed on, and seqs that never arrived; :meth:`Learning.pause`, one that arrived
+while an operator turned learning off (committed, measured, not trained on). A batch with
+sample ``ids`` first scores the predictions made for them (prequential accuracy), committed with
+its event.
 :meth:`Learning.measure_factory` measures the factory model before the first event (event 0).
 """
 
@@ -47,6 +49,10 @@ class Learning:
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
         #: An injected brown-out: the next learning event loses power before its commit.
         self.power_cut = False
+
+    def use(self, parts: NodeParts) -> None:
+        """The node's parts after a desired state changed its settings."""
+        self._parts = parts
 
     def set_eval(self, eval_set: EvalSet) -> None:
         """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
@@ -189,15 +195,89 @@ class Learning:
             classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
         )
 
+    def pause(self, batch: Batch) -> EventFacts:
+        """Commit ``batch`` without learning it (an operator turned learning off): ``last_seq``
+        and the simulated time move on, the sleep since the last event is drawn from the
+        battery, the head is measured (not charged, as always); the head, the replay memory and
+        the learned-event count stay as they were. Logged as ``paused``."""
+        try:
+            return self._pause(batch)
+        except BaseException:
+            self._live.reload()
+            raise
+
+    def _pause(self, batch: Batch) -> EventFacts:
+        parts, live = self._parts, self._live
+        started = time.perf_counter()
+        battery = live.battery
+        prev_t = live.state.sim_time
+        tally = live.prequential.tally(batch.ids, batch.y)
+        t = batch.t if prev_t is None else max(batch.t, prev_t)
+        idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
+        zero = dict.fromkeys(idle.energy_j, 0.0)
+        slept = self._sleep_j(t, prev_t)
+        drawn = battery.draw(min(slept, battery.remaining_j))
+        energy = zero | {"idle": drawn, "total": drawn}
+        latency = dict.fromkeys(idle.latency_s, 0.0)
+        evaluation = self.evaluate()
+        events_applied = live.state.events_applied
+        classes = live.classes.after_event(
+            events_applied, t, (), None if evaluation is None else evaluation.per_class
+        )
+        since = live.state.inference
+        new_state = replace(
+            live.state,
+            last_seq=batch.seq,
+            sim_time=t,
+            battery=BatterySnapshot.of(battery),
+            energy_totals=live.state.energy_totals.plus(energy),
+            last_latency_s=0.0,
+            inference=since.reported(tally.right, tally.n),
+        )
+        host_s = time.perf_counter() - started
+        with parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.set_class_rows(classes.changed(live.classes))
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=0,
+                    accuracy=None if evaluation is None else evaluation.accuracy,
+                    energy=energy,
+                    host_s=host_s,
+                    outcome="paused",
+                )
+            )
+        live.committed(new_state, synced=True, classes=classes)
+        live.prequential.apply(tally)
+        return EventFacts(
+            seq=batch.seq,
+            t=batch.t,
+            learned=False,
+            samples=0,
+            evaluation=evaluation,
+            latency_s=latency,
+            energy_j=energy,
+            host_s=host_s,
+            inferences=since,
+            classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
+            paused=True,
+        )
+
     def _event_energy(self, cost: EventCost, t: float, prev_t: float | None) -> dict[str, float]:
         """Joules by stage of an event at ``t``: its cost, and sleep since the node was last
         busy (the last event's latency and the inferences' since then)."""
+        energy = {**cost.energy_j, "idle": self._sleep_j(t, prev_t)}
+        energy["total"] = energy["total"] + energy["idle"]
+        return energy
+
+    def _sleep_j(self, t: float, prev_t: float | None) -> float:
+        """Joules slept between the node's last busy time and an event at ``t``."""
         live = self._live
         busy_s = live.state.last_latency_s + live.state.inference.since_latency_s
         idle_s = 0.0 if prev_t is None else max(0.0, t - prev_t - busy_s)
-        energy = {**cost.energy_j, "idle": self._parts.profile.sleep_w * idle_s}
-        energy["total"] = energy["total"] + energy["idle"]
-        return energy
+        return self._parts.profile.sleep_w * idle_s
 
     def skip(self, seq: int, t: float) -> None:
         """Commit that ``seq`` was handled but not learned (the node failed on it): the event log

@@ -8,7 +8,9 @@ not evaluate for a status), with the time the current connection was made (``onl
 by :meth:`Outbox.connected`). Before its first learned event, a node measures its factory model
 when an eval set arrives: :meth:`Outbox.factory_status` publishes that accuracy (``events`` 0,
 with the accuracy of each class), and later statuses carry it until a telemetry reports another.
-Every error is logged as it is published.
+Every error is logged as it is published. The downlink's answers (:meth:`Outbox.news`): the
+retained ``reported`` state after each change of the desired state in force and on each
+connection, and a ``bad_desired`` error for each desired state refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import aiomqtt
 
 from dataset_stream.protocol import ErrorMessage, Prediction, Telemetry, topic
+from dataset_stream.protocol.desired import ReportedState
 from device.learning.learner import Evaluation
 from device.node.engine import NodeEngine
 
@@ -86,6 +89,19 @@ class Outbox:
         if telemetry.classes is not None and telemetry.classes.forgetting is not None:
             self.forgetting = telemetry.classes.forgetting
         await client.publish(self.topic("telemetry"), telemetry.to_json(), qos=1)
+
+    async def reported(self, client: aiomqtt.Client, state: ReportedState | None = None) -> None:
+        """Publish the retained reported state (the engine's current one by default)."""
+        state = state or self._engine.reported()
+        await client.publish(self.topic("reported"), state.to_json(), qos=1, retain=True)
+
+    async def news(self, client: aiomqtt.Client) -> None:
+        """Publish what the downlink has to say since the last call, in order."""
+        for item in self._engine.downlink_news():
+            if isinstance(item, ReportedState):
+                await self.reported(client, item)
+            else:
+                await self.error(client, item)
 
     async def prediction(self, client: aiomqtt.Client, prediction: Prediction) -> None:
         await client.publish(self.topic("prediction"), prediction.to_json(), qos=1)

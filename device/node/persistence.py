@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,19 @@ def _content_id(
     return f"{name}-{digest.hexdigest()[:16]}"
 
 
-def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage) -> NodeParts:
-    """Open (creating if needed) the state file and replay memory of ``settings.device_id``."""
+def open_parts(
+    settings: NodeSettings,
+    bundle: ModelBundle,
+    frozen: FrozenStage,
+    desired: Callable[[NodeSettings, Mapping[str, Any]], NodeSettings] | None = None,
+) -> NodeParts:
+    """Open (creating if needed) the state file and replay memory of ``settings.device_id``.
+
+    ``desired(settings, stored)``, if given, makes the settings the node runs from its launch
+    ``settings`` and the desired settings in force in the file (an operator's, applied before
+    the node stopped): the replay memory is opened with those.
+    """
     profile = _as_built(load_profile(settings.profile), settings.hardware)
-    cost_config = CostConfig(
-        lr_size=settings.replay.lr_size,
-        lr_bits=settings.replay.bits,
-        mb_size=settings.train.mb_size,
-        new_per_mb=settings.train.new_per_mb,
-        epochs=settings.train.epochs,
-        events_per_hour=settings.events_per_hour,
-    )
     store = NodeStore.open(
         settings.state_dir,
         settings.device_id,
@@ -100,6 +103,17 @@ def open_parts(settings: NodeSettings, bundle: ModelBundle, frozen: FrozenStage)
         config=settings.learning_config(),
     )
     try:
+        in_force = store.desired()
+        if desired is not None and in_force is not None:
+            settings = desired(settings, in_force.settings)
+        cost_config = CostConfig(
+            lr_size=settings.replay.lr_size,
+            lr_bits=settings.replay.bits,
+            mb_size=settings.train.mb_size,
+            new_per_mb=settings.train.new_per_mb,
+            epochs=settings.train.epochs,
+            events_per_hour=settings.events_per_hour,
+        )
         memory = store.open_replay(
             ReplayConfig(
                 lr_size=settings.replay.lr_size,
@@ -217,6 +231,10 @@ class LiveState:
         start = ClassBook.new(factory_classes(parts.bundle))
         kept = {row.label: row for row in parts.store.class_rows()}
         self.classes = ClassBook({**start.rows, **kept})
+
+    def use(self, parts: NodeParts) -> None:
+        """The node's parts after a desired state changed its settings (read at each reload)."""
+        self._parts = parts
 
     def committed(
         self, state: NodeState, *, synced: bool, classes: ClassBook | None = None

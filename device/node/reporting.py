@@ -36,7 +36,8 @@ class EventFacts:
     samples learned (0 when not learned); latency_s / energy_j: by stage, on the emulated
     hardware; host_s: wall time the emulator spent; inferences: the inference counters as they
     stood before the event (their ``since_*`` part is what it reports); classes: the
-    long-horizon metrics after it.
+    long-horizon metrics after it; paused: committed without learning (an operator turned
+    learning off), reported as state ``idle``.
     """
 
     seq: int
@@ -49,6 +50,7 @@ class EventFacts:
     host_s: float
     inferences: InferenceCounters
     classes: ClassMetrics | None = None
+    paused: bool = False
 
 
 def battery_state(battery: Battery) -> BatteryState:
@@ -68,7 +70,7 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
         device=parts.device_id,
         seq=facts.seq,
         t=facts.t,
-        state="learning" if facts.learned else "depleted",
+        state="learning" if facts.learned else "idle" if facts.paused else "depleted",
         samples=facts.samples,
         accuracy=None if evaluation is None else evaluation.accuracy,
         latency_s=facts.latency_s,

@@ -230,6 +230,7 @@ class Sequencer:
             )
             ack(client, message)
             await outbox.status(client, "idle")  # its last seq moved on
+            await outbox.news(client)
             return
         telemetry = outcome.telemetry
         await outbox.telemetry(client, telemetry)
@@ -237,6 +238,7 @@ class Sequencer:
         # after every event, not only on a change of state: the retained status is where
         # producers read the last seq and monitors the last state
         await outbox.status(client, "idle" if outcome.learned else "depleted")
+        await outbox.news(client)  # a desired state applied (or refused) before the event
         if self._on_telemetry is not None:
             try:
                 self._on_telemetry(telemetry)

@@ -13,7 +13,8 @@ the connection's inbox, equally persistent, and acknowledges them there, with th
 guarantees (but no last will of its own); when the connection is lost it waits for the next.
 
 Either way, each connection is served the same: the node's status first (``error`` with the
-reason of the last failure, else ``idle``), then its messages, one at a time, to the
+reason of the last failure, else ``idle``) and its reported state (the desired state in force,
+so that a consumer that comes later reads it), then its messages, one at a time, to the
 :class:`~device.node.dispatch.Dispatcher`, beside the watcher of held batches; a clean stop
 publishes status ``offline``.
 """
@@ -35,7 +36,7 @@ from broker.url import BrokerURL
 from dataset_stream.protocol import Status, topic
 from device.aio import cancel_and_wait
 from device.errors import NodeGaveUp
-from device.node.dispatch import Dispatcher
+from device.node.dispatch import Dispatcher, Follow
 from device.node.inbox import INPUT_KINDS, Inbox, SharedConnection
 from device.node.presence import Presence
 from device.node.settings import NodeSettings
@@ -77,6 +78,7 @@ class NodeSession:
         self.connections = 0
         self.failure: str | None = None
         self.stopping = False
+        self.gateway: SharedConnection | None = None  # the shared connection served, if any
         self._refusals = Refusals(settings.device_id, settings.connect.give_up_s, NodeGaveUp)
 
     def _topic(self, kind: str) -> str:
@@ -112,6 +114,7 @@ class NodeSession:
     async def run_shared(self, gateway: SharedConnection, dispatcher: Dispatcher) -> None:
         """Serve on the gateway's connection; when it is lost, wait for the next one (the
         gateway reconnects; :meth:`Gateway.attach` raises ``NodeGaveUp`` if it gave up)."""
+        self.gateway = gateway
         while True:
             await self._until_online(forget=False)
             client, inbox = await gateway.attach(self.device_id)
@@ -145,7 +148,7 @@ class NodeSession:
     ) -> None:
         """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
         self._refusals.clear()
-        dispatcher.new_connection()
+        dispatcher.new_connection(self._follower(client, inbox is not None))
         if inbox is None:  # a gateway subscribes for its nodes
             filters = [(self._topic(kind), 1) for kind in INPUT_KINDS]
             try:
@@ -156,6 +159,7 @@ class NodeSession:
         self.connections += 1
         reason, self.failure = self.failure, None
         await dispatcher.publish_status(client, "error" if reason else "idle", reason)
+        await dispatcher.publish_reported(client)
         self.connected.set()
         reader = asyncio.create_task(
             _read(dispatcher, client, inbox), name=f"{self.device_id} reader"
@@ -185,6 +189,22 @@ class NodeSession:
             self.connected.clear()
         await _cancel_all(*tasks)  # raises what ended the first one, if it failed
         raise aiomqtt.MqttError("message stream ended")
+
+    def _follower(self, client: aiomqtt.Client, shared: bool) -> Follow:
+        """How this connection subscribes the node to one more topic (a pushed head's)."""
+        if shared:
+            gateway = self.gateway
+            assert gateway is not None
+
+            async def on_gateway(where: str) -> None:
+                await gateway.follow(self.device_id, where)
+
+            return on_gateway
+
+        async def on_own(where: str) -> None:
+            await subscribe(client, [(where, 1)], within_s=NETWORK_TIMEOUT_S, broker=self.broker)
+
+        return on_own
 
     async def _outage(
         self,

@@ -476,13 +476,14 @@ def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
     rules = emqx_rules(acl)
     if rules[-1] != ("deny", "all", "all", []):
         problems.append("the last rule is not {deny, all}")
-    reports = {"telemetry", "status", "error", "prediction", "fault"}
+    reports = {"telemetry", "status", "error", "prediction", "fault", "reported"}
     inputs = {"batch", "eval", "infer"}
+    heads = "vega/heads/+/weights"  # every pushed head: a device reads them all
     for permission, who, action, topics in rules[:-1]:
         if permission != "allow":
             continue
         device = re.fullmatch(r'\{username, \{re, "(.+)"\}\}', who)
-        service = re.fullmatch(r'\{username, "(stream|monitor)"\}', who)
+        service = re.fullmatch(r'\{username, "(stream|monitor|operator)"\}', who)
         if device is None and service is None:
             problems.append(f"a rule for {who}: not one user or the devices' pattern")
             continue
@@ -490,8 +491,10 @@ def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
             pattern = re.compile(device.group(1))
             if any(pattern.fullmatch(u) for u in ("stream", "monitor", "gw-node-0000-2")):
                 problems.append(f"the device pattern {pattern.pattern} matches a service user")
-            kinds = reports if action == "publish" else inputs
+            kinds = reports if action == "publish" else inputs | {"desired"}
             for topic in topics:
+                if action == "subscribe" and topic == heads:
+                    continue
                 parts = topic.split("/")
                 if parts[:2] != ["vega", "${username}"] or len(parts) != 3 or parts[2] not in kinds:
                     problems.append(f"device rule {action} {topic}: not the device's own")
@@ -554,7 +557,7 @@ def test_emqx_grants_the_topics_the_mosquitto_acl_grants() -> None:
     emqx: dict[tuple[str, str], set[str]] = {}
     for permission, who, action, topics in emqx_rules(acl)[:-1]:
         if permission == "allow":
-            role = "monitor" if '"monitor"' in who else "stream" if '"stream"' in who else "device"
+            role = next((r for r in ("monitor", "stream", "operator") if f'"{r}"' in who), "device")
             emqx.setdefault((role, action), set()).update(topics)
     mosquitto: dict[tuple[str, str], set[str]] = {}
     user = ""

@@ -9,13 +9,14 @@ from device.node.store.errors import (
     StoreError,
 )
 from device.node.store.node_store import NodeStore
-from device.node.store.records import EventRecord, NodeState, StoreMeta
+from device.node.store.records import DesiredRecord, EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
 from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeSnapshot
 from device.node.store.transaction import EventTransaction
 
 __all__ = [
     "BatterySnapshot",
+    "DesiredRecord",
     "EnergyTotals",
     "EventRecord",
     "EventTransaction",

@@ -51,7 +51,7 @@ from device.node.store.errors import (
     StoreCorruptError,
     StoreError,
 )
-from device.node.store.records import EventRecord, NodeState, StoreMeta
+from device.node.store.records import DesiredRecord, EventRecord, NodeState, StoreMeta
 from device.node.store.replay import ReplayConfig, ReplayMemory
 from device.node.store.replay_schema import MIGRATIONS as REPLAY_MIGRATIONS
 from device.node.store.schema import MIGRATIONS
@@ -201,6 +201,25 @@ class NodeStore:
         """The last committed weights, or None if no event has saved any."""
         rows = self._read("SELECT name, dtype, shape, data FROM weights ORDER BY name")
         return {r[0]: decode_array(*r) for r in rows} or None
+
+    def own_head(self) -> dict[str, npt.NDArray[np.generic]] | None:
+        """The node's own head kept while it runs a pushed one, or None."""
+        rows = self._read("SELECT name, dtype, shape, data FROM own_head ORDER BY name")
+        return {r[0]: decode_array(*r) for r in rows} or None
+
+    def desired(self) -> DesiredRecord | None:
+        """The operator's desired state in force, or None if none was ever applied."""
+        rows = self._read("SELECT version, settings, seq, t FROM desired WHERE id = 1")
+        if not rows:
+            return None
+        version, settings, seq, t = rows[0]
+        try:
+            values = json.loads(settings)
+        except ValueError as exc:
+            raise StoreCorruptError(f"{self._path}: desired settings are not JSON") from exc
+        if not isinstance(values, dict):
+            raise StoreCorruptError(f"{self._path}: desired settings are not a JSON object")
+        return stored(DesiredRecord, version, values, seq, t)
 
     def state(self) -> NodeState:
         """The node's counters as of the last commit (or inside a transaction, its writes)."""

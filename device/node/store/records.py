@@ -10,9 +10,9 @@ from device.learning.inference import InferenceCounters
 from device.node.store.checks import check_float, check_int, freeze_json
 from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeSnapshot
 
-__all__ = ["OUTCOMES", "EventRecord", "NodeState", "StoreMeta"]
+__all__ = ["OUTCOMES", "DesiredRecord", "EventRecord", "NodeState", "StoreMeta"]
 
-OUTCOMES = ("learned", "depleted", "failed")
+OUTCOMES = ("learned", "depleted", "failed", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,8 @@ class EventRecord:
     """One line of the append-only event log: one per batch the node handled.
 
     outcome: ``learned``; ``depleted`` (too little energy left, nothing learned); ``failed``
-    (the node could not handle the batch and skipped it; its error message says why).
+    (the node could not handle the batch and skipped it; its error message says why);
+    ``paused`` (an operator's desired state turned learning off: committed, not learned).
     """
 
     seq: int
@@ -102,3 +103,22 @@ class StoreMeta:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
         freeze_json(self, "config", self.config)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredRecord:
+    """The operator's desired state in force: its ``version``, the ``settings`` it set (only
+    those), and the last ``seq`` learned (with its simulated time ``t``) when it took effect."""
+
+    version: int
+    settings: Mapping[str, Any]
+    seq: int | None = None
+    t: float | None = None
+
+    def __post_init__(self) -> None:
+        check_int("version", self.version)
+        if self.version < 1:
+            raise ValueError(f"a desired version in force is >= 1, got {self.version}")
+        check_int("seq", self.seq, optional=True)
+        check_float("t", self.t, optional=True)
+        freeze_json(self, "settings", self.settings)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Any
 
@@ -153,10 +153,12 @@ class ReplayMemory:
         return cls(db, config, created=row is None)
 
     def reload(self) -> None:
-        """Rebuild the in-memory mirror from the committed (or current) database content."""
-        cfg = self._config
+        """Rebuild the in-memory mirror from the committed (or current) database content,
+        with the lr_size and bits recorded there (:meth:`reconfigure` changes them)."""
         try:
-            updates = next(self._db.query("SELECT updates FROM replay_config WHERE id = 1"))
+            updates = next(
+                self._db.query("SELECT capacity, bits, updates FROM replay_config WHERE id = 1")
+            )
             rows = self._db.execute(
                 "SELECT slot, label, scale, zero_point, codes FROM replay ORDER BY slot"
             ).fetchall()
@@ -164,6 +166,12 @@ class ReplayMemory:
             raise ReplayStorageError(f"cannot read the replay memory: {exc}") from exc
         except StopIteration as exc:
             raise ReplayStateError(f"cannot read the replay memory: {exc}") from exc
+        try:
+            cfg = replace(self._config, lr_size=updates["capacity"], bits=updates["bits"])
+        except ReplayConfigError as exc:
+            raise ReplayStateError(f"the stored replay config is invalid: {exc}") from exc
+        self._config = cfg
+        self._row_bytes = row_bytes(cfg.dim, cfg.bits)
         size = len(rows)
         if size > cfg.lr_size or [r[0] for r in rows] != list(range(size)):
             raise ReplayStateError(f"replay slots are not 0..{size - 1} within {cfg.lr_size}")
@@ -360,6 +368,67 @@ class ReplayMemory:
         self._size += int((slots >= self._size).sum())
         self._updates += 1
         return len(slots)
+
+    def reconfigure(self, lr_size: int, bits: int, rng: np.random.Generator) -> None:
+        """Hold at most ``lr_size`` LRs of ``bits`` bits from now on, in place.
+
+        Every kept LR is decoded and encoded again with ``bits``; a smaller ``lr_size`` drops
+        LRs at random (class-balanced: always from a class that holds the most, when the
+        memory's policy is); a larger one keeps them all. Must run inside the caller's open
+        transaction, like :meth:`update`; the mirror follows at once (and is reloaded from
+        the database, config included, if the transaction rolls back).
+        """
+        config = replace(self._config, lr_size=lr_size, bits=bits)  # checks both
+        if not self._db.conn.in_transaction:
+            raise ReplayStateError("ReplayMemory.reconfigure() must run inside a transaction")
+        x, labels = self.contents()
+        keep = _kept(labels, lr_size, rng, balanced=config.class_balanced)
+        x, labels = x[keep], labels[keep]
+        q = quantize(x.reshape(len(x), -1), bits)
+        rows = [
+            (slot, int(label), float(scale), float(zero_point), q.packed[slot].tobytes())
+            for slot, (label, scale, zero_point) in enumerate(
+                zip(labels, q.scale, q.zero_point, strict=True)
+            )
+        ]
+        try:
+            self._db.conn.execute("DELETE FROM replay")
+            self._db.conn.executemany(
+                "INSERT INTO replay (slot, label, scale, zero_point, codes) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.conn.execute(
+                "UPDATE replay_config SET capacity = ?, bits = ? WHERE id = 1", [lr_size, bits]
+            )
+        except sqlite3.Error as exc:
+            raise ReplayStorageError(f"cannot write the replay memory: {exc}") from exc
+        self.reload()
+
+
+def _kept(
+    labels: npt.NDArray[np.int64], n: int, rng: np.random.Generator, *, balanced: bool
+) -> npt.NDArray[np.intp]:
+    """Which of the LRs labelled ``labels`` a memory of ``n`` keeps, in slot order: all of them
+    when they fit; else a random ``n`` of them, or, ``balanced``, the others dropped one at a
+    time from a class that holds the most (ties broken at random)."""
+    size = len(labels)
+    if size <= n:
+        return np.arange(size)
+    if not balanced:
+        return np.sort(rng.permutation(size)[:n])
+    order = rng.permutation(size)  # each class drops its LRs in this (random) order
+    classes, inverse = np.unique(labels[order], return_inverse=True)
+    queues = [list(order[inverse == c]) for c in range(len(classes))]
+    counts = np.array([len(q) for q in queues])
+    dropped: list[int] = []
+    for _ in range(size - n):
+        largest = np.flatnonzero(counts == counts.max())
+        c = int(largest[rng.integers(len(largest))])
+        dropped.append(int(queues[c].pop()))
+        counts[c] -= 1
+    mask = np.ones(size, dtype=bool)
+    mask[dropped] = False
+    return np.flatnonzero(mask)
 
 
 def _seed_rows(

@@ -22,6 +22,13 @@
              were pruned from ``events``)
 ``gap_ranges`` (migration 0006) one row per gap given up: first, last (the seqs that never
              arrived); with ``event_window`` it tells a pruned handled seq from a skipped one
+``desired``  (migration 0007) at most one row (id 1), once an operator's desired state was
+             applied: version, settings (JSON object: only the settings the operator set), seq
+             and t (the last seq learned, and its simulated time, when it took effect); written
+             in the transaction that applied it
+``own_head`` (migration 0007) the node's own adaptive stage (weights and optimizer buffers,
+             laid out like ``weights``) as it was when the node first left it for a pushed head;
+             empty while the node learns on its own head
 ``inferences`` the last charged inference requests (migration 0003): seq (their own sequence,
              primary key), n (the node's inference count when it was charged; the window is
              the rows with the largest n), samples
@@ -258,3 +265,17 @@ def _event_window(db: sqlite_utils.Database) -> None:
         not_null={"first_seq", "kept_from"},
     )
     db.table("gap_ranges").create({"first": int, "last": int}, pk="first", not_null={"last"})
+
+
+@MIGRATIONS(name="0007_desired")
+def _desired(db: sqlite_utils.Database) -> None:
+    db.table("desired").create(
+        {"id": int, "version": int, "settings": str, "seq": int, "t": float},
+        pk="id",
+        not_null={"version", "settings"},
+    )
+    db.table("own_head").create(
+        {"name": str, "dtype": str, "shape": str, "data": bytes},
+        pk="name",
+        not_null={"dtype", "shape", "data"},
+    )

@@ -14,7 +14,7 @@ import sqlite_utils
 from device.node.classbook import ClassRow
 from device.node.store.arrays import encode_array
 from device.node.store.errors import StoreError
-from device.node.store.records import EventRecord, NodeState
+from device.node.store.records import DesiredRecord, EventRecord, NodeState
 from device.node.store.state_rows import state_writes
 
 __all__ = ["CLASS_COLUMNS", "EVENT_LOG_KEEP", "EventTransaction"]
@@ -66,6 +66,25 @@ class EventTransaction:
         self._execute("DELETE FROM weights", ())
         self._execute(
             "INSERT INTO weights (name, dtype, shape, data) VALUES (?, ?, ?, ?)", rows, many=True
+        )
+
+    def save_own_head(self, weights: Mapping[str, npt.ArrayLike]) -> None:
+        """Keep the node's own head (weights and optimizer buffers) while it runs a pushed one."""
+        rows = [(name, *encode_array(name, array)) for name, array in weights.items()]
+        self._execute("DELETE FROM own_head", ())
+        self._execute(
+            "INSERT INTO own_head (name, dtype, shape, data) VALUES (?, ?, ?, ?)", rows, many=True
+        )
+
+    def drop_own_head(self) -> None:
+        """Forget the kept own head (the node is back on it)."""
+        self._execute("DELETE FROM own_head", ())
+
+    def set_desired(self, record: DesiredRecord) -> None:
+        """Record the desired state now in force."""
+        self._execute(
+            "INSERT OR REPLACE INTO desired (id, version, settings, seq, t) VALUES (1, ?, ?, ?, ?)",
+            (record.version, json.dumps(dict(record.settings)), record.seq, record.t),
         )
 
     def set_state(self, state: NodeState) -> None:
