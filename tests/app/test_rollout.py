@@ -199,3 +199,17 @@ async def test_bad_options_are_refused_before_anything_is_published(
         ) as cmd:
             await cmd.ended_within(60)
         assert cmd.returncode == 2 and says in cmd.stderr, cmd.stderr
+
+
+async def test_a_bundle_of_another_frozen_stage_is_refused_saying_why(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "fleet"
+    for path, frozen in ((ours, b"frozen stage A"), (theirs, b"frozen stage B")):
+        path.mkdir()
+        (path / "frozen.onnx").write_bytes(frozen)
+        (path / "adaptive.safetensors").write_bytes(b"head")
+    args = ["rollout", "--bundle", str(ours), "--fleet-model", str(theirs), "--devices", "2"]
+    async with Command([*args, "--broker", "mqtt://127.0.0.1:9"]) as cmd:
+        await cmd.ended_within(60)
+    assert cmd.returncode == 2, cmd.stderr
+    assert "its frozen stage differs from the fleet's" in cmd.stderr
+    assert "replay memory holds latents of their frozen stage" in cmd.stderr
