@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from dataset_stream.errors import DesiredRefused
-from dataset_stream.protocol import ErrorMessage
+from dataset_stream.protocol import DesiredRefused, ErrorMessage
 from dataset_stream.protocol.desired import OWN_HEAD, DesiredState, Refusal, ReportedState
 from device.energy import CostConfig, downlink_energy_j
 from device.model.bundle import ModelBundle

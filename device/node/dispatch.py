@@ -41,8 +41,8 @@ import aiomqtt
 
 from broker.errors import SubscriptionRefused
 from broker.session import ack
-from dataset_stream.errors import DesiredRefused
 from dataset_stream.protocol import (
+    DesiredRefused,
     ErrorMessage,
     Prediction,
     ProtocolError,

@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dataset_stream.errors import DesiredRefused
 from dataset_stream.protocol import (
     Batch,
+    DesiredRefused,
     ErrorMessage,
     EvalSet,
     InferRequest,
@@ -227,6 +227,12 @@ class NodeEngine:
     def desired_version(self) -> int:
         """The desired version in force (0: none)."""
         return self._downlink.version
+
+    @property
+    def desired_pending(self) -> int | None:
+        """The desired version waiting for the next batch (or its pushed head), if any."""
+        pending = self._downlink.pending
+        return None if pending is None else pending.version
 
     def _apply_desired(self) -> None:
         """Apply the pending desired state, if any, and run on the settings it makes. A store

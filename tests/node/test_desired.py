@@ -8,7 +8,11 @@ node applies it before its next batch, keeps it in its state file, and answers o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import signal
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,17 @@ from broker import BrokerURL
 from dataset_stream import Scenario
 from dataset_stream.protocol import encode_batch, encode_infer
 from dataset_stream.protocol.desired import DesiredState
+from device.energy import DOWNLINK_J_PER_BYTE
+from device.fleet.gateway import Gateway
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
+from device.node.engine import NodeEngine
 from device.node.node import Node
 from device.node.settings import NodeSettings
+from tests.support.cli import Command
 from tests.support.statefiles import db_fingerprint
 from tests.support.times import T0
+from tests.support.wait import wait_until
 
 
 def settings(device: str, state_dir: Path) -> NodeSettings:
@@ -233,3 +242,180 @@ async def test_learning_and_inference_off(
     assert refused["infer_seq"] == 1 and not answers.of("prediction")
     assert learned["state"] == "learning" and learned["events"] == 2
     assert back["settings"]["learning"] is True and back["settings"]["inference"] is True
+
+
+def head_bytes(weights: dict[str, np.ndarray]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()})
+
+
+async def test_a_pushed_head_is_used_from_the_next_event_and_own_restores_the_old_one(
+    any_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = any_broker.url
+    device = "node-0024"
+    rng = np.random.default_rng(5)
+    pushed = {
+        k: (v + rng.normal(0, 0.01, v.shape)).astype(np.float32)
+        for k, v in default_bundle.weights.items()
+    }
+    wire = head_bytes(pushed)
+    sha = hashlib.sha256(wire).hexdigest()
+    async with aiomqtt.Client(**url.client_kwargs()) as peer:
+        await watch(peer, device)
+        await peer.publish("vega/heads/v2/weights", wire, qos=1, retain=True)
+        await peer.publish("vega/heads/bad/weights", wire + b" ", qos=1, retain=True)
+        async with (
+            Answers(peer) as answers,
+            Node(settings(device, tmp_path), default_bundle, url) as node,
+        ):
+            await asyncio.wait_for(node.connected.wait(), 10)
+            engine = node.engine
+            assert engine is not None
+            await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 1), qos=1)
+            await answers.until("telemetry", seq=1)
+            own = {k: v.copy() for k, v in engine.head.params().items()}
+            spent_before = engine.state.energy_totals.total_j
+            # learning off keeps the head as loaded, so the test can look at it
+            on_v2 = desired(device, 1, head="v2", head_sha256=sha, learning=False)
+            await peer.publish(f"vega/{device}/desired", on_v2, qos=1, retain=True)
+            await head_received(engine, 1)
+            await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 2), qos=1)
+            await answers.until("telemetry", seq=2)
+            on = await answers.until("reported", version=1)
+            for key, value in engine.head.params().items():
+                np.testing.assert_array_equal(value, pushed[key])
+            assert engine.optimizer.state() == {}  # a pushed head starts afresh
+            spent = engine.state.energy_totals.total_j - spent_before
+            assert spent >= len(wire) * DOWNLINK_J_PER_BYTE
+            # a head whose bytes are not the ones named: refused, nothing changes
+            wrong = desired(device, 2, head="bad", head_sha256=sha, learning=False)
+            await peer.publish(f"vega/{device}/desired", wrong, qos=1, retain=True)
+            error = await answers.until("error", code="bad_desired")
+            refused = await answers.until("reported", version=1, timeout_s=10, refused=ANY_REFUSAL)
+            await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 3), qos=1)
+            await answers.until("telemetry", seq=3)
+            for key, value in engine.head.params().items():
+                np.testing.assert_array_equal(value, pushed[key])
+            back = desired(device, 3, head="own", learning=False)
+            await peer.publish(f"vega/{device}/desired", back, qos=1, retain=True)
+            await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 4), qos=1)
+            await answers.until("telemetry", seq=4)
+            restored = await answers.until("reported", version=3)
+            for key, value in engine.head.params().items():
+                np.testing.assert_array_equal(value, own[key])
+            assert engine.store.own_head() is None
+    assert on["settings"]["head"] == "v2" and on["settings"]["head_sha256"] == sha
+    assert error["desired_version"] == 2 and "settings.head_sha256" in error["message"]
+    assert refused["refused"]["version"] == 2
+    assert restored["settings"]["head"] == "own" and restored["refused"] is None
+
+
+async def head_received(engine: NodeEngine, version: int) -> None:
+    """Until desired ``version`` is pending and has its pushed head (the node has no signal for
+    it: it waits for its next batch)."""
+    await wait_until(
+        lambda: engine.desired_pending == version and engine.wanted_head() is None,
+        20,
+        what=f"desired version {version} pending with its head",
+    )
+
+
+class _AnyRefusal:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict)
+
+
+ANY_REFUSAL = _AnyRefusal()
+
+
+async def test_a_shared_connection_gets_desired_states_and_heads(
+    embedded_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = embedded_broker.url
+    ids = ["node-0030", "node-0031"]
+    wire = head_bytes(dict(default_bundle.weights))
+    sha = hashlib.sha256(wire).hexdigest()
+    balanced = replace(settings(ids[0], tmp_path).replay, class_balanced=True)
+    async with aiomqtt.Client(**url.client_kwargs()) as peer:
+        for device in ids:
+            await watch(peer, device)
+        await peer.publish("vega/heads/same/weights", wire, qos=1, retain=True)
+        await peer.publish(
+            f"vega/{ids[0]}/desired", desired(ids[0], 1, lr_size=40), qos=1, retain=True
+        )
+        async with (
+            Answers(peer) as answers,
+            Gateway(url, "gw-test", "vega", ids) as gateway,
+            Node(
+                replace(settings(ids[0], tmp_path), replay=balanced),
+                default_bundle,
+                url,
+                gateway=gateway,
+            ) as first,
+            Node(settings(ids[1], tmp_path), default_bundle, url, gateway=gateway) as second,
+        ):
+            for node in (first, second):
+                await asyncio.wait_for(node.connected.wait(), 10)
+            on_head = desired(ids[1], 1, head="same", head_sha256=sha)
+            await peer.publish(f"vega/{ids[1]}/desired", on_head, qos=1, retain=True)
+            assert second.engine is not None
+            await head_received(second.engine, 1)
+            for device in ids:
+                await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 1), qos=1)
+            small = await answers.until("telemetry", seq=1, device=ids[0])
+            await answers.until("telemetry", seq=1, device=ids[1])
+            shrunk = await answers.until("reported", version=1, device=ids[0])
+            pushed = await answers.until("reported", version=1, device=ids[1])
+            assert first.engine is not None
+            counts = first.engine.memory.class_counts()
+    assert small["replay"]["capacity"] == 40 and small["replay"]["size"] <= 40
+    assert sum(counts.values()) == small["replay"]["size"]
+    assert shrunk["settings"]["lr_size"] == 40
+    assert pushed["settings"]["head"] == "same"
+
+
+async def test_a_desired_state_survives_kill_9(
+    mosquitto: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = mosquitto.url
+    device = "node-0025"
+    args = [
+        "node",
+        "--broker",
+        str(url),
+        "--id",
+        device,
+        "--state-dir",
+        str(tmp_path),
+        "--model",
+        str(default_bundle.path),
+    ]
+    async with aiomqtt.Client(**url.client_kwargs()) as peer:
+        await watch(peer, device)
+        await peer.publish(
+            f"vega/{device}/desired", desired(device, 1, lr_bits=6), qos=1, retain=True
+        )
+        async with Answers(peer) as answers:
+            async with Command(args) as node:
+                await answers.until("reported", version=0, timeout_s=60)
+                await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 1), qos=1)
+                first = await answers.until("telemetry", seq=1, timeout_s=60)
+                await answers.until("reported", version=1)
+                node.send(signal.SIGKILL)
+                await node.ended_within(10)
+            answers.seen.clear()
+            async with Command(args) as node:
+                # on connecting, the version in force, read back from the state file
+                again = await answers.until("reported", timeout_s=60)
+                await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 2), qos=1)
+                second = await answers.until("telemetry", seq=2, timeout_s=60)
+                node.send(signal.SIGTERM)
+                await node.ended_within(30)
+    with sqlite3.connect(tmp_path / f"{device}.db") as db:
+        stored = db.execute("SELECT version, settings, seq FROM desired").fetchall()
+    assert first["replay"]["bits"] == second["replay"]["bits"] == 6
+    assert again["version"] == 1 and again["settings"]["lr_bits"] == 6
+    assert [row[:2] for row in stored] == [(1, '{"lr_bits": 6}')]
+    assert not answers.of("error")
