@@ -11,7 +11,7 @@ The pieces, each usable alone:
 - :class:`FleetLink`: one MQTT session of the operator: subscribes to the devices' retained
   ``desired``, ``reported`` and ``status`` (and, when asked, their telemetry and errors), keeps
   a :class:`StateBook`, publishes desired states, heads and rollout states (retained, QoS 1),
-  and waits for devices to converge (:class:`Convergence`).
+  and waits for devices to converge (:class:`Convergence`); a lost connection is made again.
 
 A device *converges* to desired version ``v`` when its reported version reaches ``v`` and does
 not name ``v`` as refused; it *refuses* ``v`` when its reported state or a ``bad_desired`` error
@@ -31,7 +31,9 @@ from typing import Any, Final, Self
 
 import aiomqtt
 
-from broker.errors import SubscriptionRefused
+from broker.backoff import Backoff
+from broker.errors import OutageTooLong, SubscriptionRefused
+from broker.reconnect import Reconnect
 from broker.session import Session, close, new_client_id
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
@@ -77,6 +79,8 @@ log = logging.getLogger(__name__)
 SETTLE_S: Final = 1.5
 #: A settle ends early once nothing arrived for this long (retained messages come at once).
 QUIET_S: Final = 0.3
+#: Seconds the broker may be away (after the first connection) before the link gives up.
+MAX_OUTAGE_S: Final = 300.0
 _TRUE: Final = frozenset({"true", "on", "yes", "1"})
 _FALSE: Final = frozenset({"false", "off", "no", "0"})
 #: What a message hook receives: the device and its telemetry or error.
@@ -309,8 +313,11 @@ class FleetLink:
     """``async with FleetLink(url) as link``: the operator's session; see the module docstring.
 
     ``telemetry``: subscribe to the devices' telemetry and errors too (``on_report`` gets them).
-    The session is clean (nothing kept at the broker) under a client id of its own. A lost
-    connection ends the link: what waits raises :class:`LinkError`.
+    The session is clean (nothing kept at the broker) under a client id of its own. The first
+    connection must work (:class:`LinkError` otherwise); a connection lost later is made again
+    with backoff (:class:`broker.reconnect.Reconnect`), subscribing again (the retained states
+    come back with it; telemetry sent meanwhile is missed), and a publish waits for it. A broker
+    away longer than ``max_outage_s`` ends the link: what waits raises :class:`LinkError`.
     """
 
     def __init__(
@@ -321,14 +328,26 @@ class FleetLink:
         timeout_s: float = 10.0,
         telemetry: bool = False,
         on_report: OnReport | None = None,
+        max_outage_s: float = MAX_OUTAGE_S,
+        backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
         self.prefix = validate_prefix(prefix)
         self.book = StateBook(self.prefix, on_report=on_report)
-        self.changed = asyncio.Event()
+        self.changed = asyncio.Event()  # set after each message, reconnection or loss
+        self.connected = asyncio.Event()
+        self.max_outage_s = max_outage_s
         self._clock = clock
-        self._session = Session(broker, new_client_id("ctl"), timeout_s=timeout_s, persistent=False)
+        client_id = new_client_id("ctl")
+        self._session = Session(broker, client_id, timeout_s=timeout_s, persistent=False)
+        self._reconnect = Reconnect(
+            backoff or Backoff(initial_s=0.2, cap_s=5.0),
+            broker=broker,
+            who="ctl",
+            client_id=client_id,
+            max_outage_s=max_outage_s,
+        )
         kinds = ["desired", "reported", "status"] + (["telemetry", "error"] if telemetry else [])
         self._filters = [(topic_filter(self.prefix, kind), 1) for kind in kinds]
         self._client: aiomqtt.Client | None = None
@@ -336,15 +355,19 @@ class FleetLink:
         self._lost: BaseException | None = None
         self._last_s = 0.0
 
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first."""
+        return self._reconnect.reconnects
+
     async def __aenter__(self) -> Self:
         try:
-            self._client = await self._session.open(self._filters)
-        except SubscriptionRefused as exc:
-            raise LinkError(str(exc)) from exc
+            client = await self._connect()
         except (aiomqtt.MqttError, OSError) as exc:
             raise LinkError(f"cannot connect to the broker at {self.broker}: {exc}") from exc
+        self._reconnect.connected()
         self._last_s = time.monotonic()
-        self._task = asyncio.create_task(self._read(self._client), name="ctl link")
+        self._task = asyncio.create_task(self._run(client), name="ctl link")
         return self
 
     async def __aexit__(
@@ -361,17 +384,36 @@ class FleetLink:
         if self._client is not None:
             await close(self._client, within_s=self._session.timeout_s)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    async def _connect(self) -> aiomqtt.Client:
         try:
-            async for message in client.messages:
-                self.book.handle(message.topic.value, message.payload)
-                self._last_s = time.monotonic()
-                self.changed.set()
-        except aiomqtt.MqttError as exc:
-            self._lost = exc
-        else:
-            self._lost = aiomqtt.MqttError("the message stream ended")
+            client = await self._session.open(self._filters)
+        except SubscriptionRefused as exc:
+            raise LinkError(str(exc)) from exc
+        self._client = client
+        self.connected.set()
         self.changed.set()
+        return client
+
+    async def _run(self, client: aiomqtt.Client) -> None:
+        """Read messages; when the connection drops, connect again (with backoff)."""
+        try:
+            while True:
+                cause: BaseException = aiomqtt.MqttError("the message stream ended")
+                try:
+                    async for message in client.messages:
+                        self.book.handle(message.topic.value, message.payload)
+                        self._last_s = time.monotonic()
+                        self.changed.set()
+                except aiomqtt.MqttError as exc:
+                    cause = exc
+                finally:
+                    self.connected.clear()
+                    self._client = None
+                    await close(client, within_s=self._session.timeout_s)
+                client = await self._reconnect.again(self._connect, cause)
+        except (OutageTooLong, LinkError) as exc:
+            self._lost = exc
+            self.changed.set()
 
     def _check(self) -> None:
         if self._lost is not None:
@@ -406,14 +448,25 @@ class FleetLink:
             await self.changes(min(QUIET_S, deadline_s - now_s))
 
     async def publish(self, where: str, payload: bytes) -> None:
-        """Publish ``payload`` retained, QoS 1, on ``where``."""
-        self._check()
-        assert self._client is not None
-        try:
-            async with asyncio.timeout(self._session.timeout_s):
-                await self._client.publish(where, payload, qos=1, retain=True)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
-            raise LinkError(f"could not publish on {where}: {exc}") from exc
+        """Publish ``payload`` retained, QoS 1, on ``where``; while the broker is away, wait
+        for the connection to come back (at most ``max_outage_s``) and publish then (a retained
+        state published twice is the same state)."""
+        deadline_s = time.monotonic() + self.max_outage_s
+        cause: BaseException = aiomqtt.MqttError("not connected")
+        while True:
+            self._check()
+            client = self._client
+            if client is not None and self.connected.is_set():
+                try:
+                    async with asyncio.timeout(self._session.timeout_s):
+                        await client.publish(where, payload, qos=1, retain=True)
+                    return
+                except (aiomqtt.MqttError, TimeoutError) as exc:
+                    cause = exc
+            left_s = deadline_s - time.monotonic()
+            if left_s <= 0:
+                raise LinkError(f"could not publish on {where}: {cause}")
+            await self.changes(min(1.0, left_s))
 
     async def set_desired(
         self, devices: Sequence[str], changes: Mapping[str, Any], *, by: str

@@ -34,7 +34,7 @@ from typing import Final
 
 from dataset_stream.protocol import OWN_HEAD, ErrorMessage, RolloutState, Telemetry
 from device.app.ctl import Convergence, FleetLink
-from device.app.errors import RolloutError
+from device.app.errors import LinkError, RolloutError
 from device.app.haltrule import HaltRule
 
 __all__ = [
@@ -287,6 +287,13 @@ async def run_rollout(
             await _stage(run, chosen, [d for d in devices if d not in chosen])
     except _Halt as halt:
         return await _roll_back(run, halt)
+    except LinkError as exc:  # the broker away for too long: say what is left to undo
+        moved = ", ".join(run.moved[:10]) + (", ..." if len(run.moved) > 10 else "")
+        raise LinkError(
+            f"{exc}; rollout {plan.name} stopped at stage {run.stage + 1} with "
+            f"{len(run.moved)} device(s) on head {plan.name} ({moved or 'none'}): set them "
+            f"back with vega-emu ctl set ... head=own"
+        ) from exc
     await run.publish("done")
     say(f"rollout {plan.name} done: {len(run.moved)} device(s) run head {plan.name}")
     return RolloutOutcome("done", run.stage, tuple(run.moved))

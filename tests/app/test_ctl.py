@@ -22,7 +22,7 @@ from dataset_stream.protocol import (
     read_desired,
     topic,
 )
-from device.app.ctl import DeviceView, StateBook, next_desired, parse_changes
+from device.app.ctl import DeviceView, FleetLink, StateBook, next_desired, parse_changes
 from device.app.errors import SettingError
 from device.cli.ctl_cmd import not_converged_line, settings_cell
 from tests.support.cli import Command
@@ -285,3 +285,25 @@ async def stdout_line(stream: asyncio.StreamReader, text: str, timeout_s: float 
             if text in line:
                 return
     raise AssertionError(f"{text!r} not among {seen}")
+
+
+async def test_the_link_rides_out_a_broker_restart(mosquitto: Any) -> None:
+    """A connection lost after the first is made again: the retained states come back, and a
+    desired state published while the broker is away goes out once it is back."""
+    url = mosquitto.url
+    async with client(url) as c:
+        await c.publish("vega/node-0000/reported", reported("node-0000", 0).to_json(), 1, True)
+    async with FleetLink(url) as link:
+        await link.settle(["node-0000"])
+        assert "node-0000" in link.book.reported
+        await mosquitto.kill()
+        async with asyncio.timeout(10):
+            while link.connected.is_set():
+                await link.changes(0.5)
+        publishing = asyncio.create_task(link.set_desired(["node-0000"], {"epochs": 2}, by="t"))
+        await mosquitto.start()
+        async with asyncio.timeout(30):
+            states = await publishing
+        assert link.reconnects == 1 and states["node-0000"].version == 1
+    found = await retained_desired(url, ["node-0000"])
+    assert dict(found["node-0000"].settings) == {"epochs": 2}
