@@ -246,6 +246,7 @@ class _Run:
     say: Say
     stage: int = 0
     moved: list[str] = field(default_factory=list)
+    moved_at: dict[str, float] = field(default_factory=dict)  # simulated t each device moved
 
     async def publish(self, state: str, reason: str = "") -> None:
         await self.link.publish_rollout(
@@ -303,9 +304,6 @@ async def _stage(run: _Run, chosen: list[str], others: list[str]) -> None:
     plan = run.plan
     percent = plan.stages[run.stage]
     new = [d for d in chosen if d not in run.moved]
-    baseline = _mean(
-        [a for d in chosen for _, a in run.history.telemetry.get(d, ()) if a is not None]
-    )
     run.moved += new
     await run.publish("staging")
     run.say(
@@ -321,6 +319,15 @@ async def _stage(run: _Run, chosen: list[str], others: list[str]) -> None:
     for device in chosen:
         reported = run.link.book.reported.get(device)
         starts[device] = reported.t if reported is not None else 0.0
+        run.moved_at.setdefault(device, starts[device])
+    baseline = _mean(  # the stage's accuracy before it left its own head
+        [
+            a
+            for d in chosen
+            for t, a in run.history.telemetry.get(d, ())
+            if a is not None and t <= run.moved_at[d]
+        ]
+    )
     soak = Soak(
         run.history,
         frozenset(chosen),

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -307,3 +308,19 @@ async def test_the_link_rides_out_a_broker_restart(mosquitto: Any) -> None:
         assert link.reconnects == 1 and states["node-0000"].version == 1
     found = await retained_desired(url, ["node-0000"])
     assert dict(found["node-0000"].settings) == {"epochs": 2}
+
+
+async def test_a_class_of_a_fleet_spec_is_a_selector(embedded_broker: Any, tmp_path: Path) -> None:
+    spec = tmp_path / "fleet.toml"
+    spec.write_text(
+        'prefix = "node-"\n\n[[class]]\nname = "big"\ncount = 2\n\n'
+        '[[class]]\nname = "small"\ncount = 1\nlr_size = 500\n'
+    )
+    url = embedded_broker.url
+    cmd = await ctl(url, "set", "--class", "small", "--spec", str(spec), "lr_size=400")
+    assert cmd.returncode == 0, cmd.stderr
+    found = await retained_desired(url, ["node-0000", "node-0001", "node-0002"])
+    assert list(found) == ["node-0002"] and dict(found["node-0002"].settings) == {"lr_size": 400}
+    cmd = await ctl(url, "get", "--class", "tiny", "--spec", str(spec))
+    assert cmd.returncode == 2 and "--class tiny: not in" in cmd.stderr
+    assert "classes: big, small" in cmd.stderr

@@ -18,6 +18,7 @@ import pytest
 
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
+    ErrorMessage,
     ReportedState,
     RolloutState,
     read_desired,
@@ -78,6 +79,12 @@ def test_the_soak_compares_the_stage_with_the_rest_over_the_same_time() -> None:
     assert values["accuracy"] == pytest.approx(0.2)
     assert values["accuracy_drop"] == pytest.approx(0.85 - 0.2)
     assert values["errors"] == 0 and soak.done and soak.events == 2
+    # the whole fleet in the stage: compared with its own accuracy before it moved
+    alone = Soak(history, frozenset({"a"}), frozenset(), {"a": 60.0}, 120.0, 0, baseline=0.9)
+    assert alone.values()["accuracy_drop"] == pytest.approx(0.7)
+    history.add("a", ErrorMessage("a", "internal", "boom", seq=4))
+    history.add("a", ErrorMessage("a", "duplicate", "again", seq=3))  # not a fault of the head
+    assert soak.values()["error_count"] == 1 and soak.values()["errors"] == 0.5
 
 
 def _telemetry(device: str, t: float, accuracy: float) -> Any:
