@@ -55,7 +55,9 @@ shards' ``--workers``: the gateway users are named after the workers' id ranges.
   never as ``stream`` or ``monitor``; a fleet container holds its own shard's logins only.
 
 ``STREAM_PASSWORD_FILE`` and ``MONITOR_PASSWORD_FILE`` hold those users' passwords (first line;
-created with a random one when missing and writable).
+created with a random one when missing and writable). ``OPERATOR_PASSWORD_FILE``, optional, does
+the same for ``operator`` (``vega-emu ctl`` and ``rollout``: the one user that writes desired
+states and heads); without it the ACL still has the operator's rules, and nobody can log in as it.
 
 ``PORT`` (default 1883) is the listener, ``DATA_DIR`` (default ``/mosquitto/data``) the
 persistence directory, ``MOSQUITTO_USER`` the user a broker started as root switches to (no
@@ -85,6 +87,7 @@ from broker.limits import BrokerLimits
 
 PREFIX = "vega"  # the topic prefix
 USERS = {"stream": "STREAM_PASSWORD_FILE", "monitor": "MONITOR_PASSWORD_FILE"}
+OPTIONAL_USERS = {"operator": "OPERATOR_PASSWORD_FILE"}
 SHARD_FIELD = "{shard}"
 GATEWAY_ID_MAX = 64  # a client id's length, as device.fleet.shard.gateway_id cuts it
 DERIVATION = b"vega-emu mqtt login v1\x00"  # what a derived password is for (domain separation)
@@ -290,6 +293,9 @@ def service_passwords(env: Mapping[str, str], owner: int) -> dict[str, str]:
         if var not in env:
             raise SystemExit(f"{var} is not set: the file with the {user!r} password")
         users[user] = read_or_create(Path(env[var]), owner)
+    for user, var in OPTIONAL_USERS.items():
+        if var in env:
+            users[user] = read_or_create(Path(env[var]), owner)
     return users
 
 
@@ -367,12 +373,14 @@ def write_emqx_users(path: Path, env: Mapping[str, str]) -> None:
     ACL (deploy/k8s/emqx) gives a user only its own device topics, so the shards on EMQX
     connect a session per node (``--connection node``)."""
     users = service_passwords(env, int(env.get("CLIENT_UID", "10001")))
+    services = ", ".join(users)
     shards = fleet_shards(env)
     logins = fleet_logins(env, shards, int(env.get("CLIENT_UID", "10001")))
-    users |= {d: logins[d] for shard in shards for d in shard.devices}
+    devices = {d: logins[d] for shard in shards for d in shard.devices}
+    users |= devices
     lines = ["user_id,password,is_superuser", *(f"{u},{p},false" for u, p in users.items())]
     write_private(path, "\n".join(lines) + "\n")
-    print(f"{path}: EMQX users stream, monitor and {len(users) - 2} devices")
+    print(f"{path}: EMQX users {services} and {len(devices)} devices")
 
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> None:

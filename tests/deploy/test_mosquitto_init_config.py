@@ -124,20 +124,23 @@ def test_every_login_is_a_user_of_its_own_with_its_own_topics(tmp_path: Path) ->
     rules = stanzas(acl)
     ids = fleet_ids(4)
     gateways = ["gw-node-0000-2", "gw-node-0002-2"]
-    assert sorted(rules) == sorted(["stream", "monitor", *ids, *gateways])
+    assert sorted(rules) == sorted(["stream", "monitor", "operator", *ids, *gateways])
     users = [line.split(":")[0] for line in (conf / "passwords").read_text().splitlines()]
-    assert sorted(users) == sorted(rules)
+    assert sorted(users) == sorted(set(rules) - {"operator"})  # no OPERATOR_PASSWORD_FILE
     assert "use_username_as_clientid true" in (conf / "mosquitto.conf").read_text().splitlines()
     for device in ids:  # its own topics, inference included
         assert sorted(rules[device]) == sorted(
-            [f"topic read vega/{device}/{k}" for k in ("batch", "eval", "infer")]
+            [f"topic read vega/{device}/{k}" for k in ("batch", "eval", "infer", "desired")]
+            + ["topic read vega/heads/+/weights"]
             + [
                 f"topic write vega/{device}/{k}"
-                for k in ("telemetry", "status", "error", "prediction", "fault")
+                for k in ("telemetry", "status", "error", "prediction", "fault", "reported")
             ]
         )
     assert rules["gw-node-0000-2"][0] == "topic write vega/gateway/gw-node-0000-2/status"
-    assert sorted(rules["gw-node-0000-2"][1:]) == sorted(rules["node-0000"] + rules["node-0001"])
+    assert sorted(rules["gw-node-0000-2"][1:]) == sorted(
+        set(rules["node-0000"] + rules["node-0001"])
+    )
     for service in ("stream", "monitor"):  # can never act as a device
         writes = [r for r in rules[service] if r.startswith("topic write")]
         assert not [

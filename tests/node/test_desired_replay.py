@@ -71,3 +71,13 @@ def test_a_rolled_back_reconfigure_leaves_the_memory_as_it_was(db: sqlite_utils.
     mem.reload()  # what the node's store does after a rollback
     assert (mem.lr_size, mem.bits, mem.size) == (20, 8, 20)
     np.testing.assert_array_equal(mem.contents()[0], before[0])
+
+
+def test_a_memory_of_no_replays_and_back(db: sqlite_utils.Database) -> None:
+    mem = filled(db, [0, 1] * 5, balanced=False)
+    with db.atomic():
+        mem.reconfigure(0, 4, np.random.default_rng(0))
+    assert (mem.size, mem.lr_size, mem.bits, mem.bytes) == (0, 0, 4, 0)
+    with db.atomic():
+        mem.reconfigure(30, 32, np.random.default_rng(1))
+    assert (mem.size, mem.lr_size, mem.bits) == (0, 30, 32)

@@ -384,7 +384,7 @@ class ReplayMemory:
         x, labels = self.contents()
         keep = _kept(labels, lr_size, rng, balanced=config.class_balanced)
         x, labels = x[keep], labels[keep]
-        q = quantize(x.reshape(len(x), -1), bits)
+        q = quantize(x.reshape(len(x), config.dim), bits)
         rows = [
             (slot, int(label), float(scale), float(zero_point), q.packed[slot].tobytes())
             for slot, (label, scale, zero_point) in enumerate(
