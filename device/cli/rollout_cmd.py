@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -121,7 +122,7 @@ def rollout(
         raise fail(f"--soak: {exc}", code=2) from exc
     weights, stem = _head_bytes(head, bundle, fleet_model)
     digest = hashlib.sha256(weights).hexdigest()
-    plan_name = name or f"{stem}-{digest[:8]}"
+    plan_name = name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', stem)[:55]}-{digest[:8]}"
     try:
         plan = RolloutPlan(
             plan_name,
