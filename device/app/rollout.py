@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from dataset_stream.protocol import OWN_HEAD, ErrorMessage, RolloutState, Telemetry
-from device.app.ctl import Convergence, FleetLink
 from device.app.errors import LinkError, RolloutError
 from device.app.haltrule import HaltRule
+from device.app.link import Convergence, FleetLink
 
 __all__ = [
     "FleetHistory",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from broker.url import BrokerURL
-    from device.app.ctl import DeviceView, FleetLink
+    from device.app.link import FleetLink
 
 ctl_app = typer.Typer(
     help="Desired state of running devices: get, set (and wait until they run it), watch.",
@@ -167,11 +167,12 @@ def get(
     )
 
     async def work(stop: asyncio.Event) -> None:
-        from device.app.ctl import FleetLink
+        from device.app.link import FleetLink
+        from device.cli._ctl_view import print_table, state_table, stdout_width
 
         async with FleetLink(target.broker, prefix=target.prefix) as link:
             ids = await target.resolve(link)
-            _print(state_table([link.book.view(d) for d in ids], width=_width()))
+            print_table(state_table([link.book.view(d) for d in ids], width=stdout_width()))
 
     _run(work)
 
@@ -218,7 +219,7 @@ def set_(
     target = target_of(broker, password_file, ca_file, prefix, ids, every, fleet, klass, spec)
 
     async def work(stop: asyncio.Event) -> bool:
-        from device.app.ctl import FleetLink
+        from device.app.link import FleetLink
 
         async with FleetLink(target.broker, prefix=target.prefix) as link:
             chosen = await target.resolve(link)
@@ -248,7 +249,9 @@ def set_(
 
 
 def _changes(changes: dict[str, Any]) -> str:
-    return " ".join(f"{k}={'(own)' if v is None else _value(v)}" for k, v in changes.items() if k)
+    from device.cli._ctl_view import value_text
+
+    return " ".join(f"{k}={'(own)' if v is None else value_text(v)}" for k, v in changes.items())
 
 
 # -- watch -----------------------------------------------------------------------------------
@@ -278,7 +281,7 @@ def watch(
     )
 
     async def work(stop: asyncio.Event) -> None:
-        from device.app.ctl import FleetLink
+        from device.app.link import FleetLink
 
         async with FleetLink(target.broker, prefix=target.prefix) as link:
             await target.resolve(link)
@@ -307,6 +310,8 @@ async def _wait(link: FleetLink, stop: asyncio.Event, ends_s: float | None) -> b
 async def _live(link: FleetLink, target: Target, stop: asyncio.Event, ends_s: float | None) -> None:
     from rich.live import Live
 
+    from device.cli._ctl_view import state_table
+
     def render() -> RenderableType:
         views = [link.book.view(d) for d in _chosen(link, target)]
         return state_table(views, width=console.width, max_rows=console.size.height - 8)
@@ -320,12 +325,14 @@ async def _lines(
     link: FleetLink, target: Target, stop: asyncio.Event, ends_s: float | None
 ) -> None:
     """Off a terminal: one line per device whose state changed, and a line of the totals."""
+    from device.cli._ctl_view import device_line, not_converged_line, version_of
+
     seen: dict[str, tuple[Any, ...]] = {}
     last_total = ""
     while True:
         views = [link.book.view(d) for d in _chosen(link, target)]
         for view in views:
-            key = (_version(view, "desired"), _version(view, "reported"), view.state)
+            key = (version_of(view, "desired"), version_of(view, "reported"), view.state)
             if seen.get(view.device) != key:
                 seen[view.device] = key
                 print(device_line(view), flush=True)
@@ -337,120 +344,8 @@ async def _lines(
             return
 
 
-# -- rendering -------------------------------------------------------------------------------
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, str) and len(value) == 64:
-        return value[:8]  # a SHA-256
-    return str(value)
-
-
-def _version(view: DeviceView, which: str) -> str:
-    state = view.desired if which == "desired" else view.reported
-    return "-" if state is None else str(state.version)
-
-
-def settings_cell(view: DeviceView) -> str:
-    """The desired settings, each with what the device runs when it differs:
-    ``lr_bits=6 (runs 8)``; ``own`` without a desired state."""
-    if view.desired is None or not view.desired.settings:
-        return "own"
-    runs = view.reported.settings if view.reported is not None else {}
-    cells = []
-    for name, value in view.desired.settings.items():
-        cell = f"{name}={_value(value)}"
-        if name in runs and runs[name] != value:
-            cell += f" (runs {_value(runs[name])})"
-        cells.append(cell)
-    return " ".join(cells)
-
-
-def _state_cell(view: DeviceView) -> str:
-    if view.state == "refused" and view.desired is not None:
-        refusal = view.refusal_of(view.desired.version)
-        return f"[red]refused[/] {refusal.field if refusal else ''}"
-    colour = {"converged": "green", "pending": "yellow"}.get(view.state, "dim")
-    return f"[{colour}]{view.state}[/]"
-
-
-def state_table(views: Sequence[DeviceView], *, width: int, max_rows: int | None = None) -> Any:
-    """Desired vs reported per device, not converged first; fits ``width`` columns."""
-    from device.cli._tables import Col, fit_table
-
-    ordered = sorted(views, key=lambda v: (v.state == "converged", v.device))
-    shown = ordered if max_rows is None else ordered[: max(1, max_rows)]
-    cols = [
-        Col("device", "name"),
-        Col("want", legend="want/has: desired and reported version"),
-        Col("has"),
-        Col("state", "text"),
-        Col("online", "text", hide=2),
-        Col("settings (desired; runs)", "text", hide=1),
-    ]
-    rows = [
-        [
-            v.device,
-            _version(v, "desired"),
-            _version(v, "reported"),
-            _state_cell(v),
-            {None: "?", True: "yes", False: "no"}[v.online],
-            settings_cell(v),
-        ]
-        for v in shown
-    ]
-    caption = not_converged_line(views)
-    if len(shown) < len(ordered):
-        caption += f"; {len(ordered) - len(shown)} more not shown"
-    return fit_table(cols, rows, width, caption=caption)
-
-
-def not_converged_line(views: Sequence[DeviceView]) -> str:
-    """``3 of 4 converged; not converged: node-0002 (pending)``."""
-    behind = [v for v in views if v.state != "converged"]
-    text = f"{len(views) - len(behind)} of {len(views)} converged"
-    if behind:
-        names = ", ".join(f"{v.device} ({v.state})" for v in behind[:8])
-        text += f"; not converged: {names}{', ...' if len(behind) > 8 else ''}"
-    return text
-
-
-def device_line(view: DeviceView) -> str:
-    """One plain line per device: ``node-0001 desired v3 reported v3 converged lr_bits=6``."""
-    return (
-        f"{view.device} desired v{_version(view, 'desired')} "
-        f"reported v{_version(view, 'reported')} {view.state} {settings_cell(view)}"
-    )
-
-
-def _width() -> int:
-    from rich.console import Console
-
-    return Console().width
-
-
-def _print(renderable: Any) -> None:
-    """A table on standard output (so that it can be piped), at most 80 columns off a terminal."""
-    from rich.console import Console
-
-    out = Console()
-    out.print(renderable)
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(ctl_app, name="ctl")
 
 
-__all__ = [
-    "Target",
-    "device_line",
-    "not_converged_line",
-    "register",
-    "settings_cell",
-    "state_table",
-    "target_of",
-]
+__all__ = ["Target", "register", "target_of"]

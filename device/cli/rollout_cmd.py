@@ -144,7 +144,7 @@ def rollout(
     )
 
     async def work(stop: asyncio.Event) -> bool:
-        from device.app.ctl import FleetLink
+        from device.app.link import FleetLink
 
         history = FleetHistory()
         async with FleetLink(

@@ -23,9 +23,10 @@ from dataset_stream.protocol import (
     read_desired,
     topic,
 )
-from device.app.ctl import DeviceView, FleetLink, StateBook, next_desired, parse_changes
+from device.app.ctl import DeviceView, StateBook, next_desired, parse_changes
 from device.app.errors import SettingError
-from device.cli.ctl_cmd import not_converged_line, settings_cell
+from device.app.link import FleetLink
+from device.cli._ctl_view import not_converged_line, settings_cell
 from tests.support.cli import Command
 
 SETTINGS: dict[str, Any] = {
