@@ -248,7 +248,7 @@ async def test_every_client_says_a_refused_subscription(
     async with Gateway(url, "gw-0", "vega", ["node-0000", "node-0001"]) as gateway:
         async with asyncio.timeout(10):
             await gateway.failed.wait()
-        with pytest.raises(NodeError, match=r"SubscriptionRefused: .*refused 5 .*node-0000/eval"):
+        with pytest.raises(NodeError, match=r"SubscriptionRefused: .*refused 7 .*node-0000/eval"):
             await gateway.attach("node-0000")
     assert "the connection loop failed" in caplog.text
 
@@ -262,4 +262,4 @@ async def test_a_node_whose_subscription_is_refused_gives_up_at_once(
         async with asyncio.timeout(10):
             await node.stopped.wait()
     assert isinstance(node.gave_up, NodeGaveUp) and not node.connected.is_set()
-    assert "refused 3" in str(node.gave_up) and "vega/node-0001/batch" in str(node.gave_up)
+    assert "refused 4" in str(node.gave_up) and "vega/node-0001/batch" in str(node.gave_up)
