@@ -29,12 +29,17 @@ where they enter, with ``raise ... from exc``::
     ├── FleetError                       a fleet worker failed for good (device.fleet.errors)
     │   └── FleetSpecError (ValueError)      a fleet spec that cannot be used
     │       └── DistributionError                a distribution table that cannot be drawn from
-    └── ObserveError                     the observers of a fleet (device.observe.errors)
-        ├── MonitorError                     the monitor's first connection to the broker failed
-        ├── ExporterError                    the Prometheus metrics server could not listen
-        └── RecordError                      a recording cannot be created, written or read
-            ├── NotARecording                    the file is not a vega-emu recording
-            └── UnsupportedRecording             a recording format this version cannot read
+    ├── ObserveError                     the observers of a fleet (device.observe.errors)
+    │   ├── MonitorError                     the monitor's first connection to the broker failed
+    │   ├── ExporterError                    the Prometheus metrics server could not listen
+    │   └── RecordError                      a recording cannot be created, written or read
+    │       ├── NotARecording                    the file is not a vega-emu recording
+    │       └── UnsupportedRecording             a recording format this version cannot read
+    └── OperatorError                    ctl and rollout on a running fleet (device.app.errors)
+        ├── HaltRuleError (ValueError)       a rollout's halt rule that does not parse
+        ├── SettingError (ValueError)        a key=value that is no desired setting, or bad
+        ├── LinkError                        the broker unreachable, or the connection lost
+        └── RolloutError                     a rollout that cannot start
 
 :class:`NodeError` and :class:`NodeGaveUp` live here, not in :mod:`device.node`, because both a
 node on its own session and a :class:`~device.fleet.gateway.Gateway` (one session for many

@@ -134,6 +134,7 @@ class Up:
                     broker.url,
                     on_message=recorder.add if recorder is not None else None,
                     on_fault=recorder.add_fault if recorder is not None else None,
+                    on_rollout=recorder.add_rollout if recorder is not None else None,
                 )
             )
             pacing = config.pacing

@@ -15,12 +15,14 @@ import typer
 from device.cli import (
     bridge_cmd,
     broker_cmd,
+    ctl_cmd,
     energy_cmd,
     fleet_cmd,
     model_cmd,
     monitor_cmd,
     node_cmd,
     report_cmd,
+    rollout_cmd,
     stream_cmd,
     up_cmd,
 )
@@ -64,6 +66,8 @@ fleet_cmd.register(app)
 up_cmd.register(app)
 report_cmd.register(app)
 bridge_cmd.register(app)
+ctl_cmd.register(app)
+rollout_cmd.register(app)
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ ORDER: Final = (
     "bridge",
     "monitor",
     "report",
+    "ctl",
+    "rollout",
     "energy",
     "plan",
     "model",

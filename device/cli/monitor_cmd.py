@@ -153,13 +153,18 @@ async def _watch(run: MonitorRun, stop: asyncio.Event) -> None:
 
     started_s = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        on_message = on_fault = None
+        on_message = on_fault = on_rollout = None
         if run.record is not None:
             meta = {"command": "monitor", "broker": str(run.broker), "prefix": run.prefix}
             recorder = stack.enter_context(RunRecorder(run.record, meta=meta))
             on_message, on_fault = recorder.add, recorder.add_fault
+            on_rollout = recorder.add_rollout
         monitor = FleetMonitor(
-            run.broker, prefix=run.prefix, on_message=on_message, on_fault=on_fault
+            run.broker,
+            prefix=run.prefix,
+            on_message=on_message,
+            on_fault=on_fault,
+            on_rollout=on_rollout,
         )
         if run.prometheus_port is not None:
             server = MetricsServer(monitor, run.prometheus_port, run.prometheus_addr)

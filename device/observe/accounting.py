@@ -115,7 +115,9 @@ class DeviceRecord:
     protocol error code, by code). ``lag_s``: event lag of the newest telemetry (see
     :meth:`add_telemetry`); ``received``: when a new telemetry seq last arrived.
     ``predictions``: prediction messages seen (counted, not decoded); ``prediction_received``:
-    when the last one arrived.
+    when the last one arrived. The downlink: ``desired_version`` (the retained desired state's),
+    ``reported_version`` (the one the device runs) and ``refused_version`` (one it refused);
+    :attr:`converged` says whether it runs what it was asked to.
 
     The node's last known state (:attr:`node_events`, :attr:`accuracy`, :attr:`forgetting`,
     :attr:`soc`, :attr:`lifetime_h`, :attr:`state`) is read from the newer of its last telemetry
@@ -145,6 +147,20 @@ class DeviceRecord:
     network_windows: list[tuple[float, float]] = field(default_factory=list)
     injected_gaps: int = 0  # seqs of gap errors during an injected network fault
     injected_duplicates: int = 0  # duplicate errors during an injected network fault
+    desired_version: int | None = None  # retained desired state's version (None: none set)
+    reported_version: int | None = None  # desired version in force, as the device reports it
+    refused_version: int | None = None  # a desired version the device refused (reported)
+
+    @property
+    def converged(self) -> bool:
+        """The device runs its desired state: none set, or its reported version reached it
+        (a refused version is not converged)."""
+        want = self.desired_version
+        if want is None:
+            return True
+        if self.refused_version == want:
+            return False
+        return self.reported_version is not None and self.reported_version >= want
 
     @property
     def status_is_newer(self) -> bool:

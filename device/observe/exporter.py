@@ -35,7 +35,14 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dataset_stream.protocol import FAULT_KINDS, NODE_ERROR_CODES, PER_CLASS_CAP, STATUS_STATES
+from dataset_stream.protocol import (
+    FAULT_KINDS,
+    NODE_ERROR_CODES,
+    PER_CLASS_CAP,
+    ROLLOUT_STATES,
+    STATUS_STATES,
+    RolloutState,
+)
 from device.observe.accounting import OTHER_CODE, DeviceRecord
 from device.observe.errors import ExporterError
 
@@ -71,6 +78,7 @@ class FleetSnapshot:
     reconnects: int
     connected: bool
     faults: dict[str, int] = dataclasses.field(default_factory=dict)
+    rollouts: tuple[RolloutState, ...] = ()  # the latest step of each rollout seen
 
     @classmethod
     def of(cls, monitor: FleetMonitor) -> Self:
@@ -97,6 +105,7 @@ class FleetSnapshot:
             reconnects=monitor.reconnects,
             connected=monitor.connected.is_set(),
             faults=dict(monitor.faults),
+            rollouts=tuple(monitor.rollouts.values()),
         )
 
 
@@ -137,6 +146,7 @@ def families(snap: FleetSnapshot) -> Iterator[Metric]:
     """Every metric family of ``snap``."""
     yield from _device_families(snap.devices)
     yield from _fleet_families(snap)
+    yield from _downlink_families(snap)
     yield from _monitor_families(snap)
 
 
@@ -273,6 +283,41 @@ def _fleet_families(snap: FleetSnapshot) -> Iterator[Metric]:
     for state, count in by_state.items():
         nodes.add_metric([state], float(count))
     yield nodes
+
+
+def _downlink_families(snap: FleetSnapshot) -> Iterator[Metric]:
+    """Desired vs reported state and rollouts: ``vega_config_version``, not converged, each
+    rollout's stage (percent of the fleet) and state."""
+    version = GaugeMetricFamily(
+        "vega_config_version",
+        "Desired-state version the device reports running (0: none ever applied).",
+        labels=["device"],
+    )
+    for rec in snap.devices:
+        if rec.reported_version is not None:
+            version.add_metric([rec.device], float(rec.reported_version))
+    yield version
+    yield GaugeMetricFamily(
+        "vega_devices_not_converged",
+        "Devices whose reported version has not reached their desired one (refusals included).",
+        value=float(sum(not rec.converged for rec in snap.devices)),
+    )
+    stage = GaugeMetricFamily(
+        "vega_rollout_stage",
+        "Percent of the fleet a rollout's current stage covers.",
+        labels=["rollout"],
+    )
+    state = GaugeMetricFamily(
+        "vega_rollout_state",
+        "1 for a rollout's current state (staging, soaking, halted, rolled_back, done).",
+        labels=["rollout", "state"],
+    )
+    for rollout in snap.rollouts:
+        if rollout.stages:
+            stage.add_metric([rollout.name], float(rollout.stages[rollout.stage]))
+        for name in ROLLOUT_STATES:
+            state.add_metric([rollout.name, name], 1.0 if rollout.state == name else 0.0)
+    yield from (stage, state)
 
 
 def _class_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:

@@ -16,6 +16,14 @@ telemetry seq already counted (a QoS 1 redelivery) is not counted twice. A subsc
 broker refuses (its ACL) is a :class:`MonitorError`: on the first connection at once, later
 when leaving the context. Leaving the context ends the session at the broker.
 
+The downlink: each device's retained desired and reported state (``{prefix}/+/desired``,
+``{prefix}/+/reported``) set the versions of its record (:attr:`DeviceRecord.converged`), and
+every rollout's state (``{prefix}/rollout/+/state``, :class:`RolloutState`) is kept by name in
+:attr:`FleetMonitor.rollouts` and passed to ``on_rollout`` (the run recorder). A desired state
+no device could apply is still a version an operator set: it is counted as the device's desired
+version (the device answers it with a refusal). These are read as the rest: what does not decode
+is counted (``invalid``, ``foreign``) and logged.
+
 Injected faults (``{prefix}/+/fault``, docs/faults.md) are counted by kind (``faults``), kept in
 each device's record (delivery accounting tells trouble during them apart), and passed to
 ``on_fault`` (the run recorder).
@@ -64,17 +72,21 @@ from broker.session import Session, close, new_client_id
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     REPORT_KINDS,
+    DesiredRefused,
     ErrorMessage,
     FaultReport,
     ForeignMessage,
     ProtocolError,
+    RolloutState,
     Status,
     Telemetry,
     gateway_filter,
     parse_topic,
+    read_desired,
     read_fault,
     read_gateway_status,
     read_node_message,
+    read_reported,
     topic_filter,
     validate_prefix,
 )
@@ -92,6 +104,10 @@ WARNINGS_PER_KIND: Final = 5
 OnMessage: TypeAlias = Callable[[str, Telemetry | Status | ErrorMessage, float], None]
 #: ``on_fault(report, received)``: an injected fault a node reported (docs/faults.md).
 OnFault: TypeAlias = Callable[[FaultReport, float], None]
+#: ``on_rollout(state, received)``: a step of a rollout (docs/downlink.md).
+OnRollout: TypeAlias = Callable[[RolloutState, float], None]
+#: The downlink's kinds the monitor reads besides the reports.
+DOWNLINK_KINDS: Final = ("desired", "reported")
 
 
 class FleetMonitor:
@@ -107,6 +123,7 @@ class FleetMonitor:
         backoff: Backoff | None = None,
         on_message: OnMessage | None = None,
         on_fault: OnFault | None = None,
+        on_rollout: OnRollout | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.broker = broker
@@ -121,6 +138,8 @@ class FleetMonitor:
         self.faults: dict[str, int] = {}  # injected faults reported, by kind
         self.on_fault = on_fault
         self.on_message = on_message
+        self.on_rollout = on_rollout
+        self.rollouts: dict[str, RolloutState] = {}  # by name: the latest step of each
         self._clock = clock
         self.connected = asyncio.Event()
         self.activity = asyncio.Event()  # set after each message handled
@@ -135,10 +154,13 @@ class FleetMonitor:
         # the gateways last: their retained statuses then come after the devices' ones
         self._filters = [(topic_filter(self.prefix, k), 1) for k in WATCHED]
         self._filters.append((topic_filter(self.prefix, "fault"), 1))  # injected faults
+        self._filters += [(topic_filter(self.prefix, k), 1) for k in DOWNLINK_KINDS]
+        self._filters.append((f"{self.prefix}/rollout/+/state", 1))
         self._filters.append((gateway_filter(self.prefix), 1))
         self._warned: dict[str, int] = {}
         self.gateways: dict[str, str] = {}  # gateway id -> its last state (online, offline)
         self._gateway_head = f"{self.prefix}/gateway/"
+        self._rollout_head = f"{self.prefix}/rollout/"
         self._untrusted_gateways: set[str] = set()  # warned about once
         self._task: asyncio.Task[None] | None = None
 
@@ -227,6 +249,12 @@ class FleetMonitor:
         if where.startswith(self._gateway_head) and "/" in where[len(self._gateway_head) :]:
             self._gateway(where, payload)  # {prefix}/gateway/{id}/status, not a device "gateway"
             return
+        if where.startswith(self._rollout_head) and "/" in where[len(self._rollout_head) :]:
+            self._rollout(where, payload)  # {prefix}/rollout/{name}/state
+            return
+        if where.endswith(("/desired", "/reported")):
+            self._downlink(where, payload)
+            return
         try:
             device, message = read_node_message(self.prefix, where, payload)
         except ForeignMessage as exc:
@@ -281,6 +309,50 @@ class FleetMonitor:
             if self.on_message is not None:
                 self.on_message(device, record.status, received)
 
+    def _downlink(self, where: str, payload: object) -> None:
+        """A device's retained desired or reported state: the versions of its record."""
+        try:
+            if where.endswith("/desired"):
+                try:
+                    desired = read_desired(self.prefix, where, payload)
+                except DesiredRefused as exc:
+                    if exc.version is None or exc.field == "device":
+                        raise
+                    device, _ = parse_topic(self.prefix, where)  # set, but no device can apply it
+                    self.record(device).desired_version = exc.version
+                    return
+                self.record(desired.device).desired_version = desired.version
+                return
+            reported = read_reported(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
+            return
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+            return
+        record = self.record(reported.device)
+        record.reported_version = reported.version
+        refused = reported.refused
+        record.refused_version = None if refused is None else refused.version
+
+    def _rollout(self, where: str, payload: object) -> None:
+        """A rollout's step: kept by name, passed to ``on_rollout``."""
+        name = where[len(self._rollout_head) :].partition("/")[0]
+        if not isinstance(payload, bytes | bytearray) or not where.endswith("/state"):
+            self._ignore("foreign", f"{where[:200]}: not a rollout state")
+            return
+        try:
+            state = RolloutState.from_json(bytes(payload))
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+            return
+        if state.name != name:
+            self._ignore("foreign", f"rollout {state.name!r} on the topic of {name!r}")
+            return
+        self.rollouts[name] = state
+        if self.on_rollout is not None:
+            self.on_rollout(state, self._clock())
+
     def _untrusted(self, gateway: str, devices: list[str]) -> None:
         """A gateway's status named devices it does not own: counted, warned once per gateway,
         not applied to them."""
@@ -332,4 +404,4 @@ class FleetMonitor:
         log.log(level, "monitor: ignoring a message (%s): %s", kind, text)
 
 
-__all__ = ["DeviceRecord", "FleetMonitor", "OnFault", "OnMessage"]
+__all__ = ["DeviceRecord", "FleetMonitor", "OnFault", "OnMessage", "OnRollout"]

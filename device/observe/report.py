@@ -10,7 +10,8 @@ first nodes to die, each device's drawn values and its offline stretches for a r
 spec (:mod:`device.observe.report_fleet`), the lag of telemetry behind the stream's schedule
 (paced runs only: in a closed loop it means nothing), the errors by code (duplicates, seqs
 sent again, counted apart), the injected faults over simulated time
-(:mod:`device.observe.report_faults`) and the run's configuration as a table. Plots are drawn by
+(:mod:`device.observe.report_faults`), the steps of the rollouts of the run
+(:mod:`device.observe.report_rollouts`) and the run's configuration as a table. Plots are drawn by
 :mod:`device.observe.report_plots` (numbers in full, integer ticks for counts); words and units
 come from :mod:`device.observe.report_text`.
 What a recording lacks (no telemetry, no accuracy, no errors) is said on the page instead of a
@@ -39,6 +40,7 @@ from device.observe.recorder import RunData, load_run
 from device.observe.report_classes import accuracy_points, classes_section
 from device.observe.report_faults import faults_section
 from device.observe.report_fleet import availability_section, drawn_section
+from device.observe.report_rollouts import rollouts_section
 from device.observe.report_tables import last_rows, nanmedian, section, split_errors
 from device.private import private_dir, write_private
 
@@ -86,7 +88,8 @@ def render_report(run: Path, out_dir: Path, *, on_figure: OnFigure | None = None
             _lag(data, canvas),
         ]
     sections += [s for s in (drawn_section(data), availability_section(data)) if s is not None]
-    sections += [_errors(data, canvas), faults_section(data, canvas), tables.run_table(data)]
+    sections += [_errors(data, canvas), faults_section(data, canvas), rollouts_section(data)]
+    sections.append(tables.run_table(data))
     title = text.title(data.path, data.meta)
     body = f"<p class='lead'>{tables.lead(data)}</p>" + "\n".join(sections)
     page = _PAGE.format(title=html.escape(title), body=body)

@@ -17,8 +17,9 @@ Tables (every row has ``n``, its place in arrival order, and ``received``, wall 
 ``run`` (key, value as JSON: ``command``, ``config``, ``started``, ...), ``telemetry`` (the
 figures a report needs as columns, and the message as JSON; one row per device and seq: a
 redelivered seq is ignored and counted in :attr:`RunRecorder.repeated`), ``status`` and
-``error``, ``fault`` (the injected faults the nodes reported, docs/faults.md; absent from
-recordings made before, read as none).
+``error``, ``fault`` (the injected faults the nodes reported, docs/faults.md) and ``rollout``
+(the steps of rollouts, docs/downlink.md); the last two are absent from recordings made before
+them, and read as none.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from device.observe.recorder.reader import (
     ErrorRow,
     FaultRow,
     RecordedMessage,
+    RolloutRow,
     RunData,
     StatusRow,
     TelemetryColumns,
@@ -51,6 +53,7 @@ __all__ = [
     "NotARecording",
     "RecordError",
     "RecordedMessage",
+    "RolloutRow",
     "RunData",
     "RunRecorder",
     "StatusRow",

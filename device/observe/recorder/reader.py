@@ -116,6 +116,21 @@ class FaultRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutRow:
+    """A step of a rollout: its ``state`` at stage ``stage`` (``percent`` of the fleet, with
+    ``devices`` moved so far), and why it halted (``reason``)."""
+
+    name: str
+    received: float
+    head: str
+    state: str
+    stage: int
+    percent: float
+    devices: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunData:
     """A recording read back: ``meta`` (the ``run`` table), ``devices`` (sorted, every device
     that sent anything), telemetry columns, status changes and errors in arrival order, and the
@@ -129,6 +144,7 @@ class RunData:
     errors: tuple[ErrorRow, ...]
     classes: ClassColumns
     faults: tuple[FaultRow, ...] = ()  # injected faults, in arrival order
+    rollouts: tuple[RolloutRow, ...] = ()  # rollout steps, in arrival order
 
 
 _COLUMNS: Final = (
@@ -160,6 +176,7 @@ def load_run(path: Path) -> RunData:
             )
         )
         faults = _faults(db)
+        rollouts = _rollouts(db)
     except (sqlite3.Error, ValueError) as exc:
         raise RecordError(f"cannot read the recording {path}: {exc}") from exc
     finally:
@@ -175,6 +192,7 @@ def load_run(path: Path) -> RunData:
         errors=errors,
         classes=classes,
         faults=faults,
+        rollouts=rollouts,
     )
 
 
@@ -185,6 +203,17 @@ def _faults(db: sqlite3.Connection) -> tuple[FaultRow, ...]:
         return ()
     columns = "device, received, kind, fault_index, occurrence, at_s, fired_s, seq, duration_s"
     return tuple(FaultRow(*row) for row in db.execute(f"SELECT {columns} FROM fault ORDER BY n"))
+
+
+def _rollouts(db: sqlite3.Connection) -> tuple[RolloutRow, ...]:
+    """The recording's rollout steps (none in a recording made before they were kept)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollout'"
+    if db.execute(query).fetchone() is None:
+        return ()
+    columns = "name, received, head, state, stage, percent, devices, reason"
+    return tuple(
+        RolloutRow(*row) for row in db.execute(f"SELECT {columns} FROM rollout ORDER BY n")
+    )
 
 
 def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> TelemetryColumns:
@@ -217,6 +246,7 @@ def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> Telemetry
 __all__ = [
     "ErrorRow",
     "RecordedMessage",
+    "RolloutRow",
     "RunData",
     "StatusRow",
     "TelemetryColumns",

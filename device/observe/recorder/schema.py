@@ -37,10 +37,15 @@ CREATE TABLE fault (
     fault_index INTEGER NOT NULL, occurrence INTEGER NOT NULL, at_s REAL NOT NULL,
     fired_s REAL NOT NULL, seq INTEGER, duration_s REAL, json TEXT NOT NULL
 );
+CREATE TABLE rollout (
+    n INTEGER PRIMARY KEY, received REAL NOT NULL, name TEXT NOT NULL, head TEXT NOT NULL,
+    state TEXT NOT NULL, stage INTEGER NOT NULL, percent REAL NOT NULL, devices INTEGER NOT NULL,
+    reason TEXT NOT NULL, json TEXT NOT NULL
+);
 CREATE INDEX telemetry_device ON telemetry (device, t);
 """
 #: Tables a recording of schema 1 may lack (made before they were added): read as empty.
-OPTIONAL_TABLES: Final = ("fault",)
+OPTIONAL_TABLES: Final = ("fault", "rollout")
 
 
 def is_recording(path: Path) -> bool:

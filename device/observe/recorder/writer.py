@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from dataset_stream.protocol import FaultReport, NodeMessage, Status, Telemetry
+from dataset_stream.protocol import FaultReport, NodeMessage, RolloutState, Status, Telemetry
 from device.observe.errors import RecordError
 from device.observe.recorder.schema import (
     APPLICATION_ID,
@@ -33,6 +33,7 @@ _INSERT: Final = {
     "status": "INSERT INTO status VALUES (?,?,?,?,?,?,?)",
     "error": "INSERT INTO error VALUES (?,?,?,?,?,?,?)",
     "fault": "INSERT INTO fault VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    "rollout": "INSERT INTO rollout VALUES (?,?,?,?,?,?,?,?,?,?)",
 }
 
 
@@ -123,6 +124,29 @@ class RunRecorder:
         )
         self._buffered()
 
+    def add_rollout(self, state: RolloutState, received: float) -> None:
+        """Buffer a rollout's step (docs/downlink.md), as :meth:`add` does."""
+        if self.closed:
+            raise RecordError(f"the recording {self.path} is closed")
+        self._n += 1
+        self.added += 1
+        percent = float(state.stages[state.stage]) if state.stages else 0.0
+        self._rows["rollout"].append(
+            (
+                self._n,
+                received,
+                state.name,
+                state.head,
+                state.state,
+                state.stage,
+                percent,
+                len(state.devices),
+                state.reason,
+                state.to_json().decode(),
+            )
+        )
+        self._buffered()
+
     def _buffered(self) -> None:
         """One more row buffered: commit now if enough rows or time went by, else arm the timer."""
         self._pending += 1
@@ -148,7 +172,7 @@ class RunRecorder:
                 telemetry = self._rows["telemetry"]
                 self._db.executemany(_INSERT["telemetry"], telemetry)
                 self.repeated += len(telemetry) - (self._db.total_changes - before)
-                for table in ("status", "error", "fault"):
+                for table in ("status", "error", "fault", "rollout"):
                     self._db.executemany(_INSERT[table], self._rows[table])
         except sqlite3.Error as exc:
             raise RecordError(f"cannot write the recording {self.path}: {exc}") from exc
