@@ -10,7 +10,11 @@ value, :meth:`EnergyReport.to_json` is the ``--json`` output::
                    "busy"},
      "frozen_stage": {"int8_mac_per_cycle", "basis"},
      "memory", "layers", "config": {"lr_layer", ...the cost config},
-     "model": {"name", "path", "default", "new_per_event_from", "benchmark"}}
+     "model": {"name", "path", "default", "new_per_event_from", "benchmark"},
+     "budget": {...}}                                # only with a radio, battery or temperature
+
+``budget`` (:meth:`device.energy.Budget.as_dict`) is there only when a radio, a battery
+chemistry or a temperature is given: the default report is the paper's, unchanged.
 
 ``model`` says which model is costed and where the new samples per event come from
 (:class:`AnalysedModel`): ``vega-emu energy --model default`` costs the events ``vega-emu up``
@@ -30,7 +34,17 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from device.app.models import Benchmark
-    from device.energy import CostConfig, Duty, EventCost, InferenceCost, Profile
+    from device.energy import (
+        Budget,
+        Chemistry,
+        CostConfig,
+        Duty,
+        EventCost,
+        InferenceCost,
+        Profile,
+        Radio,
+        Temperature,
+    )
     from device.learning.layers import LayerInfo
 
 
@@ -154,6 +168,7 @@ class EnergyReport:
     inference: InferenceCost
     duty: Duty
     model: AnalysedModel | None = None
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.inference.n_samples != 1:
@@ -170,11 +185,17 @@ class EnergyReport:
         *,
         inference_per_s: float = 0.0,
         model: AnalysedModel | None = None,
+        radio: Radio | None = None,
+        chemistry: Chemistry | None = None,
+        temperature: Temperature | None = None,
+        telemetry_bytes: int | None = None,
     ) -> EnergyReport:
         """Cost ``layers`` on ``profile``: an event of ``config.new_per_event`` new samples
         with ``config.lr_size`` replays, one inference, and the duty at ``config``'s event rate
         plus ``inference_per_s`` (an :class:`~device.energy.EnergyError` for a bad value);
-        ``model`` says which model ``layers`` are (None: not said)."""
+        ``model`` says which model ``layers`` are (None: not said). With a ``radio``,
+        ``chemistry`` or ``temperature`` the report has a :class:`~device.energy.Budget`
+        (telemetry messages of ``telemetry_bytes``, default the protocol's example)."""
         from device.energy import Duty, event_cost, inference_cost
         from device.learning.layers import lr_layer_of
 
@@ -189,7 +210,24 @@ class EnergyReport:
             events_per_hour=config.events_per_hour,
             inference_per_s=inference_per_s,
         )
-        return cls(profile, config, lr_layer_of(layers), event, inference, duty, model)
+        extra: Budget | None = None
+        if radio is not None or chemistry is not None or temperature is not None:
+            from device.energy import NO_RADIO, TELEMETRY_BYTES, Temperature, Traffic, budget, ideal
+
+            traffic = Traffic(
+                duty.events_per_hour,
+                telemetry_bytes=TELEMETRY_BYTES if telemetry_bytes is None else telemetry_bytes,
+                predictions_per_s=duty.inference_per_s,
+            )
+            extra = budget(
+                duty,
+                profile,
+                radio=radio or NO_RADIO,
+                chemistry=chemistry or ideal(profile),
+                temperature=temperature or Temperature(),
+                traffic=traffic,
+            )
+        return cls(profile, config, lr_layer_of(layers), event, inference, duty, model, extra)
 
     @property
     def lifetime_h(self) -> float | None:
@@ -234,7 +272,7 @@ class EnergyReport:
             "layers": [layer.as_dict() for layer in event.layers],
             "config": {"lr_layer": self.lr_layer, **self.config.as_dict()},
             "model": None if self.model is None else self.model.as_dict(),
-        }
+        } | ({} if self.budget is None else {"budget": self.budget.as_dict()})
 
     def describe_model(self) -> str | None:
         """The one line saying which model is costed (None when not said)."""

@@ -17,6 +17,7 @@ from device.energy import FROZEN_PHASE, PlanRow
 
 if TYPE_CHECKING:
     from device.app.energy import EnergyReport
+    from device.energy import Budget
 
 out = Console()
 MIB = 1024 * 1024
@@ -149,6 +150,39 @@ def show_energy(report: EnergyReport) -> None:
     out.print(
         f"largest sustainable rate: {shown} (events overlap neither each other nor inferences)"
     )
+    if report.budget is not None:
+        show_budget(report.budget)
+
+
+_BUDGET_COLS: Final = (Col("part", "name"), Col("power"), Col("share"))
+
+
+def show_budget(budget: Budget) -> None:
+    """The node's whole budget: compute, radio, self-discharge, their shares, the lifetime of
+    its cell, and what the radio cannot carry."""
+    radio = budget.radio
+    rows = [
+        ("compute (events, inference, sleep)", budget.compute_w),
+        (f"radio {radio.radio}", radio.power_w),
+        (f"self-discharge at {budget.temperature.describe()}", budget.self_discharge_w),
+        ("total", budget.power_w),
+    ]
+    cells = [(name, _si(watts, "W"), f"{budget.share(watts):.1%}") for name, watts in rows]
+    title = f"power budget on a {budget.chemistry.name} cell"
+    out.print(fit_table(_BUDGET_COLS, cells, out.width, title=title))
+    lifetime = budget.lifetime_h
+    out.print(
+        f"lifetime of a {budget.chemistry.name} cell ({budget.usable_j:,.0f} J usable): "
+        f"[bold]{_hours(lifetime if lifetime != float('inf') else None)}[/] "
+        f"(radio {budget.share(radio.power_w):.1%}, "
+        f"self-discharge {budget.share(budget.self_discharge_w):.1%} of the mean power)",
+        highlight=False,
+    )
+    for problem in radio.problems:
+        out.print(
+            f"[bold red]the radio cannot carry this:[/] {problem.message} ({problem.code})",
+            highlight=False,
+        )
 
 
 def write_csv(rows: Sequence[PlanRow], path: Path) -> None:

@@ -46,6 +46,36 @@ NewPerEvent = Annotated[
 MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
 NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
 Epochs = Annotated[int, typer.Option(help="Epochs per learning event.")]
+RadioOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--radio",
+        help="Radio carrying telemetry and predictions: none (the paper's case), ble, "
+        "lorawan-sf7..lorawan-sf12, ltem, nbiot or a radio TOML file.",
+    ),
+]
+BatteryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--battery",
+        help="Battery chemistry of the profile's capacity: ideal (the paper's), li-socl2, "
+        "lipo, alkaline or a chemistry TOML file.",
+    ),
+]
+TemperatureOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--temperature",
+        help="Cell temperature for self-discharge: degrees C, or a CSV trace (time_s or "
+        "time, temp_c). Default 20.",
+    ),
+]
+TelemetryBytes = Annotated[
+    int | None,
+    typer.Option(
+        help="Bytes of one telemetry message over the radio (default 387, the protocol's example)."
+    ),
+]
 InferenceRate = Annotated[
     float,
     typer.Option(
@@ -130,12 +160,23 @@ def energy(
     epochs: Epochs = 4,
     events_per_hour: Annotated[float, typer.Option(help="Learning events per hour.")] = 1.0,
     inference_rate: InferenceRate = 0.0,
+    radio: RadioOpt = None,
+    battery: BatteryOpt = None,
+    temperature: TemperatureOpt = None,
+    telemetry_bytes: TelemetryBytes = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Latency, energy, memory map and battery lifetime of one learning event (and of one
-    inference, with --inference-rate in the lifetime)."""
+    inference, with --inference-rate in the lifetime); with --radio, --battery or
+    --temperature, the power budget with the radio's and self-discharge's shares."""
     from device.app.energy import EnergyReport
-    from device.energy import EnergyError, load_profile
+    from device.energy import (
+        EnergyError,
+        Temperature,
+        load_chemistry,
+        load_profile,
+        load_radio,
+    )
     from device.model.errors import ModelError
 
     try:
@@ -151,8 +192,18 @@ def energy(
             events_per_hour=events_per_hour,
         )
         layers = choice.layers_for(lr_layer)
+        if telemetry_bytes is not None and telemetry_bytes < 0:
+            raise ValueError(f"--telemetry-bytes must be >= 0, got {telemetry_bytes}")
         report = EnergyReport.compute(
-            layers, prof, config, inference_per_s=_rate(inference_rate), model=choice.model
+            layers,
+            prof,
+            config,
+            inference_per_s=_rate(inference_rate),
+            model=choice.model,
+            radio=None if radio is None else load_radio(radio),
+            chemistry=None if battery is None else load_chemistry(battery, prof),
+            temperature=None if temperature is None else Temperature.parse(temperature),
+            telemetry_bytes=telemetry_bytes,
         )
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
