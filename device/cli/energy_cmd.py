@@ -167,8 +167,10 @@ def energy(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Latency, energy, memory map and battery lifetime of one learning event (and of one
-    inference, with --inference-rate in the lifetime); with --radio, --battery or
-    --temperature, the power budget with the radio's and self-discharge's shares."""
+    inference, with --inference-rate in the lifetime).
+
+    With --radio, --battery or --temperature: the power budget with the radio's and
+    self-discharge's shares, and the lifetime of that cell."""
     from device.app.energy import EnergyReport
     from device.energy import (
         EnergyError,
@@ -253,11 +255,43 @@ def plan(
         typer.Option("--summary", help="Run summary JSON with measured accuracy (repeatable)."),
     ] = None,
     inference_rate: InferenceRate = 0.0,
+    harvest: Annotated[
+        str | None,
+        typer.Option(
+            "--harvest",
+            help="Simulate each configuration forward with a harvester: solar:FILE (irradiance "
+            "CSV: time_s or time, irradiance_w_m2), solar:clear-sky[:LAT[:DAY]] or constant:W.",
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="Energy-aware learning policy: always, soc-threshold:X, low-soc:X or "
+            "defer-to-sun.",
+        ),
+    ] = None,
+    radio: RadioOpt = None,
+    battery: BatteryOpt = None,
+    temperature: TemperatureOpt = None,
+    telemetry_bytes: TelemetryBytes = None,
+    panel_cm2: Annotated[float, typer.Option(help="Solar panel area, cm2.")] = 10.0,
+    panel_efficiency: Annotated[
+        float, typer.Option(help="Solar panel efficiency, charger included.")
+    ] = 0.15,
+    horizon_days: Annotated[
+        float, typer.Option(help="Days simulated forward (a shorter trace repeats).")
+    ] = 365.0,
+    seed: Annotated[int, typer.Option(help="Seed of the clear-sky model's clouds.")] = 0,
     csv_path: Annotated[Path, typer.Option("--csv", help="CSV output.")] = Path("plan.csv"),
     plot_path: Annotated[Path, typer.Option("--plot", help="PNG output.")] = Path("plan.png"),
 ) -> None:
     """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG);
-    every lifetime includes --inference-rate samples classified per second."""
+    every lifetime includes --inference-rate samples classified per second.
+
+    With --harvest, --policy, --radio, --battery or --temperature each configuration is
+    simulated forward over --horizon-days: energy-neutral, or the days until its cell is first
+    empty (with a policy, the share of the events learned)."""
     from dataset_stream.protocol import ProtocolError, RunSummary
     from device.energy import EnergyError, attach_accuracy, load_profile, sweep
     from device.model.errors import ModelError
@@ -294,9 +328,46 @@ def plan(
             inference_per_s=_rate(inference_rate),
         )
         rows = attach_accuracy(rows, summaries)
+        forward = (harvest, policy, radio, battery, temperature)
+        harvested = None
+        if any(option is not None for option in forward):
+            harvested = _harvest_rows(
+                lambda layer: fixed if fixed is not None else layers_for(layer),
+                prof,
+                base,
+                layer_list,
+                _numbers(lr_sizes, int, "--lr-sizes"),
+                _numbers(lr_bits, int, "--lr-bits"),
+                _numbers(rates, float, "--rates"),
+                _Forward(
+                    harvest,
+                    policy,
+                    radio,
+                    battery,
+                    temperature,
+                    telemetry_bytes,
+                    panel_cm2,
+                    panel_efficiency,
+                    horizon_days,
+                    seed,
+                ),
+                _rate(inference_rate),
+            )
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
     from device.cli import _energy_view
+
+    if harvested is not None:
+        try:
+            _energy_view.write_harvest_csv(harvested.rows, csv_path)
+            _energy_view.write_plot(rows, plot_path, prof.name)
+        except OSError as exc:
+            raise fail(f"cannot write output: {exc}") from exc
+        line = choice.model.describe(choice.new_per_event)
+        _energy_view.show_harvest_plan(
+            harvested.rows, prof.name, harvested.describe, csv_path, plot_path, model_line=line
+        )
+        return
 
     try:
         _energy_view.write_csv(rows, csv_path)
@@ -305,6 +376,97 @@ def plan(
         raise fail(f"cannot write output: {exc}") from exc
     line = choice.model.describe(choice.new_per_event)
     _energy_view.show_plan(rows, prof.name, csv_path, plot_path, model_line=line)
+
+
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    """The options of ``plan`` that simulate forward, as given."""
+
+    harvest: str | None
+    policy: str | None
+    radio: str | None
+    battery: str | None
+    temperature: str | None
+    telemetry_bytes: int | None
+    panel_cm2: float
+    panel_efficiency: float
+    horizon_days: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Harvested:
+    rows: list[Any]
+    describe: str
+
+
+def _harvest_rows(
+    layers_for: Callable[[int], list[LayerInfo]],
+    prof: Any,
+    base: CostConfig,
+    lr_layers: list[int],
+    lr_sizes: list[int],
+    lr_bits: list[int],
+    rates: list[float],
+    options: _Forward,
+    inference_per_s: float,
+) -> _Harvested:
+    """Every configuration simulated forward with the harvester, policy, radio and cell."""
+    from device.energy import (
+        NO_RADIO,
+        TELEMETRY_BYTES,
+        Panel,
+        Policy,
+        Storage,
+        Temperature,
+        ideal,
+        load_chemistry,
+        load_radio,
+        parse_harvest,
+    )
+    from device.energy.harvest_plan import harvest_sweep
+
+    if not (math.isfinite(options.horizon_days) and options.horizon_days > 0):
+        raise ValueError(f"--horizon-days must be > 0, got {options.horizon_days!r}")
+    panel = Panel(options.panel_cm2 / 1e4, options.panel_efficiency)
+    harvester = (
+        None
+        if options.harvest is None
+        else parse_harvest(options.harvest, panel, seed=options.seed)
+    )
+    chosen_policy = None if options.policy is None else Policy.parse(options.policy)
+    chemistry = ideal(prof) if options.battery is None else load_chemistry(options.battery, prof)
+    temperature = (
+        Temperature() if options.temperature is None else Temperature.parse(options.temperature)
+    )
+    radio = NO_RADIO if options.radio is None else load_radio(options.radio)
+    storage = Storage(chemistry, chemistry.usable_j(prof.capacity_mah), temperature)
+    rows = harvest_sweep(
+        layers_for,
+        prof,
+        base,
+        lr_layers=lr_layers,
+        lr_sizes=lr_sizes,
+        lr_bits=lr_bits,
+        rates=rates,
+        storage=storage,
+        harvester=harvester,
+        radio=radio,
+        policy=chosen_policy,
+        inference_per_s=inference_per_s,
+        telemetry_bytes=TELEMETRY_BYTES
+        if options.telemetry_bytes is None
+        else options.telemetry_bytes,
+        horizon_s=options.horizon_days * 86400.0,
+    )
+    parts = [
+        "no harvest" if harvester is None else harvester.describe(),
+        f"{chemistry.name} cell ({storage.capacity_j:,.0f} J) at {temperature.describe()}",
+        f"radio {radio.name}",
+        f"policy {'always' if chosen_policy is None else chosen_policy.describe()}",
+        f"{options.horizon_days:g} days",
+    ]
+    return _Harvested(rows, "; ".join(parts))
 
 
 def register(app: typer.Typer) -> None:
