@@ -169,11 +169,11 @@ def show_budget(budget: Budget) -> None:
         ("total", budget.power_w),
     ]
     cells = [(name, _si(watts, "W"), f"{budget.share(watts):.1%}") for name, watts in rows]
-    title = f"power budget on a {budget.chemistry.name} cell"
+    title = f"power budget, {budget.chemistry.name} cell"
     out.print(fit_table(_BUDGET_COLS, cells, out.width, title=title))
     lifetime = budget.lifetime_h
     out.print(
-        f"lifetime of a {budget.chemistry.name} cell ({budget.usable_j:,.0f} J usable): "
+        f"lifetime of the {budget.chemistry.name} cell ({budget.usable_j:,.0f} J usable): "
         f"[bold]{_hours(lifetime if lifetime != float('inf') else None)}[/] "
         f"(radio {budget.share(radio.power_w):.1%}, "
         f"self-discharge {budget.share(budget.self_discharge_w):.1%} of the mean power)",

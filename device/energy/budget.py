@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device.energy.chemistry import Chemistry, Temperature, mean_self_discharge_w
-from device.energy.lifetime import HOUR_S, Duty, lifetime_hours
+from device.energy.lifetime import Duty, lifetime_hours
 from device.energy.profile import Profile
 from device.energy.radio import Radio, RadioCost, Traffic, price_traffic
 
@@ -86,4 +86,4 @@ def budget(
     )
 
 
-__all__ = ["HOUR_S", "Budget", "budget"]
+__all__ = ["Budget", "budget"]

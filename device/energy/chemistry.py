@@ -148,7 +148,7 @@ def load_chemistry(name_or_path: str | Path, profile: Profile | None = None) -> 
             raise ChemistryError("the ideal battery is the hardware profile's: give the profile")
         return ideal(profile)
     label, data = read_toml(
-        name_or_path, "device.energy.profiles.batteries", CHEMISTRIES, ChemistryError
+        name_or_path, "device.energy.profiles.batteries", CHEMISTRIES, ChemistryError, "battery"
     )
     return parse_chemistry(data, label)
 

@@ -384,7 +384,7 @@ def load_radio(name_or_path: str | Path) -> Radio:
         sf = int(number)
     elif key not in _FILES and not Path(key).is_file():
         raise RadioError(f"unknown radio {key!r}: not one of {', '.join(RADIOS)} and not a file")
-    label, data = read_toml(key, "device.energy.profiles.radios", _FILES, RadioError)
+    label, data = read_toml(key, "device.energy.profiles.radios", _FILES, RadioError, "radio")
     return parse_radio(data, label, sf=sf)
 
 

@@ -94,10 +94,14 @@ class SourcedTable:
 
 
 def read_toml(
-    name_or_path: str | Path, package: str, builtin: tuple[str, ...], error: type[ProfileError]
+    name_or_path: str | Path,
+    package: str,
+    builtin: tuple[str, ...],
+    error: type[ProfileError],
+    what: str = "profile",
 ) -> tuple[str, dict[str, Any]]:
     """``(label, parsed TOML)`` of a shipped file (``name`` in ``builtin``, in ``package``) or of
-    any file by path; ``label`` names the file in errors."""
+    any file by path; ``label`` names the file in errors, ``what`` the kind of file."""
     key = str(name_or_path)
     if key in builtin:
         label = f"{key}.toml"
@@ -106,10 +110,8 @@ def read_toml(
         path = Path(key)
         label = path.name
         if not path.is_file():
-            raise error(
-                f"unknown {package.rsplit('.', 1)[-1][:-1]} {key!r}: not one of "
-                f"{', '.join(builtin)} and not a file"
-            )
+            known = ", ".join(builtin)
+            raise error(f"unknown {what} {key!r}: not one of {known} and not a file")
         try:
             text = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -40,9 +40,9 @@ def test_the_issue_command_prints_shares_and_a_lifetime(default_named: ModelBund
     result = runner.invoke(app, ["energy", *args, "--events-per-hour", "60"], env=WIDE)
     assert result.exit_code == 0, result.output
     text = result.stdout
-    for part in ("power budget on a lipo cell", "radio ble", "self-discharge at 35 C"):
+    for part in ("power budget, lipo cell", "radio ble", "self-discharge at 35 C"):
         assert part in text
-    assert "lifetime of a lipo cell" in text and "self-discharge" in text
+    assert "lifetime of the lipo cell" in text and "self-discharge" in text
     assert max(len(line) for line in text.splitlines() if line[:1] in "┏┃┡│└") <= 80
 
 
