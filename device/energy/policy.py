@@ -130,6 +130,7 @@ def run_policy(
     """Simulate a node running ``policy`` (module docstring)."""
     if not (step_s > 0 and horizon_s >= step_s):
         raise PolicyError(f"need 0 < step_s <= horizon_s, got {step_s!r}, {horizon_s!r}")
+    storage.check_chargeable(harvester)
     steps = math.ceil(horizon_s / step_s)
     t = np.arange(steps, dtype=np.float64) * step_s
     harvest_w = (np.zeros_like(t) if harvester is None else harvester.power_w(t)).tolist()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.energy.chemistry import Chemistry, Temperature
-from device.energy.errors import CostConfigError
+from device.energy.errors import ChemistryError, CostConfigError
 from device.energy.harvest import Harvester
 from device.energy.traces import FloatArray
 
@@ -43,6 +43,14 @@ class Storage:
             raise CostConfigError(f"storage capacity must be > 0 J, got {self.capacity_j!r}")
         if not 0 <= self.initial_soc <= 1:
             raise CostConfigError(f"initial_soc must be in 0..1, got {self.initial_soc!r}")
+
+    def check_chargeable(self, harvester: object | None) -> None:
+        """A primary cell cannot store harvested energy: refuse the pair, naming the cell."""
+        if harvester is not None and not self.chemistry.rechargeable:
+            raise ChemistryError(
+                f"{self.chemistry.name} is a primary cell: it cannot store harvested energy "
+                "(use a rechargeable chemistry such as lipo)"
+            )
 
     def self_discharge_w(self, t_s: FloatArray) -> FloatArray:
         rate = self.chemistry.self_discharge_per_s(self.temperature.at(t_s))
@@ -90,6 +98,7 @@ def simulate(
     ``storage`` while ``harvester`` (None: nothing) charges it (module docstring)."""
     if not (step_s > 0 and horizon_s >= step_s):
         raise CostConfigError(f"need 0 < step_s <= horizon_s, got {step_s!r}, {horizon_s!r}")
+    storage.check_chargeable(harvester)
     steps = math.ceil(horizon_s / step_s)
     t = np.arange(steps, dtype=np.float64) * step_s
     load = np.broadcast_to(np.asarray(load_w, dtype=np.float64), t.shape)

@@ -10,12 +10,13 @@ import pytest
 
 from device.energy import load_profile
 from device.energy.chemistry import MONTH_S, Temperature, ideal, load_chemistry
-from device.energy.errors import TraceError
+from device.energy.errors import ChemistryError, TraceError
 from device.energy.harvest import ClearSky, ConstantSource, Panel, SolarTrace, parse_harvest
 from device.energy.simulate import YEAR_S, Storage, simulate
 
 VEGA = load_profile("vega")
 IDEAL = Storage(ideal(VEGA), 1000.0)
+DAY_S = 86400.0
 
 
 def test_a_source_above_the_mean_load_is_energy_neutral() -> None:
@@ -97,3 +98,10 @@ def test_harvest_specs() -> None:
     for bad in ("wind:3", "constant:lots", "solar:/no/such/file.csv"):
         with pytest.raises(TraceError):
             parse_harvest(bad)
+
+
+def test_a_primary_cell_cannot_store_harvested_energy() -> None:
+    primary = Storage(load_chemistry("li-socl2"), 1000.0)
+    with pytest.raises(ChemistryError, match="li-socl2 is a primary cell"):
+        simulate(0.001, primary, ConstantSource(0.002))
+    assert simulate(0.001, primary, horizon_s=DAY_S, step_s=60).neutral
