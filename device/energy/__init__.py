@@ -82,15 +82,14 @@ from device.energy.profile import (
 )
 from device.energy.radio import (
     NO_RADIO,
-    RADIOS,
     TELEMETRY_BYTES,
     Radio,
     RadioCost,
     RadioProblem,
     Traffic,
-    load_radio,
     price_traffic,
 )
+from device.energy.radio_profile import RADIOS, load_radio
 from device.energy.simulate import Simulation, Storage, simulate
 
 __all__ = [

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from device.energy.errors import ProfileError, RadioError
-from device.energy.radio import RADIOS, Traffic, load_radio, price_traffic
+from device.energy.radio import Traffic, price_traffic
+from device.energy.radio_profile import RADIOS, load_radio
 
 
 def _text(name: str) -> str:
