@@ -16,6 +16,9 @@ value, :meth:`EnergyReport.to_json` is the ``--json`` output::
 ``budget`` (:meth:`device.energy.Budget.as_dict`) is there only when a radio, a battery
 chemistry or a temperature is given: the default report is the paper's, unchanged.
 
+:func:`plan_forward` is ``vega-emu plan``'s forward simulation of every configuration with a
+harvester, a policy, a radio and a cell (:mod:`device.energy.harvest_plan`).
+
 ``model`` says which model is costed and where the new samples per event come from
 (:class:`AnalysedModel`): ``vega-emu energy --model default`` costs the events ``vega-emu up``
 streams to the default model, so both give one lifetime at one event rate.
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
         Radio,
         Temperature,
     )
+    from device.energy.harvest_plan import HarvestRow
     from device.learning.layers import LayerInfo
 
 
@@ -283,11 +287,108 @@ class EnergyReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardOptions:
+    """The options of ``vega-emu plan`` that simulate forward, as given on the command line."""
+
+    harvest: str | None
+    policy: str | None
+    radio: str | None
+    battery: str | None
+    temperature: str | None
+    telemetry_bytes: int | None
+    panel_cm2: float
+    panel_efficiency: float
+    horizon_days: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardPlan:
+    """The simulated rows of a plan and one line saying what was simulated."""
+
+    rows: list[HarvestRow]
+    describe: str
+
+
+def plan_forward(
+    layers_for: Callable[[int], list[LayerInfo]],
+    prof: Profile,
+    base: CostConfig,
+    lr_layers: list[int],
+    lr_sizes: list[int],
+    lr_bits: list[int],
+    rates: list[float],
+    options: ForwardOptions,
+    inference_per_s: float,
+) -> ForwardPlan:
+    """Every configuration simulated forward with the harvester, policy, radio and cell."""
+    from device.energy import (
+        NO_RADIO,
+        TELEMETRY_BYTES,
+        Panel,
+        Policy,
+        Storage,
+        Temperature,
+        ideal,
+        load_chemistry,
+        load_radio,
+        parse_harvest,
+    )
+    from device.energy.errors import CostConfigError
+    from device.energy.harvest_plan import harvest_sweep
+
+    if not (math.isfinite(options.horizon_days) and options.horizon_days > 0):
+        raise CostConfigError(f"--horizon-days must be > 0, got {options.horizon_days!r}")
+    panel = Panel(options.panel_cm2 / 1e4, options.panel_efficiency)
+    harvester = (
+        None
+        if options.harvest is None
+        else parse_harvest(options.harvest, panel, seed=options.seed)
+    )
+    chosen_policy = None if options.policy is None else Policy.parse(options.policy)
+    chemistry = ideal(prof) if options.battery is None else load_chemistry(options.battery, prof)
+    temperature = (
+        Temperature() if options.temperature is None else Temperature.parse(options.temperature)
+    )
+    radio = NO_RADIO if options.radio is None else load_radio(options.radio)
+    storage = Storage(chemistry, chemistry.usable_j(prof.capacity_mah), temperature)
+    rows = harvest_sweep(
+        layers_for,
+        prof,
+        base,
+        lr_layers=lr_layers,
+        lr_sizes=lr_sizes,
+        lr_bits=lr_bits,
+        rates=rates,
+        storage=storage,
+        harvester=harvester,
+        radio=radio,
+        policy=chosen_policy,
+        inference_per_s=inference_per_s,
+        telemetry_bytes=TELEMETRY_BYTES
+        if options.telemetry_bytes is None
+        else options.telemetry_bytes,
+        horizon_s=options.horizon_days * 86400.0,
+    )
+    parts = [
+        "no harvest" if harvester is None else harvester.describe(),
+        f"{chemistry.name} cell ({storage.capacity_j:,.0f} J) at {temperature.describe()}",
+        f"radio {radio.name}",
+        f"policy {'always' if chosen_policy is None else chosen_policy.describe()}",
+        f"{options.horizon_days:g} days",
+    ]
+    return ForwardPlan(rows, "; ".join(parts))
+
+
 __all__ = [
     "NEW_PER_EVENT_FROM",
     "PAPER_NEW_PER_EVENT",
     "AnalysedModel",
     "CostedBundle",
     "EnergyReport",
+    "ForwardOptions",
+    "ForwardPlan",
     "cost_bundle",
+    "plan_forward",
 ]

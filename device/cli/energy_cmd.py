@@ -331,7 +331,9 @@ def plan(
         forward = (harvest, policy, radio, battery, temperature)
         harvested = None
         if any(option is not None for option in forward):
-            harvested = _harvest_rows(
+            from device.app.energy import ForwardOptions, plan_forward
+
+            harvested = plan_forward(
                 lambda layer: fixed if fixed is not None else layers_for(layer),
                 prof,
                 base,
@@ -339,7 +341,7 @@ def plan(
                 _numbers(lr_sizes, int, "--lr-sizes"),
                 _numbers(lr_bits, int, "--lr-bits"),
                 _numbers(rates, float, "--rates"),
-                _Forward(
+                ForwardOptions(
                     harvest,
                     policy,
                     radio,
@@ -376,97 +378,6 @@ def plan(
         raise fail(f"cannot write output: {exc}") from exc
     line = choice.model.describe(choice.new_per_event)
     _energy_view.show_plan(rows, prof.name, csv_path, plot_path, model_line=line)
-
-
-@dataclass(frozen=True, slots=True)
-class _Forward:
-    """The options of ``plan`` that simulate forward, as given."""
-
-    harvest: str | None
-    policy: str | None
-    radio: str | None
-    battery: str | None
-    temperature: str | None
-    telemetry_bytes: int | None
-    panel_cm2: float
-    panel_efficiency: float
-    horizon_days: float
-    seed: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Harvested:
-    rows: list[Any]
-    describe: str
-
-
-def _harvest_rows(
-    layers_for: Callable[[int], list[LayerInfo]],
-    prof: Any,
-    base: CostConfig,
-    lr_layers: list[int],
-    lr_sizes: list[int],
-    lr_bits: list[int],
-    rates: list[float],
-    options: _Forward,
-    inference_per_s: float,
-) -> _Harvested:
-    """Every configuration simulated forward with the harvester, policy, radio and cell."""
-    from device.energy import (
-        NO_RADIO,
-        TELEMETRY_BYTES,
-        Panel,
-        Policy,
-        Storage,
-        Temperature,
-        ideal,
-        load_chemistry,
-        load_radio,
-        parse_harvest,
-    )
-    from device.energy.harvest_plan import harvest_sweep
-
-    if not (math.isfinite(options.horizon_days) and options.horizon_days > 0):
-        raise ValueError(f"--horizon-days must be > 0, got {options.horizon_days!r}")
-    panel = Panel(options.panel_cm2 / 1e4, options.panel_efficiency)
-    harvester = (
-        None
-        if options.harvest is None
-        else parse_harvest(options.harvest, panel, seed=options.seed)
-    )
-    chosen_policy = None if options.policy is None else Policy.parse(options.policy)
-    chemistry = ideal(prof) if options.battery is None else load_chemistry(options.battery, prof)
-    temperature = (
-        Temperature() if options.temperature is None else Temperature.parse(options.temperature)
-    )
-    radio = NO_RADIO if options.radio is None else load_radio(options.radio)
-    storage = Storage(chemistry, chemistry.usable_j(prof.capacity_mah), temperature)
-    rows = harvest_sweep(
-        layers_for,
-        prof,
-        base,
-        lr_layers=lr_layers,
-        lr_sizes=lr_sizes,
-        lr_bits=lr_bits,
-        rates=rates,
-        storage=storage,
-        harvester=harvester,
-        radio=radio,
-        policy=chosen_policy,
-        inference_per_s=inference_per_s,
-        telemetry_bytes=TELEMETRY_BYTES
-        if options.telemetry_bytes is None
-        else options.telemetry_bytes,
-        horizon_s=options.horizon_days * 86400.0,
-    )
-    parts = [
-        "no harvest" if harvester is None else harvester.describe(),
-        f"{chemistry.name} cell ({storage.capacity_j:,.0f} J) at {temperature.describe()}",
-        f"radio {radio.name}",
-        f"policy {'always' if chosen_policy is None else chosen_policy.describe()}",
-        f"{options.horizon_days:g} days",
-    ]
-    return _Harvested(rows, "; ".join(parts))
 
 
 def register(app: typer.Typer) -> None:
