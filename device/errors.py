@@ -13,8 +13,12 @@ where they enter, with ``raise ... from exc``::
     │   └── ReplayStorageError               SQLite could not read or write the replay table
     ├── EnergyError                      profiles, costs, battery (device.energy.errors)
     │   ├── ProfileError (ValueError)        a hardware profile missing, unreadable or invalid
+    │   │   ├── ChemistryError               a battery chemistry profile invalid or unsourced
+    │   │   └── RadioError                   a radio profile invalid or unsourced
     │   ├── CostConfigError (ValueError)     a cost configuration that makes no sense
-    │   └── BatteryStateError (ValueError)   a saved battery or lifetime state that is unusable
+    │   ├── BatteryStateError (ValueError)   a saved battery or lifetime state that is unusable
+    │   ├── TraceError (ValueError)          an irradiance/temperature trace or harvest source
+    │   └── PolicyError (ValueError)         an energy-aware learning policy that cannot be parsed
     ├── ModelError                       model bundles and tools (device.model.errors)
     │   ├── BundleError                      a bundle directory, file or key missing or wrong
     │   ├── UnsupportedModelError            an ONNX operator or attribute the tools cannot use

@@ -10,7 +10,14 @@ value, :meth:`EnergyReport.to_json` is the ``--json`` output::
                    "busy"},
      "frozen_stage": {"int8_mac_per_cycle", "basis"},
      "memory", "layers", "config": {"lr_layer", ...the cost config},
-     "model": {"name", "path", "default", "new_per_event_from", "benchmark"}}
+     "model": {"name", "path", "default", "new_per_event_from", "benchmark"},
+     "budget": {...}}                                # only with a radio, battery or temperature
+
+``budget`` (:meth:`device.energy.Budget.as_dict`) is there only when a radio, a battery
+chemistry or a temperature is given: the default report is the paper's, unchanged.
+
+:func:`plan_forward` is ``vega-emu plan``'s forward simulation of every configuration with a
+harvester, a policy, a radio and a cell (:mod:`device.energy.harvest_plan`).
 
 ``model`` says which model is costed and where the new samples per event come from
 (:class:`AnalysedModel`): ``vega-emu energy --model default`` costs the events ``vega-emu up``
@@ -30,7 +37,18 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from device.app.models import Benchmark
-    from device.energy import CostConfig, Duty, EventCost, InferenceCost, Profile
+    from device.energy import (
+        Budget,
+        Chemistry,
+        CostConfig,
+        Duty,
+        EventCost,
+        InferenceCost,
+        Profile,
+        Radio,
+        Temperature,
+    )
+    from device.energy.harvest_plan import HarvestRow
     from device.learning.layers import LayerInfo
 
 
@@ -154,6 +172,7 @@ class EnergyReport:
     inference: InferenceCost
     duty: Duty
     model: AnalysedModel | None = None
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.inference.n_samples != 1:
@@ -170,11 +189,17 @@ class EnergyReport:
         *,
         inference_per_s: float = 0.0,
         model: AnalysedModel | None = None,
+        radio: Radio | None = None,
+        chemistry: Chemistry | None = None,
+        temperature: Temperature | None = None,
+        telemetry_bytes: int | None = None,
     ) -> EnergyReport:
         """Cost ``layers`` on ``profile``: an event of ``config.new_per_event`` new samples
         with ``config.lr_size`` replays, one inference, and the duty at ``config``'s event rate
         plus ``inference_per_s`` (an :class:`~device.energy.EnergyError` for a bad value);
-        ``model`` says which model ``layers`` are (None: not said)."""
+        ``model`` says which model ``layers`` are (None: not said). With a ``radio``,
+        ``chemistry`` or ``temperature`` the report has a :class:`~device.energy.Budget`
+        (telemetry messages of ``telemetry_bytes``, default the protocol's example)."""
         from device.energy import Duty, event_cost, inference_cost
         from device.learning.layers import lr_layer_of
 
@@ -189,7 +214,24 @@ class EnergyReport:
             events_per_hour=config.events_per_hour,
             inference_per_s=inference_per_s,
         )
-        return cls(profile, config, lr_layer_of(layers), event, inference, duty, model)
+        extra: Budget | None = None
+        if radio is not None or chemistry is not None or temperature is not None:
+            from device.energy import NO_RADIO, TELEMETRY_BYTES, Temperature, Traffic, budget, ideal
+
+            traffic = Traffic(
+                duty.events_per_hour,
+                telemetry_bytes=TELEMETRY_BYTES if telemetry_bytes is None else telemetry_bytes,
+                predictions_per_s=duty.inference_per_s,
+            )
+            extra = budget(
+                duty,
+                profile,
+                radio=radio or NO_RADIO,
+                chemistry=chemistry or ideal(profile),
+                temperature=temperature or Temperature(),
+                traffic=traffic,
+            )
+        return cls(profile, config, lr_layer_of(layers), event, inference, duty, model, extra)
 
     @property
     def lifetime_h(self) -> float | None:
@@ -234,7 +276,7 @@ class EnergyReport:
             "layers": [layer.as_dict() for layer in event.layers],
             "config": {"lr_layer": self.lr_layer, **self.config.as_dict()},
             "model": None if self.model is None else self.model.as_dict(),
-        }
+        } | ({} if self.budget is None else {"budget": self.budget.as_dict()})
 
     def describe_model(self) -> str | None:
         """The one line saying which model is costed (None when not said)."""
@@ -245,11 +287,108 @@ class EnergyReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardOptions:
+    """The options of ``vega-emu plan`` that simulate forward, as given on the command line."""
+
+    harvest: str | None
+    policy: str | None
+    radio: str | None
+    battery: str | None
+    temperature: str | None
+    telemetry_bytes: int | None
+    panel_cm2: float
+    panel_efficiency: float
+    horizon_days: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardPlan:
+    """The simulated rows of a plan and one line saying what was simulated."""
+
+    rows: list[HarvestRow]
+    describe: str
+
+
+def plan_forward(
+    layers_for: Callable[[int], list[LayerInfo]],
+    prof: Profile,
+    base: CostConfig,
+    lr_layers: list[int],
+    lr_sizes: list[int],
+    lr_bits: list[int],
+    rates: list[float],
+    options: ForwardOptions,
+    inference_per_s: float,
+) -> ForwardPlan:
+    """Every configuration simulated forward with the harvester, policy, radio and cell."""
+    from device.energy import (
+        NO_RADIO,
+        TELEMETRY_BYTES,
+        Panel,
+        Policy,
+        Storage,
+        Temperature,
+        ideal,
+        load_chemistry,
+        load_radio,
+        parse_harvest,
+    )
+    from device.energy.errors import CostConfigError
+    from device.energy.harvest_plan import harvest_sweep
+
+    if not (math.isfinite(options.horizon_days) and options.horizon_days > 0):
+        raise CostConfigError(f"--horizon-days must be > 0, got {options.horizon_days!r}")
+    panel = Panel(options.panel_cm2 / 1e4, options.panel_efficiency)
+    harvester = (
+        None
+        if options.harvest is None
+        else parse_harvest(options.harvest, panel, seed=options.seed)
+    )
+    chosen_policy = None if options.policy is None else Policy.parse(options.policy)
+    chemistry = ideal(prof) if options.battery is None else load_chemistry(options.battery, prof)
+    temperature = (
+        Temperature() if options.temperature is None else Temperature.parse(options.temperature)
+    )
+    radio = NO_RADIO if options.radio is None else load_radio(options.radio)
+    storage = Storage(chemistry, chemistry.usable_j(prof.capacity_mah), temperature)
+    rows = harvest_sweep(
+        layers_for,
+        prof,
+        base,
+        lr_layers=lr_layers,
+        lr_sizes=lr_sizes,
+        lr_bits=lr_bits,
+        rates=rates,
+        storage=storage,
+        harvester=harvester,
+        radio=radio,
+        policy=chosen_policy,
+        inference_per_s=inference_per_s,
+        telemetry_bytes=TELEMETRY_BYTES
+        if options.telemetry_bytes is None
+        else options.telemetry_bytes,
+        horizon_s=options.horizon_days * 86400.0,
+    )
+    parts = [
+        "no harvest" if harvester is None else harvester.describe(),
+        f"{chemistry.name} cell ({storage.capacity_j:,.0f} J) at {temperature.describe()}",
+        f"radio {radio.name}",
+        f"policy {'always' if chosen_policy is None else chosen_policy.describe()}",
+        f"{options.horizon_days:g} days",
+    ]
+    return ForwardPlan(rows, "; ".join(parts))
+
+
 __all__ = [
     "NEW_PER_EVENT_FROM",
     "PAPER_NEW_PER_EVENT",
     "AnalysedModel",
     "CostedBundle",
     "EnergyReport",
+    "ForwardOptions",
+    "ForwardPlan",
     "cost_bundle",
+    "plan_forward",
 ]

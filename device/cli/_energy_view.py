@@ -17,6 +17,8 @@ from device.energy import FROZEN_PHASE, PlanRow
 
 if TYPE_CHECKING:
     from device.app.energy import EnergyReport
+    from device.energy import Budget
+    from device.energy.harvest_plan import HarvestRow
 
 out = Console()
 MIB = 1024 * 1024
@@ -149,6 +151,39 @@ def show_energy(report: EnergyReport) -> None:
     out.print(
         f"largest sustainable rate: {shown} (events overlap neither each other nor inferences)"
     )
+    if report.budget is not None:
+        show_budget(report.budget)
+
+
+_BUDGET_COLS: Final = (Col("part", "name"), Col("power"), Col("share"))
+
+
+def show_budget(budget: Budget) -> None:
+    """The node's whole budget: compute, radio, self-discharge, their shares, the lifetime of
+    its cell, and what the radio cannot carry."""
+    radio = budget.radio
+    rows = [
+        ("compute (events, inference, sleep)", budget.compute_w),
+        (f"radio {radio.radio}", radio.power_w),
+        (f"self-discharge at {budget.temperature.describe()}", budget.self_discharge_w),
+        ("total", budget.power_w),
+    ]
+    cells = [(name, _si(watts, "W"), f"{budget.share(watts):.1%}") for name, watts in rows]
+    title = f"power budget, {budget.chemistry.name} cell"
+    out.print(fit_table(_BUDGET_COLS, cells, out.width, title=title))
+    lifetime = budget.lifetime_h
+    out.print(
+        f"lifetime of the {budget.chemistry.name} cell ({budget.usable_j:,.0f} J usable): "
+        f"[bold]{_hours(lifetime if lifetime != float('inf') else None)}[/] "
+        f"(radio {budget.share(radio.power_w):.1%}, "
+        f"self-discharge {budget.share(budget.self_discharge_w):.1%} of the mean power)",
+        highlight=False,
+    )
+    for problem in radio.problems:
+        out.print(
+            f"[bold red]the radio cannot carry this:[/] {problem.message} ({problem.code})",
+            highlight=False,
+        )
 
 
 def write_csv(rows: Sequence[PlanRow], path: Path) -> None:
@@ -267,3 +302,117 @@ def write_plot(rows: Sequence[PlanRow], path: Path, profile: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _outcome(row: HarvestRow) -> str:
+    """``yes`` (energy-neutral) or the days until first empty; with a policy, the share of the
+    events learned; red when the radio cannot carry it or the rate is not sustainable."""
+    at = row.depleted_at_s
+    text = "yes" if at is None else f"{compact(at / 86400)} d"
+    share = row.learned_share
+    if share is not None:
+        text += f" {share:.0%}"
+    if row.problems or not row.row.sustainable:
+        return f"[red]{text}![/]"
+    return text if at is None else f"[yellow]{text}[/]"
+
+
+def harvest_table(rows: Sequence[HarvestRow], profile: str, width: int) -> Table:
+    """One line per (LR layer, LR count, LR bits), one column per event rate: energy-neutral
+    or days to the first empty cell."""
+    rates = sorted({h.row.events_per_hour for h in rows})
+    groups: dict[tuple[int, int, int], dict[float, HarvestRow]] = {}
+    for h in rows:
+        key = (h.row.lr_layer, h.row.lr_size, h.row.lr_bits)
+        groups.setdefault(key, {})[h.row.events_per_hour] = h
+    cols = [
+        Col("LR"),
+        Col("LRs"),
+        Col("bits"),
+        Col("fits", hide=1),
+        Col("J/event", hide=2),
+        *(Col(f"@{rate:g}/h") for rate in rates),
+    ]
+    table_rows = []
+    for (layer, size, bits), by_rate in groups.items():
+        first = next(iter(by_rate.values())).row
+        cells = [
+            str(layer),
+            str(size),
+            str(bits),
+            "yes" if first.fits else "[red]no[/]",
+            _si(first.energy_j, "J"),
+            *(_outcome(by_rate[r]) if r in by_rate else DASH for r in rates),
+        ]
+        table_rows.append(cells)
+    title = f"plan on {profile}: energy-neutral (yes) or days to the first empty cell"
+    return fit_table(cols, table_rows, width, title=title)
+
+
+def show_harvest_plan(
+    rows: Sequence[HarvestRow],
+    profile: str,
+    describe: str,
+    csv_path: Path,
+    plot_path: Path,
+    model_line: str | None = None,
+) -> None:
+    """The harvest plan: what is simulated, the table, which configurations are neutral and
+    what the radio cannot carry."""
+    if model_line is not None:
+        out.print(model_line, highlight=False, soft_wrap=True)
+    out.print(f"simulated: {describe}", highlight=False)
+    out.print(harvest_table(rows, profile, out.width))
+    neutral = sum(1 for h in rows if h.neutral and not h.problems and h.row.sustainable)
+    policy_note = (
+        " NN%: share of the events learned;"
+        if any(h.learned_share is not None for h in rows)
+        else ""
+    )
+    out.print(
+        f"{neutral} of {len(rows)} configurations are energy-neutral;{policy_note} "
+        "yellow: empties; red !: the radio cannot carry it or the rate is not sustainable",
+        highlight=False,
+    )
+    seen: set[str] = set()
+    for h in rows:
+        for problem in h.problems:
+            if problem.code not in seen:
+                seen.add(problem.code)
+                out.print(f"[bold red]radio:[/] {problem.message}", highlight=False)
+    out.print(f"{len(rows)} configurations -> {csv_path}, plot -> {plot_path}")
+
+
+HARVEST_FIELDS: Final = (
+    "energy_neutral",
+    "depleted_at_h",
+    "min_or_final_soc",
+    "uptime",
+    "learned_share",
+    "load_w",
+    "radio_problems",
+)
+
+
+def write_harvest_csv(rows: Sequence[HarvestRow], path: Path) -> None:
+    """The plan's CSV with the simulation's outcome of each row."""
+    names = [f.name for f in fields(PlanRow)] + list(HARVEST_FIELDS)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        for h in rows:
+            outcome = h.outcome
+            at = h.depleted_at_s
+            soc = getattr(outcome, "min_soc", None)
+            writer.writerow(
+                h.row.as_dict()
+                | {
+                    "energy_neutral": h.neutral,
+                    "depleted_at_h": None if at is None else at / 3600,
+                    "min_or_final_soc": soc if soc is not None else outcome.final_soc,
+                    "uptime": getattr(outcome, "uptime", None),
+                    "learned_share": h.learned_share,
+                    "load_w": h.load.mean_w,
+                    "radio_problems": ";".join(p.code for p in h.problems),
+                }
+            )

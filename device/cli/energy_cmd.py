@@ -46,6 +46,36 @@ NewPerEvent = Annotated[
 MbSize = Annotated[int, typer.Option("--mb", help="Mini-batch size.")]
 NewPerMb = Annotated[int, typer.Option(help="New latents per mini-batch (the rest are replays).")]
 Epochs = Annotated[int, typer.Option(help="Epochs per learning event.")]
+RadioOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--radio",
+        help="Radio carrying telemetry and predictions: none (the paper's case), ble, "
+        "lorawan-sf7..lorawan-sf12, ltem, nbiot or a radio TOML file.",
+    ),
+]
+BatteryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--battery",
+        help="Battery chemistry of the profile's capacity: ideal (the paper's), li-socl2, "
+        "lipo, alkaline or a chemistry TOML file.",
+    ),
+]
+TemperatureOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--temperature",
+        help="Cell temperature for self-discharge: degrees C, or a CSV trace (time_s or "
+        "time, temp_c). Default 20.",
+    ),
+]
+TelemetryBytes = Annotated[
+    int | None,
+    typer.Option(
+        help="Bytes of one telemetry message over the radio (default 387, the protocol's example)."
+    ),
+]
 InferenceRate = Annotated[
     float,
     typer.Option(
@@ -130,12 +160,25 @@ def energy(
     epochs: Epochs = 4,
     events_per_hour: Annotated[float, typer.Option(help="Learning events per hour.")] = 1.0,
     inference_rate: InferenceRate = 0.0,
+    radio: RadioOpt = None,
+    battery: BatteryOpt = None,
+    temperature: TemperatureOpt = None,
+    telemetry_bytes: TelemetryBytes = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Latency, energy, memory map and battery lifetime of one learning event (and of one
-    inference, with --inference-rate in the lifetime)."""
+    inference, with --inference-rate in the lifetime).
+
+    With --radio, --battery or --temperature: the power budget with the radio's and
+    self-discharge's shares, and the lifetime of that cell."""
     from device.app.energy import EnergyReport
-    from device.energy import EnergyError, load_profile
+    from device.energy import (
+        EnergyError,
+        Temperature,
+        load_chemistry,
+        load_profile,
+        load_radio,
+    )
     from device.model.errors import ModelError
 
     try:
@@ -151,8 +194,18 @@ def energy(
             events_per_hour=events_per_hour,
         )
         layers = choice.layers_for(lr_layer)
+        if telemetry_bytes is not None and telemetry_bytes < 0:
+            raise ValueError(f"--telemetry-bytes must be >= 0, got {telemetry_bytes}")
         report = EnergyReport.compute(
-            layers, prof, config, inference_per_s=_rate(inference_rate), model=choice.model
+            layers,
+            prof,
+            config,
+            inference_per_s=_rate(inference_rate),
+            model=choice.model,
+            radio=None if radio is None else load_radio(radio),
+            chemistry=None if battery is None else load_chemistry(battery, prof),
+            temperature=None if temperature is None else Temperature.parse(temperature),
+            telemetry_bytes=telemetry_bytes,
         )
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
@@ -202,11 +255,43 @@ def plan(
         typer.Option("--summary", help="Run summary JSON with measured accuracy (repeatable)."),
     ] = None,
     inference_rate: InferenceRate = 0.0,
+    harvest: Annotated[
+        str | None,
+        typer.Option(
+            "--harvest",
+            help="Simulate each configuration forward with a harvester: solar:FILE (irradiance "
+            "CSV: time_s or time, irradiance_w_m2), solar:clear-sky[:LAT[:DAY]] or constant:W.",
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="Energy-aware learning policy: always, soc-threshold:X, low-soc:X or "
+            "defer-to-sun.",
+        ),
+    ] = None,
+    radio: RadioOpt = None,
+    battery: BatteryOpt = None,
+    temperature: TemperatureOpt = None,
+    telemetry_bytes: TelemetryBytes = None,
+    panel_cm2: Annotated[float, typer.Option(help="Solar panel area, cm2.")] = 10.0,
+    panel_efficiency: Annotated[
+        float, typer.Option(help="Solar panel efficiency, charger included.")
+    ] = 0.15,
+    horizon_days: Annotated[
+        float, typer.Option(help="Days simulated forward (a shorter trace repeats).")
+    ] = 365.0,
+    seed: Annotated[int, typer.Option(help="Seed of the clear-sky model's clouds.")] = 0,
     csv_path: Annotated[Path, typer.Option("--csv", help="CSV output.")] = Path("plan.csv"),
     plot_path: Annotated[Path, typer.Option("--plot", help="PNG output.")] = Path("plan.png"),
 ) -> None:
     """Sweep LR layer x LR count x LR bits x event rate: memory against lifetime (CSV, PNG);
-    every lifetime includes --inference-rate samples classified per second."""
+    every lifetime includes --inference-rate samples classified per second.
+
+    With --harvest, --policy, --radio, --battery or --temperature each configuration is
+    simulated forward over --horizon-days: energy-neutral, or the days until its cell is first
+    empty (with a policy, the share of the events learned)."""
     from dataset_stream.protocol import ProtocolError, RunSummary
     from device.energy import EnergyError, attach_accuracy, load_profile, sweep
     from device.model.errors import ModelError
@@ -243,9 +328,48 @@ def plan(
             inference_per_s=_rate(inference_rate),
         )
         rows = attach_accuracy(rows, summaries)
+        forward = (harvest, policy, radio, battery, temperature)
+        harvested = None
+        if any(option is not None for option in forward):
+            from device.app.energy import ForwardOptions, plan_forward
+
+            harvested = plan_forward(
+                lambda layer: fixed if fixed is not None else layers_for(layer),
+                prof,
+                base,
+                layer_list,
+                _numbers(lr_sizes, int, "--lr-sizes"),
+                _numbers(lr_bits, int, "--lr-bits"),
+                _numbers(rates, float, "--rates"),
+                ForwardOptions(
+                    harvest,
+                    policy,
+                    radio,
+                    battery,
+                    temperature,
+                    telemetry_bytes,
+                    panel_cm2,
+                    panel_efficiency,
+                    horizon_days,
+                    seed,
+                ),
+                _rate(inference_rate),
+            )
     except (EnergyError, ModelError, ValueError, OSError) as exc:
         raise fail(str(exc), code=2) from exc
     from device.cli import _energy_view
+
+    if harvested is not None:
+        try:
+            _energy_view.write_harvest_csv(harvested.rows, csv_path)
+            _energy_view.write_plot(rows, plot_path, prof.name)
+        except OSError as exc:
+            raise fail(f"cannot write output: {exc}") from exc
+        line = choice.model.describe(choice.new_per_event)
+        _energy_view.show_harvest_plan(
+            harvested.rows, prof.name, harvested.describe, csv_path, plot_path, model_line=line
+        )
+        return
 
     try:
         _energy_view.write_csv(rows, csv_path)
