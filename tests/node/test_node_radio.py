@@ -4,6 +4,7 @@ brokers and a real engine (real SQLite, real onnxruntime); the default node char
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ from dataset_stream.protocol import (
     validate_telemetry,
 )
 from dataset_stream.protocol.node_messages import PHASES
-from device.energy import inference_cost, load_chemistry, load_node_power, load_profile
+from device.energy import (
+    DOWNLINK_J_PER_BYTE,
+    inference_cost,
+    load_chemistry,
+    load_node_power,
+    load_profile,
+)
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -195,3 +202,43 @@ def test_bad_power_settings_name_the_field() -> None:
     with pytest.raises(ValueError, match="telemetry_bytes"):
         PowerSettings(telemetry_bytes=0)
     assert np.isfinite(PowerSettings().temperature_c)
+
+
+async def test_a_pushed_head_costs_the_radios_downlink_not_the_stand_in(
+    embedded_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    from tests.node.test_desired import Answers, batch, desired, head_bytes, head_received, watch
+
+    url: BrokerURL = embedded_broker.url
+    power = load_node_power("ble")
+    rng = np.random.default_rng(5)
+    pushed = {
+        k: (v + rng.normal(0, 0.01, v.shape)).astype(np.float32)
+        for k, v in default_bundle.weights.items()
+    }
+    wire = head_bytes(pushed)
+    sha = hashlib.sha256(wire).hexdigest()
+    async with aiomqtt.Client(**url.client_kwargs()) as peer:
+        await watch(peer, DEVICE)
+        await peer.publish("vega/heads/v2/weights", wire, qos=1, retain=True)
+        async with (
+            Answers(peer) as answers,
+            Node(settings(tmp_path, radio="ble"), default_bundle, url) as node,
+        ):
+            await asyncio.wait_for(node.connected.wait(), 10)
+            engine = node.engine
+            assert engine is not None
+            await peer.publish(f"vega/{DEVICE}/batch", batch(digits_nic, DEVICE, 1), qos=1)
+            await answers.until("telemetry", seq=1)
+            before_j = engine.state.energy_totals.total_j
+            on_v2 = desired(DEVICE, 1, head="v2", head_sha256=sha, learning=False)
+            await peer.publish(f"vega/{DEVICE}/desired", on_v2, qos=1, retain=True)
+            await head_received(engine, 1)
+            await peer.publish(f"vega/{DEVICE}/batch", batch(digits_nic, DEVICE, 2), qos=1)
+            second = await answers.until("telemetry", seq=2)
+            await answers.until("reported", version=1)
+            spent_j = engine.state.energy_totals.total_j - before_j
+    assert second["energy_j"]["radio"] == power.send_j(387)  # a paused event still reports
+    received_j = power.receive_j(len(wire))
+    assert received_j > 0 and received_j != len(wire) * DOWNLINK_J_PER_BYTE
+    assert spent_j == pytest.approx(second["energy_j"]["total"] + received_j, rel=1e-12)
