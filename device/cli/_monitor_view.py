@@ -48,14 +48,17 @@ def _lifetime_key(rec: DeviceRecord) -> tuple[float, str]:
 
 
 def fleet_line(monitor: FleetMonitor) -> str:
-    """One line of fleet figures: devices by state, events, lag percentiles."""
+    """One line of fleet figures: devices by state, events, lag percentiles, and the radio's
+    share of the energy when a node reports one."""
     records = list(monitor.devices.values())
     states = Counter(rec.state for rec in records)
     by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"
     events = sum(rec.node_events for rec in records)
     p50, p99 = monitor.lag.percentile(0.5), monitor.lag.percentile(0.99)
     lag = "-" if p50 is None else f"p50 {_seconds(p50)} s, p99 {_seconds(p99)} s"
-    return f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
+    line = f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
+    radio = monitor.radio_share
+    return line if radio is None else f"{line}, radio {radio:.1%} of the energy"
 
 
 def _injected(monitor: FleetMonitor, records: list[DeviceRecord]) -> str:

@@ -55,6 +55,29 @@ BalancedOpt = Annotated[
     typer.Option("--class-balanced", help="Replace replays of the most represented class first."),
 ]
 
+NodeRadioOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--radio",
+        help="Radio the node charges its telemetry, predictions and downlinks to: none (the "
+        "paper's case, the default), ble, lorawan-sf7..lorawan-sf12, ltem, nbiot or a TOML file.",
+    ),
+]
+NodeBatteryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--battery",
+        help="Battery chemistry of the profile's capacity: ideal (the paper's, the default), "
+        "li-socl2, lipo, alkaline or a chemistry TOML file.",
+    ),
+]
+NodeTemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature", help="Cell temperature (degrees C) for self-discharge. Default 20."
+    ),
+]
+
 
 @dataclass(frozen=True, slots=True)
 class LearningOptions:
@@ -68,6 +91,9 @@ class LearningOptions:
     learning_rate: float | None = None
     profile: str = "vega"
     class_balanced: bool = False
+    radio: str | None = None
+    battery: str | None = None
+    temperature_c: float | None = None
 
     def settings(
         self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
@@ -81,10 +107,11 @@ class LearningOptions:
             raise fail(str(exc), code=2) from exc
 
     def device_class(self, name: str = "default", count: int = 1) -> DeviceClass:
-        """These flags as one class of a fleet spec (:mod:`device.fleet.spec`)."""
+        """These flags as one class of a fleet spec (:mod:`device.fleet.spec`); a bad
+        ``--radio``, ``--battery`` or ``--temperature`` exits with status 2 and names it."""
         from device.fleet.spec import DeviceClass
 
-        return DeviceClass(
+        device_class = DeviceClass(
             name=name,
             count=count,
             profile=self.profile,
@@ -95,7 +122,16 @@ class LearningOptions:
             new_per_mb=self.new_per_mb,
             learning_rate=self.learning_rate,
             class_balanced=self.class_balanced,
+            radio=self.radio,
+            battery=self.battery,
+            temperature_c=self.temperature_c,
         )
+        flags = {"radio": "--radio", "battery": "--battery", "temperature_c": "--temperature"}
+        for problem in device_class.problems():
+            field, _, text = problem.partition(": ")
+            if field in flags:
+                raise fail(f"{flags[field]}: {text}", code=2)
+        return device_class
 
 
 def learning_rate_flag(learning_rate: float | None, old_lr: float | None) -> float | None:

@@ -28,6 +28,9 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatteryOpt,
+    NodeRadioOpt,
+    NodeTemperatureOpt,
     OldLearningRateOpt,
     ProfileOpt,
     learning_rate_flag,
@@ -117,6 +120,9 @@ def fleet(
     old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
+    radio: NodeRadioOpt = None,
+    battery: NodeBatteryOpt = None,
+    temperature: NodeTemperatureOpt = None,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -164,7 +170,17 @@ def fleet(
         else:
             assert devices is not None
             options = LearningOptions(
-                lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+                lr_size,
+                lr_bits,
+                epochs,
+                mb,
+                new_per_mb,
+                rate,
+                profile,
+                class_balanced,
+                radio,
+                battery,
+                temperature,
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)

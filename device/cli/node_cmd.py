@@ -26,6 +26,9 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatteryOpt,
+    NodeRadioOpt,
+    NodeTemperatureOpt,
     OldLearningRateOpt,
     ProfileOpt,
     learning_rate_flag,
@@ -65,6 +68,9 @@ def node(
     old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
+    radio: NodeRadioOpt = None,
+    battery: NodeBatteryOpt = None,
+    temperature: NodeTemperatureOpt = None,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -104,7 +110,17 @@ def node(
     creatable(state_dir, "--state-dir")
     bundle = load_model(model)
     options = LearningOptions(
-        lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+        lr_size,
+        lr_bits,
+        epochs,
+        mb,
+        new_per_mb,
+        rate,
+        profile,
+        class_balanced,
+        radio,
+        battery,
+        temperature,
     )
     try:
         settings = replace(

@@ -23,6 +23,9 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatteryOpt,
+    NodeRadioOpt,
+    NodeTemperatureOpt,
     OldLearningRateOpt,
     ProfileOpt,
     learning_rate_flag,
@@ -105,6 +108,9 @@ def up(
     old_lr: OldLearningRateOpt = None,
     profile: ProfileOpt = "vega",
     class_balanced: BalancedOpt = False,
+    radio: NodeRadioOpt = None,
+    battery: NodeBatteryOpt = None,
+    temperature: NodeTemperatureOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="All devices get the same event order.")
@@ -175,7 +181,17 @@ def up(
     devices = devices or 4
     ids = fleet_ids(devices) if fleet is None else fleet.device_ids()
     options = LearningOptions(
-        lr_size, lr_bits, epochs, mb, new_per_mb, rate, profile, class_balanced
+        lr_size,
+        lr_bits,
+        epochs,
+        mb,
+        new_per_mb,
+        rate,
+        profile,
+        class_balanced,
+        radio,
+        battery,
+        temperature,
     )
 
     described: dict[str, object] = {

@@ -69,6 +69,7 @@ from device.energy.memory import (
     lr_elements,
     memory_map,
 )
+from device.energy.node_power import NodePower, load_node_power
 from device.energy.plan import PlanRow, attach_accuracy, summary_accuracy, sweep
 from device.energy.policy import NodeLoad, Policy, PolicyRun, reduced_config, run_policy
 from device.energy.profile import (
@@ -124,6 +125,7 @@ __all__ = [
     "MemoryRegion",
     "MemoryTraffic",
     "NodeLoad",
+    "NodePower",
     "Panel",
     "PhaseCost",
     "PlanRow",
@@ -154,6 +156,7 @@ __all__ = [
     "item_sizes",
     "lifetime_hours",
     "load_chemistry",
+    "load_node_power",
     "load_profile",
     "load_radio",
     "lr_elements",

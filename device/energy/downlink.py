@@ -1,8 +1,8 @@
 """What receiving bytes over the radio costs a node: one documented per-byte figure.
 
-The node does not run a radio profile (:mod:`device.energy.radio`, which ``vega-emu energy``
-and ``plan`` price) yet; until it does, every byte a node receives on the downlink (a pushed
-head) is charged :data:`DOWNLINK_J_PER_BYTE`, a BLE 1M PHY stand-in
+A node without a radio profile (``--radio none``, the default; a node with one charges the
+radio's downlink cost, :mod:`device.energy.node_power`) charges every byte it receives on the
+downlink (a pushed head) :data:`DOWNLINK_J_PER_BYTE`, a BLE 1M PHY stand-in
 (docs/energy-model.md, "Downlink"): an nRF52832 receiving draws 5.4 mA at 3 V (16.2 mW); at
 1 Mbit/s a byte is on air 8 us, and link-layer headers, acknowledgements and connection-event
 gaps halve the useful rate, so a byte costs 16.2 mW x 16 us = 0.26 uJ.

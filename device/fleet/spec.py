@@ -63,7 +63,7 @@ from device.fleet.errors import FleetSpecError
 
 if TYPE_CHECKING:
     from device.model.bundle import ModelBundle
-    from device.node.settings import NodeSettings
+    from device.node.settings import NodeSettings, PowerSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class DeviceClass:
 
     The learning fields mean what the ``vega-emu node`` flags of the same name mean
     (``learning_rate``: ``--learning-rate``, None for the model's recommended rate); ``dataset``
-    and ``scenario`` are what the stream sends this class.
+    and ``scenario`` are what the stream sends this class; ``radio``, ``battery`` and
+    ``temperature_c`` what the node charges besides its compute (``--radio``, ``--battery``,
+    ``--temperature``; :class:`~device.node.settings.PowerSettings`).
     """
 
     name: str
@@ -98,6 +100,9 @@ class DeviceClass:
     vary: Mapping[str, Distribution] = field(default_factory=dict)  # setting -> distribution
     availability: AvailabilityModel | None = None
     offline_batches: str = "wait"
+    radio: str | None = None  # a radio profile or file; None: none (nothing priced)
+    battery: str | None = None  # a battery chemistry or file; None: the ideal battery
+    temperature_c: float | None = None  # the cell's constant temperature; None: 20 C
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -142,6 +147,9 @@ class DeviceClass:
         load_profile(self.profile)  # an unknown profile is an error now, not at the first event
         from device.node.settings import Hardware
 
+        power = self.power_settings()
+        power.load()  # an unknown radio or chemistry too
+
         rate = self.learning_rate
         if rate is None:
             rate = bundle.recommended_learning_rate
@@ -154,7 +162,21 @@ class DeviceClass:
             profile=self.profile,
             events_per_hour=self.events_per_hour,
             hardware=Hardware(self.battery_j, self.initial_soc, self.speed_factor, self.drift_ppm),
+            power=power,
             **extra,
+        )
+
+    def power_settings(self) -> PowerSettings:
+        """The class's radio, chemistry and temperature (the defaults for None)."""
+        from device.node.settings import PowerSettings
+
+        default = PowerSettings()
+        return PowerSettings(
+            radio=default.radio if self.radio is None else self.radio,
+            battery=default.battery if self.battery is None else self.battery,
+            temperature_c=default.temperature_c
+            if self.temperature_c is None
+            else float(self.temperature_c),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,7 +200,7 @@ class DeviceClass:
         settings, the learning rate), each led by its field; empty when the class can run (its
         model is checked when it is loaded). Checked with the constructors the node uses, so
         the rules live there."""
-        from device.energy import load_profile
+        from device.energy import EnergyError, load_profile, load_radio
         from device.learning.learner import TrainConfig
         from device.learning.nn import SGDConfig
         from device.node.settings import Hardware, ReplaySettings
@@ -194,6 +216,9 @@ class DeviceClass:
             ("speed_factor", lambda: Hardware(speed_factor=self.speed_factor)),
             ("drift_ppm", lambda: Hardware(drift_ppm=self.drift_ppm)),
             ("events_per_hour", lambda: _positive(self.events_per_hour)),
+            ("radio", lambda: load_radio("none" if self.radio is None else self.radio)),
+            ("battery", lambda: self._check_battery()),
+            ("temperature_c", lambda: self._check_temperature()),
         ]
         for key, dist in self.vary.items():  # every value a distribution can give must do
             low, high = dist.bounds
@@ -212,9 +237,21 @@ class DeviceClass:
         for key, check in checks:
             try:
                 check()
-            except ValueError as exc:  # a ProfileError too
+            except (ValueError, EnergyError) as exc:  # a ProfileError too
                 out.append(f"{key}: {exc}")
         return list(dict.fromkeys(out))
+
+    def _check_battery(self) -> None:
+        from device.energy.chemistry import IDEAL, load_chemistry
+
+        if self.battery is not None and self.battery != IDEAL:
+            load_chemistry(self.battery)
+
+    def _check_temperature(self) -> None:
+        from device.node.settings import PowerSettings
+
+        if self.temperature_c is not None:
+            PowerSettings(temperature_c=float(self.temperature_c))
 
     def _check_one(self, key: str, value: float) -> None:
         """Check the class with ``value`` as its ``key`` (a bound of a distribution)."""
@@ -313,6 +350,9 @@ TYPES: Final[dict[str, str]] = {
     "speed_factor": "float",
     "events_per_hour": "float",
     "offline_batches": "str",
+    "radio": "str",
+    "battery": "str",
+    "temperature_c": "float",
 }
 #: Settings a class may give as a distribution table, drawn per device.
 VARYING: Final = (

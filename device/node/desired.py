@@ -15,7 +15,7 @@ does with each setting. The pieces:
   worker thread, under the node's lock: never in the middle of an event). Applying commits, in
   one transaction of its own, the replay memory re-quantized or resized in place, the head
   swapped (the node's own one kept, to be restored by ``head: "own"``), the battery charged for
-  the bytes of a pushed head (:data:`device.energy.DOWNLINK_J_PER_BYTE`), and the desired state
+  the bytes of a pushed head (:meth:`device.energy.NodePower.downlink_j`), and the desired state
   in force (version and settings), so a restart or a ``kill -9`` runs it still.
 
 What it has to say (the reported state after each change, a ``bad_desired`` error for each
@@ -36,7 +36,7 @@ import numpy as np
 
 from dataset_stream.protocol import DesiredRefused, ErrorMessage
 from dataset_stream.protocol.desired import OWN_HEAD, DesiredState, Refusal, ReportedState
-from device.energy import CostConfig, downlink_energy_j
+from device.energy import CostConfig
 from device.model.bundle import ModelBundle
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
@@ -320,7 +320,7 @@ class Downlink:
                         tx.save_own_head(weights_snapshot(live.head, live.optimizer))
                     if pushed is not None:  # a pushed head starts with no optimizer state
                         tx.save_weights(dict(pushed.weights))
-                        live.battery.draw(downlink_energy_j(pushed.size_bytes))
+                        live.battery.draw(parts.power.downlink_j(pushed.size_bytes))
                         tx.set_state(self._charged(pushed.size_bytes))
                     else:
                         if own is not None:
@@ -354,7 +354,9 @@ class Downlink:
         return replace(
             live.state,
             battery=BatterySnapshot.of(live.battery),
-            energy_totals=live.state.energy_totals.plus({"total": downlink_energy_j(size_bytes)}),
+            energy_totals=live.state.energy_totals.plus(
+                {"total": self._parts.power.downlink_j(size_bytes)}
+            ),
         )
 
     def _rng(self, version: int) -> np.random.Generator:

@@ -42,14 +42,24 @@ from device.node.classbook import ClassBook
 from device.node.desired import Downlink, DownlinkNews, effective_settings
 from device.node.inference import Inference, InferenceCharge
 from device.node.learning import Learning
+from device.node.parts import NodeParts
 from device.node.persistence import EvalFile, LiveState, model_id, open_parts
 from device.node.settings import NodeSettings
 from device.node.store import NodeState, NodeStore, ReplayMemory, StoreError
 from device.node.store.snapshots import BatterySnapshot
 
-__all__ = ["EventOutcome", "InferenceCharge", "NodeEngine", "model_id"]
+__all__ = ["EventOutcome", "InferenceCharge", "NodeEngine", "model_id", "radio_problem"]
 
 log = logging.getLogger(__name__)
+
+
+def radio_problem(parts: NodeParts) -> str | None:
+    """What ``parts``' radio cannot carry at the node's nominal rate, in one sentence."""
+    settings = parts.settings
+    problems = parts.power.problems(settings.events_per_hour, settings.power.telemetry_bytes)
+    if not problems:
+        return None
+    return "the radio cannot carry this traffic: " + "; ".join(p.message for p in problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,11 @@ class NodeEngine:
             raise
         if eval_set is not None:
             self.set_eval(eval_set)
+        #: What the node's radio cannot carry at its rate (None: all of it), said once here and
+        #: as the reason of every status that has no other (never priced silently).
+        self.radio_problem = radio_problem(parts)
+        if self.radio_problem is not None:
+            log.warning("%s: %s", settings.device_id, self.radio_problem)
 
     # -- what the node is made of --------------------------------------------------------------
 
@@ -310,12 +325,13 @@ class NodeEngine:
         forgetting: float | None = None,
         accuracy_by_class: dict[int, float] | None = None,
     ) -> Status:
-        """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``)."""
+        """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``; the
+        radio's problem is the reason when there is no other)."""
         return reporting.status(
             self._parts,
             self._live,
             state,
-            reason,
+            reason or self.radio_problem,
             accuracy,
             online_since,
             forgetting=forgetting,

@@ -19,6 +19,7 @@ import numpy as np
 
 from dataset_stream.protocol import ErrorMessage, InferRequest, Prediction
 from device.energy import inference_cost
+from device.energy.radio import PREDICTION_BYTES
 from device.learning.inference import SEQ_WINDOW, SYNC_EVERY_S, classify
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState
@@ -53,11 +54,18 @@ class Inference:
 
     def charge(self, n_samples: int) -> InferenceCharge:
         """The modelled latency and energy of classifying ``n_samples`` on this node's profile
-        (:func:`device.energy.inference_cost`), kept per sample count."""
+        (:func:`device.energy.inference_cost`), kept per sample count; with a radio, ``radio``
+        (in ``total``) prices one prediction of the documented size
+        (:data:`device.energy.radio.PREDICTION_BYTES`)."""
         charge = self._charges.get(n_samples)
         if charge is None:
-            cost = inference_cost(self._parts.layers, self._parts.profile, n_samples)
-            charge = InferenceCharge(cost.latency_s, cost.energy_j)
+            parts = self._parts
+            cost = inference_cost(parts.layers, parts.profile, n_samples)
+            energy_j = cost.energy_j
+            if parts.power.priced:  # and the radio, for the prediction it sends
+                radio_j = parts.power.send_j(PREDICTION_BYTES)
+                energy_j = {**energy_j, "radio": radio_j, "total": energy_j["total"] + radio_j}
+            charge = InferenceCharge(cost.latency_s, energy_j)
             if len(self._charges) < _CHARGES_KEPT:
                 self._charges[n_samples] = charge
         return charge

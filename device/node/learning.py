@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -132,7 +133,8 @@ class Learning:
             # active energy only: the estimator adds sleep power between events itself
             # the node times its events with its own (drifting) clock
             local_t = parts.settings.hardware.local_time(t)
-            live.lifetime.observe(local_t, cost.energy_j["total"], cost.latency_s["total"])
+            active_j = cost.energy_j["total"] + energy.get("radio", 0.0)
+            live.lifetime.observe(local_t, active_j, cost.latency_s["total"])
             latency = cost.latency_s
         else:  # not enough energy left: the node browns out and stops learning for good;
             # what was left is spent on the failed attempt and reported as such
@@ -156,7 +158,7 @@ class Learning:
             gaps=live.state.gaps,
             battery=BatterySnapshot.of(battery),
             lifetime=LifetimeSnapshot.of(live.lifetime),
-            energy_totals=live.state.energy_totals.plus(energy),
+            energy_totals=live.state.energy_totals.plus(_stages(energy)),
             last_latency_s=latency["total"],
             inference=since.reported(tally.right, tally.n),
         )
@@ -218,6 +220,9 @@ class Learning:
         slept = self._sleep_j(t, prev_t)
         drawn = battery.draw(min(slept, battery.remaining_j))
         energy = zero | {"idle": drawn, "total": drawn}
+        if parts.power.priced:  # its telemetry is sent all the same
+            sent = battery.draw(min(self._telemetry_j(), battery.remaining_j))
+            energy |= {"radio": sent, "total": drawn + sent}
         latency = dict.fromkeys(idle.latency_s, 0.0)
         evaluation = self.evaluate()
         events_applied = live.state.events_applied
@@ -230,7 +235,7 @@ class Learning:
             last_seq=batch.seq,
             sim_time=t,
             battery=BatterySnapshot.of(battery),
-            energy_totals=live.state.energy_totals.plus(energy),
+            energy_totals=live.state.energy_totals.plus(_stages(energy)),
             last_latency_s=0.0,
             inference=since.reported(tally.right, tally.n),
         )
@@ -270,7 +275,15 @@ class Learning:
         busy (the last event's latency and the inferences' since then)."""
         energy = {**cost.energy_j, "idle": self._sleep_j(t, prev_t)}
         energy["total"] = energy["total"] + energy["idle"]
+        if self._parts.power.priced:  # and the radio, for the telemetry it sends
+            energy["radio"] = self._telemetry_j()
+            energy["total"] += energy["radio"]
         return energy
+
+    def _telemetry_j(self) -> float:
+        """Joules the radio spends on one telemetry (0 without a radio)."""
+        parts = self._parts
+        return parts.power.send_j(parts.settings.power.telemetry_bytes)
 
     def _sleep_j(self, t: float, prev_t: float | None) -> float:
         """Joules slept between the node's last busy time and an event at ``t``."""
@@ -311,3 +324,9 @@ class Learning:
         settings = self._parts.settings
         key = zlib.crc32(settings.device_id.encode())
         return np.random.default_rng([settings.seed, key, seq, stream])
+
+
+def _stages(energy: Mapping[str, float]) -> dict[str, float]:
+    """An event's joules by the stages the state file totals (``radio`` is in ``total``
+    only: the totals keep the stages they always had)."""
+    return {stage: joules for stage, joules in energy.items() if stage != "radio"}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from device.energy import CostConfig, Profile
+from device.energy import CostConfig, NodePower, Profile
 from device.learning.layers import LayerInfo
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -16,7 +16,8 @@ __all__ = ["NodeParts"]
 
 @dataclass(frozen=True, slots=True)
 class NodeParts:
-    """A node's settings, model, energy model, state file and replay memory.
+    """A node's settings, model, energy model, state file and replay memory; ``power`` its
+    radio and cell (``profile`` is already built with them: usable capacity, sleep power).
 
     Built once when the node starts (:func:`device.node.persistence.open_parts`); learning and
     inference read them and write only through ``store`` and ``memory``.
@@ -30,6 +31,7 @@ class NodeParts:
     cost_config: CostConfig
     store: NodeStore
     memory: ReplayMemory
+    power: NodePower = field(default_factory=NodePower)
 
     @property
     def device_id(self) -> str:

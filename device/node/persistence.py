@@ -95,7 +95,8 @@ def open_parts(
     ``settings`` and the desired settings in force in the file (an operator's, applied before
     the node stopped): the replay memory is opened with those.
     """
-    profile = _as_built(load_profile(settings.profile), settings.hardware)
+    power = settings.power.load()
+    profile = power.as_built(_as_built(load_profile(settings.profile), settings.hardware))
     store = NodeStore.open(
         settings.state_dir,
         settings.device_id,
@@ -129,7 +130,9 @@ def open_parts(
         raise
     if memory.created and bundle.factory_replays is None and memory.lr_size:
         _note_no_factory_replays(str(bundle.path))
-    return NodeParts(settings, bundle, frozen, profile, bundle.layers(), cost_config, store, memory)
+    return NodeParts(
+        settings, bundle, frozen, profile, bundle.layers(), cost_config, store, memory, power
+    )
 
 
 def _as_built(profile: Profile, hardware: Hardware) -> Profile:

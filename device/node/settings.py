@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset_stream.protocol import Limits, validate_device_id, validate_prefix
+from device.energy.node_power import NodePower, load_node_power
 from device.learning.learner import TrainConfig
 from device.learning.nn import SGDConfig
 from device.learning.replay import SUPPORTED_BITS
@@ -109,6 +110,36 @@ class Hardware:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerSettings:
+    """What the node charges besides its compute (docs/energy-model.md, "The node's radio and
+    cell"): ``radio`` a radio profile (``none``, the paper's case: nothing priced) or a TOML
+    file; ``battery`` a chemistry (``ideal``: the profile's battery, nothing lost) or a TOML
+    file; ``temperature_c`` the constant temperature of the cell's self-discharge; and
+    ``telemetry_bytes``, the size the node prices each telemetry at (the compact message
+    docs/protocol.md shows, as ``vega-emu energy`` prices it)."""
+
+    radio: str = "none"
+    battery: str = "ideal"
+    temperature_c: float = 20.0
+    telemetry_bytes: int = 387
+
+    def __post_init__(self) -> None:
+        if not self.radio or not self.battery:
+            raise ValueError("radio and battery must name a profile or a file")
+        if not (math.isfinite(self.temperature_c) and self.temperature_c >= -273.15):
+            raise ValueError(
+                f"temperature_c must be a finite number of degrees C, got {self.temperature_c}"
+            )
+        if self.telemetry_bytes < 1:
+            raise ValueError(f"telemetry_bytes must be >= 1, got {self.telemetry_bytes}")
+
+    def load(self) -> NodePower:
+        """The radio and chemistry these name (an :class:`~device.energy.EnergyError` names a
+        bad one)."""
+        return load_node_power(self.radio, self.battery, self.temperature_c)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSettings:
     """Everything one node needs besides its model and its broker."""
 
@@ -125,6 +156,7 @@ class NodeSettings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     hardware: Hardware = field(default_factory=Hardware)
+    power: PowerSettings = field(default_factory=PowerSettings)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -145,4 +177,11 @@ class NodeSettings:
         }
 
 
-__all__ = ["ConnectSettings", "DeliverySettings", "Hardware", "NodeSettings", "ReplaySettings"]
+__all__ = [
+    "ConnectSettings",
+    "DeliverySettings",
+    "Hardware",
+    "NodeSettings",
+    "PowerSettings",
+    "ReplaySettings",
+]

@@ -10,7 +10,8 @@ loop* and waits for it at most :data:`SCRAPE_TIMEOUT_S`; only that copy is made 
 
 :class:`MetricsServer` serves them over HTTP (``prometheus_client.start_http_server``, a thread
 of its own) on a registry of its own, not the process-wide one. Label cardinality is bounded:
-``device`` by the fleet, ``phase``, ``state`` and ``code`` by fixed lists, ``class`` by
+``device`` by the fleet, ``phase`` (plus ``radio`` for a node that charges one), ``state`` and
+``code`` by fixed lists, ``class`` by
 :data:`~dataset_stream.protocol.PER_CLASS_CAP` (per-class figures are the fleet's, never a
 device's: no device x class series).
 """
@@ -233,7 +234,8 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
             continue
         remaining.add_metric([name], tel.battery.remaining_j)
         soc.add_metric([name], tel.battery.soc)
-        for phase in PHASES:
+        radio = ("radio",) if "radio" in rec.energy_by_phase_j else ()
+        for phase in (*PHASES, *radio):  # a node with a radio reports its phase too
             energy.add_metric([name, phase], rec.energy_by_phase_j.get(phase, 0.0))
         events.add_metric([name], float(max(tel.events, rec.events)))
         if tel.lifetime_h is not None and math.isfinite(tel.lifetime_h):

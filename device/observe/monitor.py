@@ -165,6 +165,17 @@ class FleetMonitor:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def radio_share(self) -> float | None:
+        """The radio's share of the energy in the telemetry seen (its ``energy_j`` ``radio``
+        over ``total``); None when no node reported a radio."""
+        records = self.devices.values()
+        radio_j = sum(rec.energy_by_phase_j.get("radio", 0.0) for rec in records)
+        total_j = sum(rec.energy_j for rec in records)
+        if not any("radio" in rec.energy_by_phase_j for rec in records) or total_j <= 0:
+            return None
+        return radio_j / total_j
+
+    @property
     def reconnects(self) -> int:
         """Connections made after the first."""
         return self._reconnect.reconnects

@@ -217,16 +217,20 @@ def _energy(data: RunData, canvas: _Canvas) -> str:
     from device.observe.report_plots import figure
 
     tel = data.telemetry
+    phases = PHASES if data.radio_j is None else (*PHASES, "radio")
     sums = [float(tel.energy_j[p].sum()) for p in PHASES]
+    if data.radio_j is not None:  # the radio's share, for nodes that charge one
+        sums.append(data.radio_j)
     fig, ax = figure()
-    bars = ax.bar(PHASES, sums, color=["tab:blue", "tab:orange", "tab:green", "tab:gray"])
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:gray", "tab:purple"]
+    bars = ax.bar(phases, sums, color=colors[: len(phases)])
     ax.bar_label(bars, labels=[f"{text.num(v)} J" for v in sums])
     ax.set(ylabel="energy (J), fleet total", title="Energy by phase")
     total = sum(sums)
     body = "".join(
         f"<tr><td>{p}</td><td>{text.num(v)}</td>"
         f"<td>{text.num(100 * v / total) if total else '-'}</td></tr>"
-        for p, v in zip(PHASES, sums, strict=True)
+        for p, v in zip(phases, sums, strict=True)
     )
     table = f"<table><tr><th>phase</th><th>J</th><th>%</th></tr>{body}</table>"
     return section("Energy by phase", canvas.save(fig, "energy.png", "energy by phase") + table)

@@ -145,6 +145,9 @@ class RunData:
     classes: ClassColumns
     faults: tuple[FaultRow, ...] = ()  # injected faults, in arrival order
     rollouts: tuple[RolloutRow, ...] = ()  # rollout steps, in arrival order
+    #: Joules the nodes' radios spent, summed over the telemetry (its ``energy_j`` ``radio``,
+    #: in ``total``); None when no telemetry reports a radio.
+    radio_j: float | None = None
 
 
 _COLUMNS: Final = (
@@ -177,6 +180,9 @@ def load_run(path: Path) -> RunData:
         )
         faults = _faults(db)
         rollouts = _rollouts(db)
+        (radio_j,) = db.execute(
+            "SELECT SUM(json_extract(json, '$.energy_j.radio')) FROM telemetry"
+        ).fetchone()
     except (sqlite3.Error, ValueError) as exc:
         raise RecordError(f"cannot read the recording {path}: {exc}") from exc
     finally:
@@ -188,6 +194,7 @@ def load_run(path: Path) -> RunData:
         meta=meta,
         devices=devices,
         telemetry=_columns(rows, {d: i for i, d in enumerate(devices)}),
+        radio_j=None if radio_j is None else float(radio_j),
         statuses=statuses,
         errors=errors,
         classes=classes,
