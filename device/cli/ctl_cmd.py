@@ -97,12 +97,30 @@ class Target:
         return reached(link, policy, who=who, broker=self.broker, stop=stop)
 
     async def resolve(self, link: FleetLink) -> list[str]:
-        """The devices: those given (after the retained states came), or every one seen."""
+        """The devices: those given (after the retained states came), or every one seen. A
+        note names the given devices the broker knows nothing of (no status, no reported
+        state): a typo, another ``--prefix``, or a device that never ran."""
         if self.every:
             await link.settle()
-            return link.book.devices()
+            found = link.book.devices()
+            if not found:
+                where = f"under {self.prefix}/ on {self.broker}"
+                _note(f"no device has a status or reported state {where}")
+            return found
         await link.settle(self.devices)
+        book = link.book
+        unknown = [d for d in self.devices if d not in book.status and d not in book.reported]
+        if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            _note(
+                f"nothing on {self.broker} under {self.prefix}/ for {', '.join(unknown[:5])}{more} "
+                "(no status, no reported state): a typo, or a device that never ran?"
+            )
         return list(self.devices)
+
+
+def _note(text: str) -> None:
+    console.print(f"note: {text}", highlight=False, soft_wrap=True)
 
 
 def target_of(
@@ -242,12 +260,16 @@ def set_(
     give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Change settings: publish each device's next desired version (retained)."""
+    from dataset_stream.protocol import DESIRED_SETTINGS
     from device.app.ctl import parse_changes
     from device.app.errors import SettingError
 
     words = args or []
     pairs = [w for w in words if "=" in w]
     ids = [w for w in words if "=" not in w]
+    for word in ids:
+        if word in DESIRED_SETTINGS:
+            raise fail(f"nothing published: {word} is a setting: write {word}=VALUE", code=2)
     positive(timeout_s, "--timeout")
     try:
         changes = parse_changes(pairs, unset or [])

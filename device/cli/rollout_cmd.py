@@ -166,7 +166,11 @@ def rollout(
                 highlight=False,
             )
             outcome = await run_rollout(
-                link, plan, chosen, history, lambda line: console.print(line, highlight=False)
+                link,
+                plan,
+                chosen,
+                history,
+                lambda line: console.print(line, highlight=False, soft_wrap=True),
             )
         if not outcome.ok:
             console.print(
