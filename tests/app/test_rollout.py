@@ -252,3 +252,8 @@ async def test_a_bundle_of_the_fleets_frozen_stage_rolls_its_new_head_out_to_all
             message = await anext(aiter(c.messages))
     assert message.retain and message.payload == b"the new head"
     assert "Traceback" not in cmd.stderr
+    async with fleet.running(), Command(args) as again:  # run twice in a row
+        await again.ended_within(60)
+    assert again.returncode == 0, again.stderr
+    assert f"all 20 device(s) already run head {name}: nothing to do" in again.stderr
+    assert "stage 1/2" not in again.stderr
