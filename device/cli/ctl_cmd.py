@@ -68,7 +68,7 @@ SpecOpt = Annotated[
 #: ``--give-up-after`` of ``ctl`` and ``rollout``: an operator at a terminal wants a wrong
 #: password said at once, so the default is 0 (a broker that is down is still waited for).
 GiveUpOpt = Annotated[
-    float, typer.Option("--give-up-after", help=GIVE_UP_HELP + " Default: at once.", min=0)
+    float, typer.Option("--give-up-after", help=GIVE_UP_HELP + " 0: exit at once.", min=0)
 ]
 DEFAULT_GIVE_UP_S: Final = 0.0
 
