@@ -89,8 +89,8 @@ RETRY_LINES: Final = RetryLines()
 @dataclass(slots=True)
 class Refusals:
     """A client the broker refuses for good (:func:`permanent_failure`): say so once, keep
-    trying for ``give_up_s``, then raise ``gave_up(message)``, the client's own error. Any
-    other outcome resets it."""
+    trying for ``give_up_s``, then raise ``gave_up(message)``, the client's own error (at
+    once, without the line before it, for ``give_up_s`` 0). Any other outcome resets it."""
 
     who: str
     give_up_s: float
@@ -112,6 +112,8 @@ class Refusals:
                 more = f" (and {held} more such failure(s) of other clients)" if held else ""
                 log.warning("%s: MQTT %s; reconnecting in %.1f s%s", self.who, exc, delay_s, more)
             return
+        if self.give_up_s <= 0:  # no retry: the error itself is the one line
+            raise self.gave_up(f"{self.who}: cannot connect to {broker}: {why} ({exc})")
         if self.since is None:
             self.since = now_s
             log.error(

@@ -6,15 +6,17 @@ Run once before ``kubectl apply -k deploy/k8s/overlays/...``; nothing in the rep
 password, so without these files ``kubectl kustomize`` stops at the first missing one. It makes,
 each mode 0600 with a random ``secrets.token_urlsafe(24)`` (an existing file is kept):
 
-- ``base/secrets/stream``, ``monitor``: the MQTT passwords of those users, and
+- ``base/secrets/stream``, ``monitor``, ``operator``: the MQTT passwords of those users (the
+  operator's is mounted by the broker only: ``vega-emu ctl`` and ``rollout`` read it here), and
   ``base/secrets/fleet``: the fleet's key, which every device's and fleet worker's password is
   derived from (``deploy/mosquitto/init.py``: the broker derives them all, each fleet pod its
   own shard's, so no file grows with the fleet and nobody types 100,000 passwords); one Secret
-  per role (``vega-mqtt-fleet``, ``vega-mqtt-stream``, ``vega-mqtt-monitor``): a pod mounts its
-  own only;
+  per role (``vega-mqtt-fleet``, ``vega-mqtt-stream``, ``vega-mqtt-monitor``,
+  ``vega-mqtt-operator``): a pod mounts its own only;
 - ``emqx/secrets/dashboard``: the EMQX dashboard's admin password (``emqx-dashboard``);
 - ``tls/secrets/tls.crt``, ``tls.key``, ``ca.crt``: a generated CA and the broker's server
-  certificate for ``mosquitto`` and ``emqx`` (and their ``NS.svc`` names with ``--namespace``),
+  certificate for ``mosquitto``, ``emqx`` and ``localhost`` (and their ``NS.svc`` names with
+  ``--namespace``),
   the ``kubernetes.io/tls`` Secret ``vega-mqtt-tls``. With ``--no-tls`` none are made: use
   cert-manager instead (``deploy/k8s/cert-manager``, which writes a Secret of the same name).
 
@@ -31,7 +33,12 @@ from pathlib import Path
 from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
-PASSWORDS = ("base/secrets/fleet", "base/secrets/stream", "base/secrets/monitor")
+PASSWORDS = (
+    "base/secrets/fleet",
+    "base/secrets/stream",
+    "base/secrets/monitor",
+    "base/secrets/operator",
+)
 DASHBOARD = "emqx/secrets/dashboard"
 TLS_DIR = "tls/secrets"
 BROKERS = ("mosquitto", "emqx")
@@ -48,8 +55,9 @@ def script(name: str, path: Path) -> ModuleType:
 
 
 def broker_hosts(namespace: str | None) -> list[str]:
-    """The names clients may use for the broker: its Service and, in ``namespace``, full names."""
-    hosts = list(BROKERS)
+    """The names clients may use for the broker: its Service, in ``namespace`` full names, and
+    ``localhost`` (the operator's ``vega-emu ctl`` through ``kubectl port-forward``)."""
+    hosts = [*BROKERS, "localhost"]
     if namespace:
         for broker in BROKERS:
             hosts += [f"{broker}.{namespace}.svc", f"{broker}.{namespace}.svc.cluster.local"]

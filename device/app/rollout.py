@@ -279,6 +279,9 @@ async def run_rollout(
     if not devices:
         raise RolloutError("no devices to roll out to")
     stages = stage_devices(devices, plan.stages, plan.seed)
+    if _all_run(link, plan, devices):  # a rollout run again after it was done
+        say(f"all {len(devices)} device(s) already run head {plan.name}: nothing to do")
+        return RolloutOutcome("done", len(stages) - 1, ())
     run = _Run(link, plan, history, say)
     await link.publish_head(plan.name, plan.weights)
     say(f"head {plan.name} ({len(plan.weights):,} bytes, sha256 {plan.sha256[:12]}) published")
@@ -360,8 +363,26 @@ async def _soak(run: _Run, soak: Soak, percent: float) -> None:
         await run.link.changes(1.0)
 
 
+def _all_run(link: FleetLink, plan: RolloutPlan, devices: Sequence[str]) -> bool:
+    """Every device reports running the plan's head (by name, and by digest where it says
+    one) and has no other desired version pending."""
+    book = link.book
+    for device in devices:
+        reported, desired = book.reported.get(device), book.desired.get(device)
+        if reported is None or reported.settings.get("head") != plan.name:
+            return False
+        if reported.settings.get("head_sha256", plan.sha256) != plan.sha256:
+            return False
+        if desired is not None and desired.version > reported.version:
+            return False
+    return True
+
+
 def _show(values: Mapping[str, float | None]) -> str:
-    return ", ".join(f"{k} {'-' if v is None else format(v, '.3g')}" for k, v in values.items())
+    """``accuracy 0.9, accuracy_drop 0``: 3 significant digits, float noise (``3e-15``) as 0."""
+    return ", ".join(
+        f"{k} {'-' if v is None else format(round(v, 6) + 0.0, '.3g')}" for k, v in values.items()
+    )
 
 
 async def _roll_back(run: _Run, halt: _Halt) -> RolloutOutcome:

@@ -56,6 +56,8 @@ def settings_cell(view: DeviceView) -> str:
 
 
 def _state_cell(view: DeviceView) -> str:
+    if view.desired is None and view.reported is None and view.status is None:
+        return "[dim]unknown[/]"  # nothing on the broker: a typo, or a device that never ran
     if view.state == "refused" and view.desired is not None:
         refusal = view.refusal_of(view.desired.version)
         return f"[red]refused[/] {refusal.field if refusal else ''}"

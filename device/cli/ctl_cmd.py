@@ -19,15 +19,20 @@ import typer
 
 from device.cli._runtime import (
     DEFAULT_BROKER,
+    GIVE_UP_HELP,
     BrokerOpt,
     PasswordFileOpt,
+    StartPolicy,
     console,
     fail,
     positive,
+    reached,
     run_async,
 )
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from rich.console import RenderableType
 
     from broker.url import BrokerURL
@@ -60,6 +65,12 @@ ClassOpt = Annotated[
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="Fleet spec (TOML) that --class is read from.")
 ]
+#: ``--give-up-after`` of ``ctl`` and ``rollout``: an operator at a terminal wants a wrong
+#: password said at once, so the default is 0 (a broker that is down is still waited for).
+GiveUpOpt = Annotated[
+    float, typer.Option("--give-up-after", help=GIVE_UP_HELP + " 0: exit at once.", min=0)
+]
+DEFAULT_GIVE_UP_S: Final = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +81,46 @@ class Target:
     prefix: str
     devices: tuple[str, ...] = ()
     every: bool = False
+    give_up_s: float = DEFAULT_GIVE_UP_S
+
+    def link(
+        self, who: str, stop: asyncio.Event, **options: Any
+    ) -> AbstractAsyncContextManager[FleetLink]:
+        """``async with target.link("ctl", stop) as link``: a :class:`FleetLink` (``options``
+        go to it) entered once its broker is reached. A broker that is down is waited for as
+        ``vega-emu node`` waits (one line per attempt, at most the link's ``max_outage_s``); a
+        refused login is retried for ``give_up_s``, then fails with one line."""
+        from device.app.link import FleetLink
+
+        link = FleetLink(self.broker, prefix=self.prefix, **options)
+        policy = StartPolicy(give_up_s=self.give_up_s, max_wait_s=link.max_outage_s)
+        return reached(link, policy, who=who, broker=self.broker, stop=stop)
 
     async def resolve(self, link: FleetLink) -> list[str]:
-        """The devices: those given (after the retained states came), or every one seen."""
+        """The devices: those given (after the retained states came), or every one seen. A
+        note names the given devices the broker knows nothing of (no status, no reported
+        state): a typo, another ``--prefix``, or a device that never ran."""
         if self.every:
             await link.settle()
-            return link.book.devices()
+            found = link.book.devices()
+            if not found:
+                where = f"under {self.prefix}/ on {self.broker}"
+                _note(f"no device has a status or reported state {where}")
+            return found
         await link.settle(self.devices)
+        book = link.book
+        unknown = [d for d in self.devices if d not in book.status and d not in book.reported]
+        if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            _note(
+                f"nothing on {self.broker} under {self.prefix}/ for {', '.join(unknown[:5])}{more} "
+                "(no status, no reported state): a typo, or a device that never ran?"
+            )
         return list(self.devices)
+
+
+def _note(text: str) -> None:
+    console.print(f"note: {text}", highlight=False, soft_wrap=True)
 
 
 def target_of(
@@ -90,6 +133,7 @@ def target_of(
     fleet: int | None,
     klass: str | None,
     spec: Path | None,
+    give_up_s: float = DEFAULT_GIVE_UP_S,
 ) -> Target:
     """The selector and broker options checked at the edge (exit 2 naming the option)."""
     from broker import BrokerError, parse_broker_url
@@ -108,17 +152,17 @@ def target_of(
     if sum(chosen) != 1:
         raise fail("choose the devices: ids, --all, --devices N or --class C --spec F", code=2)
     if every:
-        return Target(url, prefix, every=True)
+        return Target(url, prefix, every=True, give_up_s=give_up_s)
     if fleet is not None:
-        return Target(url, prefix, tuple(fleet_ids(fleet)))
+        return Target(url, prefix, tuple(fleet_ids(fleet)), give_up_s=give_up_s)
     if klass is not None or spec is not None:
-        return Target(url, prefix, tuple(_class_ids(klass, spec)))
+        return Target(url, prefix, tuple(_class_ids(klass, spec)), give_up_s=give_up_s)
     for device in ids:
         try:
             validate_device_id(device)
         except ValueError as exc:
             raise fail(f"{device!r}: {exc}", code=2) from exc
-    return Target(url, prefix, tuple(dict.fromkeys(ids)))
+    return Target(url, prefix, tuple(dict.fromkeys(ids)), give_up_s=give_up_s)
 
 
 def _class_ids(klass: str | None, spec: Path | None) -> list[str]:
@@ -138,11 +182,12 @@ def _class_ids(klass: str | None, spec: Path | None) -> list[str]:
 
 
 def _run(work: Any) -> Any:
+    from broker.errors import SessionError
     from device.app.errors import OperatorError
 
     try:
         return run_async(work)
-    except OperatorError as exc:
+    except (OperatorError, SessionError) as exc:
         raise fail(str(exc)) from exc
 
 
@@ -160,17 +205,26 @@ def get(
     password_file: PasswordFileOpt = None,
     ca_file: CaFileOpt = None,
     prefix: PrefixOpt = "vega",
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Print desired vs reported state per device."""
     target = target_of(
-        broker, password_file, ca_file, prefix, devices or [], every, fleet, klass, spec
+        broker,
+        password_file,
+        ca_file,
+        prefix,
+        devices or [],
+        every,
+        fleet,
+        klass,
+        spec,
+        give_up_after_s,
     )
 
     async def work(stop: asyncio.Event) -> None:
-        from device.app.link import FleetLink
         from device.cli._ctl_view import print_table, state_table, stdout_width
 
-        async with FleetLink(target.broker, prefix=target.prefix) as link:
+        async with target.link("ctl", stop) as link:
             ids = await target.resolve(link)
             print_table(state_table([link.book.view(d) for d in ids], width=stdout_width()))
 
@@ -203,25 +257,30 @@ def set_(
     password_file: PasswordFileOpt = None,
     ca_file: CaFileOpt = None,
     prefix: PrefixOpt = "vega",
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Change settings: publish each device's next desired version (retained)."""
+    from dataset_stream.protocol import DESIRED_SETTINGS
     from device.app.ctl import parse_changes
     from device.app.errors import SettingError
 
     words = args or []
     pairs = [w for w in words if "=" in w]
     ids = [w for w in words if "=" not in w]
+    for word in ids:
+        if word in DESIRED_SETTINGS:
+            raise fail(f"nothing published: {word} is a setting: write {word}=VALUE", code=2)
     positive(timeout_s, "--timeout")
     try:
         changes = parse_changes(pairs, unset or [])
     except SettingError as exc:
         raise fail(f"nothing published: {exc}", code=2) from exc
-    target = target_of(broker, password_file, ca_file, prefix, ids, every, fleet, klass, spec)
+    target = target_of(
+        broker, password_file, ca_file, prefix, ids, every, fleet, klass, spec, give_up_after_s
+    )
 
     async def work(stop: asyncio.Event) -> bool:
-        from device.app.link import FleetLink
-
-        async with FleetLink(target.broker, prefix=target.prefix) as link:
+        async with target.link("ctl", stop) as link:
             chosen = await target.resolve(link)
             if not chosen:
                 raise fail("no devices: none has a status or reported state on the broker")
@@ -272,18 +331,26 @@ def watch(
     password_file: PasswordFileOpt = None,
     ca_file: CaFileOpt = None,
     prefix: PrefixOpt = "vega",
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Live table of desired vs reported state and the devices not converged."""
     if duration_s is not None:
         positive(duration_s, "--duration")
     target = target_of(
-        broker, password_file, ca_file, prefix, devices or [], every, fleet, klass, spec
+        broker,
+        password_file,
+        ca_file,
+        prefix,
+        devices or [],
+        every,
+        fleet,
+        klass,
+        spec,
+        give_up_after_s,
     )
 
     async def work(stop: asyncio.Event) -> None:
-        from device.app.link import FleetLink
-
-        async with FleetLink(target.broker, prefix=target.prefix) as link:
+        async with target.link("ctl", stop) as link:
             await target.resolve(link)
             ends_s = None if duration_s is None else time.monotonic() + duration_s
             if console.is_terminal:
@@ -348,4 +415,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ctl_app, name="ctl")
 
 
-__all__ = ["Target", "register", "target_of"]
+__all__ = ["DEFAULT_GIVE_UP_S", "GiveUpOpt", "Target", "register", "target_of"]

@@ -27,10 +27,12 @@ from device.cli._runtime import (
     run_async,
 )
 from device.cli.ctl_cmd import (
+    DEFAULT_GIVE_UP_S,
     AllOpt,
     CaFileOpt,
     ClassOpt,
     FleetOpt,
+    GiveUpOpt,
     PrefixOpt,
     SpecOpt,
     target_of,
@@ -94,8 +96,10 @@ def rollout(
     password_file: PasswordFileOpt = None,
     ca_file: CaFileOpt = None,
     prefix: PrefixOpt = "vega",
+    give_up_after_s: GiveUpOpt = DEFAULT_GIVE_UP_S,
 ) -> None:
     """Push a new head to a fleet in stages; soak, halt and roll back on a rule."""
+    from broker.errors import SessionError
     from device.app.errors import HaltRuleError, OperatorError, RolloutError
     from device.app.haltrule import parse_rule
     from device.app.rollout import (
@@ -140,16 +144,21 @@ def rollout(
     except ValueError as exc:
         raise fail(f"--name: {exc}", code=2) from exc
     target = target_of(
-        broker, password_file, ca_file, prefix, devices or [], every, fleet, klass, spec
+        broker,
+        password_file,
+        ca_file,
+        prefix,
+        devices or [],
+        every,
+        fleet,
+        klass,
+        spec,
+        give_up_after_s,
     )
 
     async def work(stop: asyncio.Event) -> bool:
-        from device.app.link import FleetLink
-
         history = FleetHistory()
-        async with FleetLink(
-            target.broker, prefix=target.prefix, telemetry=True, on_report=history.add
-        ) as link:
+        async with target.link("rollout", stop, telemetry=True, on_report=history.add) as link:
             chosen = await target.resolve(link)
             console.print(
                 f"rollout {plan.name}: {len(chosen)} device(s), stages "
@@ -157,7 +166,11 @@ def rollout(
                 highlight=False,
             )
             outcome = await run_rollout(
-                link, plan, chosen, history, lambda line: console.print(line, highlight=False)
+                link,
+                plan,
+                chosen,
+                history,
+                lambda line: console.print(line, highlight=False, soft_wrap=True),
             )
         if not outcome.ok:
             console.print(
@@ -169,7 +182,7 @@ def rollout(
         ok = run_async(work)
     except RolloutError as exc:
         raise fail(str(exc), code=2) from exc
-    except OperatorError as exc:
+    except (OperatorError, SessionError) as exc:
         raise fail(str(exc)) from exc
     if not ok:
         raise typer.Exit(1)

@@ -325,3 +325,28 @@ async def test_a_class_of_a_fleet_spec_is_a_selector(embedded_broker: Any, tmp_p
     cmd = await ctl(url, "get", "--class", "tiny", "--spec", str(spec))
     assert cmd.returncode == 2 and "--class tiny: not in" in cmd.stderr
     assert "classes: big, small" in cmd.stderr
+
+
+async def test_what_a_stranger_trips_on_is_said(embedded_broker: Any) -> None:
+    """A setting typed as two words is refused naming the fix; a device the broker knows
+    nothing of (a typo) is named in a note and shown as unknown, not as converged; an empty
+    broker is said so."""
+    url = embedded_broker.url
+    cmd = await ctl(url, "set", "node-0000", "lr_bits", "6")
+    assert cmd.returncode == 2, cmd.stderr
+    assert "lr_bits is a setting: write lr_bits=VALUE" in cmd.stderr
+    assert await retained_desired(url, ["node-0000", "lr_bits", "6"]) == {}
+    cmd = await ctl(url, "get", "--all")
+    assert cmd.returncode == 0 and "note: no device has a status or reported state" in cmd.stderr
+    async with client(url) as c:
+        status = Status("idle", device="node-0000", t=0.0, last_seq=0)
+        await c.publish("vega/node-0000/status", status.to_json(), qos=1, retain=True)
+    async with Command(["ctl", "get", "node-0000", "node-000", "--broker", str(url)]) as cmd:
+        await cmd.ended_within(60)
+        assert cmd._drain is not None
+        out = (await cmd._drain).decode()
+    assert cmd.returncode == 0, cmd.stderr
+    assert "for node-000 (no status, no reported state): a typo" in cmd.stderr
+    assert "node-0000," not in cmd.stderr  # the known one is not named
+    (row,) = [line for line in out.splitlines() if "node-000 " in line]
+    assert "unknown" in row and "converged" not in row

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dataset_stream.protocol import (
     ErrorMessage,
     ReportedState,
     RolloutState,
+    head_topic,
     read_desired,
     topic,
 )
@@ -220,3 +222,38 @@ async def test_a_bundle_of_another_frozen_stage_is_refused_saying_why(tmp_path: 
     assert cmd.returncode == 2, cmd.stderr
     assert "its frozen stage differs from the fleet's" in cmd.stderr
     assert "replay memory holds latents of their frozen stage" in cmd.stderr
+
+
+async def test_a_bundle_of_the_fleets_frozen_stage_rolls_its_new_head_out_to_all(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """``--bundle``: the same frozen stage as ``--fleet-model``, a new head -- pushed retained
+    (the bundle's own bytes) and rolled out stage by stage to 100 %."""
+    url = mosquitto.url
+    ours, fleet_model = tmp_path / "retrained", tmp_path / "fleet"
+    for path, head in ((ours, b"the new head"), (fleet_model, b"the fleet's head")):
+        path.mkdir()
+        (path / "frozen.onnx").write_bytes(b"one frozen stage")
+        (path / "adaptive.safetensors").write_bytes(head)
+    name = f"retrained-{hashlib.sha256(b'the new head').hexdigest()[:8]}"
+    fleet = HandFleet(url, [f"node-{i:04d}" for i in range(20)], set())
+    args = ["rollout", "--bundle", str(ours), "--fleet-model", str(fleet_model)]
+    args += ["--devices", "20", "--stages", "10,100", "--soak", "5m", "--broker", str(url)]
+    async with fleet.running(), Command(args) as cmd:
+        await cmd.ended_within(120)
+    assert cmd.returncode == 0, cmd.stderr
+    assert f"rollout {name} done: 20 device(s) run head {name}" in cmd.stderr
+    assert set(fleet.heads.values()) == {name} and len(fleet.heads) == 20
+    state = await rollout_states(url, name)
+    assert (state.state, state.stage, len(state.devices)) == ("done", 1, 20)
+    async with aiomqtt.Client(**url.client_kwargs(), identifier="head-read") as c:
+        await c.subscribe(head_topic("vega", name), qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(c.messages))
+    assert message.retain and message.payload == b"the new head"
+    assert "Traceback" not in cmd.stderr
+    async with fleet.running(), Command(args) as again:  # run twice in a row
+        await again.ended_within(60)
+    assert again.returncode == 0, again.stderr
+    assert f"all 20 device(s) already run head {name}: nothing to do" in again.stderr
+    assert "stage 1/2" not in again.stderr

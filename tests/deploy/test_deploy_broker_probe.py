@@ -94,6 +94,7 @@ async def deployed(tmp_path: Path) -> AsyncIterator[Deployed]:
         **os.environ,
         "STREAM_PASSWORD_FILE": str(secrets / "stream"),
         "MONITOR_PASSWORD_FILE": str(secrets / "monitor"),
+        "OPERATOR_PASSWORD_FILE": str(secrets / "operator"),
         "FLEET_CREDENTIALS_FILE": str(secrets / "fleet-{shard}"),  # as compose.yaml has it
         "DEVICES": "4",
         "SHARD_SIZE": "2",
@@ -108,7 +109,7 @@ async def deployed(tmp_path: Path) -> AsyncIterator[Deployed]:
     )
     async with asyncio.timeout(60):
         assert await init.wait() == 0
-    logins = {u: (secrets / u).read_text().strip() for u in ("stream", "monitor")}
+    logins = {u: (secrets / u).read_text().strip() for u in ("stream", "monitor", "operator")}
     for shard in ("fleet-0", "fleet-1"):
         logins |= read_credentials(secrets / shard)
     log = tmp_path / "mosquitto.log"
@@ -148,7 +149,7 @@ async def received(client: aiomqtt.Client, until: str, timeout_s: float = 10.0) 
 async def test_the_config_has_every_role_and_no_open_rule(deployed: Deployed) -> None:
     acl = (deployed.secrets.parent / "conf" / "acl").read_text()
     assert "pattern" not in acl
-    assert sorted(deployed.logins) == sorted(["stream", "monitor", *IDS, *GATEWAYS])
+    assert sorted(deployed.logins) == sorted(["stream", "monitor", "operator", *IDS, *GATEWAYS])
     assert sorted(read_credentials(deployed.secrets / "fleet-0")) == [GATEWAYS[0], *IDS[:2]]
 
 
@@ -177,6 +178,27 @@ async def test_monitor_and_stream_cannot_pose_as_a_device(deployed: Deployed) ->
         await late.subscribe("vega/node-0001/status", qos=1)
         got = await received(late, "vega/node-0001/status")
     assert got == ["vega/node-0001/status retained"]
+
+
+async def test_the_operator_sets_a_desired_state_that_no_other_role_can(
+    deployed: Deployed,
+) -> None:
+    """``vega-emu ctl`` logs in as ``operator`` with the password file init.py made (as the
+    compose and Kubernetes stacks hand it out) and its desired state is retained; the stream
+    and a device writing one are dropped."""
+    where = "vega/node-0001/desired"
+    for forger in ("stream", "node-0001"):
+        async with deployed.client(forger, forger) as c:
+            await c.publish(where, f'{{"forged": "{forger}"}}', qos=1, retain=True)
+    url = f"mqtt://operator@127.0.0.1:{deployed.port}"
+    args = ["ctl", "set", "node-0001", "epochs=2", "--broker", url]
+    async with Command([*args, "--password-file", str(deployed.secrets / "operator")]) as cmd:
+        await cmd.ended_within(60)
+    assert cmd.returncode == 0, cmd.stderr
+    async with deployed.client("monitor", "reader") as reader:
+        await reader.subscribe(where, qos=1)
+        (got,) = await received(reader, where)
+    assert '"version":1' in got.replace(" ", "") and "forged" not in got, got
 
 
 async def test_monitor_with_a_device_client_id_gets_none_of_its_batches(

@@ -63,7 +63,8 @@ secret = load_script("deploy_secret", DEPLOY / "secret.py")
 pin_images = load_script("deploy_pin_images", DEPLOY / "pin-images.py")
 mosquitto_init = load_script("deploy_mosquitto_init_tls", DEPLOY / "mosquitto" / "init.py")
 
-ROLES = ("fleet", "stream", "monitor")
+#: Every role with an MQTT password; the operator runs no pod (its ctl runs where it works).
+ROLES = ("fleet", "stream", "monitor", "operator")
 CLIENTS = {"vega-fleet": "fleet", "vega-stream": "stream", "vega-monitor": "monitor"}
 BROKERS = {"overlays/small": "mosquitto", "overlays/large": "emqx"}
 ALL = frozenset({"*"})  # a Secret mounted without items: every key
@@ -244,6 +245,7 @@ def test_make_secrets_makes_private_random_files_and_keeps_them(tmp_path: Path) 
         "base/secrets/fleet",
         "base/secrets/stream",
         "base/secrets/monitor",
+        "base/secrets/operator",
         "emqx/secrets/dashboard",
         "tls/secrets/tls.crt",
         "tls/secrets/tls.key",
@@ -259,7 +261,8 @@ def test_make_secrets_makes_private_random_files_and_keeps_them(tmp_path: Path) 
     assert make_secrets.make(first, namespace="vega") == []  # kept
     assert {p: p.read_bytes() for p in made} == before
     cert = first / "tls/secrets/tls.crt"
-    for host in ("mosquitto", "emqx", "mosquitto.vega.svc", "emqx.vega.svc.cluster.local"):
+    hosts = ("mosquitto", "emqx", "mosquitto.vega.svc", "emqx.vega.svc.cluster.local", "localhost")
+    for host in hosts:  # localhost: the operator's ctl through kubectl port-forward
         check = subprocess.run(
             ["openssl", "x509", "-in", str(cert), "-noout", "-checkhost", host],
             capture_output=True,
@@ -275,6 +278,7 @@ def test_the_rendered_secrets_are_the_generated_files() -> None:
         ("vega-mqtt-fleet", "fleet"): "base/secrets/fleet",
         ("vega-mqtt-stream", "stream"): "base/secrets/stream",
         ("vega-mqtt-monitor", "monitor"): "base/secrets/monitor",
+        ("vega-mqtt-operator", "operator"): "base/secrets/operator",
         ("emqx-dashboard", "password"): "emqx/secrets/dashboard",
         ("vega-mqtt-tls", "tls.key"): "tls/secrets/tls.key",
     }
@@ -319,14 +323,16 @@ def test_compose_each_service_mounts_its_own_roles_secret_only() -> None:
     assert "secrets" not in data["volumes"]  # the one volume every container mounted
     role_volumes = {v for v in data["volumes"] if v.startswith("secret-")}
     shards = ("secret-fleet-0", "secret-fleet-1")  # a volume per shard: its own logins only
-    assert role_volumes == {*shards, "secret-stream", "secret-monitor", "secret-grafana"}
+    roles = {"secret-stream", "secret-monitor", "secret-operator", "secret-grafana"}
+    assert role_volumes == {*shards, *roles}
     expected = {
         "fleet-0": {"secret-fleet-0"},
         "fleet-1": {"secret-fleet-1"},
         "stream": {"secret-stream"},
         "monitor": {"secret-monitor"},
+        "operator": {"secret-operator"},
         "grafana": {"secret-grafana"},
-        "mosquitto-init": {*shards, "secret-stream", "secret-monitor"},
+        "mosquitto-init": {*shards, "secret-stream", "secret-monitor", "secret-operator"},
         "mosquitto-tls": {"secret-grafana"},
     }
     for name, service in data["services"].items():
