@@ -13,7 +13,6 @@ names ``v``; else, when the wait is over, it *did not answer*.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from dataset_stream.protocol import (
     topic_filter,
     validate_prefix,
 )
+from device.aio import cancel_and_wait
 from device.app.ctl import OnReport, StateBook, next_desired
 from device.app.errors import LinkError
 
@@ -145,10 +145,8 @@ class FleetLink:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None:  # repeated cancels: one can be swallowed (CPython gh-86296)
+            await cancel_and_wait(task)
         if self._client is not None:
             await close(self._client, within_s=self._session.timeout_s)
 

@@ -23,6 +23,7 @@ from dataset_stream.protocol import (
     read_desired,
     topic,
 )
+from device.aio import cancel_and_wait
 from device.app.ctl import DeviceView, StateBook, next_desired, parse_changes
 from device.app.errors import SettingError
 from device.app.link import FleetLink
@@ -172,9 +173,7 @@ async def devices_answering(
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a plain cancel can be swallowed (CPython gh-86296)
 
 
 async def ctl(url: BrokerURL, *args: str, timeout_s: float = 60.0) -> Command:

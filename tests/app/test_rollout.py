@@ -26,6 +26,7 @@ from dataset_stream.protocol import (
     read_desired,
     topic,
 )
+from device.aio import cancel_and_wait
 from device.app.rollout import (
     FleetHistory,
     Soak,
@@ -117,9 +118,11 @@ class HandFleet:
             try:
                 yield
             finally:
+                # cancel_and_wait, not cancel + gather: on Python 3.11 a cancel that lands while
+                # a publish's acknowledgement completes is swallowed (CPython gh-86296), and the
+                # learning loop went on publishing for good (a CI run hung here for 10 minutes)
                 for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    await cancel_and_wait(task)
 
     async def _listen(self, c: aiomqtt.Client) -> None:
         async for message in c.messages:
