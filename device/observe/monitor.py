@@ -60,7 +60,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self, TypeAlias
+from typing import Final, Self, TypeAlias, TypeVar
 
 import aiomqtt
 
@@ -101,6 +101,7 @@ WATCHED: Final = (*REPORT_KINDS, "prediction")
 WARNINGS_PER_KIND: Final = 5
 
 #: ``on_message(device, message, received)``: ``received`` is the arrival wall time (unix s).
+_M = TypeVar("_M")
 OnMessage: TypeAlias = Callable[[str, Telemetry | Status | ErrorMessage, float], None]
 #: ``on_fault(report, received)``: an injected fault a node reported (docs/faults.md).
 OnFault: TypeAlias = Callable[[FaultReport, float], None]
@@ -294,16 +295,24 @@ class FleetMonitor:
         if self.on_message is not None:
             self.on_message(device, message, received)
 
+    def _read(
+        self, reader: Callable[[str, str, object], _M], where: str, payload: object
+    ) -> _M | None:
+        """``reader``'s message on ``where``, or None: a message of another topic or device is
+        counted ``foreign``, one that breaks the contract ``invalid``."""
+        try:
+            return reader(self.prefix, where, payload)
+        except ForeignMessage as exc:
+            self._ignore("foreign", str(exc))
+        except ProtocolError as exc:
+            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+        return None
+
     def _gateway(self, where: str, payload: object) -> None:
         """A gateway's status: when it goes offline (its last will, or a clean stop), so do the
         devices behind it that still look online."""
-        try:
-            status = read_gateway_status(self.prefix, where, payload)
-        except ForeignMessage as exc:
-            self._ignore("foreign", str(exc))
-            return
-        except ProtocolError as exc:
-            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+        status = self._read(read_gateway_status, where, payload)
+        if status is None:
             return
         self.gateways[status.gateway] = status.state
         mine = [d for d in status.devices if gateway_owns(status.gateway, d)]
@@ -380,13 +389,8 @@ class FleetMonitor:
 
     def _fault(self, where: str, payload: object) -> None:
         """An injected fault a node reports: counted by kind, kept in its device's record."""
-        try:
-            report = read_fault(self.prefix, where, payload)
-        except ForeignMessage as exc:
-            self._ignore("foreign", str(exc))
-            return
-        except ProtocolError as exc:
-            self._ignore("invalid", f"{where[:200]}: {exc.message}")
+        report = self._read(read_fault, where, payload)
+        if report is None:
             return
         self.record(report.device).add_fault(report)
         self.faults[report.kind] = self.faults.get(report.kind, 0) + 1
