@@ -69,7 +69,7 @@ import aiomqtt
 
 from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import describe
-from broker.session import Session, close, new_client_id
+from broker.session import Session, close, new_client_id, publish
 from dataset_stream.answers import AnswerLedger
 from dataset_stream.continuation import ENDLESS_EVENTS, SeqPlan, plan_seqs
 from dataset_stream.errors import PublishError, SeqsRefused
@@ -469,7 +469,7 @@ class StreamPublisher:
             payload = payloads[id(self._scenario_of[device_id])]
             async with self._sem:
                 where = topic(self.prefix, device_id, "eval")
-                await client.publish(where, payload, qos=1, retain=True, timeout=self.timeout_s)
+                await publish(client, where, payload, retain=True, timeout_s=self.timeout_s)
             self._evals_done.add(device_id)
             self.eval_sent += 1
 
@@ -526,7 +526,7 @@ class StreamPublisher:
             ):
                 return False  # answered while it waited here
             where = topic(self.prefix, device_id, "batch")
-            await client.publish(where, payload, qos=1, timeout=self.timeout_s)
+            await publish(client, where, payload, timeout_s=self.timeout_s)
         if again == "timeout":
             self._resent += 1
         elif again is not None:
@@ -544,7 +544,7 @@ class StreamPublisher:
     async def _publish_infer(self, client: aiomqtt.Client, device_id: str, payload: bytes) -> None:
         async with self._sem:
             where = topic(self.prefix, device_id, "infer")
-            await client.publish(where, payload, qos=1, timeout=self.timeout_s)
+            await publish(client, where, payload, timeout_s=self.timeout_s)
         self.infer_sent += 1
 
     async def _paced_infers(self, client: aiomqtt.Client, tick: int, start: float) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Self
 import aiomqtt
 
 from broker.errors import OutageTooLong, SubscriptionRefused
-from broker.session import Session, close, new_client_id
+from broker.session import Session, close, new_client_id, publish
 from dataset_stream.answers import ANSWER_KINDS, STATUS_KIND, AnswerLedger
 from dataset_stream.continuation import plan_seqs
 from dataset_stream.errors import ForeignMessage, ProtocolError, PublishError, SeqsRefused
@@ -233,7 +233,7 @@ class TargetLink:
             if client is not None:
                 try:
                     async with asyncio.timeout(self.timeout_s):
-                        await client.publish(where, payload, qos=1)
+                        await publish(client, where, payload)
                     return
                 except (aiomqtt.MqttError, TimeoutError) as exc:
                     log.debug("publishing to %s: %s; waiting for the next connection", where, exc)

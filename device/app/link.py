@@ -24,7 +24,7 @@ import aiomqtt
 from broker.backoff import Backoff
 from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import Reconnect
-from broker.session import Session, close, new_client_id
+from broker.session import Session, close, new_client_id, publish
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     DesiredState,
@@ -225,7 +225,7 @@ class FleetLink:
             if client is not None and self.connected.is_set():
                 try:
                     async with asyncio.timeout(self._session.timeout_s):
-                        await client.publish(where, payload, qos=1, retain=True)
+                        await publish(client, where, payload, retain=True)
                     return
                 except (aiomqtt.MqttError, TimeoutError) as exc:
                     cause = exc

@@ -52,7 +52,7 @@ import aiomqtt
 
 from broker.backoff import Backoff
 from broker.refusals import Refusals
-from broker.session import Session, ack, subscribe
+from broker.session import Session, ack, publish, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     GatewayStatus,
@@ -145,7 +145,7 @@ class Gateway:
         if link is not None:  # a clean stop: say so (the will is for crashes)
             try:
                 async with asyncio.timeout(2):
-                    await link[0].publish(self.status_topic, self._status("offline"), 1, True)
+                    await publish(link[0], self.status_topic, self._status("offline"), retain=True)
             except (aiomqtt.MqttError, TimeoutError) as err:
                 log.warning("%s: could not announce a clean stop: %s", self.gateway_id, err)
         if task is not None and not self.failed.is_set():  # a failure was reported already
@@ -228,7 +228,7 @@ class Gateway:
                 raise aiomqtt.MqttError(
                     f"the broker did not acknowledge the subscription within {self.timeout_s:g} s"
                 ) from exc
-            await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+            await publish(client, self.status_topic, self._status("online"), retain=True)
             self.backoff.reset()
             self.connections += 1
             self._link = (client, inboxes)

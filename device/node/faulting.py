@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from broker.session import publish
 from dataset_stream.protocol import FaultReport, topic
 from device.clock import Clock
 from device.faults import DeviceFaults, Fault, NetworkFilter
@@ -145,7 +146,7 @@ class NodeFaults:
             params=params,
         )
         prefix = engine.settings.prefix
-        await client.publish(topic(prefix, device, "fault"), report.to_json(), qos=1)
+        await publish(client, topic(prefix, device, "fault"), report.to_json())
         self.fired[fault.kind] = self.fired.get(fault.kind, 0) + 1
         log.warning(
             "%s: injected %s (fault #%d, occurrence %d) at %.1f s",

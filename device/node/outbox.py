@@ -20,6 +20,7 @@ import time
 
 import aiomqtt
 
+from broker.session import publish
 from dataset_stream.protocol import ErrorMessage, Prediction, Telemetry, topic
 from dataset_stream.protocol.desired import ReportedState
 from device.learning.learner import Evaluation
@@ -69,12 +70,12 @@ class Outbox:
         )
         if reason:
             log.warning("%s: status %s: %s", self.device_id, status.state, reason)
-        await client.publish(self.topic("status"), status.to_json(), qos=1, retain=True)
+        await publish(client, self.topic("status"), status.to_json(), retain=True)
         self.state = status.state
 
     async def error(self, client: aiomqtt.Client, error: ErrorMessage) -> None:
         log.warning("%s: %s: %s", self.device_id, error.code, error.message)
-        await client.publish(self.topic("error"), error.to_json(), qos=1)
+        await publish(client, self.topic("error"), error.to_json())
 
     async def factory_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:
         """Publish the factory model's accuracy, measured before the first learned event, in
@@ -88,12 +89,12 @@ class Outbox:
             self.accuracy = telemetry.accuracy
         if telemetry.classes is not None and telemetry.classes.forgetting is not None:
             self.forgetting = telemetry.classes.forgetting
-        await client.publish(self.topic("telemetry"), telemetry.to_json(), qos=1)
+        await publish(client, self.topic("telemetry"), telemetry.to_json())
 
     async def reported(self, client: aiomqtt.Client, state: ReportedState | None = None) -> None:
         """Publish the retained reported state (the engine's current one by default)."""
         state = state or self._engine.reported()
-        await client.publish(self.topic("reported"), state.to_json(), qos=1, retain=True)
+        await publish(client, self.topic("reported"), state.to_json(), retain=True)
 
     async def news(self, client: aiomqtt.Client) -> None:
         """Publish what the downlink has to say since the last call, in order."""
@@ -104,4 +105,4 @@ class Outbox:
                 await self.error(client, item)
 
     async def prediction(self, client: aiomqtt.Client, prediction: Prediction) -> None:
-        await client.publish(self.topic("prediction"), prediction.to_json(), qos=1)
+        await publish(client, self.topic("prediction"), prediction.to_json())
