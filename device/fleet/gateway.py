@@ -165,13 +165,15 @@ class Gateway:
             await self._changed.wait()
 
     async def follow(self, device_id: str, where: str) -> None:
-        """Hand ``device_id`` the messages on ``where`` (a pushed head's topic) from now on,
-        subscribing to it on this connection and the next ones."""
+        """Hand ``device_id`` the messages on ``where`` (a pushed head's or a shared eval set's
+        topic) from now on, subscribing to it on this connection and the next ones. A device
+        that joins a topic followed already subscribes it again: the broker then sends the
+        retained message once more, which the earlier followers had and this one has not."""
         followers = self._follows.setdefault(where, set())
-        new = not followers
+        joined = device_id not in followers
         followers.add(device_id)
         link = self._link
-        if new and link is not None:
+        if joined and link is not None:
             try:
                 await subscribe(link[0], [(where, 1)], within_s=self.timeout_s, broker=self.broker)
             except TimeoutError as exc:
