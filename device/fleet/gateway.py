@@ -52,7 +52,7 @@ import aiomqtt
 
 from broker.backoff import Backoff
 from broker.refusals import Refusals
-from broker.session import Session, ack, publish, subscribe
+from broker.session import Session, ack, kept_cancel, publish, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     GatewayStatus,
@@ -179,6 +179,24 @@ class Gateway:
             except TimeoutError as exc:
                 text = f"no SUBACK for {where} within {self.timeout_s:g} s"
                 raise aiomqtt.MqttError(text) from exc
+
+    async def unfollow(self, device_id: str, where: str) -> None:
+        """Stop handing ``device_id`` the messages on ``where``; the last follower gone, the
+        gateway unsubscribes (a shared eval set published again is not sent for nothing)."""
+        followers = self._follows.get(where)
+        if followers is None or device_id not in followers:
+            return
+        followers.discard(device_id)
+        if followers:
+            return
+        del self._follows[where]
+        link = self._link
+        if link is not None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await kept_cancel(link[0].unsubscribe(where))
+            except TimeoutError:  # still subscribed: what comes on it is acknowledged, dropped
+                log.warning("%s: no UNSUBACK for %s", self.gateway_id, where)
 
     # -- the connection ---------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from dataset_stream.protocol import (
     decode_batch,
     decode_eval,
     decode_infer,
+    evalset_topic,
     is_eval_ref,
     parse_evalset_topic,
     parse_topic,
@@ -108,16 +109,19 @@ class Dispatcher:
             engine, self._outbox, clock=clock, lock=lock, on_telemetry=on_telemetry
         )
         self._follow: Follow | None = None
+        self._unfollow: Follow | None = None
         self._heads_prefix = f"{self._settings.prefix}/heads/"
         self._evals = EvalBook(engine.eval_path)
 
-    def new_connection(self, follow: Follow | None = None) -> None:
+    def new_connection(self, follow: Follow | None = None, unfollow: Follow | None = None) -> None:
         """Held batches belong to the last connection; unacknowledged, they come again. Its
-        statuses say when it was made. ``follow`` subscribes it to a pushed head's topic."""
+        statuses say when it was made. ``follow`` subscribes it to a pushed head's or a shared
+        eval set's topic, ``unfollow`` ends that (a shared eval set the node has now)."""
         self._sequencer.reset()
         self._evals.release()  # unacknowledged: they come again on this connection
         self._outbox.connected()
         self._follow = follow
+        self._unfollow = unfollow
 
     async def publish_reported(self, client: aiomqtt.Client) -> None:
         """The retained reported state, as in force (on each connection)."""
@@ -167,7 +171,15 @@ class Dispatcher:
         if shared is not None:
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
             async with self._lock:
-                await self._on_shared_eval(client, shared, bytes(payload))
+                try:
+                    await self._on_shared_eval(client, shared, bytes(payload))
+                except (aiomqtt.MqttError, asyncio.CancelledError):
+                    raise  # the connection is gone or we stop: the message comes again
+                except Exception as exc:  # never let an eval set stop the node
+                    log.exception("%s: failed on shared eval set %s", self.device_id, shared)
+                    text = f"{type(exc).__name__}: {exc}"
+                    await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+                    await self._release_batches(client)
             ack(client, message)
             return
         try:
@@ -369,6 +381,8 @@ class Dispatcher:
             rejected = ErrorMessage(self.device_id, exc.code, f"shared eval set: {exc.message}")
             await self._outbox.error(client, rejected)
         await self._release_batches(client)
+        if self._unfollow is not None:  # got it for good: the set published again is not sent
+            await self._unfollow(evalset_topic(self._settings.prefix, sha256))
 
     async def _use_eval(
         self, client: aiomqtt.Client, raw: bytes, sha256: str | None = None
