@@ -13,9 +13,11 @@ the broker instead of thousands (see docs/fleet.md, "Shared connection").
   and amqtt match an acknowledgement by its packet id).
 - The gateway subscribes to the ``batch``, ``eval``, ``infer`` and ``desired`` topics of its
   devices (never a wildcard: a shard sees only its own devices) and hands each message to its
-  node's :class:`Inbox`. A node that waits for a pushed head asks the gateway to
-  :meth:`~Gateway.follow` its topic: the gateway subscribes to it (again on each connection)
-  and hands each node that follows it a copy (QoS 0: the gateway acknowledges the message).
+  node's :class:`Inbox`. A node that waits for a pushed head or a shared eval set asks the
+  gateway to :meth:`~Gateway.follow` its topic: the gateway subscribes to it (again on each
+  connection, and for each node that joins, so that the broker sends the retained message once
+  more) and hands each node that follows it a copy (QoS 0: the gateway acknowledges the
+  message); :meth:`~Gateway.unfollow` ends that, and the last follower gone, the subscription.
   A node reads its inbox as it would read its own client's messages; each node still
   publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
 - MQTT has one last will per connection, so a device cannot have its own. The gateway announces
