@@ -23,6 +23,7 @@ from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
+from device.node.dispatch import EVAL_WAIT_S
 from device.node.node import Node
 from device.node.settings import NodeSettings
 from tests.support.cli import Command
@@ -227,3 +228,24 @@ async def test_a_node_killed_with_the_set_saved_does_not_need_it_again(
     assert first["accuracy"] is not None
     assert second["accuracy"] is not None
     assert not answers.of("error")
+
+
+async def test_batches_wait_for_a_referenced_set_that_never_comes_then_are_learned(
+    any_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = any_broker.url
+    device = "node-0014"
+    ref = eval_ref(digits_nic, eval_payload(digits_nic))
+    async with answers_of(url, device) as (peer, answers):
+        await peer.publish(f"vega/{device}/eval", ref.to_json(), qos=1, retain=True)
+        async with Node(settings(device, tmp_path), default_bundle, url) as node:
+            await asyncio.wait_for(node.connected.wait(), 10)
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            for seq in (1, 2):
+                await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, seq), qos=1)
+            second = await answers.until("telemetry", seq=2, timeout_s=60)
+            waited_s = loop.time() - sent
+    assert waited_s >= EVAL_WAIT_S - 1.0  # held while the set might still come
+    assert [t["seq"] for t in answers.of("telemetry")] == [1, 2]  # in order, each once
+    assert second["accuracy"] is None and not answers.of("error")
