@@ -3,16 +3,18 @@
 Rules (wire contract v1, topic prefix ``vega`` by default):
 
 - device ``{id}``: read ``{prefix}/{id}/batch``, ``eval``, ``infer`` and ``desired`` (an
-  operator's desired state, docs/protocol.md, "The downlink") and the pushed heads
-  ``{prefix}/heads/+/weights``; write ``{prefix}/{id}/telemetry``, ``status``, ``error``,
-  ``prediction``, ``fault`` (an injected fault it reports, docs/faults.md) and ``reported``
-  -- its own topics only;
+  operator's desired state, docs/protocol.md, "The downlink"), the pushed heads
+  ``{prefix}/heads/+/weights`` and the shared eval sets ``{prefix}/evalsets/+/set``
+  (docs/protocol.md, "Eval sets shared by reference"); write ``{prefix}/{id}/telemetry``,
+  ``status``, ``error``, ``prediction``, ``fault`` (an injected fault it reports,
+  docs/faults.md) and ``reported`` -- its own topics only;
 - gateway ``gw-{first}-{count}`` (the shared connection of one ``vega-emu fleet --connection
   shared`` worker, :func:`device.fleet.shard.gateway_id`): the device rules of its devices --
   the ``count`` devices of the ACL's device list from ``first`` on (:func:`gateway_devices`) --
   and write its own status ``{prefix}/gateway/gw-{first}-{count}/status`` (its last will too);
   never another gateway's status, nor another gateway's devices;
-- user ``stream``: write every device's ``batch``, ``eval`` and ``infer``; read ``telemetry``,
+- user ``stream``: write every device's ``batch``, ``eval`` and ``infer`` and the shared eval
+  sets ``{prefix}/evalsets/+/set``; read ``telemetry``,
   ``error``, ``status`` (the closed-loop stream waits for them) and ``prediction``;
 - user ``monitor``: read every device's ``telemetry``, ``status``, ``error``, ``prediction``,
   ``fault``, ``desired`` and ``reported``, every gateway's status ``{prefix}/gateway/+/status``
@@ -77,6 +79,7 @@ def acl_text(
             f"topic write {prefix}/+/batch",
             f"topic write {prefix}/+/eval",
             f"topic write {prefix}/+/infer",
+            f"topic write {prefix}/evalsets/+/set",  # one retained set per distinct content
             f"topic read {prefix}/+/telemetry",  # the closed loop (--speed max) paces on these
             f"topic read {prefix}/+/error",
             f"topic read {prefix}/+/status",
@@ -138,7 +141,8 @@ def acl_text(
 
 
 def _device_rules(prefix: str, device: str) -> list[str]:
-    """What one device may do: read its inputs and the pushed heads, write its reports."""
+    """What one device may do: read its inputs, the pushed heads and the shared eval sets,
+    write its reports."""
     reads = [
         f"topic read {prefix}/{device}/{kind}" for kind in ("batch", "eval", "infer", "desired")
     ]
@@ -146,7 +150,8 @@ def _device_rules(prefix: str, device: str) -> list[str]:
         f"topic write {prefix}/{device}/{kind}"
         for kind in ("telemetry", "status", "error", "prediction", "fault", "reported")
     ]
-    return [*reads, f"topic read {prefix}/heads/+/weights", *writes]
+    shared = [f"topic read {prefix}/heads/+/weights", f"topic read {prefix}/evalsets/+/set"]
+    return [*reads, *shared, *writes]
 
 
 def gateway_devices(user: str, device_ids: Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ import numpy as np
 from dataset_stream.answers import IgnoredMessages
 from dataset_stream.continuation import SeqPlan
 from dataset_stream.outcome import Delivery
-from dataset_stream.protocol import StreamSummary, encode_batch, encode_eval
+from dataset_stream.protocol import EvalRef, StreamSummary, encode_batch, encode_eval
 from dataset_stream.scenarios import Event, Scenario
 
 ProgressCallback = Callable[[int, int], None]
@@ -117,6 +118,26 @@ def batch_payload(
 
 
 def eval_payload(scenario: Scenario) -> bytes:
-    """The wire payload of the scenario's eval set."""
+    """The wire payload of the scenario's eval set, byte for byte the same on every call (its
+    SHA-256 names it on the wire when it is shared by reference: :func:`canonical_header`)."""
     x, y = scenario.eval_set
-    return encode_eval(x, y, source=scenario.source, extra={"scenario": scenario.name})
+    payload = encode_eval(x, y, source=scenario.source, extra={"scenario": scenario.name})
+    return canonical_header(payload)
+
+
+def eval_ref(scenario: Scenario, payload: bytes) -> EvalRef:
+    """The reference a device gets to ``payload``, the scenario's shared eval set."""
+    return EvalRef.of(payload, source=scenario.source, scenario=scenario.name)
+
+
+def canonical_header(payload: bytes) -> bytes:
+    """``payload`` (safetensors) with its header's keys sorted: the encoder writes the
+    metadata in an order that changes from one process to the next, which would give the same
+    set another digest on every run (and leave the old one retained at the broker). The header
+    keeps its length (only the order changes), so the tensor data does not move."""
+    size = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8 : 8 + size])
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    if len(text) > size:  # never for the encoder's compact header; leave it as it is
+        return payload
+    return payload[:8] + text.ljust(size) + payload[8 + size :]

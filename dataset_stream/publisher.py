@@ -4,7 +4,10 @@
 reads the devices' retained statuses (:mod:`dataset_stream.continuation`: each device continues
 after its ``last_seq``, or from ``from_seq``; a run that would send seqs learned before, or finds
 a device with no events left, is refused with :class:`SeqsRefused` before anything is sent),
-then publishes the eval set to ``{prefix}/{id}/eval`` (QoS 1, retained) for every device, then
+then publishes the eval sets (QoS 1, retained): by default each distinct set once on its
+content-addressed ``{prefix}/evalsets/{sha256}/set`` and a small reference to it on every
+device's ``{prefix}/{id}/eval`` (:mod:`dataset_stream.protocol.evalref`; with
+``eval_by_reference=False`` the whole set on every device's ``eval``), then
 the learning events to ``{prefix}/{id}/batch`` (QoS 1): seq ``k`` is the scenario's event ``k``
 (so two runs agree), from each device's ``first`` seq on, with simulated capture time
 ``t = t0 + (seq - first) * cadence_s`` (at ``speed=1`` that is the wall time it is sent at):
@@ -82,6 +85,7 @@ from dataset_stream.payloads import (
     StreamStats,
     batch_payload,
     eval_payload,
+    eval_ref,
 )
 from dataset_stream.protocol import topic
 from dataset_stream.protocol.topics import DEFAULT_PREFIX, validate_device_id
@@ -120,6 +124,8 @@ class StreamPublisher:
     answer is published again (default: :meth:`ResendPolicy.for_pace`). ``from_seq``: every
     device's first seq (None: each continues after the ``last_seq`` of its retained status,
     read for at most ``status_wait_s`` at the start); ``events``: at most this many per device.
+    ``eval_by_reference``: each distinct eval set retained once and a reference per device (the
+    broker's memory for them does not grow with the fleet); off: the set itself per device.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class StreamPublisher:
         resend: ResendPolicy | None = None,
         from_seq: int | None = None,
         status_wait_s: float = STATUS_WAIT_S,
+        eval_by_reference: bool = True,
     ) -> None:
         if not device_ids or len(set(device_ids)) != len(device_ids):
             raise ValueError("device_ids must be a non-empty list of distinct ids")
@@ -225,6 +232,9 @@ class StreamPublisher:
         self._sem = asyncio.Semaphore(max_in_flight)
         self._streams: dict[str, Sequence[Event]] = {}
         self._evals_done: set[str] = set()
+        self.eval_by_reference = eval_by_reference
+        self._evalsets_done: set[str] = set()  # digests of the shared sets published
+        self.evalsets_sent = 0
         self._next_tick = 0  # paced: index of the next event to publish to every device
         self._start = 0.0  # paced: loop time of event 1
         self._t0 = 0.0
@@ -456,17 +466,31 @@ class StreamPublisher:
         return stream[seq - 1]
 
     async def _publish_evals(self, client: aiomqtt.Client) -> None:
+        """Each device's eval set, retained: by reference (each distinct set once on its
+        content-addressed topic, before the references that name it) or, with
+        ``eval_by_reference`` off, the whole set on every device's ``eval`` topic."""
         todo = [d for d in self.device_ids if d not in self._evals_done]
         if not todo:
             return
-        payloads: dict[int, bytes] = {}
-        for device_id in todo:
-            scenario = self._scenario_of[device_id]
-            if id(scenario) not in payloads:
-                payloads[id(scenario)] = await asyncio.to_thread(eval_payload, scenario)
+        scenarios = {id(self._scenario_of[d]): self._scenario_of[d] for d in todo}
+        payloads = {
+            key: await asyncio.to_thread(eval_payload, scenario)
+            for key, scenario in scenarios.items()
+        }
+        per_device = payloads
+        if self.eval_by_reference:
+            per_device = {}
+            for key, payload in payloads.items():
+                ref = eval_ref(scenarios[key], payload)
+                if ref.sha256 not in self._evalsets_done:
+                    where = ref.topic(self.prefix)
+                    await publish(client, where, payload, retain=True, timeout_s=self.timeout_s)
+                    self._evalsets_done.add(ref.sha256)
+                    self.evalsets_sent += 1
+                per_device[key] = ref.to_json()
 
         async def one(device_id: str) -> None:
-            payload = payloads[id(self._scenario_of[device_id])]
+            payload = per_device[id(self._scenario_of[device_id])]
             async with self._sem:
                 where = topic(self.prefix, device_id, "eval")
                 await publish(client, where, payload, retain=True, timeout_s=self.timeout_s)

@@ -10,6 +10,7 @@
   ``dataset_stream/schemas``); the end-of-run :class:`RunSummary`;
 - the downlink: a device's :class:`DesiredState` (set by an operator) and
   :class:`ReportedState`, pushed heads (:func:`head_topic`), a rollout's :class:`RolloutState`;
+- eval sets shared by reference: :class:`EvalRef`, :func:`evalset_topic`, :func:`is_eval_ref`;
 - topics: :func:`topic`, :func:`parse_topic`, :func:`gateway_topic`, :func:`fleet_ids`,
   device-id validation.
 
@@ -48,6 +49,14 @@ from dataset_stream.protocol.desired import (
     read_desired,
     read_reported,
     rollout_topic,
+)
+from dataset_stream.protocol.evalref import (
+    EvalRef,
+    evalset_filter,
+    evalset_topic,
+    is_eval_ref,
+    parse_evalset_topic,
+    payload_sha256,
 )
 from dataset_stream.protocol.fault import FAULT_KINDS, FaultReport, read_fault
 from dataset_stream.protocol.gateway_status import (
@@ -128,6 +137,7 @@ __all__ = [
     "DesiredState",
     "DeviceSummary",
     "ErrorMessage",
+    "EvalRef",
     "EvalSet",
     "FaultReport",
     "ForeignMessage",
@@ -153,14 +163,19 @@ __all__ = [
     "encode_batch",
     "encode_eval",
     "encode_infer",
+    "evalset_filter",
+    "evalset_topic",
     "fleet_ids",
     "gateway_filter",
     "gateway_topic",
     "head_topic",
     "is_device_id",
+    "is_eval_ref",
     "load_schema",
+    "parse_evalset_topic",
     "parse_gateway_topic",
     "parse_topic",
+    "payload_sha256",
     "read_desired",
     "read_fault",
     "read_gateway_status",

@@ -34,6 +34,7 @@ SCHEMA_NAMES = (
     "desired",
     "reported",
     "rollout",
+    "eval_ref",
 )
 MAX_MESSAGE_BYTES = 1024 * 1024
 

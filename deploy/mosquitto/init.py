@@ -13,7 +13,8 @@ init containers), in the vega-emu image (the rules are :mod:`broker.acl`'s, the 
 the client id (``use_username_as_clientid``), so a login can only ever be its own client:
 
 - every device ``{PREFIX}{index:04d}`` is a user: it reads its own ``batch``, ``eval`` and
-  ``infer`` and writes its own ``telemetry``, ``status``, ``error`` and ``prediction``;
+  ``infer`` and the shared eval sets, and writes its own ``telemetry``, ``status``, ``error``
+  and ``prediction``;
 - every fleet worker's gateway ``gw-{first}-{count}`` is a user (``vega-emu fleet --connection
   shared`` logs each worker in as one): the rules of its devices and its own
   ``gateway/{id}/status``;

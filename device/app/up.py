@@ -51,7 +51,9 @@ class UpConfig:
     ``settings``: each node's settings by device id, in fleet order; ``pacing``: how the
     stream feeds the fleet (``speed`` None: as fast as it learns); ``events``: learning events
     per device (None: all the scenario has); ``same_order``: every device gets the events in the
-    same order; ``recording``: the run's recording (``run.sqlite``) to write, or None;
+    same order; ``eval_by_reference``: each distinct eval set retained once and a reference per
+    device (else the set per device); ``recording``: the run's recording (``run.sqlite``) to
+    write, or None;
     ``described``: the run's settings as JSON-able values, stored in the recording and in the
     summary. ``offline``: devices that go offline, with their windows (simulated seconds from the
     fleet's start); ``miss``: those of them whose batches are lost while away (the others'
@@ -67,6 +69,7 @@ class UpConfig:
     pacing: Pacing
     events: int | None = None
     same_order: bool = False
+    eval_by_reference: bool = True
     recording: Path | None = None
     described: Mapping[str, object] = field(default_factory=dict)
     offline: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
@@ -160,6 +163,7 @@ class Up:
                     speed=pacing.speed,
                     events=config.events,
                     same_order=config.same_order,
+                    eval_by_reference=config.eval_by_reference,
                     wait_for_answers=True,
                     infer_rate=pacing.infer_per_s,
                     stagger=pacing.stagger,

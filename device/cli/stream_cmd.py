@@ -153,6 +153,14 @@ def stream(
             "the stream goes on once every device's has come.",
         ),
     ] = 2.0,
+    eval_per_device: Annotated[
+        bool,
+        typer.Option(
+            "--eval-per-device",
+            help="Retain the whole eval set on every device's eval topic (the wire contract's "
+            "first form) instead of once, shared by reference (1.1 MB a device for digits).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Scenario seed: factory split, events, order.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="Every device gets the events in the same order.")
@@ -278,6 +286,7 @@ def stream(
         drain_s,
         from_seq,
         status_wait_s,
+        not eval_per_device,
     )
     try:
         url = parse_broker_url(broker, password_file=password_file)
@@ -345,7 +354,8 @@ def stream(
 class _Link:
     """How the stream talks to its broker: reconnect policy, client id, the wait at start, how
     long it waits at the end for the last answers, the first seq (None: continue after each
-    device's last seq) and how long it waits for the devices' statuses."""
+    device's last seq), how long it waits for the devices' statuses, and whether eval sets go
+    by reference (one retained set per distinct content) or whole to every device."""
 
     policy: ReconnectPolicy
     client_id: str | None
@@ -353,6 +363,7 @@ class _Link:
     drain_s: float
     from_seq: int | None = None
     status_wait_s: float = 2.0
+    eval_by_reference: bool = True
 
 
 def _lengthened(
@@ -540,6 +551,7 @@ def _run_publish(
         drain_timeout_s=link.drain_s,
         from_seq=link.from_seq,
         status_wait_s=link.status_wait_s,
+        eval_by_reference=link.eval_by_reference,
     )
     for task in (sent_task, answered_task):
         progress.update(task, total=None if length.forever else publisher.total)

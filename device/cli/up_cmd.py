@@ -115,6 +115,14 @@ def up(
     same_order: Annotated[
         bool, typer.Option("--same-order", help="All devices get the same event order.")
     ] = False,
+    eval_per_device: Annotated[
+        bool,
+        typer.Option(
+            "--eval-per-device",
+            help="Retain the whole eval set on every device's eval topic (the wire contract's "
+            "first form) instead of once, shared by reference (1.1 MB a device for digits).",
+        ),
+    ] = False,
     state_dir: Annotated[
         Path | None,
         typer.Option(help="Keep the nodes' SQLite files here (default: a temporary directory)."),
@@ -232,6 +240,7 @@ def up(
             pacing=pacing,
             events=events,
             same_order=same_order,
+            eval_by_reference=not eval_per_device,
             recording=recording,
             described=described,
             **extra,

@@ -13,9 +13,11 @@ the broker instead of thousands (see docs/fleet.md, "Shared connection").
   and amqtt match an acknowledgement by its packet id).
 - The gateway subscribes to the ``batch``, ``eval``, ``infer`` and ``desired`` topics of its
   devices (never a wildcard: a shard sees only its own devices) and hands each message to its
-  node's :class:`Inbox`. A node that waits for a pushed head asks the gateway to
-  :meth:`~Gateway.follow` its topic: the gateway subscribes to it (again on each connection)
-  and hands each node that follows it a copy (QoS 0: the gateway acknowledges the message).
+  node's :class:`Inbox`. A node that waits for a pushed head or a shared eval set asks the
+  gateway to :meth:`~Gateway.follow` its topic: the gateway subscribes to it (again on each
+  connection, and for each node that joins, so that the broker sends the retained message once
+  more) and hands each node that follows it a copy (QoS 0: the gateway acknowledges the
+  message); :meth:`~Gateway.unfollow` ends that, and the last follower gone, the subscription.
   A node reads its inbox as it would read its own client's messages; each node still
   publishes its own ``status``, ``telemetry``, ``error`` and ``prediction``.
 - MQTT has one last will per connection, so a device cannot have its own. The gateway announces
@@ -52,7 +54,7 @@ import aiomqtt
 
 from broker.backoff import Backoff
 from broker.refusals import Refusals
-from broker.session import Session, ack, publish, subscribe
+from broker.session import Session, ack, kept_cancel, publish, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import (
     GatewayStatus,
@@ -165,18 +167,38 @@ class Gateway:
             await self._changed.wait()
 
     async def follow(self, device_id: str, where: str) -> None:
-        """Hand ``device_id`` the messages on ``where`` (a pushed head's topic) from now on,
-        subscribing to it on this connection and the next ones."""
+        """Hand ``device_id`` the messages on ``where`` (a pushed head's or a shared eval set's
+        topic) from now on, subscribing to it on this connection and the next ones. A device
+        that joins a topic followed already subscribes it again: the broker then sends the
+        retained message once more, which the earlier followers had and this one has not."""
         followers = self._follows.setdefault(where, set())
-        new = not followers
+        joined = device_id not in followers
         followers.add(device_id)
         link = self._link
-        if new and link is not None:
+        if joined and link is not None:
             try:
                 await subscribe(link[0], [(where, 1)], within_s=self.timeout_s, broker=self.broker)
             except TimeoutError as exc:
                 text = f"no SUBACK for {where} within {self.timeout_s:g} s"
                 raise aiomqtt.MqttError(text) from exc
+
+    async def unfollow(self, device_id: str, where: str) -> None:
+        """Stop handing ``device_id`` the messages on ``where``; the last follower gone, the
+        gateway unsubscribes (a shared eval set published again is not sent for nothing)."""
+        followers = self._follows.get(where)
+        if followers is None or device_id not in followers:
+            return
+        followers.discard(device_id)
+        if followers:
+            return
+        del self._follows[where]
+        link = self._link
+        if link is not None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await kept_cancel(link[0].unsubscribe(where))
+            except TimeoutError:  # still subscribed: what comes on it is acknowledged, dropped
+                log.warning("%s: no UNSUBACK for %s", self.gateway_id, where)
 
     # -- the connection ---------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import aiomqtt
 
@@ -44,16 +45,21 @@ from broker.session import ack
 from dataset_stream.protocol import (
     DesiredRefused,
     ErrorMessage,
+    EvalRef,
     Prediction,
     ProtocolError,
     decode_batch,
     decode_eval,
     decode_infer,
+    evalset_topic,
+    is_eval_ref,
+    parse_evalset_topic,
     parse_topic,
 )
 from dataset_stream.protocol.desired import head_topic, read_desired
 from device.clock import Clock
 from device.node.engine import NodeEngine
+from device.node.evalsets import EvalBook
 from device.node.faulting import NodeFaults
 from device.node.inbox import INPUT_KINDS
 from device.node.outbox import Outbox
@@ -63,7 +69,12 @@ from device.node.worker import finish_in_thread
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dispatcher", "Follow"]
+__all__ = ["EVAL_WAIT_S", "Dispatcher", "Follow"]
+
+#: Seconds the batches that arrive after a reference to an eval set the node does not hold wait
+#: for that set (so that the factory model and the first events are measured on it, as when the
+#: set itself comes on the node's ``eval`` topic); then they are learned without it.
+EVAL_WAIT_S: Final = 10.0
 
 #: Subscribes the node's connection to one more topic (a pushed head's).
 Follow = Callable[[str], Awaitable[None]]
@@ -98,14 +109,19 @@ class Dispatcher:
             engine, self._outbox, clock=clock, lock=lock, on_telemetry=on_telemetry
         )
         self._follow: Follow | None = None
+        self._unfollow: Follow | None = None
         self._heads_prefix = f"{self._settings.prefix}/heads/"
+        self._evals = EvalBook(engine.eval_path)
 
-    def new_connection(self, follow: Follow | None = None) -> None:
+    def new_connection(self, follow: Follow | None = None, unfollow: Follow | None = None) -> None:
         """Held batches belong to the last connection; unacknowledged, they come again. Its
-        statuses say when it was made. ``follow`` subscribes it to a pushed head's topic."""
+        statuses say when it was made. ``follow`` subscribes it to a pushed head's or a shared
+        eval set's topic, ``unfollow`` ends that (a shared eval set the node has now)."""
         self._sequencer.reset()
+        self._evals.release()  # unacknowledged: they come again on this connection
         self._outbox.connected()
         self._follow = follow
+        self._unfollow = unfollow
 
     async def publish_reported(self, client: aiomqtt.Client) -> None:
         """The retained reported state, as in force (on each connection)."""
@@ -113,8 +129,11 @@ class Dispatcher:
             await self._outbox.reported(client)
 
     async def watch_holds(self, client: aiomqtt.Client) -> None:
-        """Skip the gap before held batches that waited too long (runs beside the reader)."""
-        await self._sequencer.watch_holds(client)
+        """Skip the gap before held batches that waited too long, and learn those held for a
+        referenced eval set that did not come (runs beside the reader)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._sequencer.watch_holds(client))
+            group.create_task(self._watch_eval_wait(client))
 
     async def publish_status(
         self, client: aiomqtt.Client, state: str, reason: str | None = None
@@ -148,6 +167,21 @@ class Dispatcher:
                 await self._on_head(client, head, bytes(payload))
             ack(client, message)
             return
+        shared = parse_evalset_topic(self._settings.prefix, where)
+        if shared is not None:
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            async with self._lock:
+                try:
+                    await self._on_shared_eval(client, shared, bytes(payload))
+                except (aiomqtt.MqttError, asyncio.CancelledError):
+                    raise  # the connection is gone or we stop: the message comes again
+                except Exception as exc:  # never let an eval set stop the node
+                    log.exception("%s: failed on shared eval set %s", self.device_id, shared)
+                    text = f"{type(exc).__name__}: {exc}"
+                    await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+                    await self._release_batches(client)
+            ack(client, message)
+            return
         try:
             device, kind = parse_topic(self._settings.prefix, where)
         except ProtocolError:
@@ -160,32 +194,57 @@ class Dispatcher:
             ack(client, message)
             return
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        if kind == "batch" and self._evals.defer(message):
+            return  # handled once the referenced eval set is in use (or the wait is over)
         async with self._lock:
-            try:
-                if kind == "batch":
-                    await self._on_batch(client, message, bytes(payload))
-                    return  # the sequencer acknowledges (or holds) it
-                if kind == "infer":
-                    await self._on_infer(client, bytes(payload))
-                elif kind == "desired":
-                    await self._on_desired(client, where, bytes(payload))
-                else:
-                    await self._on_eval(client, bytes(payload))
-            except ProtocolError as exc:
-                if kind == "infer":  # its seq is an inference seq, never a batch's
-                    rejected = ErrorMessage(
-                        self.device_id, exc.code, exc.message, infer_seq=exc.seq
-                    )
-                else:
-                    rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
-                await self._outbox.error(client, rejected)
-            except (aiomqtt.MqttError, asyncio.CancelledError):
-                raise  # the connection is gone or we stop: the message comes again
-            except Exception as exc:  # anything else: report it with a stable code, go on
-                log.exception("%s: failed on a %s message", self.device_id, kind)
-                failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
-                await self._outbox.error(client, failed)
+            await self._input(client, message, kind, where, bytes(payload))
+
+    async def _input(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, kind: str, where: str, raw: bytes
+    ) -> None:
+        """One of this node's inputs, handled under the lock (held by the caller), answered,
+        acknowledged (a batch by the sequencer)."""
+        try:
+            if kind == "batch":
+                await self._on_batch(client, message, raw)
+                return  # the sequencer acknowledges (or holds) it
+            if kind == "infer":
+                await self._on_infer(client, raw)
+            elif kind == "desired":
+                await self._on_desired(client, where, raw)
+            else:
+                await self._on_eval(client, raw)
+        except ProtocolError as exc:
+            if kind == "infer":  # its seq is an inference seq, never a batch's
+                rejected = ErrorMessage(self.device_id, exc.code, exc.message, infer_seq=exc.seq)
+            else:
+                rejected = ErrorMessage(self.device_id, exc.code, exc.message, seq=exc.seq)
+            await self._outbox.error(client, rejected)
+        except (aiomqtt.MqttError, asyncio.CancelledError):
+            raise  # the connection is gone or we stop: the message comes again
+        except Exception as exc:  # anything else: report it with a stable code, go on
+            log.exception("%s: failed on a %s message", self.device_id, kind)
+            failed = ErrorMessage(self.device_id, "internal", f"{type(exc).__name__}: {exc}")
+            await self._outbox.error(client, failed)
         ack(client, message)
+
+    async def _release_batches(self, client: aiomqtt.Client) -> None:
+        """The batches held while a referenced eval set was on its way, in arrival order (the
+        lock held by the caller)."""
+        for message in self._evals.release():
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            await self._input(client, message, "batch", str(message.topic), bytes(payload))
+
+    async def _watch_eval_wait(self, client: aiomqtt.Client) -> None:
+        """Learn the held batches without the referenced set when it has not come in time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._evals.holding.wait()
+            await asyncio.sleep(max(0.0, self._evals.deadline - loop.time()))
+            async with self._lock:
+                if self._evals.waiting and loop.time() >= self._evals.deadline:
+                    log.warning("%s: no referenced eval set in time; learning on", self.device_id)
+                    await self._release_batches(client)
 
     def _head_name(self, where: str) -> str | None:
         """The head named by ``where`` if it is a pushed head's topic, else None."""
@@ -278,8 +337,59 @@ class Dispatcher:
             await outbox.status(client, "depleted")
 
     async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
-        """Measure accuracy on the eval set from now on; before the first learned event, measure
-        the factory model on it and publish that in the status (event 0 of the accuracy curve)."""
+        """The eval set itself, or a reference to a shared one (:mod:`device.node.evalsets`):
+        a set is used at once; a reference to the set in use changes nothing but the factory
+        measurement, one to another set makes the node follow that set's topic."""
+        if not is_eval_ref(raw):
+            try:
+                await self._use_eval(client, raw)
+            finally:
+                await self._release_batches(client)
+            return
+        ref = EvalRef.from_json(raw)  # a ProtocolError is answered with its code
+        if not self._evals.referenced(ref):
+            await self._measure_factory(client)
+            return
+        where = ref.topic(self._settings.prefix)
+        if self._follow is None:
+            return
+        self._evals.hold_batches(asyncio.get_running_loop().time() + EVAL_WAIT_S)
+        try:
+            await self._follow(where)
+        except TimeoutError:  # the retained reference comes again on the next connection
+            log.warning("%s: no SUBACK for %s; tried again later", self.device_id, where)
+        except SubscriptionRefused as exc:
+            text = f"cannot subscribe to the shared eval set {where}: {exc}"
+            await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+            await self._release_batches(client)
+
+    async def _on_shared_eval(self, client: aiomqtt.Client, sha256: str, raw: bytes) -> None:
+        """A shared eval set: used if it is the one referenced and matches its digest; refused
+        (``eval_mismatch``) if it does not match; ignored if not referenced."""
+        verdict = self._evals.shared(sha256, raw)
+        if verdict.mismatch is not None:
+            log.warning("%s: %s", self.device_id, verdict.mismatch)
+            error = ErrorMessage(self.device_id, "eval_mismatch", verdict.mismatch)
+            await self._outbox.error(client, error)
+            await self._release_batches(client)  # they do without it
+            return
+        if not verdict.use:
+            return
+        try:
+            await self._use_eval(client, raw, sha256)
+        except ProtocolError as exc:  # the digest matched a payload that is not a good set
+            rejected = ErrorMessage(self.device_id, exc.code, f"shared eval set: {exc.message}")
+            await self._outbox.error(client, rejected)
+        await self._release_batches(client)
+        if self._unfollow is not None:  # got it for good: the set published again is not sent
+            await self._unfollow(evalset_topic(self._settings.prefix, sha256))
+
+    async def _use_eval(
+        self, client: aiomqtt.Client, raw: bytes, sha256: str | None = None
+    ) -> None:
+        """Measure accuracy on the eval set ``raw`` from now on, kept in the state directory;
+        before the first learned event, measure the factory model on it and publish that in the
+        status (event 0 of the accuracy curve)."""
         engine = self._engine
         model = engine.bundle
         eval_set = decode_eval(
@@ -293,8 +403,13 @@ class Dispatcher:
         except StoreError as exc:  # measured from memory all the same; the broker retains it
             text = f"eval set in use but not saved: {exc}"
             await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))
+        self._evals.used(raw, sha256)
+        await self._measure_factory(client)
+
+    async def _measure_factory(self, client: aiomqtt.Client) -> None:
+        """Before the first learned event, the factory model on the eval set, in the status."""
         try:
-            factory = await finish_in_thread(engine.measure_factory)
+            factory = await finish_in_thread(self._engine.measure_factory)
         except StoreError as exc:  # nothing committed: the next eval message measures it again
             text = f"factory accuracy measured but not saved: {exc}"
             await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))

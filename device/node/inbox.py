@@ -60,5 +60,9 @@ class SharedConnection(Protocol):
         on and on every later connection."""
         ...
 
+    async def unfollow(self, device_id: str, where: str) -> None:
+        """No more messages on ``where`` for ``device_id`` (a shared eval set it has now)."""
+        ...
+
 
 __all__ = ["INPUT_KINDS", "Inbox", "SharedConnection"]

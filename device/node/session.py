@@ -31,7 +31,7 @@ import aiomqtt
 from broker.backoff import Backoff
 from broker.errors import SubscriptionRefused
 from broker.refusals import Refusals
-from broker.session import Session, persistent_client, subscribe
+from broker.session import Session, kept_cancel, persistent_client, subscribe
 from broker.url import BrokerURL
 from dataset_stream.protocol import Status, topic
 from device.aio import cancel_and_wait
@@ -148,7 +148,9 @@ class NodeSession:
     ) -> None:
         """Serve one connection: the node's own client, or a gateway's with ``inbox``."""
         self._refusals.clear()
-        dispatcher.new_connection(self._follower(client, inbox is not None))
+        dispatcher.new_connection(
+            self._follower(client, inbox is not None), self._unfollower(client, inbox is not None)
+        )
         if inbox is None:  # a gateway subscribes for its nodes
             filters = [(self._topic(kind), 1) for kind in INPUT_KINDS]
             try:
@@ -203,6 +205,26 @@ class NodeSession:
 
         async def on_own(where: str) -> None:
             await subscribe(client, [(where, 1)], within_s=NETWORK_TIMEOUT_S, broker=self.broker)
+
+        return on_own
+
+    def _unfollower(self, client: aiomqtt.Client, shared: bool) -> Follow:
+        """How this connection ends the node's subscription to a topic it followed."""
+        if shared:
+            gateway = self.gateway
+            assert gateway is not None
+
+            async def on_gateway(where: str) -> None:
+                await gateway.unfollow(self.device_id, where)
+
+            return on_gateway
+
+        async def on_own(where: str) -> None:
+            try:
+                async with asyncio.timeout(NETWORK_TIMEOUT_S):
+                    await kept_cancel(client.unsubscribe(where))
+            except TimeoutError:  # still subscribed: what comes on it is ignored
+                log.warning("%s: no UNSUBACK for %s", self.device_id, where)
 
         return on_own
 

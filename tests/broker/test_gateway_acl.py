@@ -27,9 +27,9 @@ def test_a_gateway_user_gets_its_devices_rules_and_its_own_status() -> None:
     devices = IDS[2:5]
     assert sorted(rules[1:]) == sorted(
         {r for d in devices for r in stanza(text, d)}
-    )  # exactly what those devices may do themselves, no wildcard but the pushed heads'
-    heads = "topic read vega/heads/+/weights"
-    assert not [r for r in rules if ("+" in r or "#" in r) and r != heads]
+    )  # exactly what those devices may do themselves, no wildcard but the shared topics'
+    shared = {"topic read vega/heads/+/weights", "topic read vega/evalsets/+/set"}
+    assert not [r for r in rules if ("+" in r or "#" in r) and r not in shared]
     assert "topic read vega/gateway/+/status" in stanza(text, "monitor-lab")
     assert service_role("gw-node-0002-3") == "gateway"
 

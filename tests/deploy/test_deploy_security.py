@@ -484,7 +484,8 @@ def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
         problems.append("the last rule is not {deny, all}")
     reports = {"telemetry", "status", "error", "prediction", "fault", "reported"}
     inputs = {"batch", "eval", "infer"}
-    heads = "vega/heads/+/weights"  # every pushed head: a device reads them all
+    # every pushed head and shared eval set: a device reads them all
+    shared = {"vega/heads/+/weights", "vega/evalsets/+/set"}
     for permission, who, action, topics in rules[:-1]:
         if permission != "allow":
             continue
@@ -499,7 +500,7 @@ def emqx_violations(acl: str, env: Mapping[str, str]) -> list[str]:
                 problems.append(f"the device pattern {pattern.pattern} matches a service user")
             kinds = reports if action == "publish" else inputs | {"desired"}
             for topic in topics:
-                if action == "subscribe" and topic == heads:
+                if action == "subscribe" and topic in shared:
                     continue
                 parts = topic.split("/")
                 if parts[:2] != ["vega", "${username}"] or len(parts) != 3 or parts[2] not in kinds:

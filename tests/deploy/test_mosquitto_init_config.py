@@ -131,7 +131,7 @@ def test_every_login_is_a_user_of_its_own_with_its_own_topics(tmp_path: Path) ->
     for device in ids:  # its own topics, inference included
         assert sorted(rules[device]) == sorted(
             [f"topic read vega/{device}/{k}" for k in ("batch", "eval", "infer", "desired")]
-            + ["topic read vega/heads/+/weights"]
+            + ["topic read vega/heads/+/weights", "topic read vega/evalsets/+/set"]
             + [
                 f"topic write vega/{device}/{k}"
                 for k in ("telemetry", "status", "error", "prediction", "fault", "reported")

@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from dataset_stream.errors import ProtocolError, UnsupportedSchema
-from dataset_stream.protocol import ClassMetrics, messages
+from dataset_stream.protocol import ClassMetrics, EvalRef, messages
 from dataset_stream.protocol.desired import DesiredState, Refusal, ReportedState, RolloutState
 from dataset_stream.protocol.fastcheck import compile_schema, plain_finite
 from dataset_stream.protocol.fault import FaultReport
@@ -164,6 +164,10 @@ BASES: dict[str, list[dict[str, Any]]] = {
     "rollout": [
         RolloutState("r1", "v2", "soaking", 1, [5.0, 25.0, 100.0], ["node-0001"]).to_dict(),
         RolloutState("r_2", "h.1", "halted", 0, [100.0], reason="accuracy_drop 0.2").to_dict(),
+    ],
+    "eval_ref": [
+        EvalRef("0f" * 32, 1111680, "digits", "nic").to_dict(),
+        EvalRef("a1" * 32, 1, "x" * 256, extra={"note": "more"}).to_dict(),
     ],
 }
 

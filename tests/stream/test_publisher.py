@@ -16,7 +16,13 @@ import pytest
 from broker import EmbeddedBroker
 from broker.url import BrokerURL
 from dataset_stream import PublishError, StreamPublisher, build_scenario
-from dataset_stream.protocol import decode_batch, decode_eval, parse_topic, validate_telemetry
+from dataset_stream.protocol import (
+    EvalRef,
+    decode_batch,
+    decode_eval,
+    parse_topic,
+    validate_telemetry,
+)
 from dataset_stream.publisher import phase
 from dataset_stream.scenarios import Scenario
 from tests.support.messages import telemetry
@@ -85,8 +91,11 @@ async def test_eval_set_is_retained_per_device(
 ) -> None:
     url = embedded_broker.url
     devices = ["cam_a", "cam_b"]
-    async with StreamPublisher(url, scenario, devices, speed=1e6, events=1, t0=T0) as publisher:
+    async with StreamPublisher(
+        url, scenario, devices, speed=1e6, events=1, t0=T0, eval_by_reference=False
+    ) as publisher:
         await publisher.run()
+    assert publisher.evalsets_sent == 0
     # a device that connects later still finds its eval set
     async with aiomqtt.Client(**url.client_kwargs()) as late:
         await late.subscribe("vega/+/eval", qos=1)
@@ -97,6 +106,31 @@ async def test_eval_set_is_retained_per_device(
         assert isinstance(message.payload, bytes)
         ev = decode_eval(message.payload, sample_shape=(1, 32, 32), num_classes=10)
         np.testing.assert_array_equal(ev.y, scenario.eval_set[1])
+
+
+async def test_eval_set_is_retained_once_and_referenced_per_device(
+    embedded_broker: EmbeddedBroker, scenario: Scenario
+) -> None:
+    url = embedded_broker.url
+    devices = ["cam_a", "cam_b"]
+    for _ in range(2):  # a second run names the same set: still one
+        async with StreamPublisher(url, scenario, devices, speed=1e6, events=1, t0=T0) as pub:
+            await pub.run()
+    async with aiomqtt.Client(**url.client_kwargs()) as late:
+        await late.subscribe("vega/+/eval", qos=1)
+        refs = {m.topic.value: m for m in await drain(late, 2)}
+        await late.subscribe("vega/evalsets/#", qos=1)
+        (shared,) = await drain(late, 1)
+    assert (pub.eval_sent, pub.evalsets_sent) == (2, 1)
+    assert set(refs) == {f"vega/{d}/eval" for d in devices}
+    for message in refs.values():
+        assert message.retain and isinstance(message.payload, bytes)
+        ref = EvalRef.from_json(message.payload)
+        assert ref.scenario == scenario.name and ref.source == scenario.source
+    assert shared.retain and shared.topic.value == ref.topic("vega")
+    assert isinstance(shared.payload, bytes) and ref.matches(shared.payload)
+    ev = decode_eval(shared.payload, sample_shape=(1, 32, 32), num_classes=10)
+    np.testing.assert_array_equal(ev.y, scenario.eval_set[1])
 
 
 async def fake_device(
