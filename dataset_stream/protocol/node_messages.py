@@ -38,6 +38,7 @@ NODE_ERROR_CODES: Final = frozenset(
         "depleted",  # an inference request the battery cannot pay for: nothing classified
         "bad_desired",  # a desired state the node cannot apply (desired_version; nothing changed)
         "inference_off",  # an inference request while the desired state turns inference off
+        "energy_policy",  # a batch the node's energy-aware policy did not learn (seq consumed)
     }
 )
 

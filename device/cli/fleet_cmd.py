@@ -29,6 +29,8 @@ from device.cli._nodeopts import (
     ModelOpt,
     NewPerMbOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -123,6 +125,8 @@ def fleet(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -181,6 +185,8 @@ def fleet(
                 radio,
                 battery,
                 temperature,
+                policy=policy,
+                harvest=harvest,
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)

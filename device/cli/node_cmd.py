@@ -27,6 +27,8 @@ from device.cli._nodeopts import (
     ModelOpt,
     NewPerMbOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -71,6 +73,8 @@ def node(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -121,6 +125,8 @@ def node(
         radio,
         battery,
         temperature,
+        policy=policy,
+        harvest=harvest,
     )
     try:
         settings = replace(

@@ -24,6 +24,8 @@ from device.cli._nodeopts import (
     ModelOpt,
     NewPerMbOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -111,6 +113,8 @@ def up(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="All devices get the same event order.")
@@ -192,6 +196,8 @@ def up(
         radio,
         battery,
         temperature,
+        policy=policy,
+        harvest=harvest,
     )
 
     described: dict[str, object] = {
@@ -455,9 +461,10 @@ def _print_summary(summary: RunSummary) -> None:
         sent=s.sent,
         learned=s.acked - s.duplicates,
         duplicates=s.duplicates,
-        refused=s.rejected - s.lost,
+        refused=s.rejected - s.lost - s.skipped,
         lost=s.lost,
         unanswered=s.unanswered,
+        skipped=s.skipped,
     )
     console.print(f"{answers}, in {s.wall_s:.1f} s wall time", highlight=False)
     if s.infer_sent:

@@ -64,10 +64,16 @@ def radio_problem(parts: NodeParts) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
-    """What one batch did: the telemetry to publish and whether it changed the node."""
+    """What one batch did: the telemetry to publish and whether it changed the node.
+
+    ``refusal``: the answer to publish instead of the telemetry when the node's energy-aware
+    policy did not learn the batch (an ``energy_policy`` error; the node stays on); ``reason``:
+    why the node's status changed, when it did (the harvest brought a depleted node back)."""
 
     telemetry: Telemetry
     learned: bool
+    refusal: ErrorMessage | None = None
+    reason: str | None = None
 
 
 class NodeEngine:
@@ -160,7 +166,9 @@ class NodeEngine:
 
     @property
     def depleted(self) -> bool:
-        return self._live.battery.depleted
+        """Whether the node is off: an empty battery, or one a harvester is recharging after
+        it was depleted, not yet back to the restart level."""
+        return self._learning.off
 
     def has_event(self, seq: int) -> bool:
         """Whether ``seq`` was handled (learned, depleted or failed), as opposed to skipped."""
@@ -210,7 +218,16 @@ class NodeEngine:
         else:
             facts = self._learning.pause(batch)
         telemetry = reporting.telemetry(self._parts, self._live, facts)
-        return EventOutcome(telemetry=telemetry, learned=facts.learned or facts.paused)
+        reason = None
+        if facts.back_on:
+            soc = self._live.battery.soc
+            reason = f"back on: the harvest recharged the battery (state of charge {soc:.2f})"
+        return EventOutcome(
+            telemetry=telemetry,
+            learned=facts.learned or facts.paused or facts.refusal is not None,
+            refusal=facts.refusal,
+            reason=reason,
+        )
 
     # -- the downlink (docs/protocol.md, "The downlink") ---------------------------------------
 
@@ -327,6 +344,8 @@ class NodeEngine:
     ) -> Status:
         """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``; the
         radio's problem is the reason when there is no other)."""
+        if self._learning.off and state in ("idle", "learning"):
+            state = "depleted"
         return reporting.status(
             self._parts,
             self._live,

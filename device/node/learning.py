@@ -28,8 +28,12 @@ from dataclasses import replace
 import numpy as np
 
 from dataset_stream.protocol import Batch, EvalSet
-from device.energy import EventCost, event_cost
+from device.energy import EventCost, event_cost, reduced_config
+from device.energy.harvest import harvested_j
+from device.energy.policy import RESTART_SOC
 from device.learning.learner import Evaluation, evaluate, train_event
+from device.learning.prequential import ScoreTally
+from device.node.energy_policy import choose, policy_error, reduced_train
 from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
@@ -48,12 +52,16 @@ class Learning:
         self._parts = parts
         self._live = live
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        self._policy = parts.settings.power.learning_policy()
+        self._harvester = parts.settings.power.harvester()
         #: An injected brown-out: the next learning event loses power before its commit.
         self.power_cut = False
 
     def use(self, parts: NodeParts) -> None:
         """The node's parts after a desired state changed its settings."""
         self._parts = parts
+        self._policy = parts.settings.power.learning_policy()
+        self._harvester = parts.settings.power.harvester()
 
     def set_eval(self, eval_set: EvalSet) -> None:
         """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
@@ -105,16 +113,33 @@ class Learning:
         tally = live.prequential.tally(batch.ids, batch.y)
         # a producer whose clock went backwards: the batch is learned as if captured now
         t = batch.t if prev_t is None else max(batch.t, prev_t)
+        harvester = self._harvester
+        gained = 0.0 if harvester is None else self._harvested_j(t, prev_t)
+        off = self.off
+        soc = self._arrival_soc(self._sleep_j(t, prev_t), gained)
+        choice = "full" if off else choose(self._policy, soc)
+        if choice == "skipped":
+            return self._policy_skip(batch, t, soc, gained, tally, started)
+        cost_config, train = parts.cost_config, parts.settings.train
+        if choice == "reduced":
+            cost_config = reduced_config(cost_config)
+            train = reduced_train(train, cost_config)
         cost = event_cost(
             parts.layers,
             parts.profile,
-            parts.cost_config,
+            cost_config,
             n_new=n_new,
             n_replay=n_replay,
             n_written=memory.writes_for(n_new),
         )
         energy = self._event_energy(cost, t, prev_t)
-        learned = not battery.depleted and battery.remaining_j >= energy["total"]
+        if harvester is None:  # the paper's node: one draw, as it always was
+            learned = not battery.depleted and battery.remaining_j >= energy["total"]
+            to_draw = energy["total"]
+        else:  # sleep and harvest over the same time, then the event
+            taken, kept = battery.exchange(energy["idle"], gained)
+            to_draw = energy["total"] - energy["idle"]
+            learned = not off and not battery.depleted and battery.remaining_j >= to_draw
         latents: np.ndarray | None = None
         if learned:
             latents = parts.frozen.run(batch.x)
@@ -125,22 +150,30 @@ class Learning:
                 batch.y,
                 replay=memory.sample,
                 n_replay=n_replay,
-                config=parts.settings.train,
+                config=train,
                 rng=self._rng(batch.seq),
                 replay_into=memory.sample_into,
             )
-            battery.draw(energy["total"])
+            battery.draw(to_draw)
             # active energy only: the estimator adds sleep power between events itself
             # the node times its events with its own (drifting) clock
             local_t = parts.settings.hardware.local_time(t)
             active_j = cost.energy_j["total"] + energy.get("radio", 0.0)
             live.lifetime.observe(local_t, active_j, cost.latency_s["total"])
             latency = cost.latency_s
-        else:  # not enough energy left: the node browns out and stops learning for good;
-            # what was left is spent on the failed attempt and reported as such
+        elif harvester is not None and off:  # still off: it slept and harvested, nothing more
+            slept = energy["idle"]
+            energy = dict.fromkeys(energy, 0.0) | {"idle": slept, "total": slept}
+            latency = dict.fromkeys(cost.latency_s, 0.0)
+        else:  # not enough energy left: the node browns out and stops learning (for good,
+            # without a harvester); what was left is spent on the failed attempt, reported
             drained = battery.draw(battery.remaining_j)
+            if harvester is not None:
+                drained += taken
             energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
             latency = dict.fromkeys(cost.latency_s, 0.0)
+        if harvester is not None:
+            energy["harvest"] = kept
         evaluation = self.evaluate()
         events_applied = live.state.events_applied + int(learned)
         classes = live.classes.after_event(
@@ -195,7 +228,106 @@ class Learning:
             host_s=host_s,
             inferences=since,
             classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
+            policy=None if self._policy.kind == "always" or not learned else choice,
+            back_on=learned and off,
         )
+
+    def _policy_skip(
+        self,
+        batch: Batch,
+        t: float,
+        soc: float,
+        gained: float,
+        tally: ScoreTally,
+        started: float,
+    ) -> EventFacts:
+        """Commit ``batch`` without learning it, as the policy chose (outcome ``policy``): the
+        seq and the simulated time move on, the sleep (and harvest) since the last event is
+        settled, the answer (an ``energy_policy`` error) is charged to the radio; the head,
+        the replay memory and the learned-event count stay as they were."""
+        parts, live = self._parts, self._live
+        battery = live.battery
+        prev_t = live.state.sim_time
+        idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
+        energy = dict.fromkeys(idle.energy_j, 0.0)
+        slept = self._sleep_j(t, prev_t)
+        if self._harvester is None:
+            drawn = battery.draw(min(slept, battery.remaining_j))
+        else:
+            drawn, energy["harvest"] = battery.exchange(slept, gained)
+        energy |= {"idle": drawn, "total": drawn}
+        error = policy_error(parts.device_id, batch.seq, soc, self._policy)
+        if parts.power.priced:  # its answer is sent all the same
+            sent = battery.draw(min(parts.power.send_j(len(error.to_json())), battery.remaining_j))
+            energy |= {"radio": sent, "total": drawn + sent}
+        latency = dict.fromkeys(idle.latency_s, 0.0)
+        since = live.state.inference
+        new_state = replace(
+            live.state,
+            last_seq=batch.seq,
+            sim_time=t,
+            battery=BatterySnapshot.of(battery),
+            energy_totals=live.state.energy_totals.plus(_stages(energy)),
+            last_latency_s=0.0,
+            inference=since.reported(tally.right, tally.n),
+        )
+        host_s = time.perf_counter() - started
+        with parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=0,
+                    accuracy=None,
+                    energy=energy,
+                    host_s=host_s,
+                    outcome="policy",
+                )
+            )
+            if self.power_cut:
+                self.power_cut = False
+                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
+        live.committed(new_state, synced=True)
+        live.prequential.apply(tally)
+        return EventFacts(
+            seq=batch.seq,
+            t=batch.t,
+            learned=False,
+            samples=0,
+            evaluation=None,
+            latency_s=latency,
+            energy_j=energy,
+            host_s=host_s,
+            inferences=since,
+            policy="skipped",
+            refusal=error,
+        )
+
+    @property
+    def off(self) -> bool:
+        """Whether the node is off: its battery is empty, or (with a harvester) its last event
+        found it depleted and the harvest has not brought it back to
+        :data:`~device.energy.policy.RESTART_SOC` yet."""
+        battery = self._live.battery
+        if battery.depleted:
+            return True
+        if self._harvester is None or battery.soc >= RESTART_SOC:
+            return False
+        return self._parts.store.event_outcome() == "depleted"
+
+    def _arrival_soc(self, idle_j: float, gained_j: float) -> float:
+        """The state of charge an event arrives at: the last one's, less the sleep and plus
+        the harvest since (within 0 and the capacity)."""
+        battery = self._live.battery
+        remaining = battery.remaining_j + gained_j - idle_j
+        return min(battery.capacity_j, max(0.0, remaining)) / battery.capacity_j
+
+    def _harvested_j(self, t: float, prev_t: float | None) -> float:
+        """Joules the harvester delivered since the last event (0 before the first)."""
+        if self._harvester is None or prev_t is None:
+            return 0.0
+        return harvested_j(self._harvester, prev_t, t)
 
     def pause(self, batch: Batch) -> EventFacts:
         """Commit ``batch`` without learning it (an operator turned learning off): ``last_seq``
@@ -218,8 +350,12 @@ class Learning:
         idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
         zero = dict.fromkeys(idle.energy_j, 0.0)
         slept = self._sleep_j(t, prev_t)
-        drawn = battery.draw(min(slept, battery.remaining_j))
-        energy = zero | {"idle": drawn, "total": drawn}
+        if self._harvester is None:
+            drawn = battery.draw(min(slept, battery.remaining_j))
+            energy = zero | {"idle": drawn, "total": drawn}
+        else:
+            drawn, kept = battery.exchange(slept, self._harvested_j(t, prev_t))
+            energy = zero | {"idle": drawn, "total": drawn, "harvest": kept}
         if parts.power.priced:  # its telemetry is sent all the same
             sent = battery.draw(min(self._telemetry_j(), battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}

@@ -15,6 +15,7 @@ from dataset_stream.protocol import (
     PER_CLASS_CAP,
     BatteryState,
     ClassMetrics,
+    ErrorMessage,
     ReplayStats,
     Status,
     Telemetry,
@@ -37,7 +38,10 @@ class EventFacts:
     hardware; host_s: wall time the emulator spent; inferences: the inference counters as they
     stood before the event (their ``since_*`` part is what it reports); classes: the
     long-horizon metrics after it; paused: committed without learning (an operator turned
-    learning off), reported as state ``idle``.
+    learning off), reported as state ``idle``. policy: what the node's energy-aware policy
+    made of it (``full``, ``reduced`` or ``skipped``; None under the ``always`` policy);
+    refusal: the ``energy_policy`` error that answers a skipped one instead of telemetry;
+    back_on: the harvest brought a depleted node back and it learned this event.
     """
 
     seq: int
@@ -51,6 +55,9 @@ class EventFacts:
     inferences: InferenceCounters
     classes: ClassMetrics | None = None
     paused: bool = False
+    policy: str | None = None
+    refusal: ErrorMessage | None = None
+    back_on: bool = False
 
 
 def battery_state(battery: Battery) -> BatteryState:
@@ -70,7 +77,11 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
         device=parts.device_id,
         seq=facts.seq,
         t=facts.t,
-        state="learning" if facts.learned else "idle" if facts.paused else "depleted",
+        state="learning"
+        if facts.learned
+        else "idle"
+        if facts.paused or facts.refusal is not None
+        else "depleted",
         samples=facts.samples,
         accuracy=None if evaluation is None else evaluation.accuracy,
         latency_s=facts.latency_s,
@@ -87,6 +98,7 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
         prequential_accuracy=live.prequential.accuracy,
         prequential_n=live.prequential.n,
         classes=facts.classes,
+        extra={} if facts.policy is None else {"policy": facts.policy},
     )
 
 

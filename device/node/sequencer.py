@@ -36,6 +36,7 @@ from dataset_stream.protocol import Batch, ErrorMessage, ProtocolError, Telemetr
 from device.aio import cancel_and_wait
 from device.clock import Clock
 from device.node.delivery import Duplicate, HeldCopy, Hold, Learn, SeqBook, Stale, TooFarAhead
+from device.node.energy_policy import POLICY_CODE
 from device.node.engine import NodeEngine
 from device.node.outbox import Outbox
 from device.node.store import StoreError
@@ -113,8 +114,15 @@ class Sequencer:
                 case HeldCopy():  # a second copy (a producer re-publishing): one is enough
                     ack(client, message)
                 case Duplicate():
-                    text = f"seq {seq} was learned before; not applied again"
-                    await self._refuse(client, message, "duplicate", text, seq, book.last_seq)
+                    # a seq the energy policy skipped is answered as it was the first time
+                    outcome = await asyncio.to_thread(engine.store.event_outcome, seq)
+                    if outcome == "policy":
+                        text = f"seq {seq} was not learned: the energy policy skipped it before"
+                        code = POLICY_CODE
+                    else:
+                        text = f"seq {seq} was learned before; not applied again"
+                        code = "duplicate"
+                    await self._refuse(client, message, code, text, seq, book.last_seq)
                 case Stale():
                     text = f"seq {seq} arrived after it was skipped as a gap"
                     await self._refuse(client, message, "stale_seq", text, seq, book.last_seq)
@@ -233,11 +241,14 @@ class Sequencer:
             await outbox.news(client)
             return
         telemetry = outcome.telemetry
-        await outbox.telemetry(client, telemetry)
+        if outcome.refusal is None:
+            await outbox.telemetry(client, telemetry)
+        else:  # the energy-aware policy did not learn it: answered, its seq consumed
+            await outbox.error(client, outcome.refusal)
         ack(client, message)
         # after every event, not only on a change of state: the retained status is where
         # producers read the last seq and monitors the last state
-        await outbox.status(client, "idle" if outcome.learned else "depleted")
+        await outbox.status(client, "idle" if outcome.learned else "depleted", outcome.reason)
         await outbox.news(client)  # a desired state applied (or refused) before the event
         if self._on_telemetry is not None:
             try:
