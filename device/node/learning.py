@@ -115,8 +115,10 @@ class Learning:
         t = batch.t if prev_t is None else max(batch.t, prev_t)
         harvester = self._harvester
         gained = 0.0 if harvester is None else self._harvested_j(t, prev_t)
-        off = self.off
         soc = self._arrival_soc(self._sleep_j(t, prev_t), gained)
+        was_off = self.off
+        # a harvester brings a node that was off back once the charge reaches the restart level
+        off = was_off and (harvester is None or soc < RESTART_SOC)
         choice = "full" if off else choose(self._policy, soc)
         if choice == "skipped":
             return self._policy_skip(batch, t, soc, gained, tally, started)
@@ -229,7 +231,7 @@ class Learning:
             inferences=since,
             classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
             policy=None if self._policy.kind == "always" or not learned else choice,
-            back_on=learned and off,
+            back_on=learned and was_off,
         )
 
     def _policy_skip(
@@ -464,5 +466,6 @@ class Learning:
 
 def _stages(energy: Mapping[str, float]) -> dict[str, float]:
     """An event's joules by the stages the state file totals (``radio`` is in ``total``
-    only: the totals keep the stages they always had)."""
-    return {stage: joules for stage, joules in energy.items() if stage != "radio"}
+    only, ``harvest`` is energy gained, not spent: the totals keep the stages they always
+    had)."""
+    return {stage: joules for stage, joules in energy.items() if stage not in ("radio", "harvest")}
