@@ -97,6 +97,15 @@ NodeHarvestOpt = Annotated[
     ),
 ]
 
+NodeBatchesOverRadioOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batches-over-radio",
+        help="The batches arrive over the radio: each one's reception is charged at its real "
+        "size (default: captured locally, the paper's case; needs a --radio).",
+    ),
+]
+
 
 @dataclass(frozen=True, slots=True)
 class LearningOptions:
@@ -115,6 +124,7 @@ class LearningOptions:
     temperature_c: float | None = None
     policy: str | None = None
     harvest: str | None = None
+    batches_over_radio: bool = False
 
     def settings(
         self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
@@ -149,6 +159,7 @@ class LearningOptions:
             temperature_c=self.temperature_c,
             policy=self.policy,
             harvest=self.harvest,
+            batches_over_radio=self.batches_over_radio,
         )
         flags = {
             "radio": "--radio",

@@ -28,6 +28,7 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
@@ -127,6 +128,7 @@ def fleet(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -187,6 +189,7 @@ def fleet(
                 temperature,
                 policy=policy,
                 harvest=harvest,
+                batches_over_radio=batches_over_radio,
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)

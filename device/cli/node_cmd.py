@@ -26,6 +26,7 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
@@ -75,6 +76,7 @@ def node(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -127,6 +129,7 @@ def node(
         temperature,
         policy=policy,
         harvest=harvest,
+        batches_over_radio=batches_over_radio,
     )
     try:
         settings = replace(

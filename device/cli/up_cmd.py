@@ -23,6 +23,7 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
@@ -115,6 +116,7 @@ def up(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="All devices get the same event order.")
@@ -198,6 +200,7 @@ def up(
         temperature,
         policy=policy,
         harvest=harvest,
+        batches_over_radio=batches_over_radio,
     )
 
     described: dict[str, object] = {

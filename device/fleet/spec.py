@@ -106,6 +106,7 @@ class DeviceClass:
     temperature_c: float | None = None  # the cell's constant temperature; None: 20 C
     policy: str | None = None  # the energy-aware learning policy; None: always
     harvest: str | None = None  # a harvester (solar:FILE, constant:W ...); None: none
+    batches_over_radio: bool = False  # batches arrive over the radio (charged), not captured
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -182,6 +183,7 @@ class DeviceClass:
             else float(self.temperature_c),
             policy=default.policy if self.policy is None else self.policy,
             harvest=self.harvest,
+            batches_over_radio=self.batches_over_radio,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,6 +376,7 @@ TYPES: Final[dict[str, str]] = {
     "temperature_c": "float",
     "policy": "str",
     "harvest": "str",
+    "batches_over_radio": "bool",
 }
 #: Settings a class may give as a distribution table, drawn per device.
 VARYING: Final = (

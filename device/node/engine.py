@@ -208,15 +208,16 @@ class NodeEngine:
         """What the node remembers of each class, as of the last commit."""
         return self._live.classes
 
-    def apply(self, batch: Batch) -> EventOutcome:
+    def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventOutcome:
         """Learn from one validated batch (its ``seq`` is new) and commit it; a pending desired
         state is applied first (committed on its own), and with learning turned off the batch
-        is committed without being learned."""
+        is committed without being learned. ``wire_bytes``: its payload's size, charged to the
+        radio when batches arrive over it (``batches_over_radio``)."""
         self._apply_desired()
         if self._downlink.learning:
-            facts = self._learning.apply(batch)
+            facts = self._learning.apply(batch, wire_bytes)
         else:
-            facts = self._learning.pause(batch)
+            facts = self._learning.pause(batch, wire_bytes)
         telemetry = reporting.telemetry(self._parts, self._live, facts)
         reason = None
         if facts.back_on:

@@ -56,6 +56,7 @@ class Learning:
         self._harvester = parts.settings.power.harvester()
         #: An injected brown-out: the next learning event loses power before its commit.
         self.power_cut = False
+        self._wire_bytes: int | None = None  # the payload size of the batch in hand
 
     def use(self, parts: NodeParts) -> None:
         """The node's parts after a desired state changed its settings."""
@@ -94,9 +95,11 @@ class Learning:
         live.committed(live.state, synced=False, classes=classes)
         return evaluation
 
-    def apply(self, batch: Batch) -> EventFacts:
-        """Learn from one validated batch (its ``seq`` is new) and commit it."""
+    def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
+        """Learn from one validated batch (its ``seq`` is new) and commit it; ``wire_bytes``:
+        the size of its payload, charged to the radio when batches arrive over it."""
         started = time.perf_counter()
+        self._wire_bytes = wire_bytes
         try:
             return self._apply(batch, started)
         except BaseException:
@@ -135,6 +138,8 @@ class Learning:
             n_written=memory.writes_for(n_new),
         )
         energy = self._event_energy(cost, t, prev_t)
+        if not off:
+            self._add_reception(energy)
         if harvester is None:  # the paper's node: one draw, as it always was
             learned = not battery.depleted and battery.remaining_j >= energy["total"]
             to_draw = energy["total"]
@@ -259,8 +264,9 @@ class Learning:
             drawn, energy["harvest"] = battery.exchange(slept, gained)
         energy |= {"idle": drawn, "total": drawn}
         error = policy_error(parts.device_id, batch.seq, soc, self._policy)
-        if parts.power.priced:  # its answer is sent all the same
-            sent = battery.draw(min(parts.power.send_j(len(error.to_json())), battery.remaining_j))
+        if parts.power.priced:  # it was received, and its answer is sent all the same
+            radio_j = parts.power.send_j(len(error.to_json())) + self._reception_j()
+            sent = battery.draw(min(radio_j, battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}
         latency = dict.fromkeys(idle.latency_s, 0.0)
         since = live.state.inference
@@ -331,11 +337,28 @@ class Learning:
             return 0.0
         return harvested_j(self._harvester, prev_t, t)
 
-    def pause(self, batch: Batch) -> EventFacts:
+    def _reception_j(self) -> float:
+        """Joules the radio spends receiving the batch in hand: its payload's real size at the
+        radio's downlink cost, when batches arrive over the radio (0 otherwise: captured
+        locally, the paper's case)."""
+        parts = self._parts
+        if not (parts.settings.power.batches_over_radio and parts.power.priced):
+            return 0.0
+        return 0.0 if self._wire_bytes is None else parts.power.receive_j(self._wire_bytes)
+
+    def _add_reception(self, energy: dict[str, float]) -> None:
+        """Add the batch's reception (:meth:`_reception_j`) to an event's radio and total."""
+        reception = self._reception_j()
+        if reception:
+            energy["radio"] = energy.get("radio", 0.0) + reception
+            energy["total"] += reception
+
+    def pause(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
         """Commit ``batch`` without learning it (an operator turned learning off): ``last_seq``
         and the simulated time move on, the sleep since the last event is drawn from the
         battery, the head is measured (not charged, as always); the head, the replay memory and
         the learned-event count stay as they were. Logged as ``paused``."""
+        self._wire_bytes = wire_bytes
         try:
             return self._pause(batch)
         except BaseException:
@@ -358,8 +381,9 @@ class Learning:
         else:
             drawn, kept = battery.exchange(slept, self._harvested_j(t, prev_t))
             energy = zero | {"idle": drawn, "total": drawn, "harvest": kept}
-        if parts.power.priced:  # its telemetry is sent all the same
-            sent = battery.draw(min(self._telemetry_j(), battery.remaining_j))
+        if parts.power.priced:  # its telemetry is sent all the same (and the batch received)
+            radio_j = self._telemetry_j() + self._reception_j()
+            sent = battery.draw(min(radio_j, battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}
         latency = dict.fromkeys(idle.latency_s, 0.0)
         evaluation = self.evaluate()

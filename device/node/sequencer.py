@@ -228,7 +228,8 @@ class Sequencer:
         """Apply ``batch`` (it is next in order); commit, answer, then acknowledge it."""
         engine, outbox = self._engine, self._outbox
         try:
-            outcome = await self._commit(client, batch.seq, engine.apply, batch)
+            wire_bytes = _payload_bytes(message)
+            outcome = await self._commit(client, batch.seq, engine.apply, batch, wire_bytes)
         except Exception as exc:  # the node cannot learn this batch: skip it, say so, go on
             log.exception("%s: failed on seq %d; skipping it", self.device_id, batch.seq)
             await self._commit(client, batch.seq, engine.skip, batch.seq, batch.t)
@@ -285,10 +286,15 @@ class Sequencer:
                 await asyncio.sleep(delay)
 
 
+def _payload_bytes(message: aiomqtt.Message) -> int:
+    """The size of ``message``'s payload as it came over the wire."""
+    payload = message.payload
+    return len(payload) if isinstance(payload, bytes | bytearray) else 0
+
+
 def held_size_bytes(message: aiomqtt.Message, batch: Batch) -> int:
     """What a held batch keeps in memory: its wire payload and its decoded arrays."""
-    payload = message.payload
-    wire = len(payload) if isinstance(payload, bytes | bytearray) else 0
+    wire = _payload_bytes(message)
     arrays = batch.x.nbytes + batch.y.nbytes + (0 if batch.ids is None else batch.ids.nbytes)
     return wire + arrays
 

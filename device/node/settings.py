@@ -123,7 +123,9 @@ class PowerSettings:
     learning policy the node runs (``always``, ``soc-threshold:X``, ``low-soc:X``;
     :mod:`device.energy.policy`; ``defer-to-sun`` is for ``vega-emu plan`` only); ``harvest``:
     a harvester that recharges the battery between events (``solar:FILE``,
-    ``solar:clear-sky[:LAT[:DAY]]``, ``constant:W``; None: none)."""
+    ``solar:clear-sky[:LAT[:DAY]]``, ``constant:W``; None: none); ``batches_over_radio``: the
+    batches arrive over the radio, each one's reception charged at its payload's real size at
+    the radio's downlink cost (off: captured locally, the paper's case)."""
 
     radio: str = "none"
     battery: str = "ideal"
@@ -131,6 +133,7 @@ class PowerSettings:
     telemetry_bytes: int = 387
     policy: str = "always"
     harvest: str | None = None
+    batches_over_radio: bool = False
 
     def __post_init__(self) -> None:
         self.learning_policy()  # a typo or an out-of-range threshold is refused here

@@ -27,7 +27,8 @@ from dataset_stream.protocol import (
 )
 from dataset_stream.protocol.node_messages import NODE_ERROR_CODES
 from device.cli import app
-from device.energy import PolicyError
+from device.energy import PolicyError, load_node_power
+from device.fleet.spec import DeviceClass
 from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -253,3 +254,36 @@ async def test_a_node_over_a_broker_answers_skips_and_the_stream_counts_them_apa
     assert delivery.skipped == len(errors) and delivery.learned == len(learned)
     assert delivery.refused == 0 and delivery.lost == 0 and delivery.complete
     assert "skipped by the energy policy" in delivery.summary_line()
+
+
+def test_batches_over_the_radio_charge_their_real_size(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    event = digits_nic.events(DEVICE)[1]
+    batch = Batch(event.x, event.y, seq=1, t=T0 + 60, source="t")
+    size = len(encode_batch(event.x, event.y, seq=1, t=T0 + 60, source="t"))
+    local = engine(default_bundle, settings(tmp_path / "local", radio="ble"))
+    aired = engine(
+        default_bundle, settings(tmp_path / "aired", radio="ble", batches_over_radio=True)
+    )
+    try:
+        one = local.apply(batch, size).telemetry.energy_j
+        two = aired.apply(batch, size).telemetry.energy_j
+        reception = load_node_power("ble").receive_j(size)
+        assert reception > 0
+        assert two["radio"] == pytest.approx(one["radio"] + reception)
+        assert two["total"] == pytest.approx(one["total"] + reception)
+    finally:
+        local.close()
+        aired.close()
+
+
+def test_a_fleet_class_carries_the_policy_and_names_a_bad_one() -> None:
+    good = DeviceClass("c", 1, policy="low-soc:0.4", harvest="constant:0.1")
+    power = good.power_settings()
+    assert (power.policy, power.harvest) == ("low-soc:0.4", "constant:0.1")
+    assert good.problems() == []
+    bad = DeviceClass("c", 1, policy="defer-to-sun", harvest="wind:3")
+    problems = bad.problems()
+    assert any(p.startswith("policy:") and "plan" in p for p in problems)
+    assert any(p.startswith("harvest:") for p in problems)
