@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -21,6 +22,8 @@ from dataset_stream.answers import AnswerLedger
 from dataset_stream.protocol import (
     Batch,
     ErrorMessage,
+    InferRequest,
+    Prediction,
     Telemetry,
     encode_batch,
     validate_telemetry,
@@ -287,3 +290,24 @@ def test_a_fleet_class_carries_the_policy_and_names_a_bad_one() -> None:
     problems = bad.problems()
     assert any(p.startswith("policy:") and "plan" in p for p in problems)
     assert any(p.startswith("harvest:") for p in problems)
+
+
+def test_a_prediction_is_priced_at_its_real_encoded_size(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    x_test, _ = digits_nic.eval_set
+    eng = engine(default_bundle, settings(tmp_path, radio="ble"))
+    power = load_node_power("ble")
+    try:
+        for n in (1, 16):
+            ids = np.arange(n, dtype=np.int64) + 1000
+            request = InferRequest(x_test[:n], seq=n, t=T0 + n, source="t", ids=ids)
+            answer = eng.infer(request)
+            assert isinstance(answer, Prediction)
+            size = len(answer.to_json())
+            # its own figures' last digits may swing its size by a few bytes: within 16
+            assert power.send_j(size - 16) <= answer.energy_j["radio"] <= power.send_j(size + 16)
+            if n == 16:  # far from the nominal 262 B the estimates use
+                assert size > 2 * 262 and answer.energy_j["radio"] > power.send_j(262)
+    finally:
+        eng.close()
