@@ -38,11 +38,13 @@ from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
-from device.node.reporting import EventFacts
+from device.node.reporting import EventFacts, telemetry_of
 from device.node.store import EventRecord, NodeState
 from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
 
 __all__ = ["Learning"]
+
+_SIZE_ROUNDS = 8  # rounds of the fixed point of a telemetry's size and its radio figure
 
 
 class Learning:
@@ -148,6 +150,7 @@ class Learning:
             to_draw = energy["total"] - energy["idle"]
             learned = not off and not battery.depleted and battery.remaining_j >= to_draw
         latents: np.ndarray | None = None
+        evaluation: Evaluation | None = None
         if learned:
             latents = parts.frozen.run(batch.x)
             train_event(
@@ -161,6 +164,15 @@ class Learning:
                 rng=self._rng(batch.seq),
                 replay_into=memory.sample_into,
             )
+            evaluation = self.evaluate()
+            if parts.power.priced:  # its telemetry at its real encoded size
+                sized = self._sized_telemetry(
+                    batch, t, energy, cost, evaluation, tally, started, choice
+                )
+                delta = sized - self._telemetry_j()
+                energy["radio"] += delta
+                energy["total"] += delta
+                to_draw += delta
             battery.draw(to_draw)
             # active energy only: the estimator adds sleep power between events itself
             # the node times its events with its own (drifting) clock
@@ -181,7 +193,8 @@ class Learning:
             latency = dict.fromkeys(cost.latency_s, 0.0)
         if harvester is not None:
             energy["harvest"] = kept
-        evaluation = self.evaluate()
+        if not learned:
+            evaluation = self.evaluate()
         events_applied = live.state.events_applied + int(learned)
         classes = live.classes.after_event(
             events_applied,
@@ -238,6 +251,72 @@ class Learning:
             policy=None if self._policy.kind == "always" or not learned else choice,
             back_on=learned and was_off,
         )
+
+    def _sized_telemetry(
+        self,
+        batch: Batch,
+        t: float,
+        energy: Mapping[str, float],
+        cost: EventCost,
+        evaluation: Evaluation | None,
+        tally: ScoreTally,
+        started: float,
+        choice: str,
+    ) -> float:
+        """The radio's price of the telemetry of the learned event in hand, at its real encoded
+        size: drafted with the figures the event is about to commit (its radio figure among
+        them), encoded, priced at that size, until the size and the figure agree. The shortest
+        repr of a float changes with its last digits, so the size may swing by a few bytes
+        without settling: then the largest price seen is charged."""
+        parts, live = self._parts, self._live
+        estimate = self._telemetry_j()
+        events_applied = live.state.events_applied + 1
+        labels = {int(c) for c in np.unique(batch.y)}
+        per_class = None if evaluation is None else evaluation.per_class
+        classes = live.classes.after_event(events_applied, t, labels, per_class)
+        metrics = classes.metrics(events_applied, t, parts.bundle.num_classes)
+        right, n = live.prequential.right + tally.right, live.prequential.n + tally.n
+        local_t = parts.settings.hardware.local_time(t)
+        radio, seen = estimate, []
+        for _ in range(_SIZE_ROUNDS):
+            delta = radio - estimate
+            drafted = {**energy, "radio": energy["radio"] + delta, "total": energy["total"] + delta}
+            battery = replace(live.battery)
+            battery.draw(
+                drafted["total"] - drafted["idle"] if self._harvester else drafted["total"]
+            )
+            lifetime = LifetimeSnapshot.of(live.lifetime).restore()
+            lifetime.observe(
+                local_t, cost.energy_j["total"] + drafted["radio"], cost.latency_s["total"]
+            )
+            facts = EventFacts(
+                seq=batch.seq,
+                t=batch.t,
+                learned=True,
+                samples=len(batch.y),
+                evaluation=evaluation,
+                latency_s=cost.latency_s,
+                energy_j=drafted,
+                host_s=time.perf_counter() - started,
+                inferences=live.state.inference,
+                classes=metrics,
+                policy=None if self._policy.kind == "always" else choice,
+            )
+            draft = telemetry_of(
+                parts,
+                facts,
+                battery=battery,
+                lifetime=lifetime,
+                events=events_applied,
+                gaps=live.state.gaps,
+                prequential=(right / n if n else None, n),
+            )
+            priced = parts.power.send_j(len(draft.to_json()))
+            if priced == radio:
+                return priced
+            seen.append(priced)
+            radio = priced
+        return max(seen)
 
     def _policy_skip(
         self,

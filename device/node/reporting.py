@@ -26,7 +26,15 @@ from device.learning.learner import Evaluation
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState
 
-__all__ = ["EventFacts", "battery_state", "by_class", "lifetime_h", "status", "telemetry"]
+__all__ = [
+    "EventFacts",
+    "battery_state",
+    "by_class",
+    "lifetime_h",
+    "status",
+    "telemetry",
+    "telemetry_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,31 @@ def lifetime_h(lifetime: LifetimeEstimator, battery: Battery) -> float | None:
 
 def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry:
     """The telemetry of the event ``facts`` describes, read once it is committed."""
+    preq = live.prequential
+    return telemetry_of(
+        parts,
+        facts,
+        battery=live.battery,
+        lifetime=live.lifetime,
+        events=live.state.events_applied,
+        gaps=live.state.gaps,
+        prequential=(preq.accuracy, preq.n),
+    )
+
+
+def telemetry_of(
+    parts: NodeParts,
+    facts: EventFacts,
+    *,
+    battery: Battery,
+    lifetime: LifetimeEstimator,
+    events: int,
+    gaps: int,
+    prequential: tuple[float | None, int],
+) -> Telemetry:
+    """The telemetry of ``facts`` with the node's figures given: the committed ones
+    (:func:`telemetry`), or the ones an event is about to commit (a draft, to price the
+    message at its encoded size before it is sent)."""
     evaluation = facts.evaluation
     return Telemetry(
         device=parts.device_id,
@@ -86,17 +119,17 @@ def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry
         accuracy=None if evaluation is None else evaluation.accuracy,
         latency_s=facts.latency_s,
         energy_j=facts.energy_j,
-        battery=battery_state(live.battery),
-        lifetime_h=lifetime_h(live.lifetime, live.battery),
+        battery=battery_state(battery),
+        lifetime_h=lifetime_h(lifetime, battery),
         replay=ReplayStats.from_dict(parts.memory.stats()),
         host_s=facts.host_s,
-        events=live.state.events_applied,
-        gaps=live.state.gaps,
+        events=events,
+        gaps=gaps,
         accuracy_by_class=by_class(parts, evaluation),
         inferences=facts.inferences.since_count,
         inference_energy_j=facts.inferences.since_energy_j,
-        prequential_accuracy=live.prequential.accuracy,
-        prequential_n=live.prequential.n,
+        prequential_accuracy=prequential[0],
+        prequential_n=prequential[1],
         classes=facts.classes,
         extra={} if facts.policy is None else {"policy": facts.policy},
     )
