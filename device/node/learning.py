@@ -522,7 +522,8 @@ class Learning:
         return energy
 
     def _telemetry_j(self) -> float:
-        """Joules the radio spends on one telemetry (0 without a radio)."""
+        """Joules the radio spends on one telemetry of the nominal size (0 without a radio): the
+        first guess of :meth:`_sized_telemetry`, and the price of a paused event's."""
         parts = self._parts
         return parts.power.send_j(parts.settings.power.telemetry_bytes)
 

@@ -118,8 +118,10 @@ class PowerSettings:
     cell"): ``radio`` a radio profile (``none``, the paper's case: nothing priced) or a TOML
     file; ``battery`` a chemistry (``ideal``: the profile's battery, nothing lost) or a TOML
     file; ``temperature_c`` the constant temperature of the cell's self-discharge;
-    ``telemetry_bytes``, the size the node prices each telemetry at (the compact message
-    docs/protocol.md shows, as ``vega-emu energy`` prices it); ``policy``: the energy-aware
+    ``telemetry_bytes``, the nominal size of a telemetry (the compact message docs/protocol.md
+    shows, as ``vega-emu energy`` prices it): what the node checks its radio against at start
+    and the first guess of its pricing (a learned event's telemetry is charged at its real
+    encoded size; a paused event's at this one); ``policy``: the energy-aware
     learning policy the node runs (``always``, ``soc-threshold:X``, ``low-soc:X``;
     :mod:`device.energy.policy`; ``defer-to-sun`` is for ``vega-emu plan`` only); ``harvest``:
     a harvester that recharges the battery between events (``solar:FILE``,
