@@ -31,6 +31,7 @@ from dataset_stream.protocol import (
 )
 from dataset_stream.protocol.desired import DesiredState, ReportedState
 from device.energy import Battery, CostConfig, LifetimeEstimator, Profile
+from device.energy.policy import RESTART_SOC
 from device.learning.layers import LayerInfo
 from device.learning.learner import Evaluation
 from device.learning.nn import SGD, Sequential
@@ -307,6 +308,13 @@ class NodeEngine:
             return ErrorMessage(
                 self.settings.device_id, "inference_off", text, infer_seq=request.seq
             )
+        if self._learning.off and not self._live.battery.depleted:  # off, recharging
+            soc = self._live.battery.soc
+            text = (
+                f"the node is off: its battery ran empty and the harvest has brought it back to "
+                f"{soc:.3f} of the {RESTART_SOC:.2f} it restarts at"
+            )
+            return ErrorMessage(self.settings.device_id, "depleted", text, infer_seq=request.seq)
         return self._inference.infer(request)
 
     # -- injected faults (docs/faults.md) -----------------------------------------------------

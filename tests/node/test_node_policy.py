@@ -165,11 +165,19 @@ def test_a_depleted_node_that_harvests_comes_back_at_the_restart_level(
     # a minute: off below 5 %, back on above it with an event's worth
     eng = engine(default_bundle, settings(tmp_path, 1.0, 0.05, harvest="constant:0.0006"))
     try:
-        outcomes = feed(eng, digits_nic, range(1, 9))
+        outcomes = feed(eng, digits_nic, range(1, 3))
         states = [o.telemetry.state for o in outcomes]
         assert states[0] == "depleted"
         assert states[1] == "depleted"  # 0.036 J < 5 %: still off, the harvest kept
         assert outcomes[1].telemetry.battery.remaining_j > 0
+        assert eng.depleted and eng.status("idle").state == "depleted"
+        x_test, _ = digits_nic.eval_set
+        kept = eng.battery.remaining_j
+        refused = eng.infer(InferRequest(x_test[:1], seq=1, t=T0 + 150, source="t"))
+        assert isinstance(refused, ErrorMessage) and refused.code == "depleted"
+        assert "is off" in refused.message and eng.battery.remaining_j == kept
+        outcomes += feed(eng, digits_nic, range(3, 9))
+        states = [o.telemetry.state for o in outcomes]
         assert states[2] == "learning"
         back = 2
         assert outcomes[back].reason is not None and "back on" in outcomes[back].reason
