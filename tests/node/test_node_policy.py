@@ -36,6 +36,7 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import EventOutcome, NodeEngine
+from device.node.errors import PowerLost
 from device.node.node import Node
 from device.node.settings import Hardware, NodeSettings, PowerSettings
 from tests.support.times import T0
@@ -322,3 +323,30 @@ def test_a_prediction_is_priced_at_its_real_encoded_size(
                 assert size > 2 * 262 and answer.energy_j["radio"] > power.send_j(262)
     finally:
         eng.close()
+
+
+def test_a_power_loss_in_a_skip_or_a_reduced_event_leaves_the_state_exact(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    for policy in ("soc-threshold:0.6", "low-soc:0.6"):
+        clean = engine(default_bundle, settings(tmp_path / policy / "a", 1.0, 0.5, policy=policy))
+        cut = engine(default_bundle, settings(tmp_path / policy / "b", 1.0, 0.5, policy=policy))
+        try:
+            expected = [o.telemetry.to_dict() for o in feed(clean, digits_nic, range(1, 4))]
+            got = []
+            for seq in range(1, 4):
+                cut.cut_power_in_next_event()
+                with pytest.raises(PowerLost):
+                    feed(cut, digits_nic, range(seq, seq + 1))
+                assert cut.last_seq == (seq - 1 if seq > 1 else None)
+                got += [o.telemetry.to_dict() for o in feed(cut, digits_nic, range(seq, seq + 1))]
+            for a, b in zip(expected, got, strict=True):
+                a.pop("host_s"), b.pop("host_s")
+                assert a == b
+            assert cut.battery.remaining_j == clean.battery.remaining_j
+            assert [e.outcome for e in cut.store.events()] == [
+                e.outcome for e in clean.store.events()
+            ]
+        finally:
+            clean.close()
+            cut.close()
