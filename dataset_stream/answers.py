@@ -17,6 +17,9 @@ anything else is counted and logged, never acted on. What an answer means (``doc
   N: N was refused (``rejected``);
 - an ``error`` ``gap``: the seqs ``gap_first..gap_last`` never reached the node in time and were
   skipped: answered, counted as ``lost`` (a kind of rejection);
+- an ``error`` ``energy_policy`` for N: the node's energy-aware policy chose not to learn N:
+  answered, counted as ``policy_skipped`` (a kind of rejection, like ``lost``; neither learned
+  nor refused in :class:`~dataset_stream.outcome.Delivery`, whose ``skipped`` it is);
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
 - an ``error`` with an ``infer_seq`` (or a ``prediction``) answers an inference request, not a
   batch: inference is at most once and not accounted here (counted as ``infer``);
@@ -62,8 +65,10 @@ STATUS_KIND: Final = "status"
 DUPLICATE_CODE: Final = "duplicate"
 NOT_AN_ANSWER_CODES: Final = frozenset({"store_failed"})
 GAP_CODE: Final = "gap"
+#: A batch the node's energy-aware policy did not learn (its seq consumed).
+ENERGY_POLICY_CODE: Final = "energy_policy"
 #: Error codes that show the node has committed the seq or gone past it (it learns in order).
-IN_ORDER_CODES: Final = frozenset({DUPLICATE_CODE, "stale_seq", "internal"})
+IN_ORDER_CODES: Final = frozenset({DUPLICATE_CODE, "stale_seq", "internal", ENERGY_POLICY_CODE})
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 #: Up to this many devices the stream subscribes to each one's topics, past it to wildcards.
@@ -114,6 +119,7 @@ class DeviceLedger:
     duplicates: int = 0
     refused: int = 0
     lost: int = 0
+    policy_skipped: int = 0
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     online: asyncio.Event = field(default_factory=asyncio.Event)
     heard_status: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,7 +144,7 @@ class DeviceLedger:
     def delivery(self) -> Delivery:
         """This device's batches and what became of them."""
         unanswered = tuple(sorted(self.book.seqs))
-        answered = self.learned + self.duplicates + self.refused + self.lost
+        answered = self.learned + self.duplicates + self.refused + self.lost + self.policy_skipped
         sent = answered + len(unanswered)
         return Delivery(
             planned=sent,
@@ -148,6 +154,7 @@ class DeviceLedger:
             refused=self.refused,
             lost=self.lost,
             unanswered={self.device: unanswered} if unanswered else {},
+            skipped=self.policy_skipped,
         )
 
 
@@ -178,7 +185,7 @@ class AnswerLedger:
             self.track(device)
         self.on_answer = on_answer
         self.on_back = on_back
-        self.acked = self.rejected = self.lost = self.duplicates = 0
+        self.acked = self.rejected = self.lost = self.duplicates = self.policy_skipped = 0
         self._ignored = dict.fromkeys(IgnoredMessages.__dataclass_fields__, 0)
         self._unknown_codes: set[str] = set()
 
@@ -238,10 +245,11 @@ class AnswerLedger:
             sent=sent,
             learned=self.learned,
             duplicates=self.duplicates,
-            refused=self.rejected - self.lost,
+            refused=self.rejected - self.lost - self.policy_skipped,
             lost=self.lost,
             unanswered=unanswered,
             unsent=missing,
+            skipped=self.policy_skipped,
         )
 
     # -- what the fleet answered -------------------------------------------------------------
@@ -288,7 +296,9 @@ class AnswerLedger:
         elif msg.seq is None:
             self._ignore("unattributed", f"{rec.device}: {msg.code} without a seq: {msg.message}")
         else:
-            kind = "duplicate" if msg.code == DUPLICATE_CODE else "refused"
+            kind = {DUPLICATE_CODE: "duplicate", ENERGY_POLICY_CODE: "policy"}.get(
+                msg.code, "refused"
+            )
             if kind == "refused" and msg.seq in rec.outstanding:
                 self._note_code(msg.code)
                 log.info("%s rejected seq %d: %s: %s", rec.device, msg.seq, msg.code, msg.message)
@@ -341,6 +351,10 @@ class AnswerLedger:
                 self.acked += 1
                 self.duplicates += 1
                 rec.duplicates += 1
+            elif kind == "policy":  # answered, not learned, not a failure: a kind of rejection
+                self.rejected += 1
+                self.policy_skipped += 1
+                rec.policy_skipped += 1
             else:
                 self.rejected += 1
                 rec.refused += 1

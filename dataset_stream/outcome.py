@@ -5,10 +5,12 @@ exit status that says so.
 Every batch published is counted once, by its node's first answer: ``learned`` (telemetry),
 ``duplicates`` (an ``error`` ``duplicate``: the node had learned it before, e.g. its telemetry
 was lost and the batch published again), ``refused`` (any other ``error`` naming the seq),
-``lost`` (skipped in a ``gap``: the node gave it up before it arrived), or ``unanswered`` (no
-answer by the end of the drain). A batch never published (a closed loop whose device stopped
-answering) is ``unsent``. Only ``unanswered`` and ``unsent`` batches make a run incomplete:
-refusals and gaps are the node's answers, told in the summary line. A complete run that sent
+``lost`` (skipped in a ``gap``: the node gave it up before it arrived), ``skipped`` (an
+``error`` ``energy_policy``: the node's energy-aware policy chose not to learn it -- neither
+learned nor a failure), or ``unanswered`` (no answer by the end of the drain). A batch never
+published (a closed loop whose device stopped answering) is ``unsent``. Only ``unanswered``
+and ``unsent`` batches make a run incomplete: refusals, gaps and policy skips are the node's
+answers, told in the summary line. A complete run that sent
 batches of which none was learned (every one a duplicate, refused or lost) taught the fleet
 nothing: that is said too, with an exit status of its own.
 """
@@ -63,15 +65,25 @@ def seq_ranges(seqs: Iterable[int], limit: int | None = None) -> str:
 
 
 def answers_text(
-    *, sent: int, learned: int, duplicates: int, refused: int, lost: int, unanswered: int
+    *,
+    sent: int,
+    learned: int,
+    duplicates: int,
+    refused: int,
+    lost: int,
+    unanswered: int,
+    skipped: int = 0,
 ) -> str:
     """``answered 178 of 180 batches: 170 learned, 8 duplicate, 0 refused, 0 lost in gaps;
-    2 unanswered`` -- what the nodes answered, nothing left out."""
-    answered = learned + duplicates + refused + lost
+    2 unanswered`` -- what the nodes answered, nothing left out (``, N skipped by the energy
+    policy`` when a node's policy skipped some)."""
+    answered = learned + duplicates + refused + lost + skipped
     text = (
         f"answered {answered} of {sent} batch(es): {learned} learned, {duplicates} duplicate "
         f"(learned before), {refused} refused, {lost} lost in gaps"
     )
+    if skipped:
+        text += f", {skipped} skipped by the energy policy"
     return f"{text}; {unanswered} unanswered" if unanswered else text
 
 
@@ -88,9 +100,18 @@ class Delivery:
     lost: int = 0
     unanswered: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     unsent: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    skipped: int = 0
 
     def __post_init__(self) -> None:
-        counts = (self.planned, self.sent, self.learned, self.duplicates, self.refused, self.lost)
+        counts = (
+            self.planned,
+            self.sent,
+            self.learned,
+            self.duplicates,
+            self.refused,
+            self.lost,
+            self.skipped,
+        )
         if min(counts) < 0:
             raise ValueError(f"counts must be >= 0, got {counts}")
         if self.answered + self.unanswered_count != self.sent:
@@ -105,7 +126,7 @@ class Delivery:
 
     @property
     def answered(self) -> int:
-        return self.learned + self.duplicates + self.refused + self.lost
+        return self.learned + self.duplicates + self.refused + self.lost + self.skipped
 
     @property
     def unanswered_count(self) -> int:
@@ -143,6 +164,7 @@ class Delivery:
         return (
             f"none of the {self.sent} batch(es) sent was learned: {self.duplicates} duplicate "
             f"(learned before), {self.refused} refused, {self.lost} lost in gaps"
+            + (f", {self.skipped} skipped by the energy policy" if self.skipped else "")
         )
 
     def summary_line(self) -> str:
@@ -154,6 +176,7 @@ class Delivery:
             refused=self.refused,
             lost=self.lost,
             unanswered=self.unanswered_count,
+            skipped=self.skipped,
         )
         return f"{text}; {self.unsent_count} never sent" if self.unsent_count else text
 
@@ -179,7 +202,8 @@ class Delivery:
         return f"{head}: {text}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        skipped = {"skipped": self.skipped} if self.skipped else {}
+        return skipped | {
             "planned": self.planned,
             "sent": self.sent,
             "learned": self.learned,

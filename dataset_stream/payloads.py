@@ -43,7 +43,8 @@ class StreamStats:
 
     ``sent``: distinct batches published; ``acked``: learned (``duplicates`` of them answered
     ``duplicate``: learned before); ``rejected``: refused or skipped, ``lost`` of them skipped
-    in a gap (they never reached the node in time); ``stalled``: devices that stopped
+    in a gap (they never reached the node in time), ``delivery.skipped`` by the node's energy
+    policy; ``stalled``: devices that stopped
     answering; ``ignored``: messages received but not acted on; ``infer_sent``: inference
     requests published (at most once; not accounted); ``delivery``: every batch and what
     became of it, the unanswered ones by device (None for ``--dump``); ``drain_s``: seconds
@@ -93,6 +94,7 @@ class StreamStats:
             unanswered=self.delivery.unanswered_count if self.delivery is not None else 0,
             unsent=self.delivery.unsent_count if self.delivery is not None else 0,
             resent=self.link.resent,
+            skipped=self.delivery.skipped if self.delivery is not None else 0,
         )
 
 

@@ -52,7 +52,8 @@ class StreamSummary:
     inference requests published; ``duplicates``: batches of ``acked`` answered ``duplicate``
     (learned before); ``unanswered``: batches sent that no answer came for; ``unsent``:
     batches never sent (a device that stopped answering); ``resent``: batches published again
-    because no answer came in time.
+    because no answer came in time; ``skipped``: batches of ``rejected`` a node's energy-aware
+    policy did not learn (``energy_policy``: neither learned nor refused).
     """
 
     sent: int
@@ -72,6 +73,7 @@ class StreamSummary:
     unanswered: int = 0
     unsent: int = 0
     resent: int = 0
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,8 @@ def _lifetime_key(rec: DeviceRecord) -> tuple[float, str]:
 
 def fleet_line(monitor: FleetMonitor) -> str:
     """One line of fleet figures: devices by state, events, lag percentiles, and the radio's
-    share of the energy when a node reports one."""
+    share of the energy, the harvest and the events skipped by an energy policy when nodes
+    report them."""
     records = list(monitor.devices.values())
     states = Counter(rec.state for rec in records)
     by_state = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"
@@ -58,7 +59,15 @@ def fleet_line(monitor: FleetMonitor) -> str:
     lag = "-" if p50 is None else f"p50 {_seconds(p50)} s, p99 {_seconds(p99)} s"
     line = f"{len(records)} devices ({by_state}), {events} events, event lag {lag}"
     radio = monitor.radio_share
-    return line if radio is None else f"{line}, radio {radio:.1%} of the energy"
+    if radio is not None:
+        line += f", radio {radio:.1%} of the energy"
+    harvest = monitor.harvest_j
+    if harvest is not None:
+        line += f", {harvest:.3g} J harvested"
+    skipped = monitor.policy_skipped
+    if skipped:
+        line += f", {skipped} events skipped by the energy policy"
+    return line
 
 
 def _injected(monitor: FleetMonitor, records: list[DeviceRecord]) -> str:

@@ -77,6 +77,34 @@ NodeTemperatureOpt = Annotated[
         "--temperature", help="Cell temperature (degrees C) for self-discharge. Default 20."
     ),
 ]
+NodePolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="Energy-aware learning policy: always (learn every event, the default), "
+        "soc-threshold:X (below state of charge X an event is not learned; answered "
+        "energy_policy) or low-soc:X (below X a reduced event: half the epochs and replays). "
+        "defer-to-sun is for 'vega-emu plan' only.",
+    ),
+]
+NodeHarvestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--harvest",
+        help="A harvester that recharges the battery between events, on the simulated clock: "
+        "solar:FILE.csv (an irradiance trace), solar:clear-sky[:LAT[:DAY]] or constant:W. "
+        "Default: none.",
+    ),
+]
+
+NodeBatchesOverRadioOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batches-over-radio",
+        help="The batches arrive over the radio: each one's reception is charged at its real "
+        "size (default: captured locally, the paper's case; needs a --radio).",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +122,9 @@ class LearningOptions:
     radio: str | None = None
     battery: str | None = None
     temperature_c: float | None = None
+    policy: str | None = None
+    harvest: str | None = None
+    batches_over_radio: bool = False
 
     def settings(
         self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
@@ -108,7 +139,8 @@ class LearningOptions:
 
     def device_class(self, name: str = "default", count: int = 1) -> DeviceClass:
         """These flags as one class of a fleet spec (:mod:`device.fleet.spec`); a bad
-        ``--radio``, ``--battery`` or ``--temperature`` exits with status 2 and names it."""
+        ``--radio``, ``--battery``, ``--temperature``, ``--policy`` or ``--harvest`` exits with
+        status 2 and names it."""
         from device.fleet.spec import DeviceClass
 
         device_class = DeviceClass(
@@ -125,8 +157,17 @@ class LearningOptions:
             radio=self.radio,
             battery=self.battery,
             temperature_c=self.temperature_c,
+            policy=self.policy,
+            harvest=self.harvest,
+            batches_over_radio=self.batches_over_radio,
         )
-        flags = {"radio": "--radio", "battery": "--battery", "temperature_c": "--temperature"}
+        flags = {
+            "radio": "--radio",
+            "battery": "--battery",
+            "temperature_c": "--temperature",
+            "policy": "--policy",
+            "harvest": "--harvest",
+        }
         for problem in device_class.problems():
             field, _, text = problem.partition(": ")
             if field in flags:

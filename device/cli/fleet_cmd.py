@@ -28,7 +28,10 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -123,6 +126,9 @@ def fleet(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -181,6 +187,9 @@ def fleet(
                 radio,
                 battery,
                 temperature,
+                policy=policy,
+                harvest=harvest,
+                batches_over_radio=batches_over_radio,
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)

@@ -26,7 +26,10 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -71,6 +74,9 @@ def node(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
     hold_s: Annotated[
@@ -121,6 +127,9 @@ def node(
         radio,
         battery,
         temperature,
+        policy=policy,
+        harvest=harvest,
+        batches_over_radio=batches_over_radio,
     )
     try:
         settings = replace(

@@ -23,7 +23,10 @@ from device.cli._nodeopts import (
     MbOpt,
     ModelOpt,
     NewPerMbOpt,
+    NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeHarvestOpt,
+    NodePolicyOpt,
     NodeRadioOpt,
     NodeTemperatureOpt,
     OldLearningRateOpt,
@@ -111,6 +114,9 @@ def up(
     radio: NodeRadioOpt = None,
     battery: NodeBatteryOpt = None,
     temperature: NodeTemperatureOpt = None,
+    policy: NodePolicyOpt = None,
+    harvest: NodeHarvestOpt = None,
+    batches_over_radio: NodeBatchesOverRadioOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
     same_order: Annotated[
         bool, typer.Option("--same-order", help="All devices get the same event order.")
@@ -200,6 +206,9 @@ def up(
         radio,
         battery,
         temperature,
+        policy=policy,
+        harvest=harvest,
+        batches_over_radio=batches_over_radio,
     )
 
     described: dict[str, object] = {
@@ -464,9 +473,10 @@ def _print_summary(summary: RunSummary) -> None:
         sent=s.sent,
         learned=s.acked - s.duplicates,
         duplicates=s.duplicates,
-        refused=s.rejected - s.lost,
+        refused=s.rejected - s.lost - s.skipped,
         lost=s.lost,
         unanswered=s.unanswered,
+        skipped=s.skipped,
     )
     console.print(f"{answers}, in {s.wall_s:.1f} s wall time", highlight=False)
     if s.infer_sent:

@@ -25,7 +25,8 @@ class Battery:
 
     Every draw (:meth:`draw`, :meth:`sleep`) returns the joules actually taken, which is the
     request until the battery is empty; ``drawn_j`` accumulates them, so
-    ``capacity_j - remaining_j == drawn_j`` for a battery started full.
+    ``capacity_j - remaining_j == drawn_j`` for a battery started full that harvests nothing
+    (:meth:`exchange` adds harvested energy, up to the capacity).
     """
 
     capacity_j: float
@@ -66,6 +67,24 @@ class Battery:
         self.remaining_j = self.remaining_j - taken if taken < self.remaining_j else 0.0
         self.drawn_j += taken
         return taken
+
+    def exchange(self, spent_j: float, gained_j: float) -> tuple[float, float]:
+        """Spend ``spent_j`` and gain ``gained_j`` over the same interval (sleep under a
+        harvester): the charge moves by their difference, never below 0 nor above the
+        capacity. Returns ``(taken, kept)``: the joules taken (counted in ``drawn_j``) and the
+        harvested joules the battery kept (the rest found it full)."""
+        spent = _finite_nonneg("spent_j", spent_j)
+        gained = _finite_nonneg("gained_j", gained_j)
+        if gained >= spent:
+            kept = min(gained, self.capacity_j - self.remaining_j + spent)
+            taken = spent
+            self.remaining_j = min(self.capacity_j, self.remaining_j + kept - spent)
+        else:
+            kept = gained
+            taken = min(spent, self.remaining_j + gained)
+            self.remaining_j = max(0.0, self.remaining_j + gained - spent)
+        self.drawn_j += taken
+        return taken, kept
 
     def sleep(self, seconds: float) -> float:
         """Sleep ``seconds`` of simulated time at P_sleep; return the joules taken."""

@@ -147,6 +147,21 @@ class ClearSky:
         )
 
 
+def harvested_j(
+    harvester: Harvester, start_s: float, end_s: float, *, step_s: float = 60.0
+) -> float:
+    """Joules ``harvester`` delivers from ``start_s`` to ``end_s`` (0 for an empty interval):
+    the power sampled every ``step_s`` at most (at least 2 and at most 100,001 samples, so a
+    long gap costs milliseconds) and integrated by the trapezoid rule."""
+    span_s = end_s - start_s
+    if not (math.isfinite(span_s) and span_s > 0):
+        return 0.0
+    n = min(100_001, max(2, math.ceil(span_s / step_s) + 1))
+    t = np.linspace(start_s, end_s, n, dtype=np.float64)
+    power = np.asarray(harvester.power_w(t), dtype=np.float64)
+    return float(np.sum((power[1:] + power[:-1]) * 0.5 * np.diff(t)))
+
+
 def parse_harvest(text: str, panel: Panel = Panel(), *, seed: int = 0) -> Harvester:
     """``solar:FILE`` (an irradiance trace), ``solar:clear-sky[:LAT[:DAY]]``, or
     ``constant:W`` / ``teg:W`` (watts); a :class:`TraceError` says what is wrong."""
@@ -182,5 +197,6 @@ __all__ = [
     "Panel",
     "SolarTrace",
     "clear_sky_w_m2",
+    "harvested_j",
     "parse_harvest",
 ]

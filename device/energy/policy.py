@@ -28,6 +28,9 @@ from device.energy.errors import PolicyError
 from device.energy.harvest import Harvester
 from device.energy.simulate import YEAR_S, Storage
 
+#: The state of charge at which a depleted node that harvests comes back on.
+RESTART_SOC = 0.05
+
 POLICIES: tuple[str, ...] = ("always", "soc-threshold:X", "low-soc:X", "defer-to-sun")
 
 
@@ -124,7 +127,7 @@ def run_policy(
     *,
     horizon_s: float = YEAR_S,
     step_s: float = 3600.0,
-    restart_soc: float = 0.05,
+    restart_soc: float = RESTART_SOC,
     hold_events: int = 24,
 ) -> PolicyRun:
     """Simulate a node running ``policy`` (module docstring)."""
@@ -194,4 +197,12 @@ def run_policy(
     )
 
 
-__all__ = ["POLICIES", "NodeLoad", "Policy", "PolicyRun", "reduced_config", "run_policy"]
+__all__ = [
+    "POLICIES",
+    "RESTART_SOC",
+    "NodeLoad",
+    "Policy",
+    "PolicyRun",
+    "reduced_config",
+    "run_policy",
+]

@@ -76,7 +76,8 @@ class DeviceClass:
     (``learning_rate``: ``--learning-rate``, None for the model's recommended rate); ``dataset``
     and ``scenario`` are what the stream sends this class; ``radio``, ``battery`` and
     ``temperature_c`` what the node charges besides its compute (``--radio``, ``--battery``,
-    ``--temperature``; :class:`~device.node.settings.PowerSettings`).
+    ``--temperature``; :class:`~device.node.settings.PowerSettings`); ``policy`` and ``harvest``
+    the energy-aware learning policy it runs and its harvester (``--policy``, ``--harvest``).
     """
 
     name: str
@@ -103,6 +104,9 @@ class DeviceClass:
     radio: str | None = None  # a radio profile or file; None: none (nothing priced)
     battery: str | None = None  # a battery chemistry or file; None: the ideal battery
     temperature_c: float | None = None  # the cell's constant temperature; None: 20 C
+    policy: str | None = None  # the energy-aware learning policy; None: always
+    harvest: str | None = None  # a harvester (solar:FILE, constant:W ...); None: none
+    batches_over_radio: bool = False  # batches arrive over the radio (charged), not captured
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -177,6 +181,9 @@ class DeviceClass:
             temperature_c=default.temperature_c
             if self.temperature_c is None
             else float(self.temperature_c),
+            policy=default.policy if self.policy is None else self.policy,
+            harvest=self.harvest,
+            batches_over_radio=self.batches_over_radio,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +226,8 @@ class DeviceClass:
             ("radio", lambda: load_radio("none" if self.radio is None else self.radio)),
             ("battery", lambda: self._check_battery()),
             ("temperature_c", lambda: self._check_temperature()),
+            ("policy", lambda: self._check_policy()),
+            ("harvest", lambda: self._check_harvest()),
         ]
         for key, dist in self.vary.items():  # every value a distribution can give must do
             low, high = dist.bounds
@@ -252,6 +261,18 @@ class DeviceClass:
 
         if self.temperature_c is not None:
             PowerSettings(temperature_c=float(self.temperature_c))
+
+    def _check_policy(self) -> None:
+        from device.node.settings import PowerSettings
+
+        if self.policy is not None:
+            PowerSettings(policy=self.policy)
+
+    def _check_harvest(self) -> None:
+        from device.node.settings import PowerSettings
+
+        if self.harvest is not None:
+            PowerSettings(harvest=self.harvest).harvester()
 
     def _check_one(self, key: str, value: float) -> None:
         """Check the class with ``value`` as its ``key`` (a bound of a distribution)."""
@@ -353,6 +374,9 @@ TYPES: Final[dict[str, str]] = {
     "radio": "str",
     "battery": "str",
     "temperature_c": "float",
+    "policy": "str",
+    "harvest": "str",
+    "batches_over_radio": "bool",
 }
 #: Settings a class may give as a distribution table, drawn per device.
 VARYING: Final = (

@@ -31,6 +31,7 @@ from dataset_stream.protocol import (
 )
 from dataset_stream.protocol.desired import DesiredState, ReportedState
 from device.energy import Battery, CostConfig, LifetimeEstimator, Profile
+from device.energy.policy import RESTART_SOC
 from device.learning.layers import LayerInfo
 from device.learning.learner import Evaluation
 from device.learning.nn import SGD, Sequential
@@ -64,10 +65,16 @@ def radio_problem(parts: NodeParts) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
-    """What one batch did: the telemetry to publish and whether it changed the node."""
+    """What one batch did: the telemetry to publish and whether it changed the node.
+
+    ``refusal``: the answer to publish instead of the telemetry when the node's energy-aware
+    policy did not learn the batch (an ``energy_policy`` error; the node stays on); ``reason``:
+    why the node's status changed, when it did (the harvest brought a depleted node back)."""
 
     telemetry: Telemetry
     learned: bool
+    refusal: ErrorMessage | None = None
+    reason: str | None = None
 
 
 class NodeEngine:
@@ -160,7 +167,9 @@ class NodeEngine:
 
     @property
     def depleted(self) -> bool:
-        return self._live.battery.depleted
+        """Whether the node is off: an empty battery, or one a harvester is recharging after
+        it was depleted, not yet back to the restart level."""
+        return self._learning.off
 
     def has_event(self, seq: int) -> bool:
         """Whether ``seq`` was handled (learned, depleted or failed), as opposed to skipped."""
@@ -200,17 +209,27 @@ class NodeEngine:
         """What the node remembers of each class, as of the last commit."""
         return self._live.classes
 
-    def apply(self, batch: Batch) -> EventOutcome:
+    def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventOutcome:
         """Learn from one validated batch (its ``seq`` is new) and commit it; a pending desired
         state is applied first (committed on its own), and with learning turned off the batch
-        is committed without being learned."""
+        is committed without being learned. ``wire_bytes``: its payload's size, charged to the
+        radio when batches arrive over it (``batches_over_radio``)."""
         self._apply_desired()
         if self._downlink.learning:
-            facts = self._learning.apply(batch)
+            facts = self._learning.apply(batch, wire_bytes)
         else:
-            facts = self._learning.pause(batch)
+            facts = self._learning.pause(batch, wire_bytes)
         telemetry = reporting.telemetry(self._parts, self._live, facts)
-        return EventOutcome(telemetry=telemetry, learned=facts.learned or facts.paused)
+        reason = None
+        if facts.back_on:
+            soc = self._live.battery.soc
+            reason = f"back on: the harvest recharged the battery (state of charge {soc:.2f})"
+        return EventOutcome(
+            telemetry=telemetry,
+            learned=facts.learned or facts.paused or facts.refusal is not None,
+            refusal=facts.refusal,
+            reason=reason,
+        )
 
     # -- the downlink (docs/protocol.md, "The downlink") ---------------------------------------
 
@@ -289,6 +308,13 @@ class NodeEngine:
             return ErrorMessage(
                 self.settings.device_id, "inference_off", text, infer_seq=request.seq
             )
+        if self._learning.off and not self._live.battery.depleted:  # off, recharging
+            soc = self._live.battery.soc
+            text = (
+                f"the node is off: its battery ran empty and the harvest has brought it back to "
+                f"{soc:.3f} of the {RESTART_SOC:.2f} it restarts at"
+            )
+            return ErrorMessage(self.settings.device_id, "depleted", text, infer_seq=request.seq)
         return self._inference.infer(request)
 
     # -- injected faults (docs/faults.md) -----------------------------------------------------
@@ -327,6 +353,8 @@ class NodeEngine:
     ) -> Status:
         """The retained ``status`` message (``depleted`` wins over ``idle``/``learning``; the
         radio's problem is the reason when there is no other)."""
+        if self._learning.off and state in ("idle", "learning"):
+            state = "depleted"
         return reporting.status(
             self._parts,
             self._live,

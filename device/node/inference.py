@@ -6,6 +6,10 @@ prediction is returned; it changes nothing else. A request among the last :data:
 charged is answered again, ``repeated``, and not charged (docs/protocol.md, "Inference"): with
 the first answer while it is at hand, else classified again. A battery that cannot pay browns
 out: what is left is spent on the attempt and the answer is an ``error`` ``depleted``.
+
+With a radio, a prediction is priced at its real encoded size (:meth:`Inference._sized`): the
+samples are classified first, and the radio's figure is the cost of sending the very message
+that carries it (a fixed point: the size with that figure in it).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dataset_stream.protocol import ErrorMessage, InferRequest, Prediction
+from dataset_stream.protocol import BatteryState, ErrorMessage, InferRequest, Prediction
 from device.energy import inference_cost
 from device.energy.radio import PREDICTION_BYTES
 from device.learning.inference import SEQ_WINDOW, SYNC_EVERY_S, classify
@@ -29,6 +33,7 @@ from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
 __all__ = ["Inference", "InferenceCharge"]
 
 _CHARGES_KEPT = 64  # sample counts whose cost is kept
+_SIZE_ROUNDS = 8  # rounds of the fixed point of a prediction's size and its radio figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +86,14 @@ class Inference:
             return self._repeat(request, charged)
         n = len(request.x)
         cost = self.charge(n)
+        if parts.power.priced:  # classified first: the answer's size is part of its price
+            classes, confidence = classify(live.head, parts.frozen.run(request.x))
+            cost = self._sized(request, classes, confidence, cost)
         energy_j, latency_s = cost.energy_j["total"], cost.latency_s["total"]
         if live.battery.remaining_j < energy_j or live.battery.depleted:
             return self._brown_out(request, energy_j)
-        classes, confidence = classify(live.head, parts.frozen.run(request.x))
+        if not parts.power.priced:
+            classes, confidence = classify(live.head, parts.frozen.run(request.x))
         counters = live.state.inference.charged(energy_j, latency_s)
         try:
             live.battery.draw(energy_j)
@@ -113,6 +122,43 @@ class Inference:
         while len(self._answers) > SEQ_WINDOW:
             self._answers.popitem(last=False)
         return prediction
+
+    def _sized(
+        self,
+        request: InferRequest,
+        classes: np.ndarray,
+        confidence: np.ndarray,
+        cost: InferenceCharge,
+    ) -> InferenceCharge:
+        """``cost`` with its radio figure the price of sending the prediction that carries it:
+        drafted with the figure, encoded, priced at that size, until the size and the figure
+        agree. The shortest repr of a float changes with its last digits, so the size may
+        swing by a few bytes from round to round without settling: then the largest price
+        seen is charged (the message is never priced below its size by more than the swing
+        of its own figures' digits)."""
+        battery = self._live.battery
+        power = self._parts.power
+        radio = cost.energy_j["radio"]
+        base_total = cost.energy_j["total"] - radio
+        energy: dict[str, float] = dict(cost.energy_j)
+        seen: list[float] = []
+        for _ in range(_SIZE_ROUNDS):
+            energy = {**cost.energy_j, "radio": radio, "total": base_total + radio}
+            remaining = max(0.0, battery.remaining_j - energy["total"])
+            draft = replace(
+                self._prediction(
+                    request, classes, confidence, InferenceCharge(cost.latency_s, energy)
+                ),
+                battery=BatteryState(soc=remaining / battery.capacity_j, remaining_j=remaining),
+            )
+            priced = power.send_j(len(draft.to_json()))
+            if priced == radio:
+                return InferenceCharge(cost.latency_s, energy)
+            seen.append(priced)
+            radio = priced
+        radio = max(seen)
+        energy = {**cost.energy_j, "radio": radio, "total": base_total + radio}
+        return InferenceCharge(cost.latency_s, energy)
 
     def _repeat(self, request: InferRequest, samples: int) -> Prediction:
         """The answer to a request charged before: the first answer when it is still at hand,

@@ -28,17 +28,23 @@ from dataclasses import replace
 import numpy as np
 
 from dataset_stream.protocol import Batch, EvalSet
-from device.energy import EventCost, event_cost
+from device.energy import EventCost, event_cost, reduced_config
+from device.energy.harvest import harvested_j
+from device.energy.policy import RESTART_SOC
 from device.learning.learner import Evaluation, evaluate, train_event
+from device.learning.prequential import ScoreTally
+from device.node.energy_policy import choose, policy_error, reduced_train
 from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState, weights_snapshot
-from device.node.reporting import EventFacts
+from device.node.reporting import EventFacts, telemetry_of
 from device.node.store import EventRecord, NodeState
 from device.node.store.snapshots import BatterySnapshot, LifetimeSnapshot
 
 __all__ = ["Learning"]
+
+_SIZE_ROUNDS = 8  # rounds of the fixed point of a telemetry's size and its radio figure
 
 
 class Learning:
@@ -48,12 +54,17 @@ class Learning:
         self._parts = parts
         self._live = live
         self._eval: tuple[np.ndarray, np.ndarray] | None = None
+        self._policy = parts.settings.power.learning_policy()
+        self._harvester = parts.settings.power.harvester()
         #: An injected brown-out: the next learning event loses power before its commit.
         self.power_cut = False
+        self._wire_bytes: int | None = None  # the payload size of the batch in hand
 
     def use(self, parts: NodeParts) -> None:
         """The node's parts after a desired state changed its settings."""
         self._parts = parts
+        self._policy = parts.settings.power.learning_policy()
+        self._harvester = parts.settings.power.harvester()
 
     def set_eval(self, eval_set: EvalSet) -> None:
         """Measure accuracy on ``eval_set`` from now on (its latents, shared by the process)."""
@@ -86,9 +97,11 @@ class Learning:
         live.committed(live.state, synced=False, classes=classes)
         return evaluation
 
-    def apply(self, batch: Batch) -> EventFacts:
-        """Learn from one validated batch (its ``seq`` is new) and commit it."""
+    def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
+        """Learn from one validated batch (its ``seq`` is new) and commit it; ``wire_bytes``:
+        the size of its payload, charged to the radio when batches arrive over it."""
         started = time.perf_counter()
+        self._wire_bytes = wire_bytes
         try:
             return self._apply(batch, started)
         except BaseException:
@@ -105,17 +118,39 @@ class Learning:
         tally = live.prequential.tally(batch.ids, batch.y)
         # a producer whose clock went backwards: the batch is learned as if captured now
         t = batch.t if prev_t is None else max(batch.t, prev_t)
+        harvester = self._harvester
+        gained = 0.0 if harvester is None else self._harvested_j(t, prev_t)
+        soc = self._arrival_soc(self._sleep_j(t, prev_t), gained)
+        was_off = self.off
+        # a harvester brings a node that was off back once the charge reaches the restart level
+        off = was_off and (harvester is None or soc < RESTART_SOC)
+        choice = "full" if off else choose(self._policy, soc)
+        if choice == "skipped":
+            return self._policy_skip(batch, t, soc, gained, tally, started)
+        cost_config, train = parts.cost_config, parts.settings.train
+        if choice == "reduced":
+            cost_config = reduced_config(cost_config)
+            train = reduced_train(train, cost_config)
         cost = event_cost(
             parts.layers,
             parts.profile,
-            parts.cost_config,
+            cost_config,
             n_new=n_new,
             n_replay=n_replay,
             n_written=memory.writes_for(n_new),
         )
         energy = self._event_energy(cost, t, prev_t)
-        learned = not battery.depleted and battery.remaining_j >= energy["total"]
+        if not off:
+            self._add_reception(energy)
+        if harvester is None:  # the paper's node: one draw, as it always was
+            learned = not battery.depleted and battery.remaining_j >= energy["total"]
+            to_draw = energy["total"]
+        else:  # sleep and harvest over the same time, then the event
+            taken, kept = battery.exchange(energy["idle"], gained)
+            to_draw = energy["total"] - energy["idle"]
+            learned = not off and not battery.depleted and battery.remaining_j >= to_draw
         latents: np.ndarray | None = None
+        evaluation: Evaluation | None = None
         if learned:
             latents = parts.frozen.run(batch.x)
             train_event(
@@ -125,23 +160,41 @@ class Learning:
                 batch.y,
                 replay=memory.sample,
                 n_replay=n_replay,
-                config=parts.settings.train,
+                config=train,
                 rng=self._rng(batch.seq),
                 replay_into=memory.sample_into,
             )
-            battery.draw(energy["total"])
+            evaluation = self.evaluate()
+            if parts.power.priced:  # its telemetry at its real encoded size
+                sized = self._sized_telemetry(
+                    batch, t, energy, cost, evaluation, tally, started, choice
+                )
+                delta = sized - self._telemetry_j()
+                energy["radio"] += delta
+                energy["total"] += delta
+                to_draw += delta
+            battery.draw(to_draw)
             # active energy only: the estimator adds sleep power between events itself
             # the node times its events with its own (drifting) clock
             local_t = parts.settings.hardware.local_time(t)
             active_j = cost.energy_j["total"] + energy.get("radio", 0.0)
             live.lifetime.observe(local_t, active_j, cost.latency_s["total"])
             latency = cost.latency_s
-        else:  # not enough energy left: the node browns out and stops learning for good;
-            # what was left is spent on the failed attempt and reported as such
+        elif harvester is not None and off:  # still off: it slept and harvested, nothing more
+            slept = energy["idle"]
+            energy = dict.fromkeys(energy, 0.0) | {"idle": slept, "total": slept}
+            latency = dict.fromkeys(cost.latency_s, 0.0)
+        else:  # not enough energy left: the node browns out and stops learning (for good,
+            # without a harvester); what was left is spent on the failed attempt, reported
             drained = battery.draw(battery.remaining_j)
+            if harvester is not None:
+                drained += taken
             energy = dict.fromkeys(energy, 0.0) | {"idle": drained, "total": drained}
             latency = dict.fromkeys(cost.latency_s, 0.0)
-        evaluation = self.evaluate()
+        if harvester is not None:
+            energy["harvest"] = kept
+        if not learned:
+            evaluation = self.evaluate()
         events_applied = live.state.events_applied + int(learned)
         classes = live.classes.after_event(
             events_applied,
@@ -195,13 +248,196 @@ class Learning:
             host_s=host_s,
             inferences=since,
             classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
+            policy=None if self._policy.kind == "always" or not learned else choice,
+            back_on=learned and was_off,
         )
 
-    def pause(self, batch: Batch) -> EventFacts:
+    def _sized_telemetry(
+        self,
+        batch: Batch,
+        t: float,
+        energy: Mapping[str, float],
+        cost: EventCost,
+        evaluation: Evaluation | None,
+        tally: ScoreTally,
+        started: float,
+        choice: str,
+    ) -> float:
+        """The radio's price of the telemetry of the learned event in hand, at its real encoded
+        size: drafted with the figures the event is about to commit (its radio figure among
+        them), encoded, priced at that size, until the size and the figure agree. The shortest
+        repr of a float changes with its last digits, so the size may swing by a few bytes
+        without settling: then the largest price seen is charged."""
+        parts, live = self._parts, self._live
+        estimate = self._telemetry_j()
+        events_applied = live.state.events_applied + 1
+        labels = {int(c) for c in np.unique(batch.y)}
+        per_class = None if evaluation is None else evaluation.per_class
+        classes = live.classes.after_event(events_applied, t, labels, per_class)
+        metrics = classes.metrics(events_applied, t, parts.bundle.num_classes)
+        right, n = live.prequential.right + tally.right, live.prequential.n + tally.n
+        local_t = parts.settings.hardware.local_time(t)
+        radio, seen = estimate, []
+        for _ in range(_SIZE_ROUNDS):
+            delta = radio - estimate
+            drafted = {**energy, "radio": energy["radio"] + delta, "total": energy["total"] + delta}
+            battery = replace(live.battery)
+            battery.draw(
+                drafted["total"] - drafted["idle"] if self._harvester else drafted["total"]
+            )
+            lifetime = LifetimeSnapshot.of(live.lifetime).restore()
+            lifetime.observe(
+                local_t, cost.energy_j["total"] + drafted["radio"], cost.latency_s["total"]
+            )
+            facts = EventFacts(
+                seq=batch.seq,
+                t=batch.t,
+                learned=True,
+                samples=len(batch.y),
+                evaluation=evaluation,
+                latency_s=cost.latency_s,
+                energy_j=drafted,
+                host_s=time.perf_counter() - started,
+                inferences=live.state.inference,
+                classes=metrics,
+                policy=None if self._policy.kind == "always" else choice,
+            )
+            draft = telemetry_of(
+                parts,
+                facts,
+                battery=battery,
+                lifetime=lifetime,
+                events=events_applied,
+                gaps=live.state.gaps,
+                prequential=(right / n if n else None, n),
+            )
+            priced = parts.power.send_j(len(draft.to_json()))
+            if priced == radio:
+                return priced
+            seen.append(priced)
+            radio = priced
+        return max(seen)
+
+    def _policy_skip(
+        self,
+        batch: Batch,
+        t: float,
+        soc: float,
+        gained: float,
+        tally: ScoreTally,
+        started: float,
+    ) -> EventFacts:
+        """Commit ``batch`` without learning it, as the policy chose (outcome ``policy``): the
+        seq and the simulated time move on, the sleep (and harvest) since the last event is
+        settled, the answer (an ``energy_policy`` error) is charged to the radio; the head,
+        the replay memory and the learned-event count stay as they were."""
+        parts, live = self._parts, self._live
+        battery = live.battery
+        prev_t = live.state.sim_time
+        idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
+        energy = dict.fromkeys(idle.energy_j, 0.0)
+        slept = self._sleep_j(t, prev_t)
+        if self._harvester is None:
+            drawn = battery.draw(min(slept, battery.remaining_j))
+        else:
+            drawn, energy["harvest"] = battery.exchange(slept, gained)
+        energy |= {"idle": drawn, "total": drawn}
+        error = policy_error(parts.device_id, batch.seq, soc, self._policy)
+        if parts.power.priced:  # it was received, and its answer is sent all the same
+            radio_j = parts.power.send_j(len(error.to_json())) + self._reception_j()
+            sent = battery.draw(min(radio_j, battery.remaining_j))
+            energy |= {"radio": sent, "total": drawn + sent}
+        latency = dict.fromkeys(idle.latency_s, 0.0)
+        since = live.state.inference
+        new_state = replace(
+            live.state,
+            last_seq=batch.seq,
+            sim_time=t,
+            battery=BatterySnapshot.of(battery),
+            energy_totals=live.state.energy_totals.plus(_stages(energy)),
+            last_latency_s=0.0,
+            inference=since.reported(tally.right, tally.n),
+        )
+        host_s = time.perf_counter() - started
+        with parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=0,
+                    accuracy=None,
+                    energy=energy,
+                    host_s=host_s,
+                    outcome="policy",
+                )
+            )
+            if self.power_cut:
+                self.power_cut = False
+                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
+        live.committed(new_state, synced=True)
+        live.prequential.apply(tally)
+        return EventFacts(
+            seq=batch.seq,
+            t=batch.t,
+            learned=False,
+            samples=0,
+            evaluation=None,
+            latency_s=latency,
+            energy_j=energy,
+            host_s=host_s,
+            inferences=since,
+            policy="skipped",
+            refusal=error,
+        )
+
+    @property
+    def off(self) -> bool:
+        """Whether the node is off: its battery is empty, or (with a harvester) its last event
+        found it depleted and the harvest has not brought it back to
+        :data:`~device.energy.policy.RESTART_SOC` yet."""
+        battery = self._live.battery
+        if battery.depleted:
+            return True
+        if self._harvester is None or battery.soc >= RESTART_SOC:
+            return False
+        return self._parts.store.event_outcome() == "depleted"
+
+    def _arrival_soc(self, idle_j: float, gained_j: float) -> float:
+        """The state of charge an event arrives at: the last one's, less the sleep and plus
+        the harvest since (within 0 and the capacity)."""
+        battery = self._live.battery
+        remaining = battery.remaining_j + gained_j - idle_j
+        return min(battery.capacity_j, max(0.0, remaining)) / battery.capacity_j
+
+    def _harvested_j(self, t: float, prev_t: float | None) -> float:
+        """Joules the harvester delivered since the last event (0 before the first)."""
+        if self._harvester is None or prev_t is None:
+            return 0.0
+        return harvested_j(self._harvester, prev_t, t)
+
+    def _reception_j(self) -> float:
+        """Joules the radio spends receiving the batch in hand: its payload's real size at the
+        radio's downlink cost, when batches arrive over the radio (0 otherwise: captured
+        locally, the paper's case)."""
+        parts = self._parts
+        if not (parts.settings.power.batches_over_radio and parts.power.priced):
+            return 0.0
+        return 0.0 if self._wire_bytes is None else parts.power.receive_j(self._wire_bytes)
+
+    def _add_reception(self, energy: dict[str, float]) -> None:
+        """Add the batch's reception (:meth:`_reception_j`) to an event's radio and total."""
+        reception = self._reception_j()
+        if reception:
+            energy["radio"] = energy.get("radio", 0.0) + reception
+            energy["total"] += reception
+
+    def pause(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
         """Commit ``batch`` without learning it (an operator turned learning off): ``last_seq``
         and the simulated time move on, the sleep since the last event is drawn from the
         battery, the head is measured (not charged, as always); the head, the replay memory and
         the learned-event count stay as they were. Logged as ``paused``."""
+        self._wire_bytes = wire_bytes
         try:
             return self._pause(batch)
         except BaseException:
@@ -218,10 +454,15 @@ class Learning:
         idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
         zero = dict.fromkeys(idle.energy_j, 0.0)
         slept = self._sleep_j(t, prev_t)
-        drawn = battery.draw(min(slept, battery.remaining_j))
-        energy = zero | {"idle": drawn, "total": drawn}
-        if parts.power.priced:  # its telemetry is sent all the same
-            sent = battery.draw(min(self._telemetry_j(), battery.remaining_j))
+        if self._harvester is None:
+            drawn = battery.draw(min(slept, battery.remaining_j))
+            energy = zero | {"idle": drawn, "total": drawn}
+        else:
+            drawn, kept = battery.exchange(slept, self._harvested_j(t, prev_t))
+            energy = zero | {"idle": drawn, "total": drawn, "harvest": kept}
+        if parts.power.priced:  # its telemetry is sent all the same (and the batch received)
+            radio_j = self._telemetry_j() + self._reception_j()
+            sent = battery.draw(min(radio_j, battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}
         latency = dict.fromkeys(idle.latency_s, 0.0)
         evaluation = self.evaluate()
@@ -281,7 +522,8 @@ class Learning:
         return energy
 
     def _telemetry_j(self) -> float:
-        """Joules the radio spends on one telemetry (0 without a radio)."""
+        """Joules the radio spends on one telemetry of the nominal size (0 without a radio): the
+        first guess of :meth:`_sized_telemetry`, and the price of a paused event's."""
         parts = self._parts
         return parts.power.send_j(parts.settings.power.telemetry_bytes)
 
@@ -328,5 +570,6 @@ class Learning:
 
 def _stages(energy: Mapping[str, float]) -> dict[str, float]:
     """An event's joules by the stages the state file totals (``radio`` is in ``total``
-    only: the totals keep the stages they always had)."""
-    return {stage: joules for stage, joules in energy.items() if stage != "radio"}
+    only, ``harvest`` is energy gained, not spent: the totals keep the stages they always
+    had)."""
+    return {stage: joules for stage, joules in energy.items() if stage not in ("radio", "harvest")}

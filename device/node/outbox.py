@@ -24,6 +24,7 @@ from broker.session import publish
 from dataset_stream.protocol import ErrorMessage, Prediction, Telemetry, topic
 from dataset_stream.protocol.desired import ReportedState
 from device.learning.learner import Evaluation
+from device.node.energy_policy import POLICY_CODE
 from device.node.engine import NodeEngine
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class Outbox:
         self.state = status.state
 
     async def error(self, client: aiomqtt.Client, error: ErrorMessage) -> None:
-        log.warning("%s: %s: %s", self.device_id, error.code, error.message)
+        # a batch the energy policy skips is the node's choice, not trouble: logged as info
+        level = logging.INFO if error.code == POLICY_CODE else logging.WARNING
+        log.log(level, "%s: %s: %s", self.device_id, error.code, error.message)
         await publish(client, self.topic("error"), error.to_json())
 
     async def factory_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:

@@ -15,6 +15,7 @@ from dataset_stream.protocol import (
     PER_CLASS_CAP,
     BatteryState,
     ClassMetrics,
+    ErrorMessage,
     ReplayStats,
     Status,
     Telemetry,
@@ -25,7 +26,15 @@ from device.learning.learner import Evaluation
 from device.node.parts import NodeParts
 from device.node.persistence import LiveState
 
-__all__ = ["EventFacts", "battery_state", "by_class", "lifetime_h", "status", "telemetry"]
+__all__ = [
+    "EventFacts",
+    "battery_state",
+    "by_class",
+    "lifetime_h",
+    "status",
+    "telemetry",
+    "telemetry_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,10 @@ class EventFacts:
     hardware; host_s: wall time the emulator spent; inferences: the inference counters as they
     stood before the event (their ``since_*`` part is what it reports); classes: the
     long-horizon metrics after it; paused: committed without learning (an operator turned
-    learning off), reported as state ``idle``.
+    learning off), reported as state ``idle``. policy: what the node's energy-aware policy
+    made of it (``full``, ``reduced`` or ``skipped``; None under the ``always`` policy);
+    refusal: the ``energy_policy`` error that answers a skipped one instead of telemetry;
+    back_on: the harvest brought a depleted node back and it learned this event.
     """
 
     seq: int
@@ -51,6 +63,9 @@ class EventFacts:
     inferences: InferenceCounters
     classes: ClassMetrics | None = None
     paused: bool = False
+    policy: str | None = None
+    refusal: ErrorMessage | None = None
+    back_on: bool = False
 
 
 def battery_state(battery: Battery) -> BatteryState:
@@ -65,28 +80,58 @@ def lifetime_h(lifetime: LifetimeEstimator, battery: Battery) -> float | None:
 
 def telemetry(parts: NodeParts, live: LiveState, facts: EventFacts) -> Telemetry:
     """The telemetry of the event ``facts`` describes, read once it is committed."""
+    preq = live.prequential
+    return telemetry_of(
+        parts,
+        facts,
+        battery=live.battery,
+        lifetime=live.lifetime,
+        events=live.state.events_applied,
+        gaps=live.state.gaps,
+        prequential=(preq.accuracy, preq.n),
+    )
+
+
+def telemetry_of(
+    parts: NodeParts,
+    facts: EventFacts,
+    *,
+    battery: Battery,
+    lifetime: LifetimeEstimator,
+    events: int,
+    gaps: int,
+    prequential: tuple[float | None, int],
+) -> Telemetry:
+    """The telemetry of ``facts`` with the node's figures given: the committed ones
+    (:func:`telemetry`), or the ones an event is about to commit (a draft, to price the
+    message at its encoded size before it is sent)."""
     evaluation = facts.evaluation
     return Telemetry(
         device=parts.device_id,
         seq=facts.seq,
         t=facts.t,
-        state="learning" if facts.learned else "idle" if facts.paused else "depleted",
+        state="learning"
+        if facts.learned
+        else "idle"
+        if facts.paused or facts.refusal is not None
+        else "depleted",
         samples=facts.samples,
         accuracy=None if evaluation is None else evaluation.accuracy,
         latency_s=facts.latency_s,
         energy_j=facts.energy_j,
-        battery=battery_state(live.battery),
-        lifetime_h=lifetime_h(live.lifetime, live.battery),
+        battery=battery_state(battery),
+        lifetime_h=lifetime_h(lifetime, battery),
         replay=ReplayStats.from_dict(parts.memory.stats()),
         host_s=facts.host_s,
-        events=live.state.events_applied,
-        gaps=live.state.gaps,
+        events=events,
+        gaps=gaps,
         accuracy_by_class=by_class(parts, evaluation),
         inferences=facts.inferences.since_count,
         inference_energy_j=facts.inferences.since_energy_j,
-        prequential_accuracy=live.prequential.accuracy,
-        prequential_n=live.prequential.n,
+        prequential_accuracy=prequential[0],
+        prequential_n=prequential[1],
         classes=facts.classes,
+        extra={} if facts.policy is None else {"policy": facts.policy},
     )
 
 

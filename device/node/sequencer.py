@@ -36,6 +36,7 @@ from dataset_stream.protocol import Batch, ErrorMessage, ProtocolError, Telemetr
 from device.aio import cancel_and_wait
 from device.clock import Clock
 from device.node.delivery import Duplicate, HeldCopy, Hold, Learn, SeqBook, Stale, TooFarAhead
+from device.node.energy_policy import POLICY_CODE
 from device.node.engine import NodeEngine
 from device.node.outbox import Outbox
 from device.node.store import StoreError
@@ -113,8 +114,15 @@ class Sequencer:
                 case HeldCopy():  # a second copy (a producer re-publishing): one is enough
                     ack(client, message)
                 case Duplicate():
-                    text = f"seq {seq} was learned before; not applied again"
-                    await self._refuse(client, message, "duplicate", text, seq, book.last_seq)
+                    # a seq the energy policy skipped is answered as it was the first time
+                    outcome = await asyncio.to_thread(engine.store.event_outcome, seq)
+                    if outcome == "policy":
+                        text = f"seq {seq} was not learned: the energy policy skipped it before"
+                        code = POLICY_CODE
+                    else:
+                        text = f"seq {seq} was learned before; not applied again"
+                        code = "duplicate"
+                    await self._refuse(client, message, code, text, seq, book.last_seq)
                 case Stale():
                     text = f"seq {seq} arrived after it was skipped as a gap"
                     await self._refuse(client, message, "stale_seq", text, seq, book.last_seq)
@@ -220,7 +228,8 @@ class Sequencer:
         """Apply ``batch`` (it is next in order); commit, answer, then acknowledge it."""
         engine, outbox = self._engine, self._outbox
         try:
-            outcome = await self._commit(client, batch.seq, engine.apply, batch)
+            wire_bytes = _payload_bytes(message)
+            outcome = await self._commit(client, batch.seq, engine.apply, batch, wire_bytes)
         except Exception as exc:  # the node cannot learn this batch: skip it, say so, go on
             log.exception("%s: failed on seq %d; skipping it", self.device_id, batch.seq)
             await self._commit(client, batch.seq, engine.skip, batch.seq, batch.t)
@@ -233,11 +242,14 @@ class Sequencer:
             await outbox.news(client)
             return
         telemetry = outcome.telemetry
-        await outbox.telemetry(client, telemetry)
+        if outcome.refusal is None:
+            await outbox.telemetry(client, telemetry)
+        else:  # the energy-aware policy did not learn it: answered, its seq consumed
+            await outbox.error(client, outcome.refusal)
         ack(client, message)
         # after every event, not only on a change of state: the retained status is where
         # producers read the last seq and monitors the last state
-        await outbox.status(client, "idle" if outcome.learned else "depleted")
+        await outbox.status(client, "idle" if outcome.learned else "depleted", outcome.reason)
         await outbox.news(client)  # a desired state applied (or refused) before the event
         if self._on_telemetry is not None:
             try:
@@ -274,10 +286,15 @@ class Sequencer:
                 await asyncio.sleep(delay)
 
 
+def _payload_bytes(message: aiomqtt.Message) -> int:
+    """The size of ``message``'s payload as it came over the wire."""
+    payload = message.payload
+    return len(payload) if isinstance(payload, bytes | bytearray) else 0
+
+
 def held_size_bytes(message: aiomqtt.Message, batch: Batch) -> int:
     """What a held batch keeps in memory: its wire payload and its decoded arrays."""
-    payload = message.payload
-    wire = len(payload) if isinstance(payload, bytes | bytearray) else 0
+    wire = _payload_bytes(message)
     arrays = batch.x.nbytes + batch.y.nbytes + (0 if batch.ids is None else batch.ids.nbytes)
     return wire + arrays
 

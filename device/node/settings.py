@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from dataset_stream.protocol import Limits, validate_device_id, validate_prefix
+from device.energy.errors import PolicyError
+from device.energy.harvest import Harvester, parse_harvest
 from device.energy.node_power import NodePower, load_node_power
+from device.energy.policy import Policy
 from device.learning.learner import TrainConfig
 from device.learning.nn import SGDConfig
 from device.learning.replay import SUPPORTED_BITS
@@ -114,16 +117,28 @@ class PowerSettings:
     """What the node charges besides its compute (docs/energy-model.md, "The node's radio and
     cell"): ``radio`` a radio profile (``none``, the paper's case: nothing priced) or a TOML
     file; ``battery`` a chemistry (``ideal``: the profile's battery, nothing lost) or a TOML
-    file; ``temperature_c`` the constant temperature of the cell's self-discharge; and
-    ``telemetry_bytes``, the size the node prices each telemetry at (the compact message
-    docs/protocol.md shows, as ``vega-emu energy`` prices it)."""
+    file; ``temperature_c`` the constant temperature of the cell's self-discharge;
+    ``telemetry_bytes``, the nominal size of a telemetry (the compact message docs/protocol.md
+    shows, as ``vega-emu energy`` prices it): what the node checks its radio against at start
+    and the first guess of its pricing (a learned event's telemetry is charged at its real
+    encoded size; a paused event's at this one); ``policy``: the energy-aware
+    learning policy the node runs (``always``, ``soc-threshold:X``, ``low-soc:X``;
+    :mod:`device.energy.policy`; ``defer-to-sun`` is for ``vega-emu plan`` only); ``harvest``:
+    a harvester that recharges the battery between events (``solar:FILE``,
+    ``solar:clear-sky[:LAT[:DAY]]``, ``constant:W``; None: none); ``batches_over_radio``: the
+    batches arrive over the radio, each one's reception charged at its payload's real size at
+    the radio's downlink cost (off: captured locally, the paper's case)."""
 
     radio: str = "none"
     battery: str = "ideal"
     temperature_c: float = 20.0
     telemetry_bytes: int = 387
+    policy: str = "always"
+    harvest: str | None = None
+    batches_over_radio: bool = False
 
     def __post_init__(self) -> None:
+        self.learning_policy()  # a typo or an out-of-range threshold is refused here
         if not self.radio or not self.battery:
             raise ValueError("radio and battery must name a profile or a file")
         if not (math.isfinite(self.temperature_c) and self.temperature_c >= -273.15):
@@ -133,9 +148,26 @@ class PowerSettings:
         if self.telemetry_bytes < 1:
             raise ValueError(f"telemetry_bytes must be >= 1, got {self.telemetry_bytes}")
 
+    def learning_policy(self) -> Policy:
+        """The parsed ``policy`` (a :class:`~device.energy.errors.PolicyError` names a bad
+        one; ``defer-to-sun`` is refused: a node does not hold batches for the sun)."""
+        policy = Policy.parse(self.policy)
+        if policy.kind == "defer-to-sun":
+            raise PolicyError(
+                "policy defer-to-sun is for 'vega-emu plan' only: a node does not hold batches "
+                "until the sun comes; use always, soc-threshold:X or low-soc:X"
+            )
+        return policy
+
+    def harvester(self) -> Harvester | None:
+        """The parsed ``harvest`` source, None without one (a
+        :class:`~device.energy.errors.TraceError` names a bad one)."""
+        return None if self.harvest is None else parse_harvest(self.harvest)
+
     def load(self) -> NodePower:
         """The radio and chemistry these name (an :class:`~device.energy.EnergyError` names a
-        bad one)."""
+        bad one); the harvester is read too, so a bad one is refused before the node starts."""
+        self.harvester()
         return load_node_power(self.radio, self.battery, self.temperature_c)
 
 

@@ -177,6 +177,20 @@ class FleetMonitor:
         return radio_j / total_j
 
     @property
+    def harvest_j(self) -> float | None:
+        """Joules the fleet's harvesters put into batteries, as the telemetry seen says
+        (``energy_j`` ``harvest``); None when no node reported a harvester."""
+        records = self.devices.values()
+        if not any("harvest" in rec.energy_by_phase_j for rec in records):
+            return None
+        return sum(rec.energy_by_phase_j.get("harvest", 0.0) for rec in records)
+
+    @property
+    def policy_skipped(self) -> int:
+        """Events the nodes' energy-aware policies did not learn (``energy_policy`` errors)."""
+        return sum(rec.errors_by_code.get("energy_policy", 0) for rec in self.devices.values())
+
+    @property
     def reconnects(self) -> int:
         """Connections made after the first."""
         return self._reconnect.reconnects

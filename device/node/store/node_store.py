@@ -258,6 +258,19 @@ class NodeStore:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return skipped is None
 
+    def event_outcome(self, seq: int | None = None) -> str | None:
+        """The outcome logged for ``seq`` (None: the latest event), if the log keeps it."""
+        self._check_open()
+        if seq is None:
+            sql, args = "SELECT outcome FROM events ORDER BY seq DESC LIMIT 1", []
+        else:
+            sql, args = "SELECT outcome FROM events WHERE seq = ?", [seq]
+        try:
+            row = self._db.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self._path}: {exc}") from exc
+        return None if row is None else str(row[0])
+
     def inference_samples(self, seq: int) -> int | None:
         """How many samples inference request ``seq`` had, if it is among the charged ones kept
         (:meth:`EventTransaction.log_inference`); None otherwise."""

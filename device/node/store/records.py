@@ -12,7 +12,7 @@ from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeS
 
 __all__ = ["OUTCOMES", "DesiredRecord", "EventRecord", "NodeState", "StoreMeta"]
 
-OUTCOMES = ("learned", "depleted", "failed", "paused")
+OUTCOMES = ("learned", "depleted", "failed", "paused", "policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,9 @@ class EventRecord:
 
     outcome: ``learned``; ``depleted`` (too little energy left, nothing learned); ``failed``
     (the node could not handle the batch and skipped it; its error message says why);
-    ``paused`` (an operator's desired state turned learning off: committed, not learned).
+    ``paused`` (an operator's desired state turned learning off: committed, not learned);
+    ``policy`` (the node's energy-aware policy did not learn it: the state of charge was
+    below its threshold; answered ``energy_policy``).
     """
 
     seq: int
