@@ -20,6 +20,10 @@ anything else is counted and logged, never acted on. What an answer means (``doc
 - an ``error`` ``energy_policy`` for N: the node's energy-aware policy chose not to learn N:
   answered, counted as ``policy_skipped`` (a kind of rejection, like ``lost``; neither learned
   nor refused in :class:`~dataset_stream.outcome.Delivery`, whose ``skipped`` it is);
+- an ``error`` ``deferred`` for N: the node holds N for the sun (``defer-to-sun``): answered
+  for now (no re-send), counted as ``deferred`` until its final answer comes -- its telemetry
+  (or a ``duplicate``) moves it to ``learned``, an ``energy_policy`` drop to
+  ``policy_skipped``; still held at the end, it is "deferred (not learned yet)";
 - an ``error`` ``store_failed`` for N: the node could not commit N and will retry: not an answer;
 - an ``error`` with an ``infer_seq`` (or a ``prediction``) answers an inference request, not a
   batch: inference is at most once and not accounted here (counted as ``infer``);
@@ -67,8 +71,12 @@ NOT_AN_ANSWER_CODES: Final = frozenset({"store_failed"})
 GAP_CODE: Final = "gap"
 #: A batch the node's energy-aware policy did not learn (its seq consumed).
 ENERGY_POLICY_CODE: Final = "energy_policy"
+#: A batch the node holds for the sun: an interim answer, a final one follows.
+DEFERRED_CODE: Final = "deferred"
 #: Error codes that show the node has committed the seq or gone past it (it learns in order).
-IN_ORDER_CODES: Final = frozenset({DUPLICATE_CODE, "stale_seq", "internal", ENERGY_POLICY_CODE})
+IN_ORDER_CODES: Final = frozenset(
+    {DUPLICATE_CODE, "stale_seq", "internal", ENERGY_POLICY_CODE, DEFERRED_CODE}
+)
 #: Warnings per kind of ignored message before the rest are logged at debug level only.
 WARNINGS_PER_KIND: Final = 5
 #: Up to this many devices the stream subscribes to each one's topics, past it to wildcards.
@@ -111,7 +119,8 @@ class DeviceLedger:
     :class:`~dataset_stream.outstanding.Outstanding`), its answers by kind, whether it is
     online. ``answered`` is set at every answer, ``heard_status`` once a status came (retained
     or live). ``node_last_seq``: the highest ``last_seq`` its node has said it committed (in a
-    status, or a ``duplicate`` / ``stale_seq`` error), None while it said none."""
+    status, or a ``duplicate`` / ``stale_seq`` error), None while it said none. ``deferred``:
+    the seqs answered ``deferred`` whose final answer has not come yet."""
 
     device: str
     book: DeviceBook
@@ -120,6 +129,7 @@ class DeviceLedger:
     refused: int = 0
     lost: int = 0
     policy_skipped: int = 0
+    deferred: set[int] = field(default_factory=set)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     online: asyncio.Event = field(default_factory=asyncio.Event)
     heard_status: asyncio.Event = field(default_factory=asyncio.Event)
@@ -145,7 +155,7 @@ class DeviceLedger:
         """This device's batches and what became of them."""
         unanswered = tuple(sorted(self.book.seqs))
         answered = self.learned + self.duplicates + self.refused + self.lost + self.policy_skipped
-        sent = answered + len(unanswered)
+        sent = answered + len(self.deferred) + len(unanswered)
         return Delivery(
             planned=sent,
             sent=sent,
@@ -155,6 +165,7 @@ class DeviceLedger:
             lost=self.lost,
             unanswered={self.device: unanswered} if unanswered else {},
             skipped=self.policy_skipped,
+            deferred=len(self.deferred),
         )
 
 
@@ -186,6 +197,7 @@ class AnswerLedger:
         self.on_answer = on_answer
         self.on_back = on_back
         self.acked = self.rejected = self.lost = self.duplicates = self.policy_skipped = 0
+        self.deferred = 0  # answered ``deferred``, final answer still to come
         self._ignored = dict.fromkeys(IgnoredMessages.__dataclass_fields__, 0)
         self._unknown_codes: set[str] = set()
 
@@ -238,7 +250,7 @@ class AnswerLedger:
         """Every batch handed over and what became of it; ``unsent``: seqs meant for a device
         but never published (they make the planned total)."""
         unanswered = {d: tuple(s) for d, s in self.unanswered().items()}
-        sent = self.acked + self.rejected + sum(map(len, unanswered.values()))
+        sent = self.acked + self.rejected + self.deferred + sum(map(len, unanswered.values()))
         missing = {d: s for d, s in (unsent or {}).items() if s}
         return Delivery(
             planned=sent + sum(map(len, missing.values())),
@@ -250,6 +262,7 @@ class AnswerLedger:
             unanswered=unanswered,
             unsent=missing,
             skipped=self.policy_skipped,
+            deferred=self.deferred,
         )
 
     # -- what the fleet answered -------------------------------------------------------------
@@ -271,7 +284,10 @@ class AnswerLedger:
         if rec is None:
             self._ignore("foreign", f"a message on {where}, not a device this producer feeds")
         elif isinstance(message, Telemetry):
-            self._account(rec, message.seq, "learned", in_order=True)
+            if message.seq in rec.deferred:
+                self._settle(rec, message.seq, "learned")
+            else:
+                self._account(rec, message.seq, "learned", in_order=True)
         elif isinstance(message, ErrorMessage):
             self._error(rec, message)
         elif isinstance(message, Status):
@@ -295,10 +311,14 @@ class AnswerLedger:
             )
         elif msg.seq is None:
             self._ignore("unattributed", f"{rec.device}: {msg.code} without a seq: {msg.message}")
+        elif msg.seq in rec.deferred and msg.code in (DUPLICATE_CODE, ENERGY_POLICY_CODE):
+            self._settle(rec, msg.seq, "learned" if msg.code == DUPLICATE_CODE else "policy")
         else:
-            kind = {DUPLICATE_CODE: "duplicate", ENERGY_POLICY_CODE: "policy"}.get(
-                msg.code, "refused"
-            )
+            kind = {
+                DUPLICATE_CODE: "duplicate",
+                ENERGY_POLICY_CODE: "policy",
+                DEFERRED_CODE: "deferred",
+            }.get(msg.code, "refused")
             if kind == "refused" and msg.seq in rec.outstanding:
                 self._note_code(msg.code)
                 log.info("%s rejected seq %d: %s: %s", rec.device, msg.seq, msg.code, msg.message)
@@ -351,6 +371,9 @@ class AnswerLedger:
                 self.acked += 1
                 self.duplicates += 1
                 rec.duplicates += 1
+            elif kind == "deferred":  # answered for now: its final answer is to come
+                self.deferred += 1
+                rec.deferred.add(seq)
             elif kind == "policy":  # answered, not learned, not a failure: a kind of rejection
                 self.rejected += 1
                 self.policy_skipped += 1
@@ -363,6 +386,20 @@ class AnswerLedger:
             self._ignore("repeated", f"{rec.device}: another answer to seq {seq}")
         else:
             self._ignore("foreign", f"{rec.device}: an answer to seq {seq}, never sent by us")
+
+    def _settle(self, rec: DeviceLedger, seq: int, kind: str) -> None:
+        """The final answer to ``seq``, answered ``deferred`` before: ``learned`` or
+        ``policy`` (dropped for good)."""
+        rec.deferred.discard(seq)
+        self.deferred -= 1
+        if kind == "learned":
+            self.acked += 1
+            rec.learned += 1
+        else:
+            self.rejected += 1
+            self.policy_skipped += 1
+            rec.policy_skipped += 1
+        self._answered(rec)
 
     def _answered(self, rec: DeviceLedger) -> None:
         rec.answered.set()

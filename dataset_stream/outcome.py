@@ -7,7 +7,10 @@ Every batch published is counted once, by its node's first answer: ``learned`` (
 was lost and the batch published again), ``refused`` (any other ``error`` naming the seq),
 ``lost`` (skipped in a ``gap``: the node gave it up before it arrived), ``skipped`` (an
 ``error`` ``energy_policy``: the node's energy-aware policy chose not to learn it -- neither
-learned nor a failure), or ``unanswered`` (no answer by the end of the drain). A batch never
+learned nor a failure), ``deferred`` (an ``error`` ``deferred``: the node holds it for the
+sun; its telemetry, or an ``energy_policy`` drop, moves it to ``learned`` or ``skipped`` when
+it comes: what is still held at the end is "deferred (not learned yet)"), or ``unanswered``
+(no answer by the end of the drain). A batch never
 published (a closed loop whose device stopped answering) is ``unsent``. Only ``unanswered``
 and ``unsent`` batches make a run incomplete: refusals, gaps and policy skips are the node's
 answers, told in the summary line. A complete run that sent
@@ -73,17 +76,21 @@ def answers_text(
     lost: int,
     unanswered: int,
     skipped: int = 0,
+    deferred: int = 0,
 ) -> str:
     """``answered 178 of 180 batches: 170 learned, 8 duplicate, 0 refused, 0 lost in gaps;
     2 unanswered`` -- what the nodes answered, nothing left out (``, N skipped by the energy
-    policy`` when a node's policy skipped some)."""
-    answered = learned + duplicates + refused + lost + skipped
+    policy`` when a node's policy skipped some, ``, N deferred (not learned yet)`` when a node
+    still holds some for the sun)."""
+    answered = learned + duplicates + refused + lost + skipped + deferred
     text = (
         f"answered {answered} of {sent} batch(es): {learned} learned, {duplicates} duplicate "
         f"(learned before), {refused} refused, {lost} lost in gaps"
     )
     if skipped:
         text += f", {skipped} skipped by the energy policy"
+    if deferred:
+        text += f", {deferred} deferred (not learned yet)"
     return f"{text}; {unanswered} unanswered" if unanswered else text
 
 
@@ -101,6 +108,7 @@ class Delivery:
     unanswered: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     unsent: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     skipped: int = 0
+    deferred: int = 0
 
     def __post_init__(self) -> None:
         counts = (
@@ -111,6 +119,7 @@ class Delivery:
             self.refused,
             self.lost,
             self.skipped,
+            self.deferred,
         )
         if min(counts) < 0:
             raise ValueError(f"counts must be >= 0, got {counts}")
@@ -126,7 +135,9 @@ class Delivery:
 
     @property
     def answered(self) -> int:
-        return self.learned + self.duplicates + self.refused + self.lost + self.skipped
+        return (
+            self.learned + self.duplicates + self.refused + self.lost + self.skipped + self.deferred
+        )
 
     @property
     def unanswered_count(self) -> int:
@@ -143,8 +154,9 @@ class Delivery:
 
     @property
     def nothing_learned(self) -> bool:
-        """Every batch was answered, some were sent, and none of them was learned."""
-        return self.complete and self.sent > 0 and self.learned == 0
+        """Every batch was answered, some were sent, and none of them was learned (nor is
+        still held for the sun: those are yet to be learned)."""
+        return self.complete and self.sent > 0 and self.learned == 0 and self.deferred == 0
 
     @property
     def exit_status(self) -> int:
@@ -177,6 +189,7 @@ class Delivery:
             lost=self.lost,
             unanswered=self.unanswered_count,
             skipped=self.skipped,
+            deferred=self.deferred,
         )
         return f"{text}; {self.unsent_count} never sent" if self.unsent_count else text
 
@@ -203,6 +216,7 @@ class Delivery:
 
     def to_dict(self) -> dict[str, Any]:
         skipped = {"skipped": self.skipped} if self.skipped else {}
+        skipped |= {"deferred": self.deferred} if self.deferred else {}
         return skipped | {
             "planned": self.planned,
             "sent": self.sent,

@@ -95,6 +95,7 @@ class StreamStats:
             unsent=self.delivery.unsent_count if self.delivery is not None else 0,
             resent=self.link.resent,
             skipped=self.delivery.skipped if self.delivery is not None else 0,
+            deferred=self.delivery.deferred if self.delivery is not None else 0,
         )
 
 

@@ -40,6 +40,7 @@ NODE_ERROR_CODES: Final = frozenset(
         "inference_off",  # an inference request while the desired state turns inference off
         "eval_mismatch",  # a shared eval set whose SHA-256 or size is not its reference's: unused
         "energy_policy",  # a batch the node's energy-aware policy did not learn (seq consumed)
+        "deferred",  # held for the sun (interim): its telemetry or an energy_policy drop follows
     }
 )
 

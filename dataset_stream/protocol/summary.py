@@ -53,7 +53,8 @@ class StreamSummary:
     (learned before); ``unanswered``: batches sent that no answer came for; ``unsent``:
     batches never sent (a device that stopped answering); ``resent``: batches published again
     because no answer came in time; ``skipped``: batches of ``rejected`` a node's energy-aware
-    policy did not learn (``energy_policy``: neither learned nor refused).
+    policy did not learn (``energy_policy``: neither learned nor refused); ``deferred``: batches
+    a node still held for the sun at the end (answered ``deferred``, not learned yet).
     """
 
     sent: int
@@ -74,6 +75,7 @@ class StreamSummary:
     unsent: int = 0
     resent: int = 0
     skipped: int = 0
+    deferred: int = 0
 
 
 @dataclass(frozen=True, slots=True)

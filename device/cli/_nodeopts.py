@@ -83,8 +83,9 @@ NodePolicyOpt = Annotated[
         "--policy",
         help="Energy-aware learning policy: always (learn every event, the default), "
         "soc-threshold:X (below state of charge X an event is not learned; answered "
-        "energy_policy) or low-soc:X (below X a reduced event: half the epochs and replays). "
-        "defer-to-sun is for 'vega-emu plan' only.",
+        "energy_policy), low-soc:X (below X a reduced event: half the epochs and replays) or "
+        "defer-to-sun (needs --harvest: a batch arriving while the harvest does not cover the "
+        "load is held, answered deferred, and learned when the sun comes).",
     ),
 ]
 NodeHarvestOpt = Annotated[

@@ -477,6 +477,7 @@ def _print_summary(summary: RunSummary) -> None:
         lost=s.lost,
         unanswered=s.unanswered,
         skipped=s.skipped,
+        deferred=s.deferred,
     )
     console.print(f"{answers}, in {s.wall_s:.1f} s wall time", highlight=False)
     if s.infer_sent:

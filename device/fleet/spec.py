@@ -265,8 +265,8 @@ class DeviceClass:
     def _check_policy(self) -> None:
         from device.node.settings import PowerSettings
 
-        if self.policy is not None:
-            PowerSettings(policy=self.policy)
+        if self.policy is not None:  # defer-to-sun needs a harvester
+            PowerSettings(policy=self.policy, harvest=self.harvest)
 
     def _check_harvest(self) -> None:
         from device.node.settings import PowerSettings

@@ -69,12 +69,18 @@ class EventOutcome:
 
     ``refusal``: the answer to publish instead of the telemetry when the node's energy-aware
     policy did not learn the batch (an ``energy_policy`` error; the node stays on); ``reason``:
-    why the node's status changed, when it did (the harvest brought a depleted node back)."""
+    why the node's status changed, when it did (the harvest brought a depleted node back);
+    ``held``: the telemetry of the batches held for the sun that were learned, in seq order,
+    before this one (``defer-to-sun``), each committed on its own: published before its answer;
+    ``dropped``: the ``energy_policy`` errors of held batches dropped for good to hold this
+    one."""
 
     telemetry: Telemetry
     learned: bool
     refusal: ErrorMessage | None = None
     reason: str | None = None
+    held: tuple[Telemetry, ...] = ()
+    dropped: tuple[ErrorMessage, ...] = ()
 
 
 class NodeEngine:
@@ -215,7 +221,12 @@ class NodeEngine:
         is committed without being learned. ``wire_bytes``: its payload's size, charged to the
         radio when batches arrive over it (``batches_over_radio``)."""
         self._apply_desired()
+        held: tuple[Telemetry, ...] = ()
         if self._downlink.learning:
+            at_t, to_learn = self._learning.to_release(batch)
+            for one in to_learn:  # each committed on its own: a crash between keeps the rest
+                facts = self._learning.learn_held(one, at_t)
+                held += (reporting.telemetry(self._parts, self._live, facts),)
             facts = self._learning.apply(batch, wire_bytes)
         else:
             facts = self._learning.pause(batch, wire_bytes)
@@ -229,6 +240,8 @@ class NodeEngine:
             learned=facts.learned or facts.paused or facts.refusal is not None,
             refusal=facts.refusal,
             reason=reason,
+            held=held,
+            dropped=facts.dropped,
         )
 
     # -- the downlink (docs/protocol.md, "The downlink") ---------------------------------------

@@ -33,7 +33,13 @@ from device.energy.harvest import harvested_j
 from device.energy.policy import RESTART_SOC
 from device.learning.learner import Evaluation, evaluate, train_event
 from device.learning.prequential import ScoreTally
-from device.node.energy_policy import choose, policy_error, reduced_train
+from device.node.energy_policy import (
+    choose,
+    deferred_error,
+    dropped_error,
+    policy_error,
+    reduced_train,
+)
 from device.node.errors import PowerLost
 from device.node.evalcache import shared_eval_latents
 from device.node.parts import NodeParts
@@ -59,6 +65,7 @@ class Learning:
         #: An injected brown-out: the next learning event loses power before its commit.
         self.power_cut = False
         self._wire_bytes: int | None = None  # the payload size of the batch in hand
+        self._load_w: tuple[NodeParts, float] | None = None  # the mean load of these parts
 
     def use(self, parts: NodeParts) -> None:
         """The node's parts after a desired state changed its settings."""
@@ -99,7 +106,8 @@ class Learning:
 
     def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
         """Learn from one validated batch (its ``seq`` is new) and commit it; ``wire_bytes``:
-        the size of its payload, charged to the radio when batches arrive over it."""
+        the size of its payload, charged to the radio when batches arrive over it. Under
+        ``defer-to-sun``, a batch arriving in the dark is held instead (:meth:`_defer`)."""
         started = time.perf_counter()
         self._wire_bytes = wire_bytes
         try:
@@ -108,7 +116,61 @@ class Learning:
             self._live.reload()  # the transaction rolled back (or never began): forget it
             raise
 
-    def _apply(self, batch: Batch, started: float) -> EventFacts:
+    def to_release(self, batch: Batch) -> tuple[float, list[Batch]]:
+        """The batches held for the sun to learn before ``batch`` (next in order), in seq
+        order, and the simulated time they are learned at (``batch``'s): all of them if it
+        arrives in the sun (or the policy is no longer ``defer-to-sun``) and the node is on;
+        none while it is dark."""
+        prev_t = self._live.state.sim_time
+        t = batch.t if prev_t is None else max(batch.t, prev_t)
+        if self._policy.kind == "defer-to-sun" and self._dark(t):
+            return t, []
+        store = self._parts.store
+        if store.deferred_count() == 0 or self.off:
+            return t, []
+        return t, store.deferred()
+
+    def learn_held(self, batch: Batch, at_t: float) -> EventFacts:
+        """Learn ``batch``, held for the sun, at simulated time ``at_t``: an ordinary learning
+        event committed in one transaction with its removal from the held ones (its reception
+        was charged when it arrived; ``last_seq`` stays where it is)."""
+        started = time.perf_counter()
+        self._wire_bytes = None
+        try:
+            return self._apply(batch, started, held_at=at_t)
+        except BaseException:
+            self._live.reload()
+            raise
+
+    def _dark(self, t: float) -> bool:
+        """Whether the harvest at simulated time ``t`` does not cover the node's mean load
+        (never without a harvester)."""
+        harvester = self._harvester
+        if harvester is None:
+            return False
+        power_w = float(harvester.power_w(np.array([t], dtype=np.float64))[0])
+        return power_w < self._mean_load_w()
+
+    def _mean_load_w(self) -> float:
+        """The node's mean power at its nominal rate: sleep, plus a full event (its compute,
+        its replays at the memory's capacity, its telemetry) ``events_per_hour`` times an hour.
+        """
+        parts = self._parts
+        if self._load_w is None or self._load_w[0] is not parts:
+            config = parts.cost_config
+            cost = event_cost(
+                parts.layers,
+                parts.profile,
+                config,
+                n_new=config.new_per_event,
+                n_replay=parts.settings.replay.lr_size,
+            )
+            event_j = cost.energy_j["total"] + self._telemetry_j()
+            load_w = parts.profile.sleep_w + parts.settings.events_per_hour * event_j / 3600.0
+            self._load_w = (parts, load_w)
+        return self._load_w[1]
+
+    def _apply(self, batch: Batch, started: float, held_at: float | None = None) -> EventFacts:
         parts, live = self._parts, self._live
         memory, battery = parts.memory, live.battery
         n_new = len(batch.y)
@@ -116,8 +178,10 @@ class Learning:
         prev_t = live.state.sim_time
         # test, then train: score the predictions made for these samples before learning them
         tally = live.prequential.tally(batch.ids, batch.y)
-        # a producer whose clock went backwards: the batch is learned as if captured now
-        t = batch.t if prev_t is None else max(batch.t, prev_t)
+        # a producer whose clock went backwards: the batch is learned as if captured now; a
+        # batch held for the sun is learned when the sun came
+        at = batch.t if held_at is None else held_at
+        t = at if prev_t is None else max(at, prev_t)
         harvester = self._harvester
         gained = 0.0 if harvester is None else self._harvested_j(t, prev_t)
         soc = self._arrival_soc(self._sleep_j(t, prev_t), gained)
@@ -125,6 +189,8 @@ class Learning:
         # a harvester brings a node that was off back once the charge reaches the restart level
         off = was_off and (harvester is None or soc < RESTART_SOC)
         choice = "full" if off else choose(self._policy, soc)
+        if held_at is None and self._policy.kind == "defer-to-sun" and not off and self._dark(t):
+            return self._defer(batch, t, gained, tally, started)
         if choice == "skipped":
             return self._policy_skip(batch, t, soc, gained, tally, started)
         cost_config, train = parts.cost_config, parts.settings.train
@@ -205,7 +271,7 @@ class Learning:
         host_s = time.perf_counter() - started
         since = live.state.inference
         new_state = NodeState(
-            last_seq=batch.seq,
+            last_seq=batch.seq if held_at is None else live.state.last_seq,
             events_applied=events_applied,
             sim_time=t,
             gaps=live.state.gaps,
@@ -221,17 +287,19 @@ class Learning:
                 tx.save_weights(weights_snapshot(live.head, live.optimizer))
             tx.set_state(new_state)
             tx.set_class_rows(classes.changed(live.classes))
-            tx.log_event(
-                EventRecord(
-                    seq=batch.seq,
-                    t=batch.t,
-                    samples=n_new if learned else 0,
-                    accuracy=None if evaluation is None else evaluation.accuracy,
-                    energy=energy,
-                    host_s=host_s,
-                    outcome="learned" if learned else "depleted",
-                )
+            record = EventRecord(
+                seq=batch.seq,
+                t=batch.t,
+                samples=n_new if learned else 0,
+                accuracy=None if evaluation is None else evaluation.accuracy,
+                energy=energy,
+                host_s=host_s,
+                outcome="learned" if learned else "depleted",
             )
+            if held_at is None:
+                tx.log_event(record)
+            else:  # its ``deferred`` line and held row give way to it, in this transaction
+                tx.settle_deferred(record)
             if self.power_cut:  # every write made, none committed: the transaction rolls back
                 self.power_cut = False
                 raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
@@ -389,6 +457,77 @@ class Learning:
             inferences=since,
             policy="skipped",
             refusal=error,
+        )
+
+    def _defer(
+        self, batch: Batch, t: float, gained: float, tally: ScoreTally, started: float
+    ) -> EventFacts:
+        """Hold ``batch`` for the sun (``defer-to-sun`` in the dark), in ONE transaction: its
+        seq committed (outcome ``deferred``), the batch kept in the state file, the sleep (and
+        harvest) since the last event settled, its interim answer (a ``deferred`` error)
+        charged to the radio; beyond ``hold_events`` held, the oldest is dropped for good
+        (outcome ``policy``, answered ``energy_policy``). Its samples are scored when it is
+        learned, not now."""
+        del tally  # scored by the event that learns it
+        parts, live = self._parts, self._live
+        battery = live.battery
+        prev_t = live.state.sim_time
+        hold_events = parts.settings.power.hold_events
+        held = min(parts.store.deferred_count() + 1, hold_events)
+        idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
+        energy = dict.fromkeys(idle.energy_j, 0.0)
+        slept = self._sleep_j(t, prev_t)
+        drawn, energy["harvest"] = battery.exchange(slept, gained)
+        energy |= {"idle": drawn, "total": drawn}
+        error = deferred_error(parts.device_id, batch.seq, held)
+        if parts.power.priced:  # it was received, and its answer is sent all the same
+            radio_j = parts.power.send_j(len(error.to_json())) + self._reception_j()
+            sent = battery.draw(min(radio_j, battery.remaining_j))
+            energy |= {"radio": sent, "total": drawn + sent}
+        latency = dict.fromkeys(idle.latency_s, 0.0)
+        since = live.state.inference
+        new_state = replace(
+            live.state,
+            last_seq=batch.seq,
+            sim_time=t,
+            battery=BatterySnapshot.of(battery),
+            energy_totals=live.state.energy_totals.plus(_stages(energy)),
+            last_latency_s=0.0,
+            inference=since.reported(0, 0),
+        )
+        host_s = time.perf_counter() - started
+        with parts.store.event_transaction() as tx:
+            tx.set_state(new_state)
+            tx.log_event(
+                EventRecord(
+                    seq=batch.seq,
+                    t=batch.t,
+                    samples=0,
+                    accuracy=None,
+                    energy=energy,
+                    host_s=host_s,
+                    outcome="deferred",
+                )
+            )
+            tx.hold_deferred(batch)
+            dropped = tx.drop_deferred_beyond(hold_events)
+            if self.power_cut:
+                self.power_cut = False
+                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
+        live.committed(new_state, synced=True)
+        return EventFacts(
+            seq=batch.seq,
+            t=batch.t,
+            learned=False,
+            samples=0,
+            evaluation=None,
+            latency_s=latency,
+            energy_j=energy,
+            host_s=host_s,
+            inferences=since,
+            policy="deferred",
+            refusal=error,
+            dropped=tuple(dropped_error(parts.device_id, seq, hold_events) for seq in dropped),
         )
 
     @property

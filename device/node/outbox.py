@@ -24,7 +24,7 @@ from broker.session import publish
 from dataset_stream.protocol import ErrorMessage, Prediction, Telemetry, topic
 from dataset_stream.protocol.desired import ReportedState
 from device.learning.learner import Evaluation
-from device.node.energy_policy import POLICY_CODE
+from device.node.energy_policy import DEFERRED_CODE, POLICY_CODE
 from device.node.engine import NodeEngine
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ class Outbox:
         self.state = status.state
 
     async def error(self, client: aiomqtt.Client, error: ErrorMessage) -> None:
-        # a batch the energy policy skips is the node's choice, not trouble: logged as info
-        level = logging.INFO if error.code == POLICY_CODE else logging.WARNING
+        # a batch the energy policy skips or defers is the node's choice: logged as info
+        level = logging.INFO if error.code in (POLICY_CODE, DEFERRED_CODE) else logging.WARNING
         log.log(level, "%s: %s: %s", self.device_id, error.code, error.message)
         await publish(client, self.topic("error"), error.to_json())
 

@@ -48,8 +48,10 @@ class EventFacts:
     long-horizon metrics after it; paused: committed without learning (an operator turned
     learning off), reported as state ``idle``. policy: what the node's energy-aware policy
     made of it (``full``, ``reduced`` or ``skipped``; None under the ``always`` policy);
-    refusal: the ``energy_policy`` error that answers a skipped one instead of telemetry;
-    back_on: the harvest brought a depleted node back and it learned this event.
+    refusal: the ``energy_policy`` error that answers a skipped one instead of telemetry (or
+    the ``deferred`` one that answers a batch held for the sun); dropped: the ``energy_policy``
+    errors of held batches dropped for good to make room for it; back_on: the harvest brought
+    a depleted node back and it learned this event.
     """
 
     seq: int
@@ -66,6 +68,7 @@ class EventFacts:
     policy: str | None = None
     refusal: ErrorMessage | None = None
     back_on: bool = False
+    dropped: tuple[ErrorMessage, ...] = ()
 
 
 def battery_state(battery: Battery) -> BatteryState:

@@ -5,6 +5,9 @@ Delivery (docs/protocol.md, "Delivery guarantees"):
 - seq ``last + 1`` is learned; a later seq is *held*, unacknowledged, until the missing ones
   arrive or ``hold_s`` passes; then the missing range is committed as a gap, reported (``gap``
   error, ``gaps`` in telemetry and status) and learning goes on with the held batches;
+- a seq held for the sun (``defer-to-sun``) is acknowledged and answered ``deferred`` at once;
+  its telemetry (or an ``energy_policy`` drop) follows when the sun comes; a copy of it is
+  answered ``deferred`` again while it is held;
 - a seq already learned is acknowledged and answered with a ``duplicate`` error carrying it; a
   seq that was skipped as part of a gap gets ``stale_seq``; both carry the node's ``last_seq``
   too, so a producer learns where the device's seqs continue;
@@ -36,7 +39,7 @@ from dataset_stream.protocol import Batch, ErrorMessage, ProtocolError, Telemetr
 from device.aio import cancel_and_wait
 from device.clock import Clock
 from device.node.delivery import Duplicate, HeldCopy, Hold, Learn, SeqBook, Stale, TooFarAhead
-from device.node.energy_policy import POLICY_CODE
+from device.node.energy_policy import DEFERRED_CODE, POLICY_CODE
 from device.node.engine import NodeEngine
 from device.node.outbox import Outbox
 from device.node.store import StoreError
@@ -119,6 +122,12 @@ class Sequencer:
                     if outcome == "policy":
                         text = f"seq {seq} was not learned: the energy policy skipped it before"
                         code = POLICY_CODE
+                    elif outcome == "deferred":  # still held: its final answer is to come
+                        text = (
+                            f"seq {seq} is held for the sun: learned when the harvest covers "
+                            "the load"
+                        )
+                        code = DEFERRED_CODE
                     else:
                         text = f"seq {seq} was learned before; not applied again"
                         code = "duplicate"
@@ -242,6 +251,10 @@ class Sequencer:
             await outbox.news(client)
             return
         telemetry = outcome.telemetry
+        for earlier in outcome.held:  # batches held for the sun, learned before this one
+            await outbox.telemetry(client, earlier)
+        for dropped in outcome.dropped:  # held for the sun too long: dropped for good
+            await outbox.error(client, dropped)
         if outcome.refusal is None:
             await outbox.telemetry(client, telemetry)
         else:  # the energy-aware policy did not learn it: answered, its seq consumed
@@ -252,10 +265,11 @@ class Sequencer:
         await outbox.status(client, "idle" if outcome.learned else "depleted", outcome.reason)
         await outbox.news(client)  # a desired state applied (or refused) before the event
         if self._on_telemetry is not None:
-            try:
-                self._on_telemetry(telemetry)
-            except Exception:  # the hook is the caller's code: its failure is not the batch's
-                log.exception("%s: telemetry hook failed", self.device_id)
+            for one in (*outcome.held, telemetry):
+                try:
+                    self._on_telemetry(one)
+                except Exception:  # the hook is the caller's code: not the batch's failure
+                    log.exception("%s: telemetry hook failed", self.device_id)
 
     async def _commit(
         self, client: aiomqtt.Client, seq: int, fn: Callable[..., T], *args: Any

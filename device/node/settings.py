@@ -122,12 +122,13 @@ class PowerSettings:
     shows, as ``vega-emu energy`` prices it): what the node checks its radio against at start
     and the first guess of its pricing (a learned event's telemetry is charged at its real
     encoded size; a paused event's at this one); ``policy``: the energy-aware
-    learning policy the node runs (``always``, ``soc-threshold:X``, ``low-soc:X``;
-    :mod:`device.energy.policy`; ``defer-to-sun`` is for ``vega-emu plan`` only); ``harvest``:
+    learning policy the node runs (``always``, ``soc-threshold:X``, ``low-soc:X``,
+    ``defer-to-sun``, which needs a harvester; :mod:`device.energy.policy`); ``harvest``:
     a harvester that recharges the battery between events (``solar:FILE``,
     ``solar:clear-sky[:LAT[:DAY]]``, ``constant:W``; None: none); ``batches_over_radio``: the
     batches arrive over the radio, each one's reception charged at its payload's real size at
-    the radio's downlink cost (off: captured locally, the paper's case)."""
+    the radio's downlink cost (off: captured locally, the paper's case); ``hold_events``: the
+    most batches ``defer-to-sun`` holds for the sun (the oldest is dropped beyond)."""
 
     radio: str = "none"
     battery: str = "ideal"
@@ -136,9 +137,16 @@ class PowerSettings:
     policy: str = "always"
     harvest: str | None = None
     batches_over_radio: bool = False
+    hold_events: int = 24
 
     def __post_init__(self) -> None:
-        self.learning_policy()  # a typo or an out-of-range threshold is refused here
+        # a typo or an out-of-range threshold is refused here
+        if self.learning_policy().kind == "defer-to-sun" and self.harvest is None:
+            raise PolicyError(
+                "defer-to-sun needs --harvest: without a harvester the sun never comes"
+            )
+        if self.hold_events < 1:
+            raise ValueError(f"hold_events must be >= 1, got {self.hold_events}")
         if not self.radio or not self.battery:
             raise ValueError("radio and battery must name a profile or a file")
         if not (math.isfinite(self.temperature_c) and self.temperature_c >= -273.15):
@@ -150,14 +158,8 @@ class PowerSettings:
 
     def learning_policy(self) -> Policy:
         """The parsed ``policy`` (a :class:`~device.energy.errors.PolicyError` names a bad
-        one; ``defer-to-sun`` is refused: a node does not hold batches for the sun)."""
-        policy = Policy.parse(self.policy)
-        if policy.kind == "defer-to-sun":
-            raise PolicyError(
-                "policy defer-to-sun is for 'vega-emu plan' only: a node does not hold batches "
-                "until the sun comes; use always, soc-threshold:X or low-soc:X"
-            )
-        return policy
+        one)."""
+        return Policy.parse(self.policy)
 
     def harvester(self) -> Harvester | None:
         """The parsed ``harvest`` source, None without one (a

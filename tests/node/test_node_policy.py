@@ -196,7 +196,7 @@ def test_a_depleted_node_that_harvests_comes_back_at_the_restart_level(
 def test_bad_policies_are_refused() -> None:
     with pytest.raises(PolicyError, match="unknown policy"):
         PowerSettings(policy="sometimes")
-    with pytest.raises(PolicyError, match="plan' only"):
+    with pytest.raises(PolicyError, match="defer-to-sun needs --harvest"):
         PowerSettings(policy="defer-to-sun")
     with pytest.raises(ValueError, match="constant"):
         PowerSettings(harvest="constant:lots").load()
@@ -300,8 +300,10 @@ def test_a_fleet_class_carries_the_policy_and_names_a_bad_one() -> None:
     assert good.problems() == []
     bad = DeviceClass("c", 1, policy="defer-to-sun", harvest="wind:3")
     problems = bad.problems()
-    assert any(p.startswith("policy:") and "plan" in p for p in problems)
+    assert not any(p.startswith("policy:") for p in problems)  # it has a harvester
     assert any(p.startswith("harvest:") for p in problems)
+    unharvested = DeviceClass("c", 1, policy="defer-to-sun")
+    assert any("defer-to-sun needs --harvest" in p for p in unharvested.problems())
 
 
 def test_a_prediction_is_priced_at_its_real_encoded_size(

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from dataset_stream.protocol import Batch
 from device.learning.replay import FactoryReplays
 from device.node.classbook import ClassRow
 from device.node.store.arrays import decode_array
@@ -270,6 +271,28 @@ class NodeStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return None if row is None else str(row[0])
+
+    def deferred(self) -> list[Batch]:
+        """The batches held for the sun (``defer-to-sun``), by seq."""
+        rows = self._read(
+            "SELECT seq, t, source, meta, x_dtype, x_shape, x, y_dtype, y_shape, y,"
+            " ids_dtype, ids_shape, ids FROM deferred ORDER BY seq"
+        )
+        held = []
+        for seq, t, source, meta, *arrays in rows:
+            x = decode_array("x", *arrays[0:3])
+            y = decode_array("y", *arrays[3:6])
+            ids = None if arrays[8] is None else decode_array("ids", *arrays[6:9])
+            try:
+                values = json.loads(meta)
+            except ValueError as exc:
+                raise StoreCorruptError(f"{self._path}: deferred seq {seq}: bad meta") from exc
+            held.append(Batch(x=x, y=y, seq=seq, t=t, source=source, meta=values, ids=ids))
+        return held
+
+    def deferred_count(self) -> int:
+        """How many batches are held for the sun."""
+        return int(self._read("SELECT COUNT(*) FROM deferred")[0][0])
 
     def inference_samples(self, seq: int) -> int | None:
         """How many samples inference request ``seq`` had, if it is among the charged ones kept

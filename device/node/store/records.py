@@ -12,7 +12,7 @@ from device.node.store.snapshots import BatterySnapshot, EnergyTotals, LifetimeS
 
 __all__ = ["OUTCOMES", "DesiredRecord", "EventRecord", "NodeState", "StoreMeta"]
 
-OUTCOMES = ("learned", "depleted", "failed", "paused", "policy")
+OUTCOMES = ("learned", "depleted", "failed", "paused", "policy", "deferred")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,10 @@ class EventRecord:
     (the node could not handle the batch and skipped it; its error message says why);
     ``paused`` (an operator's desired state turned learning off: committed, not learned);
     ``policy`` (the node's energy-aware policy did not learn it: the state of charge was
-    below its threshold; answered ``energy_policy``).
+    below its threshold, or it was held for the sun beyond the most held; answered
+    ``energy_policy``); ``deferred`` (held for the sun by ``defer-to-sun``: its batch waits in
+    the ``deferred`` table, answered ``deferred``; this line is replaced, in one transaction
+    with the removal of that row, by the event that learns it or by ``policy`` when dropped).
     """
 
     seq: int

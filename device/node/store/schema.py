@@ -29,6 +29,11 @@
 ``own_head`` (migration 0007) the node's own adaptive stage (weights and optimizer buffers,
              laid out like ``weights``) as it was when the node first left it for a pushed head;
              empty while the node learns on its own head
+``deferred`` (migration 0008) the batches a node running ``defer-to-sun`` holds for the sun,
+             one row each: seq (primary key; its event is logged ``deferred`` in the same
+             transaction), t, source, meta (JSON object), and its arrays x, y and ids laid out
+             like ``weights`` (dtype, shape, raw bytes; no ids: NULL); a row is removed in the
+             transaction that learns its batch, or that drops it for good
 ``inferences`` the last charged inference requests (migration 0003): seq (their own sequence,
              primary key), n (the node's inference count when it was charged; the window is
              the rows with the largest n), samples
@@ -278,4 +283,27 @@ def _desired(db: sqlite_utils.Database) -> None:
         {"name": str, "dtype": str, "shape": str, "data": bytes},
         pk="name",
         not_null={"dtype", "shape", "data"},
+    )
+
+
+@MIGRATIONS(name="0008_deferred")
+def _deferred(db: sqlite_utils.Database) -> None:
+    db.table("deferred").create(
+        {
+            "seq": int,
+            "t": float,
+            "source": str,
+            "meta": str,
+            "x_dtype": str,
+            "x_shape": str,
+            "x": bytes,
+            "y_dtype": str,
+            "y_shape": str,
+            "y": bytes,
+            "ids_dtype": str,
+            "ids_shape": str,
+            "ids": bytes,
+        },
+        pk="seq",
+        not_null={"t", "source", "meta", "x_dtype", "x_shape", "x", "y_dtype", "y_shape", "y"},
     )

@@ -11,6 +11,7 @@ from typing import Any, Final
 import numpy.typing as npt
 import sqlite_utils
 
+from dataset_stream.protocol import Batch
 from device.node.classbook import ClassRow
 from device.node.store.arrays import encode_array
 from device.node.store.errors import StoreError
@@ -124,6 +125,44 @@ class EventTransaction:
             (cut + 1,),
         )
         self._execute("DELETE FROM events WHERE seq <= ?", (cut,))
+
+    def hold_deferred(self, batch: Batch) -> None:
+        """Keep ``batch`` (its event logged ``deferred`` in this transaction) for the sun."""
+        ids = (None, None, None) if batch.ids is None else encode_array("ids", batch.ids)
+        self._execute(
+            "INSERT INTO deferred (seq, t, source, meta, x_dtype, x_shape, x, y_dtype, y_shape,"
+            " y, ids_dtype, ids_shape, ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                batch.seq,
+                batch.t,
+                batch.source,
+                json.dumps(dict(batch.meta)),
+                *encode_array("x", batch.x),
+                *encode_array("y", batch.y),
+                *ids,
+            ),
+        )
+
+    def settle_deferred(self, record: EventRecord) -> None:
+        """The held batch of seq ``record.seq`` was learned (or dropped for good): its row
+        leaves ``deferred`` and its ``deferred`` line in the event log becomes ``record``."""
+        if not self._db.execute("SELECT 1 FROM deferred WHERE seq = ?", [record.seq]).fetchone():
+            raise StoreError(f"seq {record.seq} is not held for the sun")
+        self._execute("DELETE FROM deferred WHERE seq = ?", (record.seq,))
+        self._execute("DELETE FROM events WHERE seq = ? AND outcome = 'deferred'", (record.seq,))
+        self.log_event(record)
+
+    def drop_deferred_beyond(self, keep: int) -> list[int]:
+        """Drop the oldest held batches beyond the ``keep`` newest, for good (logged
+        ``policy``); their seqs, in order."""
+        rows = self._db.execute(
+            "SELECT seq, t FROM deferred ORDER BY seq DESC LIMIT -1 OFFSET ?", [keep]
+        ).fetchall()
+        dropped = sorted((int(seq), float(t)) for seq, t in rows)
+        for seq, t in dropped:
+            record = EventRecord(seq, t, 0, None, {}, 0.0, outcome="policy")
+            self.settle_deferred(record)
+        return [seq for seq, _ in dropped]
 
     def log_event(self, record: EventRecord) -> None:
         """Append one event to the log (pruning its oldest rows, :data:`EVENT_LOG_KEEP`); a
