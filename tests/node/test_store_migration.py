@@ -210,12 +210,14 @@ def test_an_old_state_file_opens_with_the_same_values(tmp_path: Path) -> None:
         applied = store.db.execute(
             "SELECT name FROM _sqlite_migrations WHERE migration_set = 'vega-node' ORDER BY id"
         ).fetchall()
-        assert [name for (name,) in applied][-3:] == [
+        assert [name for (name,) in applied][-4:] == [
             "0005_class_metrics",
             "0006_event_window",
             "0007_desired",
+            "0008_deferred",
         ]
         assert store.desired() is None and store.own_head() is None  # no operator yet
+        assert store.deferred() == []  # nothing held for the sun
         assert store.class_rows() == []  # no class measured yet: the factory's, as they start
     migrated = dump(tmp_path / f"{DEVICE}.db")
     with NodeStore.open(tmp_path, DEVICE, MODEL) as again:  # migrated once, read as is
