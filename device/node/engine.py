@@ -95,6 +95,8 @@ class NodeEngine:
             self._inference = Inference(parts, self._live)
             self._downlink = Downlink(settings, parts, self._live)
             self._eval_file = EvalFile.beside(parts.store)
+            #: the telemetry of held batches learned (``defer-to-sun``) and not yet handed out
+            self._held_answers: list[Telemetry] = []
             eval_set = self._eval_file.load(bundle)
         except BaseException:
             parts.store.close()
@@ -221,12 +223,12 @@ class NodeEngine:
         is committed without being learned. ``wire_bytes``: its payload's size, charged to the
         radio when batches arrive over it (``batches_over_radio``)."""
         self._apply_desired()
-        held: tuple[Telemetry, ...] = ()
         if self._downlink.learning:
             at_t, to_learn = self._learning.to_release(batch)
             for one in to_learn:  # each committed on its own: a crash between keeps the rest
                 facts = self._learning.learn_held(one, at_t)
-                held += (reporting.telemetry(self._parts, self._live, facts),)
+                # kept until an outcome carries it: the batch in hand may yet fail
+                self._held_answers.append(reporting.telemetry(self._parts, self._live, facts))
             facts = self._learning.apply(batch, wire_bytes)
         else:
             facts = self._learning.pause(batch, wire_bytes)
@@ -235,6 +237,7 @@ class NodeEngine:
         if facts.back_on:
             soc = self._live.battery.soc
             reason = f"back on: the harvest recharged the battery (state of charge {soc:.2f})"
+        held, self._held_answers = tuple(self._held_answers), []
         return EventOutcome(
             telemetry=telemetry,
             learned=facts.learned or facts.paused or facts.refusal is not None,

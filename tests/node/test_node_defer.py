@@ -43,6 +43,7 @@ from device.learning.nn import SGDConfig
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
+from device.node.errors import PowerLost
 from device.node.node import Node
 from device.node.settings import NodeSettings, PowerSettings
 from tests.support.times import T0
@@ -296,3 +297,22 @@ def test_kill_9_while_held_or_half_way_learns_each_once(
     assert killed is not None and reference is not None and killed.keys() == reference.keys()
     for name, array in reference.items():
         assert np.array_equal(killed[name], array), name
+
+
+def test_a_power_loss_while_learning_the_held_ones_rolls_back_and_they_come_again(
+    default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    eng = engine(default_bundle, settings(tmp_path / "state"))
+    try:
+        for seq in (1, 2):
+            eng.apply(batch(digits_nic, seq, sun=False))
+        eng.cut_power_in_next_event()  # the first held one loses power before its commit
+        with pytest.raises(PowerLost):
+            eng.apply(batch(digits_nic, 3, sun=True))
+        assert [b.seq for b in eng.store.deferred()] == [1, 2]
+        assert eng.state.events_applied == 0 and eng.last_seq == 2
+        sun = eng.apply(batch(digits_nic, 3, sun=True))  # delivered again
+        assert [t.seq for t in sun.held] == [1, 2] and sun.telemetry.seq == 3
+        assert eng.state.events_applied == 3 and eng.store.deferred() == []
+    finally:
+        eng.close()
