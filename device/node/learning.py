@@ -10,6 +10,12 @@ cannot pay browns out instead: what is left is spent on the attempt and nothing 
 good. If anything fails before the commit, the live state is reloaded from the last commit, so
 memory and disk never disagree.
 
+Under ``defer-to-sun`` a batch arriving while the harvest does not cover the node's mean load
+is held instead (:meth:`Learning._defer`: its seq and the batch committed in one transaction,
+answered ``deferred``); :meth:`Learning.to_release` and :meth:`Learning.learn_held` learn the
+held ones, in seq order, before the first batch that arrives in the sun, each in one
+transaction with its removal from the held ones, so a crash learns none twice and loses none.
+
 :meth:`Learning.skip` and :meth:`Learning.record_gap` commit the batches that are not learned:
 one the node failed on, and seqs that never arrived; :meth:`Learning.pause`, one that arrived
 while an operator turned learning off (committed, measured, not trained on). A batch with
