@@ -19,9 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.image import (
+    BASE_DPKG_EXCLUDES,
+    BASE_IMAGE,
+    BASE_PACKAGES,
     BUILD_CA_BUNDLE,
     BUILD_PIP_CONF,
     CONTAINER_PREFIX,
+    DEBIAN_SUITE,
     BuiltImage,
     ImageContainer,
     cache_dir,
@@ -33,11 +37,34 @@ from tests.support.image import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 
 def _explain(done: object) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"  # type: ignore[attr-defined]
+
+
+def test_image_docs_show_the_commands_the_test_runs() -> None:
+    """docs/operations.md's "Building the image without Docker" has the base, build and run
+    options of tests/support/image.py (a change to one shows up against the other)."""
+    text = OPERATIONS.read_text()
+    start = text.index("### Building the image without Docker")
+    section = " ".join(text[start : text.index("\n## ", start)].replace("\\\n", " ").split())
+    expected = [
+        "mmdebstrap --variant=apt --format=tar",
+        "--include=" + ",".join(BASE_PACKAGES),
+        *(f"'--dpkgopt=path-exclude={pattern}'" for pattern in BASE_DPKG_EXCLUDES),
+        f"{DEBIAN_SUITE} python-base.tar",
+        f'buildah commit "$c" {BASE_IMAGE}',
+        "buildah bud --isolation chroot --format docker --pull=never",
+        f"--build-arg PYTHON_IMAGE={BASE_IMAGE}",
+        f'--volume "$PWD/pip.conf:{BUILD_PIP_CONF}:ro"',
+        f"--volume {BUILD_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro",
+        "buildah run --isolation chroot --user 10001:10001 vega-emu-try -- vega-emu fleet --help",
+        "vega-emu up --devices 2 --events 3",
+    ]
+    missing = [words for words in expected if words not in section]
+    assert not missing, f"docs/operations.md lacks {missing}"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +83,7 @@ def image() -> Iterator[tuple[BuiltImage, ImageContainer]]:
             yield built, container
 
 
+@pytest.mark.slow
 def test_image_runs_as_its_non_root_user_through_its_entrypoint(
     image: tuple[BuiltImage, ImageContainer],
 ) -> None:
@@ -70,6 +98,7 @@ def test_image_runs_as_its_non_root_user_through_its_entrypoint(
     assert "fleet" in done.stdout
 
 
+@pytest.mark.slow
 def test_image_vega_emu_fleet_help(image: tuple[BuiltImage, ImageContainer]) -> None:
     _, container = image
     done = container.run(["fleet", "--help"])
@@ -77,6 +106,7 @@ def test_image_vega_emu_fleet_help(image: tuple[BuiltImage, ImageContainer]) -> 
     assert "Usage: vega-emu fleet" in done.stdout
 
 
+@pytest.mark.slow
 def test_image_vega_emu_up_learns_every_event(image: tuple[BuiltImage, ImageContainer]) -> None:
     """An embedded broker, two devices, three events each, the bundled data and the model the
     build trained: all six learned, and the run recorded in the user's working directory."""
@@ -93,6 +123,7 @@ def test_image_vega_emu_up_learns_every_event(image: tuple[BuiltImage, ImageCont
     assert listed.returncode == 0, _explain(listed)
 
 
+@pytest.mark.slow
 def test_image_keeps_none_of_the_builds_pip_settings(
     image: tuple[BuiltImage, ImageContainer],
 ) -> None:

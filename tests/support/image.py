@@ -49,6 +49,7 @@ from typing import Final
 import pytest
 
 __all__ = [
+    "BASE_DPKG_EXCLUDES",
     "BASE_IMAGE",
     "BASE_PACKAGES",
     "BUILD_CA_BUNDLE",
@@ -80,9 +81,8 @@ REQUIRE_IMAGE: Final = os.environ.get("VEGA_EMU_REQUIRE_IMAGE") == "1"
 BASE_IMAGE: Final = "localhost/python:3.11-slim-bookworm"
 DEBIAN_SUITE: Final = "bookworm"
 BASE_PACKAGES: Final = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
-#: used when the machine names no Debian mirror of its own
-DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
-#: the machine's deb822 sources: its own mirror, with the security and update suites
+#: the machine's deb822 sources: its own mirror, with the security and update suites (without
+#: it, mmdebstrap takes Debian's default mirror and adds those suites itself)
 MACHINE_SOURCES: Final = Path("/etc/apt/sources.list.d/debian.sources")
 #: a slim base: no manuals, documentation or translations (what python:*-slim leaves out too)
 BASE_DPKG_EXCLUDES: Final = (
@@ -243,21 +243,20 @@ def _digest(parts: Sequence[bytes]) -> str:
     return sha.hexdigest()[:16]
 
 
-def _mirror() -> str:
+def _mirror() -> list[str]:
     """mmdebstrap's mirror argument: the machine's own sources file if it has one."""
-    return str(MACHINE_SOURCES) if MACHINE_SOURCES.is_file() else DEFAULT_MIRROR
+    return [str(MACHINE_SOURCES)] if MACHINE_SOURCES.is_file() else []
 
 
 def base_key(root: Path) -> str:
-    """The base tarball's key: suite, packages, excludes, mirror and ``requirements.lock``."""
-    mirror = _mirror()
-    mirror_text = Path(mirror).read_bytes() if mirror.startswith("/") else mirror.encode()
+    """The base tarball's key: suite, packages, excludes, sources and ``requirements.lock``."""
+    sources = b"".join(Path(mirror).read_bytes() for mirror in _mirror())
     return _digest(
         [
             DEBIAN_SUITE.encode(),
             ",".join(BASE_PACKAGES).encode(),
             ",".join(BASE_DPKG_EXCLUDES).encode(),
-            mirror_text,
+            sources,
             (root / "requirements.lock").read_bytes(),
         ]
     )
@@ -350,7 +349,7 @@ def make_base(tarball: Path) -> None:
         *(f"--dpkgopt=path-exclude={pattern}" for pattern in BASE_DPKG_EXCLUDES),
         DEBIAN_SUITE,
         str(partial),
-        _mirror(),
+        *_mirror(),
     ]
     done = subprocess.run(
         command,
