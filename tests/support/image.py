@@ -14,7 +14,11 @@ Costs are paid once per content, not per test run:
   a label, so it is imported again only when the key changed;
 - the built image is tagged ``IMAGE_REPOSITORY:<key>`` by :func:`image_key` (the Dockerfile, the
   locks, the base key and every file the Dockerfile copies); a later run with the same key
-  reuses it, and each build drops the images of other keys, so the store keeps one;
+  reuses it. Builds run with ``--layers``: after a change of the code only, the step that
+  installs the locked dependencies comes from the layer cache. Each build drops the images
+  and cached steps of other keys, so the store keeps one build and the layers it reuses. The
+  store is the test's own, in :func:`cache_dir` (``buildah --root``): nothing of a user's
+  store is touched;
 - :func:`image_lock` (``fcntl.flock`` on a file in the cache) serialises test runs side by
   side (CI runs the suite twice at once): the second one waits and then reuses the first one's
   image. The lock is held while commands run, so a run can remove every working container
@@ -310,9 +314,16 @@ def image_key(root: Path, dockerfile: Path, base: str) -> str:
 # -- buildah -----------------------------------------------------------------------------------
 
 
+def _buildah_command() -> list[str]:
+    """``buildah`` on the test's own store in :func:`cache_dir`: its images, layer cache and
+    working containers are the test's alone (pruning them touches no image of the user's)."""
+    cache = cache_dir()
+    return ["buildah", "--root", str(cache / "storage"), "--runroot", str(cache / "runroot")]
+
+
 def _buildah(*args: str, timeout_s: float = STORE_TIMEOUT_S) -> str:
     done = subprocess.run(
-        ["buildah", *args],
+        [*_buildah_command(), *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -326,7 +337,7 @@ def _buildah(*args: str, timeout_s: float = STORE_TIMEOUT_S) -> str:
 def _image_labels(name: str) -> dict[str, str] | None:
     """The labels of a stored image, or None where the store has no image of that name."""
     done = subprocess.run(
-        ["buildah", "inspect", "--type", "image", name],
+        [*_buildah_command(), "inspect", "--type", "image", name],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -400,6 +411,7 @@ def build_image(root: Path, dockerfile: Path, tag: str, pip: PipSettings) -> Non
             "--format",
             "docker",
             "--pull=never",
+            "--layers",
             "--build-arg",
             f"PYTHON_IMAGE={BASE_IMAGE}",
             *pip.volumes(pip_conf),
@@ -412,12 +424,28 @@ def build_image(root: Path, dockerfile: Path, tag: str, pip: PipSettings) -> Non
         _buildah(*command, timeout_s=BUILD_TIMEOUT_S)
 
 
-def _drop_other_builds(keep: str) -> None:
-    """Remove the stored images of :data:`IMAGE_REPOSITORY` but ``keep``."""
+def _image_ids() -> set[str]:
+    """The ids of every image in the store, intermediate ones (the layer cache) included."""
+    return set(_buildah("images", "--all", "--no-trunc", "--format", "{{.ID}}").split())
+
+
+def _drop_other_builds(keep: str, built_now: set[str]) -> None:
+    """Remove the images of :data:`IMAGE_REPOSITORY` but ``keep``, then, over and over, the
+    dangling intermediate images that the build just made did not: what other keys' builds
+    left. A cached step that the new build reused (the locked dependencies) still has a
+    child and stays, so the store holds one build and its layer cache."""
     listed = _buildah("images", "--format", "{{.Name}}:{{.Tag}}")
     for name in listed.split():
         if name.startswith(f"{IMAGE_REPOSITORY}:") and name != keep:
             _buildah("rmi", "--force", name)
+    while True:
+        dangling = _buildah(
+            "images", "--all", "--no-trunc", "--filter", "dangling=true", "--format", "{{.ID}}"
+        ).split()
+        stale = [image for image in dangling if image not in built_now]
+        if not stale:
+            return
+        _buildah("rmi", *stale)
 
 
 def remove_leftover_containers() -> None:
@@ -450,8 +478,9 @@ def ensure_image(root: Path, cache: Path) -> BuiltImage:
     based = time.monotonic()
     built = _image_labels(tag) is None
     if built:
+        before = _image_ids()
         build_image(root, dockerfile, tag, machine_pip_settings())
-        _drop_other_builds(keep=tag)
+        _drop_other_builds(keep=tag, built_now=_image_ids() - before)
     return BuiltImage(
         tag=tag,
         base_tarball=tarball,
@@ -484,18 +513,9 @@ class ImageContainer:
     ) -> subprocess.CompletedProcess[str]:
         """``args`` after the image's entrypoint (or alone), as the image's user."""
         argv = [*(self.entrypoint if entrypoint else ()), *args]
+        run = [*_buildah_command(), "run", "--isolation", "chroot", "--user", self.user]
         return subprocess.run(
-            [
-                "buildah",
-                "run",
-                "--isolation",
-                "chroot",
-                "--user",
-                self.user,
-                self.name,
-                "--",
-                *argv,
-            ],
+            [*run, self.name, "--", *argv],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
