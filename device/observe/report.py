@@ -41,7 +41,13 @@ from device.observe.report_classes import accuracy_points, classes_section
 from device.observe.report_faults import faults_section
 from device.observe.report_fleet import availability_section, drawn_section
 from device.observe.report_rollouts import rollouts_section
-from device.observe.report_tables import last_rows, nanmedian, section, split_errors
+from device.observe.report_tables import (
+    last_rows,
+    nanmedian,
+    policy_answers,
+    section,
+    split_errors,
+)
 from device.private import private_dir, write_private
 
 if TYPE_CHECKING:
@@ -233,6 +239,11 @@ def _energy(data: RunData, canvas: _Canvas) -> str:
         for p, v in zip(phases, sums, strict=True)
     )
     table = f"<table><tr><th>phase</th><th>J</th><th>%</th></tr>{body}</table>"
+    if data.harvest_j is not None:  # brought in, not spent: beside the phases, not among them
+        table += (
+            f"<p id='harvest'>The nodes' harvesters brought in {text.num(data.harvest_j)} J "
+            "in all (not a phase: it charged the cells, capped at their capacity).</p>"
+        )
     return section("Energy by phase", canvas.save(fig, "energy.png", "energy by phase") + table)
 
 
@@ -289,6 +300,13 @@ def _errors(data: RunData, canvas: _Canvas) -> str:
             f"<p id='duplicates'>{len(duplicates):,} duplicates from {devices:,} devices, not "
             "counted as errors: seqs a node had learned before were sent again (a re-run or a "
             "redelivery); the node acknowledged them and applied nothing twice.</p>"
+        )
+    policy = Counter(e.code for e in policy_answers(data.errors))
+    if policy:
+        dup += (
+            f"<p id='energy-policy'>{policy['energy_policy']:,} events skipped by the nodes' "
+            f"energy policy and {policy['deferred']:,} answers of events held for the sun "
+            "(deferred), not counted as errors: the nodes chose so.</p>"
         )
     if not errors:
         return section("Errors", "<p>No errors were recorded.</p>" + dup)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -20,6 +21,9 @@ from device.observe.recorder import ErrorRow, RunData
 FIRST_TO_DIE: Final = 10
 #: The node's answer to a seq it had learned before: acknowledged, not applied again; not an error.
 DUPLICATE: Final = "duplicate"
+#: The node's energy-aware policy's answers (docs/protocol.md): a seq it chose not to learn
+#: (``energy_policy``) or holds for the sun (``deferred``). Not errors: the node chose so.
+POLICY_CODES: Final = frozenset({"energy_policy", "deferred"})
 
 
 def lead(data: RunData) -> str:
@@ -41,6 +45,7 @@ def totals(data: RunData) -> str:
     tel = data.telemetry
     last = last_rows(data)
     errors, duplicates = split_errors(data.errors)
+    policy = Counter(e.code for e in policy_answers(data.errors))
     rows: list[tuple[str, Any]] = [
         ("devices", f"{len(data.devices):,}"),
         ("telemetry messages", f"{len(tel):,}"),
@@ -50,6 +55,13 @@ def totals(data: RunData) -> str:
         ("duplicates (seqs learned before, sent again)", f"{len(duplicates):,}"),
         ("injected faults", f"{len(data.faults):,}"),
     ]
+    if policy:
+        rows += [
+            ("events skipped by the energy policy", f"{policy['energy_policy']:,}"),
+            ("answers: held for the sun (deferred)", f"{policy['deferred']:,}"),
+        ]
+    if data.harvest_j is not None:
+        rows.append(("energy harvested, fleet total", f"{text.num(data.harvest_j)} J"))
     if len(tel):
         span_h = float(tel.t.max() - tel.t.min()) / 3600
         final_h = tel.lifetime_h[last]
@@ -162,9 +174,15 @@ def _command(command: Any) -> str:
 
 
 def split_errors(rows: tuple[ErrorRow, ...]) -> tuple[list[ErrorRow], list[ErrorRow]]:
-    """The errors proper and the duplicates (answers to seqs sent again), apart."""
-    errors = [e for e in rows if e.code != DUPLICATE]
+    """The errors proper and the duplicates (answers to seqs sent again), apart; the energy
+    policy's answers are neither (:func:`policy_answers`)."""
+    errors = [e for e in rows if e.code != DUPLICATE and e.code not in POLICY_CODES]
     return errors, [e for e in rows if e.code == DUPLICATE]
+
+
+def policy_answers(rows: tuple[ErrorRow, ...]) -> list[ErrorRow]:
+    """The answers of the nodes' energy-aware policies (:data:`POLICY_CODES`)."""
+    return [e for e in rows if e.code in POLICY_CODES]
 
 
 def last_rows(data: RunData) -> np.ndarray:
@@ -216,6 +234,7 @@ __all__ = [
     "lead",
     "nanmedian",
     "nanmin",
+    "policy_answers",
     "run_table",
     "section",
     "split_errors",

@@ -148,6 +148,9 @@ class RunData:
     #: Joules the nodes' radios spent, summed over the telemetry (its ``energy_j`` ``radio``,
     #: in ``total``); None when no telemetry reports a radio.
     radio_j: float | None = None
+    #: Joules the nodes' harvesters brought in, summed over the telemetry (its ``energy_j``
+    #: ``harvest``, not in ``total``); None when no telemetry reports a harvest.
+    harvest_j: float | None = None
 
 
 _COLUMNS: Final = (
@@ -180,8 +183,9 @@ def load_run(path: Path) -> RunData:
         )
         faults = _faults(db)
         rollouts = _rollouts(db)
-        (radio_j,) = db.execute(
-            "SELECT SUM(json_extract(json, '$.energy_j.radio')) FROM telemetry"
+        radio_j, harvest_j = db.execute(
+            "SELECT SUM(json_extract(json, '$.energy_j.radio')), "
+            "SUM(json_extract(json, '$.energy_j.harvest')) FROM telemetry"
         ).fetchone()
     except (sqlite3.Error, ValueError) as exc:
         raise RecordError(f"cannot read the recording {path}: {exc}") from exc
@@ -195,6 +199,7 @@ def load_run(path: Path) -> RunData:
         devices=devices,
         telemetry=_columns(rows, {d: i for i, d in enumerate(devices)}),
         radio_j=None if radio_j is None else float(radio_j),
+        harvest_j=None if harvest_j is None else float(harvest_j),
         statuses=statuses,
         errors=errors,
         classes=classes,
