@@ -227,7 +227,10 @@ async def test_a_node_killed_with_the_set_saved_does_not_need_it_again(
             await node.ended_within(30)
     assert first["accuracy"] is not None
     assert second["accuracy"] is not None
-    assert not answers.of("error")
+    # killed between seq 1's telemetry and its acknowledgement, the node gets seq 1 again from
+    # the broker and answers it as a duplicate (exactly once); nothing else is an error
+    errors = answers.of("error")
+    assert all(e["code"] == "duplicate" and e["seq"] == 1 for e in errors), errors
 
 
 async def test_batches_wait_for_a_referenced_set_that_never_comes_then_are_learned(
