@@ -33,7 +33,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dataset_stream.protocol import Batch, EvalSet
+from dataset_stream.protocol import Batch, ErrorMessage, EvalSet
 from device.energy import EventCost, event_cost, reduced_config
 from device.energy.harvest import harvested_j
 from device.energy.policy import RESTART_SOC
@@ -405,65 +405,8 @@ class Learning:
         seq and the simulated time move on, the sleep (and harvest) since the last event is
         settled, the answer (an ``energy_policy`` error) is charged to the radio; the head,
         the replay memory and the learned-event count stay as they were."""
-        parts, live = self._parts, self._live
-        battery = live.battery
-        prev_t = live.state.sim_time
-        idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
-        energy = dict.fromkeys(idle.energy_j, 0.0)
-        slept = self._sleep_j(t, prev_t)
-        if self._harvester is None:
-            drawn = battery.draw(min(slept, battery.remaining_j))
-        else:
-            drawn, energy["harvest"] = battery.exchange(slept, gained)
-        energy |= {"idle": drawn, "total": drawn}
-        error = policy_error(parts.device_id, batch.seq, soc, self._policy)
-        if parts.power.priced:  # it was received, and its answer is sent all the same
-            radio_j = parts.power.send_j(len(error.to_json())) + self._reception_j()
-            sent = battery.draw(min(radio_j, battery.remaining_j))
-            energy |= {"radio": sent, "total": drawn + sent}
-        latency = dict.fromkeys(idle.latency_s, 0.0)
-        since = live.state.inference
-        new_state = replace(
-            live.state,
-            last_seq=batch.seq,
-            sim_time=t,
-            battery=BatterySnapshot.of(battery),
-            energy_totals=live.state.energy_totals.plus(_stages(energy)),
-            last_latency_s=0.0,
-            inference=since.reported(tally.right, tally.n),
-        )
-        host_s = time.perf_counter() - started
-        with parts.store.event_transaction() as tx:
-            tx.set_state(new_state)
-            tx.log_event(
-                EventRecord(
-                    seq=batch.seq,
-                    t=batch.t,
-                    samples=0,
-                    accuracy=None,
-                    energy=energy,
-                    host_s=host_s,
-                    outcome="policy",
-                )
-            )
-            if self.power_cut:
-                self.power_cut = False
-                raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
-        live.committed(new_state, synced=True)
-        live.prequential.apply(tally)
-        return EventFacts(
-            seq=batch.seq,
-            t=batch.t,
-            learned=False,
-            samples=0,
-            evaluation=None,
-            latency_s=latency,
-            energy_j=energy,
-            host_s=host_s,
-            inferences=since,
-            policy="skipped",
-            refusal=error,
-        )
+        error = policy_error(self._parts.device_id, batch.seq, soc, self._policy)
+        return self._unlearned(batch, t, gained, error, started, tally=tally)
 
     def _defer(
         self, batch: Batch, t: float, gained: float, tally: ScoreTally, started: float
@@ -475,22 +418,39 @@ class Learning:
         (outcome ``policy``, answered ``energy_policy``). Its samples are scored when it is
         learned, not now."""
         del tally  # scored by the event that learns it
+        parts = self._parts
+        held = min(parts.store.deferred_count() + 1, parts.settings.power.hold_events)
+        error = deferred_error(parts.device_id, batch.seq, held)
+        return self._unlearned(batch, t, gained, error, started, tally=None)
+
+    def _unlearned(
+        self,
+        batch: Batch,
+        t: float,
+        gained: float,
+        error: ErrorMessage,
+        started: float,
+        *,
+        tally: ScoreTally | None,
+    ) -> EventFacts:
+        """Commit ``batch`` unlearned, answered by ``error``, in ONE transaction: skipped by the
+        policy (``tally``: its samples scored now) or, without ``tally``, held for the sun
+        (kept in the state file; the oldest beyond ``hold_events`` dropped)."""
         parts, live = self._parts, self._live
         battery = live.battery
-        prev_t = live.state.sim_time
-        hold_events = parts.settings.power.hold_events
-        held = min(parts.store.deferred_count() + 1, hold_events)
+        held = tally is None
         idle = event_cost(parts.layers, parts.profile, parts.cost_config, n_new=0, n_replay=0)
         energy = dict.fromkeys(idle.energy_j, 0.0)
-        slept = self._sleep_j(t, prev_t)
-        drawn, energy["harvest"] = battery.exchange(slept, gained)
+        slept = self._sleep_j(t, live.state.sim_time)
+        if self._harvester is None:
+            drawn = battery.draw(min(slept, battery.remaining_j))
+        else:
+            drawn, energy["harvest"] = battery.exchange(slept, gained)
         energy |= {"idle": drawn, "total": drawn}
-        error = deferred_error(parts.device_id, batch.seq, held)
         if parts.power.priced:  # it was received, and its answer is sent all the same
             radio_j = parts.power.send_j(len(error.to_json())) + self._reception_j()
             sent = battery.draw(min(radio_j, battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}
-        latency = dict.fromkeys(idle.latency_s, 0.0)
         since = live.state.inference
         new_state = replace(
             live.state,
@@ -499,9 +459,13 @@ class Learning:
             battery=BatterySnapshot.of(battery),
             energy_totals=live.state.energy_totals.plus(_stages(energy)),
             last_latency_s=0.0,
-            inference=since.reported(0, 0),
+            inference=since.reported(0, 0)
+            if tally is None
+            else since.reported(tally.right, tally.n),
         )
         host_s = time.perf_counter() - started
+        hold_events = parts.settings.power.hold_events
+        dropped: list[int] = []
         with parts.store.event_transaction() as tx:
             tx.set_state(new_state)
             tx.log_event(
@@ -512,26 +476,29 @@ class Learning:
                     accuracy=None,
                     energy=energy,
                     host_s=host_s,
-                    outcome="deferred",
+                    outcome="deferred" if held else "policy",
                 )
             )
-            tx.hold_deferred(batch)
-            dropped = tx.drop_deferred_beyond(hold_events)
+            if held:
+                tx.hold_deferred(batch)
+                dropped = list(tx.drop_deferred_beyond(hold_events))
             if self.power_cut:
                 self.power_cut = False
                 raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
         live.committed(new_state, synced=True)
+        if tally is not None:
+            live.prequential.apply(tally)
         return EventFacts(
             seq=batch.seq,
             t=batch.t,
             learned=False,
             samples=0,
             evaluation=None,
-            latency_s=latency,
+            latency_s=dict.fromkeys(idle.latency_s, 0.0),
             energy_j=energy,
             host_s=host_s,
             inferences=since,
-            policy="deferred",
+            policy="deferred" if held else "skipped",
             refusal=error,
             dropped=tuple(dropped_error(parts.device_id, seq, hold_events) for seq in dropped),
         )
