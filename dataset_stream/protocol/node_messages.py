@@ -95,6 +95,9 @@ class Telemetry(JsonMessage):
     :class:`~dataset_stream.protocol.class_metrics.ClassMetrics`), flat fields on the wire.
     ``accuracy_by_class`` is sent by a node only for a model of at most
     :data:`~dataset_stream.protocol.class_metrics.PER_CLASS_CAP` classes.
+    ``accuracy_events``: the ``events`` count at which ``accuracy`` (and the per-class
+    figures) were measured, sent by a node that measures every k > 1 learned events: a
+    value below ``events`` means the figures are carried from that older measurement.
     """
 
     SCHEMA: ClassVar[str] = "telemetry"
@@ -119,6 +122,7 @@ class Telemetry(JsonMessage):
             "inference_energy_j",
             "prequential_accuracy",
             "prequential_n",
+            "accuracy_events",
             *CLASS_METRIC_FIELDS,
         ]
     )
@@ -143,6 +147,7 @@ class Telemetry(JsonMessage):
     prequential_accuracy: float | None = None
     prequential_n: int | None = None
     classes: ClassMetrics | None = None
+    accuracy_events: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,6 +156,11 @@ class Telemetry(JsonMessage):
             raise ValueError(f"telemetry state {self.state!r} is not one of {TELEMETRY_STATES}")
         if self.seq < 0 or self.samples < 0 or self.events < 0 or self.gaps < 0:
             raise ValueError(f"telemetry counts must be >= 0 (seq={self.seq})")
+        if self.accuracy_events is not None and not 0 <= self.accuracy_events <= self.events:
+            raise ValueError(
+                f"accuracy_events must be within 0..events ({self.events}), "
+                f"not {self.accuracy_events}"
+            )
         missing = [p for p in PHASES if p not in self.energy_j]
         missing += [p for p in LATENCY_PARTS if p not in self.latency_s]
         if missing:
@@ -176,7 +186,13 @@ class Telemetry(JsonMessage):
         }
         if self.accuracy_by_class is not None:
             out["accuracy_by_class"] = {str(k): v for k, v in self.accuracy_by_class.items()}
-        for name in ("inferences", "inference_energy_j", "prequential_accuracy", "prequential_n"):
+        for name in (
+            "inferences",
+            "inference_energy_j",
+            "prequential_accuracy",
+            "prequential_n",
+            "accuracy_events",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -211,6 +227,7 @@ class Telemetry(JsonMessage):
             prequential_accuracy=_optional_float(obj.get("prequential_accuracy")),
             prequential_n=obj.get("prequential_n"),
             classes=classes,
+            accuracy_events=obj.get("accuracy_events"),
             # without classes_seen, fields that look like its metrics are a producer's own
             extra=_extra(obj, cls.KNOWN if classes is not None else _KNOWN_WITHOUT_CLASSES),
         )

@@ -107,6 +107,16 @@ NodeBatchesOverRadioOpt = Annotated[
     ),
 ]
 
+NodeEvalEveryOpt = Annotated[
+    int,
+    typer.Option(
+        "--eval-every",
+        help="Measure accuracy on the eval set every K learned events (K, 2K, ...; the factory "
+        "model always); in between, telemetry carries the last measurement and says when it "
+        "was made (accuracy_events). Default 1: after every event.",
+    ),
+]
+
 
 @dataclass(frozen=True, slots=True)
 class LearningOptions:
@@ -126,6 +136,7 @@ class LearningOptions:
     policy: str | None = None
     harvest: str | None = None
     batches_over_radio: bool = False
+    eval_every: int = 1
 
     def settings(
         self, device_id: str, state_dir: Path, bundle: ModelBundle, *, seed: int = 0
@@ -140,7 +151,8 @@ class LearningOptions:
 
     def device_class(self, name: str = "default", count: int = 1) -> DeviceClass:
         """These flags as one class of a fleet spec (:mod:`device.fleet.spec`); a bad
-        ``--radio``, ``--battery``, ``--temperature``, ``--policy`` or ``--harvest`` exits with
+        ``--radio``, ``--battery``, ``--temperature``, ``--policy``, ``--harvest`` or
+        ``--eval-every`` exits with
         status 2 and names it."""
         from device.fleet.spec import DeviceClass
 
@@ -161,6 +173,7 @@ class LearningOptions:
             policy=self.policy,
             harvest=self.harvest,
             batches_over_radio=self.batches_over_radio,
+            eval_every=self.eval_every,
         )
         flags = {
             "radio": "--radio",
@@ -168,6 +181,7 @@ class LearningOptions:
             "temperature_c": "--temperature",
             "policy": "--policy",
             "harvest": "--harvest",
+            "eval_every": "--eval-every",
         }
         for problem in device_class.problems():
             field, _, text = problem.partition(": ")

@@ -30,6 +30,7 @@ from device.cli._nodeopts import (
     NewPerMbOpt,
     NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeEvalEveryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
     NodeRadioOpt,
@@ -128,6 +129,7 @@ def fleet(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    eval_every: NodeEvalEveryOpt = 1,
     batches_over_radio: NodeBatchesOverRadioOpt = False,
     topic_prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the nodes' replay and shuffling draws.")] = 0,
@@ -190,6 +192,7 @@ def fleet(
                 policy=policy,
                 harvest=harvest,
                 batches_over_radio=batches_over_radio,
+                eval_every=eval_every,
             )
             one = replace(options.device_class(count=devices), model=model)
             plan = FleetSpec((one,), prefix, start_index)

@@ -28,6 +28,7 @@ from device.cli._nodeopts import (
     NewPerMbOpt,
     NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeEvalEveryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
     NodeRadioOpt,
@@ -76,6 +77,7 @@ def node(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    eval_every: NodeEvalEveryOpt = 1,
     batches_over_radio: NodeBatchesOverRadioOpt = False,
     prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "vega",
     seed: Annotated[int, typer.Option(help="Seed of the node's replay and shuffling draws.")] = 0,
@@ -130,6 +132,7 @@ def node(
         policy=policy,
         harvest=harvest,
         batches_over_radio=batches_over_radio,
+        eval_every=eval_every,
     )
     try:
         settings = replace(

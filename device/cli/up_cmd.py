@@ -25,6 +25,7 @@ from device.cli._nodeopts import (
     NewPerMbOpt,
     NodeBatchesOverRadioOpt,
     NodeBatteryOpt,
+    NodeEvalEveryOpt,
     NodeHarvestOpt,
     NodePolicyOpt,
     NodeRadioOpt,
@@ -116,6 +117,7 @@ def up(
     temperature: NodeTemperatureOpt = None,
     policy: NodePolicyOpt = None,
     harvest: NodeHarvestOpt = None,
+    eval_every: NodeEvalEveryOpt = 1,
     batches_over_radio: NodeBatchesOverRadioOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the scenario and the default model.")] = 0,
     same_order: Annotated[
@@ -209,6 +211,7 @@ def up(
         policy=policy,
         harvest=harvest,
         batches_over_radio=batches_over_radio,
+        eval_every=eval_every,
     )
 
     described: dict[str, object] = {

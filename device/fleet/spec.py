@@ -77,7 +77,8 @@ class DeviceClass:
     and ``scenario`` are what the stream sends this class; ``radio``, ``battery`` and
     ``temperature_c`` what the node charges besides its compute (``--radio``, ``--battery``,
     ``--temperature``; :class:`~device.node.settings.PowerSettings`); ``policy`` and ``harvest``
-    the energy-aware learning policy it runs and its harvester (``--policy``, ``--harvest``).
+    the energy-aware learning policy it runs and its harvester (``--policy``, ``--harvest``);
+    ``eval_every`` the learned events between its accuracy measurements (``--eval-every``).
     """
 
     name: str
@@ -107,6 +108,7 @@ class DeviceClass:
     policy: str | None = None  # the energy-aware learning policy; None: always
     harvest: str | None = None  # a harvester (solar:FILE, constant:W ...); None: none
     batches_over_radio: bool = False  # batches arrive over the radio (charged), not captured
+    eval_every: int = 1  # accuracy measured every k learned events (1: every event)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -167,6 +169,7 @@ class DeviceClass:
             events_per_hour=self.events_per_hour,
             hardware=Hardware(self.battery_j, self.initial_soc, self.speed_factor, self.drift_ppm),
             power=power,
+            eval_every=self.eval_every,
             **extra,
         )
 
@@ -210,7 +213,7 @@ class DeviceClass:
         from device.energy import EnergyError, load_profile, load_radio
         from device.learning.learner import TrainConfig
         from device.learning.nn import SGDConfig
-        from device.node.settings import Hardware, ReplaySettings
+        from device.node.settings import Hardware, ReplaySettings, check_eval_every
 
         out = []
         checks: list[tuple[str, Callable[[], object]]] = [
@@ -228,6 +231,7 @@ class DeviceClass:
             ("temperature_c", lambda: self._check_temperature()),
             ("policy", lambda: self._check_policy()),
             ("harvest", lambda: self._check_harvest()),
+            ("eval_every", lambda: check_eval_every(self.eval_every)),
         ]
         for key, dist in self.vary.items():  # every value a distribution can give must do
             low, high = dist.bounds
@@ -377,6 +381,7 @@ TYPES: Final[dict[str, str]] = {
     "policy": "str",
     "harvest": "str",
     "batches_over_radio": "bool",
+    "eval_every": "int",
 }
 #: Settings a class may give as a distribution table, drawn per device.
 VARYING: Final = (

@@ -106,11 +106,18 @@ class Evaluation:
     per_class: dict[int, float]  # accuracy of each class present in the eval set
 
 
+#: Samples one forward pass of an evaluation holds at most: the activations of a chunk, not of
+#: the whole eval set, are allocated at once (each sample's prediction is its own, so the
+#: result does not depend on it).
+EVAL_CHUNK = 256
+
+
 def evaluate(head: Sequential, latents: F32, labels: I64) -> Evaluation:
-    """Top-1 accuracy of ``head`` on eval latents, overall and per class."""
+    """Top-1 accuracy of ``head`` on eval latents, overall and per class (predicted
+    :data:`EVAL_CHUNK` samples at a time)."""
     if len(labels) == 0:
         raise ValueError("cannot evaluate on an empty eval set")
-    hit = head.predict(latents) == labels
+    hit = head.predict(latents, batch_size=EVAL_CHUNK) == labels
     # hits / samples per class in one pass each (the float64 mean of each class's hits)
     counts = np.bincount(labels)
     hits = np.bincount(labels, weights=hit)
@@ -120,6 +127,7 @@ def evaluate(head: Sequential, latents: F32, labels: I64) -> Evaluation:
 
 
 __all__ = [
+    "EVAL_CHUNK",
     "Evaluation",
     "IntoSampler",
     "Sampler",

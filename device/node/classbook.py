@@ -19,6 +19,11 @@ on or measured, updated by each evaluation on the eval set and each learned even
 
 Event numbers are the node's learned-event count (``events_applied``) after the event: the
 factory is event 0, the first learned event is 1.
+
+A node that measures only every k learned events updates the accuracies only at a measurement:
+"the evaluation right after" a class's training is then the first measurement after it, and the
+metrics between measurements are those of the latest one (``measured_at``), with the recency of
+each class counted to the event in hand.
 """
 
 from __future__ import annotations
@@ -143,17 +148,23 @@ class ClassBook:
         t: float,
         learned: Collection[int],
         per_class: Mapping[int, float] | None,
+        *,
+        trained_since: int | None = None,
     ) -> ClassBook:
         """After learned event ``event`` (the node's count after it) at simulated time ``t``
         whose batch held the classes ``learned`` (empty: not learned), and the evaluation that
-        followed it (None: no eval set)."""
+        followed it (None: no eval set, or not measured at this event). ``trained_since``: the
+        event of the previous measurement; a class trained after it takes this measurement as
+        its accuracy right after training (None: only the classes of ``learned``)."""
         rows = dict(self.rows)
         for label in learned:
             rows[label] = self._row(label).trained(event, t)
         for label, accuracy in (per_class or {}).items():
             row = rows.get(label) or ClassRow(label)
             row = row.measured(accuracy)
-            if label in learned:
+            last = row.last_trained_event
+            since = trained_since is not None and last is not None and last > trained_since
+            if label in learned or since:
                 row = replace(row, trained_accuracy=accuracy)
             rows[label] = row
         return ClassBook(rows)
@@ -162,12 +173,16 @@ class ClassBook:
         """The rows that differ from ``before``'s (what a commit must write)."""
         return [row for label, row in self.rows.items() if before.rows.get(label) != row]
 
-    def metrics(self, event: int, t: float | None, num_classes: int) -> ClassMetrics:
-        """The telemetry's metrics at event ``event`` and simulated time ``t``; per-class maps
+    def metrics(
+        self, event: int, t: float | None, num_classes: int, *, measured_at: int | None = None
+    ) -> ClassMetrics:
+        """The telemetry's metrics at event ``event`` and simulated time ``t``, the accuracies
+        being those measured at event ``measured_at`` (None: at ``event``); per-class maps
         only for a model of at most :data:`PER_CLASS_CAP` classes."""
         seen = [row for row in self.rows.values() if row.seen]
-        forgetting = _defined((row.label, row.forgetting(event)) for row in seen)
-        transfer = _defined((row.label, row.backward_transfer(event)) for row in seen)
+        at = event if measured_at is None else measured_at
+        forgetting = _defined((row.label, row.forgetting(at)) for row in seen)
+        transfer = _defined((row.label, row.backward_transfer(at)) for row in seen)
         per_class = num_classes <= PER_CLASS_CAP
         since = {
             row.label: event - row.last_trained_event

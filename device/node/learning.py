@@ -22,6 +22,11 @@ while an operator turned learning off (committed, measured, not trained on). A b
 sample ``ids`` first scores the predictions made for them (prequential accuracy), committed with
 its event.
 :meth:`Learning.measure_factory` measures the factory model before the first event (event 0).
+
+Accuracy is measured after every ``eval_every``-th learned event (events k, 2k, ...), or when the
+node has no measurement in hand (after a start); in between, an event reports the last
+measurement and the event count it was made at (:meth:`Learning._measurement`). The per-class
+records change only at a measurement.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class Learning:
         self.power_cut = False
         self._wire_bytes: int | None = None  # the payload size of the batch in hand
         self._load_w: tuple[NodeParts, float] | None = None  # the mean load of these parts
+        #: the last committed measurement: the learned-event count it was made at, and it
+        self._measured: tuple[int, Evaluation] | None = None
 
     def use(self, parts: NodeParts) -> None:
         """The node's parts after a desired state changed its settings."""
@@ -108,7 +115,25 @@ class Learning:
             live.reload()
             raise
         live.committed(live.state, synced=False, classes=classes)
+        self._measured = (0, evaluation)
         return evaluation
+
+    def _measurement(self, events_applied: int) -> tuple[Evaluation | None, int | None, bool]:
+        """What an event leaving the count at ``events_applied`` reports: the evaluation, the
+        count it was measured at, and whether it is measured now -- when the count is a
+        multiple of ``eval_every`` or no measurement is in hand; else the last one, carried
+        (the head is measured only when due: the eval set's forward pass is the largest work
+        and allocation of an event after training). (None, None, False) without an eval set."""
+        if self._eval is None:
+            return None, None, False
+        last = self._measured
+        if last is None or events_applied % self._parts.settings.eval_every == 0:
+            return self.evaluate(), events_applied, True
+        return last[1], last[0], False
+
+    def _measured_since(self) -> int | None:
+        """The learned-event count of the last measurement (None: none in hand)."""
+        return None if self._measured is None else self._measured[0]
 
     def apply(self, batch: Batch, wire_bytes: int | None = None) -> EventFacts:
         """Learn from one validated batch (its ``seq`` is new) and commit it; ``wire_bytes``:
@@ -222,7 +247,7 @@ class Learning:
             to_draw = energy["total"] - energy["idle"]
             learned = not off and not battery.depleted and battery.remaining_j >= to_draw
         latents: np.ndarray | None = None
-        evaluation: Evaluation | None = None
+        events_applied = live.state.events_applied + int(learned)
         if learned:
             latents = parts.frozen.run(batch.x)
             train_event(
@@ -236,10 +261,11 @@ class Learning:
                 rng=self._rng(batch.seq),
                 replay_into=memory.sample_into,
             )
-            evaluation = self.evaluate()
+        evaluation, measured_at, fresh = self._measurement(events_applied)
+        if learned:
             if parts.power.priced:  # its telemetry at its real encoded size
                 sized = self._sized_telemetry(
-                    batch, t, energy, cost, evaluation, tally, started, choice
+                    batch, t, energy, cost, (evaluation, measured_at, fresh), tally, started, choice
                 )
                 delta = sized - self._telemetry_j()
                 energy["radio"] += delta
@@ -265,14 +291,12 @@ class Learning:
             latency = dict.fromkeys(cost.latency_s, 0.0)
         if harvester is not None:
             energy["harvest"] = kept
-        if not learned:
-            evaluation = self.evaluate()
-        events_applied = live.state.events_applied + int(learned)
         classes = live.classes.after_event(
             events_applied,
             t,
             {int(c) for c in np.unique(batch.y)} if learned else (),
-            None if evaluation is None else evaluation.per_class,
+            None if evaluation is None or not fresh else evaluation.per_class,
+            trained_since=self._measured_since(),
         )
         host_s = time.perf_counter() - started
         since = live.state.inference
@@ -311,6 +335,8 @@ class Learning:
                 raise PowerLost(f"power lost in the middle of the event of seq {batch.seq}")
         live.committed(new_state, synced=True, classes=classes)
         live.prequential.apply(tally)
+        if fresh and evaluation is not None and measured_at is not None:
+            self._measured = (measured_at, evaluation)
         return EventFacts(
             seq=batch.seq,
             t=batch.t,
@@ -321,7 +347,10 @@ class Learning:
             energy_j=energy,
             host_s=host_s,
             inferences=since,
-            classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
+            classes=classes.metrics(
+                events_applied, t, parts.bundle.num_classes, measured_at=measured_at
+            ),
+            measured_events=measured_at,
             policy=None if self._policy.kind == "always" or not learned else choice,
             back_on=learned and was_off,
         )
@@ -332,7 +361,7 @@ class Learning:
         t: float,
         energy: Mapping[str, float],
         cost: EventCost,
-        evaluation: Evaluation | None,
+        measurement: tuple[Evaluation | None, int | None, bool],
         tally: ScoreTally,
         started: float,
         choice: str,
@@ -346,9 +375,14 @@ class Learning:
         estimate = self._telemetry_j()
         events_applied = live.state.events_applied + 1
         labels = {int(c) for c in np.unique(batch.y)}
-        per_class = None if evaluation is None else evaluation.per_class
-        classes = live.classes.after_event(events_applied, t, labels, per_class)
-        metrics = classes.metrics(events_applied, t, parts.bundle.num_classes)
+        evaluation, measured_at, fresh = measurement
+        per_class = None if evaluation is None or not fresh else evaluation.per_class
+        classes = live.classes.after_event(
+            events_applied, t, labels, per_class, trained_since=self._measured_since()
+        )
+        metrics = classes.metrics(
+            events_applied, t, parts.bundle.num_classes, measured_at=measured_at
+        )
         right, n = live.prequential.right + tally.right, live.prequential.n + tally.n
         local_t = parts.settings.hardware.local_time(t)
         radio, seen = estimate, []
@@ -375,6 +409,7 @@ class Learning:
                 inferences=live.state.inference,
                 classes=metrics,
                 policy=None if self._policy.kind == "always" else choice,
+                measured_events=measured_at,
             )
             draft = telemetry_of(
                 parts,
@@ -577,10 +612,14 @@ class Learning:
             sent = battery.draw(min(radio_j, battery.remaining_j))
             energy |= {"radio": sent, "total": drawn + sent}
         latency = dict.fromkeys(idle.latency_s, 0.0)
-        evaluation = self.evaluate()
         events_applied = live.state.events_applied
+        evaluation, measured_at, fresh = self._measurement(events_applied)
         classes = live.classes.after_event(
-            events_applied, t, (), None if evaluation is None else evaluation.per_class
+            events_applied,
+            t,
+            (),
+            None if evaluation is None or not fresh else evaluation.per_class,
+            trained_since=self._measured_since(),
         )
         since = live.state.inference
         new_state = replace(
@@ -609,6 +648,8 @@ class Learning:
             )
         live.committed(new_state, synced=True, classes=classes)
         live.prequential.apply(tally)
+        if fresh and evaluation is not None and measured_at is not None:
+            self._measured = (measured_at, evaluation)
         return EventFacts(
             seq=batch.seq,
             t=batch.t,
@@ -619,7 +660,10 @@ class Learning:
             energy_j=energy,
             host_s=host_s,
             inferences=since,
-            classes=classes.metrics(events_applied, t, parts.bundle.num_classes),
+            classes=classes.metrics(
+                events_applied, t, parts.bundle.num_classes, measured_at=measured_at
+            ),
+            measured_events=measured_at,
             paused=True,
         )
 

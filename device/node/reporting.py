@@ -51,7 +51,8 @@ class EventFacts:
     refusal: the ``energy_policy`` error that answers a skipped one instead of telemetry (or
     the ``deferred`` one that answers a batch held for the sun); dropped: the ``energy_policy``
     errors of held batches dropped for good to make room for it; back_on: the harvest brought
-    a depleted node back and it learned this event.
+    a depleted node back and it learned this event; measured_events: the learned-event count
+    at which ``evaluation`` was measured (an older one when carried; None without one).
     """
 
     seq: int
@@ -69,6 +70,7 @@ class EventFacts:
     refusal: ErrorMessage | None = None
     back_on: bool = False
     dropped: tuple[ErrorMessage, ...] = ()
+    measured_events: int | None = None
 
 
 def battery_state(battery: Battery) -> BatteryState:
@@ -134,6 +136,7 @@ def telemetry_of(
         prequential_accuracy=prequential[0],
         prequential_n=prequential[1],
         classes=facts.classes,
+        accuracy_events=facts.measured_events if parts.settings.eval_every > 1 else None,
         extra={} if facts.policy is None else {"policy": facts.policy},
     )
 

@@ -175,7 +175,12 @@ class PowerSettings:
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
-    """Everything one node needs besides its model and its broker."""
+    """Everything one node needs besides its model and its broker.
+
+    ``eval_every``: the node measures its accuracy on the eval set after every k-th learned
+    event (events k, 2k, ...; the factory model always), carrying the last measurement in
+    between (``--eval-every``; 1: after every event).
+    """
 
     device_id: str
     state_dir: Path
@@ -191,10 +196,12 @@ class NodeSettings:
     connect: ConnectSettings = field(default_factory=ConnectSettings)
     hardware: Hardware = field(default_factory=Hardware)
     power: PowerSettings = field(default_factory=PowerSettings)
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
         validate_prefix(self.prefix)
+        check_eval_every(self.eval_every)
         if not (math.isfinite(self.events_per_hour) and self.events_per_hour > 0):
             raise ValueError(f"events_per_hour must be > 0, got {self.events_per_hour}")
 
@@ -211,6 +218,15 @@ class NodeSettings:
         }
 
 
+def check_eval_every(eval_every: object) -> None:
+    """Refuse an ``eval_every`` that is not an int >= 1 (``ValueError`` naming it)."""
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(
+            f"eval_every must be an integer >= 1 (learned events between accuracy "
+            f"measurements), not {eval_every!r}"
+        )
+
+
 __all__ = [
     "ConnectSettings",
     "DeliverySettings",
@@ -218,4 +234,5 @@ __all__ = [
     "NodeSettings",
     "PowerSettings",
     "ReplaySettings",
+    "check_eval_every",
 ]
