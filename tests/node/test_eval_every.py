@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from dataset_stream import Scenario
 from dataset_stream.protocol import Batch, EvalSet, Telemetry
 from device.cli import app
+from device.fleet.errors import FleetSpecError
+from device.fleet.spec import DeviceClass
 from device.learning.learner import EVAL_CHUNK, evaluate
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
@@ -86,10 +88,13 @@ def test_a_bad_eval_every_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="eval_every must be an integer >= 1"):
             NodeSettings("n0", tmp_path, eval_every=bad)
     result = CliRunner().invoke(
-        app, ["node", "--device-id", "n0", "--state-dir", str(tmp_path), "--eval-every", "0"]
+        app, ["node", "--id", "n0", "--state-dir", str(tmp_path), "--eval-every", "0"]
     )
     assert result.exit_code == 2
     assert "--eval-every" in result.output and ">= 1" in result.output
+    with pytest.raises(FleetSpecError, match="eval_every must be an integer >= 1"):
+        DeviceClass.from_dict({"name": "a", "count": 1, "eval_every": 0})
+    assert DeviceClass.from_dict({"name": "a", "count": 1, "eval_every": 5}).eval_every == 5
 
 
 def test_evaluation_in_chunks_is_bit_for_bit_the_whole_batch(
