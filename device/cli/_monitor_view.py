@@ -110,7 +110,7 @@ def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
                 escape(rec.device),
                 rec.state,
                 count(rec.node_events),
-                optional(rec.accuracy, ".3f"),
+                _accuracy(rec),
                 optional(rec.forgetting, ".2f"),
                 optional(rec.soc, ".2%"),
                 hours(rec.lifetime_h),
@@ -125,3 +125,11 @@ def monitor_table(monitor: FleetMonitor, max_rows: int, width: int) -> Table:
 
 
 __all__ = ["COLUMNS", "fleet_line", "monitor_table"]
+
+
+def _accuracy(rec: DeviceRecord) -> str:
+    """The node's accuracy, with the event it was measured at when that is not the current
+    one (``0.910@12``: measured at event 12, carried since)."""
+    text = optional(rec.accuracy, ".3f")
+    age = rec.accuracy_age
+    return text if age is None else f"{text}@{age}"

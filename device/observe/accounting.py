@@ -203,6 +203,16 @@ class DeviceRecord:
         return tel.accuracy if tel is not None else None
 
     @property
+    def accuracy_age(self) -> int | None:
+        """The event count :attr:`accuracy` was measured at, when that is before the node's
+        current event (it measures every k events and carries the last measurement between);
+        None when it was measured at the current event, or the node does not say."""
+        tel = self.telemetry
+        if tel is None or tel.accuracy_events is None or self.accuracy != tel.accuracy:
+            return None
+        return tel.accuracy_events if tel.accuracy_events < self.node_events else None
+
+    @property
     def forgetting(self) -> float | None:
         """The node's last mean forgetting over the classes it has seen (None: not measured)."""
         tel, status = self.telemetry, self.status

@@ -37,14 +37,18 @@ class Canvas(Protocol):
 
 
 def accuracy_points(data: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(device, events, accuracy)`` of every telemetry and of each node's factory point
-    (events 0), sorted by device then events (what :func:`node_lines` needs)."""
+    """``(device, events, accuracy)`` of every telemetry measured at its own event (not one
+    carrying an older measurement) and of each node's factory point (events 0), sorted by
+    device then events (what :func:`node_lines` needs)."""
     tel = data.telemetry
     index = {d: i for i, d in enumerate(data.devices)}
     factory = [p for p in data.classes.factory if p.device in index]
-    device = np.concatenate([[index[p.device] for p in factory], tel.device]).astype(np.int64)
-    events = np.concatenate([np.zeros(len(factory)), tel.events.astype(np.float64)])
-    accuracy = np.concatenate([[p.accuracy for p in factory], tel.accuracy]).astype(np.float64)
+    mine = tel.measured
+    device = np.concatenate([[index[p.device] for p in factory], tel.device[mine]])
+    device = device.astype(np.int64)
+    events = np.concatenate([np.zeros(len(factory)), tel.events[mine].astype(np.float64)])
+    accuracy = np.concatenate([[p.accuracy for p in factory], tel.accuracy[mine]])
+    accuracy = accuracy.astype(np.float64)
     order = np.lexsort((events, device))
     return device[order], events[order], accuracy[order]
 
@@ -75,9 +79,11 @@ def classes_section(data: RunData, canvas: Canvas) -> str:
 
 
 def _class_events(data: RunData, values: ClassMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(label, events, value)`` of a per-class map, with the factory points for accuracy."""
-    events = data.telemetry.events[values.row].astype(np.float64)
-    labels, xs, ys = [values.label], [events], [values.value]
+    """``(label, events, value)`` of a per-class map, with the factory points for accuracy
+    (of the rows measured at their own event only: a carried measurement is not a point)."""
+    mine = data.telemetry.measured[values.row]
+    events = data.telemetry.events[values.row[mine]].astype(np.float64)
+    labels, xs, ys = [values.label[mine]], [events], [values.value[mine]]
     if values is data.classes.maps["accuracy"]:
         for point in data.classes.factory:
             if point.by_class:

@@ -60,6 +60,8 @@ class TelemetryColumns:
     ``device`` indexes :attr:`RunData.devices` (int64 ``[n]``); ``accuracy`` and ``lifetime_h``
     are NaN where the message had null; ``energy_j`` maps each phase of
     :data:`ENERGY_PHASES` to float64 ``[n]``. Times: ``t`` simulated, ``received`` wall (unix s).
+    ``measured``: bool ``[n]``, whether the row's accuracy was measured at its own event (its
+    ``accuracy_events`` absent or equal to ``events``), not carried from an older one.
     """
 
     device: np.ndarray
@@ -76,6 +78,7 @@ class TelemetryColumns:
     energy_j: Mapping[str, np.ndarray]
     latency_total_s: np.ndarray
     host_s: np.ndarray
+    measured: np.ndarray
 
     def __len__(self) -> int:
         return int(self.device.shape[0])
@@ -156,7 +159,7 @@ class RunData:
 _COLUMNS: Final = (
     "device, seq, t, received, state, samples, events, accuracy, soc, remaining_j, lifetime_h, "
     "energy_frozen_j, energy_adaptive_j, energy_memory_j, energy_idle_j, energy_total_j, "
-    "latency_total_s, host_s"
+    "latency_total_s, host_s, json_extract(json, '$.accuracy_events')"
 )
 
 
@@ -229,7 +232,7 @@ def _rollouts(db: sqlite3.Connection) -> tuple[RolloutRow, ...]:
 
 
 def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> TelemetryColumns:
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 18
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 19
 
     def floats(i: int) -> np.ndarray:
         return np.array([math.nan if v is None else v for v in cols[i]], dtype=np.float64)
@@ -252,6 +255,9 @@ def _columns(rows: list[tuple[Any, ...]], index: Mapping[str, int]) -> Telemetry
         energy_j={phase: floats(11 + i) for i, phase in enumerate(ENERGY_PHASES)},
         latency_total_s=floats(16),
         host_s=floats(17),
+        measured=np.array(
+            [at is None or at == n for at, n in zip(cols[18], cols[6], strict=True)], dtype=bool
+        ),
     )
 
 
