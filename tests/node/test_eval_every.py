@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from broker import BrokerURL
 from dataset_stream import Scenario
-from dataset_stream.protocol import Batch, EvalSet, Telemetry
+from dataset_stream.protocol import (
+    Batch,
+    EvalSet,
+    Status,
+    Telemetry,
+    encode_batch,
+    encode_eval,
+    validate_telemetry,
+)
 from device.cli import app
 from device.fleet.errors import FleetSpecError
 from device.fleet.spec import DeviceClass
@@ -18,6 +31,7 @@ from device.learning.learner import EVAL_CHUNK, evaluate
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
+from device.node.node import Node
 from device.node.settings import NodeSettings
 from tests.support.times import T0
 
@@ -112,3 +126,46 @@ def test_evaluation_in_chunks_is_bit_for_bit_the_whole_batch(
     hit = whole == ey
     assert got.accuracy == float(hit.mean())
     assert replace(got) == got
+
+
+async def test_a_node_over_a_broker_measures_every_k_events(
+    embedded_broker: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    url: BrokerURL = embedded_broker.url
+    device = "node-0000"
+    ex, ey = digits_nic.eval_set
+    events = digits_nic.events(device, True)
+    settings = NodeSettings(device, tmp_path, eval_every=3)
+    telemetry: list[Telemetry] = []
+    async with (
+        aiomqtt.Client(**url.client_kwargs()) as client,
+        Node(settings, default_bundle, url) as node,
+    ):
+        for kind in ("telemetry", "status"):
+            await client.subscribe(f"vega/{device}/{kind}", qos=1)
+        await asyncio.wait_for(node.connected.wait(), 10)
+        payload = encode_eval(ex, ey, source="digits")
+        await client.publish(f"vega/{device}/eval", payload, qos=1, retain=True)
+        async with asyncio.timeout(60):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                if message.topic.value.endswith("/status"):
+                    status = Status.from_json(message.payload)
+                    if status.events == 0 and status.accuracy is not None:
+                        break  # the factory point (event 0): batches from now on
+        for seq in range(1, 8):
+            event = events[seq - 1]
+            batch = encode_batch(event.x, event.y, seq=seq, t=T0 + 60 * seq, source="digits")
+            await client.publish(f"vega/{device}/batch", batch, qos=1)
+        async with asyncio.timeout(120):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                if message.topic.value.endswith("/telemetry"):
+                    validate_telemetry(json.loads(message.payload))  # the schema knows it
+                    telemetry.append(Telemetry.from_json(message.payload))
+                    if len(telemetry) == 7:
+                        break
+    assert [t.seq for t in telemetry] == list(range(1, 8))
+    assert [t.accuracy_events for t in telemetry] == [0, 0, 3, 3, 3, 6, 6]
+    assert telemetry[3].accuracy == telemetry[4].accuracy == telemetry[2].accuracy
+    assert telemetry[3].accuracy_by_class == telemetry[2].accuracy_by_class
