@@ -18,6 +18,12 @@ eval set (docs/protocol.md, "Long-horizon metrics"):
 
 On the wire the fields are flat, beside ``accuracy_by_class``; maps are keyed by the class id as
 a decimal string. A message without ``classes_seen`` has none of them.
+
+A node measuring every k > 1 learned events (telemetry ``accuracy_events``) computes forgetting
+and backward transfer at its measurements only: "an earlier evaluation" is an earlier
+measurement, "right after" a class's training the first measurement after it, and between two
+measurements the figures are those of the latest one (the recency fields count to the event in
+hand).
 """
 
 from __future__ import annotations
