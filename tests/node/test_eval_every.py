@@ -30,6 +30,7 @@ from device.fleet.spec import DeviceClass
 from device.learning.learner import EVAL_CHUNK, evaluate
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
+from device.node.classbook import ClassBook
 from device.node.engine import NodeEngine
 from device.node.node import Node
 from device.node.settings import NodeSettings
@@ -169,3 +170,20 @@ async def test_a_node_over_a_broker_measures_every_k_events(
     assert [t.accuracy_events for t in telemetry] == [0, 0, 3, 3, 3, 6, 6]
     assert telemetry[3].accuracy == telemetry[4].accuracy == telemetry[2].accuracy
     assert telemetry[3].accuracy_by_class == telemetry[2].accuracy_by_class
+
+
+def test_a_class_trained_between_measurements_takes_the_next_one_as_after_training() -> None:
+    book = ClassBook.new([0]).after_factory_evaluation({0: 0.9, 1: 0.0})
+    book = book.after_event(1, T0, {1}, None, trained_since=0)  # not measured
+    metrics = book.metrics(1, T0, 10, measured_at=0)
+    # class 1 trained after the latest measurement: nothing to say of it yet
+    assert metrics.backward_transfer_by_class == {}
+    assert metrics.forgetting_by_class == {}
+    book = book.after_event(2, T0 + 60, {0}, {0: 0.8, 1: 0.7}, trained_since=0)  # measured
+    row = book.rows[1]
+    assert row.trained_accuracy == 0.7 and row.last_trained_event == 1  # its first measurement
+    book = book.after_event(3, T0 + 120, {0}, None, trained_since=2)  # carried
+    assert book.rows[1] == row
+    metrics = book.metrics(3, T0 + 120, 10, measured_at=2)
+    assert metrics.backward_transfer_by_class == {1: 0.0}
+    assert metrics.events_since_class == {0: 0, 1: 2}  # counted to the event in hand
