@@ -12,9 +12,11 @@ the batch's time, i.e. how long after it was sent the node answered) stays under
 ``machine_busy`` the share of the machine's CPU the fleet, stream, monitor and broker took).
 
 Also measured: the fleet's resident memory (parent + workers, VmRSS, once every node has learned
-its first events), the CPU seconds per event spent by the fleet's processes, by this process
-(the stream and the monitor) and by Mosquitto, and the p99 lag of each event (the first one
-also carries every node's eval set: its frozen stage runs once, before the first batch).
+its events) and its peak (the sum of each process's VmHWM: the eval sets arriving at every node
+at once are the usual high point), the CPU seconds per event spent by the fleet's processes, by
+this process (the stream and the monitor) and by Mosquitto, over the whole run and over the
+events after the first minute (the first minute also takes in every node's eval set), and the p99
+lag of each event.
 
     python benchmarks/fleet_capacity.py --devices 1000 2000 --events 3 \\
         --connection node shared --arrivals burst staggered \\
@@ -54,9 +56,10 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of ``pid`` now (``VmRSS``) or at its highest so far (``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
@@ -73,8 +76,8 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fleet_rss_mib(pid: int) -> float:
-    return sum(rss_kib(p) for p in tree(pid)) / 1024
+def fleet_rss_mib(pid: int, field: str = "VmRSS") -> float:
+    return sum(rss_kib(p, field) for p in tree(pid)) / 1024
 
 
 def fleet_cpu_s(pid: int) -> float:
@@ -155,12 +158,31 @@ async def one_size(
                         stagger=arrivals == "staggered",
                     ) as stream:
                         began = time.perf_counter()
-                        stats = await stream.run()
+                        after_first: list[float] = []  # CPU of all three, a cadence in
+
+                        async def mark() -> None:
+                            await asyncio.sleep(CADENCE_S / speed)
+                            after_first.extend(
+                                (fleet_cpu_s(fleet.pid), own_cpu_s(), cpu_s(broker.pid))
+                            )
+
+                        marker = asyncio.ensure_future(mark())
+                        try:
+                            stats = await stream.run()
+                        finally:
+                            marker.cancel()
                         wall = time.perf_counter() - began
                     rss = fleet_rss_mib(fleet.pid)
+                    peak = fleet_rss_mib(fleet.pid, "VmHWM")
                     cpu = fleet_cpu_s(fleet.pid) - cpu0
                     own, broker_cpu = own_cpu_s() - own0, cpu_s(broker.pid) - broker0
                     busy = (cpu + own + broker_cpu) / ((time.perf_counter() - wall0) * CORES)
+                    # the events after the first minute (the first also takes in the eval sets)
+                    later = None
+                    if len(after_first) == 3 and stats.acked > n:
+                        now = (fleet_cpu_s(fleet.pid), own_cpu_s(), cpu_s(broker.pid))
+                        spent = [b - a for a, b in zip(after_first, now, strict=True)]
+                        later = [round(x / (stats.acked - n), 4) for x in spent]
                     await asyncio.sleep(1.0)
             finally:
                 fleet.terminate()
@@ -187,10 +209,13 @@ async def one_size(
         "lag_max_s": round(lags[-1], 2) if lags else None,
         "holds_real_time": holds,
         "fleet_rss_mib": round(rss, 1),
+        "fleet_peak_rss_mib": round(peak, 1),  # sum of each process's highest (VmHWM)
         "fleet_cpu_s_per_event": round(cpu / learned, 4) if learned else None,
         "stream_monitor_cpu_s_per_event": round(own / learned, 4) if learned else None,
         "broker_cpu_s_per_event": round(broker_cpu / learned, 4) if learned else None,
         "machine_busy": round(busy, 3),  # all three's CPU over the run / (wall x cores)
+        # fleet, stream + monitor, broker: CPU s per event after the first minute / (events - n)
+        "cpu_s_per_event_after_first_minute": later,
     }
 
 
@@ -244,9 +269,8 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(
         "\n| connection | arrivals | nodes | learned | lag p50 s | lag p99 s | real time "
-        "| fleet RSS MiB | MiB per extra node | CPU s per event: fleet / all | machine busy |\n"
-        + "|---" * 11
-        + "|"
+        "| fleet RSS MiB (peak) | MiB per extra node | CPU s per event: fleet / all "
+        "| machine busy |\n" + "|---" * 11 + "|"
     )
     for r in rows:
         every = sum(
@@ -261,7 +285,8 @@ def main() -> None:
             f"| {r['connection']} | {r['arrivals']} | {r['devices']} "
             f"| {r['events_learned']}/{r['events_expected']} "
             f"| {r['lag_p50_s']} | {r['lag_p99_s']} | {'yes' if r['holds_real_time'] else 'no'} "
-            f"| {r['fleet_rss_mib']} | {r.get('rss_mib_per_extra_node', '-')} "
+            f"| {r['fleet_rss_mib']} ({r['fleet_peak_rss_mib']}) "
+            f"| {r.get('rss_mib_per_extra_node', '-')} "
             f"| {r['fleet_cpu_s_per_event']} / {every:.4f} | {r['machine_busy']:.0%} |"
         )
     for connection, arrivals in itertools.product(args.connection, args.arrivals):

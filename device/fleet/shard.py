@@ -56,6 +56,7 @@ from device.aio import Stopper
 from device.errors import DeviceError
 from device.faults import DeviceFaults, FaultSpec
 from device.faults.kinds import fault_from_dict, fault_to_dict
+from device.fleet import heap
 from device.fleet.availability import Follower, Window
 from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
@@ -276,12 +277,17 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
         watched = {all_gave_up, stopped}
         if gateway is not None:  # its loop died: a crash, and a restart serves the nodes again
             watched.add(asyncio.ensure_future(gateway.failed.wait()))
+        trimmer: asyncio.Future[None] = asyncio.ensure_future(heap.trim_every())
+        watched.add(trimmer)  # it never ends: if it does, it failed (a bug), said below
         try:
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in watched:
                 task.cancel()
             await asyncio.gather(*watched, return_exceptions=True)
+        if trimmer.done() and not trimmer.cancelled() and trimmer.exception() is not None:
+            log.error("worker %d: heap trimming failed", plan.worker, exc_info=trimmer.exception())
+            return EXIT_CRASH
         if gateway is not None and gateway.failed.is_set():
             log.error("worker %d: gateway failed (%s); exiting", plan.worker, gateway.failure)
             return EXIT_CRASH
