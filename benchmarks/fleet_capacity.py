@@ -90,7 +90,13 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def one_size(
-    n: int, events: int, workers: int, speed: float, connection: str, arrivals: str
+    n: int,
+    events: int,
+    workers: int,
+    speed: float,
+    connection: str,
+    arrivals: str,
+    eval_every: int = 1,
 ) -> dict[str, Any]:
     from broker import Mosquitto, MosquittoConfig
     from dataset_stream import StreamPublisher, build_scenario
@@ -128,6 +134,8 @@ async def one_size(
                 str(broker.url),
                 "--connection",
                 connection,
+                "--eval-every",
+                str(eval_every),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -198,6 +206,7 @@ async def one_size(
         "connection": connection,
         "arrivals": arrivals,
         "events_per_device": events,
+        "eval_every": eval_every,
         "speed": speed,
         "connect_s": round(connect_s, 1),
         "events_learned": learned,
@@ -240,6 +249,12 @@ def main() -> None:
         "staggered: spread over the minute (vega-emu stream --stagger)",
     )
     parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=1,
+        help="the fleet's --eval-every: each node measures its accuracy every K learned events",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from broker import MosquittoNotFound, find_mosquitto
@@ -252,7 +267,9 @@ def main() -> None:
     for connection, arrivals in itertools.product(args.connection, args.arrivals):
         mode: list[dict[str, Any]] = []
         for n in args.devices:
-            one = one_size(n, args.events, args.workers, args.speed, connection, arrivals)
+            one = one_size(
+                n, args.events, args.workers, args.speed, connection, arrivals, args.eval_every
+            )
             row = asyncio.run(one)
             mode.append(row)
             print(json.dumps(row), flush=True)
