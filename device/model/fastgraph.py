@@ -11,10 +11,12 @@ The two round differently only when the exact average sits within a few float32 
 half-integer (a tie). With input zero point 0 every reachable window sum is an integer
 ``s`` in ``[0, 255 K]``, the exact output before rounding is ``v = s x_scale / (K y_scale)``,
 and both kernels compute ``v`` with a relative error of at most ``(K + 3)`` ulps (``K - 1`` sums
-and three roundings in the pool, two in the conv). :func:`pool_is_exact` checks every ``s``
-against that bound, so a pool is rewritten only if no input can tell the two apart; any pool
-that does not match the pattern exactly (padding, ceil mode, channels last, int8 input, a zero
-point, a window covering the whole image, which onnxruntime computes another way) is left as is.
+and three roundings in the pool, two in the conv). :func:`near_ties` checks every ``s``
+against that bound; the few sums it cannot clear are settled by running both kernels on every
+window with that sum (:mod:`device.model.tiecheck`). So a pool is rewritten only if no input
+can tell the two apart. A pool that does not match the pattern exactly (padding, ceil mode,
+channels last, int8 input, a zero point, a window covering the whole image, which onnxruntime
+computes another way) is left as is.
 
 The bundle's file is never changed: :func:`fast_graph` returns a rewritten copy, or ``None``
 when nothing was rewritten.
@@ -23,15 +25,19 @@ when nothing was rewritten.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from device.model.tiecheck import agree_on_sums
+
 POOL_OP = "QLinearAveragePool"
 MS_DOMAIN = "com.microsoft"
 MAX_WINDOW = 16
+MAX_CHECKED_SUMS = 4  # near-tie window sums settled by running both kernels (tiecheck)
 ULP_32 = 2.0**-24
 _POOL_ATTRS = frozenset(
     [
@@ -61,26 +67,36 @@ class PoolScales:
             raise ValueError(f"pool window {self.window} must be >= 1")
 
 
-def pool_is_exact(scales: PoolScales) -> bool:
-    """True when a depthwise all-ones ``QLinearConv`` gives the pool's bits for EVERY uint8 input.
+def near_ties(scales: PoolScales) -> np.ndarray | None:
+    """Window sums whose average the two kernels might round apart; ``None``: no proof possible.
 
-    Checks the conditions the error analysis in the module docstring needs (zero input zero
-    point, a power-of-two window of at most ``MAX_WINDOW``, normal scales, no int32 overflow)
-    and that no reachable window sum lands within the rounding bound of a tie.
+    ``None`` unless the conditions the error analysis in the module docstring needs hold (zero
+    input zero point, a power-of-two window of at most ``MAX_WINDOW``, normal scales, no int32
+    overflow); else the reachable window sums ``s`` whose exact average lies within the rounding
+    bound of a tie (usually none).
     """
     k = scales.window
     if scales.x_zero_point != 0 or k > MAX_WINDOW or k & (k - 1):
-        return False
+        return None
     tiny = float(np.finfo(np.float32).tiny)
     if not all(math.isfinite(s) and s >= tiny for s in (scales.x_scale, scales.y_scale)):
-        return False
+        return None
     ratio = scales.x_scale / (k * scales.y_scale)
     if scales.x_scale / k < tiny or not tiny <= ratio <= 2.0**12:
-        return False
-    v = np.arange(0, 255 * k + 1, dtype=np.float64) * ratio
+        return None
+    sums = np.arange(0, 255 * k + 1)
+    v = sums * ratio
     slack = np.abs(v - np.floor(v) - 0.5)
     bound = ((k + 3) * v + np.abs(v + scales.y_zero_point)) * ULP_32 * 1.01
-    return bool(np.all(slack > bound))
+    suspect: np.ndarray = sums[slack <= bound]
+    return suspect
+
+
+def pool_is_exact(scales: PoolScales) -> bool:
+    """True when the error bound alone proves a depthwise all-ones ``QLinearConv`` gives the
+    pool's bits for EVERY uint8 input (no window sum near a tie)."""
+    suspect = near_ties(scales)
+    return suspect is not None and not suspect.size
 
 
 def fast_graph(model: onnx.ModelProto, sample: np.ndarray) -> onnx.ModelProto | None:
@@ -107,7 +123,7 @@ def fast_graph(model: onnx.ModelProto, sample: np.ndarray) -> onnx.ModelProto | 
     nodes = []
     changed = False
     for node in out.graph.node:
-        conv = _pool_as_conv(node, consts, shapes, taken)
+        conv = _pool_as_conv(node, consts, shapes, taken, model.opset_import)
         if conv is None:
             nodes.append(node)
             continue
@@ -164,6 +180,7 @@ def _pool_as_conv(
     consts: dict[str, TensorProto],
     shapes: dict[str, tuple[np.dtype[np.generic], tuple[int, ...]]],
     taken: set[str],
+    opsets: Sequence[onnx.OperatorSetIdProto],
 ) -> tuple[onnx.NodeProto, list[TensorProto]] | None:
     """The depthwise conv that replaces ``node`` exactly, with its weight tensors, or ``None``."""
     if node.op_type != POOL_OP or node.domain != MS_DOMAIN or len(node.input) != 5:
@@ -200,7 +217,8 @@ def _pool_as_conv(
         return None
     window = math.prod(kernel)
     scales = PoolScales(float(x_scale), int(x_zp), float(y_scale), int(y_zp), window)
-    if not pool_is_exact(scales):
+    suspect = near_ties(scales)
+    if suspect is None or len(suspect) > MAX_CHECKED_SUMS or (len(suspect) and strides != kernel):
         return None
     base = f"{node.output[0]}.fastgraph"
     if any(n.startswith(base) for n in taken):
@@ -220,7 +238,11 @@ def _pool_as_conv(
         strides=strides,
         pads=[0] * 2 * len(kernel),
     )
+    if len(suspect):
+        with_weights = consts | {w.name: w for w in weights}
+        if not agree_on_sums(node, conv, with_weights, opsets, kernel, suspect):
+            return None
     return conv, weights
 
 
-__all__ = ["MAX_WINDOW", "PoolScales", "fast_graph", "pool_is_exact"]
+__all__ = ["MAX_WINDOW", "PoolScales", "fast_graph", "near_ties", "pool_is_exact"]
