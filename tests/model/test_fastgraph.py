@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from device.app.models import load_model
 from device.cli import app
 from device.model.bundle import ModelBundle
-from device.model.fastgraph import PoolScales, fast_graph, pool_is_exact
+from device.model.fastgraph import PoolScales, fast_graph, near_ties, pool_is_exact
 from device.model.frozen import FrozenStage
 from device.model.split import split_onnx
+from device.model.tiecheck import windows_summing_to
 from tests.model.test_model_bundle import digits32
 from tests.support.watch import require_watch
 
@@ -183,6 +184,18 @@ def run_model(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def as_images(windows: np.ndarray, x_scale: float) -> np.ndarray:
+    """2x2 windows ``[n, 4]`` (quantized values) as float input ``[N, 4, 8, 8]`` of the pool model,
+    zero windows after the last."""
+    per_image = 4 * 16
+    n = -(-len(windows) // per_image) * per_image
+    padded = np.zeros((n, 4), np.float32)
+    padded[: len(windows)] = windows
+    grid = padded.reshape(-1, 4, 4, 4, 2, 2).transpose(0, 1, 2, 4, 3, 5)  # [N, C, i, di, j, dj]
+    out: np.ndarray = grid.reshape(-1, 4, 8, 8) * np.float32(x_scale)
+    return out
+
+
 def test_a_matching_pool_is_rewritten_and_exact_on_every_window_sum() -> None:
     model = q_pool_model()
     x = np.zeros((1, 4, 8, 8), np.float32)
@@ -192,10 +205,7 @@ def test_a_matching_pool_is_rewritten_and_exact_on_every_window_sum() -> None:
     sums = np.arange(0, 1021)
     quads = np.clip(sums[:, None] - 255 * np.arange(4), 0, 255)
     assert np.array_equal(quads.sum(1), sums)
-    windows = np.zeros((16 * 4 * 16, 4))  # 16 images x 4 channels x 16 windows of 2x2
-    windows[: len(quads)] = quads
-    grid = windows.reshape(16, 4, 4, 4, 2, 2).transpose(0, 1, 2, 4, 3, 5)  # [N, C, i, di, j, dj]
-    x = (grid.reshape(16, 4, 8, 8) * 0.05).astype(np.float32)
+    x = as_images(quads, 0.05)
     np.testing.assert_array_equal(run_model(fast, x), run_model(model, x))
     x = RNG.integers(0, 256, (500, 4, 8, 8)).astype(np.float32) * 0.05
     np.testing.assert_array_equal(run_model(fast, x), run_model(model, x))
@@ -227,3 +237,40 @@ def test_exactness_needs_every_window_sum_away_from_a_tie() -> None:
     assert not pool_is_exact(PoolScales(0.05, 0, 0.0431, 0, 32))  # too long a sum
     with pytest.raises(ValueError, match="window"):
         PoolScales(0.05, 0, 0.0431, 0, 0)
+
+
+def test_windows_summing_to_lists_every_window_once() -> None:
+    pairs = np.concatenate(list(windows_summing_to(300, 2)))
+    assert len(pairs) == 211 and np.all(pairs.astype(int).sum(1) == 300)
+    quads = np.concatenate(list(windows_summing_to(778, 4)))
+    ways = np.ones(1)
+    for _ in range(4):
+        ways = np.convolve(ways, np.ones(256))  # ways[s]: windows of that sum
+    assert len(quads) == round(ways[778]) == len(np.unique(quads, axis=0))
+    assert np.all(quads.astype(int).sum(1) == 778)
+    assert np.concatenate(list(windows_summing_to(0, 4))).tolist() == [[0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="window"):
+        next(windows_summing_to(3, 8))
+
+
+NEAR_TIE_SAME = (0.047146644443273544, 0.039932653307914734)  # window sum 703 near a tie
+NEAR_TIE_APART = (0.021228717640042305, 0.017240023240447044)  # sum 778: kernels differ
+
+
+def test_a_near_tie_the_kernels_agree_on_is_rewritten() -> None:
+    x_scale, y_scale = NEAR_TIE_SAME
+    suspect = near_ties(PoolScales(x_scale, 0, y_scale, 0, 4))
+    assert suspect is not None and suspect.tolist() == [703]
+    model = q_pool_model(x_scale=x_scale, y_scale=y_scale)
+    fast = fast_graph(model, np.zeros((1, 4, 8, 8), np.float32))
+    assert pool_count(fast) == 1 and fast is not None
+    x = as_images(np.concatenate(list(windows_summing_to(703, 4))), x_scale)  # all of them
+    np.testing.assert_array_equal(run_model(fast, x), run_model(model, x))
+
+
+def test_a_near_tie_the_kernels_round_apart_keeps_the_pool() -> None:
+    x_scale, y_scale = NEAR_TIE_APART
+    suspect = near_ties(PoolScales(x_scale, 0, y_scale, 0, 4))
+    assert suspect is not None and suspect.tolist() == [778]
+    model = q_pool_model(x_scale=x_scale, y_scale=y_scale)
+    assert fast_graph(model, np.zeros((1, 4, 8, 8), np.float32)) is None
