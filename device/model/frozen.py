@@ -22,6 +22,15 @@ from device.model.errors import ExportError, ModelInputError
 from device.model.fastgraph import fast_graph
 
 
+def frozen_graph(bundle: ModelBundle) -> str | bytes:
+    """The bundle's frozen graph as its session loads it: the file's path, or the bytes of
+    :func:`~device.model.fastgraph.fast_graph`'s rewrite when it rewrote anything."""
+    model = onnx.load(str(bundle.frozen_path))
+    sample = bundle.input.normalize(np.zeros((1, *bundle.input_shape), bundle.input_dtype))
+    fast = fast_graph(model, sample)
+    return str(bundle.frozen_path) if fast is None else fast.SerializeToString()
+
+
 class FrozenStage:
     """INT8 frozen stage: raw wire input ``[N, *input_shape]`` -> float32 ``[N, *lr_shape]``."""
 
@@ -39,7 +48,7 @@ class FrozenStage:
         opts.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
-                self._graph(bundle), opts, providers=["CPUExecutionProvider"]
+                frozen_graph(bundle), opts, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime's errors share no public base class
             raise ExportError(f"{bundle.frozen_path}: onnxruntime cannot load it: {exc}") from exc
@@ -47,14 +56,6 @@ class FrozenStage:
         outputs = [o.name for o in self._session.get_outputs()]
         if bundle.lr_tensor not in outputs:
             raise ExportError(f"{bundle.frozen_path}: no output {bundle.lr_tensor!r} ({outputs})")
-
-    @staticmethod
-    def _graph(bundle: ModelBundle) -> str | bytes:
-        """The bundle's frozen graph for onnxruntime: its path, or the bytes of the fast rewrite."""
-        model = onnx.load(str(bundle.frozen_path))
-        sample = bundle.input.normalize(np.zeros((1, *bundle.input_shape), bundle.input_dtype))
-        fast = fast_graph(model, sample)
-        return str(bundle.frozen_path) if fast is None else fast.SerializeToString()
 
     @classmethod
     def shared(cls, bundle: ModelBundle, *, threads: int = 1) -> FrozenStage:
@@ -90,4 +91,4 @@ class FrozenStage:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-__all__ = ["FrozenStage"]
+__all__ = ["FrozenStage", "frozen_graph"]
