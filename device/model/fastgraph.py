@@ -107,7 +107,10 @@ def fast_graph(model: onnx.ModelProto, sample: np.ndarray) -> onnx.ModelProto | 
     inference cannot give past a ``com.microsoft`` operator. ``None`` when no pool qualifies
     (the caller then uses the model as it is).
     """
+    consts_names = {t.name for t in model.graph.initializer}
     fed = {i.name for i in model.graph.input}
+    if len(fed - consts_names) != 1:
+        return None  # the probe feeds one input
     pools = [
         n
         for n in model.graph.node
@@ -144,7 +147,9 @@ def _pool_inputs(
 ) -> dict[str, tuple[np.dtype[np.generic], tuple[int, ...]]]:
     """dtype and shape of each named tensor when onnxruntime runs ``model`` on ``sample``."""
     import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+    errors = (ort_state.Fail, ort_state.InvalidArgument, ort_state.InvalidGraph)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     listed = {o.name for o in probe.graph.output}
@@ -153,11 +158,14 @@ def _pool_inputs(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
     outputs = list(dict.fromkeys(names))
-    values = session.run(outputs, {session.get_inputs()[0].name: sample})
+    try:
+        session = ort.InferenceSession(
+            probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+        values = session.run(outputs, {session.get_inputs()[0].name: sample})
+    except (*errors, ort_state.RuntimeException):
+        return {}  # shapes unknown: no pool is rewritten
     arrays = [np.asarray(v) for v in values]
     return {n: (a.dtype, a.shape) for n, a in zip(outputs, arrays, strict=True)}
 

@@ -229,6 +229,15 @@ def test_a_pool_that_does_not_match_exactly_is_left_as_is(changes: dict[str, obj
     assert model.SerializeToString() == before
 
 
+def test_a_graph_the_probe_cannot_run_is_left_as_is() -> None:
+    model = q_pool_model()
+    assert fast_graph(model, np.zeros((1, 3, 8, 8), np.float32)) is None  # wrong channels
+    assert fast_graph(model, np.zeros((1, 4, 8, 8), np.uint8)) is None  # wrong dtype
+    two_inputs = q_pool_model()
+    two_inputs.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1]))
+    assert fast_graph(two_inputs, np.zeros((1, 4, 8, 8), np.float32)) is None
+
+
 def test_exactness_needs_every_window_sum_away_from_a_tie() -> None:
     assert pool_is_exact(PoolScales(0.05, 0, 0.0431, 0, 4))
     assert not pool_is_exact(PoolScales(0.05, 0, 0.05, 0, 4))  # s/4 hits 0.5, 1.5, ...
