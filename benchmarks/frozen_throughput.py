@@ -8,7 +8,9 @@ that times every ``run`` call (wall and thread CPU time) and counts its images, 
 the worker threads. The one call that computes the shared eval-set latents is left out: it is
 not part of learning.
 
-Limit: onnxruntime alone (``InferenceSession.run`` on normalised input, nothing else) with every
+Limit: onnxruntime alone (``InferenceSession.run`` on normalised input, nothing else; the graph
+the stage runs, i.e. after ``fast_graph``'s exact rewrite, or with ``--plain-graph`` the file as
+stored) with every
 batch size 1, 2, 4 .. 1024, intra-op threads 1..cores and as many sessions, each in its own
 Python thread, as the cores allow (sessions x threads <= cores).
 
@@ -145,7 +147,7 @@ async def fleet_run(nodes: int, events: int, lr_size: int) -> dict[str, Any]:
 
 
 def ort_rate(
-    path: Path, feed: np.ndarray, threads: int, sessions: int, seconds: float
+    graph: str | bytes, feed: np.ndarray, threads: int, sessions: int, seconds: float
 ) -> tuple[float, float]:
     """Images per wall second and per CPU second of ``sessions`` sessions (``threads`` intra-op
     threads each), each run back to back on ``feed`` from its own Python thread for ``seconds``."""
@@ -155,7 +157,7 @@ def ort_rate(
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     made = [
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         for _ in range(sessions)
     ]
     name = made[0].get_inputs()[0].name
@@ -186,12 +188,14 @@ def ort_rate(
     return images / elapsed, images / cpu
 
 
-def ort_limit(seconds: float) -> dict[str, Any]:
+def ort_limit(seconds: float, *, plain_graph: bool = False) -> dict[str, Any]:
     """The best images/s of onnxruntime alone over batch sizes, threads and sessions."""
     from dataset_stream.scenarios import factory_split
     from device.model.default import load_default
+    from device.model.frozen import frozen_graph
 
     bundle = load_default(0, factory=partial(factory_split, "digits", "nic", 0))
+    graph = str(bundle.frozen_path) if plain_graph else frozen_graph(bundle)
     cores = os.cpu_count() or 1
     rng = np.random.default_rng(0)
     if bundle.input_dtype.kind == "u":
@@ -202,9 +206,7 @@ def ort_limit(seconds: float) -> dict[str, Any]:
     rows = []
     for batch, threads in itertools.product(BATCH_SIZES, range(1, cores + 1)):
         for sessions in range(1, cores // threads + 1):
-            ips, per_cpu_s = ort_rate(
-                bundle.frozen_path, normalised[:batch], threads, sessions, seconds
-            )
+            ips, per_cpu_s = ort_rate(graph, normalised[:batch], threads, sessions, seconds)
             rows.append(
                 {
                     "batch": batch,
@@ -216,6 +218,7 @@ def ort_limit(seconds: float) -> dict[str, Any]:
             )
     return {
         "cores": cores,
+        "graph": "plain" if plain_graph else "fast",
         "best_per_cpu_s": max(rows, key=lambda r: r["images_per_cpu_s"]),
         "best_per_s": max(rows, key=lambda r: r["images_per_s"]),
         "grid": rows,
@@ -230,6 +233,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="per limit configuration")
     parser.add_argument("--quick", action="store_true", help="20 nodes x 5 events, 0.4 s each")
     parser.add_argument(
+        "--plain-graph",
+        action="store_true",
+        help="limit: run frozen.onnx as stored, not the rewritten graph the stage runs",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -240,7 +248,7 @@ def main() -> None:
         args.nodes, args.events, args.seconds = 20, 5, 0.4
     if args.nodes < 1 or args.events < 1 or args.seconds <= 0:
         parser.error("--nodes, --events and --seconds must be > 0")
-    limit = ort_limit(args.seconds)
+    limit = ort_limit(args.seconds, plain_graph=args.plain_graph)
     best, fastest = limit["best_per_cpu_s"], limit["best_per_s"]
     print(
         f"onnxruntime alone: best {best['images_per_cpu_s']:.0f} images per CPU second "
