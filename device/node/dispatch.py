@@ -451,7 +451,13 @@ class Dispatcher:
         sets = shared_sets()
         known = sets.payload(ref.sha256)
         if known is not None and ref.matches(known):  # another node of the process fetched it
-            await self._on_shared_eval(client, ref.sha256, known, followed=False)
+            try:
+                await self._on_shared_eval(client, ref.sha256, known, followed=False)
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                raise  # the connection is gone or we stop: the reference comes again
+            except Exception:  # answered ``internal`` by the caller; the batches go on
+                await self._release_batches(client)
+                raise
             return
         fetch = sets.fetching(ref.sha256)
         mine = self._fetch is not None and self._fetch[1] is fetch

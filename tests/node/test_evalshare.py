@@ -22,7 +22,7 @@ from device.fleet.fleet import Fleet
 from device.fleet.gateway import Gateway
 from device.model.bundle import ModelBundle
 from device.node.dispatch import EVAL_WAIT_S, SHARED_FETCH_WAIT_S
-from device.node.evalsets import shared_sets
+from device.node.evalsets import SharedSets, shared_sets
 from device.node.node import Node
 from tests.node.test_evalref import Answers, batch, settings
 from tests.support.times import T0
@@ -180,3 +180,19 @@ async def test_a_node_stopped_while_waiting_for_a_fetch_leaves_no_task(
     assert not fetch.done()  # the waiter's stop did not cancel another node's fetch
     assert shared_sets().subscriptions[ref.sha256] == 0
     assert not answers.of("telemetry")  # the batch was held for the set, then not handled
+
+
+async def test_the_registry_keeps_the_last_sets_and_wakes_the_waiters() -> None:
+    sets = SharedSets(kept=2)
+    fetch = sets.claim("a")
+    assert sets.claim("a") is fetch and sets.fetching("a") is fetch
+    sets.fetched("a", b"set a")
+    assert fetch.result() == b"set a" and sets.fetching("a") is None
+    given_up = sets.claim("b")
+    sets.abandon("b", given_up)
+    assert given_up.result() is None and sets.fetching("b") is None
+    assert sets.payload("b") is None
+    sets.fetched("b", b"set b")
+    sets.fetched("c", b"set c")  # the oldest goes
+    assert [sets.payload(k) for k in "abc"] == [None, b"set b", b"set c"]
+    assert shared_sets() is shared_sets() and shared_sets() is not sets
