@@ -59,7 +59,7 @@ from dataset_stream.protocol import (
 from dataset_stream.protocol.desired import head_topic, read_desired
 from device.clock import Clock
 from device.node.engine import NodeEngine
-from device.node.evalsets import EvalBook
+from device.node.evalsets import EvalBook, shared_sets
 from device.node.faulting import NodeFaults
 from device.node.inbox import INPUT_KINDS
 from device.node.outbox import Outbox
@@ -69,12 +69,17 @@ from device.node.worker import finish_in_thread
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_WAIT_S", "Dispatcher", "Follow"]
+__all__ = ["EVAL_WAIT_S", "SHARED_FETCH_WAIT_S", "Dispatcher", "Follow"]
 
 #: Seconds the batches that arrive after a reference to an eval set the node does not hold wait
 #: for that set (so that the factory model and the first events are measured on it, as when the
 #: set itself comes on the node's ``eval`` topic); then they are learned without it.
 EVAL_WAIT_S: Final = 10.0
+
+#: Seconds at most a node waits for another node of its process to fetch a shared eval set
+#: (:class:`~device.node.evalsets.SharedSets`) before it subscribes to the set's topic itself:
+#: half the batches' wait, so that its own fetch still fits in the rest.
+SHARED_FETCH_WAIT_S: Final = EVAL_WAIT_S / 2
 
 #: Subscribes the node's connection to one more topic (a pushed head's).
 Follow = Callable[[str], Awaitable[None]]
@@ -112,6 +117,11 @@ class Dispatcher:
         self._unfollow: Follow | None = None
         self._heads_prefix = f"{self._settings.prefix}/heads/"
         self._evals = EvalBook(engine.eval_path)
+        # the shared set this node fetches for its process's nodes, and the fetch (another
+        # node's) it waits for instead; the wait is watched beside the reader
+        self._fetch: tuple[str, asyncio.Future[bytes | None]] | None = None
+        self._awaited: tuple[str, asyncio.Future[bytes | None]] | None = None
+        self._awaiting = asyncio.Event()
 
     def new_connection(self, follow: Follow | None = None, unfollow: Follow | None = None) -> None:
         """Held batches belong to the last connection; unacknowledged, they come again. Its
@@ -119,6 +129,7 @@ class Dispatcher:
         eval set's topic, ``unfollow`` ends that (a shared eval set the node has now)."""
         self._sequencer.reset()
         self._evals.release()  # unacknowledged: they come again on this connection
+        self._awaited = None  # the retained reference comes again too
         self._outbox.connected()
         self._follow = follow
         self._unfollow = unfollow
@@ -131,9 +142,13 @@ class Dispatcher:
     async def watch_holds(self, client: aiomqtt.Client) -> None:
         """Skip the gap before held batches that waited too long, and learn those held for a
         referenced eval set that did not come (runs beside the reader)."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._sequencer.watch_holds(client))
-            group.create_task(self._watch_eval_wait(client))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._sequencer.watch_holds(client))
+                group.create_task(self._watch_eval_wait(client))
+                group.create_task(self._watch_shared_fetch(client))
+        finally:  # the connection is over: the nodes waiting for this one's fetch go their way
+            self._end_fetch(None)
 
     async def publish_status(
         self, client: aiomqtt.Client, state: str, reason: str | None = None
@@ -245,6 +260,80 @@ class Dispatcher:
                 if self._evals.waiting and loop.time() >= self._evals.deadline:
                     log.warning("%s: no referenced eval set in time; learning on", self.device_id)
                     await self._release_batches(client)
+                    self._end_fetch(None)  # the others need not wait for it any longer
+
+    async def _watch_shared_fetch(self, client: aiomqtt.Client) -> None:
+        """Use the shared eval set another node of the process fetched; or, when that fetch
+        gave up or takes longer than :data:`SHARED_FETCH_WAIT_S`, fetch it as the only node
+        would. Waits without the node's lock: its messages go on meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._awaiting.wait()
+            self._awaiting.clear()
+            awaited = self._awaited
+            if awaited is None:
+                continue
+            sha256, fetch = awaited
+            payload: bytes | None = None
+            wait_s = min(SHARED_FETCH_WAIT_S, max(0.0, self._evals.deadline - loop.time()))
+            try:
+                async with asyncio.timeout(wait_s):
+                    payload = await asyncio.shield(fetch)  # the fetch is not this node's
+            except TimeoutError:
+                log.info("%s: shared eval set %s late; fetching it", self.device_id, sha256)
+            async with self._lock:
+                if self._awaited is not awaited:
+                    continue  # superseded: another reference, or a new connection
+                self._awaited = None
+                wanted = self._evals.wanted
+                if wanted is None or wanted.sha256 != sha256:
+                    continue
+                try:
+                    if payload is not None and wanted.matches(payload):
+                        await self._on_shared_eval(client, sha256, payload, followed=False)
+                    else:
+                        await self._fetch_set(client, sha256)
+                except (aiomqtt.MqttError, asyncio.CancelledError):
+                    raise  # the connection is gone or we stop: the reference comes again
+                except Exception as exc:  # never let an eval set stop the node
+                    log.exception("%s: failed on shared eval set %s", self.device_id, sha256)
+                    text = f"{type(exc).__name__}: {exc}"
+                    await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+                    await self._release_batches(client)
+
+    def _end_fetch(self, payload: bytes | None) -> None:
+        """This node's fetch of a shared set is over: the set (verified) is left for the other
+        nodes of the process, or (None) they are told to fetch it themselves."""
+        fetch, self._fetch = self._fetch, None
+        if fetch is None:
+            return
+        sha256, future = fetch
+        if payload is not None:
+            shared_sets().fetched(sha256, payload)
+        else:
+            shared_sets().abandon(sha256, future)
+
+    async def _fetch_set(self, client: aiomqtt.Client, sha256: str) -> None:
+        """Subscribe to the shared set ``sha256``'s topic (it comes retained), the process's
+        fetch of it unless another node's is in progress (the lock held by the caller)."""
+        assert self._follow is not None
+        sets = shared_sets()
+        if self._fetch is not None and self._fetch[0] != sha256:
+            self._end_fetch(None)
+        if self._fetch is None and sets.fetching(sha256) is None:
+            self._fetch = (sha256, sets.claim(sha256))
+        where = evalset_topic(self._settings.prefix, sha256)
+        sets.subscriptions[sha256] += 1
+        try:
+            await self._follow(where)
+        except TimeoutError:  # the retained reference comes again on the next connection
+            log.warning("%s: no SUBACK for %s; tried again later", self.device_id, where)
+            self._end_fetch(None)
+        except SubscriptionRefused as exc:
+            self._end_fetch(None)
+            text = f"cannot subscribe to the shared eval set {where}: {exc}"
+            await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+            await self._release_batches(client)
 
     def _head_name(self, where: str) -> str | None:
         """The head named by ``where`` if it is a pushed head's topic, else None."""
@@ -339,39 +428,60 @@ class Dispatcher:
     async def _on_eval(self, client: aiomqtt.Client, raw: bytes) -> None:
         """The eval set itself, or a reference to a shared one (:mod:`device.node.evalsets`):
         a set is used at once; a reference to the set in use changes nothing but the factory
-        measurement, one to another set makes the node follow that set's topic."""
+        measurement, one to another set makes the node use it from another node of the process
+        (:func:`~device.node.evalsets.shared_sets`), wait for that node's fetch, or follow that
+        set's topic."""
         if not is_eval_ref(raw):
+            self._awaited = None
+            self._end_fetch(None)
             try:
                 await self._use_eval(client, raw)
             finally:
                 await self._release_batches(client)
             return
         ref = EvalRef.from_json(raw)  # a ProtocolError is answered with its code
+        self._awaited = None
         if not self._evals.referenced(ref):
+            self._end_fetch(None)
             await self._measure_factory(client)
             return
-        where = ref.topic(self._settings.prefix)
         if self._follow is None:
             return
         self._evals.hold_batches(asyncio.get_running_loop().time() + EVAL_WAIT_S)
-        try:
-            await self._follow(where)
-        except TimeoutError:  # the retained reference comes again on the next connection
-            log.warning("%s: no SUBACK for %s; tried again later", self.device_id, where)
-        except SubscriptionRefused as exc:
-            text = f"cannot subscribe to the shared eval set {where}: {exc}"
-            await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
-            await self._release_batches(client)
+        sets = shared_sets()
+        known = sets.payload(ref.sha256)
+        if known is not None and ref.matches(known):  # another node of the process fetched it
+            try:
+                await self._on_shared_eval(client, ref.sha256, known, followed=False)
+            except (aiomqtt.MqttError, asyncio.CancelledError):
+                raise  # the connection is gone or we stop: the reference comes again
+            except Exception:  # answered ``internal`` by the caller; the batches go on
+                await self._release_batches(client)
+                raise
+            return
+        fetch = sets.fetching(ref.sha256)
+        mine = self._fetch is not None and self._fetch[1] is fetch
+        if fetch is not None and not mine:  # another node is fetching it: wait for that
+            self._awaited = (ref.sha256, fetch)
+            self._awaiting.set()
+            return
+        await self._fetch_set(client, ref.sha256)
 
-    async def _on_shared_eval(self, client: aiomqtt.Client, sha256: str, raw: bytes) -> None:
+    async def _on_shared_eval(
+        self, client: aiomqtt.Client, sha256: str, raw: bytes, *, followed: bool = True
+    ) -> None:
         """A shared eval set: used if it is the one referenced and matches its digest; refused
-        (``eval_mismatch``) if it does not match; ignored if not referenced."""
+        (``eval_mismatch``) if it does not match; ignored if not referenced. ``followed``: it
+        came on the set's topic (else from another node of the process, never subscribed to);
+        one that is used is then left for the process's other nodes."""
         verdict = self._evals.shared(sha256, raw)
         if verdict.mismatch is not None:
             log.warning("%s: %s", self.device_id, verdict.mismatch)
             error = ErrorMessage(self.device_id, "eval_mismatch", verdict.mismatch)
             await self._outbox.error(client, error)
             await self._release_batches(client)  # they do without it
+            if followed:
+                self._end_fetch(None)  # the others check it themselves
             return
         if not verdict.use:
             return
@@ -380,7 +490,15 @@ class Dispatcher:
         except ProtocolError as exc:  # the digest matched a payload that is not a good set
             rejected = ErrorMessage(self.device_id, exc.code, f"shared eval set: {exc.message}")
             await self._outbox.error(client, rejected)
+            if followed:
+                self._end_fetch(None)
+        else:
+            if followed:  # whoever's fetch it was, the set is here now
+                self._fetch = None
+                shared_sets().fetched(sha256, raw)
         await self._release_batches(client)
+        if not followed:
+            return
         if self._unfollow is not None:  # got it for good: the set published again is not sent
             await self._unfollow(evalset_topic(self._settings.prefix, sha256))
 

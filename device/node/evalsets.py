@@ -16,19 +16,31 @@ While a referenced set is on its way (at most until a deadline), the batches tha
 held here, unacknowledged, and released in arrival order once the set is in use or refused:
 the factory model and the first events are then measured on it, as when the set itself comes on
 the ``eval`` topic, retained, before any batch.
+
+The nodes of one process (one event loop: a fleet worker) fetch each shared set once
+(:class:`SharedSets`, :func:`shared_sets`): the first node that wants it subscribes to its topic
+and, once it has the set and it matched, leaves the payload there; the others use it from there
+or wait for that fetch instead of each receiving its own copy from the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import aiomqtt
 
 from dataset_stream.protocol import EvalRef, payload_sha256
 
-__all__ = ["EvalBook", "SetVerdict"]
+__all__ = ["SHARED_SETS_KEPT", "EvalBook", "SetVerdict", "SharedSets", "shared_sets"]
+
+#: Verified shared sets a process keeps for its nodes (the most recent ones; about 1.1 MB each
+#: for the digits set): a fleet usually has one.
+SHARED_SETS_KEPT: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +128,72 @@ class EvalBook:
         self._held = sha256 if sha256 is not None else payload_sha256(payload)
         self._read = True
         self.wanted = None
+
+
+class SharedSets:
+    """The shared eval sets of one event loop's nodes: each set's verified payload, or the
+    fetch of it in progress (a future the fetching node resolves with the payload, or with None
+    when it gave up: mismatch, refused subscription, lost connection, stop).
+
+    Keyed by the set's SHA-256; only a payload that matched its reference is kept, and only the
+    ``kept`` most recent. ``subscriptions`` counts the nodes of the loop that subscribed to
+    each set's topic (what the sharing saves is visible there).
+    """
+
+    def __init__(self, kept: int = SHARED_SETS_KEPT) -> None:
+        self._kept = kept
+        self._sets: OrderedDict[str, bytes] = OrderedDict()
+        self._fetches: dict[str, asyncio.Future[bytes | None]] = {}
+        self.subscriptions: Counter[str] = Counter()
+
+    def payload(self, sha256: str) -> bytes | None:
+        """The verified set ``sha256``, if a node of the loop has it."""
+        return self._sets.get(sha256)
+
+    def fetching(self, sha256: str) -> asyncio.Future[bytes | None] | None:
+        """The fetch of set ``sha256`` in progress, if any."""
+        return self._fetches.get(sha256)
+
+    def claim(self, sha256: str) -> asyncio.Future[bytes | None]:
+        """A node starts fetching set ``sha256``: the others wait for the returned future."""
+        fetch = self._fetches.get(sha256)
+        if fetch is None:
+            fetch = asyncio.get_running_loop().create_future()
+            self._fetches[sha256] = fetch
+        return fetch
+
+    def fetched(self, sha256: str, payload: bytes) -> None:
+        """A node has set ``sha256`` and it matched its reference: kept, the waiters woken."""
+        self._sets[sha256] = payload
+        self._sets.move_to_end(sha256)
+        while len(self._sets) > self._kept:
+            self._sets.popitem(last=False)
+        fetch = self._fetches.pop(sha256, None)
+        if fetch is not None and not fetch.done():
+            fetch.set_result(payload)
+
+    def abandon(self, sha256: str, fetch: asyncio.Future[bytes | None]) -> None:
+        """The node fetching set ``sha256`` gave up: its waiters are woken empty-handed."""
+        if self._fetches.get(sha256) is fetch:
+            del self._fetches[sha256]
+        if not fetch.done():
+            fetch.set_result(None)
+
+
+_SHARED_SETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedSets] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_sets() -> SharedSets:
+    """The running event loop's :class:`SharedSets`.
+
+    Per loop, not per process: its futures belong to one loop, and the nodes that share a
+    connection's worth of sets are those of one loop (a fleet worker); a new loop (a test, a
+    restarted worker) starts empty, and the registry goes with its loop.
+    """
+    loop = asyncio.get_running_loop()
+    sets = _SHARED_SETS.get(loop)
+    if sets is None:
+        sets = _SHARED_SETS[loop] = SharedSets()
+    return sets
