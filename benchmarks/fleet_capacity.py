@@ -274,6 +274,8 @@ def main() -> None:
             mode.append(row)
             print(json.dumps(row), flush=True)
         for prev, row in itertools.pairwise(mode):
+            if row["devices"] == prev["devices"]:  # the same size again (a repeat)
+                continue
             extra = (row["fleet_rss_mib"] - prev["fleet_rss_mib"]) / (
                 row["devices"] - prev["devices"]
             )
