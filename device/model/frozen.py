@@ -46,7 +46,7 @@ class FrozenStage:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        try:
+        try:  # the graph file is read (and maybe rewritten) here: a bad one is an ExportError
             self._session = ort.InferenceSession(
                 frozen_graph(bundle), opts, providers=["CPUExecutionProvider"]
             )

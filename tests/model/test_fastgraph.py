@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from device.app.models import load_model
 from device.cli import app
 from device.model.bundle import ModelBundle
+from device.model.errors import ExportError
 from device.model.fastgraph import PoolScales, fast_graph, near_ties, pool_is_exact
 from device.model.frozen import FrozenStage
 from device.model.split import split_onnx
@@ -283,3 +285,13 @@ def test_a_near_tie_the_kernels_round_apart_keeps_the_pool() -> None:
     assert suspect is not None and suspect.tolist() == [778]
     model = q_pool_model(x_scale=x_scale, y_scale=y_scale)
     assert fast_graph(model, np.zeros((1, 4, 8, 8), np.float32)) is None
+
+
+def test_a_corrupt_frozen_graph_is_an_export_error_naming_the_file(
+    default_bundle: ModelBundle, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(default_bundle.path, copy)
+    (copy / default_bundle.frozen_path.name).write_bytes(b"\x08\x07not an onnx model" * 64)
+    with pytest.raises(ExportError, match=r"frozen\.onnx: onnxruntime cannot load it"):
+        FrozenStage(ModelBundle.load(copy))
