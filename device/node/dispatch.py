@@ -191,10 +191,7 @@ class Dispatcher:
                 except (aiomqtt.MqttError, asyncio.CancelledError):
                     raise  # the connection is gone or we stop: the message comes again
                 except Exception as exc:  # never let an eval set stop the node
-                    log.exception("%s: failed on shared eval set %s", self.device_id, shared)
-                    text = f"{type(exc).__name__}: {exc}"
-                    await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
-                    await self._release_batches(client)
+                    await self._shared_eval_failed(client, shared, exc)
             ack(client, message)
             return
         try:
@@ -296,10 +293,17 @@ class Dispatcher:
                 except (aiomqtt.MqttError, asyncio.CancelledError):
                     raise  # the connection is gone or we stop: the reference comes again
                 except Exception as exc:  # never let an eval set stop the node
-                    log.exception("%s: failed on shared eval set %s", self.device_id, sha256)
-                    text = f"{type(exc).__name__}: {exc}"
-                    await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
-                    await self._release_batches(client)
+                    await self._shared_eval_failed(client, sha256, exc)
+
+    async def _shared_eval_failed(
+        self, client: aiomqtt.Client, sha256: str, exc: Exception
+    ) -> None:
+        """A bug on the shared set ``sha256``: logged, answered ``internal``, the held batches
+        learned without it."""
+        log.error("%s: failed on shared eval set %s", self.device_id, sha256, exc_info=exc)
+        text = f"{type(exc).__name__}: {exc}"
+        await self._outbox.error(client, ErrorMessage(self.device_id, "internal", text))
+        await self._release_batches(client)
 
     def _end_fetch(self, payload: bytes | None) -> None:
         """This node's fetch of a shared set is over: the set (verified) is left for the other
