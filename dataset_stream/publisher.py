@@ -73,7 +73,7 @@ import aiomqtt
 from broker.errors import OutageTooLong, SubscriptionRefused
 from broker.reconnect import describe
 from broker.session import Session, close, new_client_id, publish
-from dataset_stream.answers import AnswerLedger
+from dataset_stream.answers import AnswerLedger, DeviceLedger
 from dataset_stream.continuation import ENDLESS_EVENTS, SeqPlan, plan_seqs
 from dataset_stream.errors import PublishError, SeqsRefused
 from dataset_stream.inference import InferSchedule
@@ -103,6 +103,11 @@ SUBSCRIBE_CHUNK: Final = 300
 #: Seconds a stream waits at its start for the devices' retained statuses (it goes on as soon
 #: as every device's has come).
 STATUS_WAIT_S: Final = 2.0
+
+#: Seconds at most the first batches wait for the devices just sent an eval set to report it in
+#: use (:meth:`StreamPublisher._evals_taken`), and how often that is looked at.
+EVAL_SETTLE_S: Final = 12.0
+EVAL_SETTLE_POLL_S: Final = 0.05
 
 
 def phase(device_id: str) -> float:
@@ -396,7 +401,7 @@ class StreamPublisher:
     async def _work(self, client: aiomqtt.Client) -> None:
         if self.plan is None:
             await self._plan()
-        await self._publish_evals(client)
+        await self._evals_taken(await self._publish_evals(client))
         await self._republish(client)
         if self.speed is None:
             async with asyncio.TaskGroup() as devices:
@@ -465,13 +470,36 @@ class StreamPublisher:
             self._streams[device_id] = stream
         return stream[seq - 1]
 
-    async def _publish_evals(self, client: aiomqtt.Client) -> None:
+    async def _evals_taken(self, devices: list[str]) -> None:
+        """Before the first batches, wait (at most :data:`EVAL_SETTLE_S`) until each of
+        ``devices`` reports an accuracy in its status: its eval set is in use. A node holds the
+        batches that come before a set it was told about, unacknowledged; a broker that hands a
+        session one message at a time (the embedded one) then sends the set only once its wait
+        for that acknowledgement times out, seconds later. Only devices heard online are
+        waited for; one that never reports a set in use (it cannot use it) only costs the wait."""
+
+        def waiting(rec: DeviceLedger) -> bool:
+            now = rec.status
+            return now is not None and now.state != "offline" and now.accuracy is None
+
+        pending = [self.answers.devices[d] for d in devices if d in self.answers.devices]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EVAL_SETTLE_S
+        while loop.time() < deadline:
+            pending = [r for r in pending if waiting(r)]
+            if not pending:
+                return
+            await asyncio.sleep(EVAL_SETTLE_POLL_S)
+        log.info("%d device(s) report no eval set in use yet; streaming on", len(pending))
+
+    async def _publish_evals(self, client: aiomqtt.Client) -> list[str]:
         """Each device's eval set, retained: by reference (each distinct set once on its
         content-addressed topic, before the references that name it) or, with
-        ``eval_by_reference`` off, the whole set on every device's ``eval`` topic."""
+        ``eval_by_reference`` off, the whole set on every device's ``eval`` topic; the devices
+        it was published for now."""
         todo = [d for d in self.device_ids if d not in self._evals_done]
         if not todo:
-            return
+            return todo
         scenarios = {id(self._scenario_of[d]): self._scenario_of[d] for d in todo}
         payloads = {
             key: await asyncio.to_thread(eval_payload, scenario)
@@ -500,6 +528,7 @@ class StreamPublisher:
         async with asyncio.TaskGroup() as group:
             for device_id in todo:
                 group.create_task(one(device_id))
+        return todo
 
     async def _publish_batch(
         self,

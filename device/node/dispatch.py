@@ -185,14 +185,20 @@ class Dispatcher:
         shared = parse_evalset_topic(self._settings.prefix, where)
         if shared is not None:
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            used = False
             async with self._lock:
                 try:
-                    await self._on_shared_eval(client, shared, bytes(payload))
+                    used = await self._on_shared_eval(client, shared, bytes(payload))
                 except (aiomqtt.MqttError, asyncio.CancelledError):
                     raise  # the connection is gone or we stop: the message comes again
                 except Exception as exc:  # never let an eval set stop the node
                     await self._shared_eval_failed(client, shared, exc)
             ack(client, message)
+            # got it for good: the set published again is not sent. Only once the set is
+            # acknowledged: a broker that hands a session one message at a time (amqtt) answers
+            # the unsubscription after that acknowledgement, or after its timeout (5 s)
+            if used and self._unfollow is not None:
+                await self._unfollow(evalset_topic(self._settings.prefix, shared))
             return
         try:
             device, kind = parse_topic(self._settings.prefix, where)
@@ -473,11 +479,12 @@ class Dispatcher:
 
     async def _on_shared_eval(
         self, client: aiomqtt.Client, sha256: str, raw: bytes, *, followed: bool = True
-    ) -> None:
+    ) -> bool:
         """A shared eval set: used if it is the one referenced and matches its digest; refused
         (``eval_mismatch``) if it does not match; ignored if not referenced. ``followed``: it
         came on the set's topic (else from another node of the process, never subscribed to);
-        one that is used is then left for the process's other nodes."""
+        one that is used is then left for the process's other nodes. True when a followed set
+        is done with (in use now, or refused for good): the caller stops following its topic."""
         verdict = self._evals.shared(sha256, raw)
         if verdict.mismatch is not None:
             log.warning("%s: %s", self.device_id, verdict.mismatch)
@@ -486,9 +493,9 @@ class Dispatcher:
             await self._release_batches(client)  # they do without it
             if followed:
                 self._end_fetch(None)  # the others check it themselves
-            return
+            return False
         if not verdict.use:
-            return
+            return False
         try:
             await self._use_eval(client, raw, sha256)
         except ProtocolError as exc:  # the digest matched a payload that is not a good set
@@ -496,15 +503,13 @@ class Dispatcher:
             await self._outbox.error(client, rejected)
             if followed:
                 self._end_fetch(None)
-        else:
-            if followed:  # whoever's fetch it was, the set is here now
-                self._fetch = None
-                shared_sets().fetched(sha256, raw)
+            await self._release_batches(client)
+            return followed  # that digest names a bad set for good: no use following it
+        if followed:  # whoever's fetch it was, the set is here now
+            self._fetch = None
+            shared_sets().fetched(sha256, raw)
         await self._release_batches(client)
-        if not followed:
-            return
-        if self._unfollow is not None:  # got it for good: the set published again is not sent
-            await self._unfollow(evalset_topic(self._settings.prefix, sha256))
+        return followed
 
     async def _use_eval(
         self, client: aiomqtt.Client, raw: bytes, sha256: str | None = None

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,13 @@ class Answers:
             assert isinstance(message.payload, bytes)
             self.seen.append((str(message.topic).rsplit("/", 1)[-1], json.loads(message.payload)))
             self._arrived.set()
+
+    async def when(self, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+        """Wait until ``condition()`` holds, looked at as each message arrives."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def until(self, kind: str, timeout_s: float = 60.0, **match: Any) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -196,3 +197,35 @@ async def test_the_registry_keeps_the_last_sets_and_wakes_the_waiters() -> None:
     sets.fetched("c", b"set c")  # the oldest goes
     assert [sets.payload(k) for k in "abc"] == [None, b"set b", b"set c"]
     assert shared_sets() is shared_sets() and shared_sets() is not sets
+
+
+async def test_a_fetched_set_is_acknowledged_before_its_topic_is_left(
+    embedded_broker: Any,
+    default_bundle: ModelBundle,
+    digits_nic: Scenario,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the embedded broker answers an unsubscription only after the PUBACK of the message it is
+    # delivering: a node that left the set's topic before acknowledging the set stalled there
+    # until the broker's PUBACK timeout, and the broker logged it
+    url: BrokerURL = embedded_broker.url
+    ids = ["node-0200", "node-0201"]
+    payload = eval_payload(digits_nic)
+    ref = eval_ref(digits_nic, payload)
+    caplog.set_level(logging.WARNING, logger="amqtt")
+    async with fleet_answers(url) as (peer, answers), contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            Fleet(ids, lambda d: settings(d, tmp_path), default_bundle, url)
+        )
+        for device in ids:  # the nodes online, then the set and references, as `up` sends them
+            await answers.until("status", device=device)
+        await peer.publish(ref.topic("vega"), payload, qos=1, retain=True)
+        for device in ids:
+            await peer.publish(f"vega/{device}/eval", ref.to_json(), qos=1, retain=True)
+        # the set in use first, as a stream waits for it: batches held for a set stall too
+        await answers.when(lambda: all(measured_factory(answers, d) for d in ids))
+        await learn_two(peer, answers, digits_nic, ids)
+    stalls = [r for r in caplog.records if "Timeout waiting for PUBACK" in r.getMessage()]
+    assert not stalls, stalls[0].getMessage()
+    assert not answers.of("error")
