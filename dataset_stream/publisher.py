@@ -106,7 +106,7 @@ STATUS_WAIT_S: Final = 2.0
 
 #: Seconds at most the first batches wait for the devices just sent an eval set to report it in
 #: use (:meth:`StreamPublisher._evals_taken`), and how often that is looked at.
-EVAL_SETTLE_S: Final = 12.0
+EVAL_SETTLE_S: Final = 5.0
 EVAL_SETTLE_POLL_S: Final = 0.05
 
 
@@ -475,14 +475,18 @@ class StreamPublisher:
         ``devices`` reports an accuracy in its status: its eval set is in use. A node holds the
         batches that come before a set it was told about, unacknowledged; a broker that hands a
         session one message at a time (the embedded one) then sends the set only once its wait
-        for that acknowledgement times out, seconds later. Only devices heard online are
-        waited for; one that never reports a set in use (it cannot use it) only costs the wait."""
+        for that acknowledgement times out, seconds later. Only references are waited for (a
+        whole set is used as it comes), and only devices heard online when it was sent; one
+        that never reports a set in use (it cannot use it) only costs the wait."""
 
         def waiting(rec: DeviceLedger) -> bool:
             now = rec.status
             return now is not None and now.state != "offline" and now.accuracy is None
 
-        pending = [self.answers.devices[d] for d in devices if d in self.answers.devices]
+        if not self.eval_by_reference:
+            return
+        known = [self.answers.devices[d] for d in devices if d in self.answers.devices]
+        pending = [r for r in known if waiting(r)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EVAL_SETTLE_S
         while loop.time() < deadline:
