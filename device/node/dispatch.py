@@ -534,7 +534,9 @@ class Dispatcher:
         await self._measure_factory(client)
 
     async def _measure_factory(self, client: aiomqtt.Client) -> None:
-        """Before the first learned event, the factory model on the eval set, in the status."""
+        """Before the first learned event, the factory model on the eval set, in the status.
+        After it, in a node that has reported no accuracy yet (restarted with events learned),
+        the head as it is, so that its status says the set is in use before the next event."""
         try:
             factory = await finish_in_thread(self._engine.measure_factory)
         except StoreError as exc:  # nothing committed: the next eval message measures it again
@@ -543,6 +545,10 @@ class Dispatcher:
             return
         if factory is not None:
             await self._outbox.factory_status(client, factory)
+        elif self._outbox.accuracy is None:
+            now = await finish_in_thread(self._engine.evaluate)
+            if now is not None:
+                await self._outbox.measured_status(client, now)
 
 
 def _copy(message: aiomqtt.Message) -> aiomqtt.Message:

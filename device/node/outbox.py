@@ -87,6 +87,12 @@ class Outbox:
         by_class = self._engine.factory_accuracy_by_class(evaluation)
         await self.status(client, self.state, accuracy_by_class=by_class)
 
+    async def measured_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:
+        """Publish the accuracy of the head as it is (measured on the eval set in use, outside
+        any event) in the status, and carry it in the next ones."""
+        self.accuracy = evaluation.accuracy
+        await self.status(client, self.state)
+
     async def telemetry(self, client: aiomqtt.Client, telemetry: Telemetry) -> None:
         if telemetry.accuracy is not None:
             self.accuracy = telemetry.accuracy

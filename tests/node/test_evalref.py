@@ -259,3 +259,42 @@ async def test_batches_wait_for_a_referenced_set_that_never_comes_then_are_learn
     assert waited_s >= EVAL_WAIT_S - 1.0  # held while the set might still come
     assert [t["seq"] for t in answers.of("telemetry")] == [1, 2]  # in order, each once
     assert second["accuracy"] is None and not answers.of("error")
+
+
+async def test_a_restarted_node_reports_the_accuracy_of_its_head_before_its_next_batch(
+    mosquitto: Any, default_bundle: ModelBundle, digits_nic: Scenario, tmp_path: Path
+) -> None:
+    """A node that starts again with events learned measures its head on the set it holds and
+    says so in its status at once: a stream waiting for the set to be in use does not wait for
+    a batch that it has not sent yet."""
+    url: BrokerURL = mosquitto.url
+    device = "node-0021"
+    payload = eval_payload(digits_nic)
+    ref = eval_ref(digits_nic, payload)
+    args = ["node", "--broker", str(url), "--id", device, "--state-dir", str(tmp_path)]
+    args += ["--model", str(default_bundle.path)]
+    async with answers_of(url, device) as (peer, answers):
+        await peer.subscribe(f"vega/{device}/status", qos=1)
+        await peer.publish(ref.topic("vega"), payload, qos=1, retain=True)
+        await peer.publish(f"vega/{device}/eval", ref.to_json(), qos=1, retain=True)
+        async with Command(args) as node:
+            await answers.until("reported")
+            await peer.publish(f"vega/{device}/batch", batch(digits_nic, device, 1), qos=1)
+            learned = await answers.until("telemetry", seq=1)
+            node.send(signal.SIGTERM)
+            await node.ended_within(30)
+        before = len(answers.of("status"))
+        async with Command(args) as node:
+            await answers.when(
+                lambda: any(
+                    s.get("state") == "idle" and s.get("accuracy") is not None
+                    for s in answers.of("status")[before:]
+                ),
+                timeout_s=30,
+            )
+            node.send(signal.SIGTERM)
+            await node.ended_within(30)
+    restarted = [s for s in answers.of("status")[before:] if s.get("accuracy") is not None]
+    assert restarted[0]["accuracy"] == learned["accuracy"]  # the same head, the same set
+    assert restarted[0]["events"] == 1
+    assert len(answers.of("telemetry")) == 1  # measured outside any event
