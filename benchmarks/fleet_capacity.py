@@ -16,7 +16,10 @@ its events) and its peak (the sum of each process's VmHWM: the eval sets arrivin
 at once are the usual high point), the CPU seconds per event spent by the fleet's processes, by
 this process (the stream and the monitor) and by Mosquitto, over the whole run and over the
 events after the first minute (the first minute also takes in every node's eval set), and the p99
-lag of each event.
+lag of each event. ``worker_cpu_s_per_event_parts`` splits the workers' CPU per event after the
+first minute: the frozen stage, training, evaluation, the rest of the event, and what the
+workers spend outside events (MQTT, the event loop); each worker records the CPU time of its
+events' parts (``device.node.cputime``) in a file the benchmark names in its environment.
 
     python benchmarks/fleet_capacity.py --devices 1000 2000 --events 3 \\
         --connection node shared --arrivals burst staggered \\
@@ -84,6 +87,40 @@ def fleet_cpu_s(pid: int) -> float:
     return sum(cpu_s(p) for p in tree(pid))
 
 
+def worker_parts(directory: Path) -> dict[str, float]:
+    """The fleet's workers' CPU seconds per part of their events, summed over the workers
+    (``device.node.cputime``: each worker rewrites its file every 2 s), with ``events`` their
+    count and ``process`` the workers' own CPU."""
+    total: dict[str, float] = {}
+    for path in sorted(directory.glob("worker-*.json")):
+        parts = json.loads(path.read_text())["parts"]
+        for part, got in parts.items():
+            total[part] = total.get(part, 0.0) + got["s"]
+        total["events"] = total.get("events", 0.0) + parts["event"]["n"]
+    return total
+
+
+def split_per_event(before: dict[str, float], after: dict[str, float]) -> dict[str, float] | None:
+    """CPU seconds per event of each part between two :func:`worker_parts`: the frozen stage,
+    training, evaluation, the rest of the event (LR memory, commit, bookkeeping) and the
+    workers' CPU outside events (MQTT, the event loop, decoding, telemetry)."""
+    if not before or not after:
+        return None
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    n = d.get("events", 0.0)
+    if n <= 0:
+        return None
+    rest = d["event"] - d["frozen"] - d["training"] - d["eval"]
+    out = {
+        "frozen": d["frozen"],
+        "training": d["training"],
+        "eval": d["eval"],
+        "rest_of_event": rest,
+        "outside_events": d["process"] - d["event"],
+    }
+    return {k: round(v / n, 4) for k, v in out.items()}
+
+
 def pct(values: list[float], q: float) -> float | None:
     """The ``q`` quantile of sorted ``values`` (nearest rank), rounded to 10 ms."""
     return round(values[min(len(values) - 1, int(q * len(values)))], 2) if values else None
@@ -118,6 +155,8 @@ async def one_size(
     with tempfile.TemporaryDirectory(prefix="vega-capacity-") as tmp:
         async with Mosquitto(MosquittoConfig(data_dir=Path(tmp) / "mq")) as broker:
             log = (Path(tmp) / "fleet.log").open("wb")
+            parts_dir = Path(tmp) / "cpu-parts"
+            parts_dir.mkdir()
             started = time.perf_counter()
             fleet = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -138,6 +177,7 @@ async def one_size(
                 str(eval_every),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=os.environ | {"VEGA_EMU_CPU_PARTS_DIR": str(parts_dir)},
             )
             try:
                 async with FleetMonitor(broker.url, on_message=on_message) as monitor:
@@ -167,12 +207,14 @@ async def one_size(
                     ) as stream:
                         began = time.perf_counter()
                         after_first: list[float] = []  # CPU of all three, a cadence in
+                        parts_first: dict[str, float] = {}  # the workers' parts, then
 
                         async def mark() -> None:
                             await asyncio.sleep(CADENCE_S / speed)
                             after_first.extend(
                                 (fleet_cpu_s(fleet.pid), own_cpu_s(), cpu_s(broker.pid))
                             )
+                            parts_first.update(worker_parts(parts_dir))
 
                         marker = asyncio.ensure_future(mark())
                         try:
@@ -191,7 +233,8 @@ async def one_size(
                         now = (fleet_cpu_s(fleet.pid), own_cpu_s(), cpu_s(broker.pid))
                         spent = [b - a for a, b in zip(after_first, now, strict=True)]
                         later = [round(x / (stats.acked - n), 4) for x in spent]
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(2.5)  # each worker's parts written once more
+                    parts = split_per_event(parts_first, worker_parts(parts_dir))
             finally:
                 fleet.terminate()
                 await fleet.wait()
@@ -225,6 +268,8 @@ async def one_size(
         "machine_busy": round(busy, 3),  # all three's CPU over the run / (wall x cores)
         # fleet, stream + monitor, broker: CPU s per event after the first minute / (events - n)
         "cpu_s_per_event_after_first_minute": later,
+        # the fleet's workers after the first minute, per event: where their CPU goes
+        "worker_cpu_s_per_event_parts": parts,
     }
 
 

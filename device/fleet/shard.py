@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import resource
 import signal
 import sys
@@ -64,6 +65,7 @@ from device.fleet.spec import DeviceClass
 from device.logs import one_line_logging
 from device.model.bundle import ModelBundle
 from device.model.errors import ModelError
+from device.node import cputime
 from device.node.node import Node
 from device.node.presence import Presence
 from device.node.settings import ConnectSettings, DeliverySettings, NodeSettings
@@ -279,12 +281,16 @@ async def run_shard(plan: ShardPlan, url: BrokerURL, stop: asyncio.Event) -> int
             watched.add(asyncio.ensure_future(gateway.failed.wait()))
         trimmer: asyncio.Future[None] = asyncio.ensure_future(heap.trim_every())
         watched.add(trimmer)  # it never ends: if it does, it failed (a bug), said below
+        parts_dir = os.environ.get(CPU_PARTS_ENV)  # a benchmark asks where the CPU goes
+        recorder = asyncio.ensure_future(
+            _cpu_parts_every(Path(parts_dir), plan.worker) if parts_dir else asyncio.sleep(0)
+        )
         try:
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in watched:
+            for task in (*watched, recorder):
                 task.cancel()
-            await asyncio.gather(*watched, return_exceptions=True)
+            await asyncio.gather(*watched, recorder, return_exceptions=True)
         if trimmer.done() and not trimmer.cancelled() and trimmer.exception() is not None:
             log.error("worker %d: heap trimming failed", plan.worker, exc_info=trimmer.exception())
             return EXIT_CRASH
@@ -350,6 +356,31 @@ async def _start(
         )
         fleets.append(await stack.enter_async_context(fleet))
     return gateway, [n for f in fleets for n in f.nodes.values()]
+
+
+#: The environment variable naming a directory where each worker writes, every
+#: :data:`CPU_PARTS_EVERY_S`, the CPU time of its events' parts (``worker-{k}.json``).
+CPU_PARTS_ENV = "VEGA_EMU_CPU_PARTS_DIR"
+CPU_PARTS_EVERY_S = 2.0
+
+
+async def _cpu_parts_every(directory: Path, worker: int) -> None:
+    """:func:`device.node.cputime.write_totals` every :data:`CPU_PARTS_EVERY_S`, and once more
+    when cancelled (the worker stops); a file that cannot be written is said once and the
+    worker goes on serving without it."""
+    path = directory / f"worker-{worker}.json"
+    try:
+        while True:
+            cputime.write_totals(path)
+            await asyncio.sleep(CPU_PARTS_EVERY_S)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            cputime.write_totals(path)
+        raise
+    except OSError as exc:
+        log.warning("worker %d: cannot write %s (%s); no CPU parts recorded", worker, path, exc)
+    except Exception:  # a bug here must not stop the nodes: said, and recording ends
+        log.exception("worker %d: CPU parts not recorded", worker)
 
 
 async def _main(plan: ShardPlan, url: BrokerURL, stopper: Stopper) -> int:

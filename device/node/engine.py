@@ -38,7 +38,7 @@ from device.learning.nn import SGD, Sequential
 from device.learning.prequential import PrequentialScore
 from device.model.bundle import ModelBundle
 from device.model.frozen import FrozenStage
-from device.node import reporting
+from device.node import cputime, reporting
 from device.node.classbook import ClassBook
 from device.node.desired import Downlink, DownlinkNews, effective_settings
 from device.node.inference import Inference, InferenceCharge
@@ -222,6 +222,10 @@ class NodeEngine:
         state is applied first (committed on its own), and with learning turned off the batch
         is committed without being learned. ``wire_bytes``: its payload's size, charged to the
         radio when batches arrive over it (``batches_over_radio``)."""
+        with cputime.charged("event"):
+            return self._apply(batch, wire_bytes)
+
+    def _apply(self, batch: Batch, wire_bytes: int | None) -> EventOutcome:
         self._apply_desired()
         if self._downlink.learning:
             at_t, to_learn = self._learning.to_release(batch)

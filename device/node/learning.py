@@ -44,6 +44,7 @@ from device.energy.harvest import harvested_j
 from device.energy.policy import RESTART_SOC
 from device.learning.learner import Evaluation, evaluate, train_event
 from device.learning.prequential import ScoreTally
+from device.node.cputime import charged
 from device.node.energy_policy import (
     choose,
     deferred_error,
@@ -92,7 +93,10 @@ class Learning:
 
     def evaluate(self) -> Evaluation | None:
         """The head's accuracy on the eval set; None before one was given."""
-        return None if self._eval is None else evaluate(self._live.head, *self._eval)
+        if self._eval is None:
+            return None
+        with charged("eval"):
+            return evaluate(self._live.head, *self._eval)
 
     def measure_factory(self) -> Evaluation | None:
         """The factory model's accuracy on the eval set, committed as the start of each class's
@@ -249,18 +253,20 @@ class Learning:
         latents: np.ndarray | None = None
         events_applied = live.state.events_applied + int(learned)
         if learned:
-            latents = parts.frozen.run(batch.x)
-            train_event(
-                live.head,
-                live.optimizer,
-                latents,
-                batch.y,
-                replay=memory.sample,
-                n_replay=n_replay,
-                config=train,
-                rng=self._rng(batch.seq),
-                replay_into=memory.sample_into,
-            )
+            with charged("frozen"):
+                latents = parts.frozen.run(batch.x)
+            with charged("training"):
+                train_event(
+                    live.head,
+                    live.optimizer,
+                    latents,
+                    batch.y,
+                    replay=memory.sample,
+                    n_replay=n_replay,
+                    config=train,
+                    rng=self._rng(batch.seq),
+                    replay_into=memory.sample_into,
+                )
         evaluation, measured_at, fresh = self._measurement(events_applied)
         if learned:
             if parts.power.priced:  # its telemetry at its real encoded size

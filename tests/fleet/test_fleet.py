@@ -10,6 +10,7 @@ energy profile.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ import pytest
 from dataset_stream import Scenario, StreamPublisher
 from dataset_stream.protocol import Status, fleet_ids
 from device.fleet.errors import FleetSpecError
+from device.fleet.shard import CPU_PARTS_ENV
 from device.fleet.spec import DeviceClass, FleetSpec, shard
 from device.model.bundle import ModelBundle
 from device.observe.monitor import FleetMonitor
@@ -167,7 +169,10 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
     spec = FleetSpec.load(spec_path)
     ids = spec.device_ids()
     state, log = tmp_path / "state", tmp_path / "fleet.log"
+    parts = tmp_path / "cpu-parts"  # each worker's CPU per part of its events
+    parts.mkdir()
     env = {**os.environ, "VEGA_EMU_CACHE": str(default_bundle.path.parent)}
+    env[CPU_PARTS_ENV] = str(parts)
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             *fleet_cmd(spec_path, mosquitto.url, state, 2, connection),
@@ -234,6 +239,16 @@ async def test_a_mixed_fleet_in_two_workers_learns_every_event_once_through_a_wo
         assert events_in(state / f"{device}.db") == [(s, "learned") for s in range(1, 5)], device
     # the two classes are costed on their own profiles: an STM32L4 event costs far more energy
     assert min(per_class["stm"]) > 2 * max(per_class["vega"])
+    # every event each worker learned ran the frozen stage and training once, inside the event;
+    # the worker that was not killed learned all 4 events of its 25 nodes
+    recorded = [json.loads(p.read_text())["parts"] for p in sorted(parts.glob("worker-*.json"))]
+    assert len(recorded) == 2
+    for got in recorded:
+        assert got["event"]["n"] == got["frozen"]["n"] == got["training"]["n"] > 0
+        assert got["frozen"]["s"] > 0 and got["training"]["s"] > 0
+        assert got["frozen"]["s"] + got["training"]["s"] <= got["event"]["s"]
+        assert got["event"]["s"] <= got["process"]["s"] and got["eval"]["s"] <= got["process"]["s"]
+    assert max(got["event"]["n"] for got in recorded) == 25 * events
 
 
 def test_fleet_refuses_both_or_neither_of_n_and_spec(tmp_path: Path) -> None:
