@@ -53,6 +53,16 @@ def accuracy_points(data: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return device[order], events[order], accuracy[order]
 
 
+def forgetting_points(data: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(device, events, mean forgetting)`` of every telemetry measured at its own event (one
+    carrying an older measurement carries its forgetting too: not a point), in telemetry order
+    (sorted by device, then time)."""
+    tel = data.telemetry
+    mine = tel.measured
+    forgetting = np.asarray(data.classes.forgetting, np.float64)
+    return tel.device[mine], tel.events[mine].astype(np.float64), forgetting[mine]
+
+
 def classes_section(data: RunData, canvas: Canvas) -> str:
     """The section "Per-class accuracy and forgetting" (see the module docstring)."""
     classes = data.classes
@@ -128,11 +138,9 @@ def _per_class_plot(data: RunData, accuracy: ClassMap, canvas: Canvas) -> str:
 def _forgetting_plot(data: RunData, canvas: Canvas) -> str:
     from device.observe.report_plots import count_axis, figure, fleet_band, node_lines
 
-    tel = data.telemetry
-    events = tel.events.astype(np.float64)
-    forgetting = data.classes.forgetting
+    device, events, forgetting = forgetting_points(data)
     fig, ax = figure()
-    node_lines(ax, tel.device, events, forgetting, max_lines=50)
+    node_lines(ax, device, events, forgetting, max_lines=50)
     fleet_band(ax, events, forgetting, exact=True)
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set(

@@ -26,7 +26,7 @@ from device.observe.accounting import DeviceRecord
 from device.observe.monitor import FleetMonitor
 from device.observe.recorder import RunRecorder, load_run
 from device.observe.report import render_report
-from device.observe.report_classes import accuracy_points
+from device.observe.report_classes import accuracy_points, forgetting_points
 from tests.support.times import T0
 
 DEVICE = "node-0000"
@@ -76,9 +76,13 @@ def test_the_report_plots_measured_points_and_the_recorder_keeps_the_field(
     assert list(events) == [0, 3, 6]
     telemetry = [m for m in messages if isinstance(m, Telemetry)]
     assert list(accuracy[1:]) == [telemetry[2].accuracy, telemetry[5].accuracy]
+    # the mean forgetting moves only at measurements: carried rows are no points either
+    _, at, forgetting = forgetting_points(data)
+    assert list(at) == [3, 6]
+    assert list(forgetting) == [telemetry[2].classes.forgetting, telemetry[5].classes.forgetting]  # type: ignore[union-attr]
     saved: list[str] = []
     render_report(run, tmp_path / "report", on_figure=lambda name, _: saved.append(name))
-    assert {"accuracy.png", "class_accuracy.png"} <= set(saved)
+    assert {"accuracy.png", "class_accuracy.png", "forgetting.png"} <= set(saved)
 
 
 def test_the_monitor_shows_the_age_of_a_carried_accuracy_only(
