@@ -173,6 +173,12 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
     accuracy = GaugeMetricFamily(
         "vega_accuracy_ratio", "Accuracy on the device's held-out set, 0..1.", labels=dev
     )
+    measured_at = GaugeMetricFamily(
+        "vega_accuracy_measured_events",
+        "The device's learned-event count when vega_accuracy_ratio was measured: its events "
+        "count, or less for a node measuring every k events (--eval-every) between two.",
+        labels=dev,
+    )
     info = GaugeMetricFamily(
         "vega_device_info",
         "Always 1: the device's state, model and LR bits as labels.",
@@ -242,13 +248,15 @@ def _device_families(records: tuple[DeviceRecord, ...]) -> Iterator[Metric]:
             lifetime.add_metric([name], tel.lifetime_h * HOUR_S)
         if tel.accuracy is not None:
             accuracy.add_metric([name], tel.accuracy)
+            at = tel.events if tel.accuracy_events is None else tel.accuracy_events
+            measured_at.add_metric([name], float(at))
         if tel.prequential_accuracy is not None:
             prequential.add_metric([name], tel.prequential_accuracy)
         if rec.forgetting is not None:
             forgetting.add_metric([name], rec.forgetting)
         if rec.received is not None:
             received.add_metric([name], rec.received)
-    yield from (remaining, soc, energy, events, lifetime, accuracy, info, received)
+    yield from (remaining, soc, energy, events, lifetime, accuracy, measured_at, info, received)
     yield from (gaps, duplicates, rejected, faults, predictions, prequential, forgetting)
 
 

@@ -23,6 +23,7 @@ from device.model.frozen import FrozenStage
 from device.node.engine import NodeEngine
 from device.node.settings import NodeSettings
 from device.observe.accounting import DeviceRecord
+from device.observe.exporter import _device_families
 from device.observe.monitor import FleetMonitor
 from device.observe.recorder import RunRecorder, load_run
 from device.observe.report import render_report
@@ -95,6 +96,10 @@ def test_the_monitor_shows_the_age_of_a_carried_accuracy_only(
         for message in telemetry[:upto]:
             rec.add_telemetry(message, T0)
         assert rec.accuracy_age == age
+        # the exporter says when the accuracy it serves was measured
+        gauges = {m.name: m for m in _device_families((rec,))}
+        (sample,) = gauges["vega_accuracy_measured_events"].samples
+        assert sample.value == (upto if age is None else age)
         monitor = FleetMonitor(BrokerURL("127.0.0.1", 1884))  # never entered: its records only
         monitor.devices[DEVICE] = rec
         console = Console(width=80, record=True)

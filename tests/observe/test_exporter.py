@@ -70,6 +70,7 @@ async def test_metrics_carry_the_last_telemetry_and_delivery_counts(
     assert value(got, "vega_battery_remaining_joules", device=a) == 35100.0
     assert value(got, "vega_battery_soc_ratio", device=a) == 0.9
     assert value(got, "vega_accuracy_ratio", device=a) == 0.75
+    assert value(got, "vega_accuracy_measured_events", device=a) == 2  # at its own event
     assert not [lab for lab, _ in got["vega_accuracy_ratio"] if lab["device"] == b]  # null
     assert value(got, "vega_lifetime_seconds", device=a) == 20.0 * 3600
     assert value(got, "vega_events_total", device=a) == 2
