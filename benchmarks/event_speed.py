@@ -3,10 +3,11 @@
 One NodeEngine (the default model, LR memory of 1500 8-bit latents, the model's recommended
 SGD rate) learns the bundled digits ``nic`` scenario over a temporary state directory, with the
 held-out eval set loaded as a fleet node has it. BLAS is limited to one thread, as in a fleet.
-Each event is timed with ``time.process_time()`` (CPU seconds of the process: core-seconds), and
-split into the frozen stage (onnxruntime), training (``train_event``), evaluation (accuracy on
-the eval set, the emulator's own measurement) and the rest (LR memory update, SQLite commit,
-energy bookkeeping). The median is taken over the events after ``--warmup``.
+Each event is timed by the engine itself (``device.node.cputime``: the CPU seconds of the thread
+that runs it, core-seconds; here all of the event's work, as BLAS and onnxruntime run in that
+thread), and split into the frozen stage (onnxruntime), training (``train_event``), evaluation
+(accuracy on the eval set, the emulator's own measurement) and the rest (LR memory update, SQLite
+commit, energy bookkeeping). The median is taken over the events after ``--warmup``.
 
     python benchmarks/event_speed.py --events 30 --out benchmarks/results/event_speed.json
 
@@ -23,49 +24,25 @@ import platform
 import pstats
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from _host import git_commit
 
-T = TypeVar("T")
-
 PARTS = ("frozen", "training", "eval", "rest")
-
-
-class Stopwatch:
-    """Accumulates ``process_time`` per named part between :meth:`reset` calls."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, float] = {}
-
-    def reset(self) -> None:
-        self.spent = {}
-
-    def wrap(self, part: str, fn: Callable[..., T]) -> Callable[..., T]:
-        def timed(*args: Any, **kwargs: Any) -> T:
-            start = time.process_time()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.spent[part] = self.spent.get(part, 0.0) + time.process_time() - start
-
-        return timed
 
 
 def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    import device.node.learning
     from dataset_stream import build_scenario
     from dataset_stream.protocol import Batch, EvalSet
     from dataset_stream.scenarios import factory_split
     from device.learning.nn import SGDConfig
     from device.model.default import load_default
     from device.model.frozen import FrozenStage
+    from device.node import cputime
     from device.node.engine import NodeEngine
     from device.node.settings import NodeSettings, ReplaySettings
 
@@ -75,47 +52,38 @@ def measure(events: int, warmup: int, lr_size: int, profile: bool) -> dict[str, 
     stream = scenario.events("node-0000", True)
     if warmup + events > len(stream):
         raise SystemExit(f"error: the scenario has {len(stream)} events, asked {warmup + events}")
-    watch = Stopwatch()
     profiler = cProfile.Profile()
     rows: list[dict[str, float]] = []
     samples: list[int] = []
-    real_train, real_eval = device.node.learning.train_event, device.node.learning.evaluate
-    device.node.learning.train_event = watch.wrap("training", real_train)
-    device.node.learning.evaluate = watch.wrap("eval", real_eval)
-    try:
-        with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1, user_api="blas"):
-            settings = NodeSettings(
-                "node-0000",
-                Path(tmp),
-                replay=ReplaySettings(lr_size, 8),
-                sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
-            )
-            engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
-            engine.frozen.run = watch.wrap("frozen", engine.frozen.run)  # type: ignore[method-assign]
-            ex, ey = scenario.eval_set
-            engine.set_eval(EvalSet(ex, ey, "digits"))
-            try:
-                for seq, event in enumerate(stream[: warmup + events], 1):
-                    batch = Batch(event.x, event.y, seq=seq, t=1.764e9 + 60 * seq, source="digits")
-                    measured = seq > warmup
-                    watch.reset()
-                    if measured and profile:
-                        profiler.enable()
-                    start = time.process_time()
-                    engine.apply(batch)
-                    total = time.process_time() - start
-                    if measured and profile:
-                        profiler.disable()
-                    if measured:
-                        parts = {p: watch.spent.get(p, 0.0) for p in PARTS[:-1]}
-                        parts["rest"] = total - sum(parts.values())
-                        rows.append({"total": total, **parts})
-                        samples.append(len(event.y))
-            finally:
-                engine.close()
-    finally:
-        device.node.learning.train_event = real_train
-        device.node.learning.evaluate = real_eval
+    with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1, user_api="blas"):
+        settings = NodeSettings(
+            "node-0000",
+            Path(tmp),
+            replay=ReplaySettings(lr_size, 8),
+            sgd=SGDConfig(learning_rate=bundle.recommended_learning_rate),
+        )
+        engine = NodeEngine(settings, bundle, FrozenStage.shared(bundle))
+        ex, ey = scenario.eval_set
+        engine.set_eval(EvalSet(ex, ey, "digits"))
+        try:
+            for seq, event in enumerate(stream[: warmup + events], 1):
+                batch = Batch(event.x, event.y, seq=seq, t=1.764e9 + 60 * seq, source="digits")
+                measured = seq > warmup
+                if measured and profile:
+                    profiler.enable()
+                before = cputime.totals()
+                engine.apply(batch)
+                after = cputime.totals()
+                if measured and profile:
+                    profiler.disable()
+                if measured:
+                    spent = {p: after[p]["s"] - before[p]["s"] for p in after}
+                    parts = {p: spent[p] for p in PARTS[:-1]}
+                    parts["rest"] = spent["event"] - sum(parts.values())
+                    rows.append({"total": spent["event"], **parts})
+                    samples.append(len(event.y))
+        finally:
+            engine.close()
     median = {k: statistics.median(r[k] for r in rows) for k in ("total", *PARTS)}
     result: dict[str, Any] = {
         "events": events,

@@ -453,7 +453,7 @@ class Dispatcher:
         self._awaited = None
         if not self._evals.referenced(ref):
             self._end_fetch(None)
-            await self._measure_factory(client)
+            await self._measure_in_use(client)
             return
         if self._follow is None:
             return
@@ -531,9 +531,9 @@ class Dispatcher:
             text = f"eval set in use but not saved: {exc}"
             await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))
         self._evals.used(raw, sha256)
-        await self._measure_factory(client)
+        await self._measure_in_use(client)
 
-    async def _measure_factory(self, client: aiomqtt.Client) -> None:
+    async def _measure_in_use(self, client: aiomqtt.Client) -> None:
         """Before the first learned event, the factory model on the eval set, in the status.
         After it, in a node that has reported no accuracy yet (restarted with events learned),
         the head as it is, so that its status says the set is in use before the next event."""
@@ -544,11 +544,11 @@ class Dispatcher:
             await self._outbox.error(client, ErrorMessage(self.device_id, "store_failed", text))
             return
         if factory is not None:
-            await self._outbox.factory_status(client, factory)
+            await self._outbox.measured_status(client, factory, factory=True)
         elif self._outbox.accuracy is None:
             now = await finish_in_thread(self._engine.evaluate)
             if now is not None:
-                await self._outbox.measured_status(client, now)
+                await self._outbox.measured_status(client, now, factory=False)
 
 
 def _copy(message: aiomqtt.Message) -> aiomqtt.Message:

@@ -3,11 +3,13 @@
 :class:`Outbox` words nothing itself: the engine builds the messages (:mod:`device.node.reporting`,
 :mod:`dataset_stream.protocol`); the outbox puts them on the node's topics with the QoS and retain
 flag each one needs. It remembers the state of the last status it published and the last
-accuracy and mean forgetting a telemetry reported, which every later status carries (a node does
-not evaluate for a status), with the time the current connection was made (``online_since``, set
-by :meth:`Outbox.connected`). Before its first learned event, a node measures its factory model
-when an eval set arrives: :meth:`Outbox.factory_status` publishes that accuracy (``events`` 0,
-with the accuracy of each class), and later statuses carry it until a telemetry reports another.
+accuracy and mean forgetting a telemetry reported, which every later status carries, with the
+time the current connection was made (``online_since``, set by :meth:`Outbox.connected`). A node
+evaluates for a status only when an eval set arrives (or its reference names the set in use) and
+it has no accuracy to report yet: before its first learned event it measures its factory model,
+and after a restart with events learned its head as it is; :meth:`Outbox.measured_status`
+publishes that accuracy (for the factory model with the accuracy of each class: ``events`` 0),
+and later statuses carry it until a telemetry reports another.
 Every error is logged as it is published. The downlink's answers (:meth:`Outbox.news`): the
 retained ``reported`` state after each change of the desired state in force and on each
 connection, and a ``bad_desired`` error for each desired state refused.
@@ -80,18 +82,16 @@ class Outbox:
         log.log(level, "%s: %s: %s", self.device_id, error.code, error.message)
         await publish(client, self.topic("error"), error.to_json())
 
-    async def factory_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:
-        """Publish the factory model's accuracy, measured before the first learned event, in
-        the status (in the state of the last one), and carry it in the next ones."""
+    async def measured_status(
+        self, client: aiomqtt.Client, evaluation: Evaluation, *, factory: bool
+    ) -> None:
+        """Publish an accuracy measured outside any event in the status (in the state of the last
+        one), and carry it in the next ones: the ``factory`` model's, before the first learned
+        event, with its accuracy of each class; or the head's as it is, in a node restarted with
+        events learned."""
         self.accuracy = evaluation.accuracy
-        by_class = self._engine.factory_accuracy_by_class(evaluation)
+        by_class = self._engine.factory_accuracy_by_class(evaluation) if factory else None
         await self.status(client, self.state, accuracy_by_class=by_class)
-
-    async def measured_status(self, client: aiomqtt.Client, evaluation: Evaluation) -> None:
-        """Publish the accuracy of the head as it is (measured on the eval set in use, outside
-        any event) in the status, and carry it in the next ones."""
-        self.accuracy = evaluation.accuracy
-        await self.status(client, self.state)
 
     async def telemetry(self, client: aiomqtt.Client, telemetry: Telemetry) -> None:
         if telemetry.accuracy is not None:
